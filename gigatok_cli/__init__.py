@@ -1,0 +1,1 @@
+"""The ``gigatok`` command: a thin Typer app over :mod:`gigatok_core`."""

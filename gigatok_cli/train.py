@@ -1,0 +1,11 @@
+"""`gigatok train`."""
+
+from __future__ import annotations
+
+from gigatok_cli._common import handle_errors, not_implemented
+
+
+@handle_errors
+def train() -> None:
+    """Not implemented yet."""
+    not_implemented("train", "pending")

@@ -1,0 +1,144 @@
+"""Reading official checkpoint files safely and loading them strictly.
+
+Official files are dicts holding ``ema`` / ``model`` / ``state_dict`` (weights), often a pickled
+``argparse.Namespace`` under ``args``, and training-only entries (optimizer, discriminator, steps).
+We read them with ``torch.load(weights_only=True)``, allow-listing only ``argparse.Namespace``, and
+load strictly: every key must match, and the keys we deliberately drop are named.
+Files we write ourselves are safetensors (weights) plus a JSON-able header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gigatok_core.errors import GigatokError
+
+PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file without executing code from it.
+
+    ``.safetensors`` files give ``{"model": tensors}``; anything else goes through
+    ``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed (official files pickle one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GigatokError(f"checkpoint {path} does not exist", hint="check the path, or omit it to use the preset's weights")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return {"model": load_file(str(path))}
+        except (SafetensorError, OSError) as err:
+            raise GigatokError(f"{path} is not a readable safetensors file ({err})",
+                               hint="the file may be truncated: delete it and download it again") from None
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):  # legacy (non-zip) format cannot be memory-mapped
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise GigatokError(
+            f"{path} contains objects that are not plain weights, so it was not loaded ({str(err).splitlines()[0]})",
+            hint="only official GigaTok checkpoints and files written by gigatok are accepted; never load untrusted pickles",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise GigatokError(
+            f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0][:200]})",
+            hint="the file may be truncated or corrupted: delete it and download it again",
+        ) from None
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": dict(obj)}  # a bare state_dict
+    if not isinstance(obj, Mapping):
+        raise GigatokError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict",
+                           hint="expected a dict with 'ema', 'model' or 'state_dict'")
+    return dict(obj)
+
+
+def extract_state_dict(
+    ckpt: Mapping[str, Any], prefer: Iterable[str] = ("ema", "model", "state_dict"), source: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Pick the weights entry (first of ``prefer`` present) and strip ``module.``/``_orig_mod.``.
+
+    Returns (state_dict, the entry name used).
+    """
+    prefer = tuple(prefer)
+    for key in prefer:
+        sd = ckpt.get(key)
+        if isinstance(sd, Mapping) and sd:
+            return strip_prefixes(sd), key
+    raise GigatokError(
+        f"{source} has none of the entries {', '.join(map(repr, prefer))} (it has: {', '.join(map(str, ckpt)) or 'nothing'})",
+        hint="pass an official GigaTok checkpoint or a file written by gigatok",
+    )
+
+
+def strip_prefixes(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Remove DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes from every key."""
+    out = {}
+    for key, value in sd.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in PREFIXES:
+                if key.startswith(p):
+                    key, changed = key[len(p):], True
+        out[key] = value
+    return out
+
+
+def load_strict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    expected: str,
+    drop: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Load ``state_dict`` into ``model``; every key must match in name and shape.
+
+    ``drop`` maps key prefixes the model deliberately does not have to the reason (for example
+    ``{"s1to2decoder.distill_mlp.": "training-only head"}``); those keys are removed and returned.
+    Anything else missing, unexpected or mis-shaped raises a :class:`GigatokError` naming ``source``
+    and ``expected``.
+    """
+    drop = dict(drop or {})
+    sd = dict(state_dict)
+    dropped = [k for k in sd if any(k.startswith(p) for p in drop)]
+    for k in dropped:
+        del sd[k]
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (first: {shapes[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+        raise GigatokError(
+            f"{source} does not fit {expected}: " + "; ".join(parts),
+            hint="check that the checkpoint belongs to this preset (see `gigatok download --list`)",
+        )
+    model.load_state_dict(sd, strict=True)
+    return dropped

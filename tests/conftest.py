@@ -1,0 +1,34 @@
+"""Shared test fixtures: paths to ../shared, isolated cache, deterministic torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GIGATOK_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.fail(f"golden fixture {path} is missing: CI and developers must have ../shared beside the repo")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's cache or the network from tests."""
+    monkeypatch.setenv("GIGATOK_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("GIGATOK_OFFLINE", "1")
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
