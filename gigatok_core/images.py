@@ -1,0 +1,207 @@
+"""Image I/O: finding inputs, decoding any PIL mode, the ADM centre crop, pixels <-> tensors.
+
+Pre-processing follows the official code (spec tokenizer §7): PIL -> RGB, ADM centre crop
+(BOX halving while the short side >= 2S, BICUBIC to short side S, centre crop), then
+``x = v / 127.5 - 1``. Post-processing: ``clamp(127.5 * y + 128, 0, 255)`` truncated to uint8.
+Outputs are written atomically (temp file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from gigatok_core.errors import GigatokError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding inputs
+# ---------------------------------------------------------------------------------------------
+def list_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files, folders (recursively, by image extension) and glob patterns, in a stable order.
+
+    Explicit files are kept whatever their extension (a corrupt one is reported when decoded).
+    Raises if an input matches nothing.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+            files = [p for p in matches if p.is_file()]
+            if not files:
+                raise GigatokError(f"the pattern {text!r} matches no file", hint="quote the pattern or check the folder")
+            found.extend(files)
+        else:
+            raise GigatokError(f"input {text!r} does not exist", hint="pass image files, folders or glob patterns")
+    seen: set[Path] = set()
+    unique = []
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        raise GigatokError("no images found in the inputs", hint=f"supported extensions: {' '.join(IMAGE_EXTENSIONS)}")
+    return unique
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Output names: each file's stem, with ``-1``, ``-2``... appended when stems collide."""
+    counts: dict[str, int] = {}
+    names = []
+    for p in paths:
+        n = counts.get(p.stem, 0)
+        counts[p.stem] = n + 1
+        names.append(p.stem if n == 0 else f"{p.stem}-{n}")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+class ImageReadError(GigatokError):
+    """An input that could not be decoded (reported by name; skipped unless strict)."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    16/32-bit integer and float greyscale are rescaled (PIL's own conversion would clip them);
+    images with transparency are composited on white; CMYK, palette, greyscale go through PIL.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            hi = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
+        else:
+            hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image as RGB; raises :class:`ImageReadError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"cannot read image {path}: {err}", hint="the file is corrupt or not an image") from None
+
+
+def center_crop_arr(img: Image.Image, size: int) -> np.ndarray:
+    """ADM centre crop (spec tokenizer §7): returns a (size, size, 3) uint8 array."""
+    while min(img.size) >= 2 * size:
+        img = img.resize(tuple(s // 2 for s in img.size), resample=Image.Resampling.BOX)
+    scale = size / min(img.size)
+    img = img.resize(tuple(round(s * scale) for s in img.size), resample=Image.Resampling.BICUBIC)
+    arr = np.asarray(img)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return np.ascontiguousarray(arr[top : top + size, left : left + size])
+
+
+def load_image(path: str | Path, image_size: int = 256) -> np.ndarray:
+    """Read, convert and centre-crop one image: (S, S, 3) uint8."""
+    return center_crop_arr(read_image(path), image_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels <-> tensors
+# ---------------------------------------------------------------------------------------------
+def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1] (ToTensor then Normalize(0.5, 0.5))."""
+    arr = np.stack(list(images)) if not isinstance(images, np.ndarray) else images
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return (x / 255.0 - 0.5) / 0.5
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (B, 3, H, W) ~[-1, 1] -> uint8 (B, H, W, 3), as the official scripts round."""
+    y = torch.clamp(127.5 * x.float() + 128.0, 0, 255).to(torch.uint8)
+    return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png(path: str | Path, pixels: np.ndarray) -> None:
+    """Save a (H, W, 3) uint8 array as PNG, atomically."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` atomically."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass
+class Tile:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    label: str = ""
+
+
+def contact_sheet(rows: Sequence[Sequence[Tile]], pad: int = 4, label_height: int = 14) -> np.ndarray:
+    """Lay tiles out row by row on a white sheet, each with its label underneath."""
+    if not rows or not any(rows):
+        raise ValueError("no tiles")
+    h = max(t.pixels.shape[0] for r in rows for t in r)
+    w = max(t.pixels.shape[1] for r in rows for t in r)
+    ncols = max(len(r) for r in rows)
+    has_labels = any(t.label for r in rows for t in r)
+    cell_h = h + (label_height if has_labels else 0)
+    sheet = Image.new("RGB", (pad + ncols * (w + pad), pad + len(rows) * (cell_h + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(row):
+            x, y = pad + j * (w + pad), pad + i * (cell_h + pad)
+            sheet.paste(Image.fromarray(tile.pixels), (x, y))
+            if tile.label:
+                draw.text((x + 2, y + h + 1), tile.label[: max(1, w // 6)], fill=(0, 0, 0))
+    return np.asarray(sheet)
