@@ -1,11 +1,86 @@
-"""`gigatok reconstruct`."""
+"""`gigatok reconstruct`: images -> codes -> images through a tokenizer."""
 
 from __future__ import annotations
 
-from gigatok_cli._common import handle_errors, not_implemented
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gigatok_cli._common import console, handle_errors, out
+from gigatok_core import dist, registry
+from gigatok_core.reconstruct import reconstruct as run_reconstruct
+
+
+def _complete_tokenizer(incomplete: str) -> list[str]:
+    return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
 
 
 @handle_errors
-def reconstruct() -> None:
-    """Not implemented yet."""
-    not_implemented("reconstruct", "pending")
+def reconstruct(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.", show_default=False)],
+    *,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reconstructions.")] = Path("reconstructions"),
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", "-t", help="Tokenizer preset (see `gigatok download --list`).",
+                          autocompletion=_complete_tokenizer, envvar="GIGATOK_TOKENIZER")
+    ] = "s-s",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Local checkpoint file instead of the preset's cached weights.")
+    ] = None,
+    grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png: original | reconstruction pairs.")] = False,
+    save_codes: Annotated[bool, typer.Option("--save-codes", help="Also write codes.npz: code indices per image stem.")] = False,
+    metrics: Annotated[bool, typer.Option("--metrics", help="PSNR, SSIM, LPIPS per image and averaged (metrics.json).")] = False,
+    vgg_weights: Annotated[
+        Path | None, typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (half precisions need a GPU).")] = "fp32",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 8,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+) -> None:
+    """Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).
+
+    Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
+    """
+    info = dist.dist_info()
+    with Progress(TextColumn("reconstruct"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, disable=not info.is_main, transient=True) as progress:
+        task = progress.add_task("images", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_skip(path: str, reason: str) -> None:
+            console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+
+        result = run_reconstruct(
+            inputs, output=output, tokenizer=tokenizer, checkpoint=checkpoint, grid=grid, save_codes=save_codes,
+            metrics=metrics, device=device, precision=precision, batch_size=batch_size, strict=strict,
+            overwrite=overwrite, vgg_weights=vgg_weights, on_progress=on_progress, on_skip=on_skip,
+        )
+    if not info.is_main:
+        return
+    if metrics and result.images:
+        table = Table(title=f"{tokenizer} reconstruction metrics")
+        keys = list(result.images[0].metrics)
+        table.add_column("image")
+        for k in keys:
+            table.add_column(k, justify="right")
+        for img in result.images[:50]:
+            table.add_row(Path(img.output).stem, *(f"{img.metrics[k]:.4f}" for k in keys))
+        if len(result.images) > 50:
+            table.add_row(f"... {len(result.images) - 50} more", *("" for _ in keys))
+        table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
+        out.print(table)
+    usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
+    out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
+    for f in result.files:
+        out.print(f"wrote {f}", highlight=False)
+    if result.skipped:
+        console.print(f"[yellow]{len(result.skipped)} unreadable input(s) skipped[/]")
+    if not result.images:
+        raise typer.Exit(1)

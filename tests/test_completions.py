@@ -1,0 +1,40 @@
+"""The committed completion scripts must equal what the current CLI generates, and work."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gigatok_cli.completion import render_all
+
+COMPLETIONS = Path(__file__).resolve().parents[1] / "completions"
+
+
+def test_completion_scripts_are_up_to_date() -> None:
+    for name, text in render_all().items():
+        committed = COMPLETIONS / name
+        assert committed.is_file(), f"{committed} is missing: run `python -m gigatok_cli.completion completions/`"
+        assert committed.read_text() == text, (
+            f"{committed} is stale: run `python -m gigatok_cli.completion completions/` and commit the result"
+        )
+
+
+def _bash_complete(words: list[str]) -> list[str]:
+    script = COMPLETIONS / "gigatok.bash"
+    cmd = (
+        f"source {script}; COMP_WORDS=({' '.join(repr(w) for w in words)}); "
+        f"COMP_CWORD={len(words) - 1}; _gigatok; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    )
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if line]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_bash_completes_commands_options_and_presets() -> None:
+    assert "reconstruct" in _bash_complete(["gigatok", "rec"])
+    assert "--tokenizer" in _bash_complete(["gigatok", "reconstruct", "--tok"])
+    assert _bash_complete(["gigatok", "reconstruct", "--tokenizer", "xl"]) == ["xl-xxl"]
+    assert set(_bash_complete(["gigatok", "reconstruct", "--precision", ""])) == {"fp32", "bf16", "fp16"}
