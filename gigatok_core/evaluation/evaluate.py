@@ -1,0 +1,146 @@
+"""The evaluator: turns folders / npz files into statistics and two sides into FID-family numbers.
+
+This is the in-process replacement of ADM's TensorFlow evaluator (spec ar.md §5): same network
+weights, same statistics, same metric definitions, one Python environment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gigatok_core.errors import GigatokError
+from gigatok_core.evaluation import features as F
+from gigatok_core.evaluation.inception import FIDInception, load_fid_inception
+from gigatok_core.evaluation.metrics import frechet_distance, inception_score, precision_recall
+from gigatok_core.evaluation.reference import (
+    EvalStats,
+    detect_protocol,
+    load_statistics,
+    reference_meta,
+    save_statistics,
+)
+
+# (label, total or None) -> per-batch callback
+ProgressFactory = Callable[[str, int | None], F.ProgressFn]
+METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")
+
+
+@dataclass
+class Evaluator:
+    """Holds the FID Inception (loaded on first use) and how to run it."""
+
+    inception_weights: str | Path | None = None
+    device: torch.device | str = "cpu"
+    batch_size: int = 64
+    progress: ProgressFactory | None = None
+    _model: FIDInception | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise GigatokError(f"--batch-size must be positive, got {self.batch_size}", hint="use e.g. 64")
+
+    @property
+    def model(self) -> FIDInception:
+        if self._model is None:
+            self._model = load_fid_inception(self.inception_weights, self.device)
+        return self._model
+
+    # -- features ------------------------------------------------------------------------------
+    def features(self, batches: Iterable[np.ndarray | torch.Tensor], label: str = "inception",
+                 total: int | None = None) -> F.Features:
+        """Features of uint8-range image batches (NHWC numpy or NCHW tensors)."""
+        cb = self.progress(label, total) if self.progress else None
+        return F.extract_features(self.model, batches, device=self.device, progress=cb)
+
+    def folder_features(self, paths: list[Path], image_size: int | None = None, label: str = "images") -> F.Features:
+        batches = F.rebatch(F.iter_folder(paths, image_size), self.batch_size)
+        return self.features(batches, label, len(paths))
+
+    def npz_features(self, path: str | Path, label: str = "npz") -> F.Features:
+        return self.features(F.iter_npz_images(path, self.batch_size), label, F.npz_image_count(path))
+
+    # -- one side of an evaluation -------------------------------------------------------------
+    def load(self, source: str | Path, *, need_features: bool = True, label: str | None = None) -> EvalStats:
+        """Statistics of a folder of images, an image npz (``arr_0``) or a statistics npz.
+
+        A statistics npz is used as stored (ADM's batch: ``mu``/``sigma`` are train-set statistics);
+        with ``need_features`` its ``arr_0`` images, if any, are also run for precision/recall / IS.
+        """
+        from gigatok_core.images import list_images
+
+        path = Path(source)
+        label = label or path.name
+        if path.is_dir():
+            paths = list_images([path])
+            return EvalStats.from_features(self.folder_features(paths, label=label), meta={"source": str(path)})
+        if not path.is_file():
+            raise GigatokError(f"{path} does not exist", hint="pass a folder of images, an image npz or a statistics npz")
+        if path.suffix != ".npz":
+            raise GigatokError(f"{path.name} is neither a folder nor an .npz file",
+                               hint="pass a folder of images, an ADM-style npz (arr_0) or a statistics npz")
+        keys = set(F.npz_keys(path))
+        if {"mu", "sigma"} <= keys:
+            stats = load_statistics(path)
+            if need_features and stats.pool is None and "arr_0" in keys:
+                feats = self.npz_features(path, label)
+                stats.pool, stats.logits = feats.pool, feats.logits
+            return stats
+        if "arr_0" in keys:
+            return EvalStats.from_features(self.npz_features(path, label), protocol=detect_protocol(path),
+                                           meta={"source": str(path)})
+        raise GigatokError(f"{path} has neither images (arr_0) nor statistics (mu, sigma); keys: {', '.join(sorted(keys))}",
+                           hint="pass np.savez(path, arr_0=uint8 NHWC images) or a file from `gigatok eval build-ref`")
+
+    # -- references ----------------------------------------------------------------------------
+    def build_reference(self, data: str | Path, output: str | Path, *, image_size: int = 256,
+                        protocol: str = "rfid-imagenet-val", overwrite: bool = False) -> EvalStats:
+        """ADM-centre-crop every image under ``data`` to ``image_size`` and save its statistics."""
+        from gigatok_core.images import list_images
+
+        output = Path(output)
+        if output.exists() and not overwrite:
+            raise GigatokError(f"{output} already exists", hint="pass --overwrite to rebuild it")
+        paths = list_images([data])
+        feats = self.folder_features(paths, image_size=image_size, label="reference")
+        stats = EvalStats.from_features(feats, protocol=protocol, meta=reference_meta(paths, image_size, str(data)))
+        save_statistics(output, stats, overwrite=overwrite)
+        return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Two sides -> numbers
+# ---------------------------------------------------------------------------------------------
+def compute_metrics(samples: EvalStats, ref: EvalStats, *, with_precision_recall: bool = True,
+                    device: torch.device | str = "cpu") -> dict[str, Any]:
+    """FID, sFID, IS, precision, recall (each None when the inputs do not allow it), ADM's order.
+
+    FID/sFID put the reference first (``ref.frechet_distance(sample)``); IS uses the samples only;
+    precision is about samples inside the reference manifold, recall the converse.
+    """
+    out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    if samples.pool_stats is not None and ref.pool_stats is not None:
+        out["fid"] = frechet_distance(ref.pool_stats, samples.pool_stats)
+    if samples.spatial_stats is not None and ref.spatial_stats is not None:
+        out["sfid"] = frechet_distance(ref.spatial_stats, samples.spatial_stats)
+    if samples.logits is not None:
+        out["is"] = inception_score(samples.logits)
+    if with_precision_recall and samples.pool is not None and ref.pool is not None:
+        if min(len(samples.pool), len(ref.pool)) > 3:
+            out["precision"], out["recall"] = precision_recall(ref.pool, samples.pool, device=device)
+    out["num_samples"] = samples.count
+    out["num_reference"] = ref.count
+    return out
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON-safe numbers: NaN / inf become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,187 @@
+"""Statistics files: the npz layout, reading and writing them, building references, the protocol guard.
+
+Layout (ADM's reference-batch keys, so either tool reads the other's files):
+``mu``, ``sigma`` (pool_3 mean / covariance, float64), ``mu_s``, ``sigma_s`` (spatial), optionally
+``pool`` (N, 2048 float32 features, for precision/recall; ADM stores images in ``arr_0`` instead),
+plus ``gigatok_protocol`` (what the file is a reference for) and ``gigatok_meta`` (JSON text).
+
+Protocols (which number a reference is valid for):
+- ``gfid-adm``: ADM's ``VIRTUAL_imagenet256_labeled.npz`` (statistics of the ImageNet *train* set);
+  generation FID in the paper and in LlamaGen/ADM tables;
+- ``rfid-imagenet-val``: the 50k ImageNet *validation* images, ADM centre crop to 256
+  (spec tokenizer §9); reconstruction FID of the paper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gigatok_core.errors import GigatokError
+from gigatok_core.evaluation.features import Features
+from gigatok_core.evaluation.metrics import GaussianStats
+
+PROTOCOLS = {
+    "gfid-adm": "generation FID against ADM's ImageNet-256 reference batch (VIRTUAL_imagenet256_labeled.npz)",
+    "rfid-imagenet-val": "reconstruction FID against the 50k ImageNet validation images, ADM centre crop",
+}
+ADM_BATCH_NAME = "VIRTUAL_imagenet256_labeled"
+STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
+
+
+# ---------------------------------------------------------------------------------------------
+# One side of an evaluation
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EvalStats:
+    """What a set of images contributes: Gaussian statistics and, when known, raw features."""
+
+    pool_stats: GaussianStats | None = None
+    spatial_stats: GaussianStats | None = None
+    pool: np.ndarray | None = None  # (N, 2048) float32, precision/recall
+    logits: np.ndarray | None = None  # (N, 1008) float32, Inception Score
+    count: int | None = None
+    protocol: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_features(cls, feats: Features, protocol: str | None = None, meta: dict[str, Any] | None = None) -> EvalStats:
+        return cls(
+            pool_stats=GaussianStats.from_features(feats.pool),
+            spatial_stats=GaussianStats.from_features(feats.spatial),
+            pool=feats.pool,
+            logits=feats.logits,
+            count=len(feats),
+            protocol=protocol,
+            meta=dict(meta or {}),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing
+# ---------------------------------------------------------------------------------------------
+def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_statistics(path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True) -> Path:
+    """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise GigatokError(f"statistics files end in .npz, got {path.name}", hint="name the output something.npz")
+    if path.exists() and not overwrite:
+        raise GigatokError(f"{path} already exists", hint="pass --overwrite to replace it, or choose another --output")
+    if stats.pool_stats is None:
+        raise ValueError("no pool statistics to save")
+    arrays: dict[str, np.ndarray] = {"mu": stats.pool_stats.mu, "sigma": stats.pool_stats.sigma}
+    if stats.spatial_stats is not None:
+        arrays |= {"mu_s": stats.spatial_stats.mu, "sigma_s": stats.spatial_stats.sigma}
+    if keep_pool and stats.pool is not None:
+        arrays["pool"] = np.asarray(stats.pool, dtype=np.float32)
+    if stats.protocol is not None:
+        arrays["gigatok_protocol"] = np.array(stats.protocol)
+    meta = {"count": stats.count, **stats.meta}
+    arrays["gigatok_meta"] = np.array(json.dumps(meta, sort_keys=True))
+    _atomic_npz(path, arrays)
+    return path
+
+
+def load_statistics(path: str | Path) -> EvalStats:
+    """Read the statistics (and ``pool`` features) of an npz; images under ``arr_0`` are not read."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            arrays = {k: z[k] for k in (*STAT_KEYS, "pool", "gigatok_protocol", "gigatok_meta") if k in keys}
+    except (OSError, ValueError) as err:
+        raise GigatokError(f"{path} is not a readable .npz file ({err})", hint="pass a statistics npz") from None
+    if "mu" not in arrays or "sigma" not in arrays:
+        raise GigatokError(f"{path} has no mu/sigma statistics (keys: {', '.join(sorted(keys))})",
+                           hint="build one with `gigatok eval build-ref`, or pass an image npz with arr_0")
+    spatial = None
+    if "mu_s" in arrays and "sigma_s" in arrays:
+        spatial = GaussianStats(arrays["mu_s"].astype(np.float64), arrays["sigma_s"].astype(np.float64))
+    meta = json.loads(str(arrays["gigatok_meta"])) if "gigatok_meta" in arrays else {}
+    pool = arrays.get("pool")
+    return EvalStats(
+        pool_stats=GaussianStats(arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)),
+        spatial_stats=spatial,
+        pool=pool,
+        count=meta.get("count", None if pool is None else len(pool)),
+        protocol=detect_protocol(path),
+        meta=meta,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol guard
+# ---------------------------------------------------------------------------------------------
+def detect_protocol(path: str | Path) -> str | None:
+    """``gigatok_protocol`` from the file, else ``gfid-adm`` for ADM's batch by name, else None."""
+    path = Path(path)
+    if path.suffix == ".npz" and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "gigatok_protocol" in z.files:
+                    return str(z["gigatok_protocol"])
+        except (OSError, ValueError):
+            pass
+    if ADM_BATCH_NAME in path.name:
+        return "gfid-adm"
+    return None
+
+
+def check_protocol(path: str | Path, expected: str, *, force: bool = False) -> str | None:
+    """Refuse a reference made for another protocol (unless ``force``); returns the detected one."""
+    if expected not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {expected!r}")
+    found = detect_protocol(path)
+    if found is not None and found != expected and not force:
+        raise GigatokError(
+            f"{Path(path).name} is a reference for {found!r} ({PROTOCOLS.get(found, 'unknown protocol')}), "
+            f"but this evaluation is {expected!r} ({PROTOCOLS[expected]}); the numbers would not be comparable",
+            hint=("for rFID build the validation reference with `gigatok eval build-ref --data VAL_DIR --output FILE`"
+                  if expected == "rfid-imagenet-val" else
+                  f"for gFID use {ADM_BATCH_NAME}.npz (`gigatok download {ADM_BATCH_NAME}.npz`)")
+            + "; pass --force to compare anyway",
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Building references from an image folder
+# ---------------------------------------------------------------------------------------------
+def default_reference_path(paths: Sequence[Path], image_size: int, protocol: str = "rfid-imagenet-val") -> Path:
+    """Cache location of the reference for exactly these files (names and sizes hashed)."""
+    from gigatok_core.hub import cache_dir
+
+    h = hashlib.sha256(f"{protocol}:{image_size}".encode())
+    for p in paths:
+        h.update(f"{p.resolve()}:{p.stat().st_size}\n".encode())
+    return cache_dir() / "references" / f"{protocol}-{image_size}-{len(paths)}-{h.hexdigest()[:12]}.npz"
+
+
+def reference_meta(paths: Sequence[Path], image_size: int, data: str) -> dict[str, Any]:
+    from gigatok_core import __version__
+
+    return {"source": data, "image_size": image_size, "crop": "adm-center-crop",
+            "inception": "pt_inception-2015-12-05", "gigatok_version": __version__, "files": len(paths)}
