@@ -28,9 +28,9 @@ def handle_errors(fn: F) -> F:
             console.print(f"[yellow]not implemented yet:[/] {err.message}")
             raise typer.Exit(2) from None
         except GigatokError as err:
-            console.print(f"[bold red]error:[/] {err.message}", highlight=False)
+            console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
             if err.hint:
-                console.print(f"[dim]hint:[/] {err.hint}", highlight=False)
+                console.print(f"[dim]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

@@ -55,7 +55,7 @@ def reconstruct(
             progress.update(task, completed=done, total=total)
 
         def on_skip(path: str, reason: str) -> None:
-            console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+            console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
 
         result = run_reconstruct(
             inputs, output=output, tokenizer=tokenizer, checkpoint=checkpoint, grid=grid, save_codes=save_codes,

@@ -136,7 +136,7 @@ def load_image(path: str | Path, image_size: int = 256) -> np.ndarray:
 def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1] (ToTensor then Normalize(0.5, 0.5))."""
     arr = np.stack(list(images)) if not isinstance(images, np.ndarray) else images
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float()
     return (x / 255.0 - 0.5) / 0.5
 
 

@@ -33,6 +33,7 @@ from gigatok_core.images import (
     to_uint8,
     unique_stems,
 )
+from gigatok_core.registry import tokenizer_preset
 
 GRID_MAX_IMAGES = 64  # the --grid sheet shows the first 64 images
 SETTINGS_FILE = "reconstruct.json"  # the resolved settings, written next to the outputs
@@ -95,6 +96,9 @@ def reconstruct(
 
     if batch_size < 1:
         raise GigatokError(f"--batch-size must be at least 1, got {batch_size}")
+    tokenizer_preset(tokenizer)  # fail fast on a bad name, device or precision, before any work
+    dev = dist.resolve_device(device)
+    dtype = dist.resolve_precision(precision, dev)
     files = list_images(inputs)
     names = unique_stems(files)
     output = Path(output)
@@ -106,9 +110,7 @@ def reconstruct(
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise GigatokError(f"{existing[0]}{more} already exist", hint="pass --overwrite to replace them, or choose another --output")
 
-    info = dist.init_distributed(device)
-    dev = dist.resolve_device(device)
-    dtype = dist.resolve_precision(precision, dev)
+    info = dist.init_distributed(dev)
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
     size = model.config.image_size
     lpips_model = None

@@ -1,0 +1,146 @@
+"""`gigatok reconstruct` end to end on the tiny preset (random, seeded weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from gigatok_cli.main import app
+from gigatok_core.images import load_image, to_tensor
+from gigatok_core.reconstruct import reconstruct
+from gigatok_core.tokenizer import load_tokenizer
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8), "L").save(folder / "sub" / "b.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_reconstruct_writes_images_codes_grid_and_settings(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["reconstruct", str(images), "--tokenizer", "tiny", "--output", str(out),
+                              "--grid", "--save-codes", "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    assert "broken.png" in res.output and "skipped" in res.output
+    assert (out / "a.png").is_file() and (out / "b.png").is_file() and (out / "grid.png").is_file()
+    assert Image.open(out / "a.png").size == (256, 256)
+    codes = np.load(out / "codes.npz")
+    assert sorted(codes.files) == ["a", "b"]
+    assert codes["a"].shape == (256,) and np.issubdtype(codes["a"].dtype, np.integer)
+    settings = json.loads((out / "reconstruct.json").read_text())
+    assert settings["tokenizer"] == "tiny" and settings["images"] == 2 and settings["skipped"] == 1
+    # the codes are exactly what the library's encode gives for the preprocessed image
+    tok = load_tokenizer("tiny")
+    with torch.inference_mode():
+        expect = tok.encode(to_tensor(load_image(images / "a.png", 256)[None]))[0].numpy()
+    np.testing.assert_array_equal(codes["a"], expect)
+
+
+def test_strict_fails_on_unreadable_input(images: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["reconstruct", str(images), "-t", "tiny", "-o", str(tmp_path / "o"), "--strict"])
+    assert res.exit_code == 1
+    assert "broken.png" in res.output and "Traceback" not in res.output
+
+
+def test_existing_outputs_are_not_overwritten_without_flag(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"user data")
+    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out)])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    assert (out / "a.png").read_bytes() == b"user data"
+    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out / "a.png").size == (256, 256)
+
+
+def test_missing_released_weights_say_what_to_do(images: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "s-s", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1
+    assert "VQ_SS256_e100.pt" in res.output and "Traceback" not in res.output
+
+
+def test_bad_inputs_and_options_are_clear_errors(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["reconstruct", str(tmp_path / "nope.png"), "-t", "tiny", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+    res = runner.invoke(app, ["reconstruct", str(tmp_path), "-t", "tiny-typo", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "did you mean 'tiny'" in res.output
+    res = runner.invoke(app, ["reconstruct", str(tmp_path), "-t", "tiny", "--precision", "bf16", "--device", "cpu"])
+    assert res.exit_code == 1
+
+
+def test_checkpoint_file_in_official_format_is_used(images: Path, tmp_path: Path) -> None:
+    import argparse
+
+    tok = load_tokenizer("tiny")
+    sd = {k: v.clone() for k, v in tok.state_dict().items()}
+    first = next(k for k in sd if k.endswith("conv_out.weight") and k.startswith("decoder."))
+    sd[first] = torch.zeros_like(sd[first])  # a visibly different decoder output: all mid-grey
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"model": sd, "args": argparse.Namespace(image_size=256), "steps": 10}, ckpt)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "--checkpoint", str(ckpt),
+                              "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    pix = np.asarray(Image.open(out / "a.png"))
+    bias = sd[first.replace("weight", "bias")]
+    assert pix.std() < 1.0 and abs(float(pix.mean()) - float(127.5 * bias.mean() + 128)) < 2
+
+
+def test_metrics_table_and_json(images: Path, tmp_path: Path) -> None:
+    from torchvision.models import vgg16
+
+    vgg = tmp_path / "vgg.pth"
+    torch.save(vgg16(weights=None).state_dict(), vgg)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out), "--metrics",
+                              "--vgg-weights", str(vgg)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["images"]["a"]) == {"psnr", "ssim", "psnr_standard", "ssim_standard", "lpips"}
+    assert data["mean"]["psnr"] == pytest.approx(data["images"]["a"]["psnr"])
+    assert "mean" in res.output and "psnr" in res.output
+
+
+def test_library_api_returns_results(images: Path, tmp_path: Path) -> None:
+    result = reconstruct([images], output=tmp_path / "o", tokenizer="tiny", batch_size=3)
+    assert [Path(r.source).name for r in result.images] == ["a.png", "b.jpg"]
+    assert [Path(s).name for s, _ in result.skipped] == ["broken.png"]
+    assert 0 < (result.codebook_usage or 0) <= 1
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun is not installed")
+def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29531", "-m", "gigatok_cli.main", "reconstruct",
+           str(images), "-t", "tiny", "-o", str(tmp_path / "multi"), "--save-codes", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    single = reconstruct([images], output=tmp_path / "single", tokenizer="tiny", save_codes=True)
+    assert len(single.images) == 2
+    multi, one = np.load(tmp_path / "multi" / "codes.npz"), np.load(tmp_path / "single" / "codes.npz")
+    assert sorted(multi.files) == sorted(one.files) == ["a", "b"]
+    for k in one.files:
+        np.testing.assert_array_equal(multi[k], one[k])
