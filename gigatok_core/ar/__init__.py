@@ -1,0 +1,34 @@
+"""The class-conditional AR half: GPT model, generation with CFG, loading, class names."""
+
+from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
+from gigatok_core.ar.classes import class_name, class_names, parse_classes, resolve_class
+from gigatok_core.ar.generate import (
+    Drawer,
+    SamplingParams,
+    filter_logits,
+    generate,
+    sample_generators,
+    sample_seed,
+)
+from gigatok_core.ar.gpt import GPT, KVCache
+from gigatok_core.ar.load import build_gpt, check_fits_tokenizer, load_gpt
+
+__all__ = [
+    "GPT",
+    "SCHEDULES",
+    "CFGSchedule",
+    "Drawer",
+    "KVCache",
+    "SamplingParams",
+    "build_gpt",
+    "check_fits_tokenizer",
+    "class_name",
+    "class_names",
+    "filter_logits",
+    "generate",
+    "load_gpt",
+    "parse_classes",
+    "resolve_class",
+    "sample_generators",
+    "sample_seed",
+]

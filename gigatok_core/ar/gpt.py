@@ -1,0 +1,225 @@
+"""The class-conditional GPT of GigaTok (official ``gpt_1d.Transformer`` with ``rope=False``).
+
+LlamaGen-style decoder (https://arxiv.org/abs/2406.06525) as used by GigaTok
+(https://arxiv.org/abs/2504.08736): pre-norm RMSNorm blocks, fused ``wqkv`` attention, SwiGLU FFN,
+a learned absolute positional embedding over ``[class, image tokens]`` and a class embedding whose
+last row (index ``num_classes`` = 1000) is the null class used for classifier-free guidance.
+Parameter names equal the official state dict (spec ar §3), so released files load strictly.
+
+The KV cache is a plain object passed to ``forward`` (never registered as buffers), so the model's
+``state_dict`` stays checkpoint-shaped after generating (the official model grows cache buffers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from gigatok_core.config import GPTConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32, cast back, then scaled (https://arxiv.org/abs/1910.07467)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+@dataclass
+class KVCache:
+    """Static per-layer key/value storage: ``k[layer]`` is (rows, heads, max_len, head_dim).
+
+    Slots are written at the positions being computed; attention reads only slots ``< end``, so no
+    padding mask is needed (the official cache pads to a multiple of 8 and masks; same result).
+    """
+
+    k: list[Tensor]
+    v: list[Tensor]
+
+    @classmethod
+    def empty(cls, cfg: GPTConfig, rows: int, max_len: int, *, dtype: torch.dtype,
+              device: torch.device) -> KVCache:
+        shape = (rows, cfg.heads, max_len, cfg.head_dim)
+        return cls(k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)],
+                   v=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)])
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with one fused q/k/v projection (rows ordered q, k, v)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.heads
+        self.wqkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.wo = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
+
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+        t = x.shape[1]
+        q, k, v = rearrange(self.wqkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
+        if cache is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+        else:
+            k_cache, v_cache = cache
+            end = start + t
+            k_cache[:, :, start:end] = k
+            v_cache[:, :, start:end] = v
+            k, v = k_cache[:, :, :end], v_cache[:, :, :end]  # (B, H, end, D)
+            if t == 1:
+                mask = None  # one query sees every written slot
+            else:  # query i (absolute position start+i) sees slots <= start+i
+                mask = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = rearrange(out, "b h t d -> b t (h d)")
+        return self.resid_dropout(self.wo(out))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU FFN: ``w2(silu(w1 x) * w3 x)`` (https://arxiv.org/abs/2002.05202)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        hidden = cfg.ffn_hidden
+        self.w1 = nn.Linear(cfg.width, hidden, bias=False)
+        self.w3 = nn.Linear(cfg.width, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.width, bias=False)
+        self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (registration order matches the official state dict)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.width, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.width, cfg.norm_eps)
+
+    def forward(self, h: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+        h = h + self.attention(self.attention_norm(h), cache, start)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class LabelEmbedding(nn.Module):
+    """Class embedding with an extra null row; in training, labels drop to null with prob p."""
+
+    def __init__(self, num_classes: int, dim: int, dropout_prob: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), dim)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        if self.training and self.dropout_prob > 0:  # class dropout trains the unconditional model
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        return self.embedding_table(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+class GPT(nn.Module):
+    """Class-conditional GPT over ``[class token, image tokens]`` (spec ar §2).
+
+    ``forward(labels, tokens)`` gives logits (B, n+1, vocab) in float32; row j predicts image token j.
+    With a :class:`KVCache`, ``start`` is the absolute position of the first input: at ``start == 0``
+    the class token is prepended, later calls feed image tokens only.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        d = cfg.width
+        # Registration order = official state-dict order (positional embedding first).
+        self.positional_embedding = nn.Parameter(torch.randn(cfg.block_size + 1, d) * d**-0.5)
+        self.cls_embedding = LabelEmbedding(cfg.num_classes, d, cfg.class_dropout_prob)
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, d)
+        self.tok_dropout = nn.Dropout(cfg.token_dropout_p)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = RMSNorm(d, cfg.norm_eps)
+        self.output = nn.Linear(d, cfg.vocab_size, bias=False)
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def reset_parameters(self) -> None:
+        """The official initializer (spec ar §2): N(0, 0.02) linears/embeddings, zero head."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+        nn.init.zeros_(self.output.weight)
+        with torch.no_grad():
+            d = self.config.width
+            self.positional_embedding.copy_(torch.randn_like(self.positional_embedding) * d**-0.5)
+
+    def new_cache(self, rows: int, max_len: int | None = None) -> KVCache:
+        """A zeroed cache for ``rows`` sequences of up to ``1 + block_size`` positions."""
+        p = self.tok_embeddings.weight
+        return KVCache.empty(self.config, rows, max_len or self.config.block_size + 1,
+                             dtype=p.dtype, device=p.device)
+
+    def embed(self, labels: Tensor | None, tokens: Tensor | None, start: int = 0) -> Tensor:
+        """Input embeddings (B, T, C) for positions ``start .. start+T-1``."""
+        parts = []
+        if start == 0:
+            assert labels is not None, "position 0 is the class token: labels are required"
+            parts.append(self.cls_embedding(labels)[:, None])  # (B, 1, C)
+        if tokens is not None and tokens.shape[1] > 0:
+            parts.append(self.tok_embeddings(tokens))  # (B, n, C)
+        h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        assert start + h.shape[1] <= self.positional_embedding.shape[0], "sequence longer than block_size + 1"
+        return h + self.positional_embedding[start : start + h.shape[1]]
+
+    def forward(
+        self,
+        labels: Tensor | None,
+        tokens: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        start: int = 0,
+        last_only: bool = False,
+        hidden_at: int | None = None,
+    ) -> Tensor:
+        """Logits (B, T, vocab) float32, or (B, 1, vocab) with ``last_only``.
+
+        ``hidden_at=k`` returns instead the residual stream after block k (1-based), before any later
+        block or the final norm (linear probing, spec ar §7).
+        """
+        assert cache is not None or start == 0, "start > 0 needs a KV cache"
+        h = self.tok_dropout(self.embed(labels, tokens, start))  # (B, T, C)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, None if cache is None else (cache.k[i], cache.v[i]), start)
+            if hidden_at is not None and i + 1 == hidden_at:
+                return h
+        if last_only:
+            h = h[:, -1:]
+        return self.output(self.norm(h)).float()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
