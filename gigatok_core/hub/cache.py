@@ -1,0 +1,170 @@
+"""The weights cache on disk: where files live, the manifest of what was verified, hashing.
+
+Layout under :func:`cache_dir` (``$GIGATOK_CACHE`` or platformdirs' ``user_cache_dir("gigatok")``)::
+
+    manifest.json                  what was accepted: sizes, sha256, origin (one entry per weights key)
+    weights/<file>                 an aux file as downloaded (also: a model file between download and conversion)
+    weights/<stem>.safetensors     the weights entry of a tokenizer / GPT checkpoint (what the models load)
+    weights/<file>.part            an interrupted download, resumed with an HTTP Range request
+    weights/<file>.lock            held by the process that downloads <file>
+
+Integrity policy: a file is hashed in full when it enters the cache (download, import, reuse of
+another cache) and its size, sha256 and mtime are written to the manifest. Every later use only
+compares size and mtime with the manifest (re-hashing multi-GB files on every load is too slow);
+an mtime change triggers a full re-hash, and ``gigatok download --verify`` re-hashes everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from filelock import FileLock
+
+from gigatok_core.registry import WeightsRecord
+
+CHUNK = 1 << 20  # 1 MiB
+_TRUE = ("1", "true", "yes", "on")
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations
+# ---------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """The cache folder: ``$GIGATOK_CACHE`` or the platform's user cache dir."""
+    return Path(os.environ.get("GIGATOK_CACHE") or platformdirs.user_cache_dir("gigatok"))
+
+
+def weights_dir() -> Path:
+    return cache_dir() / "weights"
+
+
+def raw_path(rec: WeightsRecord) -> Path:
+    """The file as downloaded."""
+    return weights_dir() / rec.file
+
+
+def stored_path(rec: WeightsRecord) -> Path:
+    """What :func:`gigatok_core.hub.fetch_weights` returns: safetensors for models, the file for aux."""
+    if rec.kind == "aux":
+        return raw_path(rec)
+    return weights_dir() / (Path(rec.file).stem + ".safetensors")
+
+
+def part_path(rec: WeightsRecord) -> Path:
+    return weights_dir() / (rec.file + ".part")
+
+
+def file_lock(rec: WeightsRecord) -> FileLock:
+    """One lock per file, so parallel processes / torchrun ranks download it once."""
+    weights_dir().mkdir(parents=True, exist_ok=True)
+    return FileLock(str(weights_dir() / (rec.file + ".lock")))
+
+
+def offline() -> bool:
+    """``GIGATOK_OFFLINE=1`` (or Hugging Face's ``HF_HUB_OFFLINE=1``): never touch the network."""
+    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("GIGATOK_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing and atomic writes
+# ---------------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def copy_hashing(src: Path, dst: Path) -> str:
+    """Copy ``src`` to ``dst`` atomically (temp file + rename); returns the sha256 of the bytes."""
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    h = hashlib.sha256()
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            while chunk := fi.read(CHUNK):
+                h.update(chunk)
+                fo.write(chunk)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return h.hexdigest()
+
+
+def link_or_copy(src: Path, dst: Path) -> str | None:
+    """Hardlink ``src`` at ``dst`` (same file system) or copy it; returns the sha256 when copied."""
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        return copy_hashing(src, dst)
+    os.replace(tmp, dst)
+    return None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest: {"version": 1, "files": {key: entry}}
+#   entry = {kind, origin, size, sha256,            <- the file as it entered the cache
+#            stored, stored_size, stored_sha256, stored_mtime_ns, entry, structure, time}
+# ---------------------------------------------------------------------------------------------
+def _manifest_path() -> Path:
+    return cache_dir() / "manifest.json"
+
+
+@contextlib.contextmanager
+def _manifest_locked() -> Iterator[dict[str, Any]]:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_dir() / "manifest.json.lock")):
+        data = read_manifest()
+        yield data
+        write_json_atomic(_manifest_path(), data)
+
+
+def read_manifest() -> dict[str, Any]:
+    try:
+        data = json.loads(_manifest_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"version": 1, "files": {}}
+    data.setdefault("files", {})
+    return data
+
+
+def manifest_entry(key: str) -> dict[str, Any] | None:
+    return read_manifest()["files"].get(key)
+
+
+def record_entry(key: str, entry: dict[str, Any]) -> None:
+    entry = {**entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with _manifest_locked() as data:
+        data["files"][key] = entry
+
+
+def update_entry(key: str, **fields: Any) -> None:
+    with _manifest_locked() as data:
+        if key in data["files"]:
+            data["files"][key].update(fields)
+
+
+def drop_entry(key: str) -> None:
+    with _manifest_locked() as data:
+        data["files"].pop(key, None)
+
+
+def stat_fields(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"stored_size": st.st_size, "stored_mtime_ns": st.st_mtime_ns}

@@ -1,0 +1,138 @@
+"""Structural check of a checkpoint (keys and shapes fit its preset) and its safetensors conversion.
+
+A checkpoint is accepted into the cache only when its weights entry has exactly the keys and
+shapes of the model its preset builds (on the meta device: no memory, no init). The weights entry
+is then written once as safetensors, so every later load memory-maps it instead of unpickling.
+
+Which entry: tokenizers prefer ``ema`` > ``model`` > ``state_dict`` (the official reconstruction
+and sampling scripts, spec tokenizer §6); GPTs take ``model`` > ``module`` > ``state_dict`` (the
+official GPT loaders ignore ``ema``, spec ar §3).
+
+The expected shapes come from a provider ``(record) -> {key: shape} | None`` so tests can inject a
+small mapping; :func:`preset_shapes` is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from gigatok_core.errors import GigatokError
+from gigatok_core.registry import WeightsRecord
+
+Shapes = Mapping[str, tuple[int, ...]]
+ShapesFn = Callable[[WeightsRecord], Shapes | None]
+
+PREFER: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("ema", "model", "state_dict"),
+    "gpt": ("model", "module", "state_dict"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected shapes (models built on the meta device)
+# ---------------------------------------------------------------------------------------------
+def tokenizer_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the official-layout tokenizer for ``cfg``, distillation head included."""
+    from gigatok_core.tokenizer import build_tokenizer
+
+    model = build_tokenizer(cfg, with_distill=True, device="meta")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def gpt_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
+    from gigatok_core.ar import build_gpt
+
+    model = build_gpt(cfg, device="meta")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def preset_shapes(rec: WeightsRecord) -> Shapes | None:
+    """What ``rec``'s preset expects, or None (aux file, unregistered file, model code missing)."""
+    from gigatok_core import registry
+    from gigatok_core.hub.catalog import owner_of
+
+    owner = owner_of(rec.file)
+    if owner is None or rec.kind == "aux":
+        return None
+    kind, name = owner
+    try:
+        if kind == "tokenizer":
+            return tokenizer_shapes(registry.tokenizer_preset(name).config)
+        return gpt_shapes(registry.gpt_preset(registry.gpt_release(name).gpt).config)
+    except ImportError as err:  # the model package is not importable: accept, check on a later use
+        warnings.warn(f"cannot check the structure of {rec.file} ({err})", stacklevel=2)
+        return None
+
+
+def check_shapes(found: Shapes, expected: Shapes, *, source: str, what: str) -> None:
+    """Raise a :class:`GigatokError` unless ``found`` has exactly ``expected``'s keys and shapes."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k}: file {tuple(found[k])} vs preset {tuple(expected[k])}"
+             for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+    raise GigatokError(f"{source} does not fit {what}: " + "; ".join(parts),
+                       hint="check that the file belongs to this preset (see `gigatok download --list`)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+# ---------------------------------------------------------------------------------------------
+def convert(
+    raw: Path, out: Path, *, kind: str, expected: Shapes | None, what: str, metadata: Mapping[str, str] | None = None
+) -> str:
+    """Check ``raw``'s weights entry against ``expected`` and write it to ``out`` (safetensors,
+    atomically). Returns the entry name used. Raises :class:`GigatokError` for a wrong file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
+
+    ckpt = read_checkpoint(raw)
+    sd, entry = extract_state_dict(ckpt, prefer=PREFER[kind], source=raw.name)
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise GigatokError(f"{raw.name}: entry {entry!r} holds non-tensor values (first: {bad[0]})",
+                           hint="this is not an official GigaTok checkpoint")
+    if expected is not None:
+        check_shapes({k: tuple(v.shape) for k, v in sd.items()}, expected, source=raw.name, what=what)
+    tensors, seen = {}, set()
+    for k, v in sd.items():  # safetensors refuses tensors sharing memory: give each its own
+        v = v.detach().contiguous()
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+        if ptr is not None and ptr in seen:
+            v = v.clone()
+        seen.add(ptr)
+        tensors[k] = v
+    meta = {"format": "pt", "entry": entry, "source_file": raw.name, **(metadata or {})}
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entry
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes from a safetensors header (no tensor data read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # a truncated or foreign file
+        raise GigatokError(f"{path} is not a readable safetensors file ({err})",
+                           hint="delete it; it is downloaded again on the next use") from None
