@@ -100,6 +100,11 @@ def convert(
 
     from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
 
+    with open(raw, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        raise GigatokError(f"{raw.name} is a web page (HTML), not a checkpoint",
+                           hint="Drive sometimes serves an error page; download the file again")
     ckpt = read_checkpoint(raw)
     sd, entry = extract_state_dict(ckpt, prefer=PREFER[kind], source=raw.name)
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
