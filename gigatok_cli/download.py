@@ -1,11 +1,130 @@
-"""`gigatok download`."""
+"""`gigatok download`: fetch, list, import, verify and clear official weights in the cache."""
 
 from __future__ import annotations
 
-from gigatok_cli._common import handle_errors, not_implemented
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gigatok_cli._common import console, handle_errors, out
+from gigatok_core import hub, registry
+from gigatok_core.errors import GigatokError
+
+
+def _complete(incomplete: str) -> list[str]:
+    return [n for n in hub.catalog.known_names() if n.startswith(incomplete)]
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "?"
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
 @handle_errors
-def download() -> None:
-    """Not implemented yet."""
-    not_implemented("download", "pending")
+def download(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Tokenizer presets (s-s), GPT releases (gpt-b@xl-xxl), GPT presets (gpt-xxl: its "
+                       "paper pairing, tokenizer included), weights file names or aliases (inception, vgg16, "
+                       "dinov2-vitb14, dino-vits16, adm-ref).", autocompletion=_complete, show_default=False),
+    ] = None,
+    *,
+    list_: Annotated[bool, typer.Option("--list", help="List the downloadable weights and what is cached.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="With --list: print JSON instead of a table.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Download every registered file (tens of GB).")] = False,
+    where: Annotated[bool, typer.Option("--where", help="Print the cache folder (GIGATOK_CACHE overrides it).")] = False,
+    import_file: Annotated[
+        Path | None, typer.Option("--import", help="A file you downloaded by hand (Drive quota): verify it and "
+                                  "copy it into the cache. Needs --preset.", show_default=False)
+    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="With --import: whose weights the file is.",
+                                               autocompletion=_complete, show_default=False)] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash cached files (all, or the NAMES given); "
+                                         "corrupted ones are deleted.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete the NAMES' files from the cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Download official GigaTok weights into the cache (verified, resumable, shared by parallel runs).
+
+    Examples: gigatok download s-s gpt-b@s-s | gigatok download --list |
+    gigatok download --import ~/Downloads/VQ_BL256_e200.pt --preset b-l
+    """
+    names = list(names or [])
+    if where:
+        out.print(str(hub.cache_dir()), highlight=False, soft_wrap=True)
+        return
+    if list_ or json_:
+        _list(json_)
+        return
+    if import_file is not None or preset is not None:
+        if import_file is None or preset is None:
+            raise GigatokError("--import and --preset go together",
+                               hint="gigatok download --import FILE --preset NAME (see `gigatok download --list`)")
+        path = hub.import_weights(import_file, preset)
+        out.print(f"imported {import_file} as {preset}: {path}", highlight=False, soft_wrap=True)
+        return
+    if verify:
+        _verify(hub.resolve_targets(names) if names else None)
+        return
+    if clear:
+        if not names:
+            raise GigatokError("--clear needs the names to delete", hint="for example: gigatok download --clear s-s")
+        removed = hub.clear_weights(hub.resolve_targets(names, with_tokenizer=False))
+        out.print(f"removed {len(removed)} files" + "".join(f"\n  {p}" for p in removed), highlight=False)
+        return
+    keys = registry.weights_names() if all_ else hub.resolve_targets(names)
+    if not keys:
+        raise GigatokError("nothing to download", hint="name presets (gigatok download s-s), or see --list / --all")
+    for key in keys:
+        path = hub.fetch_weights(key, progress=not quiet)
+        out.print(f"{hub.display_name(key):<16} {path}", highlight=False, soft_wrap=True)
+
+
+def _list(as_json: bool) -> None:
+    rows = hub.catalog_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})")
+    for col, justify in (("preset", "left"), ("kind", "left"), ("params", "right"), ("size", "right"),
+                         ("cached", "center"), ("paper", "left"), ("file", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        paper = ", ".join(f"{k} {v}" for k, v in r["paper"].items()) or r["description"]
+        table.add_row(r["preset"], r["kind"], _params(r["params"]), _size(r["size"]),
+                      "[green]yes[/]" if r["cached"] else "no", paper, r["file"])
+    out.print(table)
+
+
+def _verify(keys: list[str] | None) -> None:
+    results = hub.verify_cache(keys)
+    if not results:
+        out.print("the cache is empty")
+        return
+    table = Table(title="cache verification")
+    for col in ("file", "status", "detail"):
+        table.add_column(col)
+    colour = {"ok": "green", "not cached": "dim"}
+    for r in results:
+        table.add_row(r.key, f"[{colour.get(r.status, 'red')}]{r.status}[/]", r.detail)
+    out.print(table)
+    bad = [r.key for r in results if r.status in ("corrupt", "missing")]
+    if bad:
+        console.print(f"[bold red]error:[/] {len(bad)} cached files were damaged and removed: {', '.join(bad)}",
+                      highlight=False)
+        console.print("[dim]hint:[/] run `gigatok download` with their names to fetch them again", highlight=False)
+        raise typer.Exit(1)

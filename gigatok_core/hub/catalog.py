@@ -7,6 +7,7 @@ names (``VQ_SS256_e100.pt``) and the short aliases of the auxiliary files below.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from gigatok_core import registry
@@ -22,8 +23,10 @@ ALIASES: dict[str, str] = {
 
 
 def known_names() -> list[str]:
-    return [*registry.tokenizer_names(), *registry.release_names(), *registry.gpt_names(), *ALIASES,
-            *registry.weights_names()]
+    """The names worth suggesting (weights file names are accepted too, but not listed)."""
+    released_gpts = {registry.gpt_release(r).gpt for r in registry.release_names()}
+    return [*(n for n in registry.tokenizer_names() if registry.tokenizer_preset(n).weights),
+            *registry.release_names(), *(n for n in registry.gpt_names() if n in released_gpts), *ALIASES]
 
 
 def owner_of(key: str) -> tuple[str, str] | None:
@@ -62,7 +65,11 @@ def resolve_name(name: str, *, with_tokenizer: bool = True) -> list[str]:
         if with_tokenizer:
             keys += resolve_name(rel.tokenizer)
         return keys
-    raise registry.unknown_name_error("preset or weights name", name, known_names())
+    err = registry.unknown_name_error("preset or weights name", name, known_names())
+    close = difflib.get_close_matches(name, registry.weights_names(), n=1, cutoff=0.8)
+    if close and err.hint and not err.hint.startswith("did you mean"):
+        err.hint = f"did you mean {close[0]!r}? {err.hint}"
+    raise err
 
 
 def resolve_targets(names: list[str], *, with_tokenizer: bool = True) -> list[str]:
@@ -91,7 +98,11 @@ def display_name(key: str) -> str:
 # The table of `gigatok download --list`
 # ---------------------------------------------------------------------------------------------
 def catalog_rows() -> list[dict[str, Any]]:
-    """One row per downloadable file: preset, kind, parameters, paper metrics, file, license."""
+    """One row per downloadable file: preset, kind, parameters, paper metrics, file, license,
+    size (bytes, when known) and the cached path (None when not cached; no hashing)."""
+    from gigatok_core.hub.cache import manifest_entry
+    from gigatok_core.hub.fetch import cached_path
+
     rows = []
     for key in registry.weights_names():
         rec = registry.weights_record(key)
@@ -103,6 +114,9 @@ def catalog_rows() -> list[dict[str, Any]]:
         elif owner:
             rel = registry.gpt_release(owner[1])
             params, paper = registry.gpt_preset(rel.gpt).params, dict(rel.paper)
+        path = cached_path(key)
+        entry = manifest_entry(key) or {}
         rows.append({"preset": display_name(key), "kind": rec.kind, "params": params, "paper": paper,
+                     "size": entry.get("size") or rec.size, "cached": str(path) if path else None,
                      "file": key, "license": rec.license, "description": rec.description})
     return rows

@@ -1,0 +1,94 @@
+"""CLI contract of `gigatok download` (typer CliRunner on gigatok_cli.main.app; offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hub_server import FAKE_SHAPES, fake_checkpoint
+from typer.testing import CliRunner
+
+from gigatok_cli.main import app
+from gigatok_core import registry
+from gigatok_core.hub import cache, structure
+
+runner = CliRunner()
+
+
+def test_where_prints_the_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIGATOK_CACHE", str(tmp_path / "here"))
+    result = runner.invoke(app, ["download", "--where"])
+    assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "here")
+
+
+def test_list_json_has_every_file_and_paper_numbers() -> None:
+    result = runner.invoke(app, ["download", "--list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == set(registry.weights_names())
+    ss = rows["VQ_SS256_e100.pt"]
+    assert (ss["preset"], ss["kind"], ss["params"], ss["cached"]) == ("s-s", "tokenizer", 136073227, None)
+    assert ss["paper"] == {"rfid": 1.01, "lpips": 0.2226}
+    assert rows["GPT_XXL256_e300_VQ_XLXXL.pt"]["preset"] == "gpt-xxl@xl-xxl"
+    assert rows["pt_inception-2015-12-05-6726825d.pth"]["preset"] == "inception"
+
+
+def test_list_table_shows_cached_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
+    body, _, _ = fake_checkpoint()
+    (tmp_path / "f.pt").write_bytes(body)
+    assert runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-b"]).exit_code == 0
+    result = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "yes" in lines["s-b"] and "yes" not in lines["s-s"]
+    assert "rfid 0.89" in lines["s-b"] and "136M" in lines["s-s"]
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    result = runner.invoke(app, ["download", "gpt-xxx"])
+    assert result.exit_code == 1
+    assert "unknown preset or weights name 'gpt-xxx'" in result.output and "did you mean 'gpt-xxl'" in result.output
+
+
+def test_offline_download_fails_with_instructions() -> None:
+    result = runner.invoke(app, ["download", "gpt-b@s-s"])
+    assert result.exit_code == 1
+    assert "GPT_B256_e300_VQ_SS.pt" in result.output and "offline" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_import_then_download_then_verify_then_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
+    body, _, _ = fake_checkpoint()
+    (tmp_path / "f.pt").write_bytes(body)
+    res = runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-s"])
+    assert res.exit_code == 0, res.output
+    stored = cache.weights_dir() / "VQ_SS256_e100.safetensors"
+    assert stored.is_file()
+    res = runner.invoke(app, ["download", "s-s", "-q"])  # offline, served by the cache
+    assert res.exit_code == 0 and str(stored) in res.stdout.replace("\n", "")
+    res = runner.invoke(app, ["download", "--verify"])
+    assert res.exit_code == 0 and "ok" in res.stdout
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\0")
+    res = runner.invoke(app, ["download", "--verify", "s-s"])
+    assert res.exit_code == 1 and "corrupt" in res.stdout
+    runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-s"])
+    res = runner.invoke(app, ["download", "--clear", "s-s"])
+    assert res.exit_code == 0 and "removed 1 files" in res.stdout and not stored.exists()
+
+
+def test_import_wrong_preset_and_missing_preset_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
+    body, _, _ = fake_checkpoint(scale=3)
+    (tmp_path / "f.pt").write_bytes(body)
+    res = runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "b-l"])
+    assert res.exit_code == 1 and "does not fit b-l" in res.output
+    res = runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt")])
+    assert res.exit_code == 1 and "--preset" in res.output
+
+
+def test_nothing_requested_is_an_error() -> None:
+    res = runner.invoke(app, ["download"])
+    assert res.exit_code == 1 and "--list" in res.output
