@@ -89,9 +89,22 @@ def download(
     keys = registry.weights_names() if all_ else hub.resolve_targets(names)
     if not keys:
         raise GigatokError("nothing to download", hint="name presets (gigatok download s-s), or see --list / --all")
+    failed: list[str] = []
     for key in keys:
-        path = hub.fetch_weights(key, progress=not quiet)
+        try:
+            path = hub.fetch_weights(key, progress=not quiet)
+        except GigatokError as err:
+            if len(keys) == 1:
+                raise
+            failed.append(key)  # go on with the others, report at the end
+            console.print(f"[bold red]error:[/] {err.message}", highlight=False)
+            if err.hint:
+                console.print(f"[dim]hint:[/] {err.hint}", highlight=False)
+            continue
         out.print(f"{hub.display_name(key):<16} {path}", highlight=False, soft_wrap=True)
+    if failed:
+        raise GigatokError(f"{len(failed)} of {len(keys)} files could not be fetched: {', '.join(failed)}",
+                           hint="see the messages above")
 
 
 def _list(as_json: bool) -> None:

@@ -92,3 +92,10 @@ def test_import_wrong_preset_and_missing_preset_flag(tmp_path: Path, monkeypatch
 def test_nothing_requested_is_an_error() -> None:
     res = runner.invoke(app, ["download"])
     assert res.exit_code == 1 and "--list" in res.output
+
+
+def test_several_names_report_every_failure() -> None:
+    res = runner.invoke(app, ["download", "s-s", "vgg16"])  # offline: both fail, both are reported
+    assert res.exit_code == 1
+    assert "VQ_SS256_e100.pt is not in the cache" in res.output and "vgg16-397923af.pth is not in the cache" in res.output
+    assert "2 of 2 files could not be fetched" in res.output

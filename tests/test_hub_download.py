@@ -211,3 +211,12 @@ def test_partial_download_is_kept_for_a_later_resume(server: FileServer, monkeyp
     assert 0 < kept <= 600_000
     assert Path(fetch_record(rec, progress=False)).read_bytes() == AUX  # the next call resumes
     assert server.transfers("/files/aux.bin")[-1] == f"bytes={kept}-"
+
+
+def test_part_longer_than_file_gets_416_and_restarts(server: FileServer) -> None:
+    rec = aux_record(server)
+    cache.weights_dir().mkdir(parents=True)
+    cache.part_path(rec).write_bytes(b"y" * (len(AUX) + 10))
+    server.routes["/files/aux.bin"] = Route(body=AUX)
+    assert fetch_record(rec, progress=False).read_bytes() == AUX
+    assert server.transfers("/files/aux.bin") == [f"bytes={len(AUX) + 10}-", None]

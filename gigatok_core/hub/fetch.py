@@ -16,6 +16,7 @@ then converted to safetensors and the original removed.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ def fetch_record(rec: WeightsRecord, *, key: str | None = None, progress: bool =
                  shapes: ShapesFn | None = None) -> Path:
     """:func:`fetch_weights` for a record (registered or not)."""
     key = key or rec.file
+    progress = progress and os.environ.get("LOCAL_RANK", "0") == "0"  # one bar per machine under torchrun
     found = _quick(rec, key)
     if found is not None:
         return found
