@@ -1,0 +1,92 @@
+"""Tokenizer speed: encode and decode images/s for a preset with random weights (spec tokenizer §12).
+
+    python bench/tokenizer.py --preset s-s --batch-size 1 --iters 3
+    python bench/tokenizer.py --preset b-l --device cuda --precision bf16 --batch-size 32 --compile
+
+The workload matches the official reconstruction path: ``encode(x)`` -> codes, then
+``decode_codes(codes)``. One warm-up call, then the median of ``--iters`` timed calls. Speed does
+not depend on the weight values. On a shared machine, compare only runs taken side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from gigatok_core.dist import resolve_device, resolve_precision
+from gigatok_core.registry import tokenizer_names, tokenizer_preset
+from gigatok_core.tokenizer import build_tokenizer, init_weights
+
+
+def _timed(fn: Callable[[], torch.Tensor], device: torch.device, iters: int) -> tuple[float, torch.Tensor]:
+    out = fn()  # warm-up (and compilation)
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="s-s", choices=tokenizer_names())
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                    help="torch.compile the CNN encoder and decoder")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="channels_last memory format for the CNNs (default: on for CUDA, off for CPU)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_precision(args.precision, device)
+    cfg = tokenizer_preset(args.preset).config
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg, device="cpu")
+    init_weights(model)
+    model = model.to(device=device, dtype=dtype).eval()
+    channels_last = args.channels_last if args.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model.encoder.to(memory_format=torch.channels_last)
+        model.decoder.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.encoder = torch.compile(model.encoder)
+        model.decoder = torch.compile(model.decoder)
+
+    size = cfg.image_size
+    x = torch.rand(args.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = x.to(device=device, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t_enc, codes = _timed(lambda: model.encode(x), device, args.iters)
+        t_dec, recon = _timed(lambda: model.decode_codes(codes), device, args.iters)
+    assert recon.shape == (args.batch_size, 3, size, size) and torch.isfinite(recon).all()
+
+    b = args.batch_size
+    res = {"encode_s_per_batch": t_enc, "decode_s_per_batch": t_dec, "encode_img_per_s": b / t_enc,
+           "decode_img_per_s": b / t_dec, "s_per_image": (t_enc + t_dec) / b}
+    print(f"preset {args.preset}  device {device}  {args.precision}  batch {b}  threads {torch.get_num_threads()}"
+          f"  compile {args.compile}  channels_last {channels_last}")
+    print(f"encode: {t_enc:.3f} s/batch  {res['encode_img_per_s']:.2f} img/s")
+    print(f"decode: {t_dec:.3f} s/batch  {res['decode_img_per_s']:.2f} img/s")
+    print(f"encode+decode: {res['s_per_image']:.3f} s/image")
+    return res
+
+
+if __name__ == "__main__":
+    main()
