@@ -101,6 +101,6 @@ def sample(
     if not info.is_main:
         return
     skipped = f" ({result.skipped} already there, skipped)" if result.skipped else ""
-    out.print(f"wrote {len(result.generated)} images to {result.output_dir}{skipped}", highlight=False)
+    out.print(f"wrote {len(result.generated)} images to {result.output_dir}{skipped}", highlight=False, soft_wrap=True)
     for f in result.files:
-        out.print(f"wrote {f}", highlight=False)
+        out.print(f"wrote {f}", highlight=False, soft_wrap=True)

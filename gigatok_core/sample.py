@@ -100,8 +100,7 @@ def sample_images(
     rank should then run last, as it writes the summaries). ``on_progress(done, total)`` counts this
     process's images.
     """
-    from gigatok_core.ar.load import load_gpt
-    from gigatok_core.registry import gpt_preset, resolve_pair
+    from gigatok_core.ar.load import load_gpt, resolve_gpt
     from gigatok_core.tokenizer import load_tokenizer
 
     # ---- validate everything before any heavy work ----------------------------------------
@@ -116,7 +115,7 @@ def sample_images(
     sampling = sampling or SamplingParams()
     dev = dist.resolve_device(device)
     dtype = dist.resolve_precision(precision, dev)
-    tok_name, release = resolve_pair(gpt, tokenizer)
+    gpt_cfg, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
@@ -132,7 +131,7 @@ def sample_images(
         "seed": seed, "rng": rng, "precision": precision, "batch_size": batch_size, "device": dev.type,
         "file_names": "{class:03d}_{name-slug}_{k:04d}.png",
         "pixels": "clamp(127.5 * x + 128, 0, 255) truncated to uint8",
-        "gpt_config": config_to_dict(gpt_preset(gpt).config),
+        "gpt_config": config_to_dict(gpt_cfg),
     }
     info = rank_info or dist.init_distributed(dev)
     settings["world_size"] = info.world_size

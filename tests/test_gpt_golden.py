@@ -22,6 +22,15 @@ RUNS = {
 LABELS = torch.tensor([22, 388])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny decode steps are dispatch-bound: one thread avoids OpenMP stalls on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def golden() -> dict:
     return torch.load(fixture_path("gpt_B_golden.pt"), weights_only=True)

@@ -27,6 +27,15 @@ from gigatok_core.registry import gpt_names, gpt_preset
 FIXTURE_NAMES = {"gpt-b": "GPT-B", "gpt-l": "GPT-L", "gpt-xl": "GPT-XL", "gpt-xxl": "GPT-XXL"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny decode steps are dispatch-bound: one thread avoids OpenMP stalls on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     cfg = GPTConfig(size="gpt-b", dim=32, n_layer=2, n_head=2, vocab_size=64, block_size=16, num_classes=10)

@@ -16,7 +16,7 @@ from gigatok_core.ar.gpt import GPT
 from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import GPTConfig, TokenizerConfig
 from gigatok_core.errors import GigatokError
-from gigatok_core.registry import gpt_preset, release_names, resolve_pair, tokenizer_preset
+from gigatok_core.registry import GPTRelease, gpt_preset, release_names, resolve_pair, tokenizer_preset
 
 RANDOM_WEIGHT_PRESETS = ("gpt-tiny",)  # built with seeded random weights when no checkpoint is given
 GPT_ENTRIES = ("model", "module", "state_dict")  # official loader order; `ema` is ignored (spec ar §3)
@@ -99,6 +99,25 @@ def load_gpt_state(model: GPT, checkpoint: str | Path, *, expected: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The one entry point
 # ---------------------------------------------------------------------------------------------
+def resolve_gpt(name: str, tokenizer: str | None = None, checkpoint: str | Path | None = None,
+                ) -> tuple[GPTConfig, str, GPTRelease | None]:
+    """Check a (GPT, tokenizer) request without loading anything: (config, tokenizer name, release).
+
+    Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
+    was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
+    """
+    cfg = gpt_preset(name).config
+    tok_name, release = resolve_pair(name, tokenizer)
+    check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
+    if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:
+        released = ", ".join(r for r in release_names() if r.startswith(f"{name}@")) or "none"
+        raise GigatokError(
+            f"no {name} checkpoint was released for tokenizer {tok_name}",
+            hint=f"released {name} pairs: {released}; or pass --gpt-checkpoint FILE with your own weights",
+        )
+    return cfg, tok_name, release
+
+
 def load_gpt(
     name: str,
     *,
@@ -115,15 +134,7 @@ def load_gpt(
     """
     from gigatok_core.hub import fetch_weights
 
-    cfg = gpt_preset(name).config
-    tok_name, release = resolve_pair(name, tokenizer)
-    check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
-    if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:
-        released = ", ".join(r for r in release_names() if r.startswith(f"{name}@")) or "none"
-        raise GigatokError(
-            f"no {name} checkpoint was released for tokenizer {tok_name}",
-            hint=f"released {name} pairs: {released}; or pass --gpt-checkpoint FILE with your own weights",
-        )
+    cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
     model = model.to_empty(device="cpu")
     if checkpoint is None and release is None:
