@@ -1,17 +1,206 @@
-"""`gigatok eval`: FID-family metrics in one process."""
+"""`gigatok eval`: FID-family metrics in one process (no TensorFlow, no second Python)."""
 
 from __future__ import annotations
 
-import typer
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
 
-from gigatok_cli._common import handle_errors, not_implemented
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gigatok_cli._common import console, handle_errors, not_implemented, out
+from gigatok_core.errors import GigatokError
 
 app = typer.Typer(help="Evaluate tokenizers and generators: fid, rfid, gfid, build-ref, val-loss.",
                   no_args_is_help=True)
 
+# ---------------------------------------------------------------------------------------------
+# Shared options
+# ---------------------------------------------------------------------------------------------
+InceptionOpt = Annotated[Path | None, typer.Option(
+    "--inception-weights", help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
+    envvar="GIGATOK_INCEPTION_WEIGHTS")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per Inception batch (results do not depend on it).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Use a reference made for another protocol anyway.")]
+PROpt = Annotated[bool, typer.Option("--precision-recall/--no-precision-recall",
+                                     help="Compute improved precision/recall (needs reference features).")]
 
+LABELS = {"fid": "FID", "sfid": "sFID", "is": "Inception Score", "precision": "Precision", "recall": "Recall",
+          "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS (VGG)", "codebook_usage": "Codebook usage",
+          "num_samples": "Samples", "num_reference": "Reference images", "num_images": "Images"}
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Any]:
+    """A progress factory for :class:`Evaluator`: one bar per feature-extraction pass."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        def factory(label: str, total: int | None):
+            task = bar.add_task(f"inception: {label}", total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield factory
+
+
+def _evaluator(inception_weights: Path | None, device: str | None, batch_size: int, progress: Any):
+    from gigatok_core.dist import resolve_device
+    from gigatok_core.evaluation import Evaluator
+
+    return Evaluator(inception_weights=inception_weights, device=resolve_device(device), batch_size=batch_size,
+                     progress=progress)
+
+
+def _check_json_target(path: Path | None, overwrite: bool) -> None:
+    if path is not None and path.exists() and not overwrite:
+        raise GigatokError(f"{path} already exists", hint="pass --overwrite to replace it, or choose another --json path")
+
+
+def _render(title: str, metrics: dict[str, Any], json_path: Path | None, extra: dict[str, Any] | None = None) -> None:
+    from gigatok_core.evaluation.evaluate import finite_or_none
+    from gigatok_core.images import atomic_write_bytes
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if key not in LABELS:
+            continue
+        if value is None:
+            shown = "[dim]n/a[/]"
+        elif isinstance(value, float):
+            shown = f"{value:.4f}"
+        else:
+            shown = str(value)
+        table.add_row(LABELS[key], shown)
+    out.print(table)
+    if json_path is not None:
+        payload = {k: finite_or_none(v) for k, v in {**metrics, **(extra or {})}.items()}
+        atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
+        console.print(f"wrote {json_path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
 @app.command("fid")
 @handle_errors
-def fid() -> None:
-    """Not implemented yet."""
-    not_implemented("eval fid", "issue 5")
+def fid(
+    samples: Annotated[Path, typer.Argument(help="Folder of images, image npz (arr_0 uint8 NHWC) or statistics npz.")],
+    reference: Annotated[Path, typer.Argument(help="Same kinds as SAMPLES; e.g. VIRTUAL_imagenet256_labeled.npz.")],
+    *,
+    protocol: Annotated[str | None, typer.Option(
+        "--protocol", help="Check that REFERENCE was made for this protocol: gfid-adm or rfid-imagenet-val.")] = None,
+    force: ForceOpt = False,
+    inception_weights: InceptionOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = None,
+    with_pr: PROpt = True,
+    json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """FID, sFID, Inception Score, precision and recall of SAMPLES against REFERENCE (ADM's evaluator)."""
+    from gigatok_core.evaluation import PROTOCOLS, check_protocol, compute_metrics
+
+    _check_json_target(json_path, overwrite)
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise GigatokError(f"unknown protocol {protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
+        check_protocol(reference, protocol, force=force)
+    with _progress() as progress:
+        ev = _evaluator(inception_weights, device, batch_size, progress)
+        sample_stats = ev.load(samples, need_features=True, label="samples")
+        ref_stats = ev.load(reference, need_features=with_pr, label="reference")
+        metrics = compute_metrics(sample_stats, ref_stats, with_precision_recall=with_pr, device=ev.device)
+    _render(f"{samples.name} vs {reference.name}", metrics, json_path,
+            {"samples": str(samples), "reference": str(reference), "protocol": protocol or ref_stats.protocol})
+
+
+@app.command("build-ref")
+@handle_errors
+def build_ref(
+    data: Annotated[Path, typer.Option("--data", help="Folder of reference images (e.g. ImageNet val).")],
+    output: Annotated[Path, typer.Option("--output", help="Statistics npz to write.")],
+    *,
+    image_size: Annotated[int, typer.Option("--image-size", help="ADM centre-crop size.")] = 256,
+    protocol: Annotated[str, typer.Option("--protocol", help="What the reference is for.")] = "rfid-imagenet-val",
+    inception_weights: InceptionOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Build a reference (mu/sigma/mu_s/sigma_s + pool features) from a folder, ADM centre crop."""
+    from gigatok_core.evaluation import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise GigatokError(f"unknown protocol {protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
+    with _progress() as progress:
+        ev = _evaluator(inception_weights, device, batch_size, progress)
+        stats = ev.build_reference(data, output, image_size=image_size, protocol=protocol, overwrite=overwrite)
+    console.print(f"wrote {output}: {stats.count} images, protocol {protocol}")
+
+
+@app.command("rfid")
+@handle_errors
+def rfid(
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of validation images (ImageNet val for the paper's rFID).")],
+    *,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Tokenizer weights instead of the preset's.")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="rfid-imagenet-val statistics; default: built from --data in the same pass and cached.")] = None,
+    save_samples: Annotated[Path | None, typer.Option("--save-samples", help="Also save reconstructions as PNGs here.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Tokenizer precision: fp32, bf16, fp16.")] = "fp32",
+    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS-VGG (needs vgg16 weights).")] = True,
+    vgg_weights: Annotated[Path | None, typer.Option("--vgg-weights", help="torchvision vgg16-397923af.pth.")] = None,
+    force: ForceOpt = False,
+    inception_weights: InceptionOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = None,
+    with_pr: PROpt = True,
+    json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer."""
+    from gigatok_core.evaluation.reconstruction import evaluate_reconstruction
+
+    _check_json_target(json_path, overwrite)
+    with _progress() as progress:
+        ev = _evaluator(inception_weights, device, batch_size, progress)
+        cb = progress("reconstruct", None)
+        done = [0]
+
+        def on_progress(n: int, total: int) -> None:
+            cb(n - done[0])
+            done[0] = n
+
+        report = evaluate_reconstruction(
+            tokenizer, data, evaluator=ev, checkpoint=checkpoint, reference=reference, precision=precision,
+            batch_size=batch_size, save_samples=save_samples, overwrite=overwrite, lpips=lpips,
+            vgg_weights=vgg_weights, force=force, with_precision_recall=with_pr, on_progress=on_progress)
+    if report.reference_built:
+        console.print(f"reference statistics cached at {report.reference}")
+    _render(f"rFID: {tokenizer} on {data.name}", report.metrics, json_path,
+            {"tokenizer": tokenizer, "checkpoint": str(checkpoint) if checkpoint else None,
+             "reference": report.reference, "rfid": report.metrics.get("fid")})
+
+
+@app.command("gfid")
+@handle_errors
+def gfid() -> None:
+    """Generation FID (50k samples vs ADM's batch): needs the sampler, not landed yet."""
+    not_implemented("eval gfid", "needs gigatok_core.sample.sample(...) from the sampling issue; "
+                    "meanwhile sample to an npz and run `gigatok eval fid SAMPLES.npz VIRTUAL_imagenet256_labeled.npz`")
+
+
+@app.command("val-loss")
+@handle_errors
+def val_loss() -> None:
+    """Validation loss of a GPT on extracted codes: needs the sampler/training data path, not landed yet."""
+    not_implemented("eval val-loss", "needs the AR training data pipeline (gigatok_core.sample / train issue)")

@@ -63,7 +63,8 @@ def _to_nchw(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Te
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise GigatokError(f"expected images shaped (N, H, W, 3), got {batch.shape}",
                                hint="ADM-style npz files hold uint8 NHWC RGB images under arr_0")
-        return torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float()
+        arr = batch if batch.flags.writeable else batch.copy()  # npz streams are read-only buffers
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(0, 3, 1, 2).float()
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ValueError(f"expected a (B, 3, H, W) tensor of 0..255 pixels, got {tuple(batch.shape)}")
     return batch.to(device).float()

@@ -16,6 +16,8 @@ import scipy
 import scipy.linalg
 import torch
 
+from gigatok_core.errors import GigatokError
+
 SQRTM_EPS = 1e-6  # added to both covariances' diagonal when the product's root is not finite
 IS_SPLIT_SIZE = 5000
 PR_K = 3  # neighbourhood size of the manifold radii
@@ -36,8 +38,11 @@ class GaussianStats:
     def from_features(cls, feats: np.ndarray) -> GaussianStats:
         """``mean`` and ``np.cov(rowvar=False)`` (N-1 normalisation) in float64."""
         feats = np.asarray(feats, dtype=np.float64)
-        if feats.ndim != 2 or len(feats) < 2:
-            raise ValueError(f"need (N >= 2, D) features, got shape {feats.shape}")
+        if feats.ndim != 2:
+            raise ValueError(f"need (N, D) features, got shape {feats.shape}")
+        if len(feats) < 2:
+            raise GigatokError(f"statistics need at least 2 images, got {len(feats)}",
+                               hint="FID is only meaningful over thousands of images (50k in the paper)")
         return cls(mu=feats.mean(axis=0), sigma=np.cov(feats, rowvar=False))
 
 
