@@ -193,10 +193,42 @@ def rfid(
 
 @app.command("gfid")
 @handle_errors
-def gfid() -> None:
-    """Generation FID (50k samples vs ADM's batch): needs the sampler, not landed yet."""
-    not_implemented("eval gfid", "needs gigatok_core.sample.sample(...) from the sampling issue; "
-                    "meanwhile sample to an npz and run `gigatok eval fid SAMPLES.npz VIRTUAL_imagenet256_labeled.npz`")
+def gfid(
+    gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the samples (existing PNGs are reused).")],
+    *,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="gfid-adm reference (default: VIRTUAL_imagenet256_labeled.npz from the cache).")] = None,
+    num_per_class: Annotated[int, typer.Option("--num-per-class", help="Images per class (50 -> 50k).")] = 50,
+    cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = 1.75,
+    cfg_schedule: Annotated[str, typer.Option("--cfg-schedule", help="CFG schedule (see `gigatok sample`).")] = "step",
+    cfg_start_ratio: Annotated[float | None, typer.Option("--cfg-start-ratio", help="Step start ratio.")] = 0.18,
+    seed: Annotated[int, typer.Option("--seed", help="Run seed.")] = 0,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    sample_batch_size: Annotated[int, typer.Option("--sample-batch-size", help="Images per generation batch.")] = 32,
+    force: ForceOpt = False,
+    inception_weights: InceptionOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = None,
+    with_pr: PROpt = True,
+    json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R)."""
+    from gigatok_core.ar.cfg import CFGSchedule
+    from gigatok_core.evaluation.generation import evaluate_generation
+
+    _check_json_target(json_path, overwrite)
+    cfg = CFGSchedule(cfg_scale, cfg_schedule, window_start=cfg_start_ratio)
+    with _progress() as progress:
+        ev = _evaluator(inception_weights, device, batch_size, progress)
+        metrics = evaluate_generation(
+            gpt, output=output, evaluator=ev, reference=reference, tokenizer=tokenizer, num_per_class=num_per_class,
+            force=force, with_precision_recall=with_pr, cfg=cfg, seed=seed, precision=precision,
+            batch_size=sample_batch_size, device=device, overwrite=overwrite)
+    _render(f"gFID: {gpt} (cfg {cfg_scale} {cfg_schedule})", metrics, json_path,
+            {"gpt": gpt, "tokenizer": tokenizer, "cfg_scale": cfg_scale, "cfg_schedule": cfg_schedule, "seed": seed})
 
 
 @app.command("val-loss")

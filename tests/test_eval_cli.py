@@ -81,11 +81,47 @@ def test_bad_inputs_are_user_errors(tmp_path) -> None:
     assert res.exit_code == 1 and "neither images" in res.output
 
 
-def test_gfid_and_val_loss_not_implemented_yet() -> None:
-    for cmd in ("gfid", "val-loss"):
-        res = _invoke(cmd)
-        assert res.exit_code == 2, res.output
-        assert "not implemented yet" in res.output
+def test_val_loss_not_implemented_yet() -> None:
+    res = _invoke("val-loss")
+    assert res.exit_code == 2, res.output
+    assert "not implemented yet" in res.output
+
+
+def test_gfid_refuses_rfid_reference_before_sampling(tmp_path, monkeypatch) -> None:
+    import gigatok_core.sample as sample_mod
+
+    def boom(*args, **kwargs):
+        raise AssertionError("sampling must not start with the wrong reference")
+
+    monkeypatch.setattr(sample_mod, "sample_images", boom)
+    _stats_file(tmp_path / "val.npz", 1, protocol="rfid-imagenet-val")
+    res = _invoke("gfid", "--gpt", "gpt-b", "--output", tmp_path / "out", "--reference", tmp_path / "val.npz")
+    assert res.exit_code == 1 and "rfid-imagenet-val" in res.output and "--force" in res.output
+
+
+def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
+    import gigatok_core.sample as sample_mod
+    from gigatok_core.evaluation import evaluate as evaluate_mod
+
+    calls = {}
+
+    def fake_sample(classes, **kwargs):
+        calls["classes"], calls["kwargs"] = classes, kwargs
+
+    adm = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
+    ref = _stats_file(adm, 2)
+    smp = _stats_file(tmp_path / "s.npz", 3)
+    monkeypatch.setattr(sample_mod, "sample_images", fake_sample)
+    monkeypatch.setattr(evaluate_mod.Evaluator, "load",
+                        lambda self, source, **kw: ref if Path(source) == adm else smp)
+    res = _invoke("gfid", "--gpt", "gpt-b@s-s", "--output", tmp_path / "out", "--reference", adm,
+                  "--num-per-class", "2", "--cfg-scale", "2.5", "--json", tmp_path / "g.json")
+    assert res.exit_code == 0, res.output
+    assert calls["classes"] == list(range(1000)) and calls["kwargs"]["num_per_class"] == 2
+    assert calls["kwargs"]["gpt"] == "gpt-b@s-s" and calls["kwargs"]["cfg"].scale == 2.5
+    got = json.loads((tmp_path / "g.json").read_text())
+    assert got["fid"] == pytest.approx(frechet_distance(ref.pool_stats, smp.pool_stats))
+    assert got["protocol"] == "gfid-adm"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 - :mod:`.metrics`: FID / sFID, Inception Score, precision / recall;
 - :mod:`.reference`: statistics files, references, the protocol guard;
 - :mod:`.evaluate`: :class:`Evaluator` and :func:`compute_metrics`;
-- :mod:`.reconstruction`: rFID + PSNR / SSIM / LPIPS / codebook usage of a tokenizer.
+- :mod:`.reconstruction`: rFID + PSNR / SSIM / LPIPS / codebook usage of a tokenizer;
+- :mod:`.generation`: gFID of a GPT (class-balanced samples via :mod:`gigatok_core.sample`).
 """
 
 from gigatok_core.evaluation.evaluate import METRIC_KEYS, Evaluator, compute_metrics
