@@ -1,0 +1,148 @@
+"""Sampling speed: tokens/s, ms per decode step, images/s and peak memory (spec ar §12).
+
+    python bench/sample.py --gpt gpt-b --images 2 --device cpu           # the spec's CPU workload
+    python bench/sample.py --gpt gpt-xxl --images 32 --device cuda --precision bf16 --tokenizer b-l
+
+Random weights (speed does not depend on the values). The workload matches the official baseline:
+``--images`` class labels with CFG (so 2x rows: cond + uncond), 256 tokens, top-k 0, temperature 1.
+One warm-up call, then the median of ``--iters`` timed calls of the decode loop (GPT only), then the
+same end to end (GPT + tokenizer decode + uint8 conversion) unless ``--no-tokenizer``.
+On a shared machine compare only runs taken side by side; the official CPU baseline is
+~11.7-12.2 s per 2-image call (5.9-6.1 s/image) on a quiet 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from gigatok_core.ar import CFGSchedule, Drawer, SamplingParams, build_gpt, generate, sample_generators
+from gigatok_core.ar.load import seeded_random_weights
+from gigatok_core.dist import resolve_device, resolve_precision
+from gigatok_core.images import to_uint8
+from gigatok_core.registry import (
+    default_tokenizer_for,
+    gpt_names,
+    gpt_preset,
+    tokenizer_names,
+    tokenizer_preset,
+)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device, iters: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _peak_mem_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpt", default="gpt-b", choices=gpt_names())
+    ap.add_argument("--tokenizer", default=None, choices=tokenizer_names(), help="default: the paper pairing")
+    ap.add_argument("--images", type=int, default=2, help="images per call (classes 22, 388, ... repeated)")
+    ap.add_argument("--tokens", type=int, default=None, help="tokens per image (default: the GPT's block size)")
+    ap.add_argument("--cfg-scale", type=float, default=4.0)
+    ap.add_argument("--rng", default="per-sample", choices=["per-sample", "official"])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--no-tokenizer", action="store_true", help="decode loop only")
+    ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_precision(args.precision, device)
+    gpt_cfg = gpt_preset(args.gpt).config
+    model = seeded_random_weights(build_gpt(gpt_cfg, device="meta").to_empty(device="cpu"))
+    model = model.to(device=device, dtype=dtype).eval()
+    n_tokens = args.tokens or gpt_cfg.block_size
+    base = [22, 388, 90, 978, 207, 360, 387, 974]
+    classes = [base[i % len(base)] for i in range(args.images)]
+    labels = torch.tensor(classes)
+    cfg, sampling = CFGSchedule(args.cfg_scale), SamplingParams()
+
+    def decode_loop() -> torch.Tensor:
+        drawer = (Drawer("official", seed=0, device=device) if args.rng == "official"
+                  else Drawer("per-sample", generators=sample_generators(0, classes, list(range(len(classes))))))
+        return generate(model, labels, drawer, cfg=cfg, sampling=sampling, num_tokens=n_tokens)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_gen = _timed(decode_loop, device, args.iters)
+    rows = args.images * (2 if cfg.enabled else 1)
+    res = {
+        "gpt": args.gpt, "device": str(device), "precision": args.precision, "threads": torch.get_num_threads(),
+        "images": args.images, "rows": rows, "tokens": n_tokens,
+        "gen_s_per_call": t_gen,
+        "gen_ms_per_step": 1000 * t_gen / n_tokens,
+        "gen_image_tokens_per_s": args.images * n_tokens / t_gen,
+        "gen_row_tokens_per_s": rows * n_tokens / t_gen,
+        "gen_images_per_s": args.images / t_gen,
+        "gen_s_per_image": t_gen / args.images,
+        "gen_peak_mem_mib": _peak_mem_mib(device),
+    }
+    tok_name = args.tokenizer or default_tokenizer_for(args.gpt)
+    if not args.no_tokenizer:
+        from gigatok_core.tokenizer import build_tokenizer, init_weights
+
+        tok_cfg = tokenizer_preset(tok_name).config
+        if n_tokens != tok_cfg.num_latent_tokens or gpt_cfg.vocab_size != tok_cfg.codebook_size:
+            sys.exit(f"{args.gpt} ({gpt_cfg.vocab_size} ids, {n_tokens} tokens) does not fit tokenizer {tok_name}")
+        tok = build_tokenizer(tok_cfg, device="cpu")
+        init_weights(tok, generator=torch.Generator().manual_seed(0))
+        tok = tok.to(device=device, dtype=dtype).eval()
+
+        def end_to_end() -> object:
+            codes = decode_loop()
+            with torch.inference_mode():
+                return to_uint8(tok.decode_codes(codes).float())
+
+        t_e2e = _timed(end_to_end, device, args.iters)
+        res.update({"tokenizer": tok_name, "e2e_s_per_call": t_e2e, "e2e_images_per_s": args.images / t_e2e,
+                    "e2e_s_per_image": t_e2e / args.images, "e2e_peak_mem_mib": _peak_mem_mib(device)})
+
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{args.gpt} on {device} ({args.precision}, {res['threads']} threads): {args.images} images, "
+              f"{rows} rows with CFG, {n_tokens} tokens")
+        print(f"  decode loop: {t_gen:.2f} s/call, {res['gen_ms_per_step']:.1f} ms/step, "
+              f"{res['gen_image_tokens_per_s']:.1f} image tokens/s ({res['gen_row_tokens_per_s']:.1f} rows*tokens/s), "
+              f"{res['gen_images_per_s']:.3f} images/s = {res['gen_s_per_image']:.2f} s/image, "
+              f"peak {res['gen_peak_mem_mib']:.0f} MiB")
+        if "e2e_s_per_call" in res:
+            print(f"  end to end with {tok_name}: {res['e2e_s_per_call']:.2f} s/call, "
+                  f"{res['e2e_images_per_s']:.3f} images/s = {res['e2e_s_per_image']:.2f} s/image, "
+                  f"peak {res['e2e_peak_mem_mib']:.0f} MiB")
+    return res
+
+
+if __name__ == "__main__":
+    main()
