@@ -100,7 +100,7 @@ def sample(
         )
     if not info.is_main:
         return
-    skipped = f" ({result.skipped} already there, skipped)" if result.skipped else ""
-    out.print(f"wrote {len(result.generated)} images to {result.output_dir}{skipped}", highlight=False, soft_wrap=True)
+    skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
+    out.print(f"wrote {result.generated_total} images to {result.output_dir}{skipped}", highlight=False, soft_wrap=True)
     for f in result.files:
         out.print(f"wrote {f}", highlight=False, soft_wrap=True)

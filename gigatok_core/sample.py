@@ -62,6 +62,8 @@ class SampleResult:
     skipped: int  # PNGs of this process's shard that already existed
     files: list[str] = field(default_factory=list)  # settings / grid / codes written
     settings: dict[str, Any] = field(default_factory=dict)
+    generated_total: int = 0  # over all ranks
+    skipped_total: int = 0
 
 
 def plan(classes: Sequence[int], num_per_class: int) -> list[SampleItem]:
@@ -181,8 +183,10 @@ def sample_images(
             on_progress(done, len(mine))
 
     # ---- summaries (main rank, after everyone) ---------------------------------------------------
-    if rank_info is None:
-        dist.barrier()
+    local = (len(result.generated), result.skipped)
+    counts = dist.all_gather_objects(local) if rank_info is None else [local]  # a collective: also a barrier
+    result.generated_total = sum(c[0] for c in counts)  # type: ignore[index]
+    result.skipped_total = sum(c[1] for c in counts)  # type: ignore[index]
     result.files.append(str(output / SETTINGS_FILE))
     if info.is_main:
         if save_codes:

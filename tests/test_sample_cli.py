@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -53,7 +58,7 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         seen.update(kw, classes=classes)
         from gigatok_core.sample import SampleResult
 
-        return SampleResult(output_dir=str(kw["output"]), total=0, generated=[], skipped=0)
+        return SampleResult(output_dir=str(kw["output"]), total=0, generated=[], skipped=0)  # nothing to do
 
     monkeypatch.setattr(sample_cmd, "sample_images", fake)
     res = invoke("--gpt", "gpt-xxl", "--tokenizer", "xl-xxl", "--classes", "22,388", "-o", str(tmp_path),
@@ -99,3 +104,24 @@ def test_help_lists_the_options() -> None:
     for opt in ("--classes", "--num-per-class", "--cfg-schedule", "--cfg-start-ratio", "--top-p", "--grid",
                 "--save-codes", "--gpt-checkpoint", "--tokenizer-checkpoint", "--overwrite"):
         assert opt in res.output
+
+
+def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
+    """Real torchrun (gloo on CPU): ranks shard the plan; codes equal a one-process run."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(var, None)
+    common = ["--gpt", "gpt-tiny", "--classes", "22,388", "--num-per-class", "2", "--save-codes", "--device", "cpu",
+              "--batch-size", "3", "--top-k", "30"]
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29537", "-m", "gigatok_cli.main", "sample",
+           *common, "--output", str(tmp_path / "multi")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("wrote 4 images") == 1  # rank 0 reports the total, once
+    res = invoke(*common, "--output", str(tmp_path / "single"))
+    assert res.exit_code == 0, res.output
+    multi, single = np.load(tmp_path / "multi" / "codes.npz"), np.load(tmp_path / "single" / "codes.npz")
+    np.testing.assert_array_equal(multi["codes"], single["codes"])
+    np.testing.assert_array_equal(multi["labels"], [22, 22, 388, 388])
+    assert len(list((tmp_path / "multi").glob("*.png"))) == 4
