@@ -139,6 +139,17 @@ def test_top_k_keeps_ties_and_top_p_keeps_the_crossing_token() -> None:
     assert filter_logits(logits).isfinite().all()
 
 
+def test_per_sample_draws_follow_the_distribution() -> None:
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]] * 2)
+    drawer = Drawer("per-sample", generators=sample_generators(0, [1, 2], [0, 0]))
+    draws = torch.stack([drawer(probs) for _ in range(4000)])  # (4000, 2)
+    for row in range(2):
+        freq = torch.bincount(draws[:, row], minlength=4).double() / 4000
+        assert freq[1] == 0  # a zero-probability token is never drawn
+        torch.testing.assert_close(freq, probs[row].double(), atol=0.03, rtol=0)
+    assert not torch.equal(draws[:, 0], draws[:, 1])  # rows have their own streams
+
+
 def test_batch_composition_does_not_change_samples(tiny) -> None:
     cls, idx = [4, 4, 8, 1], [0, 1, 0, 3]
     together = generate(tiny, torch.tensor(cls), Drawer("per-sample", generators=sample_generators(7, cls, idx)),

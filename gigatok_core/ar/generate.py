@@ -8,9 +8,11 @@ produces token ``i+1`` with the scheduled scale. Sampling: temperature, top-k (t
 Randomness, two modes:
 
 - ``"per-sample"`` (default, beyond the official code): every row owns a CPU ``torch.Generator``
-  seeded from ``sample_seed(seed, class, index)``. A draw is ``argmax(p / E)`` with
-  ``E ~ Exp(1)`` from that row's generator (the exponential race, equal in law to a categorical
-  draw), so a sample does not depend on batch size, batch mates, rank count or device.
+  seeded from ``sample_seed(seed, class, index)`` and draws one uniform ``u`` per token from it
+  (in blocks of 256); the token is the inverse CDF at ``u`` (float64 cumulative sum of the
+  probabilities), which is a categorical draw. A sample therefore depends neither on batch size, batch
+  mates, rank count nor device, and costs one random number per token instead of one per vocabulary
+  entry.
 - ``"official"``: one generator seeded with ``seed`` and one ``torch.multinomial(probs, 1)`` per
   token on the whole (B, V) matrix, the official call sequence: on CPU this reproduces the official
   sampler given the same batch (``torch.manual_seed(seed)`` before ``generate()``).
@@ -94,8 +96,10 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
 class Drawer:
     """Turns (B, V) probabilities into (B,) token ids with the chosen randomness mode."""
 
+    BLOCK = 256  # uniforms drawn per row at a time (fixed, so a row's stream never depends on n)
+
     def __init__(self, mode: str, *, seed: int = 0, generators: Sequence[torch.Generator] | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | str | None = None) -> None:
         if mode not in RNG_MODES:
             raise GigatokError(f"unknown rng mode {mode!r}", hint=f"use one of {', '.join(RNG_MODES)}")
         self.mode = mode
@@ -105,14 +109,27 @@ class Drawer:
         self.official = None
         if mode == "official":
             self.official = torch.Generator(device=device or "cpu").manual_seed(seed)
+        self._uniforms = torch.empty(len(self.generators), 0, dtype=torch.float64)
+        self._used = 0
+
+    def _next_uniforms(self) -> Tensor:
+        """(B,) float64 uniforms in [0, 1), one per row, each from that row's own stream."""
+        if self._used == self._uniforms.shape[1]:
+            self._uniforms = torch.stack([torch.rand(self.BLOCK, generator=g, dtype=torch.float64)
+                                          for g in self.generators])  # (B, BLOCK)
+            self._used = 0
+        self._used += 1
+        return self._uniforms[:, self._used - 1]
 
     def __call__(self, probs: Tensor) -> Tensor:
         if self.official is not None:
             return torch.multinomial(probs, 1, generator=self.official)[:, 0]
         assert len(self.generators) == probs.shape[0], "one generator per row"
-        v = probs.shape[-1]
-        noise = torch.stack([torch.empty(v).exponential_(1.0, generator=g) for g in self.generators])  # (B, V)
-        return torch.argmax(probs / noise.to(probs.device), dim=-1)
+        cdf = probs.double().cumsum(dim=-1)  # (B, V)
+        target = (self._next_uniforms().to(probs.device) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
+        # first index whose cumulative mass exceeds the target: never a zero-probability token
+        idx = torch.searchsorted(cdf, target, right=True)[:, 0]
+        return idx.clamp_(max=probs.shape[-1] - 1)
 
 
 # ---------------------------------------------------------------------------------------------
