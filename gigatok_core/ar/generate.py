@@ -70,13 +70,15 @@ def sample_generators(seed: int, labels: Sequence[int], indices: Sequence[int]) 
 # Filtering and drawing
 # ---------------------------------------------------------------------------------------------
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
-    """Top-k then top-p filtering of (B, V) logits; removed entries become -inf (copy returned).
+    """Top-k then top-p filtering of (B, V) logits; removed entries become -inf (input untouched).
 
     Top-k drops logits strictly below the k-th largest (ties survive). Top-p is the HF nucleus rule
     (Holtzman et al., https://arxiv.org/abs/1904.09751): sort descending, drop entries whose
     cumulative probability exceeds p, shifted right by one so the crossing token stays; the top
     token always stays.
     """
+    if top_k <= 0 and top_p >= 1.0:
+        return logits
     logits = logits.clone()
     if top_k > 0:
         k = min(top_k, logits.shape[-1])

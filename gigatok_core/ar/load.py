@@ -136,7 +136,7 @@ def load_gpt(
 
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
-    model = model.to_empty(device="cpu")
+    model = model.to_empty(device=device)  # weights are written straight onto the target device
     if checkpoint is None and release is None:
         seeded_random_weights(model)
     else:
