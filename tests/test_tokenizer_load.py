@@ -12,6 +12,7 @@ import torch
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_preset
 from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
+from gigatok_core.tokenizer.load import guess_preset
 
 
 class NotWeights:
@@ -110,3 +111,20 @@ def test_tiny_random_weights_are_deterministic() -> None:
     b = load_tokenizer("tiny").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert a["s1to2decoder.positional_embedding"].std() > 0.05
+
+
+def test_checkpoint_path_as_name(tmp_path: Path) -> None:
+    sd = _official_like()
+    path = _save({"model": sd}, tmp_path / "mine.pt")
+    model = load_tokenizer(str(path))
+    assert model.config == tokenizer_preset("tiny").config
+    assert torch.equal(model.post_quant_conv.weight, sd["post_quant_conv.weight"])
+    odd = _save({"model": {"x.weight": torch.zeros(2)}}, tmp_path / "odd.pt")
+    with pytest.raises(GigatokError, match="does not match any tokenizer preset"):
+        load_tokenizer(str(odd))
+
+
+@pytest.mark.parametrize(("name", "distill"), [("s-b", True), ("s-s-2d", False), ("xl-xxl", False)])
+def test_guess_preset_from_shapes(name: str, distill: bool) -> None:
+    model = build_tokenizer(tokenizer_preset(name).config, with_distill=distill, device="meta")
+    assert guess_preset(model.state_dict()) == name

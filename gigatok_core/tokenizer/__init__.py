@@ -5,7 +5,7 @@
     recon = tok.decode_codes(codes)             # -> (B,3,256,256), unclamped
 """
 
-from gigatok_core.tokenizer.load import build_tokenizer, load_tokenizer
+from gigatok_core.tokenizer.load import build_tokenizer, guess_preset, load_tokenizer
 from gigatok_core.tokenizer.model import TokenizerOutput, VQTokenizer, init_weights
 from gigatok_core.tokenizer.quantizer import QuantizerOutput, VectorQuantizer
 
@@ -15,6 +15,7 @@ __all__ = [
     "VQTokenizer",
     "VectorQuantizer",
     "build_tokenizer",
+    "guess_preset",
     "init_weights",
     "load_tokenizer",
 ]

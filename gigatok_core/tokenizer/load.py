@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -9,7 +11,7 @@ import torch
 from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import TokenizerConfig
 from gigatok_core.errors import GigatokError
-from gigatok_core.registry import tokenizer_preset
+from gigatok_core.registry import tokenizer_names, tokenizer_preset
 from gigatok_core.tokenizer.model import DISTILL_PREFIX, VQTokenizer, init_weights
 
 RANDOM_OK = ("tiny",)  # presets that may be built with (seeded) random weights
@@ -31,6 +33,27 @@ def _vit_decoder_name(cfg: TokenizerConfig) -> str:
     return "s1to2decoder" if cfg.arch == "1d" else "s2ddecoder"
 
 
+@functools.cache
+def _signature(name: str) -> dict[str, tuple[int, ...]]:
+    """key -> shape of preset ``name`` built with the distill head (meta device, no memory)."""
+    model = build_tokenizer(tokenizer_preset(name).config, with_distill=True, device="meta")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def guess_preset(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The first registered preset whose state_dict has exactly these keys and shapes (distill optional).
+
+    Presets that share an architecture (``b-l`` and ``b-l-dino``) are indistinguishable; the first
+    listed wins.
+    """
+    have = {k: tuple(v.shape) for k, v in state_dict.items()}
+    for name in tokenizer_names():
+        sig = _signature(name)
+        if have == sig or have == {k: v for k, v in sig.items() if DISTILL_PREFIX not in k}:
+            return name
+    return None
+
+
 def load_tokenizer(
     name_or_path: str,
     *,
@@ -43,7 +66,15 @@ def load_tokenizer(
 
     Weights come from ``checkpoint`` when given, else from the preset's registered file
     (:func:`gigatok_core.hub.fetch_weights`). Only ``tiny`` may be built with seeded random weights.
+    ``name_or_path`` may also be a checkpoint file: its preset is then recognised from its shapes.
     """
+    if checkpoint is None and name_or_path not in tokenizer_names() and Path(name_or_path).is_file():
+        checkpoint = Path(name_or_path)
+        sd, _ = extract_state_dict(read_checkpoint(checkpoint), source=str(checkpoint))
+        name_or_path = guess_preset(sd) or ""
+        if not name_or_path:
+            raise GigatokError(f"{checkpoint} does not match any tokenizer preset",
+                               hint="name the preset and pass the file as checkpoint (--checkpoint FILE)")
     preset = tokenizer_preset(name_or_path)
     cfg = preset.config
     if checkpoint is None and preset.weights is None:
@@ -66,5 +97,11 @@ def load_tokenizer(
     model = build_tokenizer(cfg, with_distill=with_distill, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device
     drop = {} if with_distill else {f"{_vit_decoder_name(cfg)}.{DISTILL_PREFIX}": DISTILL_REASON}
-    load_strict(model, state_dict, source=str(path), expected=f"tokenizer preset {preset.name!r}", drop=drop)
+    try:
+        load_strict(model, state_dict, source=str(path), expected=f"tokenizer preset {preset.name!r}", drop=drop)
+    except GigatokError as err:
+        other = guess_preset(state_dict)
+        if other and other != preset.name:
+            err.hint = f"this file looks like tokenizer preset {other!r}; use that preset instead"
+        raise
     return model.to(device=device, dtype=dtype).eval()
