@@ -224,9 +224,13 @@ def test_pairing_refusals(tmp_path) -> None:
         load_gpt("gpt-b")  # paper pairing xl-xxl, released, but not downloaded
 
 
-def test_checkpoint_with_wrong_vocab_is_refused(tmp_path) -> None:
-    cfg = GPTConfig(size="gpt-b", dim=64, n_layer=2, n_head=2, vocab_size=512)
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"vocab_size": 512}, "vocabulary of 512"),
+    ({"vocab_size": 1024, "block_size": 128}, "generates 128 tokens per image"),
+])
+def test_checkpoint_that_does_not_fit_the_tokenizer_is_refused(tmp_path, overrides: dict, message: str) -> None:
+    cfg = GPTConfig(size="gpt-b", dim=64, n_layer=2, n_head=2, **overrides)
     path = tmp_path / "other.pt"
     _official_file(path, build_gpt(cfg))
-    with pytest.raises(GigatokError, match="vocabulary of 512"):
+    with pytest.raises(GigatokError, match=message):
         load_gpt("gpt-tiny", checkpoint=path)
