@@ -118,6 +118,9 @@ def sample_images(
     dev = dist.resolve_device(device)
     dtype = dist.resolve_precision(precision, dev)
     gpt_cfg, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
+    if tokenizer_checkpoint is not None and not Path(tokenizer_checkpoint).is_file():
+        raise GigatokError(f"tokenizer checkpoint {tokenizer_checkpoint} does not exist",
+                           hint="check the --tokenizer-checkpoint path")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")

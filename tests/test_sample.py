@@ -119,6 +119,8 @@ def test_plan_is_class_balanced() -> None:
     ({"tokenizer": "s-s"}, "codebook"),
     ({"precision": "bf16"}, "needs a CUDA device"),
     ({"num_per_class": 0}, "at least 1"),
+    ({"gpt_checkpoint": "missing.pt"}, "GPT checkpoint missing.pt does not exist"),
+    ({"tokenizer_checkpoint": "missing.pt"}, "tokenizer checkpoint missing.pt does not exist"),
 ])
 def test_user_errors(tmp_path: Path, kwargs: dict, match: str) -> None:
     args = {**KW, "classes": "22", **kwargs}

@@ -107,6 +107,8 @@ def resolve_gpt(name: str, tokenizer: str | None = None, checkpoint: str | Path 
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
     cfg = gpt_preset(name).config
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise GigatokError(f"GPT checkpoint {checkpoint} does not exist", hint="check the --gpt-checkpoint path")
     tok_name, release = resolve_pair(name, tokenizer)
     check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
     if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:
