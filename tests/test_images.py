@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -98,4 +99,7 @@ def test_save_png_is_atomic_and_loadable(tmp_path: Path) -> None:
     pix = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     save_png(tmp_path / "sub" / "o.png", pix)
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["o.png"]  # no temp file left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "sub" / "o.png").stat().st_mode & 0o777 == 0o666 & ~mask
     np.testing.assert_array_equal(load_image(tmp_path / "sub" / "o.png", 8), pix)
