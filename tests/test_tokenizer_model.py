@@ -185,3 +185,14 @@ def test_bf16_model_runs_with_fp32_codebook_search(tiny: VQTokenizer) -> None:
     recon = half.decode_codes(codes32)
     assert recon.dtype == torch.bfloat16 and torch.isfinite(recon).all()
     assert (recon.float() - recon32).abs().mean() < 0.1  # bf16 rounding only, not a wrong path
+
+
+def test_channels_last_gives_the_same_codes(tiny: VQTokenizer) -> None:
+    import copy
+
+    x = _images(1)
+    fast = copy.deepcopy(tiny).use_channels_last()
+    assert fast.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    codes = tiny.encode(x)
+    assert torch.equal(fast.encode(x), codes)
+    torch.testing.assert_close(fast.decode_codes(codes), tiny.decode_codes(codes), atol=1e-4, rtol=0)

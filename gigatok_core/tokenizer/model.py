@@ -98,6 +98,13 @@ class VQTokenizer(nn.Module):
     def num_tokens(self) -> int:
         return self.config.num_latent_tokens
 
+    def use_channels_last(self) -> VQTokenizer:
+        """Store the CNN weights channels_last (NHWC). Faster on CUDA and for bf16 on CPU (AMX);
+        no gain measured for fp32 on CPU. Returns self."""
+        self.encoder.to(memory_format=torch.channels_last)
+        self.decoder.to(memory_format=torch.channels_last)
+        return self
+
     def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
         g = self.config.grid_size
         d = self.config.codebook_dim
