@@ -196,3 +196,14 @@ def test_channels_last_gives_the_same_codes(tiny: VQTokenizer) -> None:
     codes = tiny.encode(x)
     assert torch.equal(fast.encode(x), codes)
     torch.testing.assert_close(fast.decode_codes(codes), tiny.decode_codes(codes), atol=1e-4, rtol=0)
+
+
+def test_codebook_search_stays_fp32_under_autocast() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(256, 8).eval()
+    h = torch.randn(2, 8, 1, 16)
+    want = vq(h).codes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, _, d = vq.search(h.permute(0, 2, 3, 1).reshape(-1, 8))
+        got = vq(h).codes
+    assert d.dtype == torch.float32 and torch.equal(got, want)

@@ -90,9 +90,13 @@ class VectorQuantizer(nn.Module):
         return F.embedding(codes, self.normalized_codebook())
 
     def search(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z (M, D) -> (normalised z float32, codes (M,), squared distances (M, K))."""
-        z = F.normalize(z.float(), dim=-1)
-        d = squared_distances(z, self.normalized_codebook())
+        """z (M, D) -> (normalised z float32, codes (M,), squared distances (M, K)).
+
+        Runs in float32 even under autocast, so mixed-precision training picks the same codes.
+        """
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z = F.normalize(z.float(), dim=-1)
+            d = squared_distances(z, self.normalized_codebook())
         return z, torch.argmin(d, dim=1), d
 
     @torch.no_grad()
