@@ -12,11 +12,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, not_implemented, out
+from gigatok_cli._common import console, handle_errors, out
 from gigatok_core.errors import GigatokError
 
-app = typer.Typer(help="Evaluate tokenizers and generators: fid, rfid, gfid, build-ref, val-loss.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), "
+         "build-ref (reference statistics), rfid (tokenizer reconstruction), gfid (GPT samples, optional CFG "
+         "search), val-loss (GPT cross-entropy). rfid, gfid and val-loss also run under torchrun "
+         "(`torchrun --nproc-per-node N -m gigatok_cli.main eval ...`); rank 0 prints the results.",
+    no_args_is_help=True)
 
 # ---------------------------------------------------------------------------------------------
 # Shared options
@@ -34,12 +38,23 @@ PROpt = Annotated[bool, typer.Option("--precision-recall/--no-precision-recall",
 
 LABELS = {"fid": "FID", "sfid": "sFID", "is": "Inception Score", "precision": "Precision", "recall": "Recall",
           "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS (VGG)", "codebook_usage": "Codebook usage",
-          "num_samples": "Samples", "num_reference": "Reference images", "num_images": "Images"}
+          "num_samples": "Samples", "num_reference": "Reference images", "num_images": "Images",
+          "val_loss": "Val loss (mean of batch means)", "val_loss_per_token": "Val loss (per token)",
+          "num_batches": "Batches", "num_classes": "Classes", "cfg_scale": "CFG scale"}
+
+
+def _is_main() -> bool:
+    from gigatok_core.dist import dist_info
+
+    return dist_info().is_main
 
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Any]:
-    """A progress factory for :class:`Evaluator`: one bar per feature-extraction pass."""
+    """A progress factory for :class:`Evaluator`: one bar per feature-extraction pass (rank 0 only)."""
+    if not _is_main():
+        yield lambda label, total: (lambda n: None)
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         def factory(label: str, total: int | None):
@@ -146,6 +161,7 @@ def build_ref(
     console.print(f"wrote {output}: {stats.count} images, protocol {protocol}")
 
 
+
 @app.command("rfid")
 @handle_errors
 def rfid(
@@ -167,7 +183,12 @@ def rfid(
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer."""
+    """Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer.
+
+    Every image under --data is ADM-centre-cropped, encoded and decoded in memory. Under torchrun
+    each rank takes a strided shard; rank 0 gathers the features and prints the numbers (they do
+    not depend on the number of ranks).
+    """
     from gigatok_core.evaluation.reconstruction import evaluate_reconstruction
 
     _check_json_target(json_path, overwrite)
@@ -184,6 +205,8 @@ def rfid(
             tokenizer, data, evaluator=ev, checkpoint=checkpoint, reference=reference, precision=precision,
             batch_size=batch_size, save_samples=save_samples, overwrite=overwrite, lpips=lpips,
             vgg_weights=vgg_weights, force=force, with_precision_recall=with_pr, on_progress=on_progress)
+    if report is None:  # not rank 0
+        return
     if report.reference_built:
         console.print(f"reference statistics cached at {report.reference}")
     _render(f"rFID: {tokenizer} on {data.name}", report.metrics, json_path,
@@ -195,15 +218,29 @@ def rfid(
 @handle_errors
 def gfid(
     gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
-    output: Annotated[Path, typer.Option("--output", help="Folder for the samples (existing PNGs are reused).")],
+    output: Annotated[Path, typer.Option(
+        "--output", help="Folder for the samples (existing PNGs of the same settings are reused: resumable).")],
     *,
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")] = None,
+    gpt_checkpoint: Annotated[Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")] = None,
+    tokenizer_checkpoint: Annotated[Path | None, typer.Option(
+        "--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")] = None,
     reference: Annotated[Path | None, typer.Option(
         "--reference", help="gfid-adm reference (default: VIRTUAL_imagenet256_labeled.npz from the cache).")] = None,
     num_per_class: Annotated[int, typer.Option("--num-per-class", help="Images per class (50 -> 50k).")] = 50,
-    cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = 1.75,
+    num_classes: Annotated[int, typer.Option(
+        "--num-classes", help="Only the first K classes (smoke runs; the paper's gFID uses all 1000).")] = 1000,
+    cfg_scale: Annotated[float | None, typer.Option(
+        "--cfg-scale", help="Guidance scale (default 1.75; with --search: the start, default the official "
+                            "empirical start for the GPT and schedule).")] = None,
     cfg_schedule: Annotated[str, typer.Option("--cfg-schedule", help="CFG schedule (see `gigatok sample`).")] = "step",
     cfg_start_ratio: Annotated[float | None, typer.Option("--cfg-start-ratio", help="Step start ratio.")] = 0.18,
+    search: Annotated[bool, typer.Option(
+        "--search", help="Official CFG search: step 0.25 from the start value until a local FID minimum; one "
+                         "sub-folder of --output per scale, results appended to "
+                         "<output parent>/search_results/<output name>.csv.")] = False,
+    save_npz: Annotated[Path | None, typer.Option(
+        "--save-npz", help="Also write the ADM sample batch (arr_0 uint8 (N,256,256,3), index order).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Run seed.")] = 0,
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
     sample_batch_size: Annotated[int, typer.Option("--sample-batch-size", help="Images per generation batch.")] = 32,
@@ -213,26 +250,91 @@ def gfid(
     device: DeviceOpt = None,
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Regenerate existing samples and replace the --json / --save-npz files.")] = False,
 ) -> None:
-    """Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R)."""
+    """Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).
+
+    Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0
+    scores. Labels are class-balanced (--num-per-class per class), not uniform-random as in the
+    official script.
+    """
     from gigatok_core.ar.cfg import CFGSchedule
+    from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
 
     _check_json_target(json_path, overwrite)
-    cfg = CFGSchedule(cfg_scale, cfg_schedule, window_start=cfg_start_ratio)
+    sched = CFGSchedule(1.75 if cfg_scale is None else cfg_scale, cfg_schedule, window_start=cfg_start_ratio)
     with _progress() as progress:
         ev = _evaluator(inception_weights, device, batch_size, progress)
-        metrics = evaluate_generation(
-            gpt, output=output, evaluator=ev, reference=reference, tokenizer=tokenizer, num_per_class=num_per_class,
-            force=force, with_precision_recall=with_pr, cfg=cfg, seed=seed, precision=precision,
-            batch_size=sample_batch_size, device=device, overwrite=overwrite)
-    _render(f"gFID: {gpt} (cfg {cfg_scale} {cfg_schedule})", metrics, json_path,
-            {"gpt": gpt, "tokenizer": tokenizer, "cfg_scale": cfg_scale, "cfg_schedule": cfg_schedule, "seed": seed})
+        common: dict[str, Any] = dict(
+            evaluator=ev, reference=reference, num_per_class=num_per_class, num_classes=num_classes, force=force,
+            with_precision_recall=with_pr, seed=seed, precision=precision, batch_size=sample_batch_size,
+            device=device, overwrite=overwrite, gpt_checkpoint=gpt_checkpoint,
+            tokenizer_checkpoint=tokenizer_checkpoint)
+        if not search:
+            metrics = evaluate_generation(gpt, output=output, tokenizer=tokenizer, cfg=sched, save_npz=save_npz,
+                                          **common)
+        else:
+            def show(scale: float, m: dict[str, Any]) -> None:
+                console.print(f"cfg {scale:g}: FID {m.get('fid')}")
+
+            result = run_gfid_search(gpt, output=output, cfg=sched, start=cfg_scale, tokenizer=tokenizer,
+                                     save_npz=save_npz, on_result=show, **common)
+            metrics = None if result is None else {**result.best, "cfg_scale": result.best_scale}
+    if metrics is None:  # not rank 0
+        return
+    extra = {"gpt": gpt, "tokenizer": tokenizer, "cfg_scale": metrics.get("cfg_scale", sched.scale),
+             "cfg_schedule": cfg_schedule, "seed": seed}
+    if search:
+        csv_path = results_csv(output)
+        console.print(f"search results in {csv_path}")
+        extra |= {"search_csv": str(csv_path), "tried": {str(s): m.get("fid") for s, m in result.tried.items()}}
+        title = f"gFID search: {gpt} ({cfg_schedule}), best cfg {result.best_scale:g}"
+    else:
+        title = f"gFID: {gpt} (cfg {sched.scale:g} {cfg_schedule})"
+    _render(title, metrics, json_path, extra)
 
 
 @app.command("val-loss")
 @handle_errors
-def val_loss() -> None:
-    """Validation loss of a GPT on extracted codes: needs the sampler/training data path, not landed yet."""
-    not_implemented("eval val-loss", "needs the AR training data pipeline (gigatok_core.sample / train issue)")
+def val_loss(
+    gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
+    data: Annotated[Path, typer.Option(
+        "--data", help="ImageFolder tree: one sub-folder per class, sorted names -> labels (ImageNet val).")],
+    *,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")] = None,
+    gpt_checkpoint: Annotated[Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")] = None,
+    tokenizer_checkpoint: Annotated[Path | None, typer.Option(
+        "--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="GPT autocast: fp32, bf16, fp16 (default bf16 on CUDA, fp32 on CPU).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (the reported mean is over batch means).")] = 32,
+    device: DeviceOpt = None,
+    json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Validation loss of a GPT: mean cross-entropy of the tokenizer's codes of --data (ADM centre crop, no flip).
+
+    Reports the official number (unweighted mean over batches of the per-batch mean CE over 256
+    positions) and the per-token mean over all images. Shards batches under torchrun.
+    """
+    from gigatok_core.evaluation.val_loss import validation_loss
+
+    _check_json_target(json_path, overwrite)
+    with _progress() as progress:
+        cb = progress("val-loss batches", None)
+        done = [0]
+
+        def on_progress(n: int, total: int) -> None:
+            cb(n - done[0])
+            done[0] = n
+
+        report = validation_loss(gpt, data, tokenizer=tokenizer, gpt_checkpoint=gpt_checkpoint,
+                                 tokenizer_checkpoint=tokenizer_checkpoint, precision=precision,
+                                 batch_size=batch_size, device=device, on_progress=on_progress)
+    if report is None:  # not rank 0
+        return
+    info = report.to_dict()
+    _render(f"val loss: {gpt} ({report.tokenizer}) on {data.name}", info, json_path,
+            {"data": str(data), "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None})

@@ -22,6 +22,7 @@ from gigatok_core.evaluation import (
     precision_recall,
     save_statistics,
 )
+from gigatok_core.evaluation.generation import sample_paths
 
 runner = CliRunner()
 
@@ -81,12 +82,6 @@ def test_bad_inputs_are_user_errors(tmp_path) -> None:
     assert res.exit_code == 1 and "neither images" in res.output
 
 
-def test_val_loss_not_implemented_yet() -> None:
-    res = _invoke("val-loss")
-    assert res.exit_code == 2, res.output
-    assert "not implemented yet" in res.output
-
-
 def test_gfid_refuses_rfid_reference_before_sampling(tmp_path, monkeypatch) -> None:
     import gigatok_core.sample as sample_mod
 
@@ -107,13 +102,23 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
 
     def fake_sample(classes, **kwargs):
         calls["classes"], calls["kwargs"] = classes, kwargs
+        for p in sample_paths(kwargs["output"], classes, kwargs["num_per_class"]):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"png")
 
     adm = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
     ref = _stats_file(adm, 2)
     smp = _stats_file(tmp_path / "s.npz", 3)
+    seen: list[list[Path]] = []
+
+    def fake_folder_features(self, paths, **kw):
+        seen.append(list(paths))
+        return Features(pool=smp.pool, spatial=np.zeros((len(smp.pool), 4), np.float32),
+                        logits=np.zeros((len(smp.pool), 5), np.float32))
+
     monkeypatch.setattr(sample_mod, "sample_images", fake_sample)
-    monkeypatch.setattr(evaluate_mod.Evaluator, "load",
-                        lambda self, source, **kw: ref if Path(source) == adm else smp)
+    monkeypatch.setattr(evaluate_mod.Evaluator, "load", lambda self, source, **kw: ref)
+    monkeypatch.setattr(evaluate_mod.Evaluator, "folder_features", fake_folder_features)
     res = _invoke("gfid", "--gpt", "gpt-b@s-s", "--output", tmp_path / "out", "--reference", adm,
                   "--num-per-class", "2", "--cfg-scale", "2.5", "--json", tmp_path / "g.json")
     assert res.exit_code == 0, res.output
@@ -122,6 +127,9 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
     got = json.loads((tmp_path / "g.json").read_text())
     assert got["fid"] == pytest.approx(frechet_distance(ref.pool_stats, smp.pool_stats))
     assert got["protocol"] == "gfid-adm"
+    # exactly the plan's 2 x 1000 PNGs are scored, in index order (class-major)
+    assert len(seen[0]) == 2000 and seen[0][:3] == sample_paths(tmp_path / "out", [0], 2) + sample_paths(
+        tmp_path / "out", [1], 1)
 
 
 # ---------------------------------------------------------------------------------------------

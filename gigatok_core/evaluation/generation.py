@@ -5,18 +5,43 @@ numbers are read correctly: labels are class-balanced (``num_per_class`` per cla
 instead of uniform-random ``torch.randint`` labels, and each image is seeded from
 (seed, class, index) by :func:`gigatok_core.sample.sample_images` (resumable, world-size
 independent). The evaluator is ours (same Inception weights and metric definitions as ADM's).
+
+Under torchrun the sampling is sharded by ``sample_images``; after it (a collective, so every
+rank has finished) only rank 0 reads the PNGs, scores them and writes the optional npz.
 """
 
 from __future__ import annotations
 
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from gigatok_core import dist
+from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
-from gigatok_core.evaluation.reference import check_protocol
+from gigatok_core.evaluation.reference import EvalStats, check_protocol
 
 PROTOCOL = "gfid-adm"
 NUM_CLASSES = 1000
+IMAGE_SIZE = 256  # ADM's batch and the npz are 256 x 256
+
+
+def default_reference() -> Path:
+    """ADM's ImageNet-256 batch from the cache (``gigatok download VIRTUAL_imagenet256_labeled.npz``)."""
+    from gigatok_core.hub import fetch_weights
+
+    return fetch_weights("VIRTUAL_imagenet256_labeled.npz")
+
+
+def sample_paths(output: str | Path, classes: Sequence[int], num_per_class: int) -> list[Path]:
+    """The PNGs of a run, in index order (class-major, as :func:`gigatok_core.sample.plan`)."""
+    from gigatok_core.sample import plan
+
+    return [Path(output) / f"{it.stem}.png" for it in plan(list(classes), num_per_class)]
 
 
 def evaluate_generation(
@@ -27,26 +52,86 @@ def evaluate_generation(
     reference: str | Path | None = None,
     tokenizer: str | None = None,
     num_per_class: int = 50,
+    num_classes: int = NUM_CLASSES,
+    save_npz: str | Path | None = None,
     force: bool = False,
+    overwrite: bool = False,
     with_precision_recall: bool = True,
+    rank_info: dist.DistInfo | None = None,
     **sample_kwargs: Any,
-) -> dict[str, Any]:
-    """Sample ``num_per_class`` x 1000 images into ``output`` (existing ones are kept), then score them.
+) -> dict[str, Any] | None:
+    """Sample ``num_per_class`` x ``num_classes`` images into ``output`` (existing ones are kept), score them.
 
-    ``sample_kwargs`` go to :func:`gigatok_core.sample.sample_images` (cfg, sampling, seed,
-    precision, batch_size, device, checkpoints, overwrite, on_progress).
+    Returns the metrics on the main rank, ``None`` on the others. ``num_classes`` < 1000 keeps
+    the first classes only (smoke runs). ``save_npz`` also writes the ADM-style sample batch
+    (``arr_0`` uint8 (N, 256, 256, 3), index order). ``sample_kwargs`` go to
+    :func:`gigatok_core.sample.sample_images` (cfg, sampling, seed, precision, batch_size,
+    device, checkpoints, on_progress); ``overwrite`` regenerates the samples and replaces the npz.
     """
-    if reference is None:
-        from gigatok_core.hub import fetch_weights
-
-        reference = fetch_weights("VIRTUAL_imagenet256_labeled.npz")
+    if not 1 <= num_classes <= NUM_CLASSES:
+        raise GigatokError(f"--num-classes must lie in 1..{NUM_CLASSES}, got {num_classes}")
+    npz_path = Path(save_npz) if save_npz is not None else None
+    if npz_path is not None and npz_path.exists() and not overwrite:
+        raise GigatokError(f"{npz_path} already exists", hint="pass --overwrite to replace it, or choose another --save-npz")
+    reference = Path(reference) if reference is not None else default_reference()
     check_protocol(reference, PROTOCOL, force=force)  # before hours of sampling
     from gigatok_core.sample import sample_images
 
-    sample_images(list(range(NUM_CLASSES)), output=output, gpt=gpt, tokenizer=tokenizer,
-                  num_per_class=num_per_class, **sample_kwargs)
-    samples = evaluator.load(output, need_features=True, label="samples")
+    classes = list(range(num_classes))
+    sample_images(classes, output=output, gpt=gpt, tokenizer=tokenizer, num_per_class=num_per_class,
+                  overwrite=overwrite, rank_info=rank_info, **sample_kwargs)
+    info = rank_info or dist.dist_info()
+    if not info.is_main:
+        return None  # sample_images ends with a collective: every PNG exists once rank 0 gets here
+    paths = sample_paths(output, classes, num_per_class)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise GigatokError(f"{len(missing)} samples are missing (first: {missing[0]})",
+                           hint="a rank may have failed; run the same command again to resume")
+    if npz_path is not None:
+        write_sample_npz(paths, npz_path)
+    samples = EvalStats.from_features(evaluator.folder_features(paths, label="samples"), meta={"source": str(output)})
     ref = evaluator.load(reference, need_features=with_precision_recall, label="reference")
     metrics = compute_metrics(samples, ref, with_precision_recall=with_precision_recall, device=evaluator.device)
-    metrics |= {"protocol": PROTOCOL, "reference": str(reference), "num_per_class": num_per_class}
+    metrics |= {"protocol": PROTOCOL, "reference": str(reference), "num_per_class": num_per_class,
+                "num_classes": num_classes, "samples_dir": str(output),
+                "npz": str(npz_path) if npz_path is not None else None}
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# ADM sample batch
+# ---------------------------------------------------------------------------------------------
+def write_sample_npz(paths: Sequence[Path], path: str | Path, *, image_size: int = IMAGE_SIZE,
+                     on_image: Callable[[int], None] | None = None) -> Path:
+    """Pack PNGs into ``path`` as ADM's evaluator reads them: ``arr_0`` uint8 (N, S, S, 3), in order.
+
+    Streamed image by image into a temp file beside ``path`` and renamed at the end (atomic; 50k
+    images never sit in memory at once). Every image must already be S x S RGB.
+    """
+    from gigatok_core.images import read_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (len(paths), image_size, image_size, 3)
+    tmp = tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent, delete=False)
+    tmp.close()
+    try:
+        with zipfile.ZipFile(tmp.name, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                        "shape": shape})
+                for i, p in enumerate(paths):
+                    img = np.asarray(read_image(p), dtype=np.uint8)  # (S, S, 3)
+                    if img.shape != shape[1:]:
+                        raise GigatokError(f"{p} is {img.shape[1]}x{img.shape[0]}, expected {image_size}x{image_size}",
+                                           hint="ADM's evaluator batch holds 256x256 RGB images")
+                    f.write(np.ascontiguousarray(img).tobytes())
+                    if on_image:
+                        on_image(i + 1)
+        Path(tmp.name).replace(path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    return path

@@ -6,6 +6,11 @@ uint8 by the official rounding, the official PSNR/SSIM quirks (``gigatok_core.im
 LPIPS-VGG on the unclamped reconstruction, codebook usage = distinct codes / codebook size, and
 FID/sFID of the uint8 reconstructions against the ``rfid-imagenet-val`` reference.
 
+Under torchrun each rank reconstructs a strided shard of the images in memory and computes their
+Inception features; the per-image features and metrics and each rank's used-code mask are
+gathered, re-ordered by image index, and rank 0 computes the statistics. The numbers do not
+depend on the world size (features are per image; means are over images).
+
 Differences from the official script: LPIPS is the mean over images (the official one averages
 per-batch means, which depends on the batch size); no PNG round trip is needed (the PNG files
 of the official pipeline are lossless, so the pixels are the same).
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gigatok_core import dist
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
 from gigatok_core.evaluation.features import Features, extract_features
@@ -33,6 +39,7 @@ from gigatok_core.evaluation.reference import (
 )
 
 PROTOCOL = "rfid-imagenet-val"
+Gather = Callable[[Any], list[Any]]  # one object per rank -> the objects of all ranks (rank order)
 
 
 @dataclass
@@ -41,6 +48,19 @@ class RFIDReport:
     reference: str
     reference_built: bool
     samples_dir: str | None
+
+
+@dataclass
+class ShardResult:
+    """What one rank computed: per-image rows (in ``indices`` order) and the codes it saw."""
+
+    indices: np.ndarray  # (n,) image indices into the sorted file list
+    recon: Features  # Inception features of the uint8 reconstructions
+    orig: Features | None  # ... of the originals, when the reference is being built
+    psnr: np.ndarray  # (n,)
+    ssim: np.ndarray  # (n,)
+    lpips: np.ndarray | None  # (n,)
+    used: np.ndarray  # (codebook_size,) bool
 
 
 def evaluate_reconstruction(
@@ -58,14 +78,19 @@ def evaluate_reconstruction(
     vgg_weights: str | Path | None = None,
     force: bool = False,
     with_precision_recall: bool = True,
+    rank_info: dist.DistInfo | None = None,
+    gather: Gather | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> RFIDReport:
+) -> RFIDReport | None:
     """Reconstruct the images under ``data`` with ``tokenizer`` and score them (see module doc).
 
     Without ``reference``, the statistics of the original images are computed in the same pass
     and cached (keyed by the file list), so the next run against the same folder reuses them.
+    Returns the report on the main rank and ``None`` on the others. ``rank_info``/``gather``
+    override the torchrun rank and the gathering of the shards (to split a run by hand; the main
+    rank then needs a ``gather`` that returns every rank's :class:`ShardResult`).
+    ``on_progress(done, total)`` counts this rank's images.
     """
-    from gigatok_core import dist
     from gigatok_core.images import list_images
     from gigatok_core.tokenizer import load_tokenizer
 
@@ -74,28 +99,26 @@ def evaluate_reconstruction(
     if reference is not None:
         check_protocol(reference, PROTOCOL, force=force)  # before any expensive loading
     files = list_images([data])
-    # -- samples folder ------------------------------------------------------------------------
+    dev = torch.device(evaluator.device)
+    dtype = dist.resolve_precision(precision, dev)
+    info = rank_info or dist.init_distributed(dev)
+    mine = dist.shard(list(range(len(files))), info)
+    # -- samples folder: every rank checks every file, then waits, so none has written yet ------
     out_dir = Path(save_samples) if save_samples is not None else None
-    if out_dir is not None:
-        clash = [out_dir / f"{i:06d}.png" for i in range(len(files)) if (out_dir / f"{i:06d}.png").exists()]
-        if clash and not overwrite:
+    if out_dir is not None and not overwrite:
+        check = mine if rank_info is not None else range(len(files))  # by hand: ranks run one after another
+        clash = [out_dir / f"{i:06d}.png" for i in check if (out_dir / f"{i:06d}.png").exists()]
+        if clash:
             raise GigatokError(f"{clash[0]} (and {len(clash) - 1} more) already exist",
                                hint="pass --overwrite, or choose another --save-samples folder")
-
-    dev = torch.device(evaluator.device)
-    model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dist.resolve_precision(precision, dev))
+    if rank_info is None:
+        dist.barrier()
+    model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
     size = model.config.image_size
 
-    # -- reference ------------------------------------------------------------------------------
-    ref_stats: EvalStats | None = None
-    if reference is not None:
-        ref_path = Path(reference)
-        ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
-    else:
-        ref_path = default_reference_path(files, size, PROTOCOL)
-        if ref_path.is_file():
-            ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
-    build_ref = ref_stats is None
+    # -- reference (read on the main rank only; every rank must know whether to build it) ------
+    ref_path = Path(reference) if reference is not None else default_reference_path(files, size, PROTOCOL)
+    build_ref = reference is None and not ref_path.is_file()
 
     lpips_model = None
     if lpips:
@@ -103,7 +126,55 @@ def evaluate_reconstruction(
 
         lpips_model = build_lpips(vgg_weights, device=dev)
 
-    # -- one pass over the images ---------------------------------------------------------------
+    # -- this rank's images ---------------------------------------------------------------------
+    part = _reconstruct_shard(model, [files[i] for i in mine], mine, evaluator=evaluator, lpips_model=lpips_model,
+                              batch_size=batch_size, with_orig=build_ref, out_dir=out_dir, on_progress=on_progress)
+    if gather is not None:
+        parts = gather(part)
+    elif rank_info is not None:
+        parts = [part]
+    else:
+        parts = dist.all_gather_objects(part)  # a collective: also a barrier
+    if not info.is_main:
+        return None
+    merged = merge_shards(parts)  # type: ignore[arg-type]
+    if len(merged.indices) != len(files) or not np.array_equal(merged.indices, np.arange(len(files))):
+        raise GigatokError(f"the ranks returned {len(merged.indices)} of {len(files)} images",
+                           hint="every rank must see the same --data folder")
+
+    # -- statistics (main rank) -----------------------------------------------------------------
+    if build_ref:
+        assert merged.orig is not None
+        ref_stats = EvalStats.from_features(merged.orig, protocol=PROTOCOL,
+                                            meta=reference_meta(files, size, str(data)))
+        save_statistics(ref_path, ref_stats, overwrite=True)
+    else:
+        ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
+    samples = EvalStats.from_features(merged.recon)
+    metrics = compute_metrics(samples, ref_stats, with_precision_recall=with_precision_recall, device=dev)
+    metrics |= {
+        "psnr": float(np.mean(merged.psnr)),
+        "ssim": float(np.mean(merged.ssim)),
+        "lpips": float(np.mean(merged.lpips)) if merged.lpips is not None else None,
+        "codebook_usage": float(merged.used.sum() / merged.used.size),
+        "num_images": len(files),
+        "world_size": info.world_size,
+        "protocol": PROTOCOL,
+    }
+    return RFIDReport(metrics=metrics, reference=str(ref_path), reference_built=build_ref,
+                      samples_dir=str(out_dir) if out_dir else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# One rank's work, and putting the ranks back together
+# ---------------------------------------------------------------------------------------------
+def _reconstruct_shard(model: torch.nn.Module, files: list[Path], indices: list[int], *, evaluator: Evaluator,
+                       lpips_model: torch.nn.Module | None, batch_size: int, with_orig: bool, out_dir: Path | None,
+                       on_progress: Callable[[int, int], None] | None) -> ShardResult:
+    from gigatok_core.images import load_image, save_png
+
+    dev = torch.device(evaluator.device)
+    size = model.config.image_size
     recon_feats: list[Features] = []
     orig_feats: list[Features] = []
     psnr: list[float] = []
@@ -111,47 +182,52 @@ def evaluate_reconstruction(
     lp: list[float] = []
     used = np.zeros(model.config.codebook_size, dtype=bool)
     for start in range(0, len(files), batch_size):
-        batch_files = files[start : start + batch_size]
-        pixels = np.stack([_load(p, size) for p in batch_files])  # (B, S, S, 3) uint8
+        pixels = np.stack([load_image(p, size) for p in files[start : start + batch_size]])  # (B, S, S, 3) uint8
         out = _reconstruct_batch(model, pixels, dev, lpips_model)
         used[out["codes"].reshape(-1)] = True
         psnr += out["psnr"]
         ssim += out["ssim"]
         lp += out["lpips"]
         recon_feats.append(extract_features(evaluator.model, [out["recon_u8"]], device=dev))
-        if build_ref:
+        if with_orig:
             orig_feats.append(extract_features(evaluator.model, [pixels], device=dev))
         if out_dir is not None:
-            from gigatok_core.images import save_png
-
             for j, img in enumerate(out["recon_u8"]):
-                save_png(out_dir / f"{start + j:06d}.png", img)
+                save_png(out_dir / f"{indices[start + j]:06d}.png", img)
         if on_progress:
             on_progress(min(start + batch_size, len(files)), len(files))
-
-    if build_ref:
-        ref_stats = EvalStats.from_features(Features.concat(orig_feats), protocol=PROTOCOL,
-                                            meta=reference_meta(files, size, str(data)))
-        save_statistics(ref_path, ref_stats, overwrite=True)
-    assert ref_stats is not None
-    samples = EvalStats.from_features(Features.concat(recon_feats))
-    metrics = compute_metrics(samples, ref_stats, with_precision_recall=with_precision_recall, device=dev)
-    metrics |= {
-        "psnr": float(np.mean(psnr)),
-        "ssim": float(np.mean(ssim)),
-        "lpips": float(np.mean(lp)) if lp else None,
-        "codebook_usage": float(used.sum() / used.size),
-        "num_images": len(files),
-        "protocol": PROTOCOL,
-    }
-    return RFIDReport(metrics=metrics, reference=str(ref_path), reference_built=build_ref,
-                      samples_dir=str(out_dir) if out_dir else None)
+    return ShardResult(
+        indices=np.asarray(indices, dtype=np.int64),
+        recon=Features.concat(recon_feats) if recon_feats else _empty_features(),
+        orig=(Features.concat(orig_feats) if orig_feats else _empty_features()) if with_orig else None,
+        psnr=np.asarray(psnr, dtype=np.float64), ssim=np.asarray(ssim, dtype=np.float64),
+        lpips=np.asarray(lp, dtype=np.float64) if lpips_model is not None else None, used=used)
 
 
-def _load(path: Path, size: int) -> np.ndarray:
-    from gigatok_core.images import load_image
+def _empty_features() -> Features:
+    return Features(np.zeros((0, 2048), np.float32), np.zeros((0, 2023), np.float32), np.zeros((0, 1008), np.float32))
 
-    return load_image(path, size)
+
+def merge_shards(parts: list[ShardResult]) -> ShardResult:
+    """Concatenate the ranks' shards and put the rows back in image-index order."""
+    parts = [p for p in parts if p is not None]
+    idx = np.concatenate([p.indices for p in parts])
+    order = np.argsort(idx, kind="stable")
+
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays)[order]
+
+    def feats(key: str) -> Features | None:
+        fs = [getattr(p, key) for p in parts if len(p.indices)]
+        if not fs or any(f is None for f in fs):
+            return None
+        return Features(*(cat([getattr(f, k) for f in fs]) for k in ("pool", "spatial", "logits")))
+
+    lp = [p.lpips for p in parts]
+    return ShardResult(indices=idx[order], recon=feats("recon"), orig=feats("orig"),  # type: ignore[arg-type]
+                       psnr=cat([p.psnr for p in parts]), ssim=cat([p.ssim for p in parts]),
+                       lpips=None if any(x is None for x in lp) else cat(lp),  # type: ignore[arg-type]
+                       used=np.logical_or.reduce([p.used for p in parts]))
 
 
 @torch.inference_mode()
@@ -161,7 +237,8 @@ def _reconstruct_batch(model: torch.nn.Module, pixels: np.ndarray, dev: torch.de
     from gigatok_core.images import to_tensor, to_uint8
 
     x = to_tensor(pixels).to(dev)  # (B, 3, S, S) in [-1, 1]
-    codes = model.encode(x)  # (B, N)
+    dtype = next(model.parameters()).dtype
+    codes = model.encode(x.to(dtype))  # (B, N)
     recon = model.decode_codes(codes).float()  # (B, 3, S, S), unclamped
     recon_u8 = to_uint8(recon)  # (B, S, S, 3)
     x_hwc = x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,198 @@
+"""The official CFG search of ``sample_c2i_cfg_search.py --search`` (spec ar.md §5 "CFG search").
+
+A 1-D local search over the guidance scale: start from an empirical value per GPT and schedule,
+then repeatedly take the lowest-FID scale tried so far and evaluate its neighbour ``best + 0.25``,
+else ``best - 0.25`` (rectangular: minus first), never below 1.0; stop when both neighbours of the
+best have been tried (a local minimum). Rows already in the results CSV (same schedule and
+annotation) count as tried, so an interrupted search resumes where it stopped.
+
+:func:`search_cfg` is pure (it only calls ``evaluate(scale) -> metrics``); :func:`run_gfid_search`
+wires it to :func:`gigatok_core.evaluation.generation.evaluate_generation` with one sample
+sub-folder per scale (same seeds for every scale) and the CSV beside the output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gigatok_core import dist
+from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.errors import GigatokError
+
+STEP = 0.25
+LOWER_BOUND = 1.0
+CSV_COLUMNS = ("annotation", "cfg_scale", "cfg_schedule", "FID", "Inception Score", "Precision", "Recall", "sFID")
+METRIC_COLUMNS = {"FID": "fid", "Inception Score": "is", "Precision": "precision", "Recall": "recall", "sFID": "sfid"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Start values and annotations (official `empirical_cfg_start`)
+# ---------------------------------------------------------------------------------------------
+def empirical_cfg_start(gpt: str, schedule: str, tokenizer: str | None = None) -> float:
+    """The official first scale for a (GPT, schedule) pair; the constant value for other schedules."""
+    size = gpt.split("@")[0].removeprefix("gpt-")  # gpt-b@xl-xxl -> b
+    if schedule == "step":
+        return {"b": 2.5, "l": 1.75}.get(size, 1.25)
+    if schedule == "rectangular":
+        return {"b": 3.0, "l": 2.5}.get(size, 1.75)
+    if size == "b":  # constant (and the schedules the official search does not cover)
+        tok = tokenizer or (gpt.split("@")[1] if "@" in gpt else "xl-xxl")  # GPT-B's default pairing is xl-xxl
+        return 1.75 if "xxl" in tok.lower() else 2.0
+    return 1.75
+
+
+def annotation(cfg: CFGSchedule) -> str:
+    """The CSV's annotation column: the schedule's window arguments (empty for constant)."""
+    if cfg.name == "step":
+        return f"window_start={cfg.start:.2f}"
+    if cfg.name in ("rectangular", "sigmoid"):
+        return f"window_start={cfg.start:.2f};window_end={cfg.end:.2f}"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The search itself (pure)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SearchResult:
+    tried: dict[float, dict[str, Any]] = field(default_factory=dict)  # scale -> metrics, in order of trial
+    evaluated: list[float] = field(default_factory=list)  # scales evaluated by this call (not from history)
+
+    @property
+    def best_scale(self) -> float:
+        return min(self.tried, key=lambda s: _fid(self.tried[s]))
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return self.tried[self.best_scale]
+
+
+def _key(scale: float) -> float:
+    return round(scale, 4)
+
+
+def _fid(metrics: dict[str, Any]) -> float:
+    fid = metrics.get("fid")
+    return float("inf") if fid is None else float(fid)
+
+
+def search_cfg(evaluate: Callable[[float], dict[str, Any]], start: float, *,
+               history: dict[float, dict[str, Any]] | None = None, step: float = STEP,
+               lower_bound: float = LOWER_BOUND, minus_first: bool = False, max_rounds: int = 100) -> SearchResult:
+    """Local search of the scale with the lowest ``evaluate(scale)["fid"]`` (see module doc).
+
+    ``history`` holds scales already evaluated (e.g. from the CSV of an interrupted run).
+    """
+    if step <= 0:
+        raise GigatokError(f"the CFG search step must be positive, got {step}")
+    result = SearchResult(tried={_key(s): m for s, m in (history or {}).items()})
+    if not result.tried:
+        first = _key(max(start, lower_bound))
+        result.tried[first] = evaluate(first)
+        result.evaluated.append(first)
+    for _ in range(max_rounds):
+        best = result.best_scale
+        neighbours = [_key(best - step), _key(best + step)] if minus_first else [_key(best + step), _key(best - step)]
+        todo = [s for s in neighbours if s >= lower_bound - 1e-9 and s not in result.tried]
+        if not todo:
+            return result  # both neighbours tried (or out of bounds): a local minimum
+        result.tried[todo[0]] = evaluate(todo[0])
+        result.evaluated.append(todo[0])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The results CSV
+# ---------------------------------------------------------------------------------------------
+def results_csv(output: str | Path) -> Path:
+    """Official location: ``dirname(output)/search_results/basename(output).csv``."""
+    output = Path(output)
+    return output.parent / "search_results" / f"{output.name}.csv"
+
+
+def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:
+    """Rows of the CSV with this schedule and annotation, as scale -> metrics."""
+    if not path.is_file():
+        return {}
+    out: dict[float, dict[str, Any]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("cfg_schedule") != cfg.name or (row.get("annotation") or "") != annotation(cfg):
+                continue
+            try:
+                out[_key(float(row["cfg_scale"]))] = {
+                    key: (float(row[col]) if row.get(col) not in (None, "") else None)
+                    for col, key in METRIC_COLUMNS.items()}
+            except (KeyError, ValueError):
+                raise GigatokError(f"{path} has a malformed row: {row}",
+                                   hint="fix or move the file; it holds the results of earlier searches") from None
+    return out
+
+
+def append_row(path: Path, cfg: CFGSchedule, metrics: dict[str, Any]) -> None:
+    """Append one result row (header when new), rewriting the file atomically."""
+    from gigatok_core.images import atomic_write_bytes
+
+    old = path.read_text() if path.is_file() else ""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    if not old:
+        writer.writerow(CSV_COLUMNS)
+    elif not old.endswith("\n"):
+        buf.write("\n")
+    writer.writerow([annotation(cfg), f"{cfg.scale:g}", cfg.name,
+                     *("" if metrics.get(k) is None else repr(float(metrics[k])) for k in METRIC_COLUMNS.values())])
+    atomic_write_bytes(path, (old + buf.getvalue()).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# gFID search
+# ---------------------------------------------------------------------------------------------
+def scale_folder(output: str | Path, cfg: CFGSchedule) -> Path:
+    """The sample sub-folder of one scale, e.g. ``OUT/step-0.18-cfg-1.75``."""
+    ann = annotation(cfg).replace("window_start=", "").replace("window_end=", "").replace(";", "-")
+    return Path(output) / "-".join(x for x in (cfg.name, ann, f"cfg-{cfg.scale:.2f}") if x)
+
+
+def run_gfid_search(gpt: str, *, output: str | Path, cfg: CFGSchedule, start: float | None = None,
+                    tokenizer: str | None = None, on_result: Callable[[float, dict[str, Any]], None] | None = None,
+                    **gen_kwargs: Any) -> SearchResult | None:
+    """CFG search of gFID; each scale sampled into :func:`scale_folder` with the same seeds.
+
+    ``gen_kwargs`` go to :func:`~gigatok_core.evaluation.generation.evaluate_generation`
+    (evaluator, reference, num_per_class, seed, ...). Every rank takes part in sampling; rank 0
+    scores, appends to the CSV and shares the numbers so all ranks take the same next step.
+    Returns the result on the main rank, ``None`` on the others.
+    """
+    from gigatok_core.evaluation.generation import evaluate_generation
+
+    if gen_kwargs.get("save_npz") is not None:
+        raise GigatokError("--save-npz packs one CFG value, not a search",
+                           hint="after the search, run gfid with --cfg-scale BEST and --output on that value's "
+                                "sub-folder plus --save-npz (its samples are reused)")
+    start = empirical_cfg_start(gpt, cfg.name, tokenizer) if start is None else start
+    csv_path = results_csv(output)
+    history = read_history(csv_path, cfg)
+    info = gen_kwargs.get("rank_info") or dist.dist_info()
+
+    def evaluate(scale: float) -> dict[str, Any]:
+        this = CFGSchedule(scale, cfg.name, window_start=cfg.window_start, window_end=cfg.window_end,
+                           interval=cfg.interval)
+        metrics = evaluate_generation(gpt, output=scale_folder(output, this), tokenizer=tokenizer, cfg=this,
+                                      **gen_kwargs)
+        if info.is_main:
+            assert metrics is not None
+            append_row(csv_path, this, metrics)
+            if on_result:
+                on_result(scale, metrics)
+        if gen_kwargs.get("rank_info") is None:
+            metrics = dist.all_gather_objects(metrics)[0]  # type: ignore[assignment]
+        return metrics or {}  # a hand-split non-main rank (rank_info) has no numbers: FID counts as inf
+
+    result = search_cfg(evaluate, start, history=history, minus_first=cfg.name == "rectangular")
+    return result if info.is_main else None

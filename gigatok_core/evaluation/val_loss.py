@@ -1,0 +1,157 @@
+"""Validation loss of a class-conditional GPT on an ImageNet-style folder (spec ar.md §6).
+
+The in-process ``val_loss_cal.py``: ADM centre crop to the tokenizer's size, no flip, codes from
+the tokenizer, the GPT in eval mode (no dropout, no class dropout), labels = index of the class
+sub-folder in sorted order (torchvision ``ImageFolder``). Per batch, the mean cross-entropy over
+all 256 positions (input = class + first 255 tokens, targets = the 256 tokens); the reported
+``val_loss`` is the unweighted mean of the batch means, as the official script reports.
+
+World-size independence: batches are cut from the whole (sorted) dataset, batch k = images
+[k·B, (k+1)·B), and rank r takes batches r, r+W, ... So the batch means, and their mean, are those
+of a single process (the official DistributedSampler pads and interleaves images per rank, so its
+number moves slightly with the GPU count). ``val_loss_per_token`` is the mean over all tokens of
+all images (no dependence on the batch size at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gigatok_core import dist
+from gigatok_core.errors import GigatokError
+
+Gather = Callable[[Any], list[Any]]
+
+
+@dataclass
+class ValLossReport:
+    val_loss: float  # unweighted mean of the per-batch mean CE (official)
+    val_loss_per_token: float  # mean CE over every token of every image
+    num_images: int
+    num_batches: int
+    num_classes: int  # class folders found
+    batch_size: int
+    precision: str
+    gpt: str
+    tokenizer: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data: an ImageFolder
+# ---------------------------------------------------------------------------------------------
+def image_folder(root: str | Path, max_classes: int) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class names) of an ImageFolder tree; labels are sorted sub-folder indices."""
+    from gigatok_core.images import IMAGE_EXTENSIONS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise GigatokError(f"--data {root} is not a folder",
+                           hint="pass an ImageFolder tree: one sub-folder per class (e.g. ImageNet val in n0xxxxxxx/)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise GigatokError(f"{root} has no class sub-folders",
+                           hint="val-loss needs labels: put each class's images in its own sub-folder "
+                                "(sorted folder names -> labels 0, 1, ...)")
+    if len(classes) > max_classes:
+        raise GigatokError(f"{root} has {len(classes)} class folders but the GPT knows {max_classes} classes",
+                           hint="point --data at the class folders of the GPT's dataset (ImageNet: 1000)")
+    files: list[Path] = []
+    labels: list[int] = []
+    empty = []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            empty.append(name)
+        files += found
+        labels += [label] * len(found)
+    if empty:
+        raise GigatokError(f"{len(empty)} class folder(s) hold no image (first: {root / empty[0]})",
+                           hint=f"remove them (labels come from the sorted folder names); extensions: "
+                                f"{' '.join(IMAGE_EXTENSIONS)}")
+    return files, labels, classes
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------
+def token_losses(model: torch.nn.Module, labels: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy (B, N): input = [class, codes[:, :-1]], targets = codes."""
+    logits = model(labels, codes[:, :-1])  # (B, N, V) float32; row j predicts token j
+    return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")  # (B, N)
+
+
+def validation_loss(
+    gpt: str,
+    data: str | Path,
+    *,
+    tokenizer: str | None = None,
+    gpt_checkpoint: str | Path | None = None,
+    tokenizer_checkpoint: str | Path | None = None,
+    precision: str | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    rank_info: dist.DistInfo | None = None,
+    gather: Gather | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ValLossReport | None:
+    """Validation loss of ``gpt`` on the ImageFolder ``data`` (see module doc).
+
+    ``precision``: autocast dtype of the GPT (fp32, bf16, fp16; default bf16 on CUDA as the
+    official script, fp32 on CPU); the tokenizer always encodes in fp32. Returns the report on the
+    main rank, ``None`` on the others (``rank_info``/``gather`` split a run by hand, as in
+    :func:`gigatok_core.evaluation.reconstruction.evaluate_reconstruction`).
+    """
+    from gigatok_core.ar.load import load_gpt, resolve_gpt
+    from gigatok_core.images import load_image, to_tensor
+    from gigatok_core.tokenizer import load_tokenizer
+
+    if batch_size < 1:
+        raise GigatokError(f"--batch-size must be at least 1, got {batch_size}")
+    dev = dist.resolve_device(device)
+    precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
+    amp_dtype = dist.resolve_precision(precision, dev)
+    gpt_cfg, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # fail fast on the pairing
+    files, labels, classes = image_folder(data, gpt_cfg.num_classes)
+
+    info = rank_info or dist.init_distributed(dev)
+    tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev)
+    model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev)
+    size = tok.config.image_size
+
+    batches = list(range(0, len(files), batch_size))  # global batch starts
+    mine = dist.shard(batches, info)
+    rows: list[tuple[int, float, float, int]] = []  # (batch start, batch mean, token-loss sum, tokens)
+    for done, start in enumerate(mine, 1):
+        idx = range(start, min(start + batch_size, len(files)))
+        pixels = np.stack([load_image(files[i], size) for i in idx])  # (B, S, S, 3) uint8
+        y = torch.tensor([labels[i] for i in idx], device=dev)
+        with torch.inference_mode():
+            codes = tok.encode(to_tensor(pixels).to(dev))  # (B, N)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                loss = token_losses(model, y, codes).float()  # (B, N)
+        rows.append((start, float(loss.mean()), float(loss.double().sum()), loss.numel()))
+        if on_progress:
+            on_progress(done, len(mine))
+
+    parts = gather(rows) if gather is not None else [rows] if rank_info is not None else dist.all_gather_objects(rows)
+    if not info.is_main:
+        return None
+    merged = sorted(r for part in parts for r in part)  # type: ignore[attr-defined]
+    if [r[0] for r in merged] != batches:
+        raise GigatokError(f"the ranks returned {len(merged)} of {len(batches)} batches",
+                           hint="every rank must see the same --data folder")
+    return ValLossReport(
+        val_loss=float(np.mean([r[1] for r in merged])),
+        val_loss_per_token=sum(r[2] for r in merged) / sum(r[3] for r in merged),
+        num_images=len(files), num_batches=len(batches), num_classes=len(classes), batch_size=batch_size,
+        precision=precision, gpt=gpt, tokenizer=tok_name)
