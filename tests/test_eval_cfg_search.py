@@ -1,0 +1,129 @@
+"""The official CFG search as a pure function, its CSV, and `gigatok eval gfid --search` wiring."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gigatok_cli.main import app
+from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.evaluation.cfg_search import (
+    CSV_COLUMNS,
+    annotation,
+    append_row,
+    empirical_cfg_start,
+    read_history,
+    results_csv,
+    scale_folder,
+    search_cfg,
+)
+
+
+def _curve(minimum: float, calls: list[float]):
+    def evaluate(scale: float) -> dict:
+        calls.append(scale)
+        return {"fid": (scale - minimum) ** 2 + 3.0, "is": 100.0 - scale, "precision": 0.5, "recall": 0.6, "sfid": 5.0}
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure search
+# ---------------------------------------------------------------------------------------------
+def test_search_walks_up_to_the_minimum_and_stops_when_both_neighbours_are_tried() -> None:
+    calls: list[float] = []
+    res = search_cfg(_curve(2.6, calls), 1.75)
+    assert calls == [1.75, 2.0, 2.25, 2.5, 2.75]  # plus first; 2.75 is worse, 2.25 already tried -> stop
+    assert res.best_scale == 2.5 and res.evaluated == calls
+    assert res.best["fid"] == pytest.approx(3.01)
+
+
+def test_search_walks_down_and_respects_the_lower_bound() -> None:
+    calls: list[float] = []
+    res = search_cfg(_curve(1.3, calls), 2.0)
+    assert calls == [2.0, 2.25, 1.75, 1.5, 1.25, 1.0]
+    assert res.best_scale == 1.25
+    calls.clear()
+    res = search_cfg(_curve(-5.0, calls), 1.5)  # FID grows with the scale: ends at the bound, never below
+    assert calls == [1.5, 1.75, 1.25, 1.0] and res.best_scale == 1.0
+
+
+def test_search_resumes_from_history_and_rectangular_tries_minus_first() -> None:
+    calls: list[float] = []
+    history = {1.75: {"fid": 9.0}, 2.0: {"fid": 8.0}}
+    res = search_cfg(_curve(2.6, calls), 1.75, history=history)
+    assert calls == [2.25, 2.5, 2.75] and res.best_scale == 2.5 and set(res.tried) == {1.75, 2.0, 2.25, 2.5, 2.75}
+    calls.clear()
+    search_cfg(_curve(2.6, calls), 3.0, minus_first=True)
+    assert calls == [3.0, 2.75, 2.5, 2.25]
+
+
+def test_empirical_start_values() -> None:
+    assert empirical_cfg_start("gpt-b", "step") == 2.5
+    assert empirical_cfg_start("gpt-l", "step") == 1.75
+    assert empirical_cfg_start("gpt-xxl@xl-xxl", "step") == 1.25
+    assert empirical_cfg_start("gpt-b@xl-xxl", "constant") == 1.75
+    assert empirical_cfg_start("gpt-b", "constant", tokenizer="b-l") == 2.0
+    assert empirical_cfg_start("gpt-xl", "constant") == 1.75
+    assert empirical_cfg_start("gpt-b", "rectangular") == 3.0 and empirical_cfg_start("gpt-l", "rectangular") == 2.5
+
+
+def test_csv_rows_round_trip_and_are_filtered_by_schedule_and_annotation(tmp_path: Path) -> None:
+    path = results_csv(tmp_path / "samples" / "run1")
+    assert path == tmp_path / "samples" / "search_results" / "run1.csv"
+    step = CFGSchedule(1.75, "step", window_start=0.18)
+    append_row(path, step, {"fid": 3.5, "is": 200.0, "precision": 0.8, "recall": 0.5, "sfid": 6.0})
+    append_row(path, CFGSchedule(2.0, "step", window_start=0.3), {"fid": 1.0})
+    append_row(path, CFGSchedule(2.0, "constant"), {"fid": 2.0, "is": None})
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert rows[1][:3] == ["window_start=0.18", "1.75", "step"] and rows[3][:3] == ["", "2", "constant"]
+    assert read_history(path, step) == {1.75: {"fid": 3.5, "is": 200.0, "precision": 0.8, "recall": 0.5, "sfid": 6.0}}
+    assert read_history(path, CFGSchedule(9.0, "constant")) == {2.0: {"fid": 2.0, "is": None, "precision": None,
+                                                                   "recall": None, "sfid": None}}
+    assert annotation(CFGSchedule(2.0, "constant")) == ""
+    assert scale_folder(tmp_path, step).name == "step-0.18-cfg-1.75"
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI: one sub-folder per scale, same seed, CSV, resume, best printed
+# ---------------------------------------------------------------------------------------------
+def test_gfid_search_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gigatok_core.evaluation.generation as gen_mod
+
+    seen: list[dict] = []
+
+    def fake_eval(gpt, *, output, cfg, **kw):
+        seen.append({"output": output, "scale": cfg.scale, "schedule": cfg.name, "seed": kw["seed"],
+                     "num_classes": kw["num_classes"]})
+        return {"fid": (cfg.scale - 2.1) ** 2 + 1.0, "sfid": 4.0, "is": 50.0, "precision": 0.5, "recall": 0.4}
+
+    monkeypatch.setattr(gen_mod, "evaluate_generation", fake_eval)
+    out = tmp_path / "samples" / "tiny"
+    args = ["eval", "gfid", "--gpt", "gpt-tiny", "--output", str(out), "--search", "--num-classes", "2",
+            "--num-per-class", "1", "--seed", "7", "--json", str(tmp_path / "s.json")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert [s["scale"] for s in seen] == [1.25, 1.5, 1.75, 2.0, 2.25]  # step schedule, "other" GPT: start 1.25
+    assert {s["seed"] for s in seen} == {7} and {s["num_classes"] for s in seen} == {2}
+    assert len({s["output"] for s in seen}) == 5 and all(Path(s["output"]).parent == out for s in seen)
+    assert "best cfg 2" in res.output
+    got = json.loads((tmp_path / "s.json").read_text())
+    assert got["cfg_scale"] == 2.0 and got["fid"] == pytest.approx(1.01)
+    with results_csv(out).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["cfg_scale"]) for r in rows] == [1.25, 1.5, 1.75, 2.0, 2.25]
+    assert {r["annotation"] for r in rows} == {"window_start=0.18"} and float(rows[3]["FID"]) == pytest.approx(1.01)
+    # a second run resumes from the CSV: nothing left to evaluate, same answer
+    seen.clear()
+    res = CliRunner().invoke(app, [*args[:-2], "--json", str(tmp_path / "s2.json")])
+    assert res.exit_code == 0, res.output
+    assert seen == [] and json.loads((tmp_path / "s2.json").read_text())["cfg_scale"] == 2.0
+    # --save-npz packs one scale, not a search
+    res = CliRunner().invoke(app, [*args[:-2], "--save-npz", str(tmp_path / "x.npz")])
+    assert res.exit_code == 1 and "--save-npz" in res.output
