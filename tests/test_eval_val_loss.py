@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +102,22 @@ def test_folder_errors(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(tmp_path / "flat"),
                                    "--precision", "bf16", "--device", "cpu"])
     assert res.exit_code == 1 and "fp32" in res.output
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun is not installed")
+def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29553", "-m", "gigatok_cli.main", "eval", "val-loss",
+           "--gpt", "gpt-tiny", "--data", str(folder), "--batch-size", "1", "--device", "cpu",
+           "--json", str(tmp_path / "v.json")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("val loss: gpt-tiny") == 1  # rank 0 prints, rank 1 exits quietly
+    got = json.loads((tmp_path / "v.json").read_text())
+    batch_mean, per_token = _direct(folder, 1)
+    assert got["num_batches"] == 4 and got["val_loss"] == pytest.approx(batch_mean, rel=1e-5)
+    assert got["val_loss_per_token"] == pytest.approx(per_token, rel=1e-5)
