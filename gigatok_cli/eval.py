@@ -267,7 +267,14 @@ def gfid(
     sched = CFGSchedule(1.75 if cfg_scale is None else cfg_scale, cfg_schedule, window_start=cfg_start_ratio)
     with _progress() as progress:
         ev = _evaluator(inception_weights, device, batch_size, progress)
-        common: dict[str, Any] = dict(
+        cb = progress("sample (this rank)", None)
+        done = [0]
+
+        def on_progress(n: int, total: int) -> None:
+            cb(max(n - done[0], 0))
+            done[0] = n  # restarts at 0 for each CFG value of a search
+
+        common: dict[str, Any] = dict(on_progress=on_progress,
             evaluator=ev, reference=reference, num_per_class=num_per_class, num_classes=num_classes, force=force,
             with_precision_recall=with_pr, seed=seed, precision=precision, batch_size=sample_batch_size,
             device=device, overwrite=overwrite, gpt_checkpoint=gpt_checkpoint,
