@@ -162,7 +162,11 @@ def build_ref(
 
 
 
-@app.command("rfid")
+@app.command("rfid", help=(
+    "Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer.\n\n"
+    "Every image under --data is ADM-centre-cropped, encoded and decoded in memory. Under torchrun each rank "
+    "takes a strided shard; rank 0 gathers the features and prints the numbers (they do not depend on the "
+    "number of ranks)."))
 @handle_errors
 def rfid(
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")],
@@ -183,12 +187,6 @@ def rfid(
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer.
-
-    Every image under --data is ADM-centre-cropped, encoded and decoded in memory. Under torchrun
-    each rank takes a strided shard; rank 0 gathers the features and prints the numbers (they do
-    not depend on the number of ranks).
-    """
     from gigatok_core.evaluation.reconstruction import evaluate_reconstruction
 
     _check_json_target(json_path, overwrite)
@@ -214,7 +212,11 @@ def rfid(
              "reference": report.reference, "rfid": report.metrics.get("fid")})
 
 
-@app.command("gfid")
+@app.command("gfid", help=(
+    "Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).\n\n"
+    "Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0 scores. "
+    "Labels are class-balanced (--num-per-class per class), not uniform-random as in the official script. "
+    "--search runs the official CFG search."))
 @handle_errors
 def gfid(
     gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
@@ -253,12 +255,6 @@ def gfid(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Regenerate existing samples and replace the --json / --save-npz files.")] = False,
 ) -> None:
-    """Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).
-
-    Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0
-    scores. Labels are class-balanced (--num-per-class per class), not uniform-random as in the
-    official script.
-    """
     from gigatok_core.ar.cfg import CFGSchedule
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
@@ -303,7 +299,11 @@ def gfid(
     _render(title, metrics, json_path, extra)
 
 
-@app.command("val-loss")
+@app.command("val-loss", help=(
+    "Validation loss of a GPT: cross-entropy of the tokenizer's codes of --data (ADM centre crop, no flip).\n\n"
+    "Reports the official number (unweighted mean over batches of the per-batch mean CE over the 256 "
+    "positions) and the per-token mean over all images. Batches are sharded under torchrun; the numbers do "
+    "not depend on the number of ranks."))
 @handle_errors
 def val_loss(
     gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
@@ -321,11 +321,6 @@ def val_loss(
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Validation loss of a GPT: mean cross-entropy of the tokenizer's codes of --data (ADM centre crop, no flip).
-
-    Reports the official number (unweighted mean over batches of the per-batch mean CE over 256
-    positions) and the per-token mean over all images. Shards batches under torchrun.
-    """
     from gigatok_core.evaluation.val_loss import validation_loss
 
     _check_json_target(json_path, overwrite)
