@@ -40,4 +40,4 @@ def handle_errors(fn: F) -> F:
 
 
 def not_implemented(what: str, issue: str) -> None:
-    raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet ({issue})")
+    raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet: {issue}")
