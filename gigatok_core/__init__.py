@@ -1,10 +1,26 @@
 """gigatok: GigaTok visual tokenizers and class-conditional autoregressive image generation.
 
-The library behind the ``gigatok`` command. Every command is a function here:
+The library behind the ``gigatok`` command; every command is a function here.
 
-- :func:`gigatok_core.config.tokenizer_config` / :func:`gigatok_core.config.gpt_config`: presets -> typed configs
-- :func:`gigatok_core.tokenizer.load_tokenizer`: a preset name or a checkpoint file -> a ready model
-- :func:`gigatok_core.reconstruct.reconstruct`: images -> reconstructions, codes, metrics
+==========================  ===============================================================
+command                     library
+==========================  ===============================================================
+``gigatok download``        :func:`gigatok_core.hub.fetch_weights`, :func:`~gigatok_core.hub.import_weights`,
+                            :func:`~gigatok_core.hub.verify_cache`, :func:`~gigatok_core.hub.catalog_rows`
+``gigatok reconstruct``     :func:`gigatok_core.reconstruct.reconstruct`
+``gigatok sample``          :func:`gigatok_core.sample.sample_images`
+``gigatok eval fid``        :class:`gigatok_core.evaluation.Evaluator`, :func:`~gigatok_core.evaluation.compute_metrics`
+``gigatok eval build-ref``  :meth:`gigatok_core.evaluation.Evaluator.build_reference`
+``gigatok eval rfid``       :func:`gigatok_core.evaluation.reconstruction.evaluate_reconstruction`
+``gigatok eval gfid``       :func:`gigatok_core.evaluation.generation.evaluate_generation`,
+                            :func:`gigatok_core.evaluation.cfg_search.run_gfid_search` (``--search``)
+==========================  ===============================================================
+
+Building blocks: :func:`gigatok_core.tokenizer.load_tokenizer` (a preset name -> a ready
+:class:`~gigatok_core.tokenizer.VQTokenizer` with ``encode``/``decode_codes``),
+:func:`gigatok_core.ar.load.load_gpt` and :func:`gigatok_core.ar.generate.generate`,
+:mod:`gigatok_core.registry` (presets), :mod:`gigatok_core.config` (typed configs and overrides),
+:mod:`gigatok_core.images` (pre/post-processing as the official code).
 """
 
 __version__ = "0.1.0"
