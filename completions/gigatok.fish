@@ -2,10 +2,10 @@
 complete -c gigatok -f
 complete -c gigatok -n '__fish_use_subcommand' -a download -d 'Download official GigaTok weights into the cache (verified, resumable, shared by parallel runs).'
 complete -c gigatok -n '__fish_use_subcommand' -a eval -d 'Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), build-ref (reference statistics), rfid (tokenizer reconstruction), gfid (GPT samples, optional CFG search), val-loss (GPT cross-entropy). rfid, gfid and val-loss also run under torchrun (torchrun --nproc-per-node N -m gigatok_cli.main eval ...); rank 0 prints the results.'
-complete -c gigatok -n '__fish_use_subcommand' -a probe -d 'Not implemented yet.'
+complete -c gigatok -n '__fish_use_subcommand' -a probe -d 'Linear probing of tokenizer or GPT features (not implemented yet: exits with code 2).'
 complete -c gigatok -n '__fish_use_subcommand' -a reconstruct -d 'Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).'
 complete -c gigatok -n '__fish_use_subcommand' -a sample -d 'Generate ImageNet-class images with a GigaTok GPT (runs under torchrun too).'
-complete -c gigatok -n '__fish_use_subcommand' -a train -d 'Not implemented yet.'
+complete -c gigatok -n '__fish_use_subcommand' -a train -d 'Train a tokenizer or a GPT (not implemented yet: exits with code 2).'
 complete -c gigatok -n '__fish_use_subcommand' -l version -d 'Print the version and exit.'
 complete -c gigatok -n '__fish_use_subcommand' -l help -s h -d 'Show help and exit.'
 complete -c gigatok -n '__fish_seen_subcommand_from download' -l list -d 'List the downloadable weights and what is cached.'

@@ -79,7 +79,7 @@ def test_torchrun_two_ranks_cli_matches_single_process(data: Path, inception_fil
     ev = Evaluator(inception_weights=inception_file, device="cpu")
     single = evaluate_reconstruction("tiny", data, evaluator=ev, lpips=False, with_precision_recall=False)
     shutil.copy(single.reference, ref)  # the reference it built and cached: both runs use the same one
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29547", "-m", "gigatok_cli.main", "eval", "rfid",
+    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "eval", "rfid",
            "--tokenizer", "tiny", "--data", str(data), "--reference", str(ref), "--no-lpips", "--no-precision-recall",
            "--device", "cpu", "--batch-size", "2", "--json", str(tmp_path / "r.json")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

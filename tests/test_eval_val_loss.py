@@ -111,7 +111,7 @@ def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29553", "-m", "gigatok_cli.main", "eval", "val-loss",
+    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "eval", "val-loss",
            "--gpt", "gpt-tiny", "--data", str(folder), "--batch-size", "1", "--device", "cpu",
            "--json", str(tmp_path / "v.json")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

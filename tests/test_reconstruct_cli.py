@@ -134,7 +134,7 @@ def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29531", "-m", "gigatok_cli.main", "reconstruct",
+    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "reconstruct",
            str(images), "-t", "tiny", "-o", str(tmp_path / "multi"), "--save-codes", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

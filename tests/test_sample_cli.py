@@ -114,7 +114,7 @@ def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
         env.pop(var, None)
     common = ["--gpt", "gpt-tiny", "--classes", "22,388", "--num-per-class", "2", "--save-codes", "--device", "cpu",
               "--batch-size", "3", "--top-k", "30"]
-    cmd = [torchrun, "--nproc-per-node", "2", "--master-port", "29537", "-m", "gigatok_cli.main", "sample",
+    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "sample",
            *common, "--output", str(tmp_path / "multi")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
