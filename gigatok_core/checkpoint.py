@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,27 @@ def strip_prefixes(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_shapes(
+    found: Mapping[str, Sequence[int]], expected: Mapping[str, Sequence[int]], *, source: str, what: str
+) -> None:
+    """Raise a :class:`GigatokError` unless ``found`` has exactly ``expected``'s keys and shapes."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k}: file {tuple(found[k])} vs expected {tuple(expected[k])}"
+             for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+    raise GigatokError(f"{source} does not fit {what}: " + "; ".join(parts),
+                       hint="check that the checkpoint belongs to this preset (see `gigatok download --list`)")
+
+
 def load_strict(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -121,24 +142,7 @@ def load_strict(
     for k in dropped:
         del sd[k]
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (first: {shapes[0]})")
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-        raise GigatokError(
-            f"{source} does not fit {expected}: " + "; ".join(parts),
-            hint="check that the checkpoint belongs to this preset (see `gigatok download --list`)",
-        )
+    check_shapes({k: tuple(v.shape) for k, v in sd.items()}, {k: tuple(v.shape) for k, v in own.items()},
+                 source=source, what=expected)
     model.load_state_dict(sd, strict=True)
     return dropped

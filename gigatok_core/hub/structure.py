@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from gigatok_core.checkpoint import check_shapes
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import WeightsRecord
 
@@ -66,25 +67,6 @@ def preset_shapes(rec: WeightsRecord) -> Shapes | None:
     except ImportError as err:  # the model package is not importable: accept, check on a later use
         warnings.warn(f"cannot check the structure of {rec.file} ({err})", stacklevel=2)
         return None
-
-
-def check_shapes(found: Shapes, expected: Shapes, *, source: str, what: str) -> None:
-    """Raise a :class:`GigatokError` unless ``found`` has exactly ``expected``'s keys and shapes."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    wrong = [f"{k}: file {tuple(found[k])} vs preset {tuple(expected[k])}"
-             for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    if wrong:
-        parts.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
-    if missing:
-        parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-    raise GigatokError(f"{source} does not fit {what}: " + "; ".join(parts),
-                       hint="check that the file belongs to this preset (see `gigatok download --list`)")
 
 
 # ---------------------------------------------------------------------------------------------
