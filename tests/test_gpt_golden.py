@@ -22,13 +22,7 @@ RUNS = {
 LABELS = torch.tensor([22, 388])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny decode steps are dispatch-bound: one thread avoids OpenMP stalls on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

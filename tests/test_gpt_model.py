@@ -27,13 +27,7 @@ from gigatok_core.registry import gpt_names, gpt_preset
 FIXTURE_NAMES = {"gpt-b": "GPT-B", "gpt-l": "GPT-L", "gpt-xl": "GPT-XL", "gpt-xxl": "GPT-XXL"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny decode steps are dispatch-bound: one thread avoids OpenMP stalls on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

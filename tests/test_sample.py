@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gigatok_core.ar import CFGSchedule, SamplingParams
@@ -19,13 +18,7 @@ CLASSES = "22,giant panda"
 STEMS = ["022_bald-eagle_0000", "022_bald-eagle_0001", "388_giant-panda_0000", "388_giant-panda_0001"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny decode steps are dispatch-bound: one thread avoids OpenMP stalls on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 KW = {"gpt": "gpt-tiny", "num_per_class": 2, "cfg": CFGSchedule(2.0, "step"), "device": "cpu",
       "sampling": SamplingParams(temperature=1.0, top_k=50), "seed": 3, "save_codes": True}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from gigatok_cli import sample as sample_cmd
@@ -21,12 +20,7 @@ from gigatok_core.ar import CFGSchedule, SamplingParams
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str):
