@@ -115,7 +115,9 @@ def _list(as_json: bool) -> None:
     table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})")
     for col, justify in (("preset", "left"), ("kind", "left"), ("params", "right"), ("size", "right"),
                          ("cached", "center"), ("paper", "left"), ("file", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        # names and numbers never wrap; the free text and file names fold on narrow terminals
+        table.add_column(col, justify=justify, no_wrap=col not in ("paper", "file"),  # type: ignore[arg-type]
+                         overflow="fold")
     for r in rows:
         paper = ", ".join(f"{k} {v}" for k, v in r["paper"].items()) or r["description"]
         table.add_row(r["preset"], r["kind"], _params(r["params"]), _size(r["size"]),
