@@ -26,14 +26,16 @@ def official_psnr_ssim(recon_uint8: np.ndarray, x: np.ndarray) -> tuple[float, f
     """One image. ``recon_uint8``: (H, W, 3) uint8; ``x``: (H, W, 3) float input in [-1, 1]."""
     restored = recon_uint8.astype(np.float64) / 255.0
     gt = ((x.astype(np.float32) + 1.0) / 2.0).astype(np.float32)
-    psnr = peak_signal_noise_ratio(restored, gt, data_range=1.0)  # what skimage infers from restored's float dtype
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
+        psnr = peak_signal_noise_ratio(restored, gt, data_range=1.0)  # what skimage infers from restored's float dtype
     ssim = structural_similarity(restored, gt, channel_axis=-1, data_range=2.0)
     return float(psnr), float(ssim)
 
 
 def standard_psnr_ssim(recon_uint8: np.ndarray, orig_uint8: np.ndarray) -> tuple[float, float]:
     """One image, both (H, W, 3) uint8: PSNR (range 255) and Gaussian-window SSIM."""
-    psnr = peak_signal_noise_ratio(orig_uint8, recon_uint8, data_range=255)
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
+        psnr = peak_signal_noise_ratio(orig_uint8, recon_uint8, data_range=255)
     ssim = structural_similarity(
         orig_uint8, recon_uint8, channel_axis=-1, data_range=255,
         gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
