@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from evalkit import random_inception
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -137,21 +137,7 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory) -> Path:
-    from gigatok_core.evaluation import FIDInception
-
-    gen = torch.Generator().manual_seed(0)
-    model = FIDInception()
-    with torch.no_grad():
-        for m in model.modules():  # variance-preserving init so features do not vanish
-            if isinstance(m, torch.nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
-        model.fc.weight.copy_(torch.randn(model.fc.weight.shape, generator=gen) * 0.1)
-    path = tmp_path_factory.mktemp("inception") / "pt_inception-random.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return random_inception(tmp_path_factory.mktemp("inception") / "pt_inception-random.pth")
 
 
 def _images(n: int, seed: int, size: int = 32) -> np.ndarray:

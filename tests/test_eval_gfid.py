@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from evalkit import tiny_evaluator
 from PIL import Image
 from typer.testing import CliRunner
@@ -31,12 +30,7 @@ def reference(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count_generate(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -24,13 +24,7 @@ from gigatok_core.evaluation.val_loss import validation_loss
 from gigatok_core.images import load_image, to_tensor
 from gigatok_core.tokenizer import load_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
