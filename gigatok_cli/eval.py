@@ -33,6 +33,11 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Use a reference made for another protocol anyway.")]
+GptOpt = Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")]
+PairedTokenizerOpt = Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")]
+GptCheckpointOpt = Annotated[Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")]
+TokenizerCheckpointOpt = Annotated[Path | None, typer.Option(
+    "--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")]
 PROpt = Annotated[bool, typer.Option("--precision-recall/--no-precision-recall",
                                      help="Compute improved precision/recall (needs reference features).")]
 
@@ -219,14 +224,13 @@ def rfid(
     "--search runs the official CFG search."))
 @handle_errors
 def gfid(
-    gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
+    gpt: GptOpt,
     output: Annotated[Path, typer.Option(
         "--output", help="Folder for the samples (existing PNGs of the same settings are reused: resumable).")],
     *,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")] = None,
-    gpt_checkpoint: Annotated[Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")] = None,
-    tokenizer_checkpoint: Annotated[Path | None, typer.Option(
-        "--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")] = None,
+    tokenizer: PairedTokenizerOpt = None,
+    gpt_checkpoint: GptCheckpointOpt = None,
+    tokenizer_checkpoint: TokenizerCheckpointOpt = None,
     reference: Annotated[Path | None, typer.Option(
         "--reference", help="gfid-adm reference (default: VIRTUAL_imagenet256_labeled.npz from the cache).")] = None,
     num_per_class: Annotated[int, typer.Option("--num-per-class", help="Images per class (50 -> 50k).")] = 50,
@@ -306,14 +310,13 @@ def gfid(
     "not depend on the number of ranks."))
 @handle_errors
 def val_loss(
-    gpt: Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")],
+    gpt: GptOpt,
     data: Annotated[Path, typer.Option(
         "--data", help="ImageFolder tree: one sub-folder per class, sorted names -> labels (ImageNet val).")],
     *,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")] = None,
-    gpt_checkpoint: Annotated[Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")] = None,
-    tokenizer_checkpoint: Annotated[Path | None, typer.Option(
-        "--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")] = None,
+    tokenizer: PairedTokenizerOpt = None,
+    gpt_checkpoint: GptCheckpointOpt = None,
+    tokenizer_checkpoint: TokenizerCheckpointOpt = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="GPT autocast: fp32, bf16, fp16 (default bf16 on CUDA, fp32 on CPU).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (the reported mean is over batch means).")] = 32,
