@@ -50,8 +50,12 @@ def main() -> None:
 
         return cb
 
-    ev = Evaluator(inception_weights=args.inception_weights, device=args.device, batch_size=args.batch_size,
-                   progress=progress)
+    ev = Evaluator(
+        inception_weights=args.inception_weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
     _ = ev.model  # load outside the timed region
     for label, path in (("reference", args.reference), ("samples", args.samples)):
         if torch.cuda.is_available():
@@ -75,14 +79,26 @@ def main() -> None:
         ours = metrics[key]
         rows[key] = {"ours": ours, "published": pub, "diff": None if ours is None else ours - pub}
         print(f"{key:<10} {ours:>12.4f} {pub:>12.4f} {ours - pub:>+12.4f}")
-    speed = {label: counts.get(label, 0) / timings[label] for label in ("reference", "samples") if counts.get(label)}
+    speed = {
+        label: counts.get(label, 0) / timings[label]
+        for label in ("reference", "samples")
+        if counts.get(label)
+    }
     for label, ips in speed.items():
         print(f"inception images/s ({label}, batch {args.batch_size}, {ev.device}): {ips:.1f}")
     print(f"metric computation (sqrtm, IS, precision/recall): {timings['metrics']:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps({"metrics": rows, "images_per_s": speed, "timings_s": timings,
-                                         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "metrics": rows,
+                    "images_per_s": speed,
+                    "timings_s": timings,
+                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

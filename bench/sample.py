@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--gpt", default="gpt-b", choices=gpt_names())
     ap.add_argument("--tokenizer", default=None, choices=tokenizer_names(), help="default: the paper pairing")
     ap.add_argument("--images", type=int, default=2, help="images per call (classes 22, 388, ... repeated)")
-    ap.add_argument("--tokens", type=int, default=None, help="tokens per image (default: the GPT's block size)")
+    ap.add_argument(
+        "--tokens", type=int, default=None, help="tokens per image (default: the GPT's block size)"
+    )
     ap.add_argument("--cfg-scale", type=float, default=4.0)
     ap.add_argument("--rng", default="per-sample", choices=["per-sample", "official"])
     ap.add_argument("--device", default="auto")
@@ -89,8 +91,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg, sampling = CFGSchedule(args.cfg_scale), SamplingParams()
 
     def decode_loop() -> torch.Tensor:
-        drawer = (Drawer("official", seed=0, device=device) if args.rng == "official"
-                  else Drawer("per-sample", generators=sample_generators(0, classes, list(range(len(classes))))))
+        drawer = (
+            Drawer("official", seed=0, device=device)
+            if args.rng == "official"
+            else Drawer("per-sample", generators=sample_generators(0, classes, list(range(len(classes)))))
+        )
         return generate(model, labels, drawer, cfg=cfg, sampling=sampling, num_tokens=n_tokens)
 
     if device.type == "cuda":
@@ -98,8 +103,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t_gen = _timed(decode_loop, device, args.iters)
     rows = args.images * (2 if cfg.enabled else 1)
     res = {
-        "gpt": args.gpt, "device": str(device), "precision": args.precision, "threads": torch.get_num_threads(),
-        "images": args.images, "rows": rows, "tokens": n_tokens,
+        "gpt": args.gpt,
+        "device": str(device),
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+        "images": args.images,
+        "rows": rows,
+        "tokens": n_tokens,
         "gen_s_per_call": t_gen,
         "gen_ms_per_step": 1000 * t_gen / n_tokens,
         "gen_image_tokens_per_s": args.images * n_tokens / t_gen,
@@ -114,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         tok_cfg = tokenizer_preset(tok_name).config
         if n_tokens != tok_cfg.num_latent_tokens or gpt_cfg.vocab_size != tok_cfg.codebook_size:
-            sys.exit(f"{args.gpt} ({gpt_cfg.vocab_size} ids, {n_tokens} tokens) does not fit tokenizer {tok_name}")
+            sys.exit(
+                f"{args.gpt} ({gpt_cfg.vocab_size} ids, {n_tokens} tokens) does not fit tokenizer {tok_name}"
+            )
         tok = build_tokenizer(tok_cfg, device="cpu")
         init_weights(tok, generator=torch.Generator().manual_seed(0))
         tok = tok.to(device=device, dtype=dtype).eval()
@@ -125,22 +137,35 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 return to_uint8(tok.decode_codes(codes).float())
 
         t_e2e = _timed(end_to_end, device, args.iters)
-        res.update({"tokenizer": tok_name, "e2e_s_per_call": t_e2e, "e2e_images_per_s": args.images / t_e2e,
-                    "e2e_s_per_image": t_e2e / args.images, "e2e_peak_mem_mib": _peak_mem_mib(device)})
+        res.update(
+            {
+                "tokenizer": tok_name,
+                "e2e_s_per_call": t_e2e,
+                "e2e_images_per_s": args.images / t_e2e,
+                "e2e_s_per_image": t_e2e / args.images,
+                "e2e_peak_mem_mib": _peak_mem_mib(device),
+            }
+        )
 
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{args.gpt} on {device} ({args.precision}, {res['threads']} threads): {args.images} images, "
-              f"{rows} rows with CFG, {n_tokens} tokens")
-        print(f"  decode loop: {t_gen:.2f} s/call, {res['gen_ms_per_step']:.1f} ms/step, "
-              f"{res['gen_image_tokens_per_s']:.1f} image tokens/s ({res['gen_row_tokens_per_s']:.1f} rows*tokens/s), "
-              f"{res['gen_images_per_s']:.3f} images/s = {res['gen_s_per_image']:.2f} s/image, "
-              f"peak {res['gen_peak_mem_mib']:.0f} MiB")
+        print(
+            f"{args.gpt} on {device} ({args.precision}, {res['threads']} threads): {args.images} images, "
+            f"{rows} rows with CFG, {n_tokens} tokens"
+        )
+        print(
+            f"  decode loop: {t_gen:.2f} s/call, {res['gen_ms_per_step']:.1f} ms/step, "
+            f"{res['gen_image_tokens_per_s']:.1f} image tokens/s ({res['gen_row_tokens_per_s']:.1f} rows*tokens/s), "
+            f"{res['gen_images_per_s']:.3f} images/s = {res['gen_s_per_image']:.2f} s/image, "
+            f"peak {res['gen_peak_mem_mib']:.0f} MiB"
+        )
         if "e2e_s_per_call" in res:
-            print(f"  end to end with {tok_name}: {res['e2e_s_per_call']:.2f} s/call, "
-                  f"{res['e2e_images_per_s']:.3f} images/s = {res['e2e_s_per_image']:.2f} s/image, "
-                  f"peak {res['e2e_peak_mem_mib']:.0f} MiB")
+            print(
+                f"  end to end with {tok_name}: {res['e2e_s_per_call']:.2f} s/call, "
+                f"{res['e2e_images_per_s']:.3f} images/s = {res['e2e_s_per_image']:.2f} s/image, "
+                f"peak {res['e2e_peak_mem_mib']:.0f} MiB"
+            )
     return res
 
 

@@ -27,7 +27,9 @@ from gigatok_core.registry import tokenizer_names, tokenizer_preset
 from gigatok_core.tokenizer import build_tokenizer, init_weights
 
 
-def _timed(fn: Callable[[], torch.Tensor], device: torch.device, iters: int) -> tuple[float, float, torch.Tensor]:
+def _timed(
+    fn: Callable[[], torch.Tensor], device: torch.device, iters: int
+) -> tuple[float, float, torch.Tensor]:
     """(median wall seconds, median process CPU seconds, output) over ``iters`` calls after a warm-up."""
     out = fn()  # warm-up (and compilation)
     wall, cpu = [], []
@@ -51,10 +53,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                    help="torch.compile the CNN encoder and decoder")
-    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                    help="channels_last memory format for the CNNs (default: off for CPU fp32, else on)")
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile the CNN encoder and decoder",
+    )
+    ap.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format for the CNNs (default: off for CPU fp32, else on)",
+    )
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -87,18 +97,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     assert recon.shape == (args.batch_size, 3, size, size) and torch.isfinite(recon).all()
 
     b = args.batch_size
-    res = {"encode_s_per_batch": t_enc, "decode_s_per_batch": t_dec, "encode_img_per_s": b / t_enc,
-           "decode_img_per_s": b / t_dec, "s_per_image": (t_enc + t_dec) / b,
-           "cpu_s_per_image": (c_enc + c_dec) / b}
-    print(f"preset {args.preset}  device {device}  {args.precision}  batch {b}  threads {torch.get_num_threads()}"
-          f"  compile {args.compile}  channels_last {channels_last}")
+    res = {
+        "encode_s_per_batch": t_enc,
+        "decode_s_per_batch": t_dec,
+        "encode_img_per_s": b / t_enc,
+        "decode_img_per_s": b / t_dec,
+        "s_per_image": (t_enc + t_dec) / b,
+        "cpu_s_per_image": (c_enc + c_dec) / b,
+    }
+    print(
+        f"preset {args.preset}  device {device}  {args.precision}  batch {b}  threads {torch.get_num_threads()}"
+        f"  compile {args.compile}  channels_last {channels_last}"
+    )
     print(f"encode: {t_enc:.3f} s/batch  {res['encode_img_per_s']:.2f} img/s")
     print(f"decode: {t_dec:.3f} s/batch  {res['decode_img_per_s']:.2f} img/s")
     print(f"encode+decode: {res['s_per_image']:.3f} s/image")
     if device.type == "cpu":  # CPU seconds / threads: what the wall time would be without contention
         threads = torch.get_num_threads()
-        print(f"process CPU time: {res['cpu_s_per_image']:.3f} s/image "
-              f"(/{threads} threads = {res['cpu_s_per_image'] / threads:.3f}; robust to other load)")
+        print(
+            f"process CPU time: {res['cpu_s_per_image']:.3f} s/image "
+            f"(/{threads} threads = {res['cpu_s_per_image'] / threads:.3f}; robust to other load)"
+        )
     return res
 
 

@@ -38,23 +38,49 @@ def _params(n: int | None) -> str:
 def download(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Tokenizer presets (s-s), GPT releases (gpt-b@xl-xxl), GPT presets (gpt-xxl: its "
-                       "paper pairing, tokenizer included), weights file names or aliases (inception, vgg16, "
-                       "dinov2-vitb14, dino-vits16, adm-ref).", autocompletion=_complete, show_default=False),
+        typer.Argument(
+            help="Tokenizer presets (s-s), GPT releases (gpt-b@xl-xxl), GPT presets (gpt-xxl: its "
+            "paper pairing, tokenizer included), weights file names or aliases (inception, vgg16, "
+            "dinov2-vitb14, dino-vits16, adm-ref).",
+            autocompletion=_complete,
+            show_default=False,
+        ),
     ] = None,
     *,
-    list_: Annotated[bool, typer.Option("--list", help="List the downloadable weights and what is cached.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="With --list: print JSON instead of a table.")] = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the downloadable weights and what is cached.")
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="With --list: print JSON instead of a table.")
+    ] = False,
     all_: Annotated[bool, typer.Option("--all", help="Download every registered file (tens of GB).")] = False,
-    where: Annotated[bool, typer.Option("--where", help="Print the cache folder (GIGATOK_CACHE overrides it).")] = False,
+    where: Annotated[
+        bool, typer.Option("--where", help="Print the cache folder (GIGATOK_CACHE overrides it).")
+    ] = False,
     import_file: Annotated[
-        Path | None, typer.Option("--import", help="A file you downloaded by hand (Drive quota): verify it and "
-                                  "copy it into the cache. Needs --preset.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--import",
+            help="A file you downloaded by hand (Drive quota): verify it and "
+            "copy it into the cache. Needs --preset.",
+            show_default=False,
+        ),
     ] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="With --import: whose weights the file is.",
-                                               autocompletion=_complete, show_default=False)] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-hash cached files (all, or the NAMES given); "
-                                         "corrupted ones are deleted.")] = False,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="With --import: whose weights the file is.",
+            autocompletion=_complete,
+            show_default=False,
+        ),
+    ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Re-hash cached files (all, or the NAMES given); corrupted ones are deleted."
+        ),
+    ] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Delete the NAMES' files from the cache.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -72,8 +98,10 @@ def download(
         return
     if import_file is not None or preset is not None:
         if import_file is None or preset is None:
-            raise GigatokError("--import and --preset go together",
-                               hint="gigatok download --import FILE --preset NAME (see `gigatok download --list`)")
+            raise GigatokError(
+                "--import and --preset go together",
+                hint="gigatok download --import FILE --preset NAME (see `gigatok download --list`)",
+            )
         path = hub.import_weights(import_file, preset)
         out.print(f"imported {import_file} as {preset}: {path}", highlight=False, soft_wrap=True)
         return
@@ -82,13 +110,17 @@ def download(
         return
     if clear:
         if not names:
-            raise GigatokError("--clear needs the names to delete", hint="for example: gigatok download --clear s-s")
+            raise GigatokError(
+                "--clear needs the names to delete", hint="for example: gigatok download --clear s-s"
+            )
         removed = hub.clear_weights(hub.resolve_targets(names, with_tokenizer=False))
         out.print(f"removed {len(removed)} files" + "".join(f"\n  {p}" for p in removed), highlight=False)
         return
     keys = registry.weights_names() if all_ else hub.resolve_targets(names)
     if not keys:
-        raise GigatokError("nothing to download", hint="name presets (gigatok download s-s), or see --list / --all")
+        raise GigatokError(
+            "nothing to download", hint="name presets (gigatok download s-s), or see --list / --all"
+        )
     failed: list[str] = []
     for key in keys:
         try:
@@ -103,8 +135,10 @@ def download(
             continue
         out.print(f"{hub.display_name(key):<16} {path}", highlight=False, soft_wrap=True)
     if failed:
-        raise GigatokError(f"{len(failed)} of {len(keys)} files could not be fetched: {', '.join(failed)}",
-                           hint="see the messages above")
+        raise GigatokError(
+            f"{len(failed)} of {len(keys)} files could not be fetched: {', '.join(failed)}",
+            hint="see the messages above",
+        )
 
 
 def _list(as_json: bool) -> None:
@@ -113,15 +147,33 @@ def _list(as_json: bool) -> None:
         typer.echo(json.dumps(rows, indent=1))
         return
     table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})")
-    for col, justify in (("preset", "left"), ("kind", "left"), ("params", "right"), ("size", "right"),
-                         ("cached", "center"), ("paper", "left"), ("file", "left")):
+    for col, justify in (
+        ("preset", "left"),
+        ("kind", "left"),
+        ("params", "right"),
+        ("size", "right"),
+        ("cached", "center"),
+        ("paper", "left"),
+        ("file", "left"),
+    ):
         # names and numbers never wrap; the free text and file names fold on narrow terminals
-        table.add_column(col, justify=justify, no_wrap=col not in ("paper", "file"),  # type: ignore[arg-type]
-                         overflow="fold")
+        table.add_column(
+            col,
+            justify=justify,
+            no_wrap=col not in ("paper", "file"),  # type: ignore[arg-type]
+            overflow="fold",
+        )
     for r in rows:
         paper = ", ".join(f"{k} {v}" for k, v in r["paper"].items()) or r["description"]
-        table.add_row(r["preset"], r["kind"], _params(r["params"]), _size(r["size"]),
-                      "[green]yes[/]" if r["cached"] else "no", paper, r["file"])
+        table.add_row(
+            r["preset"],
+            r["kind"],
+            _params(r["params"]),
+            _size(r["size"]),
+            "[green]yes[/]" if r["cached"] else "no",
+            paper,
+            r["file"],
+        )
     out.print(table)
 
 
@@ -139,7 +191,11 @@ def _verify(keys: list[str] | None) -> None:
     out.print(table)
     bad = [r.key for r in results if r.status in ("corrupt", "missing")]
     if bad:
-        console.print(f"[bold red]error:[/] {len(bad)} cached files were damaged and removed: {', '.join(bad)}",
-                      highlight=False)
-        console.print("[dim]hint:[/] run `gigatok download` with their names to fetch them again", highlight=False)
+        console.print(
+            f"[bold red]error:[/] {len(bad)} cached files were damaged and removed: {', '.join(bad)}",
+            highlight=False,
+        )
+        console.print(
+            "[dim]hint:[/] run `gigatok download` with their names to fetch them again", highlight=False
+        )
         raise typer.Exit(1)

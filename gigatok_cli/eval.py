@@ -17,35 +17,67 @@ from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
     help="Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), "
-         "build-ref (reference statistics), rfid (tokenizer reconstruction), gfid (GPT samples, optional CFG "
-         "search), val-loss (GPT cross-entropy). rfid, gfid and val-loss also run under torchrun "
-         "(`torchrun --nproc-per-node N -m gigatok_cli.main eval ...`); rank 0 prints the results.",
-    no_args_is_help=True)
+    "build-ref (reference statistics), rfid (tokenizer reconstruction), gfid (GPT samples, optional CFG "
+    "search), val-loss (GPT cross-entropy). rfid, gfid and val-loss also run under torchrun "
+    "(`torchrun --nproc-per-node N -m gigatok_cli.main eval ...`); rank 0 prints the results.",
+    no_args_is_help=True,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Shared options
 # ---------------------------------------------------------------------------------------------
-InceptionOpt = Annotated[Path | None, typer.Option(
-    "--inception-weights", help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
-    envvar="GIGATOK_INCEPTION_WEIGHTS")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per Inception batch (results do not depend on it).")]
+InceptionOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inception-weights",
+        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
+        envvar="GIGATOK_INCEPTION_WEIGHTS",
+    ),
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", help="Images per Inception batch (results do not depend on it).")
+]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Use a reference made for another protocol anyway.")]
 GptOpt = Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")]
-PairedTokenizerOpt = Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")]
-GptCheckpointOpt = Annotated[Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")]
-TokenizerCheckpointOpt = Annotated[Path | None, typer.Option(
-    "--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")]
-PROpt = Annotated[bool, typer.Option("--precision-recall/--no-precision-recall",
-                                     help="Compute improved precision/recall (needs reference features).")]
+PairedTokenizerOpt = Annotated[
+    str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")
+]
+GptCheckpointOpt = Annotated[
+    Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")
+]
+TokenizerCheckpointOpt = Annotated[
+    Path | None, typer.Option("--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")
+]
+PROpt = Annotated[
+    bool,
+    typer.Option(
+        "--precision-recall/--no-precision-recall",
+        help="Compute improved precision/recall (needs reference features).",
+    ),
+]
 
-LABELS = {"fid": "FID", "sfid": "sFID", "is": "Inception Score", "precision": "Precision", "recall": "Recall",
-          "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS (VGG)", "codebook_usage": "Codebook usage",
-          "num_samples": "Samples", "num_reference": "Reference images", "num_images": "Images",
-          "val_loss": "Val loss (mean of batch means)", "val_loss_per_token": "Val loss (per token)",
-          "num_batches": "Batches", "num_classes": "Classes", "cfg_scale": "CFG scale"}
+LABELS = {
+    "fid": "FID",
+    "sfid": "sFID",
+    "is": "Inception Score",
+    "precision": "Precision",
+    "recall": "Recall",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS (VGG)",
+    "codebook_usage": "Codebook usage",
+    "num_samples": "Samples",
+    "num_reference": "Reference images",
+    "num_images": "Images",
+    "val_loss": "Val loss (mean of batch means)",
+    "val_loss_per_token": "Val loss (per token)",
+    "num_batches": "Batches",
+    "num_classes": "Classes",
+    "cfg_scale": "CFG scale",
+}
 
 
 def _is_main() -> bool:
@@ -58,10 +90,17 @@ def _is_main() -> bool:
 def _progress() -> Iterator[Any]:
     """A progress factory for :class:`Evaluator`: one bar per feature-extraction pass (rank 0 only)."""
     if not _is_main():
-        yield lambda label, total: (lambda n: None)
+        yield lambda label, total: lambda n: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+
         def factory(label: str, total: int | None):
             task = bar.add_task(f"inception: {label}", total=total)
             return lambda n: bar.advance(task, n)
@@ -73,16 +112,24 @@ def _evaluator(inception_weights: Path | None, device: str | None, batch_size: i
     from gigatok_core.dist import resolve_device
     from gigatok_core.evaluation import Evaluator
 
-    return Evaluator(inception_weights=inception_weights, device=resolve_device(device), batch_size=batch_size,
-                     progress=progress)
+    return Evaluator(
+        inception_weights=inception_weights,
+        device=resolve_device(device),
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def _check_json_target(path: Path | None, overwrite: bool) -> None:
     if path is not None and path.exists() and not overwrite:
-        raise GigatokError(f"{path} already exists", hint="pass --overwrite to replace it, or choose another --json path")
+        raise GigatokError(
+            f"{path} already exists", hint="pass --overwrite to replace it, or choose another --json path"
+        )
 
 
-def _render(title: str, metrics: dict[str, Any], json_path: Path | None, extra: dict[str, Any] | None = None) -> None:
+def _render(
+    title: str, metrics: dict[str, Any], json_path: Path | None, extra: dict[str, Any] | None = None
+) -> None:
     from gigatok_core.evaluation.evaluate import finite_or_none
     from gigatok_core.images import atomic_write_bytes
 
@@ -112,11 +159,20 @@ def _render(title: str, metrics: dict[str, Any], json_path: Path | None, extra: 
 @app.command("fid")
 @handle_errors
 def fid(
-    samples: Annotated[Path, typer.Argument(help="Folder of images, image npz (arr_0 uint8 NHWC) or statistics npz.")],
-    reference: Annotated[Path, typer.Argument(help="Same kinds as SAMPLES; e.g. VIRTUAL_imagenet256_labeled.npz.")],
+    samples: Annotated[
+        Path, typer.Argument(help="Folder of images, image npz (arr_0 uint8 NHWC) or statistics npz.")
+    ],
+    reference: Annotated[
+        Path, typer.Argument(help="Same kinds as SAMPLES; e.g. VIRTUAL_imagenet256_labeled.npz.")
+    ],
     *,
-    protocol: Annotated[str | None, typer.Option(
-        "--protocol", help="Check that REFERENCE was made for this protocol: gfid-adm or rfid-imagenet-val.")] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--protocol",
+            help="Check that REFERENCE was made for this protocol: gfid-adm or rfid-imagenet-val.",
+        ),
+    ] = None,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
@@ -138,8 +194,12 @@ def fid(
         sample_stats = ev.load(samples, need_features=True, label="samples")
         ref_stats = ev.load(reference, need_features=with_pr, label="reference")
         metrics = compute_metrics(sample_stats, ref_stats, with_precision_recall=with_pr, device=ev.device)
-    _render(f"{samples.name} vs {reference.name}", metrics, json_path,
-            {"samples": str(samples), "reference": str(reference), "protocol": protocol or ref_stats.protocol})
+    _render(
+        f"{samples.name} vs {reference.name}",
+        metrics,
+        json_path,
+        {"samples": str(samples), "reference": str(reference), "protocol": protocol or ref_stats.protocol},
+    )
 
 
 @app.command("build-ref")
@@ -149,7 +209,9 @@ def build_ref(
     output: Annotated[Path, typer.Option("--output", help="Statistics npz to write.")],
     *,
     image_size: Annotated[int, typer.Option("--image-size", help="ADM centre-crop size.")] = 256,
-    protocol: Annotated[str, typer.Option("--protocol", help="What the reference is for.")] = "rfid-imagenet-val",
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="What the reference is for.")
+    ] = "rfid-imagenet-val",
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
@@ -162,28 +224,52 @@ def build_ref(
         raise GigatokError(f"unknown protocol {protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
     with _progress() as progress:
         ev = _evaluator(inception_weights, device, batch_size, progress)
-        stats = ev.build_reference(data, output, image_size=image_size, protocol=protocol, overwrite=overwrite)
+        stats = ev.build_reference(
+            data, output, image_size=image_size, protocol=protocol, overwrite=overwrite
+        )
     console.print(f"wrote {output}: {stats.count} images, protocol {protocol}")
 
 
-
-@app.command("rfid", help=(
-    "Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer.\n\n"
-    "Every image under --data is ADM-centre-cropped, encoded and decoded in memory. Under torchrun each rank "
-    "takes a strided shard; rank 0 gathers the features and prints the numbers (they do not depend on the "
-    "number of ranks)."))
+@app.command(
+    "rfid",
+    help=(
+        "Reconstruction FID (+ sFID, IS, P/R, PSNR, SSIM, LPIPS, codebook usage) of a tokenizer.\n\n"
+        "Every image under --data is ADM-centre-cropped, encoded and decoded in memory. Under torchrun each rank "
+        "takes a strided shard; rank 0 gathers the features and prints the numbers (they do not depend on the "
+        "number of ranks)."
+    ),
+)
 @handle_errors
 def rfid(
-    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")],
-    data: Annotated[Path, typer.Option("--data", help="Folder of validation images (ImageNet val for the paper's rFID).")],
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="Folder of validation images (ImageNet val for the paper's rFID).")
+    ],
     *,
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Tokenizer weights instead of the preset's.")] = None,
-    reference: Annotated[Path | None, typer.Option(
-        "--reference", help="rfid-imagenet-val statistics; default: built from --data in the same pass and cached.")] = None,
-    save_samples: Annotated[Path | None, typer.Option("--save-samples", help="Also save reconstructions as PNGs here.")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="Tokenizer precision: fp32, bf16, fp16.")] = "fp32",
-    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS-VGG (needs vgg16 weights).")] = True,
-    vgg_weights: Annotated[Path | None, typer.Option("--vgg-weights", help="torchvision vgg16-397923af.pth.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Tokenizer weights instead of the preset's.")
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="rfid-imagenet-val statistics; default: built from --data in the same pass and cached.",
+        ),
+    ] = None,
+    save_samples: Annotated[
+        Path | None, typer.Option("--save-samples", help="Also save reconstructions as PNGs here.")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="Tokenizer precision: fp32, bf16, fp16.")
+    ] = "fp32",
+    lpips: Annotated[
+        bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS-VGG (needs vgg16 weights).")
+    ] = True,
+    vgg_weights: Annotated[
+        Path | None, typer.Option("--vgg-weights", help="torchvision vgg16-397923af.pth.")
+    ] = None,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 32,
@@ -205,59 +291,121 @@ def rfid(
             done[0] = n
 
         report = evaluate_reconstruction(
-            tokenizer, data, evaluator=ev, checkpoint=checkpoint, reference=reference, precision=precision,
-            batch_size=batch_size, save_samples=save_samples, overwrite=overwrite, lpips=lpips,
-            vgg_weights=vgg_weights, force=force, with_precision_recall=with_pr, on_progress=on_progress)
+            tokenizer,
+            data,
+            evaluator=ev,
+            checkpoint=checkpoint,
+            reference=reference,
+            precision=precision,
+            batch_size=batch_size,
+            save_samples=save_samples,
+            overwrite=overwrite,
+            lpips=lpips,
+            vgg_weights=vgg_weights,
+            force=force,
+            with_precision_recall=with_pr,
+            on_progress=on_progress,
+        )
     if report is None:  # not rank 0
         return
     if report.reference_built:
         console.print(f"reference statistics cached at {report.reference}")
-    _render(f"rFID: {tokenizer} on {data.name}", report.metrics, json_path,
-            {"tokenizer": tokenizer, "checkpoint": str(checkpoint) if checkpoint else None,
-             "reference": report.reference, "rfid": report.metrics.get("fid")})
+    _render(
+        f"rFID: {tokenizer} on {data.name}",
+        report.metrics,
+        json_path,
+        {
+            "tokenizer": tokenizer,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "reference": report.reference,
+            "rfid": report.metrics.get("fid"),
+        },
+    )
 
 
-@app.command("gfid", help=(
-    "Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).\n\n"
-    "Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0 scores. "
-    "Labels are class-balanced (--num-per-class per class), not uniform-random as in the official script. "
-    "--search runs the official CFG search."))
+@app.command(
+    "gfid",
+    help=(
+        "Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).\n\n"
+        "Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0 scores. "
+        "Labels are class-balanced (--num-per-class per class), not uniform-random as in the official script. "
+        "--search runs the official CFG search."
+    ),
+)
 @handle_errors
 def gfid(
     gpt: GptOpt,
-    output: Annotated[Path, typer.Option(
-        "--output", help="Folder for the samples (existing PNGs of the same settings are reused: resumable).")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            help="Folder for the samples (existing PNGs of the same settings are reused: resumable).",
+        ),
+    ],
     *,
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,
-    reference: Annotated[Path | None, typer.Option(
-        "--reference", help="gfid-adm reference (default: VIRTUAL_imagenet256_labeled.npz from the cache).")] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="gfid-adm reference (default: VIRTUAL_imagenet256_labeled.npz from the cache).",
+        ),
+    ] = None,
     num_per_class: Annotated[int, typer.Option("--num-per-class", help="Images per class (50 -> 50k).")] = 50,
-    num_classes: Annotated[int, typer.Option(
-        "--num-classes", help="Only the first K classes (smoke runs; the paper's gFID uses all 1000).")] = 1000,
-    cfg_scale: Annotated[float | None, typer.Option(
-        "--cfg-scale", help="Guidance scale (default 1.75; with --search: the start, default the official "
-                            "empirical start for the GPT and schedule).")] = None,
-    cfg_schedule: Annotated[str, typer.Option("--cfg-schedule", help="CFG schedule (see `gigatok sample`).")] = "step",
-    cfg_start_ratio: Annotated[float | None, typer.Option("--cfg-start-ratio", help="Step start ratio.")] = 0.18,
-    search: Annotated[bool, typer.Option(
-        "--search", help="Official CFG search: step 0.25 from the start value until a local FID minimum; one "
-                         "sub-folder of --output per scale, results appended to "
-                         "<output parent>/search_results/<output name>.csv.")] = False,
-    save_npz: Annotated[Path | None, typer.Option(
-        "--save-npz", help="Also write the ADM sample batch (arr_0 uint8 (N,256,256,3), index order).")] = None,
+    num_classes: Annotated[
+        int,
+        typer.Option(
+            "--num-classes", help="Only the first K classes (smoke runs; the paper's gFID uses all 1000)."
+        ),
+    ] = 1000,
+    cfg_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--cfg-scale",
+            help="Guidance scale (default 1.75; with --search: the start, default the official "
+            "empirical start for the GPT and schedule).",
+        ),
+    ] = None,
+    cfg_schedule: Annotated[
+        str, typer.Option("--cfg-schedule", help="CFG schedule (see `gigatok sample`).")
+    ] = "step",
+    cfg_start_ratio: Annotated[
+        float | None, typer.Option("--cfg-start-ratio", help="Step start ratio.")
+    ] = 0.18,
+    search: Annotated[
+        bool,
+        typer.Option(
+            "--search",
+            help="Official CFG search: step 0.25 from the start value until a local FID minimum; one "
+            "sub-folder of --output per scale, results appended to "
+            "<output parent>/search_results/<output name>.csv.",
+        ),
+    ] = False,
+    save_npz: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-npz", help="Also write the ADM sample batch (arr_0 uint8 (N,256,256,3), index order)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Run seed.")] = 0,
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
-    sample_batch_size: Annotated[int, typer.Option("--sample-batch-size", help="Images per generation batch.")] = 32,
+    sample_batch_size: Annotated[
+        int, typer.Option("--sample-batch-size", help="Images per generation batch.")
+    ] = 32,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Regenerate existing samples and replace the --json / --save-npz files.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Regenerate existing samples and replace the --json / --save-npz files."
+        ),
+    ] = False,
 ) -> None:
     from gigatok_core.ar.cfg import CFGSchedule
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
@@ -274,52 +422,96 @@ def gfid(
             cb(max(n - done[0], 0))
             done[0] = n  # restarts at 0 for each CFG value of a search
 
-        common: dict[str, Any] = dict(on_progress=on_progress,
-            evaluator=ev, reference=reference, num_per_class=num_per_class, num_classes=num_classes, force=force,
-            with_precision_recall=with_pr, seed=seed, precision=precision, batch_size=sample_batch_size,
-            device=device, overwrite=overwrite, gpt_checkpoint=gpt_checkpoint,
-            tokenizer_checkpoint=tokenizer_checkpoint)
+        common: dict[str, Any] = dict(
+            on_progress=on_progress,
+            evaluator=ev,
+            reference=reference,
+            num_per_class=num_per_class,
+            num_classes=num_classes,
+            force=force,
+            with_precision_recall=with_pr,
+            seed=seed,
+            precision=precision,
+            batch_size=sample_batch_size,
+            device=device,
+            overwrite=overwrite,
+            gpt_checkpoint=gpt_checkpoint,
+            tokenizer_checkpoint=tokenizer_checkpoint,
+        )
         if not search:
-            metrics = evaluate_generation(gpt, output=output, tokenizer=tokenizer, cfg=sched, save_npz=save_npz,
-                                          **common)
+            metrics = evaluate_generation(
+                gpt, output=output, tokenizer=tokenizer, cfg=sched, save_npz=save_npz, **common
+            )
         else:
+
             def show(scale: float, m: dict[str, Any]) -> None:
                 console.print(f"cfg {scale:g}: FID {m.get('fid')}")
 
-            result = run_gfid_search(gpt, output=output, cfg=sched, start=cfg_scale, tokenizer=tokenizer,
-                                     save_npz=save_npz, on_result=show, **common)
+            result = run_gfid_search(
+                gpt,
+                output=output,
+                cfg=sched,
+                start=cfg_scale,
+                tokenizer=tokenizer,
+                save_npz=save_npz,
+                on_result=show,
+                **common,
+            )
             metrics = None if result is None else {**result.best, "cfg_scale": result.best_scale}
     if metrics is None:  # not rank 0
         return
-    extra = {"gpt": gpt, "tokenizer": tokenizer, "cfg_scale": metrics.get("cfg_scale", sched.scale),
-             "cfg_schedule": cfg_schedule, "seed": seed}
+    extra = {
+        "gpt": gpt,
+        "tokenizer": tokenizer,
+        "cfg_scale": metrics.get("cfg_scale", sched.scale),
+        "cfg_schedule": cfg_schedule,
+        "seed": seed,
+    }
     if search:
         csv_path = results_csv(output)
         console.print(f"search results in {csv_path}")
-        extra |= {"search_csv": str(csv_path), "tried": {str(s): m.get("fid") for s, m in result.tried.items()}}
+        extra |= {
+            "search_csv": str(csv_path),
+            "tried": {str(s): m.get("fid") for s, m in result.tried.items()},
+        }
         title = f"gFID search: {gpt} ({cfg_schedule}), best cfg {result.best_scale:g}"
     else:
         title = f"gFID: {gpt} (cfg {sched.scale:g} {cfg_schedule})"
     _render(title, metrics, json_path, extra)
 
 
-@app.command("val-loss", help=(
-    "Validation loss of a GPT: cross-entropy of the tokenizer's codes of --data (ADM centre crop, no flip).\n\n"
-    "Reports the official number (unweighted mean over batches of the per-batch mean CE over the 256 "
-    "positions) and the per-token mean over all images. Batches are sharded under torchrun; the numbers do "
-    "not depend on the number of ranks."))
+@app.command(
+    "val-loss",
+    help=(
+        "Validation loss of a GPT: cross-entropy of the tokenizer's codes of --data (ADM centre crop, no flip).\n\n"
+        "Reports the official number (unweighted mean over batches of the per-batch mean CE over the 256 "
+        "positions) and the per-token mean over all images. Batches are sharded under torchrun; the numbers do "
+        "not depend on the number of ranks."
+    ),
+)
 @handle_errors
 def val_loss(
     gpt: GptOpt,
-    data: Annotated[Path, typer.Option(
-        "--data", help="ImageFolder tree: one sub-folder per class, sorted names -> labels (ImageNet val).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="ImageFolder tree: one sub-folder per class, sorted names -> labels (ImageNet val).",
+        ),
+    ],
     *,
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,
-    precision: Annotated[str | None, typer.Option(
-        "--precision", help="GPT autocast: fp32, bf16, fp16 (default bf16 on CUDA, fp32 on CPU).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (the reported mean is over batch means).")] = 32,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision", help="GPT autocast: fp32, bf16, fp16 (default bf16 on CUDA, fp32 on CPU)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images per batch (the reported mean is over batch means).")
+    ] = 32,
     device: DeviceOpt = None,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
@@ -335,11 +527,23 @@ def val_loss(
             cb(n - done[0])
             done[0] = n
 
-        report = validation_loss(gpt, data, tokenizer=tokenizer, gpt_checkpoint=gpt_checkpoint,
-                                 tokenizer_checkpoint=tokenizer_checkpoint, precision=precision,
-                                 batch_size=batch_size, device=device, on_progress=on_progress)
+        report = validation_loss(
+            gpt,
+            data,
+            tokenizer=tokenizer,
+            gpt_checkpoint=gpt_checkpoint,
+            tokenizer_checkpoint=tokenizer_checkpoint,
+            precision=precision,
+            batch_size=batch_size,
+            device=device,
+            on_progress=on_progress,
+        )
     if report is None:  # not rank 0
         return
     info = report.to_dict()
-    _render(f"val loss: {gpt} ({report.tokenizer}) on {data.name}", info, json_path,
-            {"data": str(data), "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None})
+    _render(
+        f"val loss: {gpt} ({report.tokenizer}) on {data.name}",
+        info,
+        json_path,
+        {"data": str(data), "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None},
+    )

@@ -20,26 +20,51 @@ def _complete_tokenizer(incomplete: str) -> list[str]:
 
 @handle_errors
 def reconstruct(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.", show_default=False)],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders (recursive) or glob patterns.", show_default=False),
+    ],
     *,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reconstructions.")] = Path("reconstructions"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reconstructions.")] = Path(
+        "reconstructions"
+    ),
     tokenizer: Annotated[
-        str, typer.Option("--tokenizer", "-t", help="Tokenizer preset (see `gigatok download --list`).",
-                          autocompletion=_complete_tokenizer, envvar="GIGATOK_TOKENIZER")
+        str,
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help="Tokenizer preset (see `gigatok download --list`).",
+            autocompletion=_complete_tokenizer,
+            envvar="GIGATOK_TOKENIZER",
+        ),
     ] = "s-s",
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Local checkpoint file instead of the preset's cached weights.")
+        Path | None,
+        typer.Option("--checkpoint", help="Local checkpoint file instead of the preset's cached weights."),
     ] = None,
-    grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png: original | reconstruction pairs.")] = False,
-    save_codes: Annotated[bool, typer.Option("--save-codes", help="Also write codes.npz: code indices per image stem.")] = False,
-    metrics: Annotated[bool, typer.Option("--metrics", help="PSNR, SSIM, LPIPS per image and averaged (metrics.json).")] = False,
+    grid: Annotated[
+        bool, typer.Option("--grid", help="Also write grid.png: original | reconstruction pairs.")
+    ] = False,
+    save_codes: Annotated[
+        bool, typer.Option("--save-codes", help="Also write codes.npz: code indices per image stem.")
+    ] = False,
+    metrics: Annotated[
+        bool, typer.Option("--metrics", help="PSNR, SSIM, LPIPS per image and averaged (metrics.json).")
+    ] = False,
     vgg_weights: Annotated[
-        Path | None, typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache.")
+        Path | None,
+        typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (half precisions need a GPU).")] = "fp32",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 8,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")] = False,
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, bf16 or fp16 (half precisions need a GPU).")
+    ] = "fp32",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
+    ] = 8,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
 ) -> None:
     """Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).
@@ -47,8 +72,15 @@ def reconstruct(
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
     info = dist.dist_info()
-    with Progress(TextColumn("reconstruct"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not info.is_main, transient=True) as progress:
+    with Progress(
+        TextColumn("reconstruct"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not info.is_main,
+        transient=True,
+    ) as progress:
         task = progress.add_task("images", total=None)
 
         def on_progress(done: int, total: int) -> None:
@@ -58,9 +90,21 @@ def reconstruct(
             console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
 
         result = run_reconstruct(
-            inputs, output=output, tokenizer=tokenizer, checkpoint=checkpoint, grid=grid, save_codes=save_codes,
-            metrics=metrics, device=device, precision=precision, batch_size=batch_size, strict=strict,
-            overwrite=overwrite, vgg_weights=vgg_weights, on_progress=on_progress, on_skip=on_skip,
+            inputs,
+            output=output,
+            tokenizer=tokenizer,
+            checkpoint=checkpoint,
+            grid=grid,
+            save_codes=save_codes,
+            metrics=metrics,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            strict=strict,
+            overwrite=overwrite,
+            vgg_weights=vgg_weights,
+            on_progress=on_progress,
+            on_skip=on_skip,
         )
     if not info.is_main:
         return

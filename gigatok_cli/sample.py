@@ -32,47 +32,99 @@ def _complete_schedule(incomplete: str) -> list[str]:
 def sample(
     *,
     classes: Annotated[
-        str, typer.Option("--classes", "-c", help="Comma-separated ImageNet class indices (0-999) or names, "
-                          "e.g. '22,388' or 'giant panda,bald eagle'.", show_default=False)
+        str,
+        typer.Option(
+            "--classes",
+            "-c",
+            help="Comma-separated ImageNet class indices (0-999) or names, "
+            "e.g. '22,388' or 'giant panda,bald eagle'.",
+            show_default=False,
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("samples"),
-    gpt: Annotated[str, typer.Option("--gpt", "-g", help="GPT preset (see `gigatok download --list`).",
-                                     autocompletion=_complete_gpt, envvar="GIGATOK_GPT")] = "gpt-b",
+    gpt: Annotated[
+        str,
+        typer.Option(
+            "--gpt",
+            "-g",
+            help="GPT preset (see `gigatok download --list`).",
+            autocompletion=_complete_gpt,
+            envvar="GIGATOK_GPT",
+        ),
+    ] = "gpt-b",
     tokenizer: Annotated[
-        str | None, typer.Option("--tokenizer", "-t", help="Tokenizer preset; default: the one the GPT was trained with.",
-                                 autocompletion=_complete_tokenizer, show_default=False)
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help="Tokenizer preset; default: the one the GPT was trained with.",
+            autocompletion=_complete_tokenizer,
+            show_default=False,
+        ),
     ] = None,
     num_per_class: Annotated[int, typer.Option("--num-per-class", "-n", min=1, help="Images per class.")] = 1,
-    cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale (<= 1: off).")] = 4.0,
+    cfg_scale: Annotated[
+        float, typer.Option("--cfg-scale", help="Classifier-free guidance scale (<= 1: off).")
+    ] = 4.0,
     cfg_schedule: Annotated[
-        str, typer.Option("--cfg-schedule", help=f"One of {', '.join(SCHEDULES)}.", autocompletion=_complete_schedule)
+        str,
+        typer.Option(
+            "--cfg-schedule", help=f"One of {', '.join(SCHEDULES)}.", autocompletion=_complete_schedule
+        ),
     ] = "constant",
     cfg_start_ratio: Annotated[
-        float | None, typer.Option("--cfg-start-ratio", help="step/sigmoid start (default 0.18); rectangular window "
-                                   "start (default 0.05).", show_default=False)
+        float | None,
+        typer.Option(
+            "--cfg-start-ratio",
+            help="step/sigmoid start (default 0.18); rectangular window start (default 0.05).",
+            show_default=False,
+        ),
     ] = None,
     cfg_end_ratio: Annotated[
-        float | None, typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).", show_default=False)
+        float | None,
+        typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).", show_default=False),
     ] = None,
-    cfg_interval: Annotated[int, typer.Option("--cfg-interval", help="Decode steps after this use the "
-                                              "conditional logits only (-1: never).")] = -1,
+    cfg_interval: Annotated[
+        int,
+        typer.Option(
+            "--cfg-interval", help="Decode steps after this use the conditional logits only (-1: never)."
+        ),
+    ] = -1,
     temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature.")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1.0: off).")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="Run seed; each image is seeded from (seed, class, index).")] = 0,
-    rng: Annotated[str, typer.Option("--rng", help="per-sample (batch/rank independent) or official "
-                                     "(one torch.multinomial stream, as the official sampler).")] = "per-sample",
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (half precisions need a GPU).")] = "fp32",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per generation batch.")] = 8,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed; each image is seeded from (seed, class, index).")
+    ] = 0,
+    rng: Annotated[
+        str,
+        typer.Option(
+            "--rng",
+            help="per-sample (batch/rank independent) or official "
+            "(one torch.multinomial stream, as the official sampler).",
+        ),
+    ] = "per-sample",
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, bf16 or fp16 (half precisions need a GPU).")
+    ] = "fp32",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images per generation batch.")
+    ] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     gpt_checkpoint: Annotated[
-        Path | None, typer.Option("--gpt-checkpoint", help="Local GPT checkpoint instead of the released weights.")
+        Path | None,
+        typer.Option("--gpt-checkpoint", help="Local GPT checkpoint instead of the released weights."),
     ] = None,
     tokenizer_checkpoint: Annotated[
-        Path | None, typer.Option("--tokenizer-checkpoint", help="Local tokenizer checkpoint instead of the cache.")
+        Path | None,
+        typer.Option("--tokenizer-checkpoint", help="Local tokenizer checkpoint instead of the cache."),
     ] = None,
-    grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png, a labelled contact sheet.")] = False,
-    save_codes: Annotated[bool, typer.Option("--save-codes", help="Also write codes.npz (codes (N,256), labels).")] = False,
+    grid: Annotated[
+        bool, typer.Option("--grid", help="Also write grid.png, a labelled contact sheet.")
+    ] = False,
+    save_codes: Annotated[
+        bool, typer.Option("--save-codes", help="Also write codes.npz (codes (N,256), labels).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
 ) -> None:
     """Generate ImageNet-class images with a GigaTok GPT (runs under torchrun too).
@@ -81,26 +133,52 @@ def sample(
     """
     if rng not in RNG_MODES:
         raise GigatokError(f"unknown --rng {rng!r}", hint=f"use one of {', '.join(RNG_MODES)}")
-    cfg = CFGSchedule(cfg_scale, cfg_schedule, window_start=cfg_start_ratio, window_end=cfg_end_ratio,
-                      interval=cfg_interval)
+    cfg = CFGSchedule(
+        cfg_scale, cfg_schedule, window_start=cfg_start_ratio, window_end=cfg_end_ratio, interval=cfg_interval
+    )
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     info = dist.dist_info()
-    with Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not info.is_main, transient=True) as progress:
+    with Progress(
+        TextColumn("sample"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not info.is_main,
+        transient=True,
+    ) as progress:
         task = progress.add_task("images", total=None)
 
         def on_progress(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         result = sample_images(
-            classes, output=output, gpt=gpt, tokenizer=tokenizer, num_per_class=num_per_class, cfg=cfg,
-            sampling=sampling, seed=seed, rng=rng, precision=precision, batch_size=batch_size, device=device,
-            gpt_checkpoint=gpt_checkpoint, tokenizer_checkpoint=tokenizer_checkpoint, grid=grid,
-            save_codes=save_codes, overwrite=overwrite, on_progress=on_progress,
+            classes,
+            output=output,
+            gpt=gpt,
+            tokenizer=tokenizer,
+            num_per_class=num_per_class,
+            cfg=cfg,
+            sampling=sampling,
+            seed=seed,
+            rng=rng,
+            precision=precision,
+            batch_size=batch_size,
+            device=device,
+            gpt_checkpoint=gpt_checkpoint,
+            tokenizer_checkpoint=tokenizer_checkpoint,
+            grid=grid,
+            save_codes=save_codes,
+            overwrite=overwrite,
+            on_progress=on_progress,
         )
     if not info.is_main:
         return
     skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
-    out.print(f"wrote {result.generated_total} images to {result.output_dir}{skipped}", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {result.generated_total} images to {result.output_dir}{skipped}",
+        highlight=False,
+        soft_wrap=True,
+    )
     for f in result.files:
         out.print(f"wrote {f}", highlight=False, soft_wrap=True)

@@ -32,7 +32,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise GigatokError(f"checkpoint {path} does not exist", hint="check the path, or omit it to use the preset's weights")
+        raise GigatokError(
+            f"checkpoint {path} does not exist", hint="check the path, or omit it to use the preset's weights"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -40,8 +42,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         try:
             return {"model": load_file(str(path))}
         except (SafetensorError, OSError) as err:
-            raise GigatokError(f"{path} is not a readable safetensors file ({err})",
-                               hint="the file may be truncated: delete it and download it again") from None
+            raise GigatokError(
+                f"{path} is not a readable safetensors file ({err})",
+                hint="the file may be truncated: delete it and download it again",
+            ) from None
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
@@ -63,13 +67,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"state_dict": dict(obj)}  # a bare state_dict
     if not isinstance(obj, Mapping):
-        raise GigatokError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict",
-                           hint="expected a dict with 'ema', 'model' or 'state_dict'")
+        raise GigatokError(
+            f"{path} holds a {type(obj).__name__}, not a checkpoint dict",
+            hint="expected a dict with 'ema', 'model' or 'state_dict'",
+        )
     return dict(obj)
 
 
 def extract_state_dict(
-    ckpt: Mapping[str, Any], prefer: Iterable[str] = ("ema", "model", "state_dict"), source: str = "checkpoint"
+    ckpt: Mapping[str, Any],
+    prefer: Iterable[str] = ("ema", "model", "state_dict"),
+    source: str = "checkpoint",
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Pick the weights entry (first of ``prefer`` present) and strip ``module.``/``_orig_mod.``.
 
@@ -95,7 +103,7 @@ def strip_prefixes(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
             changed = False
             for p in PREFIXES:
                 if key.startswith(p):
-                    key, changed = key[len(p):], True
+                    key, changed = key[len(p) :], True
         out[key] = value
     return out
 
@@ -106,8 +114,11 @@ def check_shapes(
     """Raise a :class:`GigatokError` unless ``found`` has exactly ``expected``'s keys and shapes."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    wrong = [f"{k}: file {tuple(found[k])} vs expected {tuple(expected[k])}"
-             for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    wrong = [
+        f"{k}: file {tuple(found[k])} vs expected {tuple(expected[k])}"
+        for k in expected
+        if k in found and tuple(found[k]) != tuple(expected[k])
+    ]
     if not (missing or unexpected or wrong):
         return
     parts = []
@@ -117,8 +128,10 @@ def check_shapes(
         parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-    raise GigatokError(f"{source} does not fit {what}: " + "; ".join(parts),
-                       hint="check that the checkpoint belongs to this preset (see `gigatok download --list`)")
+    raise GigatokError(
+        f"{source} does not fit {what}: " + "; ".join(parts),
+        hint="check that the checkpoint belongs to this preset (see `gigatok download --list`)",
+    )
 
 
 def load_strict(
@@ -142,7 +155,11 @@ def load_strict(
     for k in dropped:
         del sd[k]
     own = model.state_dict()
-    check_shapes({k: tuple(v.shape) for k, v in sd.items()}, {k: tuple(v.shape) for k, v in own.items()},
-                 source=source, what=expected)
+    check_shapes(
+        {k: tuple(v.shape) for k, v in sd.items()},
+        {k: tuple(v.shape) for k, v in own.items()},
+        source=source,
+        what=expected,
+    )
     model.load_state_dict(sd, strict=True)
     return dropped

@@ -99,22 +99,34 @@ class TokenizerConfig:
             _check(size in VIT_SIZES, f"{side}_size {size!r} is not one of {sorted(VIT_SIZES)}")
             width, _, heads = self.vit_shape(side)
             _check(width % heads == 0, f"{side} width {width} is not divisible by {heads} heads")
-        _check(self.decoder_size != "xxxl" or self.decoder_width is not None,
-               "the official 1D decoder has no 'xxxl' size")
-        _check(self.transformer_layer_type in ("decoder_layer", "plain"),
-               "transformer_layer_type must be 'decoder_layer' or 'plain'")
-        _check(self.arch == "2d" or self.transformer_layer_type == "decoder_layer",
-               "the 1D tokenizer only has the decoder_layer transformer")
+        _check(
+            self.decoder_size != "xxxl" or self.decoder_width is not None,
+            "the official 1D decoder has no 'xxxl' size",
+        )
+        _check(
+            self.transformer_layer_type in ("decoder_layer", "plain"),
+            "transformer_layer_type must be 'decoder_layer' or 'plain'",
+        )
+        _check(
+            self.arch == "2d" or self.transformer_layer_type == "decoder_layer",
+            "the 1D tokenizer only has the decoder_layer transformer",
+        )
         _check(self.cnn_channels % 32 == 0, "cnn_channels must be a multiple of 32 (GroupNorm(32))")
         _check(len(self.ch_mult) >= 2, "ch_mult needs at least two levels")
         _check(self.image_size % self.downsample == 0, f"image_size must be a multiple of {self.downsample}")
         n = self.grid_size**2
-        _check(self.num_latent_tokens == n,
-               f"num_latent_tokens ({self.num_latent_tokens}) must equal the CNN grid size^2 ({n})")
+        _check(
+            self.num_latent_tokens == n,
+            f"num_latent_tokens ({self.num_latent_tokens}) must equal the CNN grid size^2 ({n})",
+        )
         _check(math.log2(n).is_integer(), "the number of latent tokens must be a power of two")
-        _check(self.codebook_size > 1 and self.codebook_dim > 0, "codebook_size/codebook_dim must be positive")
-        _check(1 <= self.distill_depth <= self.vit_shape("decoder")[1],
-               "distill_depth must be between 1 and the decoder depth")
+        _check(
+            self.codebook_size > 1 and self.codebook_dim > 0, "codebook_size/codebook_dim must be positive"
+        )
+        _check(
+            1 <= self.distill_depth <= self.vit_shape("decoder")[1],
+            "distill_depth must be between 1 and the decoder depth",
+        )
 
     @property
     def downsample(self) -> int:
@@ -159,8 +171,10 @@ class GPTConfig:
     def __post_init__(self) -> None:
         _check(self.size in GPT_SIZES, f"size {self.size!r} is not one of {sorted(GPT_SIZES)}")
         _check(self.width % self.heads == 0, f"dim {self.width} is not divisible by {self.heads} heads")
-        _check(self.vocab_size > 0 and self.block_size > 0 and self.num_classes > 0,
-               "vocab_size, block_size and num_classes must be positive")
+        _check(
+            self.vocab_size > 0 and self.block_size > 0 and self.num_classes > 0,
+            "vocab_size, block_size and num_classes must be positive",
+        )
 
     @property
     def width(self) -> int:

@@ -86,7 +86,9 @@ def resolve_device(device: str | None) -> torch.device:
     except RuntimeError:
         raise GigatokError(f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GigatokError(f"device {device!r} asked for, but CUDA is not available here", hint="use --device cpu")
+        raise GigatokError(
+            f"device {device!r} asked for, but CUDA is not available here", hint="use --device cpu"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", dist_info().local_rank % torch.cuda.device_count())
     return dev
@@ -102,6 +104,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise GigatokError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and device.type != "cuda":
-        raise GigatokError(f"--precision {precision} needs a CUDA device; this run is on {device}",
-                           hint="use --precision fp32 on CPU")
+        raise GigatokError(
+            f"--precision {precision} needs a CUDA device; this run is on {device}",
+            hint="use --precision fp32 on CPU",
+        )
     return PRECISIONS[precision]

@@ -27,7 +27,9 @@ def official_psnr_ssim(recon_uint8: np.ndarray, x: np.ndarray) -> tuple[float, f
     restored = recon_uint8.astype(np.float64) / 255.0
     gt = ((x.astype(np.float32) + 1.0) / 2.0).astype(np.float32)
     with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
-        psnr = peak_signal_noise_ratio(restored, gt, data_range=1.0)  # what skimage infers from restored's float dtype
+        psnr = peak_signal_noise_ratio(
+            restored, gt, data_range=1.0
+        )  # what skimage infers from restored's float dtype
     ssim = structural_similarity(restored, gt, channel_axis=-1, data_range=2.0)
     return float(psnr), float(ssim)
 
@@ -37,8 +39,13 @@ def standard_psnr_ssim(recon_uint8: np.ndarray, orig_uint8: np.ndarray) -> tuple
     with np.errstate(divide="ignore"):  # identical images: PSNR is +inf
         psnr = peak_signal_noise_ratio(orig_uint8, recon_uint8, data_range=255)
     ssim = structural_similarity(
-        orig_uint8, recon_uint8, channel_axis=-1, data_range=255,
-        gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        orig_uint8,
+        recon_uint8,
+        channel_axis=-1,
+        data_range=255,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
     )
     return float(psnr), float(ssim)
 
@@ -81,8 +88,10 @@ def build_lpips(vgg_weights: str | Path | None = None, device: torch.device | st
     mapped = _vgg_to_lpips_keys(vgg_sd)
     expected = model.net.state_dict()
     if set(mapped) != set(expected) or any(mapped[k].shape != expected[k].shape for k in expected):
-        raise GigatokError(f"{vgg_weights} is not a torchvision VGG16 checkpoint",
-                           hint="pass the vgg16-397923af.pth file (torchvision's VGG16 weights)")
+        raise GigatokError(
+            f"{vgg_weights} is not a torchvision VGG16 checkpoint",
+            hint="pass the vgg16-397923af.pth file (torchvision's VGG16 weights)",
+        )
     model.net.load_state_dict(mapped)
     return model.eval().requires_grad_(False).to(device)
 

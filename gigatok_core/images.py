@@ -21,7 +21,20 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from gigatok_core.errors import GigatokError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".jfif",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,17 +51,23 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            )
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
             files = [p for p in matches if p.is_file()]
             if not files:
-                raise GigatokError(f"the pattern {text!r} matches no file", hint="quote the pattern or check the folder")
+                raise GigatokError(
+                    f"the pattern {text!r} matches no file", hint="quote the pattern or check the folder"
+                )
             found.extend(files)
         else:
-            raise GigatokError(f"input {text!r} does not exist", hint="pass image files, folders or glob patterns")
+            raise GigatokError(
+                f"input {text!r} does not exist", hint="pass image files, folders or glob patterns"
+            )
     seen: set[Path] = set()
     unique = []
     for p in found:
@@ -57,7 +76,9 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
             seen.add(key)
             unique.append(p)
     if not unique:
-        raise GigatokError("no images found in the inputs", hint=f"supported extensions: {' '.join(IMAGE_EXTENSIONS)}")
+        raise GigatokError(
+            "no images found in the inputs", hint=f"supported extensions: {' '.join(IMAGE_EXTENSIONS)}"
+        )
     return unique
 
 
@@ -111,7 +132,9 @@ def read_image(path: str | Path) -> Image.Image:
             img.load()
             return to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}", hint="the file is corrupt or not an image") from None
+        raise ImageReadError(
+            f"cannot read image {path}: {err}", hint="the file is corrupt or not an image"
+        ) from None
 
 
 def center_crop_arr(img: Image.Image, size: int) -> np.ndarray:

@@ -56,7 +56,9 @@ class ReconstructResult:
     files: list[str]  # summary files written (codes, grid, metrics, settings)
 
 
-def _planned_outputs(output: Path, names: Sequence[str], grid: bool, save_codes: bool, metrics: bool) -> list[Path]:
+def _planned_outputs(
+    output: Path, names: Sequence[str], grid: bool, save_codes: bool, metrics: bool
+) -> list[Path]:
     paths = [output / f"{n}.png" for n in names] + [output / SETTINGS_FILE]
     if grid:
         paths.append(output / "grid.png")
@@ -108,7 +110,10 @@ def reconstruct(
     existing = [p for p in planned if p.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise GigatokError(f"{existing[0]}{more} already exist", hint="pass --overwrite to replace them, or choose another --output")
+        raise GigatokError(
+            f"{existing[0]}{more} already exist",
+            hint="pass --overwrite to replace them, or choose another --output",
+        )
 
     info = dist.init_distributed(dev)
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
@@ -136,8 +141,20 @@ def reconstruct(
                 if on_skip:
                     on_skip(str(files[i]), err.message)
         if batch_idx:
-            local.extend(_run_batch(model, lpips_model, batch_idx, np.stack(pixels), names, output, dev, dtype,
-                                    with_metrics=metrics, keep_pixels=grid and batch_idx[0] < GRID_MAX_IMAGES))
+            local.extend(
+                _run_batch(
+                    model,
+                    lpips_model,
+                    batch_idx,
+                    np.stack(pixels),
+                    names,
+                    output,
+                    dev,
+                    dtype,
+                    with_metrics=metrics,
+                    keep_pixels=grid and batch_idx[0] < GRID_MAX_IMAGES,
+                )
+            )
         done += len(my_idx[start : start + batch_size])
         if on_progress:
             on_progress(done, len(my_idx))
@@ -148,8 +165,14 @@ def reconstruct(
     all_skipped = [s for _, part in gathered for s in part]  # type: ignore[attr-defined]
     result = ReconstructResult(
         output_dir=str(output),
-        images=[ImageResult(source=str(files[r["index"]]), output=str(output / f"{names[r['index']]}.png"),
-                            metrics=r["metrics"]) for r in records],
+        images=[
+            ImageResult(
+                source=str(files[r["index"]]),
+                output=str(output / f"{names[r['index']]}.png"),
+                metrics=r["metrics"],
+            )
+            for r in records
+        ],
         skipped=all_skipped,
         mean_metrics={},
         codebook_usage=None,
@@ -163,10 +186,17 @@ def reconstruct(
             result.mean_metrics = {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys}
     if info.is_main and records:
         settings = {
-            "command": "reconstruct", "tokenizer": tokenizer, "checkpoint": str(checkpoint) if checkpoint else None,
-            "tokenizer_config": config_to_dict(model.config), "precision": precision, "device": str(dev),
-            "batch_size": batch_size, "world_size": info.world_size, "inputs": [str(p) for p in inputs],
-            "images": len(records), "skipped": len(all_skipped),
+            "command": "reconstruct",
+            "tokenizer": tokenizer,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "tokenizer_config": config_to_dict(model.config),
+            "precision": precision,
+            "device": str(dev),
+            "batch_size": batch_size,
+            "world_size": info.world_size,
+            "inputs": [str(p) for p in inputs],
+            "images": len(records),
+            "skipped": len(all_skipped),
         }
         atomic_write_bytes(output / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
         _write_summaries(result, records, names, output, grid, save_codes, metrics, tokenizer, checkpoint)
@@ -174,9 +204,19 @@ def reconstruct(
 
 
 @torch.inference_mode()
-def _run_batch(model: torch.nn.Module, lpips_model: torch.nn.Module | None, idx: list[int], pixels: np.ndarray,
-               names: Sequence[str], output: Path, dev: torch.device, dtype: torch.dtype, *,
-               with_metrics: bool, keep_pixels: bool) -> list[dict[str, Any]]:
+def _run_batch(
+    model: torch.nn.Module,
+    lpips_model: torch.nn.Module | None,
+    idx: list[int],
+    pixels: np.ndarray,
+    names: Sequence[str],
+    output: Path,
+    dev: torch.device,
+    dtype: torch.dtype,
+    *,
+    with_metrics: bool,
+    keep_pixels: bool,
+) -> list[dict[str, Any]]:
     x = to_tensor(pixels).to(dev)
     codes = model.encode(x.to(dtype))  # (B, N)
     recon = model.decode_codes(codes).float()  # (B, 3, H, W), unclamped
@@ -196,7 +236,12 @@ def _run_batch(model: torch.nn.Module, lpips_model: torch.nn.Module | None, idx:
 
             psnr_o, ssim_o = official_psnr_ssim(recon_u8[j], x_hwc[j])
             psnr_s, ssim_s = standard_psnr_ssim(recon_u8[j], pixels[j])
-            rec["metrics"] = {"psnr": psnr_o, "ssim": ssim_o, "psnr_standard": psnr_s, "ssim_standard": ssim_s}
+            rec["metrics"] = {
+                "psnr": psnr_o,
+                "ssim": ssim_o,
+                "psnr_standard": psnr_s,
+                "ssim_standard": ssim_s,
+            }
             if lp is not None:
                 rec["metrics"]["lpips"] = float(lp[j])
         if keep_pixels and i < GRID_MAX_IMAGES:
@@ -205,8 +250,17 @@ def _run_batch(model: torch.nn.Module, lpips_model: torch.nn.Module | None, idx:
     return out
 
 
-def _write_summaries(result: ReconstructResult, records: list[dict[str, Any]], names: Sequence[str], output: Path,
-                     grid: bool, save_codes: bool, metrics: bool, tokenizer: str, checkpoint: str | Path | None) -> None:
+def _write_summaries(
+    result: ReconstructResult,
+    records: list[dict[str, Any]],
+    names: Sequence[str],
+    output: Path,
+    grid: bool,
+    save_codes: bool,
+    metrics: bool,
+    tokenizer: str,
+    checkpoint: str | Path | None,
+) -> None:
     if save_codes:
         path = output / "codes.npz"
         save_npz(path, **{names[r["index"]]: r["codes"] for r in records})
@@ -215,8 +269,11 @@ def _write_summaries(result: ReconstructResult, records: list[dict[str, Any]], n
         shown = [r for r in records if "pixels" in r][:GRID_MAX_IMAGES]
         cols = math.ceil(math.sqrt(len(shown)))  # pairs per row
         rows = [
-            [tile for r in shown[k : k + cols]
-             for tile in (Tile(r["pixels"][0], names[r["index"]]), Tile(r["pixels"][1], "recon"))]
+            [
+                tile
+                for r in shown[k : k + cols]
+                for tile in (Tile(r["pixels"][0], names[r["index"]]), Tile(r["pixels"][1], "recon"))
+            ]
             for k in range(0, len(shown), cols)
         ]
         path = output / "grid.png"

@@ -170,8 +170,11 @@ def _tokenizers() -> dict[str, TokenizerPreset]:
 def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]:
     data = _load_yaml("gpt.yaml")
     archs = {
-        name: GPTPreset(name=name, config=build_config(GPTConfig, dict(rec).pop("config")),
-                        **{k: v for k, v in rec.items() if k != "config"})
+        name: GPTPreset(
+            name=name,
+            config=build_config(GPTConfig, dict(rec).pop("config")),
+            **{k: v for k, v in rec.items() if k != "config"},
+        )
         for name, rec in data["architectures"].items()
     }
     releases = {name: GPTRelease(name=name, **rec) for name, rec in data["releases"].items()}
@@ -233,8 +236,10 @@ def default_tokenizer_for(gpt: str) -> str:
     gpt_preset(gpt)
     defaults = _gpt()[2]
     if gpt not in defaults:
-        raise GigatokError(f"{gpt} has no released checkpoint, so there is no default tokenizer",
-                           hint="pass --tokenizer and --gpt-checkpoint")
+        raise GigatokError(
+            f"{gpt} has no released checkpoint, so there is no default tokenizer",
+            hint="pass --tokenizer and --gpt-checkpoint",
+        )
     return defaults[gpt]
 
 

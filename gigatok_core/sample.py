@@ -38,8 +38,17 @@ PARTIAL_CODES = ".codes-partial"  # per-batch codes while a run is in progress (
 GRID_MAX_PER_CLASS = 8
 GRID_MAX_CLASSES = 32
 # Settings that change the pixels; a resumed run must agree on all of them.
-OUTPUT_KEYS = ("gpt", "tokenizer", "gpt_checkpoint", "tokenizer_checkpoint", "cfg", "sampling", "seed", "rng",
-               "precision")
+OUTPUT_KEYS = (
+    "gpt",
+    "tokenizer",
+    "gpt_checkpoint",
+    "tokenizer_checkpoint",
+    "cfg",
+    "sampling",
+    "seed",
+    "rng",
+    "precision",
+)
 
 
 @dataclass(frozen=True)
@@ -119,21 +128,37 @@ def sample_images(
     dtype = dist.resolve_precision(precision, dev)
     gpt_cfg, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
     if tokenizer_checkpoint is not None and not Path(tokenizer_checkpoint).is_file():
-        raise GigatokError(f"tokenizer checkpoint {tokenizer_checkpoint} does not exist",
-                           hint="check the --tokenizer-checkpoint path")
+        raise GigatokError(
+            f"tokenizer checkpoint {tokenizer_checkpoint} does not exist",
+            hint="check the --tokenizer-checkpoint path",
+        )
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
 
     settings = {
-        "command": "sample", "gpt": gpt, "tokenizer": tok_name, "release": release.name if release else None,
+        "command": "sample",
+        "gpt": gpt,
+        "tokenizer": tok_name,
+        "release": release.name if release else None,
         "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None,
         "tokenizer_checkpoint": str(tokenizer_checkpoint) if tokenizer_checkpoint else None,
-        "classes": class_ids, "class_names": [class_name(c) for c in class_ids], "num_per_class": num_per_class,
-        "cfg": {"scale": cfg.scale, "schedule": cfg.name, "window_start": cfg.start, "window_end": cfg.end,
-                "interval": cfg.interval},
+        "classes": class_ids,
+        "class_names": [class_name(c) for c in class_ids],
+        "num_per_class": num_per_class,
+        "cfg": {
+            "scale": cfg.scale,
+            "schedule": cfg.name,
+            "window_start": cfg.start,
+            "window_end": cfg.end,
+            "interval": cfg.interval,
+        },
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p},
-        "seed": seed, "rng": rng, "precision": precision, "batch_size": batch_size, "device": dev.type,
+        "seed": seed,
+        "rng": rng,
+        "precision": precision,
+        "batch_size": batch_size,
+        "device": dev.type,
         "file_names": "{class:03d}_{name-slug}_{k:04d}.png",
         "pixels": "clamp(127.5 * x + 128, 0, 255) truncated to uint8",
         "gpt_config": config_to_dict(gpt_cfg),
@@ -141,12 +166,17 @@ def sample_images(
     info = rank_info or dist.init_distributed(dev)
     settings["world_size"] = info.world_size
     if rng == "official":  # official stream: depends on batch size and ranks (spec ar §5)
-        settings["rng_note"] = f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
+        settings["rng_note"] = (
+            f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
+        )
     items = plan(class_ids, num_per_class)
     resuming = _check_output(output, items, settings, overwrite=overwrite, save_codes=save_codes, grid=grid)
     if resuming and rng == "official" and not overwrite:
-        raise GigatokError(f"{output} holds part of a run, and --rng official cannot resume (its random stream "
-                           "depends on every earlier batch)", hint="pass --overwrite, or use the default per-sample rng")
+        raise GigatokError(
+            f"{output} holds part of a run, and --rng official cannot resume (its random stream "
+            "depends on every earlier batch)",
+            hint="pass --overwrite, or use the default per-sample rng",
+        )
     # Every rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
     atomic_write_bytes(output / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
     if rank_info is None:
@@ -159,19 +189,33 @@ def sample_images(
     # ---- this rank's work ----------------------------------------------------------------------
     mine = dist.shard(items, info)
     known_codes = _known_codes(output) if save_codes and not overwrite else {}
-    todo = [it for it in mine if overwrite or not (output / f"{it.stem}.png").exists()
-            or (save_codes and it.stem not in known_codes)]
-    result = SampleResult(output_dir=str(output), total=len(items), generated=[], skipped=len(mine) - len(todo),
-                          settings=settings)
-    official = Drawer("official", seed=seed * info.world_size + info.rank, device=dev) if rng == "official" else None
+    todo = [
+        it
+        for it in mine
+        if overwrite
+        or not (output / f"{it.stem}.png").exists()
+        or (save_codes and it.stem not in known_codes)
+    ]
+    result = SampleResult(
+        output_dir=str(output),
+        total=len(items),
+        generated=[],
+        skipped=len(mine) - len(todo),
+        settings=settings,
+    )
+    official = (
+        Drawer("official", seed=seed * info.world_size + info.rank, device=dev) if rng == "official" else None
+    )
     done = len(mine) - len(todo)
     if on_progress:
         on_progress(done, len(mine))
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         labels = torch.tensor([it.class_idx for it in batch])
-        drawer = official or Drawer("per-sample", generators=sample_generators(
-            seed, [it.class_idx for it in batch], [it.index for it in batch]))
+        drawer = official or Drawer(
+            "per-sample",
+            generators=sample_generators(seed, [it.class_idx for it in batch], [it.index for it in batch]),
+        )
         codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling)  # (B, N) int64
         with torch.inference_mode():
             pixels = to_uint8(tok.decode_codes(codes).float())  # (B, H, W, 3)
@@ -179,8 +223,11 @@ def sample_images(
             save_png(output / f"{it.stem}.png", px)
             result.generated.append(str(output / f"{it.stem}.png"))
         if save_codes:
-            save_npz(output / PARTIAL_CODES / f"{batch[0].stem}.r{info.rank}.npz",
-                     names=np.array([it.stem for it in batch]), codes=codes.cpu().numpy())
+            save_npz(
+                output / PARTIAL_CODES / f"{batch[0].stem}.r{info.rank}.npz",
+                names=np.array([it.stem for it in batch]),
+                codes=codes.cpu().numpy(),
+            )
         done += len(batch)
         if on_progress:
             on_progress(done, len(mine))
@@ -202,13 +249,22 @@ def sample_images(
 # ---------------------------------------------------------------------------------------------
 # Output folder bookkeeping
 # ---------------------------------------------------------------------------------------------
-def _check_output(output: Path, items: list[SampleItem], settings: dict[str, Any], *, overwrite: bool,
-                  save_codes: bool, grid: bool) -> bool:
+def _check_output(
+    output: Path,
+    items: list[SampleItem],
+    settings: dict[str, Any],
+    *,
+    overwrite: bool,
+    save_codes: bool,
+    grid: bool,
+) -> bool:
     """Refuse to touch files of another run; returns whether this is a resumed run."""
     if overwrite or not output.is_dir():
         return False
     pngs = [output / f"{it.stem}.png" for it in items if (output / f"{it.stem}.png").exists()]
-    summaries = [output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on and (output / n).exists()]
+    summaries = [
+        output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on and (output / n).exists()
+    ]
     settings_path = output / SETTINGS_FILE
     if settings_path.exists():
         try:
@@ -219,13 +275,16 @@ def _check_output(output: Path, items: list[SampleItem], settings: dict[str, Any
         if diff:
             raise GigatokError(
                 f"{output} holds a sampling run with different settings ({', '.join(diff)})",
-                hint="choose another --output, or pass --overwrite to replace that run's files")
+                hint="choose another --output, or pass --overwrite to replace that run's files",
+            )
         return bool(pngs)
     clash = pngs + summaries
     if clash:
         more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
-        raise GigatokError(f"{clash[0]}{more} already exist (and {output} has no {SETTINGS_FILE} to resume from)",
-                           hint="pass --overwrite to replace them, or choose another --output")
+        raise GigatokError(
+            f"{clash[0]}{more} already exist (and {output} has no {SETTINGS_FILE} to resume from)",
+            hint="pass --overwrite to replace them, or choose another --output",
+        )
     return False
 
 
@@ -247,13 +306,18 @@ def _write_codes(output: Path, items: list[SampleItem]) -> Path:
     known = _known_codes(output)
     missing = [it.stem for it in items if it.stem not in known]
     if missing:
-        raise GigatokError(f"codes for {len(missing)} samples are missing (first: {missing[0]})",
-                           hint="a rank may have failed; run the same command again to resume")
+        raise GigatokError(
+            f"codes for {len(missing)} samples are missing (first: {missing[0]})",
+            hint="a rank may have failed; run the same command again to resume",
+        )
     path = output / CODES_FILE
-    save_npz(path, codes=np.stack([known[it.stem] for it in items]).astype(np.int64),
-             labels=np.array([it.class_idx for it in items], dtype=np.int64),
-             indices=np.array([it.index for it in items], dtype=np.int64),
-             names=np.array([it.stem for it in items]))
+    save_npz(
+        path,
+        codes=np.stack([known[it.stem] for it in items]).astype(np.int64),
+        labels=np.array([it.class_idx for it in items], dtype=np.int64),
+        indices=np.array([it.index for it in items], dtype=np.int64),
+        names=np.array([it.stem for it in items]),
+    )
     shutil.rmtree(output / PARTIAL_CODES, ignore_errors=True)
     return path
 
@@ -277,5 +341,3 @@ def _write_grid(output: Path, items: list[SampleItem]) -> Path:
 def grid_shape(num_classes: int, num_per_class: int) -> tuple[int, int]:
     """(rows, columns) of the grid for a run."""
     return min(num_classes, GRID_MAX_CLASSES), min(num_per_class, GRID_MAX_PER_CLASS)
-
-

@@ -17,7 +17,9 @@ FIXTURES = SHARED / "fixtures"
 def fixture_path(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f"golden fixture {path} is missing: CI and developers must have ../shared beside the repo")
+        pytest.fail(
+            f"golden fixture {path} is missing: CI and developers must have ../shared beside the repo"
+        )
     return path
 
 

@@ -57,7 +57,9 @@ class FileServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._deadline = threading.Timer(lifetime, self.httpd.shutdown)
         self._deadline.daemon = True
 
@@ -80,7 +82,7 @@ class FileServer:
         h.end_headers()
         sent, pos = 0, start
         while pos < len(body):
-            chunk = body[pos:pos + (64 << 10)]
+            chunk = body[pos : pos + (64 << 10)]
             if route.drop_after is not None and sent + len(chunk) > route.drop_after:
                 h.wfile.write(chunk[: route.drop_after - sent])
                 h.wfile.flush()
@@ -148,11 +150,19 @@ def fake_checkpoint(kind: str = "tokenizer", *, scale: int = 1) -> tuple[bytes, 
     import torch
 
     g = torch.Generator().manual_seed(1)
-    model = {"enc.weight": torch.randn(4 * scale, 3, generator=g), "enc.bias": torch.randn(4 * scale, generator=g),
-             "codebook": torch.randn(16, 8, generator=g)}
+    model = {
+        "enc.weight": torch.randn(4 * scale, 3, generator=g),
+        "enc.bias": torch.randn(4 * scale, generator=g),
+        "codebook": torch.randn(16, 8, generator=g),
+    }
     ema = {k: v + 1 for k, v in model.items()}
-    ckpt = {"model": {f"module.{k}": v for k, v in model.items()}, "ema": ema, "steps": 5,
-            "optimizer": {"state": {}}, "args": argparse.Namespace(lr=1e-4)}
+    ckpt = {
+        "model": {f"module.{k}": v for k, v in model.items()},
+        "ema": ema,
+        "steps": 5,
+        "optimizer": {"state": {}},
+        "args": argparse.Namespace(lr=1e-4),
+    }
     buf = io.BytesIO()
     torch.save(ckpt, buf)
     return buf.getvalue(), model, ema

@@ -30,5 +30,7 @@ def test_unfinished_commands_say_so_with_exit_code_2() -> None:
 
 
 def test_console_script_entry_point_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "gigatok_cli.main", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gigatok_cli.main", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and __version__ in out.stdout

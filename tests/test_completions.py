@@ -16,7 +16,9 @@ COMPLETIONS = Path(__file__).resolve().parents[1] / "completions"
 def test_completion_scripts_are_up_to_date() -> None:
     for name, text in render_all().items():
         committed = COMPLETIONS / name
-        assert committed.is_file(), f"{committed} is missing: run `python -m gigatok_cli.completion completions/`"
+        assert committed.is_file(), (
+            f"{committed} is missing: run `python -m gigatok_cli.completion completions/`"
+        )
         assert committed.read_text() == text, (
             f"{committed} is stale: run `python -m gigatok_cli.completion completions/` and commit the result"
         )

@@ -38,7 +38,9 @@ def test_list_table_shows_cached_state(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
     body, _, _ = fake_checkpoint()
     (tmp_path / "f.pt").write_bytes(body)
-    assert runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-b"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-b"]).exit_code == 0
+    )
     result = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
@@ -49,7 +51,10 @@ def test_list_table_shows_cached_state(tmp_path: Path, monkeypatch: pytest.Monke
 def test_unknown_name_suggests_the_closest() -> None:
     result = runner.invoke(app, ["download", "gpt-xxx"])
     assert result.exit_code == 1
-    assert "unknown preset or weights name 'gpt-xxx'" in result.output and "did you mean 'gpt-xxl'" in result.output
+    assert (
+        "unknown preset or weights name 'gpt-xxx'" in result.output
+        and "did you mean 'gpt-xxl'" in result.output
+    )
 
 
 def test_offline_download_fails_with_instructions() -> None:
@@ -97,5 +102,8 @@ def test_nothing_requested_is_an_error() -> None:
 def test_several_names_report_every_failure() -> None:
     res = runner.invoke(app, ["download", "s-s", "vgg16"])  # offline: both fail, both are reported
     assert res.exit_code == 1
-    assert "VQ_SS256_e100.pt is not in the cache" in res.output and "vgg16-397923af.pth is not in the cache" in res.output
+    assert (
+        "VQ_SS256_e100.pt is not in the cache" in res.output
+        and "vgg16-397923af.pth is not in the cache" in res.output
+    )
     assert "2 of 2 files could not be fetched" in res.output

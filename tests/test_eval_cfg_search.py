@@ -26,7 +26,13 @@ from gigatok_core.evaluation.cfg_search import (
 def _curve(minimum: float, calls: list[float]):
     def evaluate(scale: float) -> dict:
         calls.append(scale)
-        return {"fid": (scale - minimum) ** 2 + 3.0, "is": 100.0 - scale, "precision": 0.5, "recall": 0.6, "sfid": 5.0}
+        return {
+            "fid": (scale - minimum) ** 2 + 3.0,
+            "is": 100.0 - scale,
+            "precision": 0.5,
+            "recall": 0.6,
+            "sfid": 5.0,
+        }
 
     return evaluate
 
@@ -56,7 +62,11 @@ def test_search_resumes_from_history_and_rectangular_tries_minus_first() -> None
     calls: list[float] = []
     history = {1.75: {"fid": 9.0}, 2.0: {"fid": 8.0}}
     res = search_cfg(_curve(2.6, calls), 1.75, history=history)
-    assert calls == [2.25, 2.5, 2.75] and res.best_scale == 2.5 and set(res.tried) == {1.75, 2.0, 2.25, 2.5, 2.75}
+    assert (
+        calls == [2.25, 2.5, 2.75]
+        and res.best_scale == 2.5
+        and set(res.tried) == {1.75, 2.0, 2.25, 2.5, 2.75}
+    )
     calls.clear()
     search_cfg(_curve(2.6, calls), 3.0, minus_first=True)
     assert calls == [3.0, 2.75, 2.5, 2.25]
@@ -69,7 +79,10 @@ def test_empirical_start_values() -> None:
     assert empirical_cfg_start("gpt-b@xl-xxl", "constant") == 1.75
     assert empirical_cfg_start("gpt-b", "constant", tokenizer="b-l") == 2.0
     assert empirical_cfg_start("gpt-xl", "constant") == 1.75
-    assert empirical_cfg_start("gpt-b", "rectangular") == 3.0 and empirical_cfg_start("gpt-l", "rectangular") == 2.5
+    assert (
+        empirical_cfg_start("gpt-b", "rectangular") == 3.0
+        and empirical_cfg_start("gpt-l", "rectangular") == 2.5
+    )
 
 
 def test_csv_rows_round_trip_and_are_filtered_by_schedule_and_annotation(tmp_path: Path) -> None:
@@ -83,9 +96,12 @@ def test_csv_rows_round_trip_and_are_filtered_by_schedule_and_annotation(tmp_pat
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1][:3] == ["window_start=0.18", "1.75", "step"] and rows[3][:3] == ["", "2", "constant"]
-    assert read_history(path, step) == {1.75: {"fid": 3.5, "is": 200.0, "precision": 0.8, "recall": 0.5, "sfid": 6.0}}
-    assert read_history(path, CFGSchedule(9.0, "constant")) == {2.0: {"fid": 2.0, "is": None, "precision": None,
-                                                                   "recall": None, "sfid": None}}
+    assert read_history(path, step) == {
+        1.75: {"fid": 3.5, "is": 200.0, "precision": 0.8, "recall": 0.5, "sfid": 6.0}
+    }
+    assert read_history(path, CFGSchedule(9.0, "constant")) == {
+        2.0: {"fid": 2.0, "is": None, "precision": None, "recall": None, "sfid": None}
+    }
     assert annotation(CFGSchedule(2.0, "constant")) == ""
     assert scale_folder(tmp_path, step).name == "step-0.18-cfg-1.75"
 
@@ -99,17 +115,45 @@ def test_gfid_search_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     seen: list[dict] = []
 
     def fake_eval(gpt, *, output, cfg, **kw):
-        seen.append({"output": output, "scale": cfg.scale, "schedule": cfg.name, "seed": kw["seed"],
-                     "num_classes": kw["num_classes"]})
+        seen.append(
+            {
+                "output": output,
+                "scale": cfg.scale,
+                "schedule": cfg.name,
+                "seed": kw["seed"],
+                "num_classes": kw["num_classes"],
+            }
+        )
         return {"fid": (cfg.scale - 2.1) ** 2 + 1.0, "sfid": 4.0, "is": 50.0, "precision": 0.5, "recall": 0.4}
 
     monkeypatch.setattr(gen_mod, "evaluate_generation", fake_eval)
     out = tmp_path / "samples" / "tiny"
-    args = ["eval", "gfid", "--gpt", "gpt-tiny", "--output", str(out), "--search", "--num-classes", "2",
-            "--num-per-class", "1", "--seed", "7", "--json", str(tmp_path / "s.json")]
+    args = [
+        "eval",
+        "gfid",
+        "--gpt",
+        "gpt-tiny",
+        "--output",
+        str(out),
+        "--search",
+        "--num-classes",
+        "2",
+        "--num-per-class",
+        "1",
+        "--seed",
+        "7",
+        "--json",
+        str(tmp_path / "s.json"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert [s["scale"] for s in seen] == [1.25, 1.5, 1.75, 2.0, 2.25]  # step schedule, "other" GPT: start 1.25
+    assert [s["scale"] for s in seen] == [
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+        2.25,
+    ]  # step schedule, "other" GPT: start 1.25
     assert {s["seed"] for s in seen} == {7} and {s["num_classes"] for s in seen} == {2}
     assert len({s["output"] for s in seen}) == 5 and all(Path(s["output"]).parent == out for s in seen)
     assert "best cfg 2" in res.output
@@ -118,7 +162,9 @@ def test_gfid_search_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with results_csv(out).open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["cfg_scale"]) for r in rows] == [1.25, 1.5, 1.75, 2.0, 2.25]
-    assert {r["annotation"] for r in rows} == {"window_start=0.18"} and float(rows[3]["FID"]) == pytest.approx(1.01)
+    assert {r["annotation"] for r in rows} == {"window_start=0.18"} and float(
+        rows[3]["FID"]
+    ) == pytest.approx(1.01)
     # a second run resumes from the CSV: nothing left to evaluate, same answer
     seen.clear()
     res = CliRunner().invoke(app, [*args[:-2], "--json", str(tmp_path / "s2.json")])

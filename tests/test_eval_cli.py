@@ -33,9 +33,11 @@ def _invoke(*args: str):
 
 def _stats_file(path: Path, seed: int, n: int = 8, protocol: str | None = None) -> EvalStats:
     rng = np.random.default_rng(seed)
-    feats = Features(pool=rng.normal(seed * 0.1, 1.0, size=(n, 6)).astype(np.float32),
-                     spatial=rng.normal(size=(n, 4)).astype(np.float32),
-                     logits=rng.normal(size=(n, 5)).astype(np.float32))
+    feats = Features(
+        pool=rng.normal(seed * 0.1, 1.0, size=(n, 6)).astype(np.float32),
+        spatial=rng.normal(size=(n, 4)).astype(np.float32),
+        logits=rng.normal(size=(n, 5)).astype(np.float32),
+    )
     st = EvalStats.from_features(feats, protocol=protocol)
     save_statistics(path, st)
     return st
@@ -46,7 +48,9 @@ def _stats_file(path: Path, seed: int, n: int = 8, protocol: str | None = None) 
 # ---------------------------------------------------------------------------------------------
 def test_fid_on_statistics_files_writes_json(tmp_path) -> None:
     a, b = _stats_file(tmp_path / "a.npz", 1), _stats_file(tmp_path / "b.npz", 2)
-    res = _invoke("fid", tmp_path / "a.npz", tmp_path / "b.npz", "--json", tmp_path / "m.json", "--device", "cpu")
+    res = _invoke(
+        "fid", tmp_path / "a.npz", tmp_path / "b.npz", "--json", tmp_path / "m.json", "--device", "cpu"
+    )
     assert res.exit_code == 0, res.output
     assert "FID" in res.output and "sFID" in res.output
     got = json.loads((tmp_path / "m.json").read_text())
@@ -67,7 +71,9 @@ def test_protocol_guard_refuses_adm_batch_for_rfid(tmp_path) -> None:
     _stats_file(adm, 2)
     res = _invoke("fid", tmp_path / "s.npz", adm, "--protocol", "rfid-imagenet-val")
     assert res.exit_code == 1 and "gfid-adm" in res.output and "--force" in res.output
-    assert _invoke("fid", tmp_path / "s.npz", adm, "--protocol", "rfid-imagenet-val", "--force").exit_code == 0
+    assert (
+        _invoke("fid", tmp_path / "s.npz", adm, "--protocol", "rfid-imagenet-val", "--force").exit_code == 0
+    )
     assert _invoke("fid", tmp_path / "s.npz", adm, "--protocol", "gfid-adm").exit_code == 0
     res = _invoke("rfid", "--tokenizer", "tiny", "--data", tmp_path, "--reference", adm)
     assert res.exit_code == 1 and "gfid-adm" in res.output
@@ -113,14 +119,30 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
 
     def fake_folder_features(self, paths, **kw):
         seen.append(list(paths))
-        return Features(pool=smp.pool, spatial=np.zeros((len(smp.pool), 4), np.float32),
-                        logits=np.zeros((len(smp.pool), 5), np.float32))
+        return Features(
+            pool=smp.pool,
+            spatial=np.zeros((len(smp.pool), 4), np.float32),
+            logits=np.zeros((len(smp.pool), 5), np.float32),
+        )
 
     monkeypatch.setattr(sample_mod, "sample_images", fake_sample)
     monkeypatch.setattr(evaluate_mod.Evaluator, "load", lambda self, source, **kw: ref)
     monkeypatch.setattr(evaluate_mod.Evaluator, "folder_features", fake_folder_features)
-    res = _invoke("gfid", "--gpt", "gpt-b@s-s", "--output", tmp_path / "out", "--reference", adm,
-                  "--num-per-class", "2", "--cfg-scale", "2.5", "--json", tmp_path / "g.json")
+    res = _invoke(
+        "gfid",
+        "--gpt",
+        "gpt-b@s-s",
+        "--output",
+        tmp_path / "out",
+        "--reference",
+        adm,
+        "--num-per-class",
+        "2",
+        "--cfg-scale",
+        "2.5",
+        "--json",
+        tmp_path / "g.json",
+    )
     assert res.exit_code == 0, res.output
     assert calls["classes"] == list(range(1000)) and calls["kwargs"]["num_per_class"] == 2
     assert calls["kwargs"]["gpt"] == "gpt-b@s-s" and calls["kwargs"]["cfg"].scale == 2.5
@@ -129,7 +151,8 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
     assert got["protocol"] == "gfid-adm"
     # exactly the plan's 2 x 1000 PNGs are scored, in index order (class-major)
     assert len(seen[0]) == 2000 and seen[0][:3] == sample_paths(tmp_path / "out", [0], 2) + sample_paths(
-        tmp_path / "out", [1], 1)
+        tmp_path / "out", [1], 1
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,8 +185,19 @@ def test_fid_end_to_end_folder_vs_image_npz(tmp_path, inception_file, monkeypatc
     for i, img in enumerate(samples):
         Image.fromarray(img).save(folder / f"{i:06d}.png")
     np.savez(tmp_path / "ref.npz", arr_0=ref)
-    res = _invoke("fid", folder, tmp_path / "ref.npz", "--inception-weights", inception_file,
-                  "--batch-size", "3", "--device", "cpu", "--json", tmp_path / "m.json")
+    res = _invoke(
+        "fid",
+        folder,
+        tmp_path / "ref.npz",
+        "--inception-weights",
+        inception_file,
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+        tmp_path / "m.json",
+    )
     assert res.exit_code == 0, res.output
     got = json.loads((tmp_path / "m.json").read_text())
     # the CLI's features are those of the random network (spot check one image) ...
@@ -192,14 +226,29 @@ def test_build_ref_command(tmp_path, inception_file) -> None:
     for i, img in enumerate(_images(2, 3, size=300)):
         Image.fromarray(img).save(data / f"img{i}.png")
     ref = tmp_path / "ref.npz"
-    res = _invoke("build-ref", "--data", tmp_path / "val", "--output", ref, "--inception-weights", inception_file,
-                  "--device", "cpu", "--image-size", "64")
+    res = _invoke(
+        "build-ref",
+        "--data",
+        tmp_path / "val",
+        "--output",
+        ref,
+        "--inception-weights",
+        inception_file,
+        "--device",
+        "cpu",
+        "--image-size",
+        "64",
+    )
     assert res.exit_code == 0, res.output
     with np.load(ref) as z:
         assert str(z["gigatok_protocol"]) == "rfid-imagenet-val" and z["pool"].shape == (2, 2048)
         assert json.loads(str(z["gigatok_meta"]))["image_size"] == 64
-    assert _invoke("build-ref", "--data", tmp_path / "val", "--output", ref,
-                   "--inception-weights", inception_file).exit_code == 1  # exists, no --overwrite
+    assert (
+        _invoke(
+            "build-ref", "--data", tmp_path / "val", "--output", ref, "--inception-weights", inception_file
+        ).exit_code
+        == 1
+    )  # exists, no --overwrite
 
 
 def test_rfid_with_tiny_tokenizer_builds_and_caches_reference(tmp_path, inception_file) -> None:
@@ -209,9 +258,23 @@ def test_rfid_with_tiny_tokenizer_builds_and_caches_reference(tmp_path, inceptio
     data.mkdir(parents=True)
     for i, img in enumerate(_images(2, 3, size=300)):
         Image.fromarray(img).save(data / f"img{i}.png")
-    res = _invoke("rfid", "--tokenizer", "tiny", "--data", tmp_path / "val", "--no-lpips",
-                  "--no-precision-recall", "--inception-weights", inception_file, "--device", "cpu",
-                  "--save-samples", tmp_path / "recon", "--json", tmp_path / "r.json")
+    res = _invoke(
+        "rfid",
+        "--tokenizer",
+        "tiny",
+        "--data",
+        tmp_path / "val",
+        "--no-lpips",
+        "--no-precision-recall",
+        "--inception-weights",
+        inception_file,
+        "--device",
+        "cpu",
+        "--save-samples",
+        tmp_path / "recon",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert res.exit_code == 0, res.output
     got = json.loads((tmp_path / "r.json").read_text())
     assert got["fid"] is not None and got["fid"] > 0 and got["rfid"] == got["fid"]
@@ -223,6 +286,16 @@ def test_rfid_with_tiny_tokenizer_builds_and_caches_reference(tmp_path, inceptio
     with np.load(cached[0]) as z:
         assert str(z["gigatok_protocol"]) == "rfid-imagenet-val" and z["pool"].shape == (2, 2048)
     # saved reconstructions are not overwritten without --overwrite (checked before any work)
-    res = _invoke("rfid", "--tokenizer", "tiny", "--data", tmp_path / "val", "--no-lpips",
-                  "--inception-weights", inception_file, "--save-samples", tmp_path / "recon")
+    res = _invoke(
+        "rfid",
+        "--tokenizer",
+        "tiny",
+        "--data",
+        tmp_path / "val",
+        "--no-lpips",
+        "--inception-weights",
+        inception_file,
+        "--save-samples",
+        tmp_path / "recon",
+    )
     assert res.exit_code == 1 and "already exist" in res.output

@@ -23,8 +23,11 @@ from gigatok_core.sample import sample_images
 @pytest.fixture
 def reference(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
-    feats = Features(pool=rng.normal(size=(6, 12)).astype(np.float32),
-                     spatial=rng.normal(size=(6, 6)).astype(np.float32), logits=rng.normal(size=(6, 7)).astype(np.float32))
+    feats = Features(
+        pool=rng.normal(size=(6, 12)).astype(np.float32),
+        spatial=rng.normal(size=(6, 6)).astype(np.float32),
+        logits=rng.normal(size=(6, 7)).astype(np.float32),
+    )
     path = tmp_path / "ref.npz"
     save_statistics(path, EvalStats.from_features(feats, protocol="gfid-adm"))
     return path
@@ -47,10 +50,14 @@ def _count_generate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return labels
 
 
-def test_gfid_resumes_packs_npz_and_scores(tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gfid_resumes_packs_npz_and_scores(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "samples"
     cfg = CFGSchedule(1.75, "step", window_start=0.18)  # the CLI's defaults
-    sample_images([0], output=out, gpt="gpt-tiny", num_per_class=1, cfg=cfg, batch_size=32)  # "interrupted" run
+    sample_images(
+        [0], output=out, gpt="gpt-tiny", num_per_class=1, cfg=cfg, batch_size=32
+    )  # "interrupted" run
     first = sample_paths(out, [0], 1)[0]
     before = (first.stat().st_mtime_ns, first.read_bytes())
     labels = _count_generate(monkeypatch)
@@ -64,9 +71,28 @@ def test_gfid_resumes_packs_npz_and_scores(tmp_path: Path, reference: Path, monk
 
     monkeypatch.setattr(type(ev), "folder_features", spy)
     monkeypatch.setattr(eval_cli, "_evaluator", lambda *a, **k: ev)
-    res = CliRunner().invoke(app, ["eval", "gfid", "--gpt", "gpt-tiny", "--output", str(out), "--reference", str(reference),
-                                   "--num-classes", "2", "--num-per-class", "1", "--no-precision-recall",
-                                   "--save-npz", str(tmp_path / "s.npz"), "--json", str(tmp_path / "g.json")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "gfid",
+            "--gpt",
+            "gpt-tiny",
+            "--output",
+            str(out),
+            "--reference",
+            str(reference),
+            "--num-classes",
+            "2",
+            "--num-per-class",
+            "1",
+            "--no-precision-recall",
+            "--save-npz",
+            str(tmp_path / "s.npz"),
+            "--json",
+            str(tmp_path / "g.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert labels == [1]  # only the missing sample (class 1) was generated
     assert (first.stat().st_mtime_ns, first.read_bytes()) == before
@@ -80,10 +106,29 @@ def test_gfid_resumes_packs_npz_and_scores(tmp_path: Path, reference: Path, monk
     got = json.loads((tmp_path / "g.json").read_text())
     ref = load_statistics(reference)
     assert got["num_samples"] == 2 and got["num_classes"] == 2
-    assert got["fid"] == pytest.approx(frechet_distance(ref.pool_stats, EvalStats.from_features(captured[0]).pool_stats))
+    assert got["fid"] == pytest.approx(
+        frechet_distance(ref.pool_stats, EvalStats.from_features(captured[0]).pool_stats)
+    )
     # the npz is not replaced without --overwrite (checked before sampling)
-    res = CliRunner().invoke(app, ["eval", "gfid", "--gpt", "gpt-tiny", "--output", str(out), "--reference", str(reference),
-                                   "--num-classes", "2", "--num-per-class", "1", "--save-npz", str(tmp_path / "s.npz")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "gfid",
+            "--gpt",
+            "gpt-tiny",
+            "--output",
+            str(out),
+            "--reference",
+            str(reference),
+            "--num-classes",
+            "2",
+            "--num-per-class",
+            "1",
+            "--save-npz",
+            str(tmp_path / "s.npz"),
+        ],
+    )
     assert res.exit_code == 1 and "already exists" in res.output
 
 
@@ -93,9 +138,18 @@ def test_only_rank_zero_scores(tmp_path: Path, reference: Path, monkeypatch: pyt
     calls: list[dict] = []
     monkeypatch.setattr(sample_mod, "sample_images", lambda classes, **kw: calls.append(kw))
     ev = tiny_evaluator()
-    monkeypatch.setattr(type(ev), "folder_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("scored")))
-    got = evaluate_generation("gpt-tiny", output=tmp_path / "o", evaluator=ev, reference=reference, num_classes=2,
-                              num_per_class=1, rank_info=DistInfo(1, 2))
+    monkeypatch.setattr(
+        type(ev), "folder_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("scored"))
+    )
+    got = evaluate_generation(
+        "gpt-tiny",
+        output=tmp_path / "o",
+        evaluator=ev,
+        reference=reference,
+        num_classes=2,
+        num_per_class=1,
+        rank_info=DistInfo(1, 2),
+    )
     assert got is None and calls[0]["rank_info"] == DistInfo(1, 2)
 
 

@@ -20,9 +20,11 @@ from gigatok_core.evaluation.reference import (
 
 def _stats(n: int = 6, seed: int = 0, protocol: str | None = "rfid-imagenet-val") -> EvalStats:
     rng = np.random.default_rng(seed)
-    feats = Features(pool=rng.normal(size=(n, 5)).astype(np.float32),
-                     spatial=rng.normal(size=(n, 3)).astype(np.float32),
-                     logits=rng.normal(size=(n, 4)).astype(np.float32))
+    feats = Features(
+        pool=rng.normal(size=(n, 5)).astype(np.float32),
+        spatial=rng.normal(size=(n, 3)).astype(np.float32),
+        logits=rng.normal(size=(n, 4)).astype(np.float32),
+    )
     return EvalStats.from_features(feats, protocol=protocol, meta={"image_size": 256})
 
 

@@ -33,18 +33,27 @@ def data(tmp_path: Path) -> Path:
 
 def _run(data: Path, **kw):
     ev = tiny_evaluator(batch_size=4)
-    return evaluate_reconstruction("tiny", data, evaluator=ev, lpips=False, with_precision_recall=False,
-                                   batch_size=2, **kw)
+    return evaluate_reconstruction(
+        "tiny", data, evaluator=ev, lpips=False, with_precision_recall=False, batch_size=2, **kw
+    )
 
 
 def test_two_simulated_ranks_equal_one_process(data: Path, tmp_path: Path) -> None:
     # rank 1 runs first and hands its shard over; rank 0 merges, builds the reference and scores
     stash: list[ShardResult] = []
-    assert _run(data, rank_info=DistInfo(1, 2), gather=lambda p: stash.append(p) or [p],
-                save_samples=tmp_path / "multi") is None
+    assert (
+        _run(
+            data,
+            rank_info=DistInfo(1, 2),
+            gather=lambda p: stash.append(p) or [p],
+            save_samples=tmp_path / "multi",
+        )
+        is None
+    )
     assert list(stash[0].indices) == [1]  # strided shard: rank 1 of 2 takes image 1 of 0..2
-    multi = _run(data, rank_info=DistInfo(0, 2), gather=lambda p: [p, stash[0]],
-                 save_samples=tmp_path / "multi")
+    multi = _run(
+        data, rank_info=DistInfo(0, 2), gather=lambda p: [p, stash[0]], save_samples=tmp_path / "multi"
+    )
     assert multi is not None and multi.reference_built and multi.metrics["num_images"] == 3
     built = load_statistics(multi.reference)
     Path(multi.reference).unlink()
@@ -57,7 +66,9 @@ def test_two_simulated_ranks_equal_one_process(data: Path, tmp_path: Path) -> No
     np.testing.assert_allclose(built.pool, load_statistics(single.reference).pool, rtol=1e-4, atol=1e-5)
     # every rank wrote its own reconstructions under the global image index
     names = sorted(p.name for p in (tmp_path / "multi").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "single").iterdir()) == [f"{i:06d}.png" for i in range(3)]
+    assert (
+        names == sorted(p.name for p in (tmp_path / "single").iterdir()) == [f"{i:06d}.png" for i in range(3)]
+    )
 
 
 def test_missing_shard_is_an_error(data: Path) -> None:
@@ -68,9 +79,13 @@ def test_missing_shard_is_an_error(data: Path) -> None:
 
 
 @pytest.mark.slow  # the real (random-weights) Inception on CPU: minutes on a shared machine
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun is not installed")
-def test_torchrun_two_ranks_cli_matches_single_process(data: Path, inception_file: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun is not installed",
+)
+def test_torchrun_two_ranks_cli_matches_single_process(
+    data: Path, inception_file: Path, tmp_path: Path
+) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GIGATOK_INCEPTION_WEIGHTS": str(inception_file)}
     env.pop("RANK", None)
@@ -79,9 +94,30 @@ def test_torchrun_two_ranks_cli_matches_single_process(data: Path, inception_fil
     ev = Evaluator(inception_weights=inception_file, device="cpu")
     single = evaluate_reconstruction("tiny", data, evaluator=ev, lpips=False, with_precision_recall=False)
     shutil.copy(single.reference, ref)  # the reference it built and cached: both runs use the same one
-    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "eval", "rfid",
-           "--tokenizer", "tiny", "--data", str(data), "--reference", str(ref), "--no-lpips", "--no-precision-recall",
-           "--device", "cpu", "--batch-size", "2", "--json", str(tmp_path / "r.json")]
+    cmd = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "gigatok_cli.main",
+        "eval",
+        "rfid",
+        "--tokenizer",
+        "tiny",
+        "--data",
+        str(data),
+        "--reference",
+        str(ref),
+        "--no-lpips",
+        "--no-precision-recall",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("rFID: tiny") == 1  # only rank 0 prints the table

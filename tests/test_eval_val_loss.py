@@ -44,14 +44,31 @@ def _direct(folder: Path, batch_size: int) -> tuple[float, float]:
     with torch.inference_mode():
         codes = tok.encode(to_tensor(np.stack([load_image(f, 256) for f in files])))  # (4, 256)
         logits = gpt(labels, codes[:, :255])  # (4, 256, V)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none").view(4, 256)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none").view(
+            4, 256
+        )
     means = [ce[i : i + batch_size].mean().item() for i in range(0, 4, batch_size)]
     return float(np.mean(means)), ce.mean().item()
 
 
 def test_cli_equals_direct_computation(folder: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(folder), "--batch-size", "3",
-                                   "--device", "cpu", "--json", str(tmp_path / "v.json")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "val-loss",
+            "--gpt",
+            "gpt-tiny",
+            "--data",
+            str(folder),
+            "--batch-size",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "v.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "Val loss (mean of batch means)" in res.output and "Val loss (per token)" in res.output
     got = json.loads((tmp_path / "v.json").read_text())
@@ -67,10 +84,16 @@ def test_cli_equals_direct_computation(folder: Path, tmp_path: Path) -> None:
 def test_two_simulated_ranks_equal_one_process(folder: Path) -> None:
     stash: list = []
     kw = dict(batch_size=1, device="cpu")
-    assert validation_loss("gpt-tiny", folder, rank_info=DistInfo(1, 2), gather=lambda p: stash.append(p) or [p],
-                           **kw) is None
+    assert (
+        validation_loss(
+            "gpt-tiny", folder, rank_info=DistInfo(1, 2), gather=lambda p: stash.append(p) or [p], **kw
+        )
+        is None
+    )
     assert [r[0] for r in stash[0]] == [1, 3]  # batches 1 and 3 of 0..3
-    multi = validation_loss("gpt-tiny", folder, rank_info=DistInfo(0, 2), gather=lambda p: [p, stash[0]], **kw)
+    multi = validation_loss(
+        "gpt-tiny", folder, rank_info=DistInfo(0, 2), gather=lambda p: [p, stash[0]], **kw
+    )
     single = validation_loss("gpt-tiny", folder, **kw)
     assert multi is not None and single is not None
     assert multi.val_loss == pytest.approx(single.val_loss, rel=1e-6)
@@ -91,23 +114,57 @@ def test_folder_errors(tmp_path: Path) -> None:
         validation_loss("gpt-tiny", many, device="cpu")
     write_images(tmp_path / "holey" / "a", 1, seed=0)
     (tmp_path / "holey" / "b").mkdir()
-    res = CliRunner().invoke(app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(tmp_path / "holey")])
+    res = CliRunner().invoke(
+        app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(tmp_path / "holey")]
+    )
     assert res.exit_code == 1 and "hold no image" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(tmp_path / "flat"),
-                                   "--precision", "bf16", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "val-loss",
+            "--gpt",
+            "gpt-tiny",
+            "--data",
+            str(tmp_path / "flat"),
+            "--precision",
+            "bf16",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 1 and "fp32" in res.output
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun is not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun is not installed",
+)
 def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "eval", "val-loss",
-           "--gpt", "gpt-tiny", "--data", str(folder), "--batch-size", "1", "--device", "cpu",
-           "--json", str(tmp_path / "v.json")]
+    cmd = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "gigatok_cli.main",
+        "eval",
+        "val-loss",
+        "--gpt",
+        "gpt-tiny",
+        "--data",
+        str(folder),
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        str(tmp_path / "v.json"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("val loss: gpt-tiny") == 1  # rank 0 prints, rank 1 exits quietly

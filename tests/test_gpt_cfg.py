@@ -92,13 +92,16 @@ def test_classes_by_index_and_name() -> None:
     assert resolve_class("Cardigan") == 264  # exact case decides between the two 'cardigan's
 
 
-@pytest.mark.parametrize(("item", "message", "hint"), [
-    ("1000", "outside 0-999", "0-999"),
-    ("-3", "outside 0-999", "0-999"),
-    ("giant pand", "unknown ImageNet class", "388 (giant panda)"),
-    ("bald egle", "unknown ImageNet class", "22 (bald eagle)"),
-    ("CARDIGAN", "ambiguous", "264"),
-])
+@pytest.mark.parametrize(
+    ("item", "message", "hint"),
+    [
+        ("1000", "outside 0-999", "0-999"),
+        ("-3", "outside 0-999", "0-999"),
+        ("giant pand", "unknown ImageNet class", "388 (giant panda)"),
+        ("bald egle", "unknown ImageNet class", "22 (bald eagle)"),
+        ("CARDIGAN", "ambiguous", "264"),
+    ],
+)
 def test_bad_classes(item: str, message: str, hint: str) -> None:
     with pytest.raises(GigatokError, match=message) as err:
         resolve_class(item)

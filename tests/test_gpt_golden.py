@@ -46,7 +46,9 @@ def runs(model, golden) -> dict:
         top5 = torch.zeros(2, 256, 5)
         logprob = torch.zeros(2, 256)
 
-        def hook(j: int, guided: torch.Tensor, chosen: torch.Tensor, steps=steps, top5=top5, logprob=logprob) -> None:
+        def hook(
+            j: int, guided: torch.Tensor, chosen: torch.Tensor, steps=steps, top5=top5, logprob=logprob
+        ) -> None:
             if j in (0, 1, 2, 255):
                 steps[j] = guided.clone()
             top5[:, j] = guided.topk(5, dim=-1).values
@@ -54,8 +56,12 @@ def runs(model, golden) -> dict:
 
         torch.manual_seed(123)  # the official mode must not depend on the global generator
         tokens = generate(model, LABELS, Drawer("official", seed=0), cfg=cfg, sampling=sampling, on_step=hook)
-        out[name] = {"tokens": tokens, "steps": torch.stack([steps[j] for j in (0, 1, 2, 255)], 1),
-                     "top5": top5, "logprob": logprob}
+        out[name] = {
+            "tokens": tokens,
+            "steps": torch.stack([steps[j] for j in (0, 1, 2, 255)], 1),
+            "top5": top5,
+            "logprob": logprob,
+        }
     return out
 
 

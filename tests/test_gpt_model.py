@@ -96,8 +96,14 @@ def test_kv_cache_generation_equals_recomputation(tiny, cfg: CFGSchedule) -> Non
     out = {}
     for use_cache in (True, False):
         drawer = Drawer("per-sample", generators=sample_generators(0, [1, 5, 9], [0, 0, 0]))
-        out[use_cache] = generate(tiny, labels, drawer, cfg=cfg, use_cache=use_cache,
-                                  on_step=lambda j, g, c, u=use_cache: logs[u].append(g.clone()))
+        out[use_cache] = generate(
+            tiny,
+            labels,
+            drawer,
+            cfg=cfg,
+            use_cache=use_cache,
+            on_step=lambda j, g, c, u=use_cache: logs[u].append(g.clone()),
+        )
     assert torch.equal(out[True], out[False])
     torch.testing.assert_close(torch.stack(logs[True]), torch.stack(logs[False]), atol=1e-5, rtol=0)
     assert out[True].shape == (3, 16) and out[True].dtype == torch.long
@@ -107,8 +113,13 @@ def test_cfg_combination_and_interval(tiny) -> None:
     """guided = uncond + (cond - uncond) * s, and past cfg_interval the cond logits alone."""
     labels = torch.tensor([2])
     seen: list[torch.Tensor] = []
-    toks = generate(tiny, labels, Drawer("official"), cfg=CFGSchedule(2.5, interval=3),
-                    on_step=lambda j, g, c: seen.append(g.clone()))
+    toks = generate(
+        tiny,
+        labels,
+        Drawer("official"),
+        cfg=CFGSchedule(2.5, interval=3),
+        on_step=lambda j, g, c: seen.append(g.clone()),
+    )
     with torch.no_grad():
         cond = tiny(labels, toks[:, :-1])[0]
         uncond = tiny(torch.tensor([10]), toks[:, :-1])[0]
@@ -146,11 +157,23 @@ def test_per_sample_draws_follow_the_distribution() -> None:
 
 def test_batch_composition_does_not_change_samples(tiny) -> None:
     cls, idx = [4, 4, 8, 1], [0, 1, 0, 3]
-    together = generate(tiny, torch.tensor(cls), Drawer("per-sample", generators=sample_generators(7, cls, idx)),
-                        cfg=CFGSchedule(2.0), sampling=SamplingParams(temperature=1.2, top_k=20, top_p=0.9))
-    alone = [generate(tiny, torch.tensor([c]), Drawer("per-sample", generators=sample_generators(7, [c], [k])),
-                      cfg=CFGSchedule(2.0), sampling=SamplingParams(temperature=1.2, top_k=20, top_p=0.9))
-             for c, k in zip(cls, idx, strict=True)]
+    together = generate(
+        tiny,
+        torch.tensor(cls),
+        Drawer("per-sample", generators=sample_generators(7, cls, idx)),
+        cfg=CFGSchedule(2.0),
+        sampling=SamplingParams(temperature=1.2, top_k=20, top_p=0.9),
+    )
+    alone = [
+        generate(
+            tiny,
+            torch.tensor([c]),
+            Drawer("per-sample", generators=sample_generators(7, [c], [k])),
+            cfg=CFGSchedule(2.0),
+            sampling=SamplingParams(temperature=1.2, top_k=20, top_p=0.9),
+        )
+        for c, k in zip(cls, idx, strict=True)
+    ]
     assert torch.equal(together, torch.cat(alone))
     assert not torch.equal(together[0], together[1])  # different index, different sample
 
@@ -184,8 +207,16 @@ def test_bad_settings_are_user_errors(tiny) -> None:
 def _official_file(path, model, *, prefix: str = "") -> None:
     sd = {prefix + k: v for k, v in model.state_dict().items()}
     ema = {k: torch.zeros_like(v) for k, v in sd.items()}
-    torch.save({"model": sd, "ema": ema, "optimizer": {"state": {}}, "steps": 5,
-                "args": argparse.Namespace(gpt_model="GPT-B")}, path)
+    torch.save(
+        {
+            "model": sd,
+            "ema": ema,
+            "optimizer": {"state": {}},
+            "steps": 5,
+            "args": argparse.Namespace(gpt_model="GPT-B"),
+        },
+        path,
+    )
 
 
 @pytest.mark.parametrize("prefix", ["", "module._orig_mod."])
@@ -218,11 +249,16 @@ def test_pairing_refusals(tmp_path) -> None:
         load_gpt("gpt-b")  # paper pairing xl-xxl, released, but not downloaded
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"vocab_size": 512}, "vocabulary of 512"),
-    ({"vocab_size": 1024, "block_size": 128}, "generates 128 tokens per image"),
-])
-def test_checkpoint_that_does_not_fit_the_tokenizer_is_refused(tmp_path, overrides: dict, message: str) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"vocab_size": 512}, "vocabulary of 512"),
+        ({"vocab_size": 1024, "block_size": 128}, "generates 128 tokens per image"),
+    ],
+)
+def test_checkpoint_that_does_not_fit_the_tokenizer_is_refused(
+    tmp_path, overrides: dict, message: str
+) -> None:
     cfg = GPTConfig(size="gpt-b", dim=64, n_layer=2, n_head=2, **overrides)
     path = tmp_path / "other.pt"
     _official_file(path, build_gpt(cfg))

@@ -70,15 +70,21 @@ def test_hf_cache_file_with_wrong_hash_is_not_used(tmp_path: Path, monkeypatch: 
     assert not (cache.weights_dir() / "w.bin").exists()
 
 
-def test_torch_hub_cache_file_is_reused_with_prefix_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torch_hub_cache_file_is_reused_with_prefix_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = f"net-{SHA[:8]}.pth"
     ckpts = tmp_path / "torch" / "hub" / "checkpoints"
     ckpts.mkdir(parents=True)
     (ckpts / name).write_bytes(DATA)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    rec = WeightsRecord(file=name, kind="aux", sources=(f"https://example.invalid/{name}",), sha256_prefix=SHA[:8])
+    rec = WeightsRecord(
+        file=name, kind="aux", sources=(f"https://example.invalid/{name}",), sha256_prefix=SHA[:8]
+    )
     assert fetch_record(rec, progress=False).read_bytes() == DATA
-    bad = WeightsRecord(file=name, kind="aux", sources=(f"https://example.invalid/{name}",), sha256_prefix="00000000")
+    bad = WeightsRecord(
+        file=name, kind="aux", sources=(f"https://example.invalid/{name}",), sha256_prefix="00000000"
+    )
     clear_weights_record(bad)
     with pytest.raises(GigatokError, match="does not start with 00000000"):
         fetch_record(bad, progress=False)
@@ -103,7 +109,9 @@ def test_import_good_file_converts_to_safetensors(tmp_path: Path) -> None:
     assert {k: tuple(v.shape) for k, v in sd.items()} == FAKE_SHAPES
     assert all(torch.equal(sd[k], ema[k]) for k in ema)
     entry = cache.manifest_entry("VQ_SS256_e100.pt")
-    assert entry["sha256"] == hashlib.sha256(body).hexdigest() and entry["origin"] == "import:VQ_SS256_e100.pt"
+    assert (
+        entry["sha256"] == hashlib.sha256(body).hexdigest() and entry["origin"] == "import:VQ_SS256_e100.pt"
+    )
     # offline now works: the cache answers
     assert fetch_weights("VQ_SS256_e100.pt", progress=False) == path
 
@@ -204,20 +212,26 @@ def test_hf_source_urls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_drive_urls_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GIGATOK_GDRIVE_URL", raising=False)
-    assert drive_urls("X") == ["https://drive.usercontent.google.com/download?id=X&export=download&confirm=t",
-                               "https://drive.google.com/uc?export=download&id=X"]
+    assert drive_urls("X") == [
+        "https://drive.usercontent.google.com/download?id=X&export=download&confirm=t",
+        "https://drive.google.com/uc?export=download&id=X",
+    ]
     monkeypatch.setenv("GIGATOK_GDRIVE_URL", "http://127.0.0.1:9/")
     assert all(u.startswith("http://127.0.0.1:9/") for u in drive_urls("X"))
 
 
 def test_drive_page_parsing() -> None:
-    page = parse_drive_page(drive_warning_page("ID1", "/download"), "https://drive.usercontent.google.com/download?id=ID1")
-    assert page.download_url == ("https://drive.usercontent.google.com/download?"
-                                 "id=ID1&export=download&confirm=t&uuid=1234-abcd")
+    page = parse_drive_page(
+        drive_warning_page("ID1", "/download"), "https://drive.usercontent.google.com/download?id=ID1"
+    )
+    assert page.download_url == (
+        "https://drive.usercontent.google.com/download?id=ID1&export=download&confirm=t&uuid=1234-abcd"
+    )
     assert parse_drive_page(QUOTA_PAGE, "https://x/").problem == "quota"
     login = '<html><body>Sign in to continue <a href="https://accounts.google.com/ServiceLogin">go</a></body></html>'
     assert parse_drive_page(login, "https://x/").problem == "permission"
     legacy = '<html><a id="uc-download-link" href="/uc?export=download&amp;confirm=AbC&amp;id=Z">Download</a></html>'
     assert parse_drive_page(legacy, "https://drive.google.com/uc?id=Z").download_url == (
-        "https://drive.google.com/uc?export=download&confirm=AbC&id=Z")
+        "https://drive.google.com/uc?export=download&confirm=AbC&id=Z"
+    )
     assert parse_drive_page("<html><p>something else</p></html>", "https://x/", 404).problem == "missing"

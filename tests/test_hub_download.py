@@ -94,8 +94,12 @@ def test_corrupted_download_is_rejected_and_not_cached(server: FileServer) -> No
 def test_second_source_used_when_first_is_corrupt(server: FileServer) -> None:
     server.routes["/a/aux.bin"] = Route(body=b"garbage" * 10)
     server.routes["/b/aux.bin"] = Route(body=AUX)
-    rec = WeightsRecord(file="aux.bin", kind="aux", sources=(f"{server.url}/a/aux.bin", f"{server.url}/b/aux.bin"),
-                        sha256=AUX_SHA)
+    rec = WeightsRecord(
+        file="aux.bin",
+        kind="aux",
+        sources=(f"{server.url}/a/aux.bin", f"{server.url}/b/aux.bin"),
+        sha256=AUX_SHA,
+    )
     assert fetch_record(rec, progress=False).read_bytes() == AUX
 
 
@@ -122,7 +126,9 @@ def test_html_instead_of_file_is_an_error(server: FileServer) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_drive_virus_scan_form_flow_and_safetensors(server: FileServer) -> None:
     body, _, ema = fake_checkpoint()
-    server.routes["/download"] = Route(html=drive_warning_page("FID", f"{server.url}/confirmed"), require={"id": "FID"})
+    server.routes["/download"] = Route(
+        html=drive_warning_page("FID", f"{server.url}/confirmed"), require={"id": "FID"}
+    )
     server.routes["/confirmed"] = Route(body=body, require={"id": "FID", "uuid": "1234-abcd", "confirm": "t"})
     rec = WeightsRecord(file="VQ_fake.pt", kind="tokenizer", sources=("gdrive://FID",))
     path = fetch_record(rec, progress=False, shapes=fake_shapes)
@@ -149,7 +155,9 @@ def test_drive_quota_page_is_an_error_and_never_saved(server: FileServer) -> Non
     with pytest.raises(GigatokError) as info:
         fetch_record(rec, key="VQ_SS256_e100.pt", progress=False, shapes=fake_shapes)
     assert "quota" in info.value.message
-    assert "--import FILE --preset s-s" in info.value.hint and "drive.google.com/file/d/QID" in info.value.hint
+    assert (
+        "--import FILE --preset s-s" in info.value.hint and "drive.google.com/file/d/QID" in info.value.hint
+    )
     assert [p.name for p in cache.weights_dir().iterdir()] == ["VQ_SS256_e100.pt.lock"]
 
 
@@ -197,11 +205,15 @@ def test_offline_mode_names_file_urls_and_command(monkeypatch: pytest.MonkeyPatc
     assert "gigatok download gpt-b@s-s" in err.hint and "--import FILE --preset gpt-b@s-s" in err.hint
 
 
-def test_partial_download_is_kept_for_a_later_resume(server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partial_download_is_kept_for_a_later_resume(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import gigatok_core.hub.transfer as transfer
 
     monkeypatch.setattr(transfer, "RETRIES", 0)
-    monkeypatch.setattr(transfer.download, "__kwdefaults__", {**transfer.download.__kwdefaults__, "retries": 0})
+    monkeypatch.setattr(
+        transfer.download, "__kwdefaults__", {**transfer.download.__kwdefaults__, "retries": 0}
+    )
     server.routes["/files/aux.bin"] = Route(body=AUX, drop_after=600_000)
     rec = aux_record(server)
     with pytest.raises(GigatokError) as info:

@@ -36,8 +36,21 @@ def images(tmp_path: Path) -> Path:
 
 def test_reconstruct_writes_images_codes_grid_and_settings(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = runner.invoke(app, ["reconstruct", str(images), "--tokenizer", "tiny", "--output", str(out),
-                              "--grid", "--save-codes", "--batch-size", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(images),
+            "--tokenizer",
+            "tiny",
+            "--output",
+            str(out),
+            "--grid",
+            "--save-codes",
+            "--batch-size",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "broken.png" in res.output and "skipped" in res.output
     assert (out / "a.png").is_file() and (out / "b.png").is_file() and (out / "grid.png").is_file()
@@ -55,7 +68,9 @@ def test_reconstruct_writes_images_codes_grid_and_settings(images: Path, tmp_pat
 
 
 def test_strict_fails_on_unreadable_input(images: Path, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["reconstruct", str(images), "-t", "tiny", "-o", str(tmp_path / "o"), "--strict"])
+    res = runner.invoke(
+        app, ["reconstruct", str(images), "-t", "tiny", "-o", str(tmp_path / "o"), "--strict"]
+    )
     assert res.exit_code == 1
     assert "broken.png" in res.output and "Traceback" not in res.output
 
@@ -67,7 +82,9 @@ def test_existing_outputs_are_not_overwritten_without_flag(images: Path, tmp_pat
     res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out)])
     assert res.exit_code == 1 and "--overwrite" in res.output
     assert (out / "a.png").read_bytes() == b"user data"
-    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out), "--overwrite"])
+    res = runner.invoke(
+        app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out), "--overwrite"]
+    )
     assert res.exit_code == 0, res.output
     assert Image.open(out / "a.png").size == (256, 256)
 
@@ -79,11 +96,15 @@ def test_missing_released_weights_say_what_to_do(images: Path, tmp_path: Path) -
 
 
 def test_bad_inputs_and_options_are_clear_errors(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["reconstruct", str(tmp_path / "nope.png"), "-t", "tiny", "-o", str(tmp_path / "o")])
+    res = runner.invoke(
+        app, ["reconstruct", str(tmp_path / "nope.png"), "-t", "tiny", "-o", str(tmp_path / "o")]
+    )
     assert res.exit_code == 1 and "does not exist" in res.output
     res = runner.invoke(app, ["reconstruct", str(tmp_path), "-t", "tiny-typo", "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and "did you mean 'tiny'" in res.output
-    res = runner.invoke(app, ["reconstruct", str(tmp_path), "-t", "tiny", "--precision", "bf16", "--device", "cpu"])
+    res = runner.invoke(
+        app, ["reconstruct", str(tmp_path), "-t", "tiny", "--precision", "bf16", "--device", "cpu"]
+    )
     assert res.exit_code == 1
 
 
@@ -97,8 +118,9 @@ def test_checkpoint_file_in_official_format_is_used(images: Path, tmp_path: Path
     ckpt = tmp_path / "tiny.pt"
     torch.save({"model": sd, "args": argparse.Namespace(image_size=256), "steps": 10}, ckpt)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "--checkpoint", str(ckpt),
-                              "-o", str(out)])
+    res = runner.invoke(
+        app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "--checkpoint", str(ckpt), "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     pix = np.asarray(Image.open(out / "a.png"))
     bias = sd[first.replace("weight", "bias")]
@@ -111,8 +133,20 @@ def test_metrics_table_and_json(images: Path, tmp_path: Path) -> None:
     vgg = tmp_path / "vgg.pth"
     torch.save(vgg16(weights=None).state_dict(), vgg)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "tiny", "-o", str(out), "--metrics",
-                              "--vgg-weights", str(vgg)])
+    res = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(images / "a.png"),
+            "-t",
+            "tiny",
+            "-o",
+            str(out),
+            "--metrics",
+            "--vgg-weights",
+            str(vgg),
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((out / "metrics.json").read_text())
     assert set(data["images"]["a"]) == {"psnr", "ssim", "psnr_standard", "ssim_standard", "lpips"}
@@ -127,15 +161,32 @@ def test_library_api_returns_results(images: Path, tmp_path: Path) -> None:
     assert 0 < (result.codebook_usage or 0) <= 1
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun is not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun is not installed",
+)
 def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "reconstruct",
-           str(images), "-t", "tiny", "-o", str(tmp_path / "multi"), "--save-codes", "--device", "cpu"]
+    cmd = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "gigatok_cli.main",
+        "reconstruct",
+        str(images),
+        "-t",
+        "tiny",
+        "-o",
+        str(tmp_path / "multi"),
+        "--save-codes",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     single = reconstruct([images], output=tmp_path / "single", tokenizer="tiny", save_codes=True)

@@ -19,8 +19,15 @@ STEMS = ["022_bald-eagle_0000", "022_bald-eagle_0001", "388_giant-panda_0000", "
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-KW = {"gpt": "gpt-tiny", "num_per_class": 2, "cfg": CFGSchedule(2.0, "step"), "device": "cpu",
-      "sampling": SamplingParams(temperature=1.0, top_k=50), "seed": 3, "save_codes": True}
+KW = {
+    "gpt": "gpt-tiny",
+    "num_per_class": 2,
+    "cfg": CFGSchedule(2.0, "step"),
+    "device": "cpu",
+    "sampling": SamplingParams(temperature=1.0, top_k=50),
+    "seed": 3,
+    "save_codes": True,
+}
 
 
 def pixels(folder: Path) -> dict[str, np.ndarray]:
@@ -49,8 +56,13 @@ def test_layout_and_codes(reference: Path) -> None:
     assert len({tuple(r) for r in c["codes"]}) == 4  # every sample differs
     settings = json.loads((reference / "sample.json").read_text())
     assert settings["tokenizer"] == "tiny" and settings["classes"] == [22, 388]
-    assert settings["cfg"] == {"scale": 2.0, "schedule": "step", "window_start": 0.18, "window_end": 1.0,
-                               "interval": -1}
+    assert settings["cfg"] == {
+        "scale": 2.0,
+        "schedule": "step",
+        "window_start": 0.18,
+        "window_end": 1.0,
+        "interval": -1,
+    }
     grid = np.asarray(Image.open(reference / "grid.png"))
     assert grid.shape[0] > 2 * 128 and grid.shape[1] > 2 * 128  # 2 rows x 2 columns of thumbnails
     assert not (reference / ".codes-partial").exists()
@@ -105,16 +117,19 @@ def test_plan_is_class_balanced() -> None:
     assert [(i.class_idx, i.index) for i in items] == [(5, 0), (5, 1), (5, 2), (7, 0), (7, 1), (7, 2)]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"classes": "1000"}, "outside 0-999"),
-    ({"classes": "giant pandaa"}, "unknown ImageNet class"),
-    ({"gpt": "gpt-l", "tokenizer": "xl-xxl"}, "no gpt-l checkpoint was released"),
-    ({"tokenizer": "s-s"}, "codebook"),
-    ({"precision": "bf16"}, "needs a CUDA device"),
-    ({"num_per_class": 0}, "at least 1"),
-    ({"gpt_checkpoint": "missing.pt"}, "GPT checkpoint missing.pt does not exist"),
-    ({"tokenizer_checkpoint": "missing.pt"}, "tokenizer checkpoint missing.pt does not exist"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"classes": "1000"}, "outside 0-999"),
+        ({"classes": "giant pandaa"}, "unknown ImageNet class"),
+        ({"gpt": "gpt-l", "tokenizer": "xl-xxl"}, "no gpt-l checkpoint was released"),
+        ({"tokenizer": "s-s"}, "codebook"),
+        ({"precision": "bf16"}, "needs a CUDA device"),
+        ({"num_per_class": 0}, "at least 1"),
+        ({"gpt_checkpoint": "missing.pt"}, "GPT checkpoint missing.pt does not exist"),
+        ({"tokenizer_checkpoint": "missing.pt"}, "tokenizer checkpoint missing.pt does not exist"),
+    ],
+)
 def test_user_errors(tmp_path: Path, kwargs: dict, match: str) -> None:
     args = {**KW, "classes": "22", **kwargs}
     with pytest.raises(GigatokError, match=match):

@@ -29,17 +29,51 @@ def invoke(*args: str):
 
 def test_end_to_end_tiny(tmp_path: Path) -> None:
     out = tmp_path / "s"
-    res = invoke("--gpt", "gpt-tiny", "--classes", "bald eagle,388", "--num-per-class", "1", "--output", str(out),
-                 "--grid", "--save-codes", "--device", "cpu", "--cfg-schedule", "cosine", "--top-k", "100")
+    res = invoke(
+        "--gpt",
+        "gpt-tiny",
+        "--classes",
+        "bald eagle,388",
+        "--num-per-class",
+        "1",
+        "--output",
+        str(out),
+        "--grid",
+        "--save-codes",
+        "--device",
+        "cpu",
+        "--cfg-schedule",
+        "cosine",
+        "--top-k",
+        "100",
+    )
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["022_bald-eagle_0000.png", "388_giant-panda_0000.png", "codes.npz", "grid.png", "sample.json"]
+    assert names == [
+        "022_bald-eagle_0000.png",
+        "388_giant-panda_0000.png",
+        "codes.npz",
+        "grid.png",
+        "sample.json",
+    ]
     assert f"wrote 2 images to {out}" in " ".join(res.output.split()) and "codes.npz" in res.output
     settings = json.loads((out / "sample.json").read_text())
     assert settings["cfg"]["schedule"] == "cosine" and settings["sampling"]["top_k"] == 100
     # the same command again: everything is there, nothing is regenerated
-    res = invoke("--gpt", "gpt-tiny", "--classes", "bald eagle,388", "--output", str(out), "--device", "cpu",
-                 "--cfg-schedule", "cosine", "--top-k", "100")
+    res = invoke(
+        "--gpt",
+        "gpt-tiny",
+        "--classes",
+        "bald eagle,388",
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        "--cfg-schedule",
+        "cosine",
+        "--top-k",
+        "100",
+    )
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "wrote 0 images" in text and "2 already there" in text
@@ -55,11 +89,45 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         return SampleResult(output_dir=str(kw["output"]), total=0, generated=[], skipped=0)  # nothing to do
 
     monkeypatch.setattr(sample_cmd, "sample_images", fake)
-    res = invoke("--gpt", "gpt-xxl", "--tokenizer", "xl-xxl", "--classes", "22,388", "-o", str(tmp_path),
-                 "--num-per-class", "3", "--cfg-scale", "1.75", "--cfg-schedule", "step", "--cfg-start-ratio", "0.2",
-                 "--temperature", "0.9", "--top-k", "5", "--top-p", "0.95", "--seed", "7", "--precision", "fp32",
-                 "--batch-size", "2", "--device", "cpu", "--gpt-checkpoint", "g.pt", "--tokenizer-checkpoint", "t.pt",
-                 "--overwrite", "--rng", "official")
+    res = invoke(
+        "--gpt",
+        "gpt-xxl",
+        "--tokenizer",
+        "xl-xxl",
+        "--classes",
+        "22,388",
+        "-o",
+        str(tmp_path),
+        "--num-per-class",
+        "3",
+        "--cfg-scale",
+        "1.75",
+        "--cfg-schedule",
+        "step",
+        "--cfg-start-ratio",
+        "0.2",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "5",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "7",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--gpt-checkpoint",
+        "g.pt",
+        "--tokenizer-checkpoint",
+        "t.pt",
+        "--overwrite",
+        "--rng",
+        "official",
+    )
     assert res.exit_code == 0, res.output
     assert seen["classes"] == "22,388" and seen["gpt"] == "gpt-xxl" and seen["tokenizer"] == "xl-xxl"
     assert seen["cfg"] == CFGSchedule(1.75, "step", window_start=0.2)
@@ -69,16 +137,19 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert seen["overwrite"] and seen["rng"] == "official" and not seen["grid"] and not seen["save_codes"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--classes", "1200"], "outside 0-999"),
-    (["--classes", "giant pandda"], "388 (giant panda)"),
-    (["--classes", "22", "--gpt", "gpt-l", "--tokenizer", "b-l"], "no gpt-l checkpoint was released"),
-    (["--classes", "22", "--gpt", "gpt-tiny", "--tokenizer", "b-l"], "codebook"),
-    (["--classes", "22", "--cfg-schedule", "exp"], "unknown CFG schedule"),
-    (["--classes", "22", "--top-p", "0"], "top-p"),
-    (["--classes", "22", "--rng", "fast"], "unknown --rng"),
-    (["--classes", "22", "--gpt", "gpt-b"], "not in the cache"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--classes", "1200"], "outside 0-999"),
+        (["--classes", "giant pandda"], "388 (giant panda)"),
+        (["--classes", "22", "--gpt", "gpt-l", "--tokenizer", "b-l"], "no gpt-l checkpoint was released"),
+        (["--classes", "22", "--gpt", "gpt-tiny", "--tokenizer", "b-l"], "codebook"),
+        (["--classes", "22", "--cfg-schedule", "exp"], "unknown CFG schedule"),
+        (["--classes", "22", "--top-p", "0"], "top-p"),
+        (["--classes", "22", "--rng", "fast"], "unknown --rng"),
+        (["--classes", "22", "--gpt", "gpt-b"], "not in the cache"),
+    ],
+)
 def test_user_errors_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
     res = invoke(*args, "--output", str(tmp_path / "o"), "--device", "cpu")
     assert res.exit_code == 1, res.output
@@ -95,8 +166,18 @@ def test_existing_files_need_overwrite(tmp_path: Path) -> None:
 def test_help_lists_the_options() -> None:
     res = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "240", "TERMINAL_WIDTH": "240"})
     assert res.exit_code == 0
-    for opt in ("--classes", "--num-per-class", "--cfg-schedule", "--cfg-start-ratio", "--top-p", "--grid",
-                "--save-codes", "--gpt-checkpoint", "--tokenizer-checkpoint", "--overwrite"):
+    for opt in (
+        "--classes",
+        "--num-per-class",
+        "--cfg-schedule",
+        "--cfg-start-ratio",
+        "--top-p",
+        "--grid",
+        "--save-codes",
+        "--gpt-checkpoint",
+        "--tokenizer-checkpoint",
+        "--overwrite",
+    ):
         assert opt in res.output
 
 
@@ -106,10 +187,33 @@ def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(var, None)
-    common = ["--gpt", "gpt-tiny", "--classes", "22,388", "--num-per-class", "2", "--save-codes", "--device", "cpu",
-              "--batch-size", "3", "--top-k", "30"]
-    cmd = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "gigatok_cli.main", "sample",
-           *common, "--output", str(tmp_path / "multi")]
+    common = [
+        "--gpt",
+        "gpt-tiny",
+        "--classes",
+        "22,388",
+        "--num-per-class",
+        "2",
+        "--save-codes",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "3",
+        "--top-k",
+        "30",
+    ]
+    cmd = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "gigatok_cli.main",
+        "sample",
+        *common,
+        "--output",
+        str(tmp_path / "multi"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("wrote 4 images") == 1  # rank 0 reports the total, once

@@ -42,10 +42,18 @@ def eval_run(model: VQTokenizer, golden: dict) -> dict:
         rec_spatial, feat = model.decode_spatial(quant, distill=True)
         recon = model.decoder(rec_spatial)
     best2 = d.topk(2, dim=1, largest=False).values
-    return {**inter, "pre_quant": h, "codes": q.codes, "quant_rot": q.z_q, "quant": quant,
-            "vit_dec_out": rec_spatial, "distill_feat": feat, "recon": recon,
-            "code_dist_gap": (best2[:, 1] - best2[:, 0]).view_as(golden["code_dist_gap"]),
-            "entropy_loss_raw": entropy_loss(d)}
+    return {
+        **inter,
+        "pre_quant": h,
+        "codes": q.codes,
+        "quant_rot": q.z_q,
+        "quant": quant,
+        "vit_dec_out": rec_spatial,
+        "distill_feat": feat,
+        "recon": recon,
+        "code_dist_gap": (best2[:, 1] - best2[:, 0]).view_as(golden["code_dist_gap"]),
+        "entropy_loss_raw": entropy_loss(d),
+    }
 
 
 def _close(ours: torch.Tensor, ref: torch.Tensor, atol: float) -> None:
@@ -53,10 +61,20 @@ def _close(ours: torch.Tensor, ref: torch.Tensor, atol: float) -> None:
     torch.testing.assert_close(ours, ref, atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize(("key", "atol"), [
-    ("cnn_enc", 1e-4), ("vit_enc_out", 2e-4), ("pre_quant", 2e-4), ("quant", 1e-5), ("quant_rot", 1e-5),
-    ("vit_dec_out", 1e-4), ("distill_feat", 2e-4), ("recon", 1e-4), ("code_dist_gap", 1e-4),
-])
+@pytest.mark.parametrize(
+    ("key", "atol"),
+    [
+        ("cnn_enc", 1e-4),
+        ("vit_enc_out", 2e-4),
+        ("pre_quant", 2e-4),
+        ("quant", 1e-5),
+        ("quant_rot", 1e-5),
+        ("vit_dec_out", 1e-4),
+        ("distill_feat", 2e-4),
+        ("recon", 1e-4),
+        ("code_dist_gap", 1e-4),
+    ],
+)
 def test_eval_tensors(eval_run: dict, golden: dict, key: str, atol: float) -> None:
     _close(eval_run[key], golden[key], atol)
 
@@ -91,8 +109,11 @@ def test_train_forward(model: VQTokenizer, golden: dict) -> None:
     _close(out.recon, golden["train_recon"], 1e-4)
     _close(out.recon, golden["recon_from_quant_rot"], 1e-4)  # eval decode(quant_rot) is the same path
     _close(out.direct_recon, golden["train_direct_recon"], 1e-4)
-    for ours, key in [(out.vq_loss, "train_vq_loss"), (out.commit_loss, "train_commit_loss"),
-                      (out.fea_rec_loss, "train_fea_rec_loss")]:
+    for ours, key in [
+        (out.vq_loss, "train_vq_loss"),
+        (out.commit_loss, "train_commit_loss"),
+        (out.fea_rec_loss, "train_fea_rec_loss"),
+    ]:
         torch.testing.assert_close(ours, golden[key], rtol=1e-4, atol=0)
     assert out.usage == pytest.approx(golden["train_codebook_usage"].item(), rel=1e-6)
     assert out.entropy_loss.item() == 0.0  # entropy_loss_ratio is 0 for S-S

@@ -129,7 +129,7 @@ def test_round_trip_shapes_and_batch_independence(tiny: VQTokenizer) -> None:
     assert codes.shape == (2, 256) and codes.dtype == torch.int64
     assert 0 <= codes.min() and codes.max() < tiny.config.codebook_size
     assert codes.unique().numel() > 10
-    singles = torch.cat([tiny.encode(x[i:i + 1]) for i in range(2)])
+    singles = torch.cat([tiny.encode(x[i : i + 1]) for i in range(2)])
     assert torch.equal(codes, singles)
     recon = tiny.decode_codes(codes)
     assert recon.shape == x.shape and recon.dtype == torch.float32 and torch.isfinite(recon).all()
@@ -154,8 +154,12 @@ def test_train_forward_gradients() -> None:
     assert out.usage is not None and out.fea_rec_loss.ndim == 0
     loss = out.recon.square().mean() + out.codebook_loss + out.fea_rec_loss + out.distill_feat.mean()
     loss.backward()
-    for name in ("encoder.conv_in.weight", "quantize.embedding.weight", "s1to2decoder.distill_mlp.0.weight",
-                 "s2to1encoder.latent_token_positional_embedding"):
+    for name in (
+        "encoder.conv_in.weight",
+        "quantize.embedding.weight",
+        "s1to2decoder.distill_mlp.0.weight",
+        "s2to1encoder.latent_token_positional_embedding",
+    ):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
 

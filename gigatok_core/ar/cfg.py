@@ -43,10 +43,14 @@ class CFGSchedule:
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
-            raise GigatokError(f"unknown CFG schedule {self.name!r}", hint=f"use one of {', '.join(SCHEDULES)}")
+            raise GigatokError(
+                f"unknown CFG schedule {self.name!r}", hint=f"use one of {', '.join(SCHEDULES)}"
+            )
         if not math.isfinite(self.scale) or self.scale < 0:
-            raise GigatokError(f"CFG scale must be a finite number >= 0, got {self.scale}",
-                               hint="1.0 (or less) turns guidance off; the paper uses 1.75-4.0")
+            raise GigatokError(
+                f"CFG scale must be a finite number >= 0, got {self.scale}",
+                hint="1.0 (or less) turns guidance off; the paper uses 1.75-4.0",
+            )
         for v in (self.window_start, self.window_end):
             if v is not None and not 0.0 <= v <= 1.0:
                 raise GigatokError(f"CFG window ratios must lie in [0, 1], got {v}")

@@ -38,8 +38,10 @@ def resolve_class(item: str | int) -> int:
     if isinstance(item, int) or str(item).strip().lstrip("-").isdigit():
         idx = int(item)
         if not 0 <= idx < NUM_CLASSES:
-            raise GigatokError(f"class index {idx} is outside 0-{NUM_CLASSES - 1}",
-                               hint="ImageNet classes are numbered 0-999 (e.g. 388 = giant panda)")
+            raise GigatokError(
+                f"class index {idx} is outside 0-{NUM_CLASSES - 1}",
+                hint="ImageNet classes are numbered 0-999 (e.g. 388 = giant panda)",
+            )
         return idx
     text = " ".join(str(item).split())
     names = class_names()
@@ -55,8 +57,11 @@ def resolve_class(item: str | int) -> int:
     lowered = [n.lower() for n in names]
     close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.5)
     close += [n for n in lowered if text.lower() in n and n not in close][: 5 - len(close)]
-    hint = ("closest matches: " + ", ".join(f"{lowered.index(c)} ({names[lowered.index(c)]})" for c in close)
-            if close else "use an index 0-999 or an ImageNet class name such as 'giant panda'")
+    hint = (
+        "closest matches: " + ", ".join(f"{lowered.index(c)} ({names[lowered.index(c)]})" for c in close)
+        if close
+        else "use an index 0-999 or an ImageNet class name such as 'giant panda'"
+    )
     raise GigatokError(f"unknown ImageNet class {text!r}", hint=hint)
 
 
@@ -66,5 +71,7 @@ def parse_classes(spec: str | Iterable[str | int]) -> list[int]:
     items = [s.strip() if isinstance(s, str) else s for s in items]
     items = [s for s in items if s != ""]
     if not items:
-        raise GigatokError("no classes given", hint="e.g. --classes 22,388 or --classes 'giant panda,bald eagle'")
+        raise GigatokError(
+            "no classes given", hint="e.g. --classes 22,388 or --classes 'giant panda,bald eagle'"
+        )
     return [resolve_class(s) for s in items]

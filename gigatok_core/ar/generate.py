@@ -63,7 +63,10 @@ def sample_seed(seed: int, class_idx: int, index: int) -> int:
 
 def sample_generators(seed: int, labels: Sequence[int], indices: Sequence[int]) -> list[torch.Generator]:
     """One seeded CPU generator per row (see :func:`sample_seed`)."""
-    return [torch.Generator().manual_seed(sample_seed(seed, int(c), int(k))) for c, k in zip(labels, indices, strict=True)]
+    return [
+        torch.Generator().manual_seed(sample_seed(seed, int(c), int(k)))
+        for c, k in zip(labels, indices, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,8 +103,14 @@ class Drawer:
 
     BLOCK = 256  # uniforms drawn per row at a time (fixed, so a row's stream never depends on n)
 
-    def __init__(self, mode: str, *, seed: int = 0, generators: Sequence[torch.Generator] | None = None,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        seed: int = 0,
+        generators: Sequence[torch.Generator] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         if mode not in RNG_MODES:
             raise GigatokError(f"unknown rng mode {mode!r}", hint=f"use one of {', '.join(RNG_MODES)}")
         self.mode = mode
@@ -117,8 +126,9 @@ class Drawer:
     def _next_uniforms(self) -> Tensor:
         """(B,) float64 uniforms in [0, 1), one per row, each from that row's own stream."""
         if self._used == self._uniforms.shape[1]:
-            self._uniforms = torch.stack([torch.rand(self.BLOCK, generator=g, dtype=torch.float64)
-                                          for g in self.generators])  # (B, BLOCK)
+            self._uniforms = torch.stack(
+                [torch.rand(self.BLOCK, generator=g, dtype=torch.float64) for g in self.generators]
+            )  # (B, BLOCK)
             self._used = 0
         self._used += 1
         return self._uniforms[:, self._used - 1]

@@ -51,11 +51,14 @@ class KVCache:
     v: list[Tensor]
 
     @classmethod
-    def empty(cls, cfg: GPTConfig, rows: int, max_len: int, *, dtype: torch.dtype,
-              device: torch.device) -> KVCache:
+    def empty(
+        cls, cfg: GPTConfig, rows: int, max_len: int, *, dtype: torch.dtype, device: torch.device
+    ) -> KVCache:
         shape = (rows, cfg.heads, max_len, cfg.head_dim)
-        return cls(k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)],
-                   v=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)])
+        return cls(
+            k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)],
+            v=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)],
+        )
 
     @property
     def max_len(self) -> int:
@@ -181,8 +184,9 @@ class GPT(nn.Module):
     def new_cache(self, rows: int, max_len: int | None = None) -> KVCache:
         """A zeroed cache for ``rows`` sequences of up to ``1 + block_size`` positions."""
         p = self.tok_embeddings.weight
-        return KVCache.empty(self.config, rows, max_len or self.config.block_size + 1,
-                             dtype=p.dtype, device=p.device)
+        return KVCache.empty(
+            self.config, rows, max_len or self.config.block_size + 1, dtype=p.dtype, device=p.device
+        )
 
     def embed(self, labels: Tensor | None, tokens: Tensor | None, start: int = 0) -> Tensor:
         """Input embeddings (B, T, C) for positions ``start .. start+T-1``."""

@@ -99,8 +99,11 @@ def load_gpt_state(model: GPT, checkpoint: str | Path, *, expected: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The one entry point
 # ---------------------------------------------------------------------------------------------
-def resolve_gpt(name: str, tokenizer: str | None = None, checkpoint: str | Path | None = None,
-                ) -> tuple[GPTConfig, str, GPTRelease | None]:
+def resolve_gpt(
+    name: str,
+    tokenizer: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> tuple[GPTConfig, str, GPTRelease | None]:
     """Check a (GPT, tokenizer) request without loading anything: (config, tokenizer name, release).
 
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
@@ -108,7 +111,9 @@ def resolve_gpt(name: str, tokenizer: str | None = None, checkpoint: str | Path 
     """
     cfg = gpt_preset(name).config
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise GigatokError(f"GPT checkpoint {checkpoint} does not exist", hint="check the --gpt-checkpoint path")
+        raise GigatokError(
+            f"GPT checkpoint {checkpoint} does not exist", hint="check the --gpt-checkpoint path"
+        )
     tok_name, release = resolve_pair(name, tokenizer)
     check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
     if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:

@@ -26,8 +26,23 @@ from gigatok_core.errors import GigatokError
 
 STEP = 0.25
 LOWER_BOUND = 1.0
-CSV_COLUMNS = ("annotation", "cfg_scale", "cfg_schedule", "FID", "Inception Score", "Precision", "Recall", "sFID")
-METRIC_COLUMNS = {"FID": "fid", "Inception Score": "is", "Precision": "precision", "Recall": "recall", "sFID": "sfid"}
+CSV_COLUMNS = (
+    "annotation",
+    "cfg_scale",
+    "cfg_schedule",
+    "FID",
+    "Inception Score",
+    "Precision",
+    "Recall",
+    "sFID",
+)
+METRIC_COLUMNS = {
+    "FID": "fid",
+    "Inception Score": "is",
+    "Precision": "precision",
+    "Recall": "recall",
+    "sFID": "sfid",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,7 +56,9 @@ def empirical_cfg_start(gpt: str, schedule: str, tokenizer: str | None = None) -
     if schedule == "rectangular":
         return {"b": 3.0, "l": 2.5}.get(size, 1.75)
     if size == "b":  # constant (and the schedules the official search does not cover)
-        tok = tokenizer or (gpt.split("@")[1] if "@" in gpt else "xl-xxl")  # GPT-B's default pairing is xl-xxl
+        tok = tokenizer or (
+            gpt.split("@")[1] if "@" in gpt else "xl-xxl"
+        )  # GPT-B's default pairing is xl-xxl
         return 1.75 if "xxl" in tok.lower() else 2.0
     return 1.75
 
@@ -81,9 +98,16 @@ def _fid(metrics: dict[str, Any]) -> float:
     return float("inf") if fid is None else float(fid)
 
 
-def search_cfg(evaluate: Callable[[float], dict[str, Any]], start: float, *,
-               history: dict[float, dict[str, Any]] | None = None, step: float = STEP,
-               lower_bound: float = LOWER_BOUND, minus_first: bool = False, max_rounds: int = 100) -> SearchResult:
+def search_cfg(
+    evaluate: Callable[[float], dict[str, Any]],
+    start: float,
+    *,
+    history: dict[float, dict[str, Any]] | None = None,
+    step: float = STEP,
+    lower_bound: float = LOWER_BOUND,
+    minus_first: bool = False,
+    max_rounds: int = 100,
+) -> SearchResult:
     """Local search of the scale with the lowest ``evaluate(scale)["fid"]`` (see module doc).
 
     ``history`` holds scales already evaluated (e.g. from the CSV of an interrupted run).
@@ -97,7 +121,9 @@ def search_cfg(evaluate: Callable[[float], dict[str, Any]], start: float, *,
         result.evaluated.append(first)
     for _ in range(max_rounds):
         best = result.best_scale
-        neighbours = [_key(best - step), _key(best + step)] if minus_first else [_key(best + step), _key(best - step)]
+        neighbours = (
+            [_key(best - step), _key(best + step)] if minus_first else [_key(best + step), _key(best - step)]
+        )
         todo = [s for s in neighbours if s >= lower_bound - 1e-9 and s not in result.tried]
         if not todo:
             return result  # both neighbours tried (or out of bounds): a local minimum
@@ -127,10 +153,13 @@ def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:
             try:
                 out[_key(float(row["cfg_scale"]))] = {
                     key: (float(row[col]) if row.get(col) not in (None, "") else None)
-                    for col, key in METRIC_COLUMNS.items()}
+                    for col, key in METRIC_COLUMNS.items()
+                }
             except (KeyError, ValueError):
-                raise GigatokError(f"{path} has a malformed row: {row}",
-                                   hint="fix or move the file; it holds the results of earlier searches") from None
+                raise GigatokError(
+                    f"{path} has a malformed row: {row}",
+                    hint="fix or move the file; it holds the results of earlier searches",
+                ) from None
     return out
 
 
@@ -145,8 +174,14 @@ def append_row(path: Path, cfg: CFGSchedule, metrics: dict[str, Any]) -> None:
         writer.writerow(CSV_COLUMNS)
     elif not old.endswith("\n"):
         buf.write("\n")
-    writer.writerow([annotation(cfg), f"{cfg.scale:g}", cfg.name,
-                     *("" if metrics.get(k) is None else repr(float(metrics[k])) for k in METRIC_COLUMNS.values())])
+    writer.writerow(
+        [
+            annotation(cfg),
+            f"{cfg.scale:g}",
+            cfg.name,
+            *("" if metrics.get(k) is None else repr(float(metrics[k])) for k in METRIC_COLUMNS.values()),
+        ]
+    )
     atomic_write_bytes(path, (old + buf.getvalue()).encode())
 
 
@@ -159,9 +194,16 @@ def scale_folder(output: str | Path, cfg: CFGSchedule) -> Path:
     return Path(output) / "-".join(x for x in (cfg.name, ann, f"cfg-{cfg.scale:.2f}") if x)
 
 
-def run_gfid_search(gpt: str, *, output: str | Path, cfg: CFGSchedule, start: float | None = None,
-                    tokenizer: str | None = None, on_result: Callable[[float, dict[str, Any]], None] | None = None,
-                    **gen_kwargs: Any) -> SearchResult | None:
+def run_gfid_search(
+    gpt: str,
+    *,
+    output: str | Path,
+    cfg: CFGSchedule,
+    start: float | None = None,
+    tokenizer: str | None = None,
+    on_result: Callable[[float, dict[str, Any]], None] | None = None,
+    **gen_kwargs: Any,
+) -> SearchResult | None:
     """CFG search of gFID; each scale sampled into :func:`scale_folder` with the same seeds.
 
     ``gen_kwargs`` go to :func:`~gigatok_core.evaluation.generation.evaluate_generation`
@@ -172,19 +214,23 @@ def run_gfid_search(gpt: str, *, output: str | Path, cfg: CFGSchedule, start: fl
     from gigatok_core.evaluation.generation import evaluate_generation
 
     if gen_kwargs.get("save_npz") is not None:
-        raise GigatokError("--save-npz packs one CFG value, not a search",
-                           hint="after the search, run gfid with --cfg-scale BEST and --output on that value's "
-                                "sub-folder plus --save-npz (its samples are reused)")
+        raise GigatokError(
+            "--save-npz packs one CFG value, not a search",
+            hint="after the search, run gfid with --cfg-scale BEST and --output on that value's "
+            "sub-folder plus --save-npz (its samples are reused)",
+        )
     start = empirical_cfg_start(gpt, cfg.name, tokenizer) if start is None else start
     csv_path = results_csv(output)
     history = read_history(csv_path, cfg)
     info = gen_kwargs.get("rank_info") or dist.dist_info()
 
     def evaluate(scale: float) -> dict[str, Any]:
-        this = CFGSchedule(scale, cfg.name, window_start=cfg.window_start, window_end=cfg.window_end,
-                           interval=cfg.interval)
-        metrics = evaluate_generation(gpt, output=scale_folder(output, this), tokenizer=tokenizer, cfg=this,
-                                      **gen_kwargs)
+        this = CFGSchedule(
+            scale, cfg.name, window_start=cfg.window_start, window_end=cfg.window_end, interval=cfg.interval
+        )
+        metrics = evaluate_generation(
+            gpt, output=scale_folder(output, this), tokenizer=tokenizer, cfg=this, **gen_kwargs
+        )
         if info.is_main:
             assert metrics is not None
             append_row(csv_path, this, metrics)

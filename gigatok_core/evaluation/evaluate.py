@@ -53,13 +53,16 @@ class Evaluator:
         return self._model
 
     # -- features ------------------------------------------------------------------------------
-    def features(self, batches: Iterable[np.ndarray | torch.Tensor], label: str = "inception",
-                 total: int | None = None) -> F.Features:
+    def features(
+        self, batches: Iterable[np.ndarray | torch.Tensor], label: str = "inception", total: int | None = None
+    ) -> F.Features:
         """Features of uint8-range image batches (NHWC numpy or NCHW tensors)."""
         cb = self.progress(label, total) if self.progress else None
         return F.extract_features(self.model, batches, device=self.device, progress=cb)
 
-    def folder_features(self, paths: list[Path], image_size: int | None = None, label: str = "images") -> F.Features:
+    def folder_features(
+        self, paths: list[Path], image_size: int | None = None, label: str = "images"
+    ) -> F.Features:
         batches = F.rebatch(F.iter_folder(paths, image_size), self.batch_size)
         return self.features(batches, label, len(paths))
 
@@ -79,12 +82,18 @@ class Evaluator:
         label = label or path.name
         if path.is_dir():
             paths = list_images([path])
-            return EvalStats.from_features(self.folder_features(paths, label=label), meta={"source": str(path)})
+            return EvalStats.from_features(
+                self.folder_features(paths, label=label), meta={"source": str(path)}
+            )
         if not path.is_file():
-            raise GigatokError(f"{path} does not exist", hint="pass a folder of images, an image npz or a statistics npz")
+            raise GigatokError(
+                f"{path} does not exist", hint="pass a folder of images, an image npz or a statistics npz"
+            )
         if path.suffix != ".npz":
-            raise GigatokError(f"{path.name} is neither a folder nor an .npz file",
-                               hint="pass a folder of images, an ADM-style npz (arr_0) or a statistics npz")
+            raise GigatokError(
+                f"{path.name} is neither a folder nor an .npz file",
+                hint="pass a folder of images, an ADM-style npz (arr_0) or a statistics npz",
+            )
         keys = set(F.npz_keys(path))
         if {"mu", "sigma"} <= keys:
             stats = load_statistics(path)
@@ -93,14 +102,24 @@ class Evaluator:
                 stats.pool, stats.logits = feats.pool, feats.logits
             return stats
         if "arr_0" in keys:
-            return EvalStats.from_features(self.npz_features(path, label), protocol=detect_protocol(path),
-                                           meta={"source": str(path)})
-        raise GigatokError(f"{path} has neither images (arr_0) nor statistics (mu, sigma); keys: {', '.join(sorted(keys))}",
-                           hint="pass np.savez(path, arr_0=uint8 NHWC images) or a file from `gigatok eval build-ref`")
+            return EvalStats.from_features(
+                self.npz_features(path, label), protocol=detect_protocol(path), meta={"source": str(path)}
+            )
+        raise GigatokError(
+            f"{path} has neither images (arr_0) nor statistics (mu, sigma); keys: {', '.join(sorted(keys))}",
+            hint="pass np.savez(path, arr_0=uint8 NHWC images) or a file from `gigatok eval build-ref`",
+        )
 
     # -- references ----------------------------------------------------------------------------
-    def build_reference(self, data: str | Path, output: str | Path, *, image_size: int = 256,
-                        protocol: str = "rfid-imagenet-val", overwrite: bool = False) -> EvalStats:
+    def build_reference(
+        self,
+        data: str | Path,
+        output: str | Path,
+        *,
+        image_size: int = 256,
+        protocol: str = "rfid-imagenet-val",
+        overwrite: bool = False,
+    ) -> EvalStats:
         """ADM-centre-crop every image under ``data`` to ``image_size`` and save its statistics."""
         from gigatok_core.images import list_images
 
@@ -109,7 +128,9 @@ class Evaluator:
             raise GigatokError(f"{output} already exists", hint="pass --overwrite to rebuild it")
         paths = list_images([data])
         feats = self.folder_features(paths, image_size=image_size, label="reference")
-        stats = EvalStats.from_features(feats, protocol=protocol, meta=reference_meta(paths, image_size, str(data)))
+        stats = EvalStats.from_features(
+            feats, protocol=protocol, meta=reference_meta(paths, image_size, str(data))
+        )
         save_statistics(output, stats, overwrite=overwrite)
         return stats
 
@@ -117,8 +138,13 @@ class Evaluator:
 # ---------------------------------------------------------------------------------------------
 # Two sides -> numbers
 # ---------------------------------------------------------------------------------------------
-def compute_metrics(samples: EvalStats, ref: EvalStats, *, with_precision_recall: bool = True,
-                    device: torch.device | str = "cpu") -> dict[str, Any]:
+def compute_metrics(
+    samples: EvalStats,
+    ref: EvalStats,
+    *,
+    with_precision_recall: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
     """FID, sFID, IS, precision, recall (each None when the inputs do not allow it), ADM's order.
 
     FID/sFID put the reference first (``ref.frechet_distance(sample)``); IS uses the samples only;

@@ -61,8 +61,10 @@ def _to_nchw(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Te
     """uint8-range (B, H, W, 3) numpy or (B, 3, H, W) tensor -> float32 (B, 3, H, W) on device."""
     if isinstance(batch, np.ndarray):
         if batch.ndim != 4 or batch.shape[-1] != 3:
-            raise GigatokError(f"expected images shaped (N, H, W, 3), got {batch.shape}",
-                               hint="ADM-style npz files hold uint8 NHWC RGB images under arr_0")
+            raise GigatokError(
+                f"expected images shaped (N, H, W, 3), got {batch.shape}",
+                hint="ADM-style npz files hold uint8 NHWC RGB images under arr_0",
+            )
         arr = batch if batch.flags.writeable else batch.copy()  # npz streams are read-only buffers
         return torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(0, 3, 1, 2).float()
     if batch.ndim != 4 or batch.shape[1] != 3:
@@ -122,7 +124,9 @@ def npz_keys(path: str | Path) -> list[str]:
         with np.load(path, allow_pickle=False) as z:
             return list(z.files)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise GigatokError(f"{path} is not a readable .npz file ({err})", hint="pass a folder of images or an npz") from None
+        raise GigatokError(
+            f"{path} is not a readable .npz file ({err})", hint="pass a folder of images or an npz"
+        ) from None
 
 
 def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -140,10 +144,14 @@ def iter_npz_images(path: str | Path, batch_size: int, key: str = "arr_0") -> It
     with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
         shape, fortran, dtype = _npy_header(f)
         if fortran or len(shape) != 4 or shape[-1] != 3:
-            raise GigatokError(f"{path}:{key} has shape {shape}; expected C-ordered (N, H, W, 3) images",
-                               hint="write samples with np.savez(path, arr_0=uint8_nhwc)")
+            raise GigatokError(
+                f"{path}:{key} has shape {shape}; expected C-ordered (N, H, W, 3) images",
+                hint="write samples with np.savez(path, arr_0=uint8_nhwc)",
+            )
         if dtype != np.uint8:
-            raise GigatokError(f"{path}:{key} holds {dtype}, not uint8 pixels", hint="convert the samples to uint8 first")
+            raise GigatokError(
+                f"{path}:{key} holds {dtype}, not uint8 pixels", hint="convert the samples to uint8 first"
+            )
         per_image = int(np.prod(shape[1:]))
         for start in range(0, shape[0], batch_size):
             n = min(batch_size, shape[0] - start)

@@ -72,38 +72,64 @@ def evaluate_generation(
         raise GigatokError(f"--num-classes must lie in 1..{NUM_CLASSES}, got {num_classes}")
     npz_path = Path(save_npz) if save_npz is not None else None
     if npz_path is not None and npz_path.exists() and not overwrite:
-        raise GigatokError(f"{npz_path} already exists", hint="pass --overwrite to replace it, or choose another --save-npz")
+        raise GigatokError(
+            f"{npz_path} already exists", hint="pass --overwrite to replace it, or choose another --save-npz"
+        )
     reference = Path(reference) if reference is not None else default_reference()
     check_protocol(reference, PROTOCOL, force=force)  # before hours of sampling
     from gigatok_core.sample import sample_images
 
     classes = list(range(num_classes))
-    sample_images(classes, output=output, gpt=gpt, tokenizer=tokenizer, num_per_class=num_per_class,
-                  overwrite=overwrite, rank_info=rank_info, **sample_kwargs)
+    sample_images(
+        classes,
+        output=output,
+        gpt=gpt,
+        tokenizer=tokenizer,
+        num_per_class=num_per_class,
+        overwrite=overwrite,
+        rank_info=rank_info,
+        **sample_kwargs,
+    )
     info = rank_info or dist.dist_info()
     if not info.is_main:
         return None  # sample_images ends with a collective: every PNG exists once rank 0 gets here
     paths = sample_paths(output, classes, num_per_class)
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise GigatokError(f"{len(missing)} samples are missing (first: {missing[0]})",
-                           hint="a rank may have failed; run the same command again to resume")
+        raise GigatokError(
+            f"{len(missing)} samples are missing (first: {missing[0]})",
+            hint="a rank may have failed; run the same command again to resume",
+        )
     if npz_path is not None:
         write_sample_npz(paths, npz_path)
-    samples = EvalStats.from_features(evaluator.folder_features(paths, label="samples"), meta={"source": str(output)})
+    samples = EvalStats.from_features(
+        evaluator.folder_features(paths, label="samples"), meta={"source": str(output)}
+    )
     ref = evaluator.load(reference, need_features=with_precision_recall, label="reference")
-    metrics = compute_metrics(samples, ref, with_precision_recall=with_precision_recall, device=evaluator.device)
-    metrics |= {"protocol": PROTOCOL, "reference": str(reference), "num_per_class": num_per_class,
-                "num_classes": num_classes, "samples_dir": str(output),
-                "npz": str(npz_path) if npz_path is not None else None}
+    metrics = compute_metrics(
+        samples, ref, with_precision_recall=with_precision_recall, device=evaluator.device
+    )
+    metrics |= {
+        "protocol": PROTOCOL,
+        "reference": str(reference),
+        "num_per_class": num_per_class,
+        "num_classes": num_classes,
+        "samples_dir": str(output),
+        "npz": str(npz_path) if npz_path is not None else None,
+    }
     return metrics
 
 
 # ---------------------------------------------------------------------------------------------
 # ADM sample batch
 # ---------------------------------------------------------------------------------------------
-def write_sample_npz(paths: Sequence[Path], path: str | Path, *, image_size: int = IMAGE_SIZE,
-                     on_image: Callable[[int], None] | None = None) -> Path:
+def write_sample_npz(
+    paths: Sequence[Path],
+    path: str | Path,
+    *,
+    image_size: int = IMAGE_SIZE,
+    on_image: Callable[[int], None] | None = None,
+) -> Path:
     """Pack PNGs into ``path`` as ADM's evaluator reads them: ``arr_0`` uint8 (N, S, S, 3), in order.
 
     Streamed image by image into a temp file beside ``path`` and renamed at the end (atomic; 50k
@@ -120,13 +146,20 @@ def write_sample_npz(paths: Sequence[Path], path: str | Path, *, image_size: int
         with zipfile.ZipFile(tmp.name, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open("arr_0.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array_header_1_0(
-                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                        "shape": shape})
+                    f,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                        "fortran_order": False,
+                        "shape": shape,
+                    },
+                )
                 for i, p in enumerate(paths):
                     img = np.asarray(read_image(p), dtype=np.uint8)  # (S, S, 3)
                     if img.shape != shape[1:]:
-                        raise GigatokError(f"{p} is {img.shape[1]}x{img.shape[0]}, expected {image_size}x{image_size}",
-                                           hint="ADM's evaluator batch holds 256x256 RGB images")
+                        raise GigatokError(
+                            f"{p} is {img.shape[1]}x{img.shape[0]}, expected {image_size}x{image_size}",
+                            hint="ADM's evaluator batch holds 256x256 RGB images",
+                        )
                     f.write(np.ascontiguousarray(img).tobytes())
                     if on_image:
                         on_image(i + 1)

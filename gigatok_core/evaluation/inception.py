@@ -43,7 +43,9 @@ FEATURE_DIMS = {"pool": 2048, "spatial": 17 * 17 * SPATIAL_CHANNELS, "logits": N
 # ---------------------------------------------------------------------------------------------
 # TF1 ResizeBilinear (align_corners=False, half_pixel_centers=False)
 # ---------------------------------------------------------------------------------------------
-def _tf1_axis(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tf1_axis(
+    in_size: int, out_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source indices (lower, upper) and the float32 lerp weight of TF1's legacy scaler.
 
     ``src = dst * (in / out)`` in float32 (no half-pixel offset); ``lower = floor(src)``,

@@ -41,8 +41,10 @@ class GaussianStats:
         if feats.ndim != 2:
             raise ValueError(f"need (N, D) features, got shape {feats.shape}")
         if len(feats) < 2:
-            raise GigatokError(f"statistics need at least 2 images, got {len(feats)}",
-                               hint="FID is only meaningful over thousands of images (50k in the paper)")
+            raise GigatokError(
+                f"statistics need at least 2 images, got {len(feats)}",
+                hint="FID is only meaningful over thousands of images (50k in the paper)",
+            )
         return cls(mu=feats.mean(axis=0), sigma=np.cov(feats, rowvar=False))
 
 
@@ -70,8 +72,11 @@ def frechet_distance(ref: GaussianStats, other: GaussianStats, eps: float = SQRT
     diff = mu1 - mu2
     covmean = _sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
-        warnings.warn(f"fid calculation produces singular product; adding {eps} to diagonal of cov estimates",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"fid calculation produces singular product; adding {eps} to diagonal of cov estimates",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         offset = np.eye(s1.shape[0]) * eps
         covmean = _sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
@@ -132,7 +137,9 @@ def manifold_radii(feats: torch.Tensor, k: int = PR_K, block: int = PR_BLOCK) ->
     radii = torch.empty(n, dtype=torch.float32, device=feats.device)
     for b in range(0, n, block):
         rows = feats[b : b + block]
-        dist = torch.cat([pairwise_sq_distances(rows, feats[c : c + block]) for c in range(0, n, block)], dim=1)
+        dist = torch.cat(
+            [pairwise_sq_distances(rows, feats[c : c + block]) for c in range(0, n, block)], dim=1
+        )
         radii[b : b + block] = torch.kthvalue(dist, k + 1, dim=1).values
     return radii
 

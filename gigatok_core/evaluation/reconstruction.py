@@ -44,7 +44,9 @@ Gather = Callable[[Any], list[Any]]  # one object per rank -> the objects of all
 
 @dataclass
 class RFIDReport:
-    metrics: dict[str, Any]  # fid (= rFID), sfid, is, precision, recall, psnr, ssim, lpips, codebook_usage, ...
+    metrics: dict[
+        str, Any
+    ]  # fid (= rFID), sfid, is, precision, recall, psnr, ssim, lpips, codebook_usage, ...
     reference: str
     reference_built: bool
     samples_dir: str | None
@@ -109,8 +111,10 @@ def evaluate_reconstruction(
         check = mine if rank_info is not None else range(len(files))  # by hand: ranks run one after another
         clash = [out_dir / f"{i:06d}.png" for i in check if (out_dir / f"{i:06d}.png").exists()]
         if clash:
-            raise GigatokError(f"{clash[0]} (and {len(clash) - 1} more) already exist",
-                               hint="pass --overwrite, or choose another --save-samples folder")
+            raise GigatokError(
+                f"{clash[0]} (and {len(clash) - 1} more) already exist",
+                hint="pass --overwrite, or choose another --save-samples folder",
+            )
     if rank_info is None:
         dist.barrier()
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
@@ -127,8 +131,17 @@ def evaluate_reconstruction(
         lpips_model = build_lpips(vgg_weights, device=dev)
 
     # -- this rank's images ---------------------------------------------------------------------
-    part = _reconstruct_shard(model, [files[i] for i in mine], mine, evaluator=evaluator, lpips_model=lpips_model,
-                              batch_size=batch_size, with_orig=build_ref, out_dir=out_dir, on_progress=on_progress)
+    part = _reconstruct_shard(
+        model,
+        [files[i] for i in mine],
+        mine,
+        evaluator=evaluator,
+        lpips_model=lpips_model,
+        batch_size=batch_size,
+        with_orig=build_ref,
+        out_dir=out_dir,
+        on_progress=on_progress,
+    )
     if gather is not None:
         parts = gather(part)
     elif rank_info is not None:
@@ -139,14 +152,17 @@ def evaluate_reconstruction(
         return None
     merged = merge_shards(parts)  # type: ignore[arg-type]
     if len(merged.indices) != len(files) or not np.array_equal(merged.indices, np.arange(len(files))):
-        raise GigatokError(f"the ranks returned {len(merged.indices)} of {len(files)} images",
-                           hint="every rank must see the same --data folder")
+        raise GigatokError(
+            f"the ranks returned {len(merged.indices)} of {len(files)} images",
+            hint="every rank must see the same --data folder",
+        )
 
     # -- statistics (main rank) -----------------------------------------------------------------
     if build_ref:
         assert merged.orig is not None
-        ref_stats = EvalStats.from_features(merged.orig, protocol=PROTOCOL,
-                                            meta=reference_meta(files, size, str(data)))
+        ref_stats = EvalStats.from_features(
+            merged.orig, protocol=PROTOCOL, meta=reference_meta(files, size, str(data))
+        )
         save_statistics(ref_path, ref_stats, overwrite=True)
     else:
         ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
@@ -161,16 +177,29 @@ def evaluate_reconstruction(
         "world_size": info.world_size,
         "protocol": PROTOCOL,
     }
-    return RFIDReport(metrics=metrics, reference=str(ref_path), reference_built=build_ref,
-                      samples_dir=str(out_dir) if out_dir else None)
+    return RFIDReport(
+        metrics=metrics,
+        reference=str(ref_path),
+        reference_built=build_ref,
+        samples_dir=str(out_dir) if out_dir else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # One rank's work, and putting the ranks back together
 # ---------------------------------------------------------------------------------------------
-def _reconstruct_shard(model: torch.nn.Module, files: list[Path], indices: list[int], *, evaluator: Evaluator,
-                       lpips_model: torch.nn.Module | None, batch_size: int, with_orig: bool, out_dir: Path | None,
-                       on_progress: Callable[[int, int], None] | None) -> ShardResult:
+def _reconstruct_shard(
+    model: torch.nn.Module,
+    files: list[Path],
+    indices: list[int],
+    *,
+    evaluator: Evaluator,
+    lpips_model: torch.nn.Module | None,
+    batch_size: int,
+    with_orig: bool,
+    out_dir: Path | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> ShardResult:
     from gigatok_core.images import load_image, save_png
 
     dev = torch.device(evaluator.device)
@@ -182,7 +211,9 @@ def _reconstruct_shard(model: torch.nn.Module, files: list[Path], indices: list[
     lp: list[float] = []
     used = np.zeros(model.config.codebook_size, dtype=bool)
     for start in range(0, len(files), batch_size):
-        pixels = np.stack([load_image(p, size) for p in files[start : start + batch_size]])  # (B, S, S, 3) uint8
+        pixels = np.stack(
+            [load_image(p, size) for p in files[start : start + batch_size]]
+        )  # (B, S, S, 3) uint8
         out = _reconstruct_batch(model, pixels, dev, lpips_model)
         used[out["codes"].reshape(-1)] = True
         psnr += out["psnr"]
@@ -200,12 +231,17 @@ def _reconstruct_shard(model: torch.nn.Module, files: list[Path], indices: list[
         indices=np.asarray(indices, dtype=np.int64),
         recon=Features.concat(recon_feats) if recon_feats else _empty_features(),
         orig=(Features.concat(orig_feats) if orig_feats else _empty_features()) if with_orig else None,
-        psnr=np.asarray(psnr, dtype=np.float64), ssim=np.asarray(ssim, dtype=np.float64),
-        lpips=np.asarray(lp, dtype=np.float64) if lpips_model is not None else None, used=used)
+        psnr=np.asarray(psnr, dtype=np.float64),
+        ssim=np.asarray(ssim, dtype=np.float64),
+        lpips=np.asarray(lp, dtype=np.float64) if lpips_model is not None else None,
+        used=used,
+    )
 
 
 def _empty_features() -> Features:
-    return Features(np.zeros((0, 2048), np.float32), np.zeros((0, 2023), np.float32), np.zeros((0, 1008), np.float32))
+    return Features(
+        np.zeros((0, 2048), np.float32), np.zeros((0, 2023), np.float32), np.zeros((0, 1008), np.float32)
+    )
 
 
 def merge_shards(parts: list[ShardResult]) -> ShardResult:
@@ -224,15 +260,21 @@ def merge_shards(parts: list[ShardResult]) -> ShardResult:
         return Features(*(cat([getattr(f, k) for f in fs]) for k in ("pool", "spatial", "logits")))
 
     lp = [p.lpips for p in parts]
-    return ShardResult(indices=idx[order], recon=feats("recon"), orig=feats("orig"),  # type: ignore[arg-type]
-                       psnr=cat([p.psnr for p in parts]), ssim=cat([p.ssim for p in parts]),
-                       lpips=None if any(x is None for x in lp) else cat(lp),  # type: ignore[arg-type]
-                       used=np.logical_or.reduce([p.used for p in parts]))
+    return ShardResult(
+        indices=idx[order],
+        recon=feats("recon"),
+        orig=feats("orig"),  # type: ignore[arg-type]
+        psnr=cat([p.psnr for p in parts]),
+        ssim=cat([p.ssim for p in parts]),
+        lpips=None if any(x is None for x in lp) else cat(lp),  # type: ignore[arg-type]
+        used=np.logical_or.reduce([p.used for p in parts]),
+    )
 
 
 @torch.inference_mode()
-def _reconstruct_batch(model: torch.nn.Module, pixels: np.ndarray, dev: torch.device,
-                       lpips_model: torch.nn.Module | None) -> dict[str, Any]:
+def _reconstruct_batch(
+    model: torch.nn.Module, pixels: np.ndarray, dev: torch.device, lpips_model: torch.nn.Module | None
+) -> dict[str, Any]:
     from gigatok_core.image_metrics import official_psnr_ssim
     from gigatok_core.images import to_tensor, to_uint8
 
@@ -248,5 +290,10 @@ def _reconstruct_batch(model: torch.nn.Module, pixels: np.ndarray, dev: torch.de
         from gigatok_core.image_metrics import lpips_distance
 
         lp = lpips_distance(lpips_model, x, recon).cpu().tolist()
-    return {"codes": codes.cpu().numpy(), "recon_u8": recon_u8, "psnr": [p for p, _ in pairs],
-            "ssim": [s for _, s in pairs], "lpips": lp}
+    return {
+        "codes": codes.cpu().numpy(),
+        "recon_u8": recon_u8,
+        "psnr": [p for p, _ in pairs],
+        "ssim": [s for _, s in pairs],
+        "lpips": lp,
+    }

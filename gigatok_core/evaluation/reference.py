@@ -54,7 +54,9 @@ class EvalStats:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_features(cls, feats: Features, protocol: str | None = None, meta: dict[str, Any] | None = None) -> EvalStats:
+    def from_features(
+        cls, feats: Features, protocol: str | None = None, meta: dict[str, Any] | None = None
+    ) -> EvalStats:
         return cls(
             pool_stats=GaussianStats.from_features(feats.pool),
             spatial_stats=GaussianStats.from_features(feats.spatial),
@@ -83,13 +85,19 @@ def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def save_statistics(path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True) -> Path:
+def save_statistics(
+    path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True
+) -> Path:
     """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
     path = Path(path)
     if path.suffix != ".npz":
-        raise GigatokError(f"statistics files end in .npz, got {path.name}", hint="name the output something.npz")
+        raise GigatokError(
+            f"statistics files end in .npz, got {path.name}", hint="name the output something.npz"
+        )
     if path.exists() and not overwrite:
-        raise GigatokError(f"{path} already exists", hint="pass --overwrite to replace it, or choose another --output")
+        raise GigatokError(
+            f"{path} already exists", hint="pass --overwrite to replace it, or choose another --output"
+        )
     if stats.pool_stats is None:
         raise ValueError("no pool statistics to save")
     arrays: dict[str, np.ndarray] = {"mu": stats.pool_stats.mu, "sigma": stats.pool_stats.sigma}
@@ -113,10 +121,14 @@ def load_statistics(path: str | Path) -> EvalStats:
             keys = set(z.files)
             arrays = {k: z[k] for k in (*STAT_KEYS, "pool", "gigatok_protocol", "gigatok_meta") if k in keys}
     except (OSError, ValueError) as err:
-        raise GigatokError(f"{path} is not a readable .npz file ({err})", hint="pass a statistics npz") from None
+        raise GigatokError(
+            f"{path} is not a readable .npz file ({err})", hint="pass a statistics npz"
+        ) from None
     if "mu" not in arrays or "sigma" not in arrays:
-        raise GigatokError(f"{path} has no mu/sigma statistics (keys: {', '.join(sorted(keys))})",
-                           hint="build one with `gigatok eval build-ref`, or pass an image npz with arr_0")
+        raise GigatokError(
+            f"{path} has no mu/sigma statistics (keys: {', '.join(sorted(keys))})",
+            hint="build one with `gigatok eval build-ref`, or pass an image npz with arr_0",
+        )
     spatial = None
     if "mu_s" in arrays and "sigma_s" in arrays:
         spatial = GaussianStats(arrays["mu_s"].astype(np.float64), arrays["sigma_s"].astype(np.float64))
@@ -159,9 +171,11 @@ def check_protocol(path: str | Path, expected: str, *, force: bool = False) -> s
         raise GigatokError(
             f"{Path(path).name} is a reference for {found!r} ({PROTOCOLS.get(found, 'unknown protocol')}), "
             f"but this evaluation is {expected!r} ({PROTOCOLS[expected]}); the numbers would not be comparable",
-            hint=("for rFID build the validation reference with `gigatok eval build-ref --data VAL_DIR --output FILE`"
-                  if expected == "rfid-imagenet-val" else
-                  f"for gFID use {ADM_BATCH_NAME}.npz (`gigatok download {ADM_BATCH_NAME}.npz`)")
+            hint=(
+                "for rFID build the validation reference with `gigatok eval build-ref --data VAL_DIR --output FILE`"
+                if expected == "rfid-imagenet-val"
+                else f"for gFID use {ADM_BATCH_NAME}.npz (`gigatok download {ADM_BATCH_NAME}.npz`)"
+            )
             + "; pass --force to compare anyway",
         )
     return found
@@ -170,7 +184,9 @@ def check_protocol(path: str | Path, expected: str, *, force: bool = False) -> s
 # ---------------------------------------------------------------------------------------------
 # Building references from an image folder
 # ---------------------------------------------------------------------------------------------
-def default_reference_path(paths: Sequence[Path], image_size: int, protocol: str = "rfid-imagenet-val") -> Path:
+def default_reference_path(
+    paths: Sequence[Path], image_size: int, protocol: str = "rfid-imagenet-val"
+) -> Path:
     """Cache location of the reference for exactly these files (names and sizes hashed)."""
     from gigatok_core.hub import cache_dir
 
@@ -183,5 +199,11 @@ def default_reference_path(paths: Sequence[Path], image_size: int, protocol: str
 def reference_meta(paths: Sequence[Path], image_size: int, data: str) -> dict[str, Any]:
     from gigatok_core import __version__
 
-    return {"source": data, "image_size": image_size, "crop": "adm-center-crop",
-            "inception": "pt_inception-2015-12-05", "gigatok_version": __version__, "files": len(paths)}
+    return {
+        "source": data,
+        "image_size": image_size,
+        "crop": "adm-center-crop",
+        "inception": "pt_inception-2015-12-05",
+        "gigatok_version": __version__,
+        "files": len(paths),
+    }

@@ -55,29 +55,39 @@ def image_folder(root: str | Path, max_classes: int) -> tuple[list[Path], list[i
 
     root = Path(root)
     if not root.is_dir():
-        raise GigatokError(f"--data {root} is not a folder",
-                           hint="pass an ImageFolder tree: one sub-folder per class (e.g. ImageNet val in n0xxxxxxx/)")
+        raise GigatokError(
+            f"--data {root} is not a folder",
+            hint="pass an ImageFolder tree: one sub-folder per class (e.g. ImageNet val in n0xxxxxxx/)",
+        )
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise GigatokError(f"{root} has no class sub-folders",
-                           hint="val-loss needs labels: put each class's images in its own sub-folder "
-                                "(sorted folder names -> labels 0, 1, ...)")
+        raise GigatokError(
+            f"{root} has no class sub-folders",
+            hint="val-loss needs labels: put each class's images in its own sub-folder "
+            "(sorted folder names -> labels 0, 1, ...)",
+        )
     if len(classes) > max_classes:
-        raise GigatokError(f"{root} has {len(classes)} class folders but the GPT knows {max_classes} classes",
-                           hint="point --data at the class folders of the GPT's dataset (ImageNet: 1000)")
+        raise GigatokError(
+            f"{root} has {len(classes)} class folders but the GPT knows {max_classes} classes",
+            hint="point --data at the class folders of the GPT's dataset (ImageNet: 1000)",
+        )
     files: list[Path] = []
     labels: list[int] = []
     empty = []
     for label, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        found = sorted(
+            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
         if not found:
             empty.append(name)
         files += found
         labels += [label] * len(found)
     if empty:
-        raise GigatokError(f"{len(empty)} class folder(s) hold no image (first: {root / empty[0]})",
-                           hint=f"remove them (labels come from the sorted folder names); extensions: "
-                                f"{' '.join(IMAGE_EXTENSIONS)}")
+        raise GigatokError(
+            f"{len(empty)} class folder(s) hold no image (first: {root / empty[0]})",
+            hint=f"remove them (labels come from the sorted folder names); extensions: "
+            f"{' '.join(IMAGE_EXTENSIONS)}",
+        )
     return files, labels, classes
 
 
@@ -143,15 +153,29 @@ def validation_loss(
         if on_progress:
             on_progress(done, len(mine))
 
-    parts = gather(rows) if gather is not None else [rows] if rank_info is not None else dist.all_gather_objects(rows)
+    parts = (
+        gather(rows)
+        if gather is not None
+        else [rows]
+        if rank_info is not None
+        else dist.all_gather_objects(rows)
+    )
     if not info.is_main:
         return None
     merged = sorted(r for part in parts for r in part)  # type: ignore[attr-defined]
     if [r[0] for r in merged] != batches:
-        raise GigatokError(f"the ranks returned {len(merged)} of {len(batches)} batches",
-                           hint="every rank must see the same --data folder")
+        raise GigatokError(
+            f"the ranks returned {len(merged)} of {len(batches)} batches",
+            hint="every rank must see the same --data folder",
+        )
     return ValLossReport(
         val_loss=float(np.mean([r[1] for r in merged])),
         val_loss_per_token=sum(r[2] for r in merged) / sum(r[3] for r in merged),
-        num_images=len(files), num_batches=len(batches), num_classes=len(classes), batch_size=batch_size,
-        precision=precision, gpt=gpt, tokenizer=tok_name)
+        num_images=len(files),
+        num_batches=len(batches),
+        num_classes=len(classes),
+        batch_size=batch_size,
+        precision=precision,
+        gpt=gpt,
+        tokenizer=tok_name,
+    )

@@ -70,7 +70,9 @@ def file_lock(rec: WeightsRecord) -> FileLock:
 
 def offline() -> bool:
     """``GIGATOK_OFFLINE=1`` (or Hugging Face's ``HF_HUB_OFFLINE=1``): never touch the network."""
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("GIGATOK_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in _TRUE for var in ("GIGATOK_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,8 +25,12 @@ ALIASES: dict[str, str] = {
 def known_names() -> list[str]:
     """The names worth suggesting (weights file names are accepted too, but not listed)."""
     released_gpts = {registry.gpt_release(r).gpt for r in registry.release_names()}
-    return [*(n for n in registry.tokenizer_names() if registry.tokenizer_preset(n).weights),
-            *registry.release_names(), *(n for n in registry.gpt_names() if n in released_gpts), *ALIASES]
+    return [
+        *(n for n in registry.tokenizer_names() if registry.tokenizer_preset(n).weights),
+        *registry.release_names(),
+        *(n for n in registry.gpt_names() if n in released_gpts),
+        *ALIASES,
+    ]
 
 
 def owner_of(key: str) -> tuple[str, str] | None:
@@ -49,8 +53,10 @@ def resolve_name(name: str, *, with_tokenizer: bool = True) -> list[str]:
     if name in registry.tokenizer_names():
         weights = registry.tokenizer_preset(name).weights
         if weights is None:
-            raise GigatokError(f"tokenizer preset {name!r} has no released weights",
-                               hint="train it with `gigatok train`, or pick one listed by `gigatok download --list`")
+            raise GigatokError(
+                f"tokenizer preset {name!r} has no released weights",
+                hint="train it with `gigatok train`, or pick one listed by `gigatok download --list`",
+            )
         return [weights]
     if name in registry.release_names() or name in registry.gpt_names():
         if name in registry.release_names():
@@ -58,8 +64,10 @@ def resolve_name(name: str, *, with_tokenizer: bool = True) -> list[str]:
         else:
             _, found = registry.resolve_pair(name, None)
             if found is None:
-                raise GigatokError(f"GPT preset {name!r} has no released weights",
-                                   hint="see `gigatok download --list` for the released (GPT, tokenizer) pairs")
+                raise GigatokError(
+                    f"GPT preset {name!r} has no released weights",
+                    hint="see `gigatok download --list` for the released (GPT, tokenizer) pairs",
+                )
             rel = found
         keys = [rel.weights]
         if with_tokenizer:
@@ -116,7 +124,17 @@ def catalog_rows() -> list[dict[str, Any]]:
             params, paper = registry.gpt_preset(rel.gpt).params, dict(rel.paper)
         path = cached_path(key)
         entry = manifest_entry(key) or {}
-        rows.append({"preset": display_name(key), "kind": rec.kind, "params": params, "paper": paper,
-                     "size": entry.get("size") or rec.size, "cached": str(path) if path else None,
-                     "file": key, "license": rec.license, "description": rec.description})
+        rows.append(
+            {
+                "preset": display_name(key),
+                "kind": rec.kind,
+                "params": params,
+                "paper": paper,
+                "size": entry.get("size") or rec.size,
+                "cached": str(path) if path else None,
+                "file": key,
+                "license": rec.license,
+                "description": rec.description,
+            }
+        )
     return rows

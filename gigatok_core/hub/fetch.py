@@ -56,8 +56,9 @@ def fetch_weights(name: str, *, progress: bool = True, shapes: ShapesFn | None =
     return fetch_record(registry.weights_record(name), key=name, progress=progress, shapes=shapes)
 
 
-def fetch_record(rec: WeightsRecord, *, key: str | None = None, progress: bool = True,
-                 shapes: ShapesFn | None = None) -> Path:
+def fetch_record(
+    rec: WeightsRecord, *, key: str | None = None, progress: bool = True, shapes: ShapesFn | None = None
+) -> Path:
     """:func:`fetch_weights` for a record (registered or not)."""
     key = key or rec.file
     progress = progress and os.environ.get("LOCAL_RANK", "0") == "0"  # one bar per machine under torchrun
@@ -84,9 +85,11 @@ def import_weights(path: str | Path, preset: str, *, shapes: ShapesFn | None = N
         try:
             return _accept(rec, key, raw, sha, origin=f"import:{src.name}", shapes=shapes)
         except Rejected as err:
-            raise GigatokError(f"{src} was not imported as {preset} ({rec.file}): {err}",
-                               hint=f"make sure it is {rec.file} from {', '.join(human_urls(rec.sources[0]))}; "
-                                    "a Drive error page saved as a file is not a checkpoint") from None
+            raise GigatokError(
+                f"{src} was not imported as {preset} ({rec.file}): {err}",
+                hint=f"make sure it is {rec.file} from {', '.join(human_urls(rec.sources[0]))}; "
+                "a Drive error page saved as a file is not a checkpoint",
+            ) from None
 
 
 def cached_path(key: str) -> Path | None:
@@ -122,7 +125,13 @@ def verify_cache(keys: list[str] | None = None) -> list[VerifyResult]:
             if sha != entry["stored_sha256"]:
                 stored.unlink()
                 cache.drop_entry(key)
-                out.append(VerifyResult(key, "corrupt", f"sha256 {sha[:12]}… != recorded {entry['stored_sha256'][:12]}…; deleted"))
+                out.append(
+                    VerifyResult(
+                        key,
+                        "corrupt",
+                        f"sha256 {sha[:12]}… != recorded {entry['stored_sha256'][:12]}…; deleted",
+                    )
+                )
                 continue
             cache.update_entry(key, stored_mtime_ns=stored.stat().st_mtime_ns)
             out.append(VerifyResult(key, "ok", sha))
@@ -195,14 +204,28 @@ def _check_cached(rec: WeightsRecord, key: str, shapes: ShapesFn | None) -> Path
     expected = (shapes or structure.preset_shapes)(rec)
     try:
         if expected is not None:
-            structure.check_shapes(structure.safetensors_shapes(stored), expected, source=stored.name,
-                                   what=catalog.display_name(key))
+            structure.check_shapes(
+                structure.safetensors_shapes(stored),
+                expected,
+                source=stored.name,
+                what=catalog.display_name(key),
+            )
     except GigatokError:
         stored.unlink()
         return None
-    cache.record_entry(key, {"kind": rec.kind, "origin": "found in cache", "size": None, "sha256": None,
-                             "stored": stored.name, "stored_sha256": sha, **cache.stat_fields(stored),
-                             "structure_checked": expected is not None})
+    cache.record_entry(
+        key,
+        {
+            "kind": rec.kind,
+            "origin": "found in cache",
+            "size": None,
+            "sha256": None,
+            "stored": stored.name,
+            "stored_sha256": sha,
+            **cache.stat_fields(stored),
+            "structure_checked": expected is not None,
+        },
+    )
     return stored
 
 
@@ -214,7 +237,11 @@ def _obtain(rec: WeightsRecord, key: str, progress: bool, shapes: ShapesFn | Non
     candidates = ([raw] if raw.is_file() and rec.kind != "aux" else []) + local_candidates(rec)
     for cand in candidates:
         try:
-            sha = cache.sha256_file(raw) if cand == raw else (cache.link_or_copy(cand, raw) or cache.sha256_file(raw))
+            sha = (
+                cache.sha256_file(raw)
+                if cand == raw
+                else (cache.link_or_copy(cand, raw) or cache.sha256_file(raw))
+            )
             found = _accept(rec, key, raw, sha, origin=str(cand), shapes=shapes)
             _say(progress, f"reused {cand}")
             return found
@@ -238,7 +265,9 @@ def _obtain(rec: WeightsRecord, key: str, progress: bool, shapes: ShapesFn | Non
     raise _download_error(rec, key, failures, notes)
 
 
-def _accept(rec: WeightsRecord, key: str, raw: Path, sha: str, *, origin: str, shapes: ShapesFn | None) -> Path:
+def _accept(
+    rec: WeightsRecord, key: str, raw: Path, sha: str, *, origin: str, shapes: ShapesFn | None
+) -> Path:
     """Verify ``raw`` (already in our cache), convert a model checkpoint, record it. Raises
     :class:`Rejected` after deleting ``raw``."""
     size = raw.stat().st_size
@@ -260,13 +289,24 @@ def _accept(rec: WeightsRecord, key: str, raw: Path, sha: str, *, origin: str, s
     stored = cache.stored_path(rec)
     expected = (shapes or structure.preset_shapes)(rec)
     try:
-        used = structure.convert(raw, stored, kind=rec.kind, expected=expected, what=catalog.display_name(key),
-                                 metadata={"source_sha256": sha})
+        used = structure.convert(
+            raw,
+            stored,
+            kind=rec.kind,
+            expected=expected,
+            what=catalog.display_name(key),
+            metadata={"source_sha256": sha},
+        )
     except GigatokError as err:
         raw.unlink(missing_ok=True)
         raise Rejected(err.message) from None
-    entry.update(stored=stored.name, stored_sha256=cache.sha256_file(stored), entry=used,
-                 structure_checked=expected is not None, **cache.stat_fields(stored))
+    entry.update(
+        stored=stored.name,
+        stored_sha256=cache.sha256_file(stored),
+        entry=used,
+        structure_checked=expected is not None,
+        **cache.stat_fields(stored),
+    )
     cache.record_entry(key, entry)
     raw.unlink()  # the safetensors holds everything the models need
     return stored
@@ -286,23 +326,29 @@ def _offline_error(rec: WeightsRecord, key: str, notes: list[str]) -> GigatokErr
         f"{rec.file} is not in the cache ({cache.weights_dir()}) and offline mode is on "
         f"(GIGATOK_OFFLINE / HF_HUB_OFFLINE){extra}; it comes from {_where_to_get(rec)}",
         hint=f"on a machine with internet run `gigatok download {name}` and copy "
-             f"{cache.stored_path(rec).name} into {cache.weights_dir()}, or download the file by hand "
-             f"and run `gigatok download --import FILE --preset {name}`",
+        f"{cache.stored_path(rec).name} into {cache.weights_dir()}, or download the file by hand "
+        f"and run `gigatok download --import FILE --preset {name}`",
     )
 
 
-def _download_error(rec: WeightsRecord, key: str, failures: list[SourceFailed], notes: list[str]) -> GigatokError:
+def _download_error(
+    rec: WeightsRecord, key: str, failures: list[SourceFailed], notes: list[str]
+) -> GigatokError:
     name = catalog.display_name(key)
     what = "; ".join([str(f) for f in failures] + notes)
     drive = [f for f in failures if f.drive_problem]
     if drive:
-        hint = (f"open {_where_to_get(rec)} in a browser, download {rec.file}, then run "
-                f"`gigatok download --import FILE --preset {name}`")
+        hint = (
+            f"open {_where_to_get(rec)} in a browser, download {rec.file}, then run "
+            f"`gigatok download --import FILE --preset {name}`"
+        )
         if any(f.drive_problem == "quota" for f in drive):
             hint += " (or retry in 24 hours: Drive resets the quota daily)"
     elif any(f.resumable for f in failures):
-        hint = (f"check the network and run the command again: the partial download "
-                f"{cache.part_path(rec)} is resumed")
+        hint = (
+            f"check the network and run the command again: the partial download "
+            f"{cache.part_path(rec)} is resumed"
+        )
     else:
         hint = f"download it by hand from {_where_to_get(rec)} and run `gigatok download --import FILE --preset {name}`"
     return GigatokError(f"could not download {rec.file}: {what}", hint=hint)

@@ -150,7 +150,9 @@ def fetch_drive(file_id: str, part: Path, *, label: str, progress: bool, sess: r
             info = parse_drive_page(page.text, page.url, page.status)
         except TransferError as err:
             if err.status in (401, 403, 404):
-                pages.append(DrivePage(problem="missing" if err.status == 404 else "permission", detail=str(err)))
+                pages.append(
+                    DrivePage(problem="missing" if err.status == 404 else "permission", detail=str(err))
+                )
             else:
                 errors.append(err)
             continue

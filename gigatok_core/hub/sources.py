@@ -23,9 +23,16 @@ from gigatok_core.registry import WeightsRecord
 class SourceFailed(Exception):
     """One source did not give the file; ``drive_problem`` is set for a refused Drive download."""
 
-    def __init__(self, source: str, reason: str, *, drive_problem: str | None = None, resumable: bool = False):
+    def __init__(
+        self, source: str, reason: str, *, drive_problem: str | None = None, resumable: bool = False
+    ):
         super().__init__(f"{source}: {reason}")
-        self.source, self.reason, self.drive_problem, self.resumable = source, reason, drive_problem, resumable
+        self.source, self.reason, self.drive_problem, self.resumable = (
+            source,
+            reason,
+            drive_problem,
+            resumable,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,7 +73,13 @@ def preset_shapes(rec: WeightsRecord) -> Shapes | None:
 # Conversion
 # ---------------------------------------------------------------------------------------------
 def convert(
-    raw: Path, out: Path, *, kind: str, expected: Shapes | None, what: str, metadata: Mapping[str, str] | None = None
+    raw: Path,
+    out: Path,
+    *,
+    kind: str,
+    expected: Shapes | None,
+    what: str,
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Check ``raw``'s weights entry against ``expected`` and write it to ``out`` (safetensors,
     atomically). Returns the entry name used. Raises :class:`GigatokError` for a wrong file."""
@@ -85,14 +91,18 @@ def convert(
     with open(raw, "rb") as f:
         head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
-        raise GigatokError(f"{raw.name} is a web page (HTML), not a checkpoint",
-                           hint="Drive sometimes serves an error page; download the file again")
+        raise GigatokError(
+            f"{raw.name} is a web page (HTML), not a checkpoint",
+            hint="Drive sometimes serves an error page; download the file again",
+        )
     ckpt = read_checkpoint(raw)
     sd, entry = extract_state_dict(ckpt, prefer=PREFER[kind], source=raw.name)
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise GigatokError(f"{raw.name}: entry {entry!r} holds non-tensor values (first: {bad[0]})",
-                           hint="this is not an official GigaTok checkpoint")
+        raise GigatokError(
+            f"{raw.name}: entry {entry!r} holds non-tensor values (first: {bad[0]})",
+            hint="this is not an official GigaTok checkpoint",
+        )
     if expected is not None:
         check_shapes({k: tuple(v.shape) for k, v in sd.items()}, expected, source=raw.name, what=what)
     tensors, seen = {}, set()
@@ -121,5 +131,7 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as err:  # a truncated or foreign file
-        raise GigatokError(f"{path} is not a readable safetensors file ({err})",
-                           hint="delete it; it is downloaded again on the next use") from None
+        raise GigatokError(
+            f"{path} is not a readable safetensors file ({err})",
+            hint="delete it; it is downloaded again on the next use",
+        ) from None

@@ -93,7 +93,12 @@ def download(
             if not err.retryable:
                 raise
             last = err
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Short) as err:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            _Short,
+        ) as err:
             last = err
     raise TransferError(f"{url}: gave up after {retries + 1} attempts ({last})", retryable=True)
 
@@ -117,7 +122,9 @@ def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests
             start, total = _content_range(resp.headers.get("Content-Range", ""))
             if start != offset:
                 part.unlink(missing_ok=True)
-                raise TransferError(f"{url}: resumed at byte {start}, not {offset}; restarting", retryable=True)
+                raise TransferError(
+                    f"{url}: resumed at byte {start}, not {offset}; restarting", retryable=True
+                )
         else:  # 200: the whole file (a server that ignores Range restarts us from zero)
             offset = 0
             length = resp.headers.get("Content-Length")
@@ -175,8 +182,14 @@ class _Bar:
                 TransferSpeedColumn,
             )
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
             self._progress.start()
             self._task = self._progress.add_task(self.label, total=self.total, completed=self.done)
         return self

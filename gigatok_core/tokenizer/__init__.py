@@ -1,8 +1,8 @@
 """The GigaTok VQ tokenizer (spec tokenizer §2-4, §10): model, builder and checkpoint loader.
 
-    tok = load_tokenizer("s-s")                 # official weights via the cache
-    codes = tok.encode(images)                  # (B,3,256,256) in [-1,1] -> (B,256) int64
-    recon = tok.decode_codes(codes)             # -> (B,3,256,256), unclamped
+tok = load_tokenizer("s-s")                 # official weights via the cache
+codes = tok.encode(images)                  # (B,3,256,256) in [-1,1] -> (B,256) int64
+recon = tok.decode_codes(codes)             # -> (B,3,256,256), unclamped
 """
 
 from gigatok_core.tokenizer.load import build_tokenizer, guess_preset, load_tokenizer

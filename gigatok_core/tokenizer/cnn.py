@@ -113,8 +113,15 @@ class _Level(nn.Module):
 class CNNEncoder(nn.Module):
     """(B, 3, H, W) -> (B, z_channels, H/16, W/16) for ch_mult of length 5."""
 
-    def __init__(self, ch: int, ch_mult: list[int], num_res_blocks: int, z_channels: int,
-                 dropout: float = 0.0, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        ch: int,
+        ch_mult: list[int],
+        num_res_blocks: int,
+        z_channels: int,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         in_mult = (1, *ch_mult)
@@ -122,8 +129,10 @@ class CNNEncoder(nn.Module):
         block_out = ch
         for i, mult in enumerate(ch_mult):
             block_in, block_out = ch * in_mult[i], ch * mult
-            blocks = [ResnetBlock(block_in if j == 0 else block_out, block_out, dropout)
-                      for j in range(num_res_blocks)]
+            blocks = [
+                ResnetBlock(block_in if j == 0 else block_out, block_out, dropout)
+                for j in range(num_res_blocks)
+            ]
             level = _Level(blocks)
             if i < len(ch_mult) - 1:
                 level.downsample = Downsample(block_out)
@@ -147,8 +156,15 @@ class CNNEncoder(nn.Module):
 class CNNDecoder(nn.Module):
     """(B, z_channels, h, w) -> (B, 3, 16h, 16w); adaptive GN driven by the input itself."""
 
-    def __init__(self, ch: int, ch_mult: list[int], num_res_blocks: int, z_channels: int,
-                 dropout: float = 0.0, out_channels: int = 3) -> None:
+    def __init__(
+        self,
+        ch: int,
+        ch_mult: list[int],
+        num_res_blocks: int,
+        z_channels: int,
+        dropout: float = 0.0,
+        out_channels: int = 3,
+    ) -> None:
         super().__init__()
         block_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
@@ -158,8 +174,10 @@ class CNNDecoder(nn.Module):
         for i, mult in enumerate(reversed(ch_mult)):
             block_out = ch * mult
             adaptive.append(AdaptiveGroupNorm(z_channels, block_in))
-            blocks = [ResnetBlock(block_in if j == 0 else block_out, block_out, dropout)
-                      for j in range(num_res_blocks)]
+            blocks = [
+                ResnetBlock(block_in if j == 0 else block_out, block_out, dropout)
+                for j in range(num_res_blocks)
+            ]
             level = _Level(blocks)
             if i < len(ch_mult) - 1:
                 level.upsample = D2SUpsample(block_out)

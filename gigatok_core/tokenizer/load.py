@@ -19,8 +19,9 @@ RANDOM_SEED = 0
 DISTILL_REASON = "training-only semantic-regularization head"
 
 
-def build_tokenizer(cfg: TokenizerConfig, *, with_distill: bool = False,
-                    device: str | torch.device | None = None) -> VQTokenizer:
+def build_tokenizer(
+    cfg: TokenizerConfig, *, with_distill: bool = False, device: str | torch.device | None = None
+) -> VQTokenizer:
     """An uninitialised-by-checkpoint tokenizer (official random init) on ``device``.
 
     ``device="meta"`` builds the module tree without allocating weights (for shape checks).
@@ -73,14 +74,18 @@ def load_tokenizer(
         sd, _ = extract_state_dict(read_checkpoint(checkpoint), source=str(checkpoint))
         name_or_path = guess_preset(sd) or ""
         if not name_or_path:
-            raise GigatokError(f"{checkpoint} does not match any tokenizer preset",
-                               hint="name the preset and pass the file as checkpoint (--checkpoint FILE)")
+            raise GigatokError(
+                f"{checkpoint} does not match any tokenizer preset",
+                hint="name the preset and pass the file as checkpoint (--checkpoint FILE)",
+            )
     preset = tokenizer_preset(name_or_path)
     cfg = preset.config
     if checkpoint is None and preset.weights is None:
         if preset.name not in RANDOM_OK:
-            raise GigatokError(f"tokenizer preset {preset.name!r} has no released weights",
-                               hint="pass a checkpoint file (--checkpoint FILE) trained with this preset")
+            raise GigatokError(
+                f"tokenizer preset {preset.name!r} has no released weights",
+                hint="pass a checkpoint file (--checkpoint FILE) trained with this preset",
+            )
         gen = torch.Generator().manual_seed(RANDOM_SEED)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
@@ -98,7 +103,9 @@ def load_tokenizer(
     model = model.to_empty(device=device)  # weights are written straight onto the target device
     drop = {} if with_distill else {f"{_vit_decoder_name(cfg)}.{DISTILL_PREFIX}": DISTILL_REASON}
     try:
-        load_strict(model, state_dict, source=str(path), expected=f"tokenizer preset {preset.name!r}", drop=drop)
+        load_strict(
+            model, state_dict, source=str(path), expected=f"tokenizer preset {preset.name!r}", drop=drop
+        )
     except GigatokError as err:
         other = guess_preset(state_dict)
         if other and other != preset.name:

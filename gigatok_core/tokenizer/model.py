@@ -70,8 +70,9 @@ class VQTokenizer(nn.Module):
             self.s2dencoder = ViTEncoder2D(ew, ed, eh, z, g, kind)
             self.s2ddecoder = ViTDecoder2D(dw, dd, dh, z, g, kind, cfg.distill_depth, distill_dim)
         self.decoder = CNNDecoder(cfg.cnn_channels, cfg.ch_mult, cfg.decoder_res_blocks, z, cfg.dropout)
-        self.quantize = VectorQuantizer(cfg.codebook_size, cfg.codebook_dim, cfg.commit_beta,
-                                        cfg.entropy_loss_ratio, cfg.rot)
+        self.quantize = VectorQuantizer(
+            cfg.codebook_size, cfg.codebook_dim, cfg.commit_beta, cfg.entropy_loss_ratio, cfg.rot
+        )
         self.quant_conv = nn.Conv2d(z, cfg.codebook_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.codebook_dim, z, 1)
 
@@ -113,8 +114,10 @@ class VQTokenizer(nn.Module):
     def _check_images(self, x: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
-            raise GigatokError(f"the tokenizer takes (B, 3, {size}, {size}) images, got {tuple(x.shape)}",
-                               hint=f"center-crop and resize the images to {size}x{size} first")
+            raise GigatokError(
+                f"the tokenizer takes (B, 3, {size}, {size}) images, got {tuple(x.shape)}",
+                hint=f"center-crop and resize the images to {size}x{size} first",
+            )
         return x.to(device=self.device, dtype=self.dtype)
 
     # -----------------------------------------------------------------------------------------
@@ -147,9 +150,11 @@ class VQTokenizer(nn.Module):
             raise GigatokError(f"expected codes of shape (B, {self.num_tokens}), got {tuple(codes.shape)}")
         codes = codes.to(device=self.device, dtype=torch.long)
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size):
-            raise GigatokError(f"codes must lie in [0, {self.config.codebook_size}); got "
-                               f"[{int(codes.min())}, {int(codes.max())}]",
-                               hint="the codes were probably made with another tokenizer preset")
+            raise GigatokError(
+                f"codes must lie in [0, {self.config.codebook_size}); got "
+                f"[{int(codes.min())}, {int(codes.max())}]",
+                hint="the codes were probably made with another tokenizer preset",
+            )
         rows = self.quantize.lookup(codes).to(self.dtype)  # (B, N, D)
         b, _, h, w = self.latent_shape(codes.shape[0])
         return rows.transpose(1, 2).reshape(b, -1, h, w)
@@ -157,8 +162,9 @@ class VQTokenizer(nn.Module):
     def decode_spatial(self, z_q: torch.Tensor, *, distill: bool = False):
         """Latent (B,D,1,N) -> (rec_spatial (B,Z,g,g), distill features or None)."""
         if distill and not hasattr(self.vit_decoder, "distill_mlp"):
-            raise GigatokError("this tokenizer was built without the distill head",
-                               hint="build it with with_distill=True")
+            raise GigatokError(
+                "this tokenizer was built without the distill head", hint="build it with with_distill=True"
+            )
         return self.vit_decoder(self.post_quant_conv(z_q.to(self.dtype)), distill=distill)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
@@ -173,8 +179,9 @@ class VQTokenizer(nn.Module):
     # -----------------------------------------------------------------------------------------
     # The official training/eval forward
     # -----------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, *, rec_loss: bool | None = None,
-                distill: bool | None = None) -> TokenizerOutput:
+    def forward(
+        self, x: torch.Tensor, *, rec_loss: bool | None = None, distill: bool | None = None
+    ) -> TokenizerOutput:
         """Encode, quantize (rotation trick), decode. In train mode also the losses (spec §8.1).
 
         ``rec_loss`` (default: training) adds the aux shortcut ``decoder(s)`` and the feature
@@ -186,9 +193,15 @@ class VQTokenizer(nn.Module):
         h, inter = self.encode_latent(x, intermediates=True)
         q = self.quantize(h)
         rec_spatial, feat = self.decode_spatial(q.z_q, distill=distill)
-        out = TokenizerOutput(recon=self.decoder(rec_spatial), codes=q.codes, vq_loss=q.vq_loss,
-                              commit_loss=q.commit_loss, entropy_loss=q.entropy_loss, usage=q.usage,
-                              distill_feat=feat)
+        out = TokenizerOutput(
+            recon=self.decoder(rec_spatial),
+            codes=q.codes,
+            vq_loss=q.vq_loss,
+            commit_loss=q.commit_loss,
+            entropy_loss=q.entropy_loss,
+            usage=q.usage,
+            distill_feat=feat,
+        )
         if rec_loss:
             s = inter["cnn_enc"]
             out.direct_recon = self.decoder(s)
@@ -205,7 +218,9 @@ class VQTokenizer(nn.Module):
 def init_weights(model: VQTokenizer, generator: torch.Generator | None = None) -> None:
     """Spec §2: trunc-normal(0.02) Linear/Conv, zero biases, unit LayerNorms, xavier in_proj,
     width^-0.5 normal positional embeddings; quantizer and quant convs keep torch defaults."""
-    skip = {id(m) for part in (model.quantize, model.quant_conv, model.post_quant_conv) for m in part.modules()}
+    skip = {
+        id(m) for part in (model.quantize, model.quant_conv, model.post_quant_conv) for m in part.modules()
+    }
     for m in model.modules():
         if id(m) in skip:
             continue

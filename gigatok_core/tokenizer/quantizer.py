@@ -71,8 +71,9 @@ def entropy_loss(distances: torch.Tensor, temperature: float = ENTROPY_TEMPERATU
 # Module
 # ---------------------------------------------------------------------------------------------
 class VectorQuantizer(nn.Module):
-    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, entropy_ratio: float = 0.0,
-                 rot: bool = True) -> None:
+    def __init__(
+        self, codebook_size: int, dim: int, beta: float = 0.25, entropy_ratio: float = 0.0, rot: bool = True
+    ) -> None:
         super().__init__()
         self.codebook_size, self.dim = codebook_size, dim
         self.beta, self.entropy_ratio, self.rot = beta, entropy_ratio, rot
@@ -116,8 +117,9 @@ class VectorQuantizer(nn.Module):
         if self.training:
             out.vq_loss = torch.mean((e - z.detach()) ** 2)
             out.commit_loss = self.beta * torch.mean((e.detach() - z) ** 2)
-            out.entropy_loss = (self.entropy_ratio * entropy_loss(d) if self.entropy_ratio > 0
-                                else z.new_zeros(()))
+            out.entropy_loss = (
+                self.entropy_ratio * entropy_loss(d) if self.entropy_ratio > 0 else z.new_zeros(())
+            )
             out.usage = self._track_usage(codes)
         z_q = rotate_to(z, e) if self.rot else z + (e - z).detach()
         out.z_q = rearrange(z_q.to(h.dtype), "(b h w) d -> b d h w", b=b, h=height)

@@ -38,7 +38,7 @@ class Attention(nn.Module):
     def _proj(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Rows [start*C, stop*C) of the packed projection applied to x (B, L, C)."""
         c = self.in_proj_weight.shape[1]
-        return F.linear(x, self.in_proj_weight[start * c:stop * c], self.in_proj_bias[start * c:stop * c])
+        return F.linear(x, self.in_proj_weight[start * c : stop * c], self.in_proj_bias[start * c : stop * c])
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = (rearrange(t, "b l (h d) -> b h l d", h=self.heads) for t in (q, k, v))
@@ -54,8 +54,9 @@ class Attention(nn.Module):
             v = self._proj(x, 2, 3)
         return self._attend(q, k, v)
 
-    def cross_attention(self, x: torch.Tensor, query_pos: torch.Tensor | None, memory: torch.Tensor,
-                        pos: torch.Tensor | None) -> torch.Tensor:
+    def cross_attention(
+        self, x: torch.Tensor, query_pos: torch.Tensor | None, memory: torch.Tensor, pos: torch.Tensor | None
+    ) -> torch.Tensor:
         """q = x + query_pos, k = memory + pos, v = memory.  x (B, Lq, C), memory (B, Lk, C)."""
         q = self._proj(x if query_pos is None else x + query_pos, 0, 1)
         k = self._proj(memory if pos is None else memory + pos, 1, 2)
@@ -76,8 +77,13 @@ class DecoderLayer(nn.Module):
         self.norm2 = layer_norm(dim)
         self.norm3 = layer_norm(dim)
 
-    def forward(self, t: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None = None,
-                query_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        t: torch.Tensor,
+        memory: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        query_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         # t (B, Lq, C) queries; memory (B, Lk, C) is never layer-normed here
         t = t + self.self_attn.self_attention(self.norm1(t), query_pos)
         t = t + self.multihead_attn.cross_attention(self.norm2(t), query_pos, memory, pos)

@@ -33,8 +33,13 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 def distill_head(width: int, out_dim: int) -> nn.Sequential:
     """W -> 4W -> 4W -> out_dim MLP with SiLU (keys ``distill_mlp.{0,2,4}``)."""
-    return nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, 4 * width), nn.SiLU(),
-                         nn.Linear(4 * width, out_dim))
+    return nn.Sequential(
+        nn.Linear(width, 4 * width),
+        nn.SiLU(),
+        nn.Linear(4 * width, 4 * width),
+        nn.SiLU(),
+        nn.Linear(4 * width, out_dim),
+    )
 
 
 def multi_level_queries(memory: torch.Tensor, grid: int, num_tokens: int) -> torch.Tensor:
@@ -62,7 +67,9 @@ def multi_level_queries(memory: torch.Tensor, grid: int, num_tokens: int) -> tor
 class ViTEncoder1D(nn.Module):
     """``s2to1encoder``: (B, Z, g, g) CNN map -> (B, Z, 1, N) latent tokens."""
 
-    def __init__(self, width: int, depth: int, heads: int, z_channels: int, grid: int, num_tokens: int) -> None:
+    def __init__(
+        self, width: int, depth: int, heads: int, z_channels: int, grid: int, num_tokens: int
+    ) -> None:
         super().__init__()
         self.grid, self.num_tokens = grid, num_tokens
         self.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(grid * grid, 1, width))
@@ -87,8 +94,17 @@ class ViTEncoder1D(nn.Module):
 class ViTDecoder1D(nn.Module):
     """``s1to2decoder``: (B, Z, 1, N) latent tokens -> (B, Z, g, g) map (+ distill features)."""
 
-    def __init__(self, width: int, depth: int, heads: int, z_channels: int, grid: int, num_tokens: int,
-                 distill_depth: int, distill_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        heads: int,
+        z_channels: int,
+        grid: int,
+        num_tokens: int,
+        distill_depth: int,
+        distill_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.grid, self.distill_depth = grid, distill_depth
         self.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(grid * grid, 1, width))
@@ -140,7 +156,9 @@ def _layers(kind: str, width: int, heads: int, depth: int) -> nn.ModuleList:
 class ViTEncoder2D(_ViT2D):
     """``s2dencoder``: (B, Z, g, g) -> (B, Z, g, g)."""
 
-    def __init__(self, width: int, depth: int, heads: int, z_channels: int, grid: int, layer_type: str) -> None:
+    def __init__(
+        self, width: int, depth: int, heads: int, z_channels: int, grid: int, layer_type: str
+    ) -> None:
         super().__init__()
         self.grid, self.distill_depth = grid, 0
         self.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(grid * grid, 1, width))
@@ -159,8 +177,17 @@ class ViTEncoder2D(_ViT2D):
 class ViTDecoder2D(_ViT2D):
     """``s2ddecoder``: (B, Z, g, g) -> (B, Z, g, g) (+ distill features)."""
 
-    def __init__(self, width: int, depth: int, heads: int, z_channels: int, grid: int, layer_type: str,
-                 distill_depth: int, distill_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        heads: int,
+        z_channels: int,
+        grid: int,
+        layer_type: str,
+        distill_depth: int,
+        distill_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.grid, self.distill_depth = grid, distill_depth
         self.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(grid * grid, 1, width))
