@@ -43,6 +43,7 @@ _gigatok() {
         "eval gfid|--cfg-scale") COMPREPLY=(); return ;;
         "eval gfid|--cfg-schedule") COMPREPLY=($(compgen -W "constant linear linear_re triangular rectangular step cosine sigmoid" -- "$cur")); return ;;
         "eval gfid|--cfg-start-ratio") COMPREPLY=(); return ;;
+        "eval gfid|--cfg-end-ratio") COMPREPLY=(); return ;;
         "eval gfid|--save-npz") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--seed") COMPREPLY=(); return ;;
         "eval gfid|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
@@ -105,7 +106,7 @@ _gigatok() {
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
+        "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--gpt --data --tokenizer --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --device --json --overwrite --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;

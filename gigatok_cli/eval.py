@@ -372,8 +372,22 @@ def gfid(
         str, typer.Option("--cfg-schedule", help="CFG schedule (see `gigatok sample`).")
     ] = "step",
     cfg_start_ratio: Annotated[
-        float | None, typer.Option("--cfg-start-ratio", help="Step start ratio.")
-    ] = 0.18,
+        float | None,
+        typer.Option(
+            "--cfg-start-ratio", help="Step start (default 0.18) or rectangular window start (0.05)."
+        ),
+    ] = None,
+    cfg_end_ratio: Annotated[
+        float | None, typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).")
+    ] = None,
+    window_grid: Annotated[
+        bool,
+        typer.Option(
+            "--window-grid",
+            help="With --search and --cfg-schedule rectangular: search every official window "
+            "(starts 0.10-0.80, ends 0.50-1.00, step 0.05), each from the previous window's best scale.",
+        ),
+    ] = False,
     search: Annotated[
         bool,
         typer.Option(
@@ -412,7 +426,17 @@ def gfid(
     from gigatok_core.evaluation.generation import evaluate_generation
 
     _check_json_target(json_path, overwrite)
-    sched = CFGSchedule(1.75 if cfg_scale is None else cfg_scale, cfg_schedule, window_start=cfg_start_ratio)
+    if window_grid and not (search and cfg_schedule == "rectangular"):
+        raise GigatokError(
+            "--window-grid is a search over rectangular windows",
+            hint="use it with --search --cfg-schedule rectangular",
+        )
+    sched = CFGSchedule(
+        1.75 if cfg_scale is None else cfg_scale,
+        cfg_schedule,
+        window_start=cfg_start_ratio,
+        window_end=cfg_end_ratio,
+    )
     with _progress() as progress:
         ev = _evaluator(inception_weights, device, batch_size, progress)
         cb = progress("sample (this rank)", None)
@@ -455,6 +479,7 @@ def gfid(
                 tokenizer=tokenizer,
                 save_npz=save_npz,
                 on_result=show,
+                window_grid=window_grid,
                 **common,
             )
             metrics = None if result is None else {**result.best, "cfg_scale": result.best_scale}
@@ -475,6 +500,9 @@ def gfid(
             "tried": {str(s): m.get("fid") for s, m in result.tried.items()},
         }
         title = f"gFID search: {gpt} ({cfg_schedule}), best cfg {result.best_scale:g}"
+        if result.window is not None:
+            extra["window"] = list(result.window)
+            title += f", window {result.window[0]:.2f}-{result.window[1]:.2f}"
     else:
         title = f"gFID: {gpt} (cfg {sched.scale:g} {cfg_schedule})"
     _render(title, metrics, json_path, extra)

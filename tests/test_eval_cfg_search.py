@@ -11,15 +11,18 @@ from typer.testing import CliRunner
 
 from gigatok_cli.main import app
 from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.cfg_search import (
     CSV_COLUMNS,
     annotation,
     append_row,
     empirical_cfg_start,
     read_history,
+    rectangular_windows,
     results_csv,
     scale_folder,
     search_cfg,
+    search_window_grid,
 )
 
 
@@ -173,3 +176,43 @@ def test_gfid_search_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     # --save-npz packs one scale, not a search
     res = CliRunner().invoke(app, [*args[:-2], "--save-npz", str(tmp_path / "x.npz")])
     assert res.exit_code == 1 and "--save-npz" in res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Rectangular window grid
+# ---------------------------------------------------------------------------------------------
+def test_rectangular_window_grid_is_the_official_grid() -> None:
+    windows = rectangular_windows()
+    starts = {a for a, _ in windows}
+    ends = {b for _, b in windows}
+    assert min(starts) == 0.1 and max(starts) == 0.8 and min(ends) == 0.5 and max(ends) == 1.0
+    assert all(a < b for a, b in windows) and len(set(windows)) == len(windows)
+    # 15 starts x 11 ends, minus the pairs with start >= end (starts 0.50..0.80 against low ends)
+    expect = sum(1 for i in range(15) for j in range(11) if 10 + 5 * i < 50 + 5 * j)
+    assert len(windows) == expect
+
+
+def test_window_grid_chains_starts_and_returns_the_best_window() -> None:
+    seen: list[tuple[tuple[float, float], float]] = []
+
+    def search(sched: CFGSchedule, start: float):
+        seen.append(((sched.window_start, sched.window_end), start))
+        best_here = 1.5 + sched.window_start  # each window has its own optimum scale
+        depth = abs(sched.window_start - 0.3) + abs(sched.window_end - 0.9)  # best window: 0.3-0.9
+        return search_cfg(lambda s: {"fid": (s - best_here) ** 2 + depth}, start)
+
+    grid = [(0.1, 0.9), (0.3, 0.9), (0.3, 1.0)]
+    best = search_window_grid(search, CFGSchedule(3.0, "rectangular"), 3.0, grid)
+    assert best.window == (0.3, 0.9)
+    assert [w for w, _ in seen] == grid
+    # each window starts from the previous window's best scale (optima 1.6 -> 1.5 and 1.8 -> 1.75 on the grid)
+    assert [start for _, start in seen] == [3.0, pytest.approx(1.5), pytest.approx(1.75)]
+    with pytest.raises(GigatokError, match="rectangular"):
+        search_window_grid(search, CFGSchedule(3.0, "step"), 3.0, grid)
+
+
+def test_window_grid_cli_needs_rectangular_search(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["eval", "gfid", "--gpt", "gpt-tiny", "--output", str(tmp_path / "o"), "--window-grid"]
+    )
+    assert res.exit_code == 1 and "--window-grid" in res.output

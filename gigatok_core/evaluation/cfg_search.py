@@ -79,6 +79,7 @@ def annotation(cfg: CFGSchedule) -> str:
 class SearchResult:
     tried: dict[float, dict[str, Any]] = field(default_factory=dict)  # scale -> metrics, in order of trial
     evaluated: list[float] = field(default_factory=list)  # scales evaluated by this call (not from history)
+    window: tuple[float, float] | None = None  # rectangular window of these results (window grid only)
 
     @property
     def best_scale(self) -> float:
@@ -202,6 +203,7 @@ def run_gfid_search(
     start: float | None = None,
     tokenizer: str | None = None,
     on_result: Callable[[float, dict[str, Any]], None] | None = None,
+    window_grid: bool = False,
     **gen_kwargs: Any,
 ) -> SearchResult | None:
     """CFG search of gFID; each scale sampled into :func:`scale_folder` with the same seeds.
@@ -209,10 +211,9 @@ def run_gfid_search(
     ``gen_kwargs`` go to :func:`~gigatok_core.evaluation.generation.evaluate_generation`
     (evaluator, reference, num_per_class, seed, ...). Every rank takes part in sampling; rank 0
     scores, appends to the CSV and shares the numbers so all ranks take the same next step.
-    Returns the result on the main rank, ``None`` on the others.
+    Returns the result on the main rank, ``None`` on the others. ``window_grid`` (rectangular
+    schedule) repeats the search over :func:`rectangular_windows` as the official script does.
     """
-    from gigatok_core.evaluation.generation import evaluate_generation
-
     if gen_kwargs.get("save_npz") is not None:
         raise GigatokError(
             "--save-npz packs one CFG value, not a search",
@@ -221,8 +222,35 @@ def run_gfid_search(
         )
     start = empirical_cfg_start(gpt, cfg.name, tokenizer) if start is None else start
     csv_path = results_csv(output)
-    history = read_history(csv_path, cfg)
     info = gen_kwargs.get("rank_info") or dist.dist_info()
+    if window_grid:
+        best = search_window_grid(
+            lambda sched, first: _search(
+                gpt, output, sched, first, tokenizer, on_result, csv_path, info, gen_kwargs
+            ),
+            cfg,
+            start,
+        )
+        return best if info.is_main else None
+    result = _search(gpt, output, cfg, start, tokenizer, on_result, csv_path, info, gen_kwargs)
+    return result if info.is_main else None
+
+
+def _search(
+    gpt: str,
+    output: str | Path,
+    cfg: CFGSchedule,
+    start: float,
+    tokenizer: str | None,
+    on_result: Callable[[float, dict[str, Any]], None] | None,
+    csv_path: Path,
+    info: dist.DistInfo,
+    gen_kwargs: dict[str, Any],
+) -> SearchResult:
+    """One CFG search for one schedule (every rank takes part and gets the same result)."""
+    from gigatok_core.evaluation.generation import evaluate_generation
+
+    history = read_history(csv_path, cfg)
 
     def evaluate(scale: float) -> dict[str, Any]:
         this = CFGSchedule(
@@ -240,5 +268,41 @@ def run_gfid_search(
             metrics = dist.all_gather_objects(metrics)[0]  # type: ignore[assignment]
         return metrics or {}  # a hand-split non-main rank (rank_info) has no numbers: FID counts as inf
 
-    result = search_cfg(evaluate, start, history=history, minus_first=cfg.name == "rectangular")
-    return result if info.is_main else None
+    return search_cfg(evaluate, start, history=history, minus_first=cfg.name == "rectangular")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rectangular window grid (official: a CFG search per (window_start, window_end) pair)
+# ---------------------------------------------------------------------------------------------
+def rectangular_windows() -> list[tuple[float, float]]:
+    """The official grid: starts 0.10..0.80 and ends 0.50..1.00 in steps of 0.05, start < end."""
+    starts = [round(0.10 + 0.05 * i, 2) for i in range(15)]
+    ends = [round(0.50 + 0.05 * i, 2) for i in range(11)]
+    return [(a, b) for a in starts for b in ends if a < b]
+
+
+def search_window_grid(
+    search: Callable[[CFGSchedule, float], SearchResult],
+    cfg: CFGSchedule,
+    start: float,
+    windows: list[tuple[float, float]] | None = None,
+) -> SearchResult:
+    """A CFG search per rectangular window, each starting from the previous window's best scale.
+
+    ``search(schedule, start)`` runs one search; returns the result of the best window (lowest FID),
+    with its ``window`` set.
+    """
+    if cfg.name != "rectangular":
+        raise GigatokError(
+            "the window grid is for the rectangular schedule", hint="pass --cfg-schedule rectangular"
+        )
+    best: SearchResult | None = None
+    for ws, we in windows or rectangular_windows():
+        this = CFGSchedule(start, "rectangular", window_start=ws, window_end=we, interval=cfg.interval)
+        result = search(this, start)
+        result.window = (ws, we)
+        start = result.best_scale
+        if best is None or _fid(result.best) < _fid(best.best):
+            best = result
+    assert best is not None, "empty window grid"
+    return best
