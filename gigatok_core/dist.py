@@ -7,6 +7,7 @@ covers every item exactly once and results do not depend on it.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +51,16 @@ def init_distributed(device: torch.device | str | None = None) -> DistInfo:
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
         torch_dist.init_process_group(backend=backend)
+        # Tear the group down before interpreter shutdown: letting it be garbage-collected then can
+        # abort the process ("terminate called without an active exception") after the work is done.
+        atexit.register(destroy_distributed)
     return info
+
+
+def destroy_distributed() -> None:
+    """Destroy the default process group if one exists (idempotent)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def shard(items: Sequence[T], info: DistInfo | None = None) -> list[T]:
