@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.ar.decode import DecodeStep
 from gigatok_core.ar.gpt import GPT
 from gigatok_core.errors import GigatokError
 
@@ -158,10 +159,13 @@ def generate(
     num_tokens: int | None = None,
     use_cache: bool = True,
     on_step: StepHook | None = None,
+    compile: bool = False,
 ) -> Tensor:
     """Generate (B, num_tokens) int64 token ids for class ``labels`` (B,).
 
     ``use_cache=False`` recomputes the full prefix every step (slow; a reference for tests).
+    Decode steps are static-shape (:meth:`GPT.decode_step`); ``compile=True`` runs them through
+    ``torch.compile`` (CUDA graphs on CUDA, see ``ar/decode.py``; the first call compiles).
     ``on_step(j, guided, chosen)`` sees the guided, temperature-scaled logits (before filtering)
     and the token drawn for position j.
     """
@@ -172,12 +176,16 @@ def generate(
         raise GigatokError(f"num_tokens must be in 1..{model.config.block_size}, got {n}")
     if labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) >= model.config.num_classes:
         raise GigatokError(f"class labels must be a 1-D tensor of ints in 0..{model.config.num_classes - 1}")
+    if compile and not use_cache:
+        raise GigatokError("compile=True needs the KV cache (use_cache=True)")
     device = model.tok_embeddings.weight.device
     labels = labels.to(device=device, dtype=torch.long)
     b = labels.shape[0]
     rows = torch.cat([labels, torch.full_like(labels, model.null_class)]) if cfg.enabled else labels
     scales = cfg.per_token(n)
-    cache = model.new_cache(rows.shape[0], n) if use_cache else None  # input positions 0..n-1
+    step = DecodeStep(model, compile=compile)
+    cache = step.new_cache(rows.shape[0], n) if use_cache else None  # input positions 0..n-1
+    pos = torch.zeros(1, dtype=torch.long, device=device)  # decode position as data, not an int
     tokens = torch.zeros(b, n, dtype=torch.long, device=device)
     temperature = max(sampling.temperature, 1e-5)
 
@@ -188,8 +196,8 @@ def generate(
         else:
             prev = tokens[:, j - 1 : j]  # (B, 1)
             prev = torch.cat([prev, prev]) if cfg.enabled else prev
-            if use_cache:
-                logits = model(None, prev, cache=cache, start=j, last_only=True)[:, -1]
+            if cache is not None:
+                logits = step(prev, pos.fill_(j), cache)  # (rows, V)
             else:
                 seq = torch.cat([tokens[:, :j]] * 2) if cfg.enabled else tokens[:, :j]
                 logits = model(rows, seq, last_only=True)[:, -1]

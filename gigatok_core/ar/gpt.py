@@ -43,8 +43,9 @@ class RMSNorm(nn.Module):
 class KVCache:
     """Static per-layer key/value storage: ``k[layer]`` is (rows, heads, max_len, head_dim).
 
-    Slots are written at the positions being computed; attention reads only slots ``< end``, so no
-    padding mask is needed (the official cache pads to a multiple of 8 and masks; same result).
+    Slots are written at the positions being computed. With an int ``start`` attention reads only
+    slots ``< end`` (no padding mask; the official cache pads to a multiple of 8 and masks: same
+    result); with a tensor of positions (:meth:`GPT.decode_step`) it reads every slot under a mask.
     """
 
     k: list[Tensor]
@@ -75,11 +76,16 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.width, cfg.width, bias=False)
         self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+    def forward(
+        self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0
+    ) -> Tensor:
+        """``start``: first absolute position (int), or the (T,) int64 positions of a static-shape step."""
         t = x.shape[1]
         q, k, v = rearrange(self.wqkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+        elif isinstance(start, Tensor):
+            out = _static_cached_attention(q, k, v, cache, start)
         else:
             k_cache, v_cache = cache
             end = start + t
@@ -93,6 +99,24 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = rearrange(out, "b h t d -> b t (h d)")
         return self.resid_dropout(self.wo(out))
+
+
+def _static_cached_attention(
+    q: Tensor, k: Tensor, v: Tensor, cache: tuple[Tensor, Tensor], pos: Tensor
+) -> Tensor:
+    """Attention over the whole cache at positions ``pos`` (T,) int64: every shape is fixed.
+
+    The new keys/values go to slots ``pos`` with ``index_copy_`` and query i sees slots <= pos[i]
+    through a boolean mask, so one traced graph (``torch.compile`` / CUDA graphs) serves every decode
+    step; the position is data, not a Python int. Same result as the sliced path: masked slots get
+    zero weight (their contents must be finite, as in a zero-initialised cache).
+    """
+    k_cache, v_cache = cache  # (B, H, L, D)
+    k_cache.index_copy_(2, pos, k)
+    v_cache.index_copy_(2, pos, v)
+    slots = torch.arange(k_cache.shape[2], device=pos.device)  # (L,)
+    mask = slots[None, :] <= pos[:, None]  # (T, L)
+    return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
 
 
 class FeedForward(nn.Module):
@@ -120,7 +144,9 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(cfg.width, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.width, cfg.norm_eps)
 
-    def forward(self, h: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+    def forward(
+        self, h: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0
+    ) -> Tensor:
         h = h + self.attention(self.attention_norm(h), cache, start)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -224,6 +250,19 @@ class GPT(nn.Module):
         if last_only:
             h = h[:, -1:]
         return self.output(self.norm(h)).float()
+
+    def decode_step(self, tokens: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
+        """One static-shape decode step: logits (B, vocab) float32 for image tokens (B, 1) at ``pos``.
+
+        ``pos`` is a (1,) int64 tensor holding the absolute position (>= 1) of ``tokens``; the keys
+        and values go to that cache slot and attention masks the whole cache, so no shape depends
+        on the position and a compiled graph is reused for every step (see ``ar/decode.py``).
+        """
+        h = self.tok_embeddings(tokens) + self.positional_embedding.index_select(0, pos)  # (B, 1, C)
+        h = self.tok_dropout(h)
+        for layer, k, v in zip(self.layers, cache.k, cache.v, strict=True):
+            h = layer(h, (k, v), pos)
+        return self.output(self.norm(h[:, -1])).float()  # (B, V)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

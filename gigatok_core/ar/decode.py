@@ -1,0 +1,92 @@
+"""The GPT decode step, eager or compiled with ``torch.compile`` (spec ar §4, precision and compilation).
+
+:meth:`GPT.decode_step` has static shapes: the position is a (1,) int64 tensor, the new keys/values
+go to that cache slot with ``index_copy_`` and attention masks the whole cache. One compiled graph
+therefore serves all 255 decode steps of a generation (no recompilation per step).
+
+- On CUDA the step compiles with ``mode="reduce-overhead"`` (CUDA graphs: one replay per step
+  instead of ~10 kernel launches per layer), elsewhere with the default mode. ``fullgraph=True``
+  (a graph break is a bug) and ``dynamic=False`` (each batch size gets its own specialised graph;
+  a new batch size recompiles once).
+- ``torch.compile`` keeps its graphs on the function's code object, guarded on the model's
+  parameter shapes/dtypes and the input shapes, so the compiled step is built once per process and
+  reused by every batch of the same size (also across model instances of one config).
+- CUDA graphs need the tensors they mutate at fixed addresses: with ``compile=True`` the KV cache
+  is allocated once per model (and rows/length/dtype), marked static and zeroed for each
+  generation instead of reallocated. It stays alive with the model (release it with
+  :func:`release_static_cache`). The eager step allocates a fresh cache per generation.
+
+The official ``--compile`` wraps the whole model (prefill and decode) in
+``torch.compile(mode="reduce-overhead", fullgraph=True)``; here only the decode step is compiled,
+the one prefill call per generation runs eager.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from gigatok_core.ar.gpt import GPT, KVCache
+
+_COMPILED: dict[str, Callable[..., Tensor]] = {}  # compile mode -> torch.compile(GPT.decode_step)
+_STATIC_CACHES: weakref.WeakKeyDictionary[GPT, KVCache] = weakref.WeakKeyDictionary()
+
+
+def compile_mode(device: torch.device) -> str:
+    """``reduce-overhead`` (CUDA graphs) on CUDA, ``default`` elsewhere."""
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def _compiled_step(mode: str) -> Callable[..., Tensor]:
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(GPT.decode_step, mode=mode, fullgraph=True, dynamic=False)
+    return _COMPILED[mode]
+
+
+def release_static_cache(model: GPT) -> None:
+    """Free the KV cache a compiled generation keeps for ``model`` (it is rebuilt when needed)."""
+    _STATIC_CACHES.pop(model, None)
+
+
+class DecodeStep:
+    """``step(tokens (B, 1), pos (1,) int64, cache) -> logits (B, V)`` for ``model``, maybe compiled."""
+
+    def __init__(self, model: GPT, *, compile: bool = False) -> None:
+        self.model = model
+        self.compiled = compile
+        self.device = model.tok_embeddings.weight.device
+        self.mode = compile_mode(self.device) if compile else "eager"
+        self._fn = _compiled_step(self.mode) if compile else GPT.decode_step
+
+    @property
+    def cudagraphs(self) -> bool:
+        return self.mode == "reduce-overhead"
+
+    def new_cache(self, rows: int, max_len: int) -> KVCache:
+        """A zeroed cache; compiled steps reuse one fixed-address cache per model (call under
+        ``torch.inference_mode``, as :func:`~gigatok_core.ar.generate.generate` does)."""
+        if not self.compiled:
+            return self.model.new_cache(rows, max_len)
+        cache = _STATIC_CACHES.get(self.model)
+        ref = self.model.tok_embeddings.weight
+        if cache is not None and cache.k[0].shape[0] == rows and cache.max_len == max_len:
+            if cache.k[0].dtype == ref.dtype and cache.k[0].device == ref.device:
+                for t in (*cache.k, *cache.v):
+                    t.zero_()
+                return cache
+        _STATIC_CACHES.pop(self.model, None)  # free the old one before allocating
+        cache = self.model.new_cache(rows, max_len)
+        for t in (*cache.k, *cache.v):
+            torch._dynamo.mark_static_address(t)  # CUDA graphs may mutate it in place
+        _STATIC_CACHES[self.model] = cache
+        return cache
+
+    def __call__(self, tokens: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+            # the output buffer is overwritten by the next replay: hand out a copy
+            return self._fn(self.model, tokens, pos, cache).clone()
+        return self._fn(self.model, tokens, pos, cache)
