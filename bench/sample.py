@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the decode step (compiled in the warm-up)"
+    )
     ap.add_argument("--no-tokenizer", action="store_true", help="decode loop only")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = ap.parse_args(argv)
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             if args.rng == "official"
             else Drawer("per-sample", generators=sample_generators(0, classes, list(range(len(classes)))))
         )
-        return generate(model, labels, drawer, cfg=cfg, sampling=sampling, num_tokens=n_tokens)
+        return generate(
+            model, labels, drawer, cfg=cfg, sampling=sampling, num_tokens=n_tokens, compile=args.compile
+        )
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "device": str(device),
         "precision": args.precision,
         "threads": torch.get_num_threads(),
+        "compile": args.compile,
         "images": args.images,
         "rows": rows,
         "tokens": n_tokens,
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(json.dumps(res, indent=2))
     else:
         print(
-            f"{args.gpt} on {device} ({args.precision}, {res['threads']} threads): {args.images} images, "
+            f"{args.gpt} on {device} ({args.precision}, {res['threads']} threads"
+            f"{', compiled' if args.compile else ''}): {args.images} images, "
             f"{rows} rows with CFG, {n_tokens} tokens"
         )
         print(

@@ -111,7 +111,7 @@ _gigatok() {
         "eval val-loss") COMPREPLY=($(compgen -W "--gpt --data --tokenizer --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --device --json --overwrite --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
-        "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --help -h" -- "$cur")) ;;
+        "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi

@@ -126,6 +126,13 @@ def sample(
         bool, typer.Option("--save-codes", help="Also write codes.npz (codes (N,256), labels).")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the GPT decode step (CUDA graphs on a GPU; the first batch compiles).",
+        ),
+    ] = False,
 ) -> None:
     """Generate ImageNet-class images with a GigaTok GPT (runs under torchrun too).
 
@@ -171,6 +178,7 @@ def sample(
             save_codes=save_codes,
             overwrite=overwrite,
             on_progress=on_progress,
+            compile=compile,
         )
     if not info.is_main:
         return

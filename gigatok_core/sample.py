@@ -104,12 +104,14 @@ def sample_images(
     overwrite: bool = False,
     rank_info: dist.DistInfo | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    compile: bool = False,
 ) -> SampleResult:
     """Generate ``num_per_class`` images for each class into ``output``.
 
     ``rank_info`` overrides the torchrun rank/world (to split a run over processes by hand; the main
     rank should then run last, as it writes the summaries). ``on_progress(done, total)`` counts this
-    process's images.
+    process's images. ``compile=True`` compiles the GPT decode step with ``torch.compile`` (CUDA graphs
+    on CUDA; the first batch, and a smaller last batch, pay the compilation).
     """
     from gigatok_core.ar.load import load_gpt, resolve_gpt
     from gigatok_core.tokenizer import load_tokenizer
@@ -158,6 +160,7 @@ def sample_images(
         "rng": rng,
         "precision": precision,
         "batch_size": batch_size,
+        "compile": compile,
         "device": dev.type,
         "file_names": "{class:03d}_{name-slug}_{k:04d}.png",
         "pixels": "clamp(127.5 * x + 128, 0, 255) truncated to uint8",
@@ -216,7 +219,7 @@ def sample_images(
             "per-sample",
             generators=sample_generators(seed, [it.class_idx for it in batch], [it.index for it in batch]),
         )
-        codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling)  # (B, N) int64
+        codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling, compile=compile)  # (B, N) int64
         with torch.inference_mode():
             pixels = to_uint8(tok.decode_codes(codes).float())  # (B, H, W, 3)
         for it, px in zip(batch, pixels, strict=True):

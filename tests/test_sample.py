@@ -75,6 +75,13 @@ def test_batch_size_does_not_change_images(reference: Path, tmp_path: Path) -> N
         assert np.abs(pixels(tmp_path)[stem].astype(int) - ref).max() <= 1
 
 
+def test_compiled_decode_gives_the_same_codes(reference: Path, tmp_path: Path) -> None:
+    """``compile=True`` (torch.compile of the decode step; one compilation) changes nothing."""
+    sample_images(CLASSES, output=tmp_path, batch_size=4, compile=True, **KW)
+    assert np.array_equal(codes(tmp_path)["codes"], codes(reference)["codes"])
+    assert json.loads((tmp_path / "sample.json").read_text())["compile"] is True
+
+
 def test_world_size_does_not_change_images(reference: Path, tmp_path: Path) -> None:
     for rank in (1, 0):  # the main rank runs last: it writes the summaries
         res = sample_images(CLASSES, output=tmp_path, batch_size=1, rank_info=DistInfo(rank, 2, rank), **KW)

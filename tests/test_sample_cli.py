@@ -127,6 +127,7 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         "--overwrite",
         "--rng",
         "official",
+        "--compile",
     )
     assert res.exit_code == 0, res.output
     assert seen["classes"] == "22,388" and seen["gpt"] == "gpt-xxl" and seen["tokenizer"] == "xl-xxl"
@@ -135,6 +136,7 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert (seen["num_per_class"], seen["seed"], seen["batch_size"], seen["device"]) == (3, 7, 2, "cpu")
     assert seen["gpt_checkpoint"] == Path("g.pt") and seen["tokenizer_checkpoint"] == Path("t.pt")
     assert seen["overwrite"] and seen["rng"] == "official" and not seen["grid"] and not seen["save_codes"]
+    assert seen["compile"] is True
 
 
 @pytest.mark.parametrize(
@@ -177,6 +179,7 @@ def test_help_lists_the_options() -> None:
         "--gpt-checkpoint",
         "--tokenizer-checkpoint",
         "--overwrite",
+        "--compile",
     ):
         assert opt in res.output
 

@@ -4,6 +4,11 @@
 go to that cache slot with ``index_copy_`` and attention masks the whole cache. One compiled graph
 therefore serves all 255 decode steps of a generation (no recompilation per step).
 
+The eager step keeps the sliced cache path (``GPT.forward(start=j)``: attention over the written
+slots only, about half the attention work on average, results bitwise as before); the static step
+is used where it pays, under ``torch.compile``. Both agree to float rounding
+(``tests/test_gpt_decode.py``).
+
 - On CUDA the step compiles with ``mode="reduce-overhead"`` (CUDA graphs: one replay per step
   instead of ~10 kernel launches per layer), elsewhere with the default mode. ``fullgraph=True``
   (a graph break is a bug) and ``dynamic=False`` (each batch size gets its own specialised graph;
@@ -52,14 +57,15 @@ def release_static_cache(model: GPT) -> None:
 
 
 class DecodeStep:
-    """``step(tokens (B, 1), pos (1,) int64, cache) -> logits (B, V)`` for ``model``, maybe compiled."""
+    """``step(tokens (B, 1), j, cache) -> logits (B, V)`` for image tokens at position ``j``."""
 
     def __init__(self, model: GPT, *, compile: bool = False) -> None:
         self.model = model
         self.compiled = compile
         self.device = model.tok_embeddings.weight.device
         self.mode = compile_mode(self.device) if compile else "eager"
-        self._fn = _compiled_step(self.mode) if compile else GPT.decode_step
+        self._fn = _compiled_step(self.mode) if compile else None
+        self._pos = torch.zeros(1, dtype=torch.long, device=self.device)  # j as data, not a Python int
 
     @property
     def cudagraphs(self) -> bool:
@@ -84,7 +90,10 @@ class DecodeStep:
         _STATIC_CACHES[self.model] = cache
         return cache
 
-    def __call__(self, tokens: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
+    def __call__(self, tokens: Tensor, j: int, cache: KVCache) -> Tensor:
+        if self._fn is None:
+            return self.model(None, tokens, cache=cache, start=j, last_only=True)[:, -1]
+        pos = self._pos.fill_(j)
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
             # the output buffer is overwritten by the next replay: hand out a copy

@@ -164,7 +164,7 @@ def generate(
     """Generate (B, num_tokens) int64 token ids for class ``labels`` (B,).
 
     ``use_cache=False`` recomputes the full prefix every step (slow; a reference for tests).
-    Decode steps are static-shape (:meth:`GPT.decode_step`); ``compile=True`` runs them through
+    ``compile=True`` runs the decode steps as the static-shape :meth:`GPT.decode_step` through
     ``torch.compile`` (CUDA graphs on CUDA, see ``ar/decode.py``; the first call compiles).
     ``on_step(j, guided, chosen)`` sees the guided, temperature-scaled logits (before filtering)
     and the token drawn for position j.
@@ -185,7 +185,6 @@ def generate(
     scales = cfg.per_token(n)
     step = DecodeStep(model, compile=compile)
     cache = step.new_cache(rows.shape[0], n) if use_cache else None  # input positions 0..n-1
-    pos = torch.zeros(1, dtype=torch.long, device=device)  # decode position as data, not an int
     tokens = torch.zeros(b, n, dtype=torch.long, device=device)
     temperature = max(sampling.temperature, 1e-5)
 
@@ -197,7 +196,7 @@ def generate(
             prev = tokens[:, j - 1 : j]  # (B, 1)
             prev = torch.cat([prev, prev]) if cfg.enabled else prev
             if cache is not None:
-                logits = step(prev, pos.fill_(j), cache)  # (rows, V)
+                logits = step(prev, j, cache)  # (rows, V)
             else:
                 seq = torch.cat([tokens[:, :j]] * 2) if cfg.enabled else tokens[:, :j]
                 logits = model(rows, seq, last_only=True)[:, -1]
