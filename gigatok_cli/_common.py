@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gigatok_core.errors import GigatokError, NotImplementedYet
 
@@ -41,3 +43,16 @@ def handle_errors(fn: F) -> F:
 
 def not_implemented(what: str, issue: str) -> None:
     raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet: {issue}")
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A transient rich bar on stderr; yields the ``on_progress(done, total)`` callback the library takes."""
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not enabled, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield on_progress

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_core import dist, registry
 from gigatok_core.reconstruct import reconstruct as run_reconstruct
 
@@ -72,19 +71,7 @@ def reconstruct(
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
     info = dist.dist_info()
-    with Progress(
-        TextColumn("reconstruct"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not info.is_main,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("images", total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    with progress_bar("reconstruct", enabled=info.is_main) as on_progress:
 
         def on_skip(path: str, reason: str) -> None:
             console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import handle_errors, out, progress_bar
 from gigatok_core import dist, registry
 from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
 from gigatok_core.ar.generate import RNG_MODES, SamplingParams
@@ -145,20 +144,7 @@ def sample(
     )
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     info = dist.dist_info()
-    with Progress(
-        TextColumn("sample"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not info.is_main,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("images", total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
+    with progress_bar("sample", enabled=info.is_main) as on_progress:
         result = sample_images(
             classes,
             output=output,
