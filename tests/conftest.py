@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +46,27 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def run_torchrun(
+    *args: str, nproc: int = 2, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node N -m gigatok_cli.main ARGS`` (gloo on CPU, free port).
+
+    Runs ``torch.distributed.run`` with this interpreter, so it needs nothing beyond torch.
+    """
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        full_env.pop(var, None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "gigatok_cli.main",
+        *args,
+    ]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)

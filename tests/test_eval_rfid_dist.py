@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_torchrun
 from evalkit import random_inception, tiny_evaluator, write_images
 
 from gigatok_core.dist import DistInfo
@@ -79,28 +77,14 @@ def test_missing_shard_is_an_error(data: Path) -> None:
 
 
 @pytest.mark.slow  # the real (random-weights) Inception on CPU: minutes on a shared machine
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-    reason="torchrun is not installed",
-)
 def test_torchrun_two_ranks_cli_matches_single_process(
     data: Path, inception_file: Path, tmp_path: Path
 ) -> None:
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GIGATOK_INCEPTION_WEIGHTS": str(inception_file)}
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
     ref = tmp_path / "ref.npz"
     ev = Evaluator(inception_weights=inception_file, device="cpu")
     single = evaluate_reconstruction("tiny", data, evaluator=ev, lpips=False, with_precision_recall=False)
     shutil.copy(single.reference, ref)  # the reference it built and cached: both runs use the same one
-    cmd = [
-        torchrun,
-        "--nproc-per-node",
-        "2",
-        "--standalone",
-        "-m",
-        "gigatok_cli.main",
+    proc = run_torchrun(
         "eval",
         "rfid",
         "--tokenizer",
@@ -117,8 +101,8 @@ def test_torchrun_two_ranks_cli_matches_single_process(
         "2",
         "--json",
         str(tmp_path / "r.json"),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        env={"GIGATOK_INCEPTION_WEIGHTS": str(inception_file)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("rFID: tiny") == 1  # only rank 0 prints the table
     got = json.loads((tmp_path / "r.json").read_text())

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_torchrun
 from evalkit import write_images
 from typer.testing import CliRunner
 
@@ -136,22 +133,8 @@ def test_folder_errors(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "fp32" in res.output
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-    reason="torchrun is not installed",
-)
 def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    cmd = [
-        torchrun,
-        "--nproc-per-node",
-        "2",
-        "--standalone",
-        "-m",
-        "gigatok_cli.main",
+    proc = run_torchrun(
         "eval",
         "val-loss",
         "--gpt",
@@ -164,8 +147,7 @@ def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
         "cpu",
         "--json",
         str(tmp_path / "v.json"),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("val loss: gpt-tiny") == 1  # rank 0 prints, rank 1 exits quietly
     got = json.loads((tmp_path / "v.json").read_text())

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_torchrun
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -161,22 +158,8 @@ def test_library_api_returns_results(images: Path, tmp_path: Path) -> None:
     assert 0 < (result.codebook_usage or 0) <= 1
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-    reason="torchrun is not installed",
-)
 def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    cmd = [
-        torchrun,
-        "--nproc-per-node",
-        "2",
-        "--standalone",
-        "-m",
-        "gigatok_cli.main",
+    proc = run_torchrun(
         "reconstruct",
         str(images),
         "-t",
@@ -186,8 +169,7 @@ def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_pat
         "--save-codes",
         "--device",
         "cpu",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     single = reconstruct([images], output=tmp_path / "single", tokenizer="tiny", save_codes=True)
     assert len(single.images) == 2

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_torchrun
 from typer.testing import CliRunner
 
 from gigatok_cli import sample as sample_cmd
@@ -186,10 +183,6 @@ def test_help_lists_the_options() -> None:
 
 def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
     """Real torchrun (gloo on CPU): ranks shard the plan; codes equal a one-process run."""
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(var, None)
     common = [
         "--gpt",
         "gpt-tiny",
@@ -205,19 +198,12 @@ def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
         "--top-k",
         "30",
     ]
-    cmd = [
-        torchrun,
-        "--nproc-per-node",
-        "2",
-        "--standalone",
-        "-m",
-        "gigatok_cli.main",
+    proc = run_torchrun(
         "sample",
         *common,
         "--output",
         str(tmp_path / "multi"),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("wrote 4 images") == 1  # rank 0 reports the total, once
     res = invoke(*common, "--output", str(tmp_path / "single"))
