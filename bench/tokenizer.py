@@ -7,10 +7,17 @@ The workload matches the official reconstruction path: ``encode(x)`` -> codes, t
 ``decode_codes(codes)``. One warm-up call, then the median of ``--iters`` timed calls. Speed does
 not depend on the weight values. On a shared machine, compare only runs taken side by side.
 
-Measured (S-S, batch 1, 2-core Xeon with AVX-512/AMX, shared with other jobs, load ~2-3):
-fp32 1.87 s/image at best (3.4-3.7 CPU-s/image; the CNN convolutions alone are 386 GFLOP/image,
-so fp32 is compute-bound near 1.2 s/image even at this CPU's peak); bf16 + channels_last 0.48 s/image,
-but bf16 is outside the fp32 parity tolerances (golden S-S: 71% of codes, recon mean-abs 0.009).
+It also counts the FLOPs of one encode + decode (``torch.utils.flop_counter``) and times a large
+matrix product in the same dtype, and prints the **compute floor**: FLOPs / that matmul rate, the
+time the workload would take if every FLOP ran at dense-GEMM speed.
+
+Measured side by side (S-S, batch 1, fp32, 2-core Xeon with AVX-512/AMX, idle, torch 2.14.1):
+413 GFLOP/image (387 in the CNN convolutions), matmul rate 337 GFLOP/s, so the floor is 1.23 s/image;
+channels_last (the default) 1.64 s/image = 1.33x the floor, NCHW (``--no-channels-last``) 1.91 s/image.
+bf16 on AMX: 0.48 s/image, but bf16 is outside the fp32 parity tolerances (golden S-S: 71% of
+codes, recon mean-abs 0.009). A 2x gain over the official 1.6-1.8 s/image in fp32 would need fewer
+FLOPs (e.g. Winograd convolutions, which PyTorch's CPU backend does not offer; a pure-PyTorch
+F(4x4,3x3) prototype was 2x slower than oneDNN's direct convolution) or lower precision.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from gigatok_core.dist import PRECISIONS, resolve_device, resolve_precision
 from gigatok_core.registry import tokenizer_names, tokenizer_preset
@@ -45,6 +53,15 @@ def _timed(
     return statistics.median(wall), statistics.median(cpu), out
 
 
+def _matmul_flops_per_s(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of a large square matrix product on ``device`` in ``dtype`` (median of 5)."""
+    n = 4096 if device.type == "cuda" else 2048
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+    seconds, _, _ = _timed(lambda: a @ b, device, 5)
+    return 2 * n**3 / seconds
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="s-s", choices=tokenizer_names())
@@ -63,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="channels_last memory format for the CNNs (default: off for CPU fp32, else on)",
+        help="channels_last memory format for the CNNs (default: on CUDA only, as load_tokenizer)",
     )
     args = ap.parse_args(argv)
 
@@ -78,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = build_tokenizer(cfg, device="cpu")
     init_weights(model)
     model = model.to(device=device, dtype=dtype).eval()
-    default_cl = device.type == "cuda" or dtype != torch.float32
-    channels_last = args.channels_last if args.channels_last is not None else default_cl
+    channels_last = args.channels_last if args.channels_last is not None else device.type == "cuda"
     if channels_last:
         model.use_channels_last()
     if args.compile:
@@ -95,6 +111,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         t_enc, c_enc, codes = _timed(lambda: model.encode(x), device, args.iters)
         t_dec, c_dec, recon = _timed(lambda: model.decode_codes(codes), device, args.iters)
     assert recon.shape == (args.batch_size, 3, size, size) and torch.isfinite(recon).all()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.decode_codes(model.encode(x))
+    flops = counter.get_total_flops()
+    rate = _matmul_flops_per_s(device, dtype)
 
     b = args.batch_size
     res = {
@@ -104,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "decode_img_per_s": b / t_dec,
         "s_per_image": (t_enc + t_dec) / b,
         "cpu_s_per_image": (c_enc + c_dec) / b,
+        "gflop_per_image": flops / b / 1e9,
+        "matmul_gflop_per_s": rate / 1e9,
+        "floor_s_per_image": flops / b / rate,
     }
     print(
         f"preset {args.preset}  device {device}  {args.precision}  batch {b}  threads {torch.get_num_threads()}"
@@ -112,6 +135,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"encode: {t_enc:.3f} s/batch  {res['encode_img_per_s']:.2f} img/s")
     print(f"decode: {t_dec:.3f} s/batch  {res['decode_img_per_s']:.2f} img/s")
     print(f"encode+decode: {res['s_per_image']:.3f} s/image")
+    print(
+        f"compute: {res['gflop_per_image']:.0f} GFLOP/image, matmul rate {res['matmul_gflop_per_s']:.0f} GFLOP/s"
+        f" -> floor {res['floor_s_per_image']:.3f} s/image; measured = "
+        f"{res['s_per_image'] / res['floor_s_per_image']:.2f}x the floor"
+    )
     if device.type == "cpu":  # CPU seconds / threads: what the wall time would be without contention
         threads = torch.get_num_threads()
         print(

@@ -23,13 +23,15 @@ def golden() -> dict:
     return g
 
 
-@pytest.fixture(scope="module")
-def model() -> VQTokenizer:
+@pytest.fixture(scope="module", params=["nchw", "channels_last"])
+def model(request: pytest.FixtureRequest) -> VQTokenizer:
+    """As built (NCHW), and as :func:`load_tokenizer` ships it (channels_last)."""
     m = build_tokenizer(tokenizer_preset("s-s").config, with_distill=True, device="meta")
     sd = fill_state_dict(entries_of(m), "tokenizer-v1")
     m = m.to_empty(device="cpu")
     m.load_state_dict(sd, strict=True)
-    return m.eval()
+    m.eval()
+    return m.use_channels_last() if request.param == "channels_last" else m
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,14 @@ from weightfill import entries_of, fill_state_dict
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_preset
-from gigatok_core.tokenizer import VQTokenizer, load_tokenizer
-from gigatok_core.tokenizer.cnn import AdaptiveGroupNorm, D2SUpsample, style_stats
+from gigatok_core.tokenizer import VQTokenizer, build_tokenizer, load_tokenizer
+from gigatok_core.tokenizer.cnn import (
+    AdaptiveGroupNorm,
+    D2SUpsample,
+    group_norm,
+    stable_group_norm,
+    style_stats,
+)
 from gigatok_core.tokenizer.quantizer import VectorQuantizer, rotate_to
 from gigatok_core.tokenizer.transformer import Attention, DecoderLayer
 from gigatok_core.tokenizer.vit import multi_level_queries
@@ -191,15 +197,41 @@ def test_bf16_model_runs_with_fp32_codebook_search(tiny: VQTokenizer) -> None:
     assert (recon.float() - recon32).abs().mean() < 0.1  # bf16 rounding only, not a wrong path
 
 
-def test_channels_last_gives_the_same_codes(tiny: VQTokenizer) -> None:
-    import copy
-
-    x = _images(1)
-    fast = copy.deepcopy(tiny).use_channels_last()
+def test_channels_last_gives_the_same_results(tiny: VQTokenizer) -> None:
+    x = _images(2)
+    assert not tiny.channels_last  # load_tokenizer keeps NCHW on CPU (channels_last on CUDA)
+    fast = build_tokenizer(tiny.config, device="cpu").eval().use_channels_last()
+    fast.load_state_dict(tiny.state_dict())
     assert fast.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast._check_images(x).is_contiguous(memory_format=torch.channels_last)
     codes = tiny.encode(x)
     assert torch.equal(fast.encode(x), codes)
     torch.testing.assert_close(fast.decode_codes(codes), tiny.decode_codes(codes), atol=1e-4, rtol=0)
+    # batch independence holds in this layout too (the decoder's GroupNorms are the sensitive part)
+    torch.testing.assert_close(fast.decode_codes(codes[1:]), fast.decode_codes(codes)[1:], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_group_norm_is_stable_for_a_large_mean_in_both_layouts(layout: str) -> None:
+    # mean 4, std 0.01: torch's CPU channels_last kernel errs by ~45 here, the NCHW one by ~5e-5
+    x = torch.randn(2, 64, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.01 + 4
+    want = F.group_norm(x.double(), 32, eps=1e-6)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    norm = group_norm(64)
+    torch.testing.assert_close(norm(x).double(), want, atol=5e-4, rtol=0)
+    torch.testing.assert_close(stable_group_norm(x).double(), want, atol=5e-4, rtol=0)
+
+
+def test_d2s_upsample_is_the_same_in_both_layouts() -> None:
+    torch.manual_seed(0)
+    up = D2SUpsample(8).eval()
+    x = torch.randn(2, 8, 4, 4)
+    want = up(x)
+    up.to(memory_format=torch.channels_last)
+    got = up(x.contiguous(memory_format=torch.channels_last))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
 def test_codebook_search_stays_fp32_under_autocast() -> None:

@@ -75,6 +75,7 @@ class VQTokenizer(nn.Module):
         )
         self.quant_conv = nn.Conv2d(z, cfg.codebook_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.codebook_dim, z, 1)
+        self.channels_last = False  # set by use_channels_last(); images are then fed NHWC
 
     # -----------------------------------------------------------------------------------------
     # Helpers
@@ -100,10 +101,13 @@ class VQTokenizer(nn.Module):
         return self.config.num_latent_tokens
 
     def use_channels_last(self) -> VQTokenizer:
-        """Store the CNN weights channels_last (NHWC). Faster on CUDA and for bf16 on CPU (AMX);
-        no gain measured for fp32 on CPU. Returns self."""
+        """Store the CNN weights channels_last (NHWC) and feed images NHWC; :func:`load_tokenizer`
+        does this on CUDA. On CPU it is correct but no faster: the GroupNorms must run NCHW there
+        (see :func:`~gigatok_core.tokenizer.cnn.stable_group_norm`), and the layout changes cost
+        what the NHWC convolutions save. Returns self."""
         self.encoder.to(memory_format=torch.channels_last)
         self.decoder.to(memory_format=torch.channels_last)
+        self.channels_last = True
         return self
 
     def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
@@ -118,7 +122,8 @@ class VQTokenizer(nn.Module):
                 f"the tokenizer takes (B, 3, {size}, {size}) images, got {tuple(x.shape)}",
                 hint=f"center-crop and resize the images to {size}x{size} first",
             )
-        return x.to(device=self.device, dtype=self.dtype)
+        x = x.to(device=self.device, dtype=self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -----------------------------------------------------------------------------------------
     # Encoding
