@@ -25,8 +25,8 @@ def stable_group_norm(
     That kernel computes the variance in one pass (E[x^2] - E[x]^2, summed one by one) and loses all
     precision when a group's mean is large against its spread: for mean 4 and std 0.01 its error
     is 45, where the NCHW kernel (Welford with cascade sums) errs by 5e-5. NHWC tensors reach the
-    CNN decoder from the transformer (a permuted view), so on CPU they are made NCHW here; the CUDA
-    kernel is stable in both layouts.
+    CNN decoder from the transformer (a permuted view), so on CPU they are made NCHW here (on CUDA
+    torch itself makes GroupNorm inputs NCHW before its Welford kernel).
     """
     if x.device.type == "cpu" and not x.is_contiguous():
         x = x.contiguous()
