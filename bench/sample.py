@@ -10,6 +10,10 @@ same end to end (GPT + tokenizer decode + uint8 conversion) unless ``--no-tokeni
 On a shared machine compare only runs taken side by side; the official CPU baseline is
 ~11.7-12.2 s per 2-image call (5.9-6.1 s/image) on a quiet 2-core machine.
 
+It also prints the **memory floor** of a decode step: the bytes it must read (weights, without the
+embedding tables, plus the mean KV cache) over the device's measured streaming-read bandwidth, and
+the measured step as a multiple of it (the GPU target: gpt-xxl at batch 8 within 2x).
+
 ``--compile`` compiles the static-shape decode step (``gigatok_core/ar/decode.py``; CUDA graphs on
 CUDA); the warm-up call pays the compilation. Side by side on the 2-core CPU (gpt-b, 2 images, fp32,
 ``--no-tokenizer --iters 5``, torch 2.14.1, ms/step = decode-loop time / 256 tokens):
@@ -19,7 +23,18 @@ CUDA); the warm-up call pays the compilation. Side by side on the 2-core CPU (gp
     --compile                  31.7 ms/step  (8.11 s/call; ~7-10 s compile in the warm-up)
 
 (The static step run eagerly was ~6% slower on CPU, 34.8 vs 32.7 ms/step: it attends over all 256
-slots; hence eager keeps the sliced path.) No GPU figures yet.
+slots; hence eager keeps the sliced path.)
+
+The CPU is not bandwidth-bound at these batches: the matrix products with 4-16 rows run well below
+the 24 GB/s streaming read (13-26 GB/s depending on the shape, in MKL's skinny-GEMM kernels), and
+the fused attention reads the KV cache at ~35 GB/s. Measured (same machine, idle, decode loop):
+
+    fp32, 2 images (4 rows)    33-38 ms/step, 4.2-4.8 s/image   (~2.3x the memory floor)
+    fp32, 8 images (16 rows)   54-57 ms/step, 1.7-1.8 s/image
+    bf16, 2 images (4 rows)    24-25 ms/step, 3.1-3.2 s/image   (AMX)
+    bf16, 8 images (16 rows)   32 ms/step,    1.0 s/image
+
+No GPU figures yet.
 """
 
 from __future__ import annotations
@@ -68,6 +83,26 @@ def _peak_mem_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
+
+
+def bytes_per_step(model: torch.nn.Module, rows: int, n_tokens: int) -> tuple[int, int]:
+    """(weight bytes, mean KV-cache bytes) one decode step must read. Weights: every parameter but
+    the embedding tables (a step gathers one row of those). KV cache: keys and values of every layer
+    for the positions so far, averaged over the ``n_tokens`` steps (class token + (n_tokens - 1) / 2);
+    at 16 rows it is a third of GPT-B's traffic."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables)
+    cfg = model.config
+    per_position = rows * cfg.depth * 2 * cfg.width * next(model.parameters()).element_size()
+    return weights, int(per_position * (1 + (n_tokens - 1) / 2))
+
+
+def read_bandwidth(device: torch.device) -> float:
+    """Bytes/s of a streaming read (a sum over 1 GiB on CUDA, 512 MiB on CPU), median of 5."""
+    n = (2**30 if device.type == "cuda" else 2**29) // 4
+    buf = torch.ones(n, device=device)
+    seconds = _timed(lambda: buf.sum(), device, 5)
+    return n * 4 / seconds
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -134,7 +169,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "gen_images_per_s": args.images / t_gen,
         "gen_s_per_image": t_gen / args.images,
         "gen_peak_mem_mib": _peak_mem_mib(device),
+        "read_gb_per_s": read_bandwidth(device) / 1e9,
     }
+    weight_bytes, kv_bytes = bytes_per_step(model, rows, n_tokens)
+    res["weight_mb_per_step"], res["kv_mb_per_step"] = weight_bytes / 1e6, kv_bytes / 1e6
+    res["floor_ms_per_step"] = (weight_bytes + kv_bytes) / 1e6 / res["read_gb_per_s"]
+    res["x_floor"] = res["gen_ms_per_step"] / res["floor_ms_per_step"]
     tok_name = args.tokenizer or default_tokenizer_for(args.gpt)
     if not args.no_tokenizer:
         from gigatok_core.tokenizer import build_tokenizer, init_weights
@@ -177,6 +217,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"{res['gen_image_tokens_per_s']:.1f} image tokens/s ({res['gen_row_tokens_per_s']:.1f} rows*tokens/s), "
             f"{res['gen_images_per_s']:.3f} images/s = {res['gen_s_per_image']:.2f} s/image, "
             f"peak {res['gen_peak_mem_mib']:.0f} MiB"
+        )
+        print(
+            f"  memory floor: {res['weight_mb_per_step']:.0f} MB weights + {res['kv_mb_per_step']:.0f} MB KV cache"
+            f" per step at {res['read_gb_per_s']:.1f} GB/s (measured streaming read)"
+            f" = {res['floor_ms_per_step']:.1f} ms/step; "
+            f"decode step = {res['x_floor']:.2f}x the floor"
         )
         if "e2e_s_per_call" in res:
             print(

