@@ -21,7 +21,11 @@ Which ported module ``mixed_6/conv`` is: the TF graph names its Inception blocks
 ``mixed_8`` (7a), ``mixed_9``/``mixed_10`` (7b/7c), and the bare ``conv`` inside a block is its
 1x1 branch, whose tensor is the ReLU output (conv -> batchnorm -> relu). So
 ``mixed_6/conv`` = ``Mixed_6d.branch1x1`` after its ReLU, (B, 192, 17, 17), first 7 channels.
-**Unverified**: deduced from the TF naming scheme, not checked against the TF graph itself.
+The block mapping agrees with a public TF-to-PyTorch conversion of this graph's constants, which
+maps ``mixed_6/conv/conv2d_params`` and ``mixed_6/conv/batchnorm`` to ``Mixed_6d.branch1x1``, and
+with independent PyTorch ports of ADM's evaluator. That the tensor is taken after the ReLU is read
+from the graph's naming (the bare scope name is the block's output op). **Not verified numerically**:
+``bench/eval_adm.py`` checks sFID against ADM's published 6.1404 on a machine with the ADM files.
 """
 
 from __future__ import annotations
