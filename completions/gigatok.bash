@@ -38,6 +38,7 @@ _gigatok() {
         "eval gfid|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--reference") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval gfid|--num-samples") COMPREPLY=(); return ;;
         "eval gfid|--num-per-class") COMPREPLY=(); return ;;
         "eval gfid|--num-classes") COMPREPLY=(); return ;;
         "eval gfid|--cfg-scale") COMPREPLY=(); return ;;
@@ -106,7 +107,7 @@ _gigatok() {
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
+        "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--gpt --data --tokenizer --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --device --json --overwrite --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;

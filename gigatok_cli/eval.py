@@ -121,6 +121,8 @@ def _evaluator(inception_weights: Path | None, device: str | None, batch_size: i
 
 
 def _check_json_target(path: Path | None, overwrite: bool) -> None:
+    if path is not None and path.is_dir():
+        raise GigatokError(f"--json {path} is a folder", hint="give a file path, e.g. scores.json")
     if path is not None and path.exists() and not overwrite:
         raise GigatokError(
             f"{path} already exists", hint="pass --overwrite to replace it, or choose another --json path"
@@ -147,6 +149,8 @@ def _render(
             shown = str(value)
         table.add_row(LABELS[key], shown)
     out.print(table)
+    for note in metrics.get("notes", []):
+        out.print(f"[dim]n/a: {note}[/]")
     if json_path is not None:
         payload = {k: finite_or_none(v) for k, v in {**metrics, **(extra or {})}.items()}
         atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
@@ -328,7 +332,9 @@ def rfid(
     help=(
         "Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).\n\n"
         "Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0 scores. "
-        "Labels are class-balanced (--num-per-class per class), not uniform-random as in the official script. "
+        "Labels are class-balanced (--num-samples, default 50000, spread evenly over the classes), not "
+        "uniform-random as in the official script; they are scored sample index first, so each Inception "
+        "Score split mixes all classes. "
         "--search runs the official CFG search."
     ),
 )
@@ -353,7 +359,16 @@ def gfid(
             help="gfid-adm reference (default: VIRTUAL_imagenet256_labeled.npz from the cache).",
         ),
     ] = None,
-    num_per_class: Annotated[int, typer.Option("--num-per-class", help="Images per class (50 -> 50k).")] = 50,
+    num_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--num-samples",
+            help="Samples in all, a multiple of the class count so every class gets as many (default 50000).",
+        ),
+    ] = None,
+    num_per_class: Annotated[
+        int | None, typer.Option("--num-per-class", help="Or: images per class (50 -> 50k).")
+    ] = None,
     num_classes: Annotated[
         int,
         typer.Option(
@@ -426,6 +441,7 @@ def gfid(
     from gigatok_core.evaluation.generation import evaluate_generation
 
     _check_json_target(json_path, overwrite)
+    num_per_class = _per_class(num_samples, num_per_class, num_classes)
     if window_grid and not (search and cfg_schedule == "rectangular"):
         raise GigatokError(
             "--window-grid is a search over rectangular windows",
@@ -506,6 +522,24 @@ def gfid(
     else:
         title = f"gFID: {gpt} (cfg {sched.scale:g} {cfg_schedule})"
     _render(title, metrics, json_path, extra)
+
+
+def _per_class(num_samples: int | None, num_per_class: int | None, num_classes: int) -> int:
+    """Images per class from --num-samples / --num-per-class (default 50 per class)."""
+    if num_samples is None:
+        return 50 if num_per_class is None else num_per_class
+    if num_samples < 1 or num_samples % num_classes:
+        raise GigatokError(
+            f"--num-samples {num_samples} does not split evenly over {num_classes} classes",
+            hint=f"use a multiple of {num_classes} (e.g. {50 * num_classes}), so the classes stay balanced",
+        )
+    if num_per_class is not None and num_per_class * num_classes != num_samples:
+        raise GigatokError(
+            f"--num-samples {num_samples} and --num-per-class {num_per_class} disagree "
+            f"({num_classes} classes)",
+            hint="pass only one of them",
+        )
+    return num_samples // num_classes
 
 
 @app.command(

@@ -6,6 +6,8 @@ weights, same statistics, same metric definitions, one Python environment.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,13 +20,16 @@ import torch
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation import features as F
 from gigatok_core.evaluation.inception import FIDInception, load_fid_inception
-from gigatok_core.evaluation.metrics import frechet_distance, inception_score, precision_recall
+from gigatok_core.evaluation.metrics import PR_K, frechet_distance, inception_score, precision_recall
 from gigatok_core.evaluation.reference import (
     EvalStats,
+    atomic_npz,
+    check_statistics_target,
     detect_protocol,
     load_statistics,
     reference_meta,
     save_statistics,
+    weights_id,
 )
 
 # (label, total or None) -> per-batch callback
@@ -45,6 +50,11 @@ class Evaluator:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise GigatokError(f"--batch-size must be positive, got {self.batch_size}", hint="use e.g. 64")
+
+    @functools.cached_property
+    def weights_id(self) -> str:
+        """Identifies the Inception weights in cache keys (:func:`~.reference.weights_id`)."""
+        return weights_id(self.inception_weights)
 
     @property
     def model(self) -> FIDInception:
@@ -98,8 +108,7 @@ class Evaluator:
         if {"mu", "sigma"} <= keys:
             stats = load_statistics(path)
             if need_features and stats.pool is None and "arr_0" in keys:
-                feats = self.npz_features(path, label)
-                stats.pool, stats.logits = feats.pool, feats.logits
+                stats.pool, stats.logits = self.reference_features(path, label)
             return stats
         if "arr_0" in keys:
             return EvalStats.from_features(
@@ -109,6 +118,24 @@ class Evaluator:
             f"{path} has neither images (arr_0) nor statistics (mu, sigma); keys: {', '.join(sorted(keys))}",
             hint="pass np.savez(path, arr_0=uint8 NHWC images) or a file from `gigatok eval build-ref`",
         )
+
+    def reference_features(self, path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """(pool, logits) of a reference batch's ``arr_0`` images (ADM's: 10k), computed once per
+        file and Inception weights, then read from ``<cache>/features/``."""
+        from gigatok_core.hub import cache_dir
+
+        st = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{self.weights_id}".encode())
+        cached = cache_dir() / "features" / f"{path.stem}-{key.hexdigest()[:16]}.npz"
+        if cached.is_file():
+            try:
+                with np.load(cached, allow_pickle=False) as z:
+                    return z["pool"], z["logits"]
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable (e.g. cut short): compute again
+        feats = self.npz_features(path, label)
+        atomic_npz(cached, {"pool": feats.pool, "logits": feats.logits})
+        return feats.pool, feats.logits
 
     # -- references ----------------------------------------------------------------------------
     def build_reference(
@@ -123,13 +150,11 @@ class Evaluator:
         """ADM-centre-crop every image under ``data`` to ``image_size`` and save its statistics."""
         from gigatok_core.images import list_images
 
-        output = Path(output)
-        if output.exists() and not overwrite:
-            raise GigatokError(f"{output} already exists", hint="pass --overwrite to rebuild it")
+        output = check_statistics_target(output, overwrite)  # before the extraction, not after
         paths = list_images([data])
         feats = self.folder_features(paths, image_size=image_size, label="reference")
         stats = EvalStats.from_features(
-            feats, protocol=protocol, meta=reference_meta(paths, image_size, str(data))
+            feats, protocol=protocol, meta=reference_meta(paths, image_size, str(data), self.weights_id)
         )
         save_statistics(output, stats, overwrite=overwrite)
         return stats
@@ -147,19 +172,32 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """FID, sFID, IS, precision, recall (each None when the inputs do not allow it), ADM's order.
 
-    FID/sFID put the reference first (``ref.frechet_distance(sample)``); IS uses the samples only;
-    precision is about samples inside the reference manifold, recall the converse.
+    FID/sFID put the samples first (ADM's ``sample_stats.frechet_distance(ref_stats)``); IS uses the
+    samples only; precision is about samples inside the reference manifold, recall the converse.
+    A metric that cannot be computed is None, and ``notes`` says why.
     """
     out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    notes: list[str] = []
     if samples.pool_stats is not None and ref.pool_stats is not None:
-        out["fid"] = frechet_distance(ref.pool_stats, samples.pool_stats)
+        out["fid"] = frechet_distance(samples.pool_stats, ref.pool_stats)
     if samples.spatial_stats is not None and ref.spatial_stats is not None:
-        out["sfid"] = frechet_distance(ref.spatial_stats, samples.spatial_stats)
+        out["sfid"] = frechet_distance(samples.spatial_stats, ref.spatial_stats)
+    else:
+        notes.append("sFID needs spatial statistics (mu_s, sigma_s) on both sides")
     if samples.logits is not None:
         out["is"] = inception_score(samples.logits)
-    if with_precision_recall and samples.pool is not None and ref.pool is not None:
-        if min(len(samples.pool), len(ref.pool)) > 3:
+    else:
+        notes.append("IS needs the samples' images (a statistics file has none)")
+    if with_precision_recall:
+        if samples.pool is None or ref.pool is None:
+            side = "samples" if samples.pool is None else "reference"
+            notes.append(f"precision/recall need per-image features of both sides (the {side} has none)")
+        elif min(len(samples.pool), len(ref.pool)) <= PR_K:
+            notes.append(f"precision/recall need more than {PR_K} images on each side")
+        else:
             out["precision"], out["recall"] = precision_recall(ref.pool, samples.pool, device=device)
+    if notes:
+        out["notes"] = notes
     out["num_samples"] = samples.count
     out["num_reference"] = ref.count
     return out

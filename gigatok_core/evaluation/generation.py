@@ -38,10 +38,20 @@ def default_reference() -> Path:
 
 
 def sample_paths(output: str | Path, classes: Sequence[int], num_per_class: int) -> list[Path]:
-    """The PNGs of a run, in index order (class-major, as :func:`gigatok_core.sample.plan`)."""
-    from gigatok_core.sample import plan
+    """The PNGs of a run in scoring order: sample index first, then class (k=0 of every class, k=1 ...).
 
-    return [Path(output) / f"{it.stem}.png" for it in plan(list(classes), num_per_class)]
+    The order matters for the Inception Score, which ADM computes over consecutive splits of 5000:
+    in class order each split would see only 100 classes and the IS would come out far too low
+    (the official script's labels are uniform-random, so its splits mix all classes). The npz of
+    ``--save-npz`` uses the same order.
+    """
+    from gigatok_core.sample import SampleItem
+
+    return [
+        Path(output) / f"{SampleItem(c, k).stem}.png"
+        for k in range(num_per_class)
+        for c in dict.fromkeys(classes)
+    ]
 
 
 def evaluate_generation(
@@ -64,7 +74,7 @@ def evaluate_generation(
 
     Returns the metrics on the main rank, ``None`` on the others. ``num_classes`` < 1000 keeps
     the first classes only (smoke runs). ``save_npz`` also writes the ADM-style sample batch
-    (``arr_0`` uint8 (N, 256, 256, 3), index order). ``sample_kwargs`` go to
+    (``arr_0`` uint8 (N, 256, 256, 3), in :func:`sample_paths` order). ``sample_kwargs`` go to
     :func:`gigatok_core.sample.sample_images` (cfg, sampling, seed, precision, batch_size,
     device, checkpoints, on_progress); ``overwrite`` regenerates the samples and replaces the npz.
     """

@@ -59,16 +59,22 @@ def _sqrtm(a: np.ndarray) -> np.ndarray:
     return out[0] if isinstance(out, tuple) else out
 
 
-def frechet_distance(ref: GaussianStats, other: GaussianStats, eps: float = SQRTM_EPS) -> float:
+def frechet_distance(first: GaussianStats, second: GaussianStats, eps: float = SQRTM_EPS) -> float:
     """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)), ADM's ``FIDStatistics.frechet_distance``.
+
+    ADM calls it as ``sample_stats.frechet_distance(ref_stats)``: pass the samples first to get its
+    rounding (the value is symmetric up to that).
 
     A non-finite root is retried with ``eps * I`` added to both covariances; a complex root whose
     diagonal has an imaginary part above 1e-3 raises, otherwise its real part is used.
     """
-    mu1, mu2 = np.atleast_1d(ref.mu).astype(np.float64), np.atleast_1d(other.mu).astype(np.float64)
-    s1, s2 = np.atleast_2d(ref.sigma).astype(np.float64), np.atleast_2d(other.sigma).astype(np.float64)
+    mu1, mu2 = np.atleast_1d(first.mu).astype(np.float64), np.atleast_1d(second.mu).astype(np.float64)
+    s1, s2 = np.atleast_2d(first.sigma).astype(np.float64), np.atleast_2d(second.sigma).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
-        raise ValueError(f"statistics of different dimensions: {mu1.shape} vs {mu2.shape}")
+        raise GigatokError(
+            f"the two sides' statistics have different dimensions ({mu1.shape[0]} vs {mu2.shape[0]})",
+            hint="both must come from the FID Inception (2048 pool features, 2023 spatial ones)",
+        )
     diff = mu1 - mu2
     covmean = _sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():

@@ -121,7 +121,11 @@ def evaluate_reconstruction(
     size = model.config.image_size
 
     # -- reference (read on the main rank only; every rank must know whether to build it) ------
-    ref_path = Path(reference) if reference is not None else default_reference_path(files, size, PROTOCOL)
+    ref_path = (
+        Path(reference)
+        if reference is not None
+        else default_reference_path(files, size, PROTOCOL, weights=evaluator.weights_id)
+    )
     build_ref = reference is None and not ref_path.is_file()
 
     lpips_model = None
@@ -161,12 +165,15 @@ def evaluate_reconstruction(
     if build_ref:
         assert merged.orig is not None
         ref_stats = EvalStats.from_features(
-            merged.orig, protocol=PROTOCOL, meta=reference_meta(files, size, str(data))
+            merged.orig, protocol=PROTOCOL, meta=reference_meta(files, size, str(data), evaluator.weights_id)
         )
         save_statistics(ref_path, ref_stats, overwrite=True)
     else:
         ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
     samples = EvalStats.from_features(merged.recon)
+    # IS is taken over consecutive splits of 5000: shuffle (fixed seed) so that a val folder sorted by
+    # class does not give each split only 100 classes. FID, sFID and precision/recall ignore order.
+    samples.logits = samples.logits[np.random.default_rng(0).permutation(len(samples.logits))]
     metrics = compute_metrics(samples, ref_stats, with_precision_recall=with_precision_recall, device=dev)
     metrics |= {
         "psnr": float(np.mean(merged.psnr)),

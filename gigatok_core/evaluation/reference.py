@@ -71,7 +71,7 @@ class EvalStats:
 # ---------------------------------------------------------------------------------------------
 # Reading and writing
 # ---------------------------------------------------------------------------------------------
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,19 +85,27 @@ def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def save_statistics(
-    path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True
-) -> Path:
-    """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
+def check_statistics_target(path: str | Path, overwrite: bool) -> Path:
+    """Where statistics may be written: an .npz path, not an existing file unless ``overwrite``."""
     path = Path(path)
     if path.suffix != ".npz":
         raise GigatokError(
             f"statistics files end in .npz, got {path.name}", hint="name the output something.npz"
         )
+    if path.is_dir():
+        raise GigatokError(f"{path} is a folder", hint="choose a file name ending in .npz for --output")
     if path.exists() and not overwrite:
         raise GigatokError(
             f"{path} already exists", hint="pass --overwrite to replace it, or choose another --output"
         )
+    return path
+
+
+def save_statistics(
+    path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True
+) -> Path:
+    """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
+    path = check_statistics_target(path, overwrite)
     if stats.pool_stats is None:
         raise ValueError("no pool statistics to save")
     arrays: dict[str, np.ndarray] = {"mu": stats.pool_stats.mu, "sigma": stats.pool_stats.sigma}
@@ -109,7 +117,7 @@ def save_statistics(
         arrays["gigatok_protocol"] = np.array(stats.protocol)
     meta = {"count": stats.count, **stats.meta}
     arrays["gigatok_meta"] = np.array(json.dumps(meta, sort_keys=True))
-    _atomic_npz(path, arrays)
+    atomic_npz(path, arrays)
     return path
 
 
@@ -148,13 +156,17 @@ def load_statistics(path: str | Path) -> EvalStats:
 # Protocol guard
 # ---------------------------------------------------------------------------------------------
 def detect_protocol(path: str | Path) -> str | None:
-    """``gigatok_protocol`` from the file, else ``gfid-adm`` for ADM's batch by name, else None."""
+    """``gigatok_protocol`` from the file; else ``gfid-adm`` for ADM's batch, recognised by its name or
+    by its layout (train-set ``mu``/``sigma`` stored beside ``arr_0`` images, as ADM's reference
+    batches are); else None."""
     path = Path(path)
     if path.suffix == ".npz" and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 if "gigatok_protocol" in z.files:
                     return str(z["gigatok_protocol"])
+                if {"arr_0", "mu", "sigma"} <= set(z.files):
+                    return "gfid-adm"
         except (OSError, ValueError):
             pass
     if ADM_BATCH_NAME in path.name:
@@ -162,10 +174,25 @@ def detect_protocol(path: str | Path) -> str | None:
     return None
 
 
+def check_reference_exists(path: str | Path) -> Path:
+    """A reference must be a folder of images or an .npz file: say so before any expensive work."""
+    path = Path(path)
+    if path.is_dir() or (path.is_file() and path.suffix == ".npz"):
+        return path
+    what = "does not exist" if not path.exists() else "is neither a folder nor an .npz file"
+    raise GigatokError(
+        f"reference {path} {what}",
+        hint="pass a folder of images, an ADM-style npz (arr_0) or a statistics npz "
+        "(`gigatok eval build-ref`, or ADM's VIRTUAL_imagenet256_labeled.npz)",
+    )
+
+
 def check_protocol(path: str | Path, expected: str, *, force: bool = False) -> str | None:
-    """Refuse a reference made for another protocol (unless ``force``); returns the detected one."""
+    """Refuse a missing reference, or one made for another protocol (unless ``force``); returns the
+    detected protocol."""
     if expected not in PROTOCOLS:
         raise ValueError(f"unknown protocol {expected!r}")
+    check_reference_exists(path)
     found = detect_protocol(path)
     if found is not None and found != expected and not force:
         raise GigatokError(
@@ -184,26 +211,40 @@ def check_protocol(path: str | Path, expected: str, *, force: bool = False) -> s
 # ---------------------------------------------------------------------------------------------
 # Building references from an image folder
 # ---------------------------------------------------------------------------------------------
+def weights_id(path: str | Path | None) -> str:
+    """What identifies a set of Inception weights in cache keys: ``default`` for the cached official
+    file, else the sha256 prefix of the given file."""
+    if path is None:
+        return "default"
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
 def default_reference_path(
-    paths: Sequence[Path], image_size: int, protocol: str = "rfid-imagenet-val"
+    paths: Sequence[Path], image_size: int, protocol: str = "rfid-imagenet-val", weights: str = "default"
 ) -> Path:
-    """Cache location of the reference for exactly these files (names and sizes hashed)."""
+    """Cache location of the reference for exactly these files (names and sizes hashed) and these
+    Inception weights (:func:`weights_id`)."""
     from gigatok_core.hub import cache_dir
 
-    h = hashlib.sha256(f"{protocol}:{image_size}".encode())
+    h = hashlib.sha256(f"{protocol}:{image_size}:{weights}".encode())
     for p in paths:
         h.update(f"{p.resolve()}:{p.stat().st_size}\n".encode())
     return cache_dir() / "references" / f"{protocol}-{image_size}-{len(paths)}-{h.hexdigest()[:12]}.npz"
 
 
-def reference_meta(paths: Sequence[Path], image_size: int, data: str) -> dict[str, Any]:
+def reference_meta(
+    paths: Sequence[Path], image_size: int, data: str, weights: str = "default"
+) -> dict[str, Any]:
     from gigatok_core import __version__
 
     return {
         "source": data,
         "image_size": image_size,
         "crop": "adm-center-crop",
-        "inception": "pt_inception-2015-12-05",
+        "inception": "pt_inception-2015-12-05"
+        if weights == "default"
+        else f"custom weights sha256:{weights}",
         "gigatok_version": __version__,
         "files": len(paths),
     }

@@ -1,0 +1,207 @@
+"""`gigatok eval` fails fast and clearly, caches reference features, and says why a metric is n/a."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from evalkit import tiny_evaluator, write_images
+from typer.testing import CliRunner
+
+from gigatok_cli.main import app
+from gigatok_core.errors import GigatokError
+from gigatok_core.evaluation import EvalStats, Features, save_statistics
+from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
+from gigatok_core.evaluation.metrics import GaussianStats, frechet_distance
+from gigatok_core.evaluation.reference import (
+    check_protocol,
+    default_reference_path,
+    detect_protocol,
+    weights_id,
+)
+
+runner = CliRunner()
+
+
+def _invoke(*args: object):
+    return runner.invoke(app, ["eval", *map(str, args)])
+
+
+def _stats(path: Path, n: int = 8, dim: int = 6, seed: int = 0) -> EvalStats:
+    rng = np.random.default_rng(seed)
+    feats = Features(
+        pool=rng.normal(size=(n, dim)).astype(np.float32),
+        spatial=rng.normal(size=(n, 4)).astype(np.float32),
+        logits=rng.normal(size=(n, 5)).astype(np.float32),
+    )
+    st = EvalStats.from_features(feats)
+    save_statistics(path, st)
+    return st
+
+
+def _boom(*args: object, **kwargs: object) -> None:
+    raise AssertionError("expensive work must not start")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fail before the expensive part
+# ---------------------------------------------------------------------------------------------
+def test_gfid_missing_reference_fails_before_sampling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gigatok_core.sample as sample_mod
+
+    monkeypatch.setattr(sample_mod, "sample_images", _boom)
+    res = _invoke("gfid", "--gpt", "gpt-b", "--output", tmp_path / "o", "--reference", tmp_path / "no.npz")
+    assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_rfid_bad_reference_fails_before_reconstructing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gigatok_core.tokenizer as tok_mod
+
+    monkeypatch.setattr(tok_mod, "load_tokenizer", _boom)
+    write_images(tmp_path / "val", 2, seed=0)
+    (tmp_path / "ref.txt").write_text("not a reference")
+    for ref, message in [(tmp_path / "no.npz", "does not exist"), (tmp_path / "ref.txt", "neither a folder")]:
+        res = _invoke("rfid", "--tokenizer", "tiny", "--data", tmp_path / "val", "--reference", ref)
+        assert res.exit_code == 1 and message in res.output, res.output
+
+
+def test_build_ref_checks_the_output_name_before_extracting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Evaluator, "folder_features", _boom)
+    write_images(tmp_path / "imgs", 2, seed=0)
+    res = _invoke("build-ref", "--data", tmp_path / "imgs", "--output", tmp_path / "ref.txt")
+    assert res.exit_code == 1 and "end in .npz" in res.output
+    (tmp_path / "dir.npz").mkdir()
+    res = _invoke("build-ref", "--data", tmp_path / "imgs", "--output", tmp_path / "dir.npz", "--overwrite")
+    assert res.exit_code == 1 and "is a folder" in res.output
+
+
+def test_json_target_that_is_a_folder_is_refused_up_front(tmp_path: Path) -> None:
+    _stats(tmp_path / "a.npz")
+    (tmp_path / "out.json").mkdir()
+    res = _invoke(
+        "fid", tmp_path / "a.npz", tmp_path / "a.npz", "--json", tmp_path / "out.json", "--overwrite"
+    )
+    assert res.exit_code == 1 and "is a folder" in res.output and "Traceback" not in res.output
+
+
+def test_statistics_of_different_dimensions_are_a_user_error(tmp_path: Path) -> None:
+    _stats(tmp_path / "a.npz", dim=6)
+    _stats(tmp_path / "b.npz", dim=7)
+    res = _invoke("fid", tmp_path / "a.npz", tmp_path / "b.npz")
+    assert res.exit_code == 1 and "different dimensions" in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# gfid sample count
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "per_class", "message"),
+    [
+        (["--num-samples", "30", "--num-classes", "10"], 3, None),
+        (["--num-per-class", "4", "--num-classes", "10"], 4, None),
+        (["--num-classes", "10"], 50, None),
+        (["--num-samples", "25", "--num-classes", "10"], None, "does not split evenly"),
+        (["--num-samples", "30", "--num-per-class", "2", "--num-classes", "10"], None, "disagree"),
+    ],
+)
+def test_gfid_num_samples(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    per_class: int | None,
+    message: str | None,
+) -> None:
+    import gigatok_core.evaluation.generation as gen_mod
+
+    seen: dict[str, int] = {}
+
+    def fake_evaluate_generation(gpt: str, **kwargs: object) -> dict:
+        seen["num_per_class"] = kwargs["num_per_class"]  # type: ignore[assignment]
+        return {"fid": 1.0}
+
+    monkeypatch.setattr(gen_mod, "evaluate_generation", fake_evaluate_generation)
+    res = _invoke("gfid", "--gpt", "gpt-b", "--output", tmp_path / "o", *args)
+    if message is None:
+        assert res.exit_code == 0, res.output
+        assert seen["num_per_class"] == per_class
+    else:
+        assert res.exit_code == 1 and message in res.output and not seen
+
+
+# ---------------------------------------------------------------------------------------------
+# References: protocol by layout, features cached, cache keys know the Inception weights
+# ---------------------------------------------------------------------------------------------
+def test_adm_layout_is_recognised_whatever_the_file_name(tmp_path: Path) -> None:
+    renamed = tmp_path / "my_batch.npz"
+    np.savez(renamed, arr_0=np.zeros((2, 8, 8, 3), np.uint8), mu=np.zeros(3), sigma=np.eye(3))
+    assert detect_protocol(renamed) == "gfid-adm"
+    with pytest.raises(GigatokError, match="gfid-adm"):
+        check_protocol(renamed, "rfid-imagenet-val")
+    images_only = tmp_path / "val_imagenet.npz"  # the official rFID reference: images, no statistics
+    np.savez(images_only, arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    assert detect_protocol(images_only) is None
+
+
+def test_reference_batch_features_are_computed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    np.savez(ref, arr_0=images, mu=np.zeros(3), sigma=np.eye(3), mu_s=np.zeros(2), sigma_s=np.eye(2))
+    ev = tiny_evaluator()
+    calls = []
+    real = Evaluator.npz_features
+
+    def counting(self: Evaluator, path: Path, label: str = "npz") -> Features:
+        calls.append(path)
+        return real(self, path, label)
+
+    monkeypatch.setattr(Evaluator, "npz_features", counting)
+    first = ev.load(ref, need_features=True)
+    second = tiny_evaluator().load(ref, need_features=True)
+    assert len(calls) == 1 and len(first.pool) == 5 and first.logits is not None
+    np.testing.assert_array_equal(first.pool, second.pool)
+    np.testing.assert_array_equal(first.logits, second.logits)
+    ref.touch()  # the file changed (mtime): computed again
+    tiny_evaluator().load(ref, need_features=True)
+    assert len(calls) == 2
+
+
+def test_rfid_reference_cache_key_depends_on_the_inception_weights(tmp_path: Path) -> None:
+    files = write_images(tmp_path / "val", 2, seed=0)
+    w1, w2 = tmp_path / "w1.pth", tmp_path / "w2.pth"
+    w1.write_bytes(b"one")
+    w2.write_bytes(b"two")
+    paths = {default_reference_path(files, 256, weights=weights_id(w)) for w in (None, w1, w2)}
+    assert len(paths) == 3
+    assert default_reference_path(files, 256, weights=weights_id(w1)) in paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: ADM's argument order, reasons for n/a
+# ---------------------------------------------------------------------------------------------
+def test_fid_takes_the_samples_first_as_adm() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 4)), rng.normal(1, 2, size=(50, 4))
+    samples = EvalStats(pool_stats=GaussianStats.from_features(a), count=50)
+    ref = EvalStats(pool_stats=GaussianStats.from_features(b), count=50)
+    got = compute_metrics(samples, ref)
+    assert got["fid"] == frechet_distance(samples.pool_stats, ref.pool_stats)  # bit for bit
+
+
+def test_metrics_that_cannot_be_computed_say_why(tmp_path: Path) -> None:
+    _stats(tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", mu=np.zeros(6), sigma=np.eye(6))  # statistics only, no features
+    res = _invoke("fid", tmp_path / "b.npz", tmp_path / "a.npz", "--json", tmp_path / "m.json")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "n/a: IS needs the samples' images" in text and "n/a: sFID needs spatial statistics" in text
+    assert "precision/recall need per-image features of both sides (the samples has none)" in text
+    notes = json.loads((tmp_path / "m.json").read_text())["notes"]
+    assert len(notes) == 3
