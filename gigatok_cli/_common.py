@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -19,13 +20,33 @@ out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _NoteHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[dim]note:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _notes_shown() -> Iterator[None]:
+    """Show the library's INFO messages (``gigatok`` logger, e.g. checkpoint keys left out) as notes."""
+    logger = logging.getLogger("gigatok")
+    handler, level = _NoteHandler(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def handle_errors(fn: F) -> F:
     """Turn a :class:`GigatokError` into a short message: exit 1 (2 for 'not implemented yet')."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _notes_shown():
+                return fn(*args, **kwargs)
         except NotImplementedYet as err:
             console.print(f"[yellow]not implemented yet:[/] {err.message}")
             raise typer.Exit(2) from None

@@ -111,11 +111,12 @@ def reconstruct(
             table.add_row(f"... {len(result.images) - 50} more", *("" for _ in keys))
         table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
         out.print(table)
+    if not result.images:
+        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
+        raise typer.Exit(1)
     usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
     out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
     for f in result.files:
         out.print(f"wrote {f}", highlight=False)
     if result.skipped:
         console.print(f"[yellow]{len(result.skipped)} unreadable input(s) skipped[/]")
-    if not result.images:
-        raise typer.Exit(1)

@@ -10,7 +10,9 @@ Files we write ourselves are safetensors (weights) plus a JSON-able header.
 from __future__ import annotations
 
 import argparse
+import logging
 import pickle
+import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +24,9 @@ from torch import nn
 from gigatok_core.errors import GigatokError
 
 PREFIXES = ("module.", "_orig_mod.")
+
+
+log = logging.getLogger("gigatok")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -55,8 +60,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                     raise
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:  # not a pickle at all (an image, a text file ...)
+            raise GigatokError(
+                f"{path} is not a PyTorch checkpoint",
+                hint="expected a .pt/.pth file holding 'ema', 'model' or 'state_dict' weights, or .safetensors",
+            ) from None
         raise GigatokError(
-            f"{path} contains objects that are not plain weights, so it was not loaded ({str(err).splitlines()[0]})",
+            f"{path} contains objects that are not plain weights ({found.group(1)}), so it was not loaded",
             hint="only official GigaTok checkpoints and files written by gigatok are accepted; never load untrusted pickles",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
@@ -162,4 +173,8 @@ def load_strict(
         what=expected,
     )
     model.load_state_dict(sd, strict=True)
+    for prefix, reason in drop.items():
+        keys = [k for k in dropped if k.startswith(prefix)]
+        if keys:
+            log.info("%s: left out %d keys under %s* (%s)", source, len(keys), prefix, reason)
     return dropped

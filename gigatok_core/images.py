@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,12 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
         elif glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
             files = [p for p in matches if p.is_file()]
+            for folder in (p for p in matches if p.is_dir()):  # 'val/*' on a folder per class
+                files.extend(
+                    sorted(
+                        q for q in folder.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                    )
+                )
             if not files:
                 raise GigatokError(
                     f"the pattern {text!r} matches no file", hint="quote the pattern or check the folder"
@@ -82,14 +88,23 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """Output names: each file's stem, with ``-1``, ``-2``... appended when stems collide."""
-    counts: dict[str, int] = {}
+def unique_stems(paths: Sequence[Path], reserved: Iterable[str] = ()) -> list[str]:
+    """Output names: each file's stem, with ``-1``, ``-2``... appended until it differs from every
+    earlier name and from ``reserved`` (case-insensitively, for case-insensitive file systems).
+
+    Bytes that are not valid UTF-8 in a file name become U+FFFD, so every name can be written
+    anywhere (PNG names, npz keys, JSON).
+    """
+    taken = {r.casefold() for r in reserved}
     names = []
     for p in paths:
-        n = counts.get(p.stem, 0)
-        counts[p.stem] = n + 1
-        names.append(p.stem if n == 0 else f"{p.stem}-{n}")
+        stem = p.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        name, n = stem, 0
+        while name.casefold() in taken:
+            n += 1
+            name = f"{stem}-{n}"
+        taken.add(name.casefold())
+        names.append(name)
     return names
 
 
@@ -202,12 +217,20 @@ def save_png(path: str | Path, pixels: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Write an ``.npz`` atomically."""
+def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an ``.npz`` (one ``<key>.npy`` member each, readable by ``np.load``), atomically.
+
+    Written member by member rather than through ``np.savez(**arrays)``, whose own parameter names
+    (``file``, ``allow_pickle``) would clash with keys such as image stems.
+    """
     import io
+    import zipfile
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -56,6 +56,19 @@ class ReconstructResult:
     files: list[str]  # summary files written (codes, grid, metrics, settings)
 
 
+def _inputs_outside(files: list[Path], output: Path) -> list[Path]:
+    """Drop inputs that lie in the output folder (a folder input that contains the output would
+    otherwise pick up the previous run's reconstructions and sheets as new inputs)."""
+    out = output.resolve()
+    kept = [f for f in files if out not in f.resolve().parents]
+    if not kept:
+        raise GigatokError(
+            f"every input image lies inside the output folder {output}",
+            hint="write the reconstructions to a folder of their own (--output)",
+        )
+    return kept
+
+
 def _planned_outputs(
     output: Path, names: Sequence[str], grid: bool, save_codes: bool, metrics: bool
 ) -> list[Path]:
@@ -101,12 +114,19 @@ def reconstruct(
     tokenizer_preset(tokenizer)  # fail fast on a bad name, device or precision, before any work
     dev = dist.resolve_device(device)
     dtype = dist.resolve_precision(precision, dev)
-    files = list_images(inputs)
-    names = unique_stems(files)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
+    files = _inputs_outside(list_images(inputs), output)
+    names = unique_stems(files, reserved=["grid"])  # grid.png is the --grid sheet
     planned = _planned_outputs(output, names, grid, save_codes, metrics)
+    sources = {f.resolve() for f in files}
+    clobber = [p for p in planned if p.resolve() in sources]
+    if clobber:  # even with --overwrite: never replace an input image by its reconstruction
+        raise GigatokError(
+            f"the output {clobber[0]} would replace the input image itself",
+            hint="choose an --output folder that holds no input images",
+        )
     existing = [p for p in planned if p.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
@@ -114,6 +134,13 @@ def reconstruct(
             f"{existing[0]}{more} already exist",
             hint="pass --overwrite to replace them, or choose another --output",
         )
+
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GigatokError(
+            f"cannot create the output folder {output} ({err.strerror})", hint="choose another --output"
+        ) from None
 
     info = dist.init_distributed(dev)
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
@@ -263,7 +290,7 @@ def _write_summaries(
 ) -> None:
     if save_codes:
         path = output / "codes.npz"
-        save_npz(path, **{names[r["index"]]: r["codes"] for r in records})
+        save_npz(path, {names[r["index"]]: r["codes"] for r in records})
         result.files.append(str(path))
     if grid:
         shown = [r for r in records if "pixels" in r][:GRID_MAX_IMAGES]
@@ -293,8 +320,20 @@ def _write_summaries(
             },
             "images": {names[r["index"]]: r["metrics"] for r in records},
         }
-        atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
+        # an exact reconstruction has PSNR inf: strict JSON has no inf, so it is written as null
+        atomic_write_bytes(path, json.dumps(_finite(payload), indent=2, allow_nan=False).encode())
         result.files.append(str(path))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (nested in dicts and lists) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def result_to_dict(result: ReconstructResult) -> dict[str, Any]:

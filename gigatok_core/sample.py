@@ -228,8 +228,7 @@ def sample_images(
         if save_codes:
             save_npz(
                 output / PARTIAL_CODES / f"{batch[0].stem}.r{info.rank}.npz",
-                names=np.array([it.stem for it in batch]),
-                codes=codes.cpu().numpy(),
+                {"names": np.array([it.stem for it in batch]), "codes": codes.cpu().numpy()},
             )
         done += len(batch)
         if on_progress:
@@ -316,10 +315,12 @@ def _write_codes(output: Path, items: list[SampleItem]) -> Path:
     path = output / CODES_FILE
     save_npz(
         path,
-        codes=np.stack([known[it.stem] for it in items]).astype(np.int64),
-        labels=np.array([it.class_idx for it in items], dtype=np.int64),
-        indices=np.array([it.index for it in items], dtype=np.int64),
-        names=np.array([it.stem for it in items]),
+        {
+            "codes": np.stack([known[it.stem] for it in items]).astype(np.int64),
+            "labels": np.array([it.class_idx for it in items], dtype=np.int64),
+            "indices": np.array([it.index for it in items], dtype=np.int64),
+            "names": np.array([it.stem for it in items]),
+        },
     )
     shutil.rmtree(output / PARTIAL_CODES, ignore_errors=True)
     return path

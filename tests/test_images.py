@@ -14,6 +14,7 @@ from gigatok_core.images import (
     list_images,
     load_image,
     read_image,
+    save_npz,
     save_png,
     to_tensor,
     to_uint8,
@@ -40,6 +41,42 @@ def test_list_images_folders_globs_and_dedup(tmp_path: Path) -> None:
 
 def test_unique_stems_disambiguates() -> None:
     assert unique_stems([Path("a/x.png"), Path("b/x.jpg"), Path("c/y.png")]) == ["x", "x-1", "y"]
+    # a generated name never equals a real stem, a reserved name or a case variant
+    paths = [
+        Path("a/same.png"),
+        Path("b/same.png"),
+        Path("c/same-1.png"),
+        Path("d/Grid.png"),
+        Path("e/SAME.png"),
+    ]
+    names = unique_stems(paths, reserved=["grid"])
+    assert names == ["same", "same-1", "same-1-1", "Grid-1", "SAME-2"]
+    assert len({n.casefold() for n in names}) == len(names)
+    # bytes that are not UTF-8 in a file name become U+FFFD
+    assert unique_stems([Path(os.fsdecode(b"x\xff.png"))]) == ["x\ufffd"]
+
+
+def test_save_npz_takes_any_key(tmp_path: Path) -> None:
+    arrays = {
+        "file": np.arange(3),
+        "allow_pickle": np.ones(2),
+        "path": np.zeros((2, 2), np.int64),
+        "a b": np.ones(1),
+    }
+    save_npz(tmp_path / "c.npz", arrays)
+    with np.load(tmp_path / "c.npz") as z:
+        assert sorted(z.files) == sorted(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(z[k], v)
+            assert z[k].dtype == v.dtype
+
+
+def test_glob_matching_folders_searches_them(tmp_path: Path) -> None:
+    for cls in ("n01", "n02"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "val" / cls / "x.JPEG")
+    found = list_images([str(tmp_path / "val" / "*")])
+    assert [p.parent.name for p in found] == ["n01", "n02"]
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA", "1", "YCbCr"])

@@ -177,3 +177,78 @@ def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_pat
     assert sorted(multi.files) == sorted(one.files) == ["a", "b"]
     for k in one.files:
         np.testing.assert_array_equal(multi[k], one[k])
+
+
+def _run(*args: object):
+    return runner.invoke(app, ["reconstruct", *map(str, args), "--tokenizer", "tiny"])
+
+
+def test_outputs_inside_the_input_folder_are_not_read_back(images: Path) -> None:
+    out = images / "out"
+    assert _run(images, "--output", out, "--grid").exit_code == 0
+    first = sorted(p.name for p in out.iterdir())
+    res = _run(images, "--output", out, "--grid", "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert "wrote 2 reconstructions" in res.output  # a.png and b.jpg, not the old outputs
+    assert (
+        sorted(p.name for p in out.iterdir()) == first == ["a.png", "b.png", "grid.png", "reconstruct.json"]
+    )
+
+
+def test_inputs_are_never_replaced_even_with_overwrite(images: Path) -> None:
+    before = (images / "a.png").read_bytes()
+    res = _run(images, "--output", images, "--overwrite")
+    assert res.exit_code == 1 and "inside the output folder" in res.output
+    res = _run(images / "a.png", "--output", images, "--overwrite")  # an explicit file, same folder
+    assert res.exit_code == 1 and "inside the output folder" in res.output
+    assert (images / "a.png").read_bytes() == before
+
+
+def test_colliding_stems_and_awkward_names_all_get_outputs_and_codes(tmp_path: Path) -> None:
+    px = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for rel in ("a/same.png", "b/same.png", "c/same-1.png", "d/grid.png", "e/file.png", "f/allow_pickle.png"):
+        (tmp_path / "in" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(px).save(tmp_path / "in" / rel)
+    out = tmp_path / "out"
+    res = _run(tmp_path / "in", "--output", out, "--grid", "--save-codes")
+    assert res.exit_code == 0, res.output
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == sorted(["same", "same-1", "same-1-1", "grid-1", "file", "allow_pickle", "grid"])
+    with np.load(out / "codes.npz") as z:
+        assert sorted(z.files) == sorted(set(pngs) - {"grid"})
+
+
+def test_output_folder_that_cannot_be_created_is_a_clear_error(images: Path, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    res = _run(images / "a.png", "--output", tmp_path / "afile" / "out")
+    assert (
+        res.exit_code == 1
+        and "cannot create the output folder" in res.output
+        and "Traceback" not in res.output
+    )
+
+
+def test_checkpoint_keys_left_out_are_shown(images: Path, tmp_path: Path) -> None:
+    from gigatok_core.registry import tokenizer_preset
+    from gigatok_core.tokenizer import build_tokenizer
+
+    sd = build_tokenizer(tokenizer_preset("tiny").config, with_distill=True).state_dict()
+    torch.save({"model": sd}, tmp_path / "tiny.pt")
+    res = _run(images / "a.png", "--checkpoint", tmp_path / "tiny.pt", "--output", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert "note:" in res.output and "distill_mlp" in res.output
+
+
+def test_metrics_json_is_strict_json_for_exact_reconstructions() -> None:
+    from gigatok_core.reconstruct import _finite
+
+    payload = {
+        "mean": {"psnr": float("inf")},
+        "images": {"a": {"psnr": float("nan"), "ssim": 0.5}},
+        "n": [1.0],
+    }
+    assert json.loads(json.dumps(_finite(payload), allow_nan=False)) == {
+        "mean": {"psnr": None},
+        "images": {"a": {"psnr": None, "ssim": 0.5}},
+        "n": [1.0],
+    }

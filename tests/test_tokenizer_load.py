@@ -91,8 +91,27 @@ def test_wrong_preset_is_named(tmp_path: Path) -> None:
 
 def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
     path = _save({"model": _official_like(), "evil": NotWeights()}, tmp_path / "evil.pt")
-    with pytest.raises(GigatokError, match="not plain weights"):
+    with pytest.raises(GigatokError, match="not plain weights") as err:
         load_tokenizer("tiny", checkpoint=path)
+    assert "(print)" in err.value.message and "weights_only" not in err.value.message
+
+
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4)).save(path)
+    with pytest.raises(GigatokError, match="is not a PyTorch checkpoint") as err:
+        load_tokenizer("tiny", checkpoint=path)
+    assert "weights_only" not in err.value.message + (err.value.hint or "")
+
+
+def test_keys_left_out_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _save({"model": _official_like()}, tmp_path / "with_head.pt")
+    with caplog.at_level("INFO", logger="gigatok"):
+        load_tokenizer("tiny", checkpoint=path)
+    notes = [r.getMessage() for r in caplog.records]
+    assert any("s1to2decoder.distill_mlp.*" in n and "with_head.pt" in n for n in notes), notes
 
 
 def test_missing_weights() -> None:
