@@ -163,9 +163,23 @@ def center_crop_arr(img: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr[top : top + size, left : left + size])
 
 
+MAX_ASPECT = 64  # the centre crop of a thinner image is a smear, and its upscale can take gigabytes
+
+
 def load_image(path: str | Path, image_size: int = 256) -> np.ndarray:
-    """Read, convert and centre-crop one image: (S, S, 3) uint8."""
-    return center_crop_arr(read_image(path), image_size)
+    """Read, convert and centre-crop one image: (S, S, 3) uint8.
+
+    An image more than :data:`MAX_ASPECT` times longer than wide (or the reverse) is refused as
+    unreadable: the ADM crop first scales its short side to ``image_size`` (a 40000x1 strip would
+    become a 10 GB image).
+    """
+    img = read_image(path)
+    if max(img.size) > MAX_ASPECT * min(img.size):
+        raise ImageReadError(
+            f"{path} is {img.size[0]}x{img.size[1]}: too elongated to centre-crop",
+            hint=f"the crop takes images at most {MAX_ASPECT} times longer than wide",
+        )
+    return center_crop_arr(img, image_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,3 +140,11 @@ def test_save_png_is_atomic_and_loadable(tmp_path: Path) -> None:
     os.umask(mask)
     assert (tmp_path / "sub" / "o.png").stat().st_mode & 0o777 == 0o666 & ~mask
     np.testing.assert_array_equal(load_image(tmp_path / "sub" / "o.png", 8), pix)
+
+
+def test_extremely_elongated_images_are_refused_not_upscaled(tmp_path: Path) -> None:
+    Image.new("RGB", (20000, 2)).save(tmp_path / "strip.png")
+    with pytest.raises(ImageReadError, match="too elongated"):
+        load_image(tmp_path / "strip.png", 256)
+    Image.new("RGB", (640, 20)).save(tmp_path / "wide.png")  # 32:1 still works
+    assert load_image(tmp_path / "wide.png", 256).shape == (256, 256, 3)
