@@ -105,7 +105,7 @@ _gigatok() {
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
         "download") COMPREPLY=($(compgen -W "--list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
-        "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
+        "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;

@@ -28,6 +28,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l data -r -F -d 
 complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l output -r -F -d 'Statistics npz to write.'
 complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l image-size -x -d 'ADM centre-crop size.'
 complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l protocol -x -d 'What the reference is for.'
+complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l with-images -d 'Also store the crops as arr_0 (uint8), like the official val_imagenet.npz, so ADMs TensorFlow evaluator can read the file too (196 KB per 256px image: 9.8 GB for ImageNet val).'
 complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l inception-weights -r -F -d 'FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.'
 complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l batch-size -x -d 'Images per Inception batch (results do not depend on it).'
 complete -c gigatok -n '__fish_seen_subcommand_from build-ref' -l device -x -a 'auto cpu cuda' -d 'cpu, cuda, cuda:N or auto (default).'

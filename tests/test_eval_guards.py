@@ -205,3 +205,34 @@ def test_metrics_that_cannot_be_computed_say_why(tmp_path: Path) -> None:
     assert "precision/recall need per-image features of both sides (the samples has none)" in text
     notes = json.loads((tmp_path / "m.json").read_text())["notes"]
     assert len(notes) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# build-ref --with-images: a reference ADM's evaluator can read (it needs arr_0)
+# ---------------------------------------------------------------------------------------------
+def test_reference_with_images_holds_the_crops_and_the_statistics(tmp_path: Path) -> None:
+    from gigatok_core.images import load_image
+
+    files = write_images(tmp_path / "val", 3, seed=1, size=48)
+    ev = tiny_evaluator(batch_size=2)
+    out = tmp_path / "ref.npz"
+    stats = ev.build_reference(tmp_path / "val", out, image_size=32, with_images=True)
+    with np.load(out, allow_pickle=False) as z:
+        assert {"arr_0", "mu", "sigma", "mu_s", "sigma_s", "pool", "gigatok_protocol"} <= set(z.files)
+        assert z["arr_0"].dtype == np.uint8 and z["arr_0"].shape == (3, 32, 32, 3)
+        for i, f in enumerate(files):
+            np.testing.assert_array_equal(z["arr_0"][i], load_image(f, 32))
+        np.testing.assert_array_equal(z["mu"], stats.pool_stats.mu)
+    plain = ev.build_reference(tmp_path / "val", tmp_path / "plain.npz", image_size=32)
+    np.testing.assert_allclose(plain.pool_stats.sigma, stats.pool_stats.sigma)  # same numbers either way
+    assert detect_protocol(out) == "rfid-imagenet-val"  # its own tag wins over the ADM-like layout
+
+
+def test_reference_with_images_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
+    write_images(tmp_path / "val", 2, seed=1, size=48)
+    (tmp_path / "val" / "zz_broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(GigatokError):
+        tiny_evaluator().build_reference(
+            tmp_path / "val", tmp_path / "ref.npz", image_size=32, with_images=True
+        )
+    assert list(tmp_path.glob("*.npz")) == [] and list(tmp_path.glob(".ref.npz.*")) == []

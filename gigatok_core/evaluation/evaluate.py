@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,14 @@ from gigatok_core.evaluation.inception import FIDInception, load_fid_inception
 from gigatok_core.evaluation.metrics import PR_K, frechet_distance, inception_score, precision_recall
 from gigatok_core.evaluation.reference import (
     EvalStats,
+    ImageNpz,
     atomic_npz,
     check_statistics_target,
     detect_protocol,
     load_statistics,
     reference_meta,
     save_statistics,
+    statistics_arrays,
     weights_id,
 )
 
@@ -146,17 +148,34 @@ class Evaluator:
         image_size: int = 256,
         protocol: str = "rfid-imagenet-val",
         overwrite: bool = False,
+        with_images: bool = False,
     ) -> EvalStats:
-        """ADM-centre-crop every image under ``data`` to ``image_size`` and save its statistics."""
+        """ADM-centre-crop every image under ``data`` to ``image_size`` and save its statistics.
+
+        ``with_images`` also stores the crops as ``arr_0`` (uint8 NHWC), as the official rFID
+        reference does, so ADM's TensorFlow evaluator can read the file too (it needs ``arr_0``).
+        """
         from gigatok_core.images import list_images
 
         output = check_statistics_target(output, overwrite)  # before the extraction, not after
         paths = list_images([data])
-        feats = self.folder_features(paths, image_size=image_size, label="reference")
-        stats = EvalStats.from_features(
-            feats, protocol=protocol, meta=reference_meta(paths, image_size, str(data), self.weights_id)
-        )
-        save_statistics(output, stats, overwrite=overwrite)
+        meta = reference_meta(paths, image_size, str(data), self.weights_id)
+        if not with_images:
+            feats = self.folder_features(paths, image_size=image_size, label="reference")
+            stats = EvalStats.from_features(feats, protocol=protocol, meta=meta)
+            save_statistics(output, stats, overwrite=overwrite)
+            return stats
+        with ImageNpz(output, len(paths), image_size) as npz:
+
+            def crops() -> Iterator[np.ndarray]:
+                for img in F.iter_folder(paths, image_size):
+                    npz.add_image(img)
+                    yield img
+
+            feats = self.features(F.rebatch(crops(), self.batch_size), "reference", len(paths))
+            stats = EvalStats.from_features(feats, protocol=protocol, meta=meta)
+            for name, value in statistics_arrays(stats).items():
+                npz.add_array(name, value)
         return stats
 
 

@@ -12,8 +12,6 @@ rank has finished) only rank 0 reads the PNGs, scores them and writes the option
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import numpy as np
 from gigatok_core import dist
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
-from gigatok_core.evaluation.reference import EvalStats, check_protocol
+from gigatok_core.evaluation.reference import EvalStats, ImageNpz, check_protocol
 
 PROTOCOL = "gfid-adm"
 NUM_CLASSES = 1000
@@ -142,39 +140,20 @@ def write_sample_npz(
 ) -> Path:
     """Pack PNGs into ``path`` as ADM's evaluator reads them: ``arr_0`` uint8 (N, S, S, 3), in order.
 
-    Streamed image by image into a temp file beside ``path`` and renamed at the end (atomic; 50k
+    Streamed image by image (:class:`~gigatok_core.evaluation.reference.ImageNpz`: atomic, 50k
     images never sit in memory at once). Every image must already be S x S RGB.
     """
     from gigatok_core.images import read_image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = (len(paths), image_size, image_size, 3)
-    tmp = tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent, delete=False)
-    tmp.close()
-    try:
-        with zipfile.ZipFile(tmp.name, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_1_0(
-                    f,
-                    {
-                        "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                        "fortran_order": False,
-                        "shape": shape,
-                    },
+    with ImageNpz(path, len(paths), image_size) as npz:
+        for i, p in enumerate(paths):
+            img = np.asarray(read_image(p), dtype=np.uint8)  # (S, S, 3)
+            if img.shape != (image_size, image_size, 3):
+                raise GigatokError(
+                    f"{p} is {img.shape[1]}x{img.shape[0]}, expected {image_size}x{image_size}",
+                    hint="ADM's evaluator batch holds 256x256 RGB images",
                 )
-                for i, p in enumerate(paths):
-                    img = np.asarray(read_image(p), dtype=np.uint8)  # (S, S, 3)
-                    if img.shape != shape[1:]:
-                        raise GigatokError(
-                            f"{p} is {img.shape[1]}x{img.shape[0]}, expected {image_size}x{image_size}",
-                            hint="ADM's evaluator batch holds 256x256 RGB images",
-                        )
-                    f.write(np.ascontiguousarray(img).tobytes())
-                    if on_image:
-                        on_image(i + 1)
-        Path(tmp.name).replace(path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
-    return path
+            npz.add_image(img)
+            if on_image:
+                on_image(i + 1)
+    return Path(path)

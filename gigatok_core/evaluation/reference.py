@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,11 +102,60 @@ def check_statistics_target(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def save_statistics(
-    path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True
-) -> Path:
-    """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
-    path = check_statistics_target(path, overwrite)
+class ImageNpz:
+    """An npz written as a stream: ``arr_0`` uint8 (N, S, S, 3) one image at a time, then other arrays.
+
+    Use as a context manager: the file appears at ``path`` (renamed from a temp file beside it) only
+    if the block ends normally and exactly N images were written; otherwise nothing is left behind.
+    Sample batches and ADM-readable references go through it (50k images never sit in memory).
+    """
+
+    def __init__(self, path: str | Path, count: int, image_size: int) -> None:
+        self.path = Path(path)
+        self.shape = (count, image_size, image_size, 3)
+        self.written = 0
+
+    def __enter__(self) -> ImageNpz:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._images = self._zip.open("arr_0.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self._images, {**header, "shape": self.shape})
+        return self
+
+    def add_image(self, img: np.ndarray) -> None:
+        if img.shape != self.shape[1:] or img.dtype != np.uint8:
+            raise GigatokError(
+                f"image {self.written} is {img.dtype} {img.shape}, expected uint8 {self.shape[1:]}",
+                hint="ADM's evaluator batches hold uint8 RGB images of one size",
+            )
+        self._images.write(np.ascontiguousarray(img).tobytes())
+        self.written += 1
+
+    def add_array(self, name: str, value: np.ndarray) -> None:
+        if self._images is not None:
+            self._images.close()
+            self._images = None
+        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if self._images is not None:
+                self._images.close()
+            self._zip.close()
+            if exc_type is None and self.written != self.shape[0]:
+                raise GigatokError(f"{self.path}: wrote {self.written} of {self.shape[0]} images")
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            Path(self._tmp).unlink(missing_ok=True)
+
+
+def statistics_arrays(stats: EvalStats, *, keep_pool: bool = True) -> dict[str, np.ndarray]:
+    """``stats`` as the arrays of the npz layout above."""
     if stats.pool_stats is None:
         raise ValueError("no pool statistics to save")
     arrays: dict[str, np.ndarray] = {"mu": stats.pool_stats.mu, "sigma": stats.pool_stats.sigma}
@@ -117,7 +167,15 @@ def save_statistics(
         arrays["gigatok_protocol"] = np.array(stats.protocol)
     meta = {"count": stats.count, **stats.meta}
     arrays["gigatok_meta"] = np.array(json.dumps(meta, sort_keys=True))
-    atomic_npz(path, arrays)
+    return arrays
+
+
+def save_statistics(
+    path: str | Path, stats: EvalStats, *, overwrite: bool = False, keep_pool: bool = True
+) -> Path:
+    """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
+    path = check_statistics_target(path, overwrite)
+    atomic_npz(path, statistics_arrays(stats, keep_pool=keep_pool))
     return path
 
 
