@@ -443,9 +443,13 @@ def gfid(
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing --json / --save-npz files.")
+    ] = False,
+    regenerate: Annotated[
         bool,
         typer.Option(
-            "--overwrite", help="Regenerate existing samples and replace the --json / --save-npz files."
+            "--regenerate",
+            help="Sample again, replacing the PNGs in --output (default: reuse those of the same settings).",
         ),
     ] = False,
 ) -> None:
@@ -488,6 +492,7 @@ def gfid(
             batch_size=sample_batch_size,
             device=device,
             overwrite=overwrite,
+            regenerate=regenerate,
             gpt_checkpoint=gpt_checkpoint,
             tokenizer_checkpoint=tokenizer_checkpoint,
         )

@@ -236,3 +236,40 @@ def test_reference_with_images_leaves_nothing_behind_on_failure(tmp_path: Path) 
             tmp_path / "val", tmp_path / "ref.npz", image_size=32, with_images=True
         )
     assert list(tmp_path.glob("*.npz")) == [] and list(tmp_path.glob(".ref.npz.*")) == []
+
+
+@pytest.mark.parametrize(("flag", "resample"), [("--overwrite", False), ("--regenerate", True)])
+def test_gfid_overwrite_replaces_outputs_regenerate_resamples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, resample: bool
+) -> None:
+    import gigatok_core.sample as sample_mod
+    from gigatok_core.evaluation.generation import sample_paths
+
+    seen: dict[str, object] = {}
+
+    def fake_sample(classes: list[int], **kwargs: object) -> None:
+        seen["overwrite"] = kwargs["overwrite"]
+        for p in sample_paths(kwargs["output"], classes, kwargs["num_per_class"]):  # type: ignore[arg-type]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"png")
+
+    ref_stats = _stats(tmp_path / "VIRTUAL_imagenet256_labeled.npz")
+    monkeypatch.setattr(sample_mod, "sample_images", fake_sample)
+    monkeypatch.setattr(Evaluator, "load", lambda self, source, **kw: ref_stats)
+    monkeypatch.setattr(
+        Evaluator,
+        "folder_features",
+        lambda self, paths, **kw: Features(
+            pool=np.random.default_rng(0).normal(size=(len(paths), 6)).astype(np.float32),
+            spatial=np.zeros((len(paths), 4), np.float32),
+            logits=np.zeros((len(paths), 5), np.float32),
+        ),
+    )
+    if flag == "--overwrite":
+        (tmp_path / "g.json").write_text("{}")  # replaced, while the samples are reused
+    res = _invoke(
+        "gfid", "--gpt", "gpt-b", "--output", tmp_path / "o", "--num-classes", "4", "--num-per-class", "2",
+        "--reference", tmp_path / "VIRTUAL_imagenet256_labeled.npz", "--json", tmp_path / "g.json", flag,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert seen["overwrite"] is resample and json.loads((tmp_path / "g.json").read_text())["fid"] is not None

@@ -64,6 +64,7 @@ def evaluate_generation(
     save_npz: str | Path | None = None,
     force: bool = False,
     overwrite: bool = False,
+    regenerate: bool = False,
     with_precision_recall: bool = True,
     rank_info: dist.DistInfo | None = None,
     **sample_kwargs: Any,
@@ -74,7 +75,8 @@ def evaluate_generation(
     the first classes only (smoke runs). ``save_npz`` also writes the ADM-style sample batch
     (``arr_0`` uint8 (N, 256, 256, 3), in :func:`sample_paths` order). ``sample_kwargs`` go to
     :func:`gigatok_core.sample.sample_images` (cfg, sampling, seed, precision, batch_size,
-    device, checkpoints, on_progress); ``overwrite`` regenerates the samples and replaces the npz.
+    device, checkpoints, on_progress); ``overwrite`` replaces an existing npz, ``regenerate`` samples
+    again instead of reusing the PNGs already in ``output``.
     """
     if not 1 <= num_classes <= NUM_CLASSES:
         raise GigatokError(f"--num-classes must lie in 1..{NUM_CLASSES}, got {num_classes}")
@@ -94,7 +96,7 @@ def evaluate_generation(
         gpt=gpt,
         tokenizer=tokenizer,
         num_per_class=num_per_class,
-        overwrite=overwrite,
+        overwrite=regenerate,
         rank_info=rank_info,
         **sample_kwargs,
     )
