@@ -134,7 +134,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from sample' -l gpt-checkpoint -r
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l tokenizer-checkpoint -r -F -d 'Local tokenizer checkpoint instead of the cache.'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l grid -d 'Also write grid.png, a labelled contact sheet.'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l save-codes -d 'Also write codes.npz (codes (N,256), labels).'
-complete -c gigatok -n '__fish_seen_subcommand_from sample' -l overwrite -d 'Replace existing output files.'
+complete -c gigatok -n '__fish_seen_subcommand_from sample' -l overwrite -d 'Start over: remove the previous runs samples, codes and grid in --output first (default: resume a run of the same settings, refuse one of other settings).'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l compile -d 'torch.compile the GPT decode step (CUDA graphs on a GPU; the first batch compiles).'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l help -s h -d 'Show help and exit.'
 complete -c gigatok -n '__fish_seen_subcommand_from train' -l help -s h -d 'Show help and exit.'

@@ -128,7 +128,14 @@ def sample(
     save_codes: Annotated[
         bool, typer.Option("--save-codes", help="Also write codes.npz (codes (N,256), labels).")
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Start over: remove the previous run's samples, codes and grid in --output first "
+            "(default: resume a run of the same settings, refuse one of other settings).",
+        ),
+    ] = False,
     compile: Annotated[
         bool,
         typer.Option(

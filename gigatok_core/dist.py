@@ -95,6 +95,8 @@ def resolve_device(device: str | None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise GigatokError(f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise GigatokError(f"device {device!r} is not supported", hint="use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GigatokError(
             f"device {device!r} asked for, but CUDA is not available here", hint="use --device cpu"

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ PARTIAL_CODES = ".codes-partial"  # per-batch codes while a run is in progress (
 GRID_MAX_PER_CLASS = 8
 GRID_MAX_CLASSES = 32
 # Settings that change the pixels; a resumed run must agree on all of them.
+log = logging.getLogger("gigatok")
 OUTPUT_KEYS = (
     "gpt",
     "tokenizer",
@@ -134,9 +136,17 @@ def sample_images(
             f"tokenizer checkpoint {tokenizer_checkpoint} does not exist",
             hint="check the --tokenizer-checkpoint path",
         )
+    if not 0 <= seed < 2**63:
+        raise GigatokError(f"--seed must lie in 0 .. 2^63-1, got {seed}")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GigatokError(
+            f"cannot create the output folder {output} ({err.strerror})", hint="choose another --output"
+        ) from None
 
     settings = {
         "command": "sample",
@@ -180,14 +190,14 @@ def sample_images(
             "depends on every earlier batch)",
             hint="pass --overwrite, or use the default per-sample rng",
         )
+    # ---- models (before sample.json: a run that cannot start leaves no settings behind) ---------
+    tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev, dtype=dtype)
+    model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev, dtype=dtype)
+
     # Every rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
     atomic_write_bytes(output / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
     if rank_info is None:
         dist.barrier()
-
-    # ---- models ------------------------------------------------------------------------------
-    tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev, dtype=dtype)
-    model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev, dtype=dtype)
 
     # ---- this rank's work ----------------------------------------------------------------------
     mine = dist.shard(items, info)
@@ -220,8 +230,8 @@ def sample_images(
             generators=sample_generators(seed, [it.class_idx for it in batch], [it.index for it in batch]),
         )
         codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling, compile=compile)  # (B, N) int64
-        with torch.inference_mode():
-            pixels = to_uint8(tok.decode_codes(codes).float())  # (B, H, W, 3)
+        with torch.inference_mode():  # one image at a time: the kernels' batch shape moves pixels by 1
+            pixels = np.concatenate([to_uint8(tok.decode_codes(c[None]).float()) for c in codes])
         for it, px in zip(batch, pixels, strict=True):
             save_png(output / f"{it.stem}.png", px)
             result.generated.append(str(output / f"{it.stem}.png"))
@@ -260,24 +270,40 @@ def _check_output(
     save_codes: bool,
     grid: bool,
 ) -> bool:
-    """Refuse to touch files of another run; returns whether this is a resumed run."""
-    if overwrite or not output.is_dir():
+    """Refuse to touch files of another run; returns whether this is a resumed run.
+
+    With ``overwrite`` the previous run's files (its PNGs, codes and grid, as its sample.json lists
+    them) are removed first, so nothing of it can be mistaken for this run's later.
+    """
+    if not output.is_dir():
         return False
-    pngs = [output / f"{it.stem}.png" for it in items if (output / f"{it.stem}.png").exists()]
-    summaries = [
-        output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on and (output / n).exists()
-    ]
     settings_path = output / SETTINGS_FILE
+    previous: dict[str, Any] = {}
     if settings_path.exists():
         try:
             previous = json.loads(settings_path.read_text())
         except (OSError, ValueError):
             previous = {}
+    if overwrite:
+        _remove_run(output, previous)
+        return False
+    pngs = [output / f"{it.stem}.png" for it in items if (output / f"{it.stem}.png").exists()]
+    summaries = [
+        output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on and (output / n).exists()
+    ]
+    if settings_path.exists():
         diff = [k for k in OUTPUT_KEYS if previous.get(k) != settings.get(k)]
         if diff:
             raise GigatokError(
                 f"{output} holds a sampling run with different settings ({', '.join(diff)})",
                 hint="choose another --output, or pass --overwrite to replace that run's files",
+            )
+        earlier = {it.stem for it in _previous_plan(previous)}
+        if summaries and not earlier <= {it.stem for it in items}:
+            raise GigatokError(
+                f"{summaries[0]} covers samples this run does not include (classes "
+                f"{previous.get('classes')}, {previous.get('num_per_class')} each); writing it again would drop them",
+                hint="include those classes again, pass --overwrite to start over, or choose another --output",
             )
         return bool(pngs)
     clash = pngs + summaries
@@ -288,6 +314,23 @@ def _check_output(
             hint="pass --overwrite to replace them, or choose another --output",
         )
     return False
+
+
+def _previous_plan(previous: dict[str, Any]) -> list[SampleItem]:
+    """The samples a previous run's sample.json describes (empty if it is unreadable)."""
+    try:
+        return plan([int(c) for c in previous.get("classes", [])], int(previous.get("num_per_class", 0)))
+    except (TypeError, ValueError, IndexError):
+        return []
+
+
+def _remove_run(output: Path, previous: dict[str, Any]) -> None:
+    """Delete what a previous run wrote here (only files named by its own plan, and the summaries)."""
+    for it in _previous_plan(previous):
+        (output / f"{it.stem}.png").unlink(missing_ok=True)
+    for name in (CODES_FILE, GRID_FILE, SETTINGS_FILE):
+        (output / name).unlink(missing_ok=True)
+    shutil.rmtree(output / PARTIAL_CODES, ignore_errors=True)
 
 
 def _known_codes(output: Path) -> dict[str, np.ndarray]:
@@ -339,6 +382,12 @@ def _write_grid(output: Path, items: list[SampleItem]) -> Path:
         rows.append(row)
     path = output / GRID_FILE
     save_png(path, contact_sheet(rows, label_height=14))
+    classes, per_class = len(dict.fromkeys(it.class_idx for it in items)), max(it.index for it in items) + 1
+    if (classes, per_class) != grid_shape(classes, per_class):
+        log.info(
+            "%s shows the first %d classes and %d samples of each (of %d classes, %d each)",
+            path, *grid_shape(classes, per_class), classes, per_class,
+        )  # fmt: skip
     return path
 
 

@@ -24,6 +24,7 @@ from gigatok_core.errors import GigatokError
 SCHEDULES = ("constant", "linear", "linear_re", "triangular", "rectangular", "step", "cosine", "sigmoid")
 OFF = 1.0 + 1e-4  # keeps the scheduled value > 1 (spec ar §4, pitfall 4)
 SIGMOID_STEEPNESS = 20.0
+WINDOWED = ("step", "rectangular", "sigmoid")  # the schedules that read window_start
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ class CFGSchedule:
         for v in (self.window_start, self.window_end):
             if v is not None and not 0.0 <= v <= 1.0:
                 raise GigatokError(f"CFG window ratios must lie in [0, 1], got {v}")
+        if self.window_start is not None and self.name not in WINDOWED:
+            raise GigatokError(
+                f"--cfg-start-ratio has no effect with the {self.name} schedule",
+                hint=f"it applies to {', '.join(WINDOWED)}; leave it out",
+            )
+        if self.window_end is not None and self.name != "rectangular":
+            raise GigatokError(
+                f"--cfg-end-ratio has no effect with the {self.name} schedule",
+                hint="it applies to rectangular; leave it out",
+            )
+        if self.name == "rectangular" and self.start > self.end:
+            raise GigatokError(
+                f"the rectangular window starts after it ends ({self.start} > {self.end}): guidance would be off",
+                hint="pass --cfg-start-ratio <= --cfg-end-ratio",
+            )
 
     @property
     def enabled(self) -> bool:

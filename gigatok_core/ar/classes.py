@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 from collections.abc import Iterable
 
 from gigatok_core.errors import GigatokError
 
 NUM_CLASSES = 1000
+log = logging.getLogger("gigatok")
 
 
 @functools.cache
@@ -35,7 +37,7 @@ def slug(idx: int) -> str:
 
 def resolve_class(item: str | int) -> int:
     """An index 0-999 or a case-insensitive class name -> class index."""
-    if isinstance(item, int) or str(item).strip().lstrip("-").isdigit():
+    if isinstance(item, int) or str(item).strip().lstrip("-").isdecimal():
         idx = int(item)
         if not 0 <= idx < NUM_CLASSES:
             raise GigatokError(
@@ -45,20 +47,28 @@ def resolve_class(item: str | int) -> int:
         return idx
     text = " ".join(str(item).split())
     names = class_names()
+    lowered = [n.lower() for n in names]
     exact = [i for i, n in enumerate(names) if n == text]
-    if len(exact) == 1:
-        return exact[0]
-    matches = [i for i, n in enumerate(names) if n.lower() == text.lower()]
-    if len(matches) == 1:
-        return matches[0]
+    matches = exact or [i for i, n in enumerate(lowered) if n == text.lower()]
     if len(matches) > 1:
         options = ", ".join(f"{i} ({names[i]})" for i in matches)
         raise GigatokError(f"class name {text!r} is ambiguous", hint=f"use an index: {options}")
-    lowered = [n.lower() for n in names]
-    close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.5)
-    close += [n for n in lowered if text.lower() in n and n not in close][: 5 - len(close)]
+    # whole-word occurrences in other names: "crane" is 517 (the machine) but also "crane bird" (134)
+    word = re.compile(rf"\b{re.escape(text.lower())}\b")
+    containing = [i for i, n in enumerate(lowered) if word.search(n) and i not in matches]
+    if len(matches) == 1:
+        if containing:
+            others = ", ".join(f"{i} ({names[i]})" for i in containing[:5])
+            log.info("class %r is %d (%s); also see %s", text, matches[0], names[matches[0]], others)
+        return matches[0]
+    substring = [i for i, n in enumerate(lowered) if text.lower() in n]
+    close = substring + [
+        lowered.index(c)
+        for c in difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.5)
+        if lowered.index(c) not in substring
+    ]
     hint = (
-        "closest matches: " + ", ".join(f"{lowered.index(c)} ({names[lowered.index(c)]})" for c in close)
+        "closest matches: " + ", ".join(f"{i} ({names[i]})" for i in close[:6])
         if close
         else "use an index 0-999 or an ImageNet class name such as 'giant panda'"
     )
@@ -74,4 +84,8 @@ def parse_classes(spec: str | Iterable[str | int]) -> list[int]:
         raise GigatokError(
             "no classes given", hint="e.g. --classes 22,388 or --classes 'giant panda,bald eagle'"
         )
-    return [resolve_class(s) for s in items]
+    ids = [resolve_class(s) for s in items]
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < len(ids):
+        log.info("classes listed twice are sampled once: %s", ", ".join(map(str, unique)))
+    return unique
