@@ -150,7 +150,7 @@ def _render(
         table.add_row(LABELS[key], shown)
     out.print(table)
     for note in metrics.get("notes", []):
-        out.print(f"[dim]n/a: {note}[/]")
+        out.print(f"[dim]note: {note}[/]")
     if json_path is not None:
         payload = {k: finite_or_none(v) for k, v in {**metrics, **(extra or {})}.items()}
         atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())

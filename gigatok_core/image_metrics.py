@@ -81,7 +81,7 @@ def build_lpips(vgg_weights: str | Path | None = None, device: torch.device | st
     if vgg_weights is None:
         from gigatok_core.hub import fetch_weights
 
-        vgg_weights = fetch_weights("vgg16-397923af.pth")
+        vgg_weights = fetch_weights("vgg16-397923af.pth", or_option="--vgg-weights FILE")
     ckpt = read_checkpoint(vgg_weights)
     vgg_sd = next((v for k in ("state_dict", "model") if isinstance(v := ckpt.get(k), dict)), ckpt)
     model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)

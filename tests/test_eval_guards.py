@@ -201,8 +201,10 @@ def test_metrics_that_cannot_be_computed_say_why(tmp_path: Path) -> None:
     res = _invoke("fid", tmp_path / "b.npz", tmp_path / "a.npz", "--json", tmp_path / "m.json")
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert "n/a: IS needs the samples' images" in text and "n/a: sFID needs spatial statistics" in text
-    assert "precision/recall need per-image features of both sides (the samples has none)" in text
+    assert "IS is n/a: it needs the samples' images" in text and "sFID is n/a: it needs spatial" in text
+    assert (
+        "precision/recall are n/a: they need per-image features of both sides (the samples has none)" in text
+    )
     notes = json.loads((tmp_path / "m.json").read_text())["notes"]
     assert len(notes) == 3
 
@@ -273,3 +275,11 @@ def test_gfid_overwrite_replaces_outputs_regenerate_resamples(
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert seen["overwrite"] is resample and json.loads((tmp_path / "g.json").read_text())["fid"] is not None
+
+
+def test_short_inception_score_splits_are_noted() -> None:
+    rng = np.random.default_rng(0)
+    for n, words in [(5001, "the last holds only 1 samples"), (200, "IS from 200 samples"), (10000, None)]:
+        samples = EvalStats(logits=rng.normal(size=(n, 5)).astype(np.float32), count=n)
+        notes = compute_metrics(samples, EvalStats()).get("notes", [])
+        assert any(words in note for note in notes) if words else not any("IS" in note for note in notes)

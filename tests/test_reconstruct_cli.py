@@ -252,3 +252,15 @@ def test_metrics_json_is_strict_json_for_exact_reconstructions() -> None:
         "images": {"a": {"psnr": None, "ssim": 0.5}},
         "n": [1.0],
     }
+
+
+def test_missing_aux_weights_name_the_option_that_takes_a_file(images: Path, tmp_path: Path) -> None:
+    res = _run(images / "a.png", "--output", tmp_path / "o", "--metrics")  # offline, empty cache (conftest)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "vgg16-397923af.pth" in text and "--vgg-weights FILE" in text
+    from gigatok_core.errors import GigatokError
+    from gigatok_core.evaluation import load_fid_inception
+
+    with pytest.raises(GigatokError) as err:
+        load_fid_inception(None, "cpu")
+    assert "--inception-weights FILE" in err.value.hint

@@ -20,7 +20,13 @@ import torch
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation import features as F
 from gigatok_core.evaluation.inception import FIDInception, load_fid_inception
-from gigatok_core.evaluation.metrics import PR_K, frechet_distance, inception_score, precision_recall
+from gigatok_core.evaluation.metrics import (
+    IS_SPLIT_SIZE,
+    PR_K,
+    frechet_distance,
+    inception_score,
+    precision_recall,
+)
 from gigatok_core.evaluation.reference import (
     EvalStats,
     ImageNpz,
@@ -193,7 +199,7 @@ def compute_metrics(
 
     FID/sFID put the samples first (ADM's ``sample_stats.frechet_distance(ref_stats)``); IS uses the
     samples only; precision is about samples inside the reference manifold, recall the converse.
-    A metric that cannot be computed is None, and ``notes`` says why.
+    A metric that cannot be computed is None, and ``notes`` says why (and warns of a short IS split).
     """
     out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     notes: list[str] = []
@@ -202,17 +208,28 @@ def compute_metrics(
     if samples.spatial_stats is not None and ref.spatial_stats is not None:
         out["sfid"] = frechet_distance(samples.spatial_stats, ref.spatial_stats)
     else:
-        notes.append("sFID needs spatial statistics (mu_s, sigma_s) on both sides")
+        notes.append("sFID is n/a: it needs spatial statistics (mu_s, sigma_s) on both sides")
     if samples.logits is not None:
         out["is"] = inception_score(samples.logits)
+        n, rest = len(samples.logits), len(samples.logits) % IS_SPLIT_SIZE
+        if rest and n > IS_SPLIT_SIZE:
+            notes.append(
+                f"IS averages splits of {IS_SPLIT_SIZE}; the last holds only {rest} samples (as in ADM)"
+            )
+        elif n < IS_SPLIT_SIZE:
+            notes.append(
+                f"IS from {n} samples (one split, under {IS_SPLIT_SIZE}): not comparable to 50k numbers"
+            )
     else:
-        notes.append("IS needs the samples' images (a statistics file has none)")
+        notes.append("IS is n/a: it needs the samples' images (a statistics file has none)")
     if with_precision_recall:
         if samples.pool is None or ref.pool is None:
             side = "samples" if samples.pool is None else "reference"
-            notes.append(f"precision/recall need per-image features of both sides (the {side} has none)")
+            notes.append(
+                f"precision/recall are n/a: they need per-image features of both sides (the {side} has none)"
+            )
         elif min(len(samples.pool), len(ref.pool)) <= PR_K:
-            notes.append(f"precision/recall need more than {PR_K} images on each side")
+            notes.append(f"precision/recall are n/a: they need more than {PR_K} images on each side")
         else:
             out["precision"], out["recall"] = precision_recall(ref.pool, samples.pool, device=device)
     if notes:

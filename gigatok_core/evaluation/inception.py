@@ -271,7 +271,7 @@ def load_fid_inception(weights: str | Path | None = None, device: torch.device |
     if weights is None:
         from gigatok_core.hub import fetch_weights
 
-        weights = fetch_weights(WEIGHTS_NAME)
+        weights = fetch_weights(WEIGHTS_NAME, or_option="--inception-weights FILE")
     model = FIDInception()
     sd, _ = extract_state_dict(read_checkpoint(weights), source=str(weights))
     for key, value in model.state_dict().items():

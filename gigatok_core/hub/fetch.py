@@ -46,14 +46,22 @@ def _say(progress: bool, msg: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
-def fetch_weights(name: str, *, progress: bool = True, shapes: ShapesFn | None = None) -> Path:
+def fetch_weights(
+    name: str, *, progress: bool = True, shapes: ShapesFn | None = None, or_option: str | None = None
+) -> Path:
     """Local path of the verified file registered as ``name`` in presets/weights.yaml.
 
     Tokenizer and GPT checkpoints come back as safetensors holding their weights entry (read by
     :func:`gigatok_core.checkpoint.read_checkpoint` as ``{"model": tensors}``); aux files as
-    downloaded. ``shapes`` replaces the preset's expected keys/shapes (tests).
+    downloaded. ``shapes`` replaces the preset's expected keys/shapes (tests). ``or_option`` names
+    the command-line option that takes a local file instead; a failure's hint mentions it.
     """
-    return fetch_record(registry.weights_record(name), key=name, progress=progress, shapes=shapes)
+    try:
+        return fetch_record(registry.weights_record(name), key=name, progress=progress, shapes=shapes)
+    except GigatokError as err:
+        if or_option:
+            err.hint = f"{err.hint}; or pass {or_option}" if err.hint else f"pass {or_option}"
+        raise
 
 
 def fetch_record(
@@ -347,7 +355,8 @@ def _download_error(
     elif any(f.resumable for f in failures):
         hint = (
             f"check the network and run the command again: the partial download "
-            f"{cache.part_path(rec)} is resumed"
+            f"{cache.part_path(rec)} is resumed; or download {rec.file} by hand from "
+            f"{_where_to_get(rec)} and run `gigatok download --import FILE --preset {name}`"
         )
     else:
         hint = f"download it by hand from {_where_to_get(rec)} and run `gigatok download --import FILE --preset {name}`"
