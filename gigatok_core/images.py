@@ -222,6 +222,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def ensure_output_dir(output: str | Path) -> Path:
+    """Create the output folder (and parents) or say clearly why it cannot be."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GigatokError(
+            f"cannot create the output folder {output} ({err.strerror})", hint="choose another --output"
+        ) from None
+    return output
+
+
 def save_png(path: str | Path, pixels: np.ndarray) -> None:
     """Save a (H, W, 3) uint8 array as PNG, atomically."""
     import io

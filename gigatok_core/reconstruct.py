@@ -25,6 +25,7 @@ from gigatok_core.images import (
     Tile,
     atomic_write_bytes,
     contact_sheet,
+    ensure_output_dir,
     list_images,
     load_image,
     save_npz,
@@ -115,8 +116,6 @@ def reconstruct(
     dev = dist.resolve_device(device)
     dtype = dist.resolve_precision(precision, dev)
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
     files = _inputs_outside(list_images(inputs), output)
     names = unique_stems(files, reserved=["grid"])  # grid.png is the --grid sheet
     planned = _planned_outputs(output, names, grid, save_codes, metrics)
@@ -135,12 +134,7 @@ def reconstruct(
             hint="pass --overwrite to replace them, or choose another --output",
         )
 
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GigatokError(
-            f"cannot create the output folder {output} ({err.strerror})", hint="choose another --output"
-        ) from None
+    ensure_output_dir(output)
 
     info = dist.init_distributed(dev)
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)

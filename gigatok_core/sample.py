@@ -30,7 +30,15 @@ from gigatok_core.ar.classes import class_name, parse_classes, slug
 from gigatok_core.ar.generate import RNG_MODES, Drawer, SamplingParams, generate, sample_generators
 from gigatok_core.config import config_to_dict
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import Tile, atomic_write_bytes, contact_sheet, save_npz, save_png, to_uint8
+from gigatok_core.images import (
+    Tile,
+    atomic_write_bytes,
+    contact_sheet,
+    ensure_output_dir,
+    save_npz,
+    save_png,
+    to_uint8,
+)
 
 SETTINGS_FILE = "sample.json"
 CODES_FILE = "codes.npz"
@@ -38,8 +46,8 @@ GRID_FILE = "grid.png"
 PARTIAL_CODES = ".codes-partial"  # per-batch codes while a run is in progress (merged at the end)
 GRID_MAX_PER_CLASS = 8
 GRID_MAX_CLASSES = 32
-# Settings that change the pixels; a resumed run must agree on all of them.
 log = logging.getLogger("gigatok")
+# Settings that change the pixels; a resumed run must agree on all of them.
 OUTPUT_KEYS = (
     "gpt",
     "tokenizer",
@@ -138,15 +146,7 @@ def sample_images(
         )
     if not 0 <= seed < 2**63:
         raise GigatokError(f"--seed must lie in 0 .. 2^63-1, got {seed}")
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise GigatokError(f"output {output} exists and is not a folder", hint="choose another --output")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GigatokError(
-            f"cannot create the output folder {output} ({err.strerror})", hint="choose another --output"
-        ) from None
+    output = ensure_output_dir(output)
 
     settings = {
         "command": "sample",
