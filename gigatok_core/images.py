@@ -118,16 +118,21 @@ class ImageReadError(GigatokError):
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB.
 
-    16/32-bit integer and float greyscale are rescaled (PIL's own conversion would clip them);
-    images with transparency are composited on white; CMYK, palette, greyscale go through PIL.
+    16/32-bit integer and float greyscale are rescaled (PIL's own conversion would clip them): to
+    their nominal range ([0, 1] or [0, 255] floats, 8- or 16-bit integers) when the values lie in
+    it, else stretched from their minimum to their maximum; images with transparency are
+    composited on white; CMYK, palette, greyscale go through PIL.
     """
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            hi = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
-        else:
-            hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.nan_to_num(np.asarray(img).astype(np.float64))
+        lo, top = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+        nominal = (1.0, 255.0) if mode == "F" else (255.0, 65535.0)
+        hi = next((n for n in nominal if lo >= 0 and top <= n), None)
+        if mode.startswith("I;16"):
+            hi = 65535.0
+        if hi is None:  # outside every nominal range: stretch what is there
+            arr, hi = arr - lo, max(top - lo, 1e-12)
         arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, mode="L").convert("RGB")
     if mode == "P" and "transparency" in img.info:

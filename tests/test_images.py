@@ -148,3 +148,22 @@ def test_extremely_elongated_images_are_refused_not_upscaled(tmp_path: Path) -> 
         load_image(tmp_path / "strip.png", 256)
     Image.new("RGB", (640, 20)).save(tmp_path / "wide.png")  # 32:1 still works
     assert load_image(tmp_path / "wide.png", 256).shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize(
+    ("values", "mode", "want"),
+    [
+        ([0.0, 0.5, 1.0], "F", [0, 128, 255]),  # [0, 1] floats
+        ([0.0, 128.0, 255.0], "F", [0, 128, 255]),  # [0, 255] floats
+        ([0.0, 500.0, 1000.0], "F", [0, 128, 255]),  # beyond: stretched, not clipped to white
+        ([-1.0, 0.0, 1.0], "F", [0, 128, 255]),  # negative: stretched, not clipped to black
+        ([0, 300, 65535], "I", [0, 1, 255]),  # 16-bit range in a 32-bit image
+        ([0, 1000, 70000], "I", [0, 4, 255]),  # beyond 16 bits: stretched
+    ],
+)
+def test_float_and_32bit_images_keep_their_contrast(values: list, mode: str, want: list) -> None:
+    from gigatok_core.images import to_rgb
+
+    dtype = np.float32 if mode == "F" else np.int32
+    img = Image.fromarray(np.array([values], dtype=dtype), mode)
+    assert np.asarray(to_rgb(img))[0, :, 0].tolist() == want
