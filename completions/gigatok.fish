@@ -94,6 +94,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l gpt-checkpoint 
 complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l tokenizer-checkpoint -r -F -d 'Tokenizer weights instead of the presets.'
 complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l precision -x -a 'fp32 bf16 fp16' -d 'GPT autocast: fp32, bf16, fp16 (default bf16 on CUDA, fp32 on CPU).'
 complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l batch-size -x -d 'Images per batch (the reported mean is over batch means).'
+complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l class-subset -d '--data holds folders for only the first classes, in order (default: all the GPTs classes).'
 complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l device -x -a 'auto cpu cuda' -d 'cpu, cuda, cuda:N or auto (default).'
 complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l json -r -F -d 'Also write the numbers to this JSON file.'
 complete -c gigatok -n '__fish_seen_subcommand_from val-loss' -l overwrite -d 'Replace existing output files.'

@@ -592,6 +592,13 @@ def val_loss(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images per batch (the reported mean is over batch means).")
     ] = 32,
+    class_subset: Annotated[
+        bool,
+        typer.Option(
+            "--class-subset",
+            help="--data holds folders for only the first classes, in order (default: all the GPT's classes).",
+        ),
+    ] = False,
     device: DeviceOpt = None,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
@@ -615,6 +622,7 @@ def val_loss(
             tokenizer_checkpoint=tokenizer_checkpoint,
             precision=precision,
             batch_size=batch_size,
+            class_subset=class_subset,
             device=device,
             on_progress=on_progress,
         )

@@ -62,6 +62,7 @@ def test_cli_equals_direct_computation(folder: Path, tmp_path: Path) -> None:
             "3",
             "--device",
             "cpu",
+            "--class-subset",
             "--json",
             str(tmp_path / "v.json"),
         ],
@@ -80,7 +81,7 @@ def test_cli_equals_direct_computation(folder: Path, tmp_path: Path) -> None:
 
 def test_two_simulated_ranks_equal_one_process(folder: Path) -> None:
     stash: list = []
-    kw = dict(batch_size=1, device="cpu")
+    kw = dict(batch_size=1, device="cpu", class_subset=True)
     assert (
         validation_loss(
             "gpt-tiny", folder, rank_info=DistInfo(1, 2), gather=lambda p: stash.append(p) or [p], **kw
@@ -111,10 +112,16 @@ def test_folder_errors(tmp_path: Path) -> None:
         validation_loss("gpt-tiny", many, device="cpu")
     write_images(tmp_path / "holey" / "a", 1, seed=0)
     (tmp_path / "holey" / "b").mkdir()
+    write_images(tmp_path / "holey" / "c", 1, seed=1)
     res = CliRunner().invoke(
         app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(tmp_path / "holey")]
-    )
-    assert res.exit_code == 1 and "hold no image" in res.output and "Traceback" not in res.output
+    )  # 3 folders for a 1000-class GPT: the labels would not be the GPT's classes
+    assert res.exit_code == 1 and "3 class folders" in res.output and "--class-subset" in res.output
+    from gigatok_core.evaluation.val_loss import image_folder
+
+    files, labels, classes = image_folder(tmp_path / "holey", 1000, class_subset=True)
+    assert classes == ["a", "b", "c"] and labels == [0, 2]  # the empty folder keeps label 1
+    assert [f.parent.name for f in files] == ["a", "c"]
     res = CliRunner().invoke(
         app,
         [
@@ -145,6 +152,7 @@ def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
         "1",
         "--device",
         "cpu",
+        "--class-subset",
         "--json",
         str(tmp_path / "v.json"),
     )

@@ -15,6 +15,7 @@ all images (no dependence on the batch size at all).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from gigatok_core import dist
 from gigatok_core.errors import GigatokError
 
 Gather = Callable[[Any], list[Any]]
+
+log = logging.getLogger("gigatok")
 
 
 @dataclass
@@ -49,8 +52,15 @@ class ValLossReport:
 # ---------------------------------------------------------------------------------------------
 # The data: an ImageFolder
 # ---------------------------------------------------------------------------------------------
-def image_folder(root: str | Path, max_classes: int) -> tuple[list[Path], list[int], list[str]]:
-    """(files, labels, class names) of an ImageFolder tree; labels are sorted sub-folder indices."""
+def image_folder(
+    root: str | Path, max_classes: int, *, class_subset: bool = False
+) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class folder names) of an ImageFolder tree: sorted folder names -> labels.
+
+    Every one of the GPT's ``max_classes`` classes needs its folder, or labels would silently
+    shift; ``class_subset`` accepts fewer, taken as the first classes in order. An empty class
+    folder keeps its label (noted, not an error).
+    """
     from gigatok_core.images import IMAGE_EXTENSIONS
 
     root = Path(root)
@@ -71,6 +81,13 @@ def image_folder(root: str | Path, max_classes: int) -> tuple[list[Path], list[i
             f"{root} has {len(classes)} class folders but the GPT knows {max_classes} classes",
             hint="point --data at the class folders of the GPT's dataset (ImageNet: 1000)",
         )
+    if len(classes) < max_classes and not class_subset:
+        raise GigatokError(
+            f"{root} has {len(classes)} class folders, the GPT {max_classes} classes: labels come from the "
+            f"sorted folder names, so they would not be the GPT's classes",
+            hint=f"point --data at all {max_classes} class folders (ImageNet val: 1000 n0xxxxxxx/ folders), "
+            "or pass --class-subset if these folders are the first classes, in order",
+        )
     files: list[Path] = []
     labels: list[int] = []
     empty = []
@@ -82,11 +99,15 @@ def image_folder(root: str | Path, max_classes: int) -> tuple[list[Path], list[i
             empty.append(name)
         files += found
         labels += [label] * len(found)
-    if empty:
+    if not files:
         raise GigatokError(
-            f"{len(empty)} class folder(s) hold no image (first: {root / empty[0]})",
-            hint=f"remove them (labels come from the sorted folder names); extensions: "
-            f"{' '.join(IMAGE_EXTENSIONS)}",
+            f"the class folders of {root} hold no image", hint=f"extensions: {' '.join(IMAGE_EXTENSIONS)}"
+        )
+    if empty:
+        log.info(
+            "%d class folder(s) hold no image (first: %s); they keep their labels",
+            len(empty),
+            root / empty[0],
         )
     return files, labels, classes
 
@@ -110,6 +131,7 @@ def validation_loss(
     precision: str | None = None,
     batch_size: int = 32,
     device: str | None = None,
+    class_subset: bool = False,
     rank_info: dist.DistInfo | None = None,
     gather: Gather | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -131,7 +153,7 @@ def validation_loss(
     precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
     amp_dtype = dist.resolve_precision(precision, dev)
     gpt_cfg, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # fail fast on the pairing
-    files, labels, classes = image_folder(data, gpt_cfg.num_classes)
+    files, labels, classes = image_folder(data, gpt_cfg.num_classes, class_subset=class_subset)
 
     info = rank_info or dist.init_distributed(dev)
     tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev)
