@@ -173,6 +173,14 @@ def test_gfid_search_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     res = CliRunner().invoke(app, [*args[:-2], "--json", str(tmp_path / "s2.json")])
     assert res.exit_code == 0, res.output
     assert seen == [] and json.loads((tmp_path / "s2.json").read_text())["cfg_scale"] == 2.0
+    # the same --output with another seed or sample count must not reuse those rows
+    for change in (["--seed", "8"], ["--num-per-class", "2"]):
+        i = args.index(change[0])
+        other = [*args[:i], *change, *args[i + 2 : -2]]
+        res = CliRunner().invoke(app, other)
+        assert res.exit_code == 1 and "search with other settings" in res.output, res.output
+        assert change[0].strip("-").replace("-", "_") in res.output and seen == []
+
     # --save-npz packs one scale, not a search
     res = CliRunner().invoke(app, [*args[:-2], "--save-npz", str(tmp_path / "x.npz")])
     assert res.exit_code == 1 and "--save-npz" in res.output
@@ -216,3 +224,16 @@ def test_window_grid_cli_needs_rectangular_search(tmp_path: Path) -> None:
         app, ["eval", "gfid", "--gpt", "gpt-tiny", "--output", str(tmp_path / "o"), "--window-grid"]
     )
     assert res.exit_code == 1 and "--window-grid" in res.output
+
+
+def test_csv_saved_by_a_spreadsheet_or_without_header(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    step = CFGSchedule(1.75, "step", window_start=0.18)
+    append_row(path, step, {"fid": 3.0})
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # UTF-8 BOM, as Excel saves
+    assert read_history(path, step) == {
+        1.75: {"fid": 3.0, "is": None, "precision": None, "recall": None, "sfid": None}
+    }
+    path.write_text("\n".join(path.read_text(encoding="utf-8-sig").splitlines()[1:]) + "\n")  # header gone
+    with pytest.raises(GigatokError, match="no annotation, cfg_scale, cfg_schedule column"):
+        read_history(path, step)

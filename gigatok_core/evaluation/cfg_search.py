@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,13 +143,70 @@ def results_csv(output: str | Path) -> Path:
     return output.parent / "search_results" / f"{output.name}.csv"
 
 
+# What makes two searches' results interchangeable, besides the schedule and its window (which the
+# CSV rows carry): recorded beside the CSV, checked before any row is reused.
+SEARCH_SETTINGS = (
+    "gpt_checkpoint",
+    "tokenizer_checkpoint",
+    "seed",
+    "precision",
+    "num_per_class",
+    "num_classes",
+    "reference",
+    "sampling",
+)
+
+
+def search_settings(gpt: str, tokenizer: str | None, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a search that its CSV rows depend on, JSON-ready."""
+    out: dict[str, Any] = {"gpt": gpt, "tokenizer": tokenizer}
+    for key in SEARCH_SETTINGS:
+        value = gen_kwargs.get(key)
+        if hasattr(value, "__dataclass_fields__"):
+            value = {f: getattr(value, f) for f in value.__dataclass_fields__}
+        out[key] = None if value is None else (value if isinstance(value, int | float | dict) else str(value))
+    return out
+
+
+def check_search_settings(csv_path: Path, settings: dict[str, Any], *, write: bool) -> None:
+    """Refuse to reuse the rows of ``csv_path`` if they were made with other settings; record them
+    (``<csv>.settings.json``) for a new CSV. A CSV without a record (e.g. the official script's) is
+    reused as it is."""
+    record = csv_path.with_suffix(".settings.json")
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        diff = sorted(k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k))
+        if diff:
+            raise GigatokError(
+                f"{csv_path} holds the results of a search with other settings ({', '.join(diff)})",
+                hint="choose another --output (the CSV is named after it), or move that CSV and its "
+                ".settings.json away",
+            )
+    elif write and not csv_path.is_file():
+        from gigatok_core.images import atomic_write_bytes
+
+        atomic_write_bytes(record, json.dumps(settings, indent=2, sort_keys=True).encode())
+
+
 def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:
     """Rows of the CSV with this schedule and annotation, as scale -> metrics."""
     if not path.is_file():
         return {}
     out: dict[float, dict[str, Any]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a CSV re-saved by a spreadsheet
+        reader = csv.DictReader(f)
+        missing = [
+            c for c in ("annotation", "cfg_scale", "cfg_schedule") if c not in (reader.fieldnames or [])
+        ]
+        if missing:
+            raise GigatokError(
+                f"{path} has no {', '.join(missing)} column(s) in its first line",
+                hint="restore its header line (annotation,cfg_scale,cfg_schedule,...) or move the file away",
+            )
+        for row in reader:
             if row.get("cfg_schedule") != cfg.name or (row.get("annotation") or "") != annotation(cfg):
                 continue
             try:
@@ -223,6 +281,7 @@ def run_gfid_search(
     start = empirical_cfg_start(gpt, cfg.name, tokenizer) if start is None else start
     csv_path = results_csv(output)
     info = gen_kwargs.get("rank_info") or dist.dist_info()
+    check_search_settings(csv_path, search_settings(gpt, tokenizer, gen_kwargs), write=info.is_main)
     if window_grid:
         best = search_window_grid(
             lambda sched, first: _search(
