@@ -40,7 +40,8 @@ def _notes_shown() -> Iterator[None]:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a :class:`GigatokError` into a short message: exit 1 (2 for 'not implemented yet')."""
+    """Turn a :class:`GigatokError` (or an OS error: disk full, permissions) into a short message:
+    exit 1 (2 for 'not implemented yet', 130 when interrupted)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -58,6 +59,18 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as err:  # disk full, read-only folder, a file where a folder should be ...
+            where = f" ({err.filename})" if err.filename else ""
+            console.print(
+                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
+            )
+            console.print(
+                "[dim]hint:[/] check free space and permissions of that path (the cache is "
+                "$GIGATOK_CACHE, see `gigatok download --where`); completed outputs are kept",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -107,3 +107,11 @@ def test_several_names_report_every_failure() -> None:
         and "vgg16-397923af.pth is not in the cache" in res.output
     )
     assert "2 of 2 files could not be fetched" in res.output
+
+
+def test_os_errors_are_clear_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "not_a_folder").write_text("x")
+    monkeypatch.setenv("GIGATOK_CACHE", str(tmp_path / "not_a_folder"))
+    res = CliRunner().invoke(app, ["download", "--import", str(tmp_path / "not_a_folder"), "--preset", "s-s"])
+    assert res.exit_code == 1 and "Traceback" not in res.output and "error:" in res.output
+    assert "not_a_folder" in res.output and "hint:" in res.output

@@ -235,3 +235,34 @@ def test_drive_page_parsing() -> None:
         "https://drive.google.com/uc?export=download&confirm=AbC&id=Z"
     )
     assert parse_drive_page("<html><p>something else</p></html>", "https://x/", 404).problem == "missing"
+
+
+def test_refused_import_keeps_the_good_cached_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gigatok_core.hub import catalog
+
+    good = b"the real aux file"
+    rec = WeightsRecord(
+        file="aux.bin",
+        kind="aux",
+        sources=("https://example.invalid/aux.bin",),
+        sha256=hashlib.sha256(good).hexdigest(),
+    )
+    monkeypatch.setattr(registry, "weights_record", lambda name: rec)
+    monkeypatch.setattr(catalog, "import_target", lambda preset: "aux.bin")
+    (tmp_path / "aux.bin").write_bytes(good)
+    stored = import_weights(tmp_path / "aux.bin", "aux")
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / "aux.bin").write_bytes(b"something else")
+    with pytest.raises(GigatokError, match="was not imported"):
+        import_weights(tmp_path / "wrong" / "aux.bin", "aux")
+    assert stored.read_bytes() == good and cache.manifest_entry("aux.bin") is not None
+    assert not list(cache.weights_dir().glob("*.import"))
+
+
+def test_import_of_another_releases_file_is_refused(tmp_path: Path) -> None:
+    body, _, _ = fake_checkpoint("gpt")
+    src = tmp_path / "GPT_B256_e300_VQ_SS.pt"  # GPT-B trained on s-s: same shapes as on b-l
+    src.write_bytes(body)
+    with pytest.raises(GigatokError, match="is the release file of gpt-b@s-s") as info:
+        import_weights(src, "gpt-b@b-l", shapes=fake_shapes)
+    assert "--preset gpt-b@s-s" in info.value.hint

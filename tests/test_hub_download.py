@@ -232,3 +232,32 @@ def test_part_longer_than_file_gets_416_and_restarts(server: FileServer) -> None
     server.routes["/files/aux.bin"] = Route(body=AUX)
     assert fetch_record(rec, progress=False).read_bytes() == AUX
     assert server.transfers("/files/aux.bin") == [f"bytes={len(AUX) + 10}-", None]
+
+
+def test_complete_part_is_used_not_downloaded_again(server: FileServer) -> None:
+    rec = aux_record(server)  # a process killed between the last byte and the rename leaves this
+    cache.weights_dir().mkdir(parents=True)
+    cache.part_path(rec).write_bytes(AUX)
+    server.routes["/files/aux.bin"] = Route(body=AUX)
+    assert fetch_record(rec, progress=False).read_bytes() == AUX
+    assert server.transfers("/files/aux.bin") == [f"bytes={len(AUX)}-"]  # one 416, no second transfer
+
+
+def test_corrupt_manifest_is_ignored_not_a_traceback(server: FileServer) -> None:
+    rec = aux_record(server)
+    server.routes["/files/aux.bin"] = Route(body=AUX)
+    cache.cache_dir().mkdir(parents=True, exist_ok=True)
+    for garbage in (b"\xff\xfe\x00junk", b"[]", b'{"files": {"x": {"stored": "a"}}}'):
+        (cache.cache_dir() / "manifest.json").write_bytes(garbage)
+        assert cache.read_manifest()["files"] == {}
+        assert fetch_record(rec, progress=False).read_bytes() == AUX
+
+
+def test_drive_confirmation_loop_is_a_clear_refusal(server: FileServer) -> None:
+    loop = drive_warning_page("LID", f"{server.url}/download")  # confirming gives the same page again
+    server.routes["/download"] = Route(html=loop)
+    server.routes["/uc"] = Route(html=loop)
+    rec = WeightsRecord(file="VQ_loop.pt", kind="tokenizer", sources=("gdrive://LID",))
+    with pytest.raises(GigatokError) as info:
+        fetch_record(rec, progress=False, shapes=fake_shapes)
+    assert "unexpected web page" in info.value.message and "--import" in info.value.hint

@@ -137,12 +137,23 @@ def _manifest_locked() -> Iterator[dict[str, Any]]:
         write_json_atomic(_manifest_path(), data)
 
 
+MANIFEST_FIELDS = ("stored", "stored_size", "stored_mtime_ns", "stored_sha256")
+
+
 def read_manifest() -> dict[str, Any]:
+    """The manifest; unreadable or malformed parts are dropped (their files are checked again on use)."""
     try:
-        data = json.loads(_manifest_path().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(_manifest_path().read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
         return {"version": 1, "files": {}}
-    data.setdefault("files", {})
+    files = data.get("files")
+    data["files"] = {
+        k: v
+        for k, v in (files.items() if isinstance(files, dict) else [])
+        if isinstance(v, dict) and all(f in v for f in MANIFEST_FIELDS)
+    }
     return data
 
 

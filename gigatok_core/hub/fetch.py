@@ -16,6 +16,7 @@ then converted to safetensors and the original removed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from gigatok_core.registry import WeightsRecord
 
 class Rejected(Exception):
     """A candidate file failed verification (it has been deleted from our cache)."""
+
+
+log = logging.getLogger("gigatok")
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -87,9 +91,19 @@ def import_weights(path: str | Path, preset: str, *, shapes: ShapesFn | None = N
     src = Path(path)
     if not src.is_file():
         raise GigatokError(f"{src} does not exist", hint="pass the path of the file you downloaded")
+    _check_import_name(src, rec, key)
     with _locked(rec, False):
         raw = cache.raw_path(rec)
-        sha = cache.copy_hashing(src, raw)
+        incoming = raw.with_name(raw.name + ".import")
+        sha = cache.copy_hashing(src, incoming)
+        problem = _identity_problem(rec, incoming.stat().st_size, sha)
+        if problem:  # checked before anything in the cache is replaced
+            incoming.unlink(missing_ok=True)
+            raise GigatokError(
+                f"{src} was not imported as {preset} ({rec.file}): {problem}",
+                hint=f"make sure it is {rec.file} from {', '.join(human_urls(rec.sources[0]))}",
+            )
+        os.replace(incoming, raw)
         try:
             return _accept(rec, key, raw, sha, origin=f"import:{src.name}", shapes=shapes)
         except Rejected as err:
@@ -98,6 +112,24 @@ def import_weights(path: str | Path, preset: str, *, shapes: ShapesFn | None = N
                 hint=f"make sure it is {rec.file} from {', '.join(human_urls(rec.sources[0]))}; "
                 "a Drive error page saved as a file is not a checkpoint",
             ) from None
+
+
+def _check_import_name(src: Path, rec: WeightsRecord, key: str) -> None:
+    """Refuse another release's file: several presets share their shapes (the GPT-B releases, b-l and
+    b-l-dino) and have no pinned hash, so its name is what tells such a file apart."""
+    if src.name in (rec.file, cache.stored_path(rec).name):
+        return
+    for other in registry.weights_names():
+        orec = registry.weights_record(other)
+        if orec.file != rec.file and src.name in (orec.file, cache.stored_path(orec).name):
+            raise GigatokError(
+                f"{src.name} is the release file of {catalog.display_name(other)}, not of "
+                f"{catalog.display_name(key)} ({rec.file})",
+                hint=f"import it with --preset {catalog.display_name(other)}",
+            )
+    log.info(
+        "importing %s as %s (%s): the names differ, so make sure it is that file", src.name, key, rec.file
+    )
 
 
 def cached_path(key: str) -> Path | None:
@@ -273,19 +305,24 @@ def _obtain(rec: WeightsRecord, key: str, progress: bool, shapes: ShapesFn | Non
     raise _download_error(rec, key, failures, notes)
 
 
+def _identity_problem(rec: WeightsRecord, size: int, sha: str) -> str | None:
+    """Why a file of this size and sha256 is not ``rec``'s (pinned size / hash), or None."""
+    if rec.size is not None and size != rec.size:
+        return f"size {size} != expected {rec.size}"
+    if rec.sha256 and sha != rec.sha256:
+        return f"sha256 {sha} != expected {rec.sha256}"
+    if rec.sha256_prefix and not sha.startswith(rec.sha256_prefix):
+        return f"sha256 {sha[:16]}… does not start with {rec.sha256_prefix} (the hash in its name)"
+    return None
+
+
 def _accept(
     rec: WeightsRecord, key: str, raw: Path, sha: str, *, origin: str, shapes: ShapesFn | None
 ) -> Path:
     """Verify ``raw`` (already in our cache), convert a model checkpoint, record it. Raises
     :class:`Rejected` after deleting ``raw``."""
     size = raw.stat().st_size
-    problem = None
-    if rec.size is not None and size != rec.size:
-        problem = f"size {size} != expected {rec.size}"
-    elif rec.sha256 and sha != rec.sha256:
-        problem = f"sha256 {sha} != expected {rec.sha256}"
-    elif rec.sha256_prefix and not sha.startswith(rec.sha256_prefix):
-        problem = f"sha256 {sha[:16]}… does not start with {rec.sha256_prefix} (the hash in its name)"
+    problem = _identity_problem(rec, size, sha)
     if problem:
         raw.unlink(missing_ok=True)
         raise Rejected(problem)

@@ -100,7 +100,11 @@ def parse_drive_page(html: str, base_url: str, status: int = 200) -> DrivePage:
     p.close()
     for form in p.forms:
         action = form["action"]
-        if form["id"] == "download-form" or "download" in action:
+        if (
+            form["id"] == "download-form"
+            or "export=download" in action
+            or action.rstrip("/").endswith("/download")
+        ):
             parts = urlsplit(urljoin(base_url, action))
             query = dict(parse_qsl(parts.query)) | form["inputs"]
             url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
@@ -128,7 +132,8 @@ class DriveRefused(Exception):
 
     def __init__(self, file_id: str, pages: list[DrivePage]) -> None:
         order = ("quota", "permission", "missing", "unknown")
-        self.problem = min((pg.problem for pg in pages), key=order.index) if pages else "unknown"
+        problems = [pg.problem if pg.problem in order else "unknown" for pg in pages]
+        self.problem = min(problems, key=order.index) if problems else "unknown"
         what = {
             "quota": "the file's download quota is exceeded (too many users downloaded it recently)",
             "permission": "the file is not shared publicly (Drive asks to sign in or request access)",
@@ -162,7 +167,9 @@ def fetch_drive(file_id: str, part: Path, *, label: str, progress: bool, sess: r
         try:
             return download(info.download_url, part, label=label, progress=progress, sess=sess)
         except HtmlPage as page:  # e.g. the quota page after confirming
-            pages.append(parse_drive_page(page.text, page.url, page.status))
+            again = parse_drive_page(page.text, page.url, page.status)
+            # a second confirmation page (expired token, cookies refused) is a refusal too
+            pages.append(again if again.problem else DrivePage(problem="unknown", detail="confirmation loop"))
         except TransferError as err:
             errors.append(err)
     if pages:

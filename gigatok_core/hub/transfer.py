@@ -2,7 +2,8 @@
 
 - An existing ``.part`` is continued with ``Range: bytes=<size>-``. A ``206`` whose
   ``Content-Range`` starts there is appended; a ``200`` (server ignored the Range) or a ``206``
-  starting elsewhere restarts from zero; a ``416`` drops the ``.part`` and restarts.
+  starting elsewhere restarts from zero; a ``416`` whose ``Content-Range: bytes */N`` says the
+  file has exactly the ``.part``'s size means it is complete; any other ``416`` restarts.
 - A dropped connection (short body, reset, timeout) or a 429/5xx is retried with resume, a few
   times with backoff; after that the ``.part`` stays for the next call to resume.
 - An HTML response is never written: it is returned to the caller as :class:`HtmlPage` (Google
@@ -17,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -107,8 +109,13 @@ def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     with sess.get(url, headers=headers, stream=True, timeout=TIMEOUT) as resp:
-        if resp.status_code == 416 and offset:  # our .part is not a prefix the server knows: restart
-            part.unlink()
+        if resp.status_code == 416 and offset:
+            m = re.match(r"bytes\s+\*/(\d+)", resp.headers.get("Content-Range", "").strip())
+            if (
+                m and int(m.group(1)) == offset
+            ):  # the .part is already the whole file (killed before the rename)
+                return Transfer(url=resp.url, size=offset, sha256=_sha256_file(part))
+            part.unlink()  # our .part is not a prefix the server knows: restart
             raise TransferError(f"{url}: range not satisfiable, restarting", status=416, retryable=True)
         if resp.status_code in RETRY_STATUS:
             raise TransferError(f"{url}: HTTP {resp.status_code}", status=resp.status_code, retryable=True)
@@ -130,11 +137,7 @@ def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
 
-        h = hashlib.sha256()
-        if offset:
-            with open(part, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
+        h = _sha256_file(part, hexdigest=False) if offset else hashlib.sha256()
         size = offset
         with open(part, "ab" if offset else "wb") as f, _Bar(label, total, offset, progress) as bar:
             for chunk in resp.iter_content(STREAM_CHUNK):
@@ -145,6 +148,15 @@ def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests
         if total is not None and size != total:
             raise _Short(f"{url}: connection closed after {size} of {total} bytes")
         return Transfer(url=resp.url, size=size, sha256=h.hexdigest())
+
+
+def _sha256_file(path: Path, *, hexdigest: bool = True) -> Any:
+    """sha256 of a file (the hex digest, or the hash object to continue)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest() if hexdigest else h
 
 
 def _content_range(value: str) -> tuple[int, int | None]:
