@@ -282,7 +282,13 @@ def test_rfid_with_tiny_tokenizer_builds_and_caches_reference(tmp_path, inceptio
     assert got["fid"] is not None and got["fid"] > 0 and got["rfid"] == got["fid"]
     assert 0 < got["codebook_usage"] <= 1 and got["num_images"] == 2 and got["lpips"] is None
     assert np.isfinite(got["psnr"]) and -1 <= got["ssim"] <= 1
-    assert sorted(p.name for p in (tmp_path / "recon").iterdir()) == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in (tmp_path / "recon").iterdir()) == [
+        "000000.png",
+        "000001.png",
+        "samples.json",
+    ]
+    index = json.loads((tmp_path / "recon" / "samples.json").read_text())
+    assert sorted(index) == ["000000.png", "000001.png"] and all(Path(v).is_file() for v in index.values())
     cached = list((cache_dir() / "references").glob("rfid-imagenet-val-*.npz"))
     assert len(cached) == 1 and got["reference"] == str(cached[0])
     with np.load(cached[0]) as z:

@@ -64,9 +64,8 @@ def test_two_simulated_ranks_equal_one_process(data: Path, tmp_path: Path) -> No
     np.testing.assert_allclose(built.pool, load_statistics(single.reference).pool, rtol=1e-4, atol=1e-5)
     # every rank wrote its own reconstructions under the global image index
     names = sorted(p.name for p in (tmp_path / "multi").iterdir())
-    assert (
-        names == sorted(p.name for p in (tmp_path / "single").iterdir()) == [f"{i:06d}.png" for i in range(3)]
-    )
+    assert names == sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert names == [*(f"{i:06d}.png" for i in range(3)), "samples.json"]
 
 
 def test_missing_shard_is_an_error(data: Path) -> None:
@@ -109,3 +108,28 @@ def test_torchrun_two_ranks_cli_matches_single_process(
     assert got["world_size"] == 2 and got["num_images"] == 3
     for key in NUMBERS:
         assert got[key] == pytest.approx(single.metrics[key], rel=1e-4, abs=1e-6), key
+
+
+def test_unreadable_images_are_left_out_of_both_sides(data: Path, tmp_path: Path) -> None:
+    (data / "n0" / "zz_broken.png").write_bytes(b"\x89PNG not really")
+    report = _run(data, save_samples=tmp_path / "out")
+    assert report is not None and report.metrics["num_images"] == 3 and report.metrics["skipped"] == 1
+    assert any("zz_broken.png" in n for n in report.metrics["notes"])
+    ref = load_statistics(report.reference)
+    assert ref.pool.shape[0] == 3 and ref.meta["skipped"] == [str(data / "n0" / "zz_broken.png")]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [f"{i:06d}.png" for i in range(3)]
+
+
+def test_overwrite_removes_an_earlier_runs_extra_samples(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "000007.png").write_bytes(b"from an earlier, larger run")
+    (out / "keep.png").write_bytes(b"not ours")
+    _run(data, save_samples=out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000000.png",
+        "000001.png",
+        "000002.png",
+        "keep.png",
+        "samples.json",
+    ]

@@ -18,8 +18,9 @@ of the official pipeline are lossless, so the pixels are the same).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class ShardResult:
     ssim: np.ndarray  # (n,)
     lpips: np.ndarray | None  # (n,)
     used: np.ndarray  # (codebook_size,) bool
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # unreadable: (index, why)
 
 
 def evaluate_reconstruction(
@@ -115,6 +117,9 @@ def evaluate_reconstruction(
                 f"{clash[0]} (and {len(clash) - 1} more) already exist",
                 hint="pass --overwrite, or choose another --save-samples folder",
             )
+    if out_dir is not None and overwrite and info.is_main and rank_info is None:
+        for old in out_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):  # an earlier, larger run's
+            old.unlink(missing_ok=True)
     if rank_info is None:
         dist.barrier()
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
@@ -127,6 +132,8 @@ def evaluate_reconstruction(
         else default_reference_path(files, size, PROTOCOL, weights=evaluator.weights_id)
     )
     build_ref = reference is None and not ref_path.is_file()
+    if rank_info is None:  # rank 0 decides: a cache that differs between nodes must not split the ranks
+        build_ref = dist.all_gather_objects(build_ref)[0]
 
     lpips_model = None
     if lpips:
@@ -155,17 +162,25 @@ def evaluate_reconstruction(
     if not info.is_main:
         return None
     merged = merge_shards(parts)  # type: ignore[arg-type]
-    if len(merged.indices) != len(files) or not np.array_equal(merged.indices, np.arange(len(files))):
+    seen = np.sort(np.concatenate([merged.indices, np.asarray([i for i, _ in merged.skipped], np.int64)]))
+    if not np.array_equal(seen, np.arange(len(files))):
         raise GigatokError(
-            f"the ranks returned {len(merged.indices)} of {len(files)} images",
+            f"the ranks returned {len(seen)} of {len(files)} images",
             hint="every rank must see the same --data folder",
         )
+    if not len(merged.indices):
+        raise GigatokError(f"none of the {len(files)} images under {data} could be read")
 
     # -- statistics (main rank) -----------------------------------------------------------------
     if build_ref:
         assert merged.orig is not None
         ref_stats = EvalStats.from_features(
-            merged.orig, protocol=PROTOCOL, meta=reference_meta(files, size, str(data), evaluator.weights_id)
+            merged.orig,
+            protocol=PROTOCOL,
+            meta={
+                **reference_meta(files, size, str(data), evaluator.weights_id),
+                "skipped": [str(files[i]) for i, _ in merged.skipped],
+            },
         )
         save_statistics(ref_path, ref_stats, overwrite=True)
     else:
@@ -180,10 +195,21 @@ def evaluate_reconstruction(
         "ssim": float(np.mean(merged.ssim)),
         "lpips": float(np.mean(merged.lpips)) if merged.lpips is not None else None,
         "codebook_usage": float(merged.used.sum() / merged.used.size),
-        "num_images": len(files),
+        "num_images": len(merged.indices),
+        "skipped": len(merged.skipped),
         "world_size": info.world_size,
         "protocol": PROTOCOL,
     }
+    if merged.skipped:
+        first, why = merged.skipped[0]
+        metrics.setdefault("notes", []).append(
+            f"{len(merged.skipped)} unreadable image(s) left out of both sides (first: {files[first]}: {why})"
+        )
+    if out_dir is not None:  # which source each NNNNNN.png reconstructs
+        from gigatok_core.images import atomic_write_bytes
+
+        index = {f"{i:06d}.png": str(files[i]) for i in merged.indices.tolist()}
+        atomic_write_bytes(out_dir / "samples.json", json.dumps(index, indent=1).encode())
     return RFIDReport(
         metrics=metrics,
         reference=str(ref_path),
@@ -207,7 +233,7 @@ def _reconstruct_shard(
     out_dir: Path | None,
     on_progress: Callable[[int, int], None] | None,
 ) -> ShardResult:
-    from gigatok_core.images import load_image, save_png
+    from gigatok_core.images import ImageReadError, load_image, save_png
 
     dev = torch.device(evaluator.device)
     size = model.config.image_size
@@ -217,10 +243,22 @@ def _reconstruct_shard(
     ssim: list[float] = []
     lp: list[float] = []
     used = np.zeros(model.config.codebook_size, dtype=bool)
+    kept: list[int] = []
+    skipped: list[tuple[int, str]] = []
     for start in range(0, len(files), batch_size):
-        pixels = np.stack(
-            [load_image(p, size) for p in files[start : start + batch_size]]
-        )  # (B, S, S, 3) uint8
+        batch_idx, images = [], []
+        for i, p in zip(indices[start : start + batch_size], files[start : start + batch_size], strict=True):
+            try:  # one corrupt file must not end a 50k-image run: it is left out of both sides
+                images.append(load_image(p, size))
+                batch_idx.append(i)
+            except ImageReadError as err:
+                skipped.append((i, err.message))
+        if on_progress:
+            on_progress(min(start + batch_size, len(files)), len(files))
+        if not images:
+            continue
+        kept += batch_idx
+        pixels = np.stack(images)  # (B, S, S, 3) uint8
         out = _reconstruct_batch(model, pixels, dev, lpips_model)
         used[out["codes"].reshape(-1)] = True
         psnr += out["psnr"]
@@ -230,18 +268,17 @@ def _reconstruct_shard(
         if with_orig:
             orig_feats.append(extract_features(evaluator.model, [pixels], device=dev))
         if out_dir is not None:
-            for j, img in enumerate(out["recon_u8"]):
-                save_png(out_dir / f"{indices[start + j]:06d}.png", img)
-        if on_progress:
-            on_progress(min(start + batch_size, len(files)), len(files))
+            for i, img in zip(batch_idx, out["recon_u8"], strict=True):
+                save_png(out_dir / f"{i:06d}.png", img)
     return ShardResult(
-        indices=np.asarray(indices, dtype=np.int64),
+        indices=np.asarray(kept, dtype=np.int64),
         recon=Features.concat(recon_feats) if recon_feats else _empty_features(),
         orig=(Features.concat(orig_feats) if orig_feats else _empty_features()) if with_orig else None,
         psnr=np.asarray(psnr, dtype=np.float64),
         ssim=np.asarray(ssim, dtype=np.float64),
         lpips=np.asarray(lp, dtype=np.float64) if lpips_model is not None else None,
         used=used,
+        skipped=skipped,
     )
 
 
@@ -275,6 +312,7 @@ def merge_shards(parts: list[ShardResult]) -> ShardResult:
         ssim=cat([p.ssim for p in parts]),
         lpips=None if any(x is None for x in lp) else cat(lp),  # type: ignore[arg-type]
         used=np.logical_or.reduce([p.used for p in parts]),
+        skipped=sorted(s for p in parts for s in p.skipped),
     )
 
 
