@@ -266,3 +266,23 @@ def test_import_of_another_releases_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(GigatokError, match="is the release file of gpt-b@s-s") as info:
         import_weights(src, "gpt-b@b-l", shapes=fake_shapes)
     assert "--preset gpt-b@s-s" in info.value.hint
+
+
+def test_import_of_a_converted_safetensors_from_another_cache(tmp_path: Path) -> None:
+    body, _, ema = fake_checkpoint()
+    src = tmp_path / "VQ_SS256_e100.pt"
+    src.write_bytes(body)
+    stored = import_weights(src, "s-s", shapes=fake_shapes)
+    moved = tmp_path / "elsewhere" / stored.name  # what the offline hint says to copy between machines
+    moved.parent.mkdir()
+    moved.write_bytes(stored.read_bytes())
+    (stored.parent / f"{stored.name}.tmp4242").write_bytes(b"left by a killed conversion")
+    clear_weights(["VQ_SS256_e100.pt"])
+    assert not stored.exists() and not list(stored.parent.glob("*.tmp*"))
+    again = import_weights(moved, "s-s", shapes=fake_shapes)
+    assert again == stored and cache.manifest_entry("VQ_SS256_e100.pt")["origin"] == "found in cache"
+    sd = read_checkpoint(again)["model"]
+    assert all(torch.equal(sd[k], ema[k]) for k in ema)
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(GigatokError, match="not a readable safetensors file"):
+        import_weights(tmp_path / "bad.safetensors", "s-s", shapes=fake_shapes)

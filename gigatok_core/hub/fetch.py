@@ -16,6 +16,7 @@ then converted to safetensors and the original removed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 from collections.abc import Iterator
@@ -92,6 +93,8 @@ def import_weights(path: str | Path, preset: str, *, shapes: ShapesFn | None = N
     if not src.is_file():
         raise GigatokError(f"{src} does not exist", hint="pass the path of the file you downloaded")
     _check_import_name(src, rec, key)
+    if src.suffix == ".safetensors" and rec.kind != "aux":
+        return _import_converted(src, rec, key, shapes)
     with _locked(rec, False):
         raw = cache.raw_path(rec)
         incoming = raw.with_name(raw.name + ".import")
@@ -112,6 +115,31 @@ def import_weights(path: str | Path, preset: str, *, shapes: ShapesFn | None = N
                 hint=f"make sure it is {rec.file} from {', '.join(human_urls(rec.sources[0]))}; "
                 "a Drive error page saved as a file is not a checkpoint",
             ) from None
+
+
+def _import_converted(src: Path, rec: WeightsRecord, key: str, shapes: ShapesFn | None) -> Path:
+    """Import a checkpoint already converted by gigatok (the cache's ``.safetensors``, e.g. copied from
+    another machine): its keys and shapes are checked, then it is stored and recorded as found."""
+    expected = (shapes or structure.preset_shapes)(rec)
+    try:
+        found_shapes = structure.safetensors_shapes(src)
+    except Exception as err:  # not a safetensors file at all
+        raise GigatokError(
+            f"{src} is not a readable safetensors file ({str(err).splitlines()[0][:200]})",
+            hint=f"import the original {rec.file}, or a .safetensors from a gigatok cache",
+        ) from None
+    if expected is not None:
+        structure.check_shapes(found_shapes, expected, source=src.name, what=catalog.display_name(key))
+    with _locked(rec, False):
+        stored = cache.stored_path(rec)
+        incoming = stored.with_name(stored.name + ".import")
+        cache.copy_hashing(src, incoming)
+        os.replace(incoming, stored)
+        cache.drop_entry(key)
+        found = _check_cached(rec, key, shapes)
+    if found is None:
+        raise GigatokError(f"{src} was not imported as {catalog.display_name(key)}")
+    return found
 
 
 def _check_import_name(src: Path, rec: WeightsRecord, key: str) -> None:
@@ -184,7 +212,12 @@ def clear_weights(keys: list[str]) -> list[Path]:
     for key in keys:
         rec = registry.weights_record(key)
         with _locked(rec, False):
-            for p in {cache.raw_path(rec), cache.stored_path(rec), cache.part_path(rec)}:
+            stored, raw = cache.stored_path(rec), cache.raw_path(rec)
+            leftovers = [  # of a killed conversion or import
+                *stored.parent.glob(f"{glob.escape(stored.name)}.tmp*"),
+                *(p.with_name(p.name + ".import") for p in (raw, stored)),
+            ]
+            for p in {raw, stored, cache.part_path(rec), *leftovers}:
                 if p.is_file():
                     p.unlink()
                     removed.append(p)
@@ -266,6 +299,7 @@ def _check_cached(rec: WeightsRecord, key: str, shapes: ShapesFn | None) -> Path
             "structure_checked": expected is not None,
         },
     )
+    cache.raw_path(rec).unlink(missing_ok=True)  # a conversion killed before its clean-up left the .pt
     return stored
 
 
