@@ -170,11 +170,23 @@ def _list(as_json: bool) -> None:
             r["kind"],
             _params(r["params"]),
             _size(r["size"]),
-            "[green]yes[/]" if r["cached"] else "no",
+            _state(r["state"], r["size"]),
             paper,
             r["file"],
         )
     out.print(table)
+
+
+def _state(state: str, size: int | None) -> str:
+    """The 'cached' cell: yes / unverified / partial (with progress) / no."""
+    if state == "yes":
+        return "[green]yes[/]"
+    if state == "unverified":
+        return "[yellow]unverified[/]"
+    if state.startswith("partial"):
+        done = int(state.split()[1])
+        return f"[yellow]partial {done / size:.0%}[/]" if size else f"[yellow]partial {_size(done)}[/]"
+    return "no"
 
 
 def _verify(keys: list[str] | None) -> None:

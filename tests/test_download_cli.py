@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,15 @@ def test_list_table_shows_cached_state(tmp_path: Path, monkeypatch: pytest.Monke
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
     assert "yes" in lines["s-b"] and "yes" not in lines["s-s"]
     assert "rfid 0.89" in lines["s-b"] and "136M" in lines["s-s"]
+    # a touched file is 'unverified' until its next use; a partial download shows how far it got
+    stored = cache.weights_dir() / "VQ_SB256_e200.safetensors"
+    os.utime(stored, ns=(stored.stat().st_atime_ns, stored.stat().st_mtime_ns + 10**9))
+    (cache.weights_dir() / "VQ_SS256_e100.pt.part").write_bytes(b"x" * 1000)
+    rows = {r["preset"]: r for r in json.loads(runner.invoke(app, ["download", "--list", "--json"]).stdout)}
+    assert rows["s-b"]["state"] == "unverified" and rows["s-s"]["state"] == "partial 1000"
+    result = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "250"})
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "unverified" in lines["s-b"] and "partial" in lines["s-s"]
 
 
 def test_unknown_name_suggests_the_closest() -> None:

@@ -107,7 +107,9 @@ def display_name(key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 def catalog_rows() -> list[dict[str, Any]]:
     """One row per downloadable file: preset, kind, parameters, paper metrics, file, license,
-    size (bytes, when known) and the cached path (None when not cached; no hashing)."""
+    size (bytes, when known), the cached path (None when not cached; no hashing) and ``state``:
+    yes, unverified (present but not as recorded: checked on next use), partial <bytes>, or no."""
+    from gigatok_core.hub import cache
     from gigatok_core.hub.cache import manifest_entry
     from gigatok_core.hub.fetch import cached_path
 
@@ -124,6 +126,15 @@ def catalog_rows() -> list[dict[str, Any]]:
             params, paper = registry.gpt_preset(rel.gpt).params, dict(rel.paper)
         path = cached_path(key)
         entry = manifest_entry(key) or {}
+        stored, part = cache.stored_path(rec), cache.part_path(rec)
+        if path:
+            state = "yes"
+        elif stored.is_file():
+            state = "unverified"  # changed since recorded, or put there by hand: checked on next use
+        elif part.is_file():
+            state = f"partial {part.stat().st_size}"  # bytes so far; the next download resumes
+        else:
+            state = "no"
         rows.append(
             {
                 "preset": display_name(key),
@@ -132,6 +143,7 @@ def catalog_rows() -> list[dict[str, Any]]:
                 "paper": paper,
                 "size": entry.get("size") or rec.size,
                 "cached": str(path) if path else None,
+                "state": state,
                 "file": key,
                 "license": rec.license,
                 "description": rec.description,
