@@ -133,3 +133,24 @@ def test_overwrite_removes_an_earlier_runs_extra_samples(data: Path, tmp_path: P
         "keep.png",
         "samples.json",
     ]
+
+
+def test_inception_score_sees_the_reconstructions_shuffled(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a val folder sorted by class would otherwise give each IS split of 5000 only 100 classes
+    import gigatok_core.evaluation.evaluate as evaluate_mod
+    import gigatok_core.evaluation.reconstruction as rec_mod
+
+    write_images(data / "n1", 5, seed=9)
+    made, scored = [], []
+    real_from = rec_mod.EvalStats.from_features
+    monkeypatch.setattr(
+        rec_mod.EvalStats, "from_features", staticmethod(lambda f, **kw: made.append(f) or real_from(f, **kw))
+    )
+    monkeypatch.setattr(evaluate_mod, "inception_score", lambda logits: scored.append(logits) or 1.0)
+    _run(data)
+    recon = made[-1].logits  # the samples' features, in image order
+    order = np.random.default_rng(0).permutation(len(recon))
+    assert not np.array_equal(order, np.arange(len(recon)))
+    np.testing.assert_array_equal(scored[-1], recon[order])
