@@ -136,3 +136,14 @@ def test_compiled_decode_with_cuda_graphs(dtype: torch.dtype) -> None:
     assert first.shape == (2, 256) and int(first.min()) >= 0 and int(first.max()) < 1024
     if dtype == torch.float32:  # half precision may round differently in fused kernels
         assert torch.equal(first, run(False))
+
+
+def test_sample_pngs_do_not_depend_on_the_batch_size_on_cuda(tmp_path: Path) -> None:
+    from gigatok_core.ar import CFGSchedule
+    from gigatok_core.sample import sample_images
+
+    kw = dict(gpt="gpt-tiny", cfg=CFGSchedule(2.0, "step"), device="cuda", num_per_class=5)
+    sample_images("22,388", output=tmp_path / "b1", batch_size=1, **kw)
+    sample_images("22,388", output=tmp_path / "b7", batch_size=7, **kw)
+    for png in sorted((tmp_path / "b1").glob("*.png")):
+        assert png.read_bytes() == (tmp_path / "b7" / png.name).read_bytes(), png.name

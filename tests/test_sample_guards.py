@@ -155,3 +155,23 @@ def test_grid_says_what_it_leaves_out(tmp_path: Path, caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="gigatok"):
         sample_images("22", output=tmp_path / "o", num_per_class=9, grid=True, batch_size=9, **KW)
     assert any("8 samples of each (of 1 classes, 9 each)" in r.getMessage() for r in caplog.records)
+
+
+def test_decoding_uses_one_batch_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import gigatok_core.sample as sample_mod
+    from gigatok_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    shapes: list[int] = []
+    real = tok.decode_codes
+    monkeypatch.setattr(tok, "decode_codes", lambda c: shapes.append(len(c)) or real(c))
+    monkeypatch.setattr(sample_mod, "decode_chunk", lambda device: 3)
+    codes = torch.randint(
+        0, tok.config.codebook_size, (5, tok.num_tokens), generator=torch.Generator().manual_seed(0)
+    )
+    every = sample_mod.decode_fixed_batches(tok, codes)
+    tail = sample_mod.decode_fixed_batches(tok, codes[3:])  # e.g. a resumed run's last two images
+    assert shapes == [3, 3, 3] and every.shape == (5, 256, 256, 3)
+    np.testing.assert_array_equal(every[3:], tail)
