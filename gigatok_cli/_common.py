@@ -59,20 +59,26 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
-        except OSError as err:  # disk full, read-only folder, a file where a folder should be ...
+        except OSError as err:  # disk full, read-only folder, a file where a folder should be, network
             where = f" ({err.filename})" if err.filename else ""
             console.print(
                 f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
             )
-            console.print(
-                "[dim]hint:[/] check free space and permissions of that path (the cache is "
-                "$GIGATOK_CACHE, see `gigatok download --where`); completed outputs are kept",
-                highlight=False,
-                soft_wrap=True,
-            )
+            console.print(f"[dim]hint:[/] {_os_error_hint(err)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error_hint(err: OSError) -> str:
+    import requests
+
+    if isinstance(err, requests.RequestException):  # requests' errors are OSErrors too
+        return "check the network connection and run the command again (downloads resume)"
+    return (
+        "check free space and permissions of that path (the cache is $GIGATOK_CACHE, see "
+        "`gigatok download --where`); completed outputs are kept"
+    )
 
 
 def not_implemented(what: str, issue: str) -> None:

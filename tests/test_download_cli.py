@@ -125,3 +125,16 @@ def test_os_errors_are_clear_messages(tmp_path: Path, monkeypatch: pytest.Monkey
     res = CliRunner().invoke(app, ["download", "--import", str(tmp_path / "not_a_folder"), "--preset", "s-s"])
     assert res.exit_code == 1 and "Traceback" not in res.output and "error:" in res.output
     assert "not_a_folder" in res.output and "hint:" in res.output
+
+
+def test_network_errors_get_a_network_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    import gigatok_cli.download as download_cmd
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise requests.ConnectionError("connection refused")
+
+    monkeypatch.setattr(download_cmd.hub, "catalog_rows", refuse)
+    res = CliRunner().invoke(app, ["download", "--list"])
+    assert res.exit_code == 1 and "connection refused" in res.output and "check the network" in res.output
