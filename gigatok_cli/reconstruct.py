@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli._common import PrecisionOpt, console, handle_errors, out, progress_bar
 from gigatok_core import dist, registry
 from gigatok_core.reconstruct import reconstruct as run_reconstruct
 
@@ -55,13 +55,7 @@ def reconstruct(
         typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(
-            "--precision",
-            help="fp32, bf16 or fp16 (fp16 needs a GPU; bf16 a GPU or a CPU with AVX512-BF16/AMX).",
-        ),
-    ] = "fp32",
+    precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
     ] = 8,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import handle_errors, out, progress_bar
+from gigatok_cli._common import PrecisionOpt, handle_errors, out, progress_bar
 from gigatok_core import dist, registry
 from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
 from gigatok_core.ar.generate import RNG_MODES, SamplingParams
@@ -103,13 +103,7 @@ def sample(
             "(one torch.multinomial stream, as the official sampler).",
         ),
     ] = "per-sample",
-    precision: Annotated[
-        str,
-        typer.Option(
-            "--precision",
-            help="fp32, bf16 or fp16 (fp16 needs a GPU; bf16 a GPU or a CPU with AVX512-BF16/AMX).",
-        ),
-    ] = "fp32",
+    precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per generation batch.")
     ] = 8,
