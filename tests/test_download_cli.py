@@ -86,7 +86,8 @@ def test_import_then_download_then_verify_then_clear(tmp_path: Path, monkeypatch
     assert res.exit_code == 0 and str(stored) in res.stdout.replace("\n", "")
     res = runner.invoke(app, ["download", "--verify"])
     assert res.exit_code == 0 and "ok" in res.stdout
-    stored.write_bytes(stored.read_bytes()[:-1] + b"\0")
+    data = stored.read_bytes()
+    stored.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # a changed byte, whatever it was
     res = runner.invoke(app, ["download", "--verify", "s-s"])
     assert res.exit_code == 1 and "corrupt" in res.stdout
     runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-s"])
