@@ -39,6 +39,13 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+def bump_mtime(path: Path) -> None:
+    """Move ``path``'s mtime one second on: a rewrite within the file system's timestamp
+    granularity (a clock tick) would otherwise look unchanged to the size + mtime checks."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """Tiny decode steps are dispatch-bound: one thread avoids OpenMP stalls on a busy machine."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import bump_mtime
 from hub_server import FAKE_SHAPES, fake_checkpoint
 from typer.testing import CliRunner
 
@@ -49,7 +49,7 @@ def test_list_table_shows_cached_state(tmp_path: Path, monkeypatch: pytest.Monke
     assert "rfid 0.89" in lines["s-b"] and "136M" in lines["s-s"]
     # a touched file is 'unverified' until its next use; a partial download shows how far it got
     stored = cache.weights_dir() / "VQ_SB256_e200.safetensors"
-    os.utime(stored, ns=(stored.stat().st_atime_ns, stored.stat().st_mtime_ns + 10**9))
+    bump_mtime(stored)
     (cache.weights_dir() / "VQ_SS256_e100.pt.part").write_bytes(b"x" * 1000)
     rows = {r["preset"]: r for r in json.loads(runner.invoke(app, ["download", "--list", "--json"]).stdout)}
     assert rows["s-b"]["state"] == "unverified" and rows["s-s"]["state"] == "partial 1000"

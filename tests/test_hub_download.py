@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import bump_mtime
 from hub_server import (
     FAKE_SHAPES,
     QUOTA_PAGE,
@@ -111,7 +112,8 @@ def test_cached_file_corrupted_later_is_refetched(server: FileServer) -> None:
     path = fetch_record(rec, progress=False)
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF
-    path.write_bytes(bytes(data))  # same size, new mtime, wrong bytes
+    path.write_bytes(bytes(data))  # same size, wrong bytes
+    bump_mtime(path)  # a new mtime even if the rewrite fell in the download's clock tick
     assert fetch_record(rec, progress=False).read_bytes() == AUX
     assert len(server.transfers("/files/aux.bin")) == 2
 
