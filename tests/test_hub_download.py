@@ -84,8 +84,8 @@ def test_server_ignoring_range_restarts_from_zero(server: FileServer) -> None:
 
 
 def test_corrupted_download_is_rejected_and_not_cached(server: FileServer) -> None:
-    # Flip the last byte: overwriting it with a constant would leave the body unchanged (and the
-    # test flaky) whenever the random payload already ends in that constant, 1 run in 256.
+    # Flip the last byte: overwriting it with a constant leaves the body unchanged whenever the
+    # payload already ends in that constant (with os.urandom bytes, 1 run in 256 failed).
     server.routes["/files/aux.bin"] = Route(body=AUX[:-1] + bytes([AUX[-1] ^ 0xFF]))
     rec = aux_record(server)
     with pytest.raises(GigatokError, match="sha256"):
