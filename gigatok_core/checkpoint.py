@@ -177,3 +177,50 @@ def load_strict(
         if keys:
             log.info("%s: left out %d keys under %s* (%s)", source, len(keys), prefix, reason)
     return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-describing weight files: safetensors whose metadata carries the config.
+#   metadata = {"gigatok": json.dumps(meta)}, meta = {"format": 1, "kind": "tokenizer" | "gpt" | ...,
+#   "preset": name or None, "config": architecture dict, "gigatok_version": ..., ...}
+# ---------------------------------------------------------------------------------------------
+META_KEY = "gigatok"
+META_FORMAT = 1
+
+
+def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Write ``tensors`` to a safetensors file atomically, with ``meta`` (JSON) in its header."""
+    import json
+
+    from safetensors.torch import save
+
+    from gigatok_core import __version__
+    from gigatok_core.fileio import write_bytes_atomic
+
+    header = {"format": META_FORMAT, "gigatok_version": __version__, **dict(meta)}
+    # safetensors refuses shared storage and non-contiguous tensors: store plain copies.
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    write_bytes_atomic(path, save(plain, metadata={META_KEY: json.dumps(header, sort_keys=True)}))
+
+
+def read_weights_meta(path: str | Path) -> dict[str, Any] | None:
+    """The gigatok metadata of a safetensors file, or None when it has none (a foreign file)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError) as err:
+        raise GigatokError(
+            f"{path} is not a readable safetensors file ({err})",
+            hint="the file may be truncated: delete it and write or download it again",
+        ) from None
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise GigatokError(f"{path} has unreadable gigatok metadata", hint="re-export the file") from None
+    return meta if isinstance(meta, dict) else None
