@@ -39,7 +39,7 @@ app.command("reconstruct")(reconstruct.reconstruct)
 app.command("sample")(sample.sample)
 app.command("train")(train.train)
 app.add_typer(eval_cmd.app, name="eval")
-app.command("probe")(probe.probe)
+app.add_typer(probe.app, name="probe")
 
 
 def main() -> None:

@@ -1,0 +1,129 @@
+"""Entry points: probe a GPT or a tokenizer given preset names, weights and the two split folders.
+
+``probe_gpt("gpt-b", "train/", "val/", "runs/probe", tokenizer="xl-xxl")`` checks the inputs
+(split folders, class folders, the GPT/tokenizer pairing) before loading anything, loads the
+backbone, and runs :func:`gigatok_core.probe.run.run_probe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gigatok_core import dist
+from gigatok_core.errors import GigatokError
+from gigatok_core.probe.data import Split, check_same_classes, read_split
+from gigatok_core.probe.features import GPTFeatures, TokenizerFeatures
+from gigatok_core.probe.run import EpochCallback, ProbeConfig, ProbeResult, run_probe
+
+
+def file_identity(path: str | Path | None) -> dict[str, Any] | None:
+    """Path, size and mtime of a weights file: what a feature cache is keyed on (no multi-GB hash)."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_splits(train_dir: str | Path, val_dir: str | Path, subset: int | None) -> tuple[Split, Split]:
+    train = read_split(train_dir, what="--train-split", subset=subset)
+    val = read_split(val_dir, what="--val-split", subset=subset)
+    check_same_classes(train, val)
+    return train, val
+
+
+def probe_gpt(
+    gpt: str,
+    train_dir: str | Path,
+    val_dir: str | Path,
+    output: str | Path,
+    *,
+    config: ProbeConfig,
+    tokenizer: str | None = None,
+    gpt_checkpoint: str | Path | None = None,
+    tokenizer_checkpoint: str | Path | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ProbeResult | None:
+    """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class (spec ar §7)."""
+    from gigatok_core.ar.load import load_gpt, resolve_gpt
+    from gigatok_core.tokenizer import load_tokenizer
+
+    train, val = read_splits(train_dir, val_dir, config.subset)
+    _, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # refuses a GPT that does not fit
+    dev = dist.resolve_device(device)
+    dist.resolve_precision(config.precision, dev)
+    dist.init_distributed(dev)
+    tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev)
+    model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev)
+    extractor = GPTFeatures(model, tok, layer=config.layer)
+    meta = {
+        "backbone": "gpt",
+        "gpt": gpt,
+        "tokenizer": tok_name,
+        "gpt_checkpoint": file_identity(gpt_checkpoint),
+        "tokenizer_checkpoint": file_identity(tokenizer_checkpoint),
+    }
+    return run_probe(
+        extractor,
+        train,
+        val,
+        config,
+        output,
+        device=dev,
+        meta=meta,
+        overwrite=overwrite,
+        on_epoch=on_epoch,
+        on_progress=on_progress,
+    )
+
+
+def probe_tokenizer(
+    tokenizer: str,
+    train_dir: str | Path,
+    val_dir: str | Path,
+    output: str | Path,
+    *,
+    config: ProbeConfig,
+    checkpoint: str | Path | None = None,
+    mode: str = "encoder",
+    device: str | None = None,
+    overwrite: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ProbeResult | None:
+    """Linear probe of tokenizer features: ``mode`` encoder (default), fix_dim or decoder (spec ar §7)."""
+    from gigatok_core.tokenizer import load_tokenizer
+
+    if config.layer is not None:
+        raise GigatokError("layer applies to GPT probes only", hint="use --fix-dim / --from-decoder instead")
+    train, val = read_splits(train_dir, val_dir, config.subset)
+    dev = dist.resolve_device(device)
+    dist.resolve_precision(config.precision, dev)
+    dist.init_distributed(dev)
+    tok = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=torch.float32)
+    extractor = TokenizerFeatures(tok, mode)
+    meta = {
+        "backbone": "tokenizer",
+        "tokenizer": tokenizer,
+        "checkpoint": file_identity(checkpoint),
+        "mode": mode,
+    }
+    return run_probe(
+        extractor,
+        train,
+        val,
+        config,
+        output,
+        device=dev,
+        meta=meta,
+        overwrite=overwrite,
+        on_epoch=on_epoch,
+        on_progress=on_progress,
+    )

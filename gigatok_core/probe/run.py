@@ -1,0 +1,425 @@
+"""The linear-probe loop: train a BatchNorm + linear head on frozen features, evaluate every epoch.
+
+Official protocol (spec ar §7): per-process batch 128, lr = blr * global batch / 256 with blr 0.1,
+LARS, 90 epochs with 10 of linear warm-up then half-cosine (lr set every iteration at the
+fractional epoch), cross-entropy, shuffled train order with the last partial batch dropped; the
+backbone left in train mode while the head trains (the GPT's dropouts stay on), eval mode to evaluate.
+
+Online (default): each epoch decodes, augments and encodes every training image. Cached
+(``cache_features``): features come from :mod:`gigatok_core.probe.cache`. Everything random is a
+function of ``(seed, epoch, ...)``, so a run resumed from its per-epoch checkpoint continues exactly.
+Outputs in ``RUN_DIR``: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json``
+(final), ``checkpoint/state.pt`` (head, optimiser, scaler, epochs done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from gigatok_core import dist
+from gigatok_core.errors import GigatokError
+from gigatok_core.fileio import atomic_write, write_json, write_text_atomic
+from gigatok_core.probe.cache import cached_features, open_cache
+from gigatok_core.probe.data import ProbeImages, Split, check_same_classes, collate
+from gigatok_core.probe.features import feature_spec
+from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr, topk_correct
+
+STATE_FILE = Path("checkpoint") / "state.pt"
+
+
+@dataclass
+class ProbeConfig:
+    """The probe recipe; defaults are the official ones (spec ar §7)."""
+
+    epochs: int = 90
+    warmup_epochs: float | None = None  # None: 10 of every 90 epochs (the official 10 of 90)
+    batch_size: int = 128  # per process (the official LIN_BSZ per GPU)
+    blr: float = 0.1
+    lr: float | None = None  # absolute; None: blr * batch_size * processes / 256
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    trust_coefficient: float = 0.001
+    augment: bool = True  # train: ADM random crop + flip; False: the val centre crop
+    backbone_train_mode: bool = True  # official: the backbone's dropouts stay on while the head trains
+    subset: int | None = None  # images per class in each split
+    seed: int = 0
+    precision: str = "fp32"  # backbone and head autocast (official GPT probe: fp16, tokenizer: fp32)
+    cache_features: bool = False
+    cache_draws: int = 0  # cached train features: 0 = centre crop once; K = K augmented draws
+    cache_dir: str | None = None  # default RUN_DIR/features
+    workers: int = 0  # DataLoader workers decoding images
+    layer: int | None = None  # GPT feature block (default n_layer // 2)
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise GigatokError(f"invalid probe setting: {msg}")
+
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(self.blr > 0 and (self.lr is None or self.lr > 0), "the learning rate must be positive")
+        need(
+            self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
+            "warmup_epochs in [0, epochs]",
+        )
+        need(self.subset is None or self.subset >= 1, f"subset must be at least 1, got {self.subset}")
+        need(self.cache_draws >= 0, f"cache_draws must be >= 0, got {self.cache_draws}")
+        need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(
+            self.precision in ("fp32", "bf16", "fp16"),
+            f"precision must be fp32, bf16 or fp16, not {self.precision!r}",
+        )
+
+    @property
+    def warmup(self) -> float:
+        return self.epochs * 10 / 90 if self.warmup_epochs is None else self.warmup_epochs
+
+
+@dataclass
+class ProbeResult:
+    top1: float  # % on the val split after the last epoch (the official number)
+    top5: float
+    val_loss: float
+    epochs: int
+    best_top1: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folder
+# ---------------------------------------------------------------------------------------------
+def _prepare_run_dir(output: Path, settings: dict[str, Any], *, overwrite: bool) -> int:
+    """Create RUN_DIR or check it holds this same probe; returns the epochs already done (resume)."""
+    cfg_path = output / "config.json"
+    if output.exists() and not output.is_dir():
+        raise GigatokError(f"--output {output} exists and is not a folder", hint="choose another --output")
+    if cfg_path.is_file() and not overwrite:
+        old = json.loads(cfg_path.read_text())
+        if old != json.loads(json.dumps(settings, default=str)):
+            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise GigatokError(
+                f"{output} holds a probe run with other settings (differing: {', '.join(changed)})",
+                hint="pass the same options to resume it, choose another --output, or --overwrite to restart",
+            )
+    elif any(output.glob("*")) and not cfg_path.is_file() and not overwrite:
+        raise GigatokError(
+            f"--output {output} is not empty and holds no probe run", hint="choose another --output"
+        )
+    if dist.dist_info().is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in ("metrics.jsonl", "results.json", str(STATE_FILE)):
+                (output / name).unlink(missing_ok=True)
+        write_json(output / "config.json", json.loads(json.dumps(settings, default=str)))
+    dist.barrier()
+    state = output / STATE_FILE
+    return int(torch.load(state, weights_only=True)["epoch"]) if state.is_file() else 0
+
+
+def _save_state(output: Path, epoch: int, head: nn.Module, opt: LARS, scaler: Any) -> None:
+    state = {
+        "epoch": epoch,
+        "head": head.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
+    (output / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output / STATE_FILE, "wb") as f:
+        torch.save(state, f)
+
+
+def _history(output: Path, upto: int) -> list[dict[str, Any]]:
+    """The metric lines of epochs <= ``upto`` (lines of epochs a kill interrupted are dropped)."""
+    path = output / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] <= upto]
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+def _batches(n: int, batch: int, world: int, rank: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """This rank's index batches of one epoch: a seeded shuffle, cut into global batches (last dropped)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    per_step = batch * world
+    return [
+        order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(n // per_step)
+    ]
+
+
+def _all_reduce_grads(head: nn.Module, world: int) -> None:
+    if world > 1:
+        for p in head.parameters():
+            if p.grad is not None:
+                torch_dist.all_reduce(p.grad)
+                p.grad /= world
+
+
+def _sync_buffers(head: nn.Module) -> None:
+    """BatchNorm running statistics from rank 0 (what DDP's buffer broadcast keeps)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        for b in head.buffers():
+            torch_dist.broadcast(b, 0)
+
+
+def run_probe(
+    extractor: nn.Module,
+    train: Split,
+    val: Split,
+    cfg: ProbeConfig,
+    output: str | Path,
+    *,
+    device: torch.device,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ProbeResult | None:
+    """Probe ``extractor`` (a module mapping (B,3,S,S) images to (B,D) features, see features.py).
+
+    Returns the result on rank 0 (None elsewhere). ``on_epoch`` gets each epoch's metrics line;
+    ``on_progress(stage, done, total)`` reports batches. Resumes from ``RUN_DIR/checkpoint``.
+    """
+    check_same_classes(train, val)
+    info = dist.dist_info()
+    world, rank = info.world_size, info.rank
+    amp_dtype = dist.resolve_precision(cfg.precision, device)
+    per_step = cfg.batch_size * world
+    if len(train) < per_step:
+        raise GigatokError(
+            f"the train split has {len(train)} images, fewer than one batch ({cfg.batch_size} x {world} processes)",
+            hint=f"pass --batch-size {max(1, len(train) // world)} or less, or add images",
+        )
+    output = Path(output)
+    lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, per_step)
+    size, dim, num_classes = extractor.image_size, extractor.dim, len(train.classes)
+    spec = feature_spec(extractor)
+    settings = {
+        "probe": dataclasses.asdict(cfg),
+        "features": spec,
+        "meta": meta or {},
+        "lr": lr,
+        "world_size": world,
+        "train": {"root": str(train.root), "images": len(train), "digest": train.digest},
+        "val": {"root": str(val.root), "images": len(val), "digest": val.digest},
+        "classes": list(train.classes),
+    }
+    start = _prepare_run_dir(output, settings, overwrite=overwrite)
+    extractor.to(device)
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    head = ProbeHead(dim, num_classes, generator=gen).to(device)
+    opt = LARS(
+        head.parameters(),
+        lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        trust_coefficient=cfg.trust_coefficient,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if start:
+        state = torch.load(output / STATE_FILE, map_location=device, weights_only=True)
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    history = _history(output, start)
+
+    # Feature sources.
+    train_feats = val_feats = None
+    if cfg.cache_features:
+        fingerprint = {"features": spec, "meta": meta or {}, "precision": cfg.precision, "image_size": size}
+        folder = open_cache(Path(cfg.cache_dir or output / "features"), fingerprint)
+        common = {
+            "folder": folder,
+            "seed": cfg.seed,
+            "image_size": size,
+            "dim": dim,
+            "batch_size": cfg.batch_size,
+            "device": device,
+            "amp_dtype": amp_dtype,
+            "workers": cfg.workers,
+        }
+        train_feats = cached_features(
+            extractor,
+            train,
+            name=f"train-{train.digest[:12]}",
+            draws=cfg.cache_draws,
+            on_progress=_stage(on_progress, "features: train"),
+            **common,
+        )
+        val_feats = cached_features(
+            extractor,
+            val,
+            name=f"val-{val.digest[:12]}",
+            draws=0,
+            on_progress=_stage(on_progress, "features: val"),
+            **common,
+        )[0]
+        train_feats, val_feats = train_feats.to(device), val_feats.to(device)
+    train_images = ProbeImages(train, size, augment=cfg.augment, seed=cfg.seed)
+    train_labels = torch.tensor(train.labels, device=device)
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)  # dropout noise, reproducible on resume
+        batches = _batches(len(train), cfg.batch_size, world, rank, cfg.seed, epoch)
+        extractor.train(cfg.backbone_train_mode)
+        head.train()
+        if train_feats is not None:
+            draw = epoch % train_feats.shape[0]
+            source: Any = ((train_feats[draw, b], train_labels[b]) for b in map(torch.as_tensor, batches))
+        else:
+            train_images.set_draw(epoch)
+            source = _image_batches(train_images, batches, cfg.workers)
+        loss_sum, seen = 0.0, 0
+        for step, batch in enumerate(source):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(
+                    epoch + step / len(batches), lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup
+                )
+            if batch is None:
+                continue
+            inputs, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                feats = extractor(inputs) if train_feats is None else inputs  # (B, D), no grad
+                if train_feats is not None:
+                    keep = ~feats.isnan().any(dim=1)  # unreadable images (NaN rows) are left out
+                    feats, y = feats[keep], y[keep]
+                loss = F.cross_entropy(head(feats.float()), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            _all_reduce_grads(head, world)
+            scaler.step(opt)
+            scaler.update()
+            loss_sum, seen = loss_sum + float(loss.detach()) * len(y), seen + len(y)
+            if on_progress:
+                on_progress(f"epoch {epoch + 1}/{cfg.epochs}", step + 1, len(batches))
+        if not np.isfinite(loss_sum):
+            raise GigatokError(f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr")
+        _sync_buffers(head)
+        top1, top5, val_loss = evaluate(extractor, head, val, val_feats, cfg, device, amp_dtype, size)
+        totals = dist.all_gather_objects((loss_sum, seen))
+        row = {
+            "epoch": epoch + 1,
+            "top1": top1,
+            "top5": top5,
+            "loss": sum(t[0] for t in totals) / max(1, sum(t[1] for t in totals)),  # type: ignore[index]
+            "val_loss": val_loss,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        history.append(row)
+        if info.is_main:
+            _save_state(output, epoch + 1, head, opt, scaler)
+            lines = "".join(json.dumps(r) + "\n" for r in history)
+            write_text_atomic(output / "metrics.jsonl", lines)
+        dist.barrier()
+        if on_epoch:
+            on_epoch(row)
+    if not history:
+        raise GigatokError(f"{output} already finished {start} epochs but has no metrics.jsonl")
+    last = history[-1]
+    result = ProbeResult(
+        top1=last["top1"],
+        top5=last["top5"],
+        val_loss=last["val_loss"],
+        epochs=last["epoch"],
+        best_top1=max(r["top1"] for r in history),
+        history=history,
+    )
+    if info.is_main:
+        write_json(
+            output / "results.json",
+            {
+                **{k: v for k, v in result.to_dict().items() if k != "history"},
+                "lr": lr,
+                "features": spec,
+                "meta": meta or {},
+            },
+        )
+    return result if info.is_main else None
+
+
+def _stage(
+    on_progress: Callable[[str, int, int], None] | None, label: str
+) -> Callable[[int, int], None] | None:
+    return None if on_progress is None else (lambda done, total: on_progress(label, done, total))
+
+
+def _image_batches(dataset: ProbeImages, batches: list[np.ndarray], workers: int):
+    """Decoded, augmented image batches in the given index order (workers decode in parallel)."""
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[b.tolist() for b in batches],
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+    )
+    for batch in loader:
+        yield None if batch is None else (batch[0], batch[1])
+
+
+@torch.no_grad()
+def evaluate(
+    extractor: nn.Module,
+    head: nn.Module,
+    val: Split,
+    val_feats: torch.Tensor | None,
+    cfg: ProbeConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype,
+    size: int,
+) -> tuple[float, float, float]:
+    """(top-1 %, top-5 %, mean loss) on the val split; backbone and head in eval mode, ranks striding."""
+    extractor.eval()
+    head.eval()
+    info = dist.dist_info()
+    idx = np.arange(info.rank, len(val), info.world_size)
+    labels = torch.tensor(val.labels, device=device)
+    c1 = c5 = 0
+    loss_sum, n = 0.0, 0
+    if val_feats is not None:
+        source: Any = ((val_feats[b], labels[b]) for b in torch.as_tensor(idx).split(cfg.batch_size))
+    else:
+        images = ProbeImages(val, size, augment=False, seed=cfg.seed)
+        batches = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+        source = _image_batches(images, batches, cfg.workers)
+    for batch in source:
+        if batch is None:
+            continue
+        inputs, y = batch[0].to(device), batch[1].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            feats = extractor(inputs) if val_feats is None else inputs
+            keep = ~feats.isnan().any(dim=1)
+            logits = head(feats[keep].float()).float()
+        y = y[keep]
+        k1, k5 = topk_correct(logits, y)
+        c1, c5 = c1 + k1, c5 + k5
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        n += len(y)
+    parts = dist.all_gather_objects((c1, c5, loss_sum, n))
+    c1, c5, loss_sum, n = (sum(p[i] for p in parts) for i in range(4))  # type: ignore[index]
+    if n == 0:
+        raise GigatokError(f"no readable image in the val split {val.root}")
+    return 100.0 * c1 / n, 100.0 * c5 / n, loss_sum / n
