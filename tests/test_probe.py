@@ -297,7 +297,7 @@ def test_bad_splits_are_refused(tmp_path: Path) -> None:
         read_splits(tmp_path / "train", tmp_path / "val", None)
     assert "class2" in str(err.value) and "other" in str(err.value)
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(GigatokError, match="holds no image"):
+    with pytest.raises(GigatokError, match="hold no image"):
         read_splits(tmp_path / "train", tmp_path / "empty", None)
     (tmp_path / "flat").mkdir()
     with pytest.raises(GigatokError, match="no class sub-folders"):

@@ -122,5 +122,5 @@ def test_bad_splits_exit_1(data: Path, tmp_path: Path) -> None:
     res = runner.invoke(
         app, [*base, "--train-split", str(tmp_path / "empty"), "--val-split", str(data / "val")]
     )
-    assert res.exit_code == 1 and "holds no image" in res.output
+    assert res.exit_code == 1 and "hold no image" in res.output
     assert not (tmp_path / "o").exists()  # nothing written for refused input

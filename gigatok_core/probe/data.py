@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from gigatok_core.data.transforms import random_crop_arr
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import IMAGE_EXTENSIONS, MAX_ASPECT, ImageReadError, center_crop_arr, read_image
+from gigatok_core.images import MAX_ASPECT, ImageReadError, center_crop_arr, read_image
 
 log = logging.getLogger("gigatok")
 _named: set[Path] = set()  # unreadable files already reported by this process
@@ -54,32 +54,23 @@ class Split:
 
 def read_split(root: str | Path, *, what: str, subset: int | None = None) -> Split:
     """List an ImageFolder tree (sorted class folders -> labels 0, 1, ...); ``subset``: first N per class."""
+    from gigatok_core.data.folder import image_folder
+
     root = Path(root)
     if not root.is_dir():
         raise GigatokError(
             f"{what} {root} is not a folder",
             hint="pass an ImageFolder tree: one sub-folder of images per class",
         )
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise GigatokError(
-            f"{what} {root} has no class sub-folders",
-            hint="linear probing needs labels: put each class's images in its own sub-folder",
-        )
-    files: list[Path] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        found = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        found = found[:subset] if subset else found
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise GigatokError(
-            f"{what} {root} holds no image in its {len(classes)} class folders",
-            hint=f"image extensions: {' '.join(IMAGE_EXTENSIONS)}",
-        )
+    files, labels, classes = image_folder(root, purpose="linear probing")
+    if subset:
+        count: dict[int, int] = {}
+        keep = []
+        for i, y in enumerate(labels):
+            count[y] = count.get(y, 0) + 1
+            if count[y] <= subset:
+                keep.append(i)
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
     return Split(root, tuple(files), tuple(labels), tuple(classes))
 
 
@@ -103,26 +94,7 @@ def check_same_classes(train: Split, val: Split) -> None:
 # ---------------------------------------------------------------------------------------------
 # Augmentation
 # ---------------------------------------------------------------------------------------------
-def random_crop_arr(
-    img: Image.Image,
-    size: int,
-    rng: np.random.Generator,
-    min_crop_frac: float = 0.8,
-    max_crop_frac: float = 1.0,
-) -> np.ndarray:
-    """ADM random crop (spec tokenizer §8.1): (size, size, 3) uint8."""
-    short = int(rng.integers(math.ceil(size / max_crop_frac), math.ceil(size / min_crop_frac) + 1))
-    while min(img.size) >= 2 * short:
-        img = img.resize(tuple(s // 2 for s in img.size), resample=Image.Resampling.BOX)
-    scale = short / min(img.size)
-    img = img.resize(tuple(round(s * scale) for s in img.size), resample=Image.Resampling.BICUBIC)
-    arr = np.asarray(img)
-    top = int(rng.integers(arr.shape[0] - size + 1))
-    left = int(rng.integers(arr.shape[1] - size + 1))
-    return np.ascontiguousarray(arr[top : top + size, left : left + size])
-
-
-def probe_pixels(path: Path, size: int, *, augment: bool, rng: np.random.Generator | None) -> np.ndarray:
+def probe_pixels(path: Path, size: int, *, augment: bool, rng: random.Random | None) -> np.ndarray:
     """One image as (size, size, 3) uint8: random crop + flip when ``augment``, else the centre crop."""
     img = read_image(path)
     if max(img.size) > MAX_ASPECT * min(img.size):
@@ -130,7 +102,7 @@ def probe_pixels(path: Path, size: int, *, augment: bool, rng: np.random.Generat
     if not augment:
         return center_crop_arr(img, size)
     assert rng is not None
-    arr = random_crop_arr(img, size, rng)
+    arr = random_crop_arr(img, size, rng=rng)
     return np.ascontiguousarray(arr[:, ::-1]) if rng.random() < 0.5 else arr
 
 
@@ -156,7 +128,7 @@ class ProbeImages(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | None:
-        rng = np.random.default_rng([self.seed, self.draw, i]) if self.augment else None
+        rng = random.Random(f"{self.seed}-{self.draw}-{i}") if self.augment else None
         try:
             pixels = probe_pixels(self.split.files[i], self.size, augment=self.augment, rng=rng)
         except ImageReadError as err:

@@ -9,13 +9,14 @@ Online (default): each epoch decodes, augments and encodes every training image.
 (``cache_features``): features come from :mod:`gigatok_core.probe.cache`. Everything random is a
 function of ``(seed, epoch, ...)``, so a run resumed from its per-epoch checkpoint continues exactly.
 Outputs in ``RUN_DIR``: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json``
-(final), ``checkpoint/state.pt`` (head, optimiser, scaler, epochs done).
+(final), ``checkpoints/step-{epoch:08d}/`` (head weights; optimiser, scaler, epochs done).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,14 +31,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gigatok_core import dist
+from gigatok_core.checkpoint import TrainingCheckpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import atomic_write, write_json, write_text_atomic
+from gigatok_core.fileio import write_json, write_text_atomic
 from gigatok_core.probe.cache import cached_features, open_cache
 from gigatok_core.probe.data import ProbeImages, Split, check_same_classes, collate
 from gigatok_core.probe.features import feature_spec
 from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr, topk_correct
 
-STATE_FILE = Path("checkpoint") / "state.pt"
+CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_core.checkpoint)
 
 
 @dataclass
@@ -107,8 +109,8 @@ EpochCallback = Callable[[dict[str, Any]], None]
 # ---------------------------------------------------------------------------------------------
 # Run folder
 # ---------------------------------------------------------------------------------------------
-def _prepare_run_dir(output: Path, settings: dict[str, Any], *, overwrite: bool) -> int:
-    """Create RUN_DIR or check it holds this same probe; returns the epochs already done (resume)."""
+def _prepare_run_dir(output: Path, settings: dict[str, Any], *, overwrite: bool) -> TrainingCheckpoint | None:
+    """Create RUN_DIR or check it holds this same probe; returns its latest checkpoint (resume)."""
     cfg_path = output / "config.json"
     if output.exists() and not output.is_dir():
         raise GigatokError(f"--output {output} exists and is not a folder", hint="choose another --output")
@@ -127,24 +129,25 @@ def _prepare_run_dir(output: Path, settings: dict[str, Any], *, overwrite: bool)
     if dist.dist_info().is_main:
         output.mkdir(parents=True, exist_ok=True)
         if overwrite:
-            for name in ("metrics.jsonl", "results.json", str(STATE_FILE)):
+            for name in ("metrics.jsonl", "results.json"):
                 (output / name).unlink(missing_ok=True)
+            shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
         write_json(output / "config.json", json.loads(json.dumps(settings, default=str)))
     dist.barrier()
-    state = output / STATE_FILE
-    return int(torch.load(state, weights_only=True)["epoch"]) if state.is_file() else 0
+    if latest_checkpoint(output / CHECKPOINTS, quiet=True) is None:
+        return None
+    return load_checkpoint(output / CHECKPOINTS)
 
 
-def _save_state(output: Path, epoch: int, head: nn.Module, opt: LARS, scaler: Any) -> None:
-    state = {
-        "epoch": epoch,
-        "head": head.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scaler": scaler.state_dict(),
-    }
-    (output / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output / STATE_FILE, "wb") as f:
-        torch.save(state, f)
+def _save_state(output: Path, epoch: int, head: nn.Module, opt: LARS, scaler: Any, settings: dict) -> None:
+    """One checkpoint per epoch (the newest two kept): head weights, optimiser and scaler state."""
+    save_checkpoint(
+        output / CHECKPOINTS,
+        weights={"head": head.state_dict()},
+        state={"epoch": epoch, "optimizer": opt.state_dict(), "scaler": scaler.state_dict()},
+        meta={"step": epoch, "kind": "probe", "config": json.loads(json.dumps(settings, default=str))},
+        keep=2,
+    )
 
 
 def _history(output: Path, upto: int) -> list[dict[str, Any]]:
@@ -225,7 +228,8 @@ def run_probe(
         "val": {"root": str(val.root), "images": len(val), "digest": val.digest},
         "classes": list(train.classes),
     }
-    start = _prepare_run_dir(output, settings, overwrite=overwrite)
+    ckpt = _prepare_run_dir(output, settings, overwrite=overwrite)
+    start = int(ckpt.state["epoch"]) if ckpt is not None else 0
     extractor.to(device)
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -238,11 +242,10 @@ def run_probe(
         trust_coefficient=cfg.trust_coefficient,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    if start:
-        state = torch.load(output / STATE_FILE, map_location=device, weights_only=True)
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+    if ckpt is not None:
+        head.load_state_dict(ckpt.weights["head"])
+        opt.load_state_dict(ckpt.state["optimizer"])
+        scaler.load_state_dict(ckpt.state["scaler"])
     history = _history(output, start)
 
     # Feature sources.
@@ -330,10 +333,9 @@ def run_probe(
             "seconds": round(time.perf_counter() - t0, 3),
         }
         history.append(row)
-        if info.is_main:
-            _save_state(output, epoch + 1, head, opt, scaler)
-            lines = "".join(json.dumps(r) + "\n" for r in history)
-            write_text_atomic(output / "metrics.jsonl", lines)
+        if info.is_main:  # metrics first: a kill between the two only repeats this epoch
+            write_text_atomic(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            _save_state(output, epoch + 1, head, opt, scaler, settings)
         dist.barrier()
         if on_epoch:
             on_epoch(row)
