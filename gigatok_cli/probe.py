@@ -176,6 +176,21 @@ def _split_gpt(spec: str, tokenizer: str | None) -> tuple[str, str | None]:
     return name, tok or tokenizer
 
 
+def _preset_of(checkpoint: Path | None) -> str | None:
+    """``PRESET[@TOKENIZER]`` recorded in a gigatok weights file's metadata, if any."""
+    from gigatok_core.checkpoint import read_weights_meta
+    from gigatok_core.probe.api import gpt_weights_file
+
+    path = gpt_weights_file(checkpoint)
+    if path is None or path.suffix != ".safetensors":
+        return None
+    meta = read_weights_meta(path) or {}
+    preset, tok = meta.get("preset"), meta.get("tokenizer")
+    if not isinstance(preset, str):
+        return None
+    return f"{preset}@{tok}" if isinstance(tok, str) else preset
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +206,11 @@ def gpt(
         str | None, typer.Option("--gpt", help="GPT preset, optionally @tokenizer, e.g. gpt-b@xl-xxl.")
     ] = None,
     gpt_checkpoint: Annotated[
-        Path | None, typer.Option("--gpt-checkpoint", help="GPT weights file instead of the release's.")
+        Path | None,
+        typer.Option(
+            "--gpt-checkpoint",
+            help="GPT weights file, or a `gigatok train gpt` RUN_DIR (latest checkpoint, EMA preferred).",
+        ),
     ] = None,
     tokenizer: Annotated[
         str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")
@@ -225,6 +244,7 @@ def gpt(
 ) -> None:
     from gigatok_core.probe import probe_gpt
 
+    gpt = gpt or _preset_of(gpt_checkpoint)
     if gpt is None:
         raise GigatokError("--gpt is required", hint="name the GPT preset, e.g. --gpt gpt-b@xl-xxl")
     name, tok = _split_gpt(gpt, tokenizer)

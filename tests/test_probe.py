@@ -317,3 +317,26 @@ def test_bad_splits_are_refused(tmp_path: Path) -> None:
         )
     with pytest.raises(GigatokError, match="batch_size"):
         ProbeConfig(batch_size=0)
+
+
+def test_gpt_checkpoint_may_be_a_training_run_folder(tmp_path: Path) -> None:
+    from gigatok_core.ar.load import load_gpt
+    from gigatok_core.checkpoint import save_checkpoint
+    from gigatok_core.probe.api import gpt_weights_file
+
+    gpt = small_gpt(block_size=256)  # gpt-tiny's own shape
+    for step in (1, 2):
+        save_checkpoint(
+            tmp_path / "run" / "checkpoints",
+            weights={"model": gpt.state_dict()},
+            state={},
+            meta={"step": step},
+        )
+    path = gpt_weights_file(tmp_path / "run")
+    assert path == tmp_path / "run" / "checkpoints" / "step-00000002" / "model.safetensors"
+    model, _ = load_gpt("gpt-tiny", checkpoint=path)
+    torch.testing.assert_close(model.state_dict(), gpt.state_dict())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GigatokError, match="without training checkpoints"):
+        gpt_weights_file(tmp_path / "empty")
+    assert gpt_weights_file(path) == path and gpt_weights_file(None) is None

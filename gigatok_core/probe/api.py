@@ -29,6 +29,25 @@ def file_identity(path: str | Path | None) -> dict[str, Any] | None:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def gpt_weights_file(path: str | Path | None) -> Path | None:
+    """A GPT weights file from ``--gpt-checkpoint``: a file as is, or a training run folder's latest
+    checkpoint (its ``ema`` group preferred, else ``model``)."""
+    from gigatok_core.checkpoint import latest_checkpoint
+
+    if path is None or not Path(path).is_dir():
+        return None if path is None else Path(path)
+    step = latest_checkpoint(path)
+    if step is None:
+        raise GigatokError(
+            f"{path} is a folder without training checkpoints",
+            hint="pass a GPT weights file, or a run folder written by `gigatok train gpt` (it has checkpoints/)",
+        )
+    for group in ("ema", "model"):
+        if (step / f"{group}.safetensors").is_file():
+            return step / f"{group}.safetensors"
+    raise GigatokError(f"{step} holds no ema or model weights", hint="pass a GPT weights file instead")
+
+
 def read_splits(train_dir: str | Path, val_dir: str | Path, subset: int | None) -> tuple[Split, Split]:
     train = read_split(train_dir, what="--train-split", subset=subset)
     val = read_split(val_dir, what="--val-split", subset=subset)
@@ -56,6 +75,7 @@ def probe_gpt(
     from gigatok_core.tokenizer import load_tokenizer
 
     train, val = read_splits(train_dir, val_dir, config.subset)
+    gpt_checkpoint = gpt_weights_file(gpt_checkpoint)
     _, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # refuses a GPT that does not fit
     dev = dist.resolve_device(device)
     dist.resolve_precision(config.precision, dev)
