@@ -25,19 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from gigatok_core import dist
 from gigatok_core.checkpoint import TrainingCheckpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import write_json, write_text_atomic
 from gigatok_core.probe.cache import cached_features, open_cache
-from gigatok_core.probe.data import ProbeImages, Split, check_same_classes, collate
+from gigatok_core.probe.data import ProbeImages, Split, check_same_classes
 from gigatok_core.probe.features import feature_spec
-from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr, topk_correct
+from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
+from gigatok_core.probe.loop import epoch_batches, evaluate, image_batches, sync_buffers, train_epoch
 
 CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_core.checkpoint)
 
@@ -162,30 +160,6 @@ def _history(output: Path, upto: int) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
-def _batches(n: int, batch: int, world: int, rank: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """This rank's index batches of one epoch: a seeded shuffle, cut into global batches (last dropped)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    per_step = batch * world
-    return [
-        order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(n // per_step)
-    ]
-
-
-def _all_reduce_grads(head: nn.Module, world: int) -> None:
-    if world > 1:
-        for p in head.parameters():
-            if p.grad is not None:
-                torch_dist.all_reduce(p.grad)
-                p.grad /= world
-
-
-def _sync_buffers(head: nn.Module) -> None:
-    """BatchNorm running statistics from rank 0 (what DDP's buffer broadcast keeps)."""
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        for b in head.buffers():
-            torch_dist.broadcast(b, 0)
-
-
 def run_probe(
     extractor: nn.Module,
     train: Split,
@@ -286,7 +260,7 @@ def run_probe(
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)  # dropout noise, reproducible on resume
-        batches = _batches(len(train), cfg.batch_size, world, rank, cfg.seed, epoch)
+        batches = epoch_batches(len(train), cfg.batch_size, world, rank, cfg.seed, epoch)
         extractor.train(cfg.backbone_train_mode)
         head.train()
         if train_feats is not None:
@@ -294,34 +268,34 @@ def run_probe(
             source: Any = ((train_feats[draw, b], train_labels[b]) for b in map(torch.as_tensor, batches))
         else:
             train_images.set_draw(epoch)
-            source = _image_batches(train_images, batches, cfg.workers)
-        loss_sum, seen = 0.0, 0
-        for step, batch in enumerate(source):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(
-                    epoch + step / len(batches), lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup
-                )
-            if batch is None:
-                continue
-            inputs, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                feats = extractor(inputs) if train_feats is None else inputs  # (B, D), no grad
-                if train_feats is not None:
-                    keep = ~feats.isnan().any(dim=1)  # unreadable images (NaN rows) are left out
-                    feats, y = feats[keep], y[keep]
-                loss = F.cross_entropy(head(feats.float()), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            _all_reduce_grads(head, world)
-            scaler.step(opt)
-            scaler.update()
-            loss_sum, seen = loss_sum + float(loss.detach()) * len(y), seen + len(y)
-            if on_progress:
-                on_progress(f"epoch {epoch + 1}/{cfg.epochs}", step + 1, len(batches))
+            source = image_batches(train_images, batches, cfg.workers)
+        label, steps = f"epoch {epoch + 1}/{cfg.epochs}", len(batches)
+        loss_sum, seen = train_epoch(
+            head,
+            opt,
+            scaler,
+            source,
+            steps=steps,
+            lr=lambda t, e=epoch: lr_at(e + t, lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup),
+            device=device,
+            amp_dtype=amp_dtype,
+            extractor=extractor if train_feats is None else None,
+            on_step=None if on_progress is None else lambda k, a=label, n=steps: on_progress(a, k, n),
+        )
         if not np.isfinite(loss_sum):
             raise GigatokError(f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr")
-        _sync_buffers(head)
-        top1, top5, val_loss = evaluate(extractor, head, val, val_feats, cfg, device, amp_dtype, size)
+        sync_buffers(head)
+        top1, top5, val_loss = evaluate(
+            extractor,
+            head,
+            val,
+            val_feats,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            device=device,
+            amp_dtype=amp_dtype,
+            size=size,
+        )
         totals = dist.all_gather_objects((loss_sum, seen))
         row = {
             "epoch": epoch + 1,
@@ -367,61 +341,3 @@ def _stage(
     on_progress: Callable[[str, int, int], None] | None, label: str
 ) -> Callable[[int, int], None] | None:
     return None if on_progress is None else (lambda done, total: on_progress(label, done, total))
-
-
-def _image_batches(dataset: ProbeImages, batches: list[np.ndarray], workers: int):
-    """Decoded, augmented image batches in the given index order (workers decode in parallel)."""
-    loader = DataLoader(
-        dataset,
-        batch_sampler=[b.tolist() for b in batches],
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-    )
-    for batch in loader:
-        yield None if batch is None else (batch[0], batch[1])
-
-
-@torch.no_grad()
-def evaluate(
-    extractor: nn.Module,
-    head: nn.Module,
-    val: Split,
-    val_feats: torch.Tensor | None,
-    cfg: ProbeConfig,
-    device: torch.device,
-    amp_dtype: torch.dtype,
-    size: int,
-) -> tuple[float, float, float]:
-    """(top-1 %, top-5 %, mean loss) on the val split; backbone and head in eval mode, ranks striding."""
-    extractor.eval()
-    head.eval()
-    info = dist.dist_info()
-    idx = np.arange(info.rank, len(val), info.world_size)
-    labels = torch.tensor(val.labels, device=device)
-    c1 = c5 = 0
-    loss_sum, n = 0.0, 0
-    if val_feats is not None:
-        source: Any = ((val_feats[b], labels[b]) for b in torch.as_tensor(idx).split(cfg.batch_size))
-    else:
-        images = ProbeImages(val, size, augment=False, seed=cfg.seed)
-        batches = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
-        source = _image_batches(images, batches, cfg.workers)
-    for batch in source:
-        if batch is None:
-            continue
-        inputs, y = batch[0].to(device), batch[1].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-            feats = extractor(inputs) if val_feats is None else inputs
-            keep = ~feats.isnan().any(dim=1)
-            logits = head(feats[keep].float()).float()
-        y = y[keep]
-        k1, k5 = topk_correct(logits, y)
-        c1, c5 = c1 + k1, c5 + k5
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        n += len(y)
-    parts = dist.all_gather_objects((c1, c5, loss_sum, n))
-    c1, c5, loss_sum, n = (sum(p[i] for p in parts) for i in range(4))  # type: ignore[index]
-    if n == 0:
-        raise GigatokError(f"no readable image in the val split {val.root}")
-    return 100.0 * c1 / n, 100.0 * c5 / n, loss_sum / n
