@@ -124,3 +124,26 @@ def test_bad_splits_exit_1(data: Path, tmp_path: Path) -> None:
     )
     assert res.exit_code == 1 and "hold no image" in res.output
     assert not (tmp_path / "o").exists()  # nothing written for refused input
+
+
+def test_bench_probe_smoke(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_probe", Path(__file__).parents[1] / "bench" / "probe.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(
+        [
+            "--smoke",
+            "--num-features",
+            "64",
+            "--backbone",
+            "tokenizer:tiny",
+            "--json",
+            str(tmp_path / "b.json"),
+        ]
+    )
+    assert out["features_per_s[tokenizer:tiny]"] > 0 and out["epoch_seconds"] > 0
+    assert json.loads((tmp_path / "b.json").read_text()) == out
