@@ -340,3 +340,13 @@ def test_gpt_checkpoint_may_be_a_training_run_folder(tmp_path: Path) -> None:
     with pytest.raises(GigatokError, match="without training checkpoints"):
         gpt_weights_file(tmp_path / "empty")
     assert gpt_weights_file(path) == path and gpt_weights_file(None) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cached", [False, True])
+def test_fp16_probe_on_cuda_learns(splits, tmp_path: Path, cached: bool) -> None:
+    """The official GPT-probe precision: fp16 autocast with a GradScaler."""
+    dev = torch.device("cuda")
+    cfg = ProbeConfig(epochs=8, precision="fp16", cache_features=cached, **FAST)
+    res = run_probe(TokenizerFeatures(small_tokenizer()), *splits, cfg, tmp_path / "run", device=dev)
+    assert res is not None and res.top1 == 100.0

@@ -147,3 +147,19 @@ def test_bench_probe_smoke(tmp_path: Path) -> None:
     )
     assert out["features_per_s[tokenizer:tiny]"] > 0 and out["epoch_seconds"] > 0
     assert json.loads((tmp_path / "b.json").read_text()) == out
+
+
+@pytest.mark.slow  # two processes importing torch: ~30 s on a busy 2-core machine
+def test_probe_under_torchrun_two_processes(data: Path, tmp_path: Path) -> None:
+    from conftest import run_torchrun
+
+    out = tmp_path / "run"
+    proc = run_torchrun(
+        "probe", "tokenizer", "--tokenizer", "tiny", *_args(data, out), "--max-epochs", "2", "--batch-size", "2",
+        "--cache-features", "--device", "cpu",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert proc.stdout.count("final top-1") == 1  # rank 0 renders, once

@@ -80,6 +80,8 @@ def train_epoch(
             else:
                 keep = ~inputs.isnan().any(dim=1)  # unreadable images (NaN rows) are left out
                 feats, y = inputs[keep], y[keep]
+            if len(y) < 2:  # unreadable images left one sample: no batch statistics to train on
+                continue
             loss = F.cross_entropy(head(feats.float()), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -69,7 +69,10 @@ class ProbeConfig:
                 raise GigatokError(f"invalid probe setting: {msg}")
 
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(
+            self.batch_size >= 2,
+            f"batch_size must be at least 2 (BatchNorm statistics), got {self.batch_size}",
+        )
         need(self.blr > 0 and (self.lr is None or self.lr > 0), "the learning rate must be positive")
         need(
             self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
