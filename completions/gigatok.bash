@@ -15,6 +15,8 @@ _gigatok() {
             "eval|gfid") path="eval gfid" ;;
             "eval|rfid") path="eval rfid" ;;
             "eval|val-loss") path="eval val-loss" ;;
+            "probe|gpt") path="probe gpt" ;;
+            "probe|tokenizer") path="probe tokenizer" ;;
         esac
     done
     case "$path|$prev" in
@@ -73,6 +75,43 @@ _gigatok() {
         "eval val-loss|--batch-size") COMPREPLY=(); return ;;
         "eval val-loss|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval val-loss|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--gpt") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny" -- "$cur")); return ;;
+        "probe gpt|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "probe gpt|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--layer") COMPREPLY=(); return ;;
+        "probe gpt|--max-epochs") COMPREPLY=(); return ;;
+        "probe gpt|--warmup-epochs") COMPREPLY=(); return ;;
+        "probe gpt|--subset") COMPREPLY=(); return ;;
+        "probe gpt|--batch-size") COMPREPLY=(); return ;;
+        "probe gpt|--blr") COMPREPLY=(); return ;;
+        "probe gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "probe gpt|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
+        "probe gpt|--cache-draws") COMPREPLY=(); return ;;
+        "probe gpt|--cache-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--workers") COMPREPLY=(); return ;;
+        "probe gpt|--seed") COMPREPLY=(); return ;;
+        "probe gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "probe tokenizer|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--max-epochs") COMPREPLY=(); return ;;
+        "probe tokenizer|--warmup-epochs") COMPREPLY=(); return ;;
+        "probe tokenizer|--subset") COMPREPLY=(); return ;;
+        "probe tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "probe tokenizer|--blr") COMPREPLY=(); return ;;
+        "probe tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "probe tokenizer|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
+        "probe tokenizer|--cache-draws") COMPREPLY=(); return ;;
+        "probe tokenizer|--cache-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--workers") COMPREPLY=(); return ;;
+        "probe tokenizer|--seed") COMPREPLY=(); return ;;
+        "probe tokenizer|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "reconstruct|--output"|"reconstruct|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "reconstruct|--tokenizer"|"reconstruct|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "reconstruct|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -110,7 +149,9 @@ _gigatok() {
         "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --help -h" -- "$cur")) ;;
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--gpt --data --tokenizer --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --help -h" -- "$cur")) ;;
-        "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
+        "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
+        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt --gpt-checkpoint --tokenizer --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
+        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
