@@ -227,7 +227,7 @@ def run_probe(
 
     # Feature sources.
     train_feats = val_feats = None
-    if cfg.cache_features:
+    if cfg.cache_features and start < cfg.epochs:
         fingerprint = {"features": spec, "meta": meta or {}, "precision": cfg.precision, "image_size": size}
         folder = open_cache(Path(cfg.cache_dir or output / "features"), fingerprint)
         common = {
@@ -260,62 +260,67 @@ def run_probe(
     train_images = ProbeImages(train, size, augment=cfg.augment, seed=cfg.seed)
     train_labels = torch.tensor(train.labels, device=device)
 
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)  # dropout noise, reproducible on resume
-        batches = epoch_batches(len(train), cfg.batch_size, world, rank, cfg.seed, epoch)
-        extractor.train(cfg.backbone_train_mode)
-        head.train()
-        if train_feats is not None:
-            draw = epoch % train_feats.shape[0]
-            source: Any = ((train_feats[draw, b], train_labels[b]) for b in map(torch.as_tensor, batches))
-        else:
-            train_images.set_draw(epoch)
-            source = image_batches(train_images, batches, cfg.workers)
-        label, steps = f"epoch {epoch + 1}/{cfg.epochs}", len(batches)
-        loss_sum, seen = train_epoch(
-            head,
-            opt,
-            scaler,
-            source,
-            steps=steps,
-            lr=lambda t, e=epoch: lr_at(e + t, lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup),
-            device=device,
-            amp_dtype=amp_dtype,
-            extractor=extractor if train_feats is None else None,
-            on_step=None if on_progress is None else lambda k, a=label, n=steps: on_progress(a, k, n),
-        )
-        if not np.isfinite(loss_sum):
-            raise GigatokError(f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr")
-        sync_buffers(head)
-        top1, top5, val_loss = evaluate(
-            extractor,
-            head,
-            val,
-            val_feats,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            device=device,
-            amp_dtype=amp_dtype,
-            size=size,
-        )
-        totals = dist.all_gather_objects((loss_sum, seen))
-        row = {
-            "epoch": epoch + 1,
-            "top1": top1,
-            "top5": top5,
-            "loss": sum(t[0] for t in totals) / max(1, sum(t[1] for t in totals)),  # type: ignore[index]
-            "val_loss": val_loss,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        history.append(row)
-        if info.is_main:  # metrics first: a kill between the two only repeats this epoch
-            write_text_atomic(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            _save_state(output, epoch + 1, head, opt, scaler, settings)
-        dist.barrier()
-        if on_epoch:
-            on_epoch(row)
+    # The epoch seeds the global RNG (the backbone's dropout), so a resumed epoch draws the same
+    # noise; the caller's RNG state is restored afterwards.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)
+            batches = epoch_batches(len(train), cfg.batch_size, world, rank, cfg.seed, epoch)
+            extractor.train(cfg.backbone_train_mode)
+            head.train()
+            if train_feats is not None:
+                draw = epoch % train_feats.shape[0]
+                source: Any = ((train_feats[draw, b], train_labels[b]) for b in map(torch.as_tensor, batches))
+            else:
+                train_images.set_draw(epoch)
+                source = image_batches(train_images, batches, cfg.workers)
+            label, steps = f"epoch {epoch + 1}/{cfg.epochs}", len(batches)
+            loss_sum, seen = train_epoch(
+                head,
+                opt,
+                scaler,
+                source,
+                steps=steps,
+                lr=lambda t, e=epoch: lr_at(e + t, lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup),
+                device=device,
+                amp_dtype=amp_dtype,
+                extractor=extractor if train_feats is None else None,
+                on_step=None if on_progress is None else lambda k, a=label, n=steps: on_progress(a, k, n),
+            )
+            if not np.isfinite(loss_sum):
+                raise GigatokError(
+                    f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr"
+                )
+            sync_buffers(head)
+            top1, top5, val_loss = evaluate(
+                extractor,
+                head,
+                val,
+                val_feats,
+                batch_size=cfg.batch_size,
+                workers=cfg.workers,
+                device=device,
+                amp_dtype=amp_dtype,
+                size=size,
+            )
+            totals = dist.all_gather_objects((loss_sum, seen))
+            row = {
+                "epoch": epoch + 1,
+                "top1": top1,
+                "top5": top5,
+                "loss": sum(t[0] for t in totals) / max(1, sum(t[1] for t in totals)),  # type: ignore[index]
+                "val_loss": val_loss,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            history.append(row)
+            if info.is_main:  # metrics first: a kill between the two only repeats this epoch
+                write_text_atomic(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+                _save_state(output, epoch + 1, head, opt, scaler, settings)
+            dist.barrier()
+            if on_epoch:
+                on_epoch(row)
     if not history:
         raise GigatokError(f"{output} already finished {start} epochs but has no metrics.jsonl")
     last = history[-1]
