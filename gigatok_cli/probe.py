@@ -186,6 +186,7 @@ def _preset_of(checkpoint: Path | None) -> str | None:
         return None
     meta = read_weights_meta(path) or {}
     preset, tok = meta.get("preset"), meta.get("tokenizer")
+    tok = tok.get("preset") if isinstance(tok, dict) else tok  # train gpt records {"preset": ..., ...}
     if not isinstance(preset, str):
         return None
     return f"{preset}@{tok}" if isinstance(tok, str) else preset
