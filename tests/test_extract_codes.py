@@ -148,3 +148,19 @@ def test_encoder_from_a_checkpoint_never_builds_the_decoder(tmp_path: Path, tiny
     assert record.checkpoint == str(run / "tok.safetensors") and len(record.sha256) == 64
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     assert encoder.encode(x).tolist() == tiny.encode(x).tolist()
+
+
+def test_two_ranks_share_the_shards(tmp_path: Path) -> None:
+    from conftest import run_torchrun
+
+    data = _folder(tmp_path / "img", {"a": 1, "b": 1}, seed=2)
+    out = tmp_path / "codes"
+    args = ["train", "extract-codes", "--tokenizer", "tiny", "--data", str(data), "--output", str(out)]
+    proc = run_torchrun(
+        *args, "--workers", "0", "--shard-size", "1", "--check-images", "0", "--device", "cpu"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote 2 images") == 1  # rank 0 reports
+    ddp = read_manifest(out, verify=True)  # rank 1 wrote shard 1, rank 0 the manifest
+    assert [s.count for s in ddp.shards] == [1, 1]
+    assert [CodesDataset(out, crop=0)[i][1] for i in (0, 1)] == [0, 1]

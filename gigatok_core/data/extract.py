@@ -264,8 +264,15 @@ def _extract(
         "num_files": len(dataset),
         "classes": list(dataset.classes),
     }
-    done = prepare_output(output, settings, overwrite=overwrite) if info.is_main else False
-    done = bool(dist.all_gather_objects(done)[0])  # every rank follows rank 0's decision
+    done, problem = False, None
+    if info.is_main:
+        try:
+            done = prepare_output(output, settings, overwrite=overwrite)
+        except GigatokError as err:
+            problem = err
+    done, problem = dist.all_gather_objects((done, problem))[0]  # every rank follows rank 0
+    if problem is not None:
+        raise problem
     if done:
         from gigatok_core.data.codes import read_manifest
 
