@@ -140,8 +140,13 @@ def test_encoder_from_a_checkpoint_never_builds_the_decoder(tmp_path: Path, tiny
     run.mkdir()
     with pytest.raises(GigatokError, match="without tokenizer weights"):
         resolve_tokenizer_checkpoint(run)
+    from gigatok_core.checkpoint import save_checkpoint
+
+    meta = {"step": 5, "kind": "tokenizer"}
+    step = save_checkpoint(run / "checkpoints", weights={"model": tiny.state_dict()}, state={}, meta=meta)
+    assert resolve_tokenizer_checkpoint(run) == step / "model.safetensors"  # a training run folder
     save_weights(run / "tok.safetensors", tiny.state_dict(), {"kind": "tokenizer", "preset": "tiny"})
-    assert resolve_tokenizer_checkpoint(run) == run / "tok.safetensors"
+    assert resolve_tokenizer_checkpoint(run) == run / "tok.safetensors"  # an exported file wins
     encoder, record = load_encoder("tiny", checkpoint=run)
     assert not hasattr(encoder, "decoder") and not hasattr(encoder, "post_quant_conv")
     assert not any(k.startswith(("decoder.", "s1to2decoder.")) for k in encoder.state_dict())

@@ -47,6 +47,7 @@ class ExtractReport:
 
     manifest: CodesManifest
     encoded_shards: int = 0  # shards written by this run
+    encoded_images: int = 0  # images in them
     reused_shards: int = 0  # complete shards kept from an interrupted run
     already_complete: bool = False  # the folder held this finished run: nothing was done
     skipped: dict[str, str] = field(default_factory=dict)  # unreadable image -> reason
@@ -55,7 +56,7 @@ class ExtractReport:
 
     @property
     def images_per_second(self) -> float:
-        return self.manifest.num_images / self.seconds if self.seconds > 0 else 0.0
+        return self.encoded_images / self.seconds if self.seconds > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------- the encoder
@@ -70,8 +71,10 @@ def _strip_decoder(model: torch.nn.Module) -> None:
 
 
 def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder: its newest safetensors file with gigatok tokenizer metadata."""
-    from gigatok_core.checkpoint import read_weights_meta
+    """The weights file behind ``--checkpoint``: a file as given; for a folder, its newest exported
+    tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
+    ``model``) weights of its latest training checkpoint (a run folder or a step folder)."""
+    from gigatok_core.checkpoint import latest_checkpoint, read_weights_meta
 
     path = Path(path)
     if path.is_file():
@@ -80,17 +83,21 @@ def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
         raise GigatokError(
             f"--checkpoint {path} does not exist", hint="pass a tokenizer checkpoint file or run folder"
         )
-    found = []
-    for p in sorted([*path.glob("*.safetensors"), *path.glob("*/*.safetensors")]):
-        meta = read_weights_meta(p)
-        if meta and meta.get("kind") == "tokenizer":
-            found.append(p)
-    if not found:
-        raise GigatokError(
-            f"--checkpoint {path} is a folder without tokenizer weights (*.safetensors of kind 'tokenizer')",
-            hint="pass the checkpoint file, or export the run first (`gigatok train export`)",
-        )
-    return max(found, key=lambda p: p.stat().st_mtime_ns)
+    exported = [
+        p
+        for p in sorted(path.glob("*.safetensors"))
+        if (read_weights_meta(p) or {}).get("kind") == "tokenizer"
+    ]
+    if exported:
+        return max(exported, key=lambda p: p.stat().st_mtime_ns)
+    step = latest_checkpoint(path)
+    for group in ("ema", "model"):  # the official extraction prefers the EMA weights
+        if step is not None and (step / f"{group}.safetensors").is_file():
+            return step / f"{group}.safetensors"
+    raise GigatokError(
+        f"--checkpoint {path} is a folder without tokenizer weights (no exported *.safetensors, no checkpoint)",
+        hint="pass the checkpoint file, a training run folder, or export the run first (`gigatok train export`)",
+    )
 
 
 def load_encoder(
@@ -284,7 +291,8 @@ def _extract(
     total = sum(min(shard_size, len(dataset) - k * shard_size) for k in mine)
     entries: dict[int, ShardEntry] = {}
     skipped: dict[str, str] = {}
-    encoded = reused = seen = 0
+    written: list[int] = []
+    reused = seen = 0
     for k in mine:
         lo, hi = k * shard_size, min((k + 1) * shard_size, len(dataset))
         entry = scan_shard(output, k, crops=crops, num_tokens=record.num_tokens)
@@ -304,7 +312,7 @@ def _extract(
             codes_arr = np.concatenate(codes) if codes else np.zeros((0, crops, record.num_tokens), np.int64)
             labels_arr = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
             entry = write_shard(output, k, codes_arr, labels_arr, codebook_size=record.codebook_size)
-            encoded += 1
+            written.append(k)
         else:
             reused += 1
             seen += hi - lo
@@ -312,7 +320,7 @@ def _extract(
         if on_progress:
             on_progress(seen, total)
 
-    parts = dist.all_gather_objects((entries, skipped, encoded, reused))
+    parts = dist.all_gather_objects((entries, skipped, written, reused))
     dist.barrier()
     if not info.is_main:
         return None
@@ -336,11 +344,12 @@ def _finish(
     """Merge the ranks' shard entries and write the manifest (last)."""
     entries: dict[int, ShardEntry] = {}
     skipped: dict[str, str] = {}
-    encoded = reused = 0
-    for part_entries, part_skipped, part_encoded, part_reused in parts:
+    written: list[int] = []
+    reused = 0
+    for part_entries, part_skipped, part_written, part_reused in parts:
         entries.update(part_entries)
         skipped.update(part_skipped)
-        encoded += part_encoded
+        written += part_written
         reused += part_reused
     if sorted(entries) != list(range(n_shards)):
         raise GigatokError(
@@ -357,7 +366,13 @@ def _finish(
         shards=[entries[k] for k in range(n_shards)],
         extra=extra,
     )
-    return ExtractReport(manifest, encoded_shards=encoded, reused_shards=reused, skipped=skipped)
+    return ExtractReport(
+        manifest,
+        encoded_shards=len(written),
+        encoded_images=sum(entries[k].count for k in written),
+        reused_shards=reused,
+        skipped=skipped,
+    )
 
 
 def _grid(

@@ -137,7 +137,7 @@ def import_official_codes(
         return ExtractReport(read_manifest(output), already_complete=True)
     n = len(codes_files)
     n_shards = -(-n // shard_size)
-    entries, encoded, reused, max_label = {}, 0, 0, -1
+    entries, written, reused, max_label = {}, [], 0, -1
     for k in range(n_shards):
         lo, hi = k * shard_size, min((k + 1) * shard_size, n)
         entry = scan_shard(output, k, crops=crops, num_tokens=record.num_tokens)
@@ -155,7 +155,7 @@ def import_official_codes(
                     hint="pass the preset of the tokenizer that produced these codes as --tokenizer",
                 )
             entry = write_shard(output, k, codes, labels, codebook_size=record.codebook_size)
-            encoded += 1
+            written.append(k)
         else:
             reused += 1
         max_label = max(max_label, int(np.load(output / entry.labels, mmap_mode="r").max(initial=-1)))
@@ -171,7 +171,7 @@ def import_official_codes(
         )
     report = _finish(
         output,
-        [(entries, {}, encoded, reused)],
+        [(entries, {}, written, reused)],
         n_shards,
         record,
         crops,
