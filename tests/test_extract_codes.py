@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from gigatok_cli.main import app
 from gigatok_core.data.codes import MANIFEST_NAME, CodesDataset, read_manifest
-from gigatok_core.data.extract import extract_codes, load_encoder, resolve_tokenizer_checkpoint
+from gigatok_core.data.encoder import load_encoder, resolve_tokenizer_checkpoint
+from gigatok_core.data.extract import extract_codes
 from gigatok_core.data.transforms import CenterFlip, TenCrop
 from gigatok_core.errors import GigatokError
 

@@ -52,3 +52,12 @@ def write_check_grid(
     path = manifest.root / CHECK_GRID_NAME
     save_png(path, contact_sheet(rows))
     return path
+
+
+def check_grid(
+    manifest: CodesManifest, tokenizer: str, checkpoint: str | Path | None, dev: torch.device, per_shard: int
+) -> Path:
+    from gigatok_core.data.encoder import resolve_tokenizer_checkpoint
+
+    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
+    return write_check_grid(manifest, tokenizer, checkpoint=ckpt, device=dev, per_shard=per_shard)

@@ -9,10 +9,11 @@ the complete shards); other settings, or codes of another tokenizer, are refused
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.data.codes import MANIFEST_NAME
+from gigatok_core.data.codes import MANIFEST_NAME, CodesManifest, CodesTokenizer, ShardEntry, write_manifest
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import write_json
 
@@ -104,3 +105,64 @@ def _read_settings(output: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return raw if isinstance(raw, dict) else None
+
+
+@dataclass
+class ExtractReport:
+    """What a run did (on the main rank)."""
+
+    manifest: CodesManifest
+    encoded_shards: int = 0  # shards written by this run
+    encoded_images: int = 0  # images in them
+    reused_shards: int = 0  # complete shards kept from an interrupted run
+    already_complete: bool = False  # the folder held this finished run: nothing was done
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable image -> reason
+    seconds: float = 0.0
+    check_grid: Path | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.encoded_images / self.seconds if self.seconds > 0 else 0.0
+
+
+def finish_codes(
+    output: Path,
+    parts: list[Any],
+    n_shards: int,
+    record: CodesTokenizer,
+    crops: int,
+    classes: tuple[str, ...] | list[str],
+    extra: dict[str, Any],
+) -> ExtractReport:
+    """Merge the ranks' shard entries and write the manifest (last)."""
+    entries: dict[int, ShardEntry] = {}
+    skipped: dict[str, str] = {}
+    written: list[int] = []
+    reused = 0
+    for part_entries, part_skipped, part_written, part_reused in parts:
+        entries.update(part_entries)
+        skipped.update(part_skipped)
+        written += part_written
+        reused += part_reused
+    if sorted(entries) != list(range(n_shards)):
+        raise GigatokError(
+            f"the ranks returned {len(entries)} of {n_shards} shards",
+            hint="every rank must see the same --data",
+        )
+    if skipped:
+        extra = {**extra, "skipped": sorted(skipped)}
+    manifest = write_manifest(
+        output,
+        tokenizer=record,
+        crops=crops,
+        classes=classes,
+        shards=[entries[k] for k in range(n_shards)],
+        extra=extra,
+    )
+    return ExtractReport(
+        manifest,
+        encoded_shards=len(written),
+        encoded_images=sum(entries[k].count for k in written),
+        reused_shards=reused,
+        skipped=skipped,
+    )

@@ -13,10 +13,8 @@ and its mirror (2). Labels are the sorted class folders. Differences, on purpose
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,139 +23,15 @@ import torch
 from torch.utils.data import Subset
 
 from gigatok_core import dist
-from gigatok_core.data.codes import (
-    CodesManifest,
-    CodesTokenizer,
-    ShardEntry,
-    scan_shard,
-    write_manifest,
-    write_shard,
-)
-from gigatok_core.data.codes_dir import prepare_output
+from gigatok_core.data.codes import ShardEntry, scan_shard, write_shard
+from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
+from gigatok_core.data.encoder import encode_batch, load_encoder
 from gigatok_core.errors import GigatokError
-
-log = logging.getLogger("gigatok")
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class ExtractReport:
-    """What a run did (on the main rank)."""
-
-    manifest: CodesManifest
-    encoded_shards: int = 0  # shards written by this run
-    encoded_images: int = 0  # images in them
-    reused_shards: int = 0  # complete shards kept from an interrupted run
-    already_complete: bool = False  # the folder held this finished run: nothing was done
-    skipped: dict[str, str] = field(default_factory=dict)  # unreadable image -> reason
-    seconds: float = 0.0
-    check_grid: Path | None = None
-
-    @property
-    def images_per_second(self) -> float:
-        return self.encoded_images / self.seconds if self.seconds > 0 else 0.0
-
-
-# ---------------------------------------------------------------------------- the encoder
-def _decoder_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
-    return ("decoder.", f"{model._vit_names[1]}.", "post_quant_conv.")
-
-
-def _strip_decoder(model: torch.nn.Module) -> None:
-    """Delete the decoder half (CNN decoder, ViT decoder, post-quant conv), as the official script."""
-    for name in ("decoder", model._vit_names[1], "post_quant_conv"):
-        delattr(model, name)
-
-
-def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
-    """The weights file behind ``--checkpoint``: a file as given; for a folder, its newest exported
-    tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
-    ``model``) weights of its latest training checkpoint (a run folder or a step folder)."""
-    from gigatok_core.checkpoint import latest_checkpoint, read_weights_meta
-
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise GigatokError(
-            f"--checkpoint {path} does not exist", hint="pass a tokenizer checkpoint file or run folder"
-        )
-    exported = [
-        p
-        for p in sorted(path.glob("*.safetensors"))
-        if (read_weights_meta(p) or {}).get("kind") == "tokenizer"
-    ]
-    if exported:
-        return max(exported, key=lambda p: p.stat().st_mtime_ns)
-    step = latest_checkpoint(path)
-    for group in ("ema", "model"):  # the official extraction prefers the EMA weights
-        if step is not None and (step / f"{group}.safetensors").is_file():
-            return step / f"{group}.safetensors"
-    raise GigatokError(
-        f"--checkpoint {path} is a folder without tokenizer weights (no exported *.safetensors, no checkpoint)",
-        hint="pass the checkpoint file, a training run folder, or export the run first (`gigatok train export`)",
-    )
-
-
-def load_encoder(
-    tokenizer: str, *, checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, CodesTokenizer]:
-    """The tokenizer's encoder half (eval mode) and the record of which weights it holds.
-
-    With weights (a checkpoint, or the preset's released file) the model is built on the meta
-    device, the decoder deleted, then only the encoder is allocated and loaded strictly; the decoder
-    is never built. A preset without released weights (``tiny``) gets its seeded random weights.
-    """
-    from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
-    from gigatok_core.fileio import sha256_file
-    from gigatok_core.registry import tokenizer_preset
-    from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
-
-    preset = tokenizer_preset(tokenizer)
-    cfg = preset.config
-    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
-    record = CodesTokenizer(
-        codebook_size=cfg.codebook_size,
-        num_tokens=cfg.num_latent_tokens,
-        preset=preset.name,
-        checkpoint=str(ckpt) if ckpt else None,
-        sha256=sha256_file(ckpt)
-        if ckpt
-        else (preset.weights_record.sha256 if preset.weights_record else None),
-    )
-    if ckpt is None and preset.weights is None:  # seeded random weights: built whole, then cut
-        model = load_tokenizer(preset.name, device="cpu")
-        _strip_decoder(model)
-        return model.to(device), record
-    if ckpt is None:
-        from gigatok_core.hub import fetch_weights
-
-        ckpt = fetch_weights(preset.weights)
-    state_dict, _ = extract_state_dict(read_checkpoint(ckpt), source=str(ckpt))
-    model = build_tokenizer(cfg, device="meta")
-    prefixes = _decoder_prefixes(model)
-    _strip_decoder(model)
-    model = model.to_empty(device=device)
-    load_strict(
-        model,
-        state_dict,
-        source=str(ckpt),
-        expected=f"tokenizer preset {preset.name!r}",
-        drop=dict.fromkeys(prefixes, "decoder: extract-codes only encodes"),
-    )
-    return model.eval(), record
-
-
-def encode_batch(model: torch.nn.Module, images: torch.Tensor, amp_dtype: torch.dtype) -> torch.Tensor:
-    """Images (B, crops, 3, S, S) in [-1, 1] -> codes (B, crops, T) int64."""
-    b, crops = images.shape[:2]
-    x = images.flatten(0, 1).to(model.device, non_blocking=True)  # (B·crops, 3, S, S)
-    with torch.inference_mode():
-        with torch.autocast(model.device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-            h = model.encode_latent(x)  # (B·crops, D, 1, T)
-        codes = model.quantize(h.float()).codes  # nearest code in fp32: (B·crops, T)
-    return codes.view(b, crops, -1).cpu()
+__all__ = ["ExtractReport", "extract_codes"]
 
 
 # ---------------------------------------------------------------------------- the run
@@ -324,61 +198,11 @@ def _extract(
     dist.barrier()
     if not info.is_main:
         return None
-    report = _finish(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
+    report = finish_codes(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
     report.seconds = time.perf_counter() - start
     if check_images and report.manifest.num_images:
         del model
-        report.check_grid = _grid(report.manifest, tokenizer, checkpoint, dev, check_images)
+        from gigatok_core.data.check import check_grid
+
+        report.check_grid = check_grid(report.manifest, tokenizer, checkpoint, dev, check_images)
     return report
-
-
-def _finish(
-    output: Path,
-    parts: list[Any],
-    n_shards: int,
-    record: CodesTokenizer,
-    crops: int,
-    classes: tuple[str, ...] | list[str],
-    extra: dict[str, Any],
-) -> ExtractReport:
-    """Merge the ranks' shard entries and write the manifest (last)."""
-    entries: dict[int, ShardEntry] = {}
-    skipped: dict[str, str] = {}
-    written: list[int] = []
-    reused = 0
-    for part_entries, part_skipped, part_written, part_reused in parts:
-        entries.update(part_entries)
-        skipped.update(part_skipped)
-        written += part_written
-        reused += part_reused
-    if sorted(entries) != list(range(n_shards)):
-        raise GigatokError(
-            f"the ranks returned {len(entries)} of {n_shards} shards",
-            hint="every rank must see the same --data",
-        )
-    if skipped:
-        extra = {**extra, "skipped": sorted(skipped)}
-    manifest = write_manifest(
-        output,
-        tokenizer=record,
-        crops=crops,
-        classes=classes,
-        shards=[entries[k] for k in range(n_shards)],
-        extra=extra,
-    )
-    return ExtractReport(
-        manifest,
-        encoded_shards=len(written),
-        encoded_images=sum(entries[k].count for k in written),
-        reused_shards=reused,
-        skipped=skipped,
-    )
-
-
-def _grid(
-    manifest: CodesManifest, tokenizer: str, checkpoint: str | Path | None, dev: torch.device, per_shard: int
-) -> Path:
-    from gigatok_core.data.check import write_check_grid
-
-    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
-    return write_check_grid(manifest, tokenizer, checkpoint=ckpt, device=dev, per_shard=per_shard)

@@ -13,17 +13,14 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from gigatok_core.data.codes import CodesTokenizer, scan_shard, write_shard
-from gigatok_core.data.codes_dir import prepare_output
+from gigatok_core.data.codes import scan_shard, write_shard
+from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
+from gigatok_core.data.encoder import tokenizer_record
 from gigatok_core.errors import GigatokError
-
-if TYPE_CHECKING:
-    from gigatok_core.data.extract import ExtractReport
 
 CODES_SUBDIR = "imagenet256_codes"
 LABELS_SUBDIR = "imagenet256_labels"
@@ -97,23 +94,8 @@ def import_official_codes(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ExtractReport:
     """Convert the official layout in ``source`` into the codes folder ``output``; single process."""
-    from gigatok_core.data.extract import ExtractReport, _finish, _grid, resolve_tokenizer_checkpoint
-    from gigatok_core.fileio import sha256_file
-    from gigatok_core.registry import tokenizer_preset
-
     source, output = Path(source), Path(output)
-    preset = tokenizer_preset(tokenizer)
-    cfg = preset.config
-    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
-    record = CodesTokenizer(
-        codebook_size=cfg.codebook_size,
-        num_tokens=cfg.num_latent_tokens,
-        preset=preset.name,
-        checkpoint=str(ckpt) if ckpt else None,
-        sha256=sha256_file(ckpt)
-        if ckpt
-        else (preset.weights_record.sha256 if preset.weights_record else None),
-    )
+    record, _ = tokenizer_record(tokenizer, checkpoint)
     codes_files, labels_files = _find_layout(source)
     first, _ = _read_one(codes_files[0], labels_files[0], record.num_tokens)
     crops = first.shape[0]
@@ -150,7 +132,7 @@ def import_official_codes(
             labels = np.array([y for _, y in rows])
             if codes.min() < 0 or codes.max() >= record.codebook_size:
                 raise GigatokError(
-                    f"code ids in {source} reach {int(codes.max())}, outside tokenizer {preset.name!r}'s "
+                    f"code ids in {source} reach {int(codes.max())}, outside tokenizer {record.preset!r}'s "
                     f"codebook of {record.codebook_size}",
                     hint="pass the preset of the tokenizer that produced these codes as --tokenizer",
                 )
@@ -169,7 +151,7 @@ def import_official_codes(
             f"the imported labels reach {max_label}, but {classes_from} has {len(names)} class folders",
             hint="pass the ImageFolder the official codes were extracted from as --data, or omit --data",
         )
-    report = _finish(
+    report = finish_codes(
         output,
         [(entries, {}, written, reused)],
         n_shards,
@@ -180,7 +162,9 @@ def import_official_codes(
     )
     report.seconds = time.perf_counter() - start
     if check_images:
-        report.check_grid = _grid(
+        from gigatok_core.data.check import check_grid
+
+        report.check_grid = check_grid(
             report.manifest, tokenizer, checkpoint, device or torch.device("cpu"), check_images
         )
     return report
