@@ -74,7 +74,7 @@ def test_extract_end_to_end_resume_and_refusals(tmp_path: Path, tiny: torch.nn.M
     assert CodesDataset(out, crop=0)[0][0].tolist() == expect[0].tolist()
     assert [ds[i][1] for i in range(3)] == [0, 0, 1]
 
-    res = _run("--data", str(data), "--output", str(out), "--shard-size", "2")
+    res = _run("--data", str(data / ".." / "img"), "--output", str(out), "--shard-size", "2")  # same folder
     assert res.exit_code == 0 and "already holds these codes" in res.output
 
     # a killed run: no manifest, one shard missing -> the rerun redoes only that shard

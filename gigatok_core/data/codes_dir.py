@@ -19,6 +19,9 @@ from gigatok_core.fileio import write_json
 
 SETTINGS_NAME = "extract.json"
 CHECK_GRID_NAME = "check_codes.png"
+# Where the inputs were read from: a moved or differently spelled folder may resume a run (the
+# file count and class names still have to agree).
+WHERE_KEYS = frozenset({"data", "import_official", "classes_from"})
 _PATTERNS = (
     "shard-*.codes.npy",
     "shard-*.labels.npy",
@@ -40,6 +43,11 @@ def clear_codes(output: Path) -> int:
     for p in files:
         p.unlink()
     return len(files)
+
+
+def _weights(tokenizer: Any) -> Any:
+    """A tokenizer record without the checkpoint's path: the preset and sha256 name the weights."""
+    return {k: v for k, v in tokenizer.items() if k != "checkpoint"} if isinstance(tokenizer, dict) else None
 
 
 def _describe(tokenizer: dict[str, Any]) -> str:
@@ -74,14 +82,16 @@ def prepare_output(output: str | Path, settings: dict[str, Any], *, overwrite: b
                 f"{output} holds codes files ({previous[0].name}, ...) without {SETTINGS_NAME}: not a run to resume",
                 hint="pass --overwrite to replace them, or choose another --output",
             )
-        if old.get("tokenizer") != settings["tokenizer"]:
+        if _weights(old.get("tokenizer")) != _weights(settings["tokenizer"]):
             raise GigatokError(
                 f"{output} holds codes of another tokenizer: {_describe(old.get('tokenizer') or {})}, "
                 f"not {_describe(settings['tokenizer'])}",
                 hint="pass --overwrite to replace them, or choose another --output",
             )
-        if old != settings:
-            differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        differ = sorted(
+            k for k in set(old) | set(settings) if k not in WHERE_KEYS and old.get(k) != settings.get(k)
+        )
+        if differ:
             raise GigatokError(
                 f"{output} holds codes extracted with other settings (differing: {', '.join(differ)})",
                 hint="rerun with the settings of that run to resume it, pass --overwrite to start over, "
