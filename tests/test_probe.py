@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from probekit import colour_folder, small_gpt, small_tokenizer
@@ -247,7 +249,7 @@ def test_cached_and_online_agree_without_augmentation(splits, tmp_path: Path) ->
         assert a["top1"] == b["top1"] and a["top5"] == b["top5"]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
-    assert len(list((tmp_path / "runTrue" / "features").glob("*/train-*-d0-00000.npy"))) == 1
+    assert len(list((tmp_path / "runTrue" / "features").glob("*/train-*-center-00000.npy"))) == 1
 
 
 def test_cached_draws_follow_the_train_augmentation(splits, tmp_path: Path) -> None:
@@ -255,13 +257,16 @@ def test_cached_draws_follow_the_train_augmentation(splits, tmp_path: Path) -> N
     cfg = ProbeConfig(epochs=1, cache_features=True, cache_draws=2, cache_dir=str(tmp_path / "cache"), **FAST)
     run_probe(ex, *splits, cfg, tmp_path / "run", device=CPU)
     (folder,) = (tmp_path / "cache").iterdir()
-    d0, d1 = (
-        torch.from_numpy(__import__("numpy").load(p)) for p in sorted(folder.glob("train-*-d*-00000.npy"))
-    )
+    d0, d1 = (torch.from_numpy(np.load(p)) for p in sorted(folder.glob("train-*-aug0-d*-00000.npy")))
     assert not torch.allclose(d0, d1)  # two different crops/flips per image
     images = ProbeImages(splits[0], 64, augment=True, seed=0)
     images.set_draw(1)
     torch.testing.assert_close(d1[5], ex.eval()(images[5][0][None])[0], rtol=1e-4, atol=1e-5)
+    # Centre-crop features of the same split land beside them, not in place of draw 0.
+    run_probe(ex, *splits, dataclasses.replace(cfg, cache_draws=0), tmp_path / "run0", device=CPU)
+    (center,) = folder.glob("train-*-center-00000.npy")
+    assert not torch.allclose(torch.from_numpy(np.load(center)), d0)
+    assert len(list(folder.glob("val-*-center-00000.npy"))) == 1  # the val features were reused
 
 
 def test_resume_after_a_kill_continues_exactly(splits, tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ precision, image size, the split's files, the augmentation draws and seed), so a
 backbone or split never reads stale features:
 
 - ``fingerprint.json``: what the features are of (written first);
-- ``{split}-d{draw}-{shard:05d}.npy``: float32 (n, D) features of images
-  ``[shard * SHARD, ...)`` of that split for augmentation draw ``draw``; NaN rows mark unreadable
-  images. Each file is written atomically, so a killed computation resumes at the missing shards.
+- ``{split}-center-{shard:05d}.npy`` (the centre crop) or ``{split}-aug{seed}-d{draw}-{shard:05d}.npy``
+  (augmentation draw ``draw`` of that seed): float32 (n, D) features of images
+  ``[shard * SHARD, ...)`` of that split; NaN rows mark unreadable images. Each file is written atomically, so a killed computation resumes at the missing shards.
 
 The backbone runs in eval mode here (dropout off): the official online protocol instead leaves the
 GPT in train mode, so its dropout noise differs per epoch (README, "Linear probing").
@@ -39,8 +39,10 @@ def cache_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _shard_path(folder: Path, split: str, draw: int, k: int) -> Path:
-    return folder / f"{split}-d{draw}-{k:05d}.npy"
+def _shard_path(folder: Path, split: str, draw: int | None, seed: int, k: int) -> Path:
+    """``draw=None``: the centre crop; else augmentation draw ``draw`` seeded by ``seed``."""
+    kind = "center" if draw is None else f"aug{seed}-d{draw}"
+    return folder / f"{split}-{kind}-{k:05d}.npy"
 
 
 @torch.no_grad()
@@ -96,7 +98,11 @@ def cached_features(
     n = len(split)
     shards = [(d, k) for d in range(max(draws, 1)) for k in range((n + SHARD - 1) // SHARD)]
     mine = dist.shard(shards, info)
-    todo = [(d, k) for d, k in mine if not _shard_path(folder, name, d, k).is_file()]
+
+    def path(d: int, k: int) -> Path:
+        return _shard_path(folder, name, d if draws > 0 else None, seed, k)
+
+    todo = [(d, k) for d, k in mine if not path(d, k).is_file()]
     for done, (d, k) in enumerate(todo, 1):
         dataset.set_draw(d)
         arr = _compute_shard(
@@ -109,14 +115,14 @@ def cached_features(
             amp_dtype=amp_dtype,
             workers=workers,
         )
-        with atomic_write(_shard_path(folder, name, d, k), "wb") as f:
+        with atomic_write(path(d, k), "wb") as f:
             np.save(f, arr, allow_pickle=False)
         if on_progress:
             on_progress(done, len(todo))
     dist.barrier()
     feats = torch.empty(max(draws, 1), n, dim, dtype=torch.float32)
     for d, k in shards:
-        arr = np.load(_shard_path(folder, name, d, k), allow_pickle=False)
+        arr = np.load(path(d, k), allow_pickle=False)
         feats[d, k * SHARD : k * SHARD + arr.shape[0]] = torch.from_numpy(arr)
     return feats
 
