@@ -137,3 +137,24 @@ def test_network_errors_get_a_network_hint(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(hub, "catalog_rows", refuse)
     res = CliRunner().invoke(app, ["download", "--list"])
     assert res.exit_code == 1 and "connection refused" in res.output and "check the network" in res.output
+
+
+def test_list_sizes_are_known_or_blank_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights, "expected_shapes", lambda rec: FAKE_SHAPES)
+    rows = {r["file"]: r for r in json.loads(runner.invoke(app, ["download", "--list", "--json"]).stdout)}
+    ss = rows["VQ_SS256_e100.pt"]
+    assert ss["size"] is None and "not published" in ss["size_note"]  # nothing recorded: no guess
+    body, _, _ = fake_checkpoint()
+    (tmp_path / "f.pt").write_bytes(body)
+    assert (
+        runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-s"]).exit_code == 0
+    )
+    rows = {r["file"]: r for r in json.loads(runner.invoke(app, ["download", "--list", "--json"]).stdout)}
+    assert rows["VQ_SS256_e100.pt"]["size"] == len(body) and rows["VQ_SS256_e100.pt"]["size_note"] is None
+    table = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "250"}).stdout
+    lines = {
+        line.split("│")[1].strip(): line.split("│") for line in table.splitlines() if line.count("│") > 3
+    }
+    assert lines["s-s"][4].strip() == f"{len(body) / 1000:.1f} KB" and lines["s-b"][4].strip() == ""
+    assert "?" not in "".join(cells[4] for cells in lines.values())
+    assert "blank size: not published with the release" in " ".join(table.split())
