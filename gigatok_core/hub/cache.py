@@ -17,6 +17,7 @@ an mtime change triggers a full re-hash, and ``gigatok download --verify`` re-ha
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from typing import Any
 import platformdirs
 
 from gigatok_core import registry
-from gigatok_core.fileio import CHUNK, write_json
+from gigatok_core.fileio import CHUNK, atomic_write, write_json
 from gigatok_core.hub.lock import RemovableLock
 from gigatok_core.registry import WeightsRecord
 
@@ -79,23 +80,20 @@ def offline() -> bool:
 # Copies into the cache (hashed on the way)
 # ---------------------------------------------------------------------------------------------
 def copy_hashing(src: Path, dst: Path) -> str:
-    """Copy ``src`` to ``dst`` atomically (temp file + rename); returns the sha256 of the bytes."""
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    """Copy ``src`` to ``dst`` atomically (:func:`~gigatok_core.fileio.atomic_write`); returns the
+    sha256 of the bytes, computed on the way (one read of a multi-GB file, not two)."""
     h = hashlib.sha256()
-    try:
-        with open(src, "rb") as fi, open(tmp, "wb") as fo:
-            while chunk := fi.read(CHUNK):
-                h.update(chunk)
-                fo.write(chunk)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as fi, atomic_write(dst, "wb") as fo:
+        while chunk := fi.read(CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
     return h.hexdigest()
 
 
 def link_or_copy(src: Path, dst: Path) -> str | None:
-    """Hardlink ``src`` at ``dst`` (same file system) or copy it; returns the sha256 when copied."""
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    """Hardlink ``src`` at ``dst`` (same file system) or copy it; returns the sha256 when copied.
+    A link is made beside ``dst`` and renamed over it (atomic like :func:`copy_hashing`)."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -163,6 +161,12 @@ def update_entry(key: str, **fields: Any) -> None:
 def drop_entry(key: str) -> None:
     with _manifest_locked() as data:
         data["files"].pop(key, None)
+
+
+def leftovers(path: Path) -> list[Path]:
+    """Temp files of an interrupted atomic write of ``path`` (``.<name>.*.tmp``, older ``<name>.tmp*``)."""
+    esc = glob.escape(path.name)
+    return [*path.parent.glob(f".{esc}.*.tmp"), *path.parent.glob(f"{esc}.tmp*")]
 
 
 def stat_fields(path: Path) -> dict[str, int]:

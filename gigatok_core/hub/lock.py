@@ -22,7 +22,10 @@ except ImportError:  # pragma: no cover - Windows
 
 
 class RemovableLock:
-    """``with RemovableLock(path):`` holds an exclusive lock on ``path``; the file is gone after."""
+    """``with RemovableLock(path):`` holds an exclusive lock on ``path``; the file is gone after.
+
+    Not re-entrant: a second ``RemovableLock`` on the same path in the same process waits like
+    another process would (flock locks belong to the open file)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

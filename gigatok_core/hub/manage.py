@@ -8,7 +8,6 @@ structural check ``shapes`` when given) before anything in the cache is replaced
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -154,8 +153,9 @@ def clear_weights(keys: list[str]) -> list[Path]:
         rec = registry.weights_record(key)
         with locked(rec, False):
             stored, raw = cache.stored_path(rec), cache.raw_path(rec)
-            leftovers = [  # of a killed conversion or import
-                *stored.parent.glob(f"{glob.escape(stored.name)}.tmp*"),
+            leftovers = [  # of a killed conversion, copy or import
+                *cache.leftovers(stored),
+                *cache.leftovers(raw),
                 *(p.with_name(p.name + ".import") for p in (raw, stored)),
             ]
             for p in {raw, stored, cache.part_path(rec), *leftovers}:
