@@ -231,34 +231,6 @@ def gpt_release(name: str) -> GPTRelease:
         raise unknown_name_error("GPT checkpoint", name, release_names()) from None
 
 
-def default_tokenizer_for(gpt: str) -> str:
-    """The paper pairing for a GPT preset (``gpt-xxl`` -> ``xl-xxl``)."""
-    gpt_preset(gpt)
-    defaults = _gpt()[2]
-    if gpt not in defaults:
-        raise GigatokError(
-            f"{gpt} has no released checkpoint, so there is no default tokenizer",
-            hint="pass --tokenizer and --gpt-checkpoint",
-        )
-    return defaults[gpt]
-
-
-def resolve_pair(gpt: str, tokenizer: str | None) -> tuple[str, GPTRelease | None]:
-    """Resolve ``(gpt, tokenizer)``: pick the paper pairing when ``tokenizer`` is None and find the
-    release. Returns (tokenizer name, release or None when the pair has no released weights)."""
-    gpt_preset(gpt)
-    tok = tokenizer if tokenizer is not None else default_tokenizer_for(gpt)
-    tokenizer_preset(tok)
-    for rel in _gpt()[1].values():
-        if rel.gpt == gpt and rel.tokenizer == tok:
-            return tok, rel
-    return tok, None
-
-
-def releases_for(gpt: str) -> list[GPTRelease]:
-    return [r for r in _gpt()[1].values() if r.gpt == gpt]
-
-
 # ---------------------------------------------------------------------------------------------
 # Names a person types -> weights files, and back (`gigatok download NAME`, `--import --preset`)
 #   tokenizer presets (``s-s``), GPT releases (``gpt-b@xl-xxl``), bare GPT presets (``gpt-xxl``:
@@ -343,3 +315,36 @@ def resolve_targets(names: list[str], *, with_tokenizer: bool = True) -> list[st
 def import_target(name: str) -> str:
     """The one weights key that ``--import FILE --preset name`` fills."""
     return weights_for(name, with_tokenizer=False)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT <-> tokenizer pairing
+# ---------------------------------------------------------------------------------------------
+
+
+def default_tokenizer_for(gpt: str) -> str:
+    """The paper pairing for a GPT preset (``gpt-xxl`` -> ``xl-xxl``)."""
+    gpt_preset(gpt)
+    defaults = _gpt()[2]
+    if gpt not in defaults:
+        raise GigatokError(
+            f"{gpt} has no released checkpoint, so there is no default tokenizer",
+            hint="pass --tokenizer and --gpt-checkpoint",
+        )
+    return defaults[gpt]
+
+
+def resolve_pair(gpt: str, tokenizer: str | None) -> tuple[str, GPTRelease | None]:
+    """Resolve ``(gpt, tokenizer)``: pick the paper pairing when ``tokenizer`` is None and find the
+    release. Returns (tokenizer name, release or None when the pair has no released weights)."""
+    gpt_preset(gpt)
+    tok = tokenizer if tokenizer is not None else default_tokenizer_for(gpt)
+    tokenizer_preset(tok)
+    for rel in _gpt()[1].values():
+        if rel.gpt == gpt and rel.tokenizer == tok:
+            return tok, rel
+    return tok, None
+
+
+def releases_for(gpt: str) -> list[GPTRelease]:
+    return [r for r in _gpt()[1].values() if r.gpt == gpt]
