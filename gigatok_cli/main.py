@@ -1,7 +1,7 @@
 """``gigatok``: the command table. Each subcommand lives in its own module, imported on use.
 
 ``gigatok --version``, ``gigatok --help`` and ``gigatok download --help`` must answer at once, so
-nothing here imports torch: the root group knows its subcommands as ``module:attribute`` strings
+nothing here imports torch: the root group knows its subcommands by module name
 (:data:`COMMANDS`), lists them with the one-line help read from their source (no import), and
 imports a subcommand's module only when that subcommand runs, shows its help or completes.
 """
@@ -21,14 +21,16 @@ from typer.core import TyperCommand, TyperGroup
 
 from gigatok_core import __version__
 
-# name -> "module:attribute" (a command function, or a typer.Typer for a group), in help order
+# name -> module, in help order. A module holding a ``typer.Typer`` named ``app`` is a command group
+# (eval, and train / probe once they grow subcommands); otherwise its function named like the
+# command (``-`` -> ``_``) is the command.
 COMMANDS: dict[str, str] = {
-    "download": "gigatok_cli.download:download",
-    "reconstruct": "gigatok_cli.reconstruct:reconstruct",
-    "sample": "gigatok_cli.sample:sample",
-    "train": "gigatok_cli.train:train",
-    "probe": "gigatok_cli.probe:probe",
-    "eval": "gigatok_cli.eval:app",
+    "download": "gigatok_cli.download",
+    "reconstruct": "gigatok_cli.reconstruct",
+    "sample": "gigatok_cli.sample",
+    "train": "gigatok_cli.train",
+    "probe": "gigatok_cli.probe",
+    "eval": "gigatok_cli.eval",
 }
 
 
@@ -37,13 +39,13 @@ COMMANDS: dict[str, str] = {
 # ---------------------------------------------------------------------------------------------
 def load_command(name: str) -> Any:
     """Import subcommand ``name`` and build its click command (a group for a ``typer.Typer``)."""
-    module, attr = COMMANDS[name].split(":")
-    obj = getattr(importlib.import_module(module), attr)
-    if isinstance(obj, typer.Typer):
-        cmd = typer.main.get_group(obj)
+    module = importlib.import_module(COMMANDS[name])
+    group = getattr(module, "app", None)
+    if isinstance(group, typer.Typer):
+        cmd = typer.main.get_group(group)
     else:
         single = typer.Typer(add_completion=False)
-        single.command(name)(obj)
+        single.command(name)(getattr(module, name.replace("-", "_")))
         cmd = typer.main.get_command(single)
     cmd.name = name
     return cmd
@@ -51,25 +53,29 @@ def load_command(name: str) -> Any:
 
 @functools.cache
 def short_help(name: str) -> str:
-    """The help of subcommand ``name`` read from its module's source without importing it: the
-    function's docstring, or the ``help=`` of ``typer.Typer(...)`` for a group."""
-    module, attr = COMMANDS[name].split(":")
-    spec = importlib.util.find_spec(module)
+    """The help of subcommand ``name`` read from its module's source without importing it (as Typer
+    finds it): for a group the ``help=`` of ``app = typer.Typer(...)``, else the docstring of its
+    ``@app.callback()``; for a command its function's docstring."""
+    spec = importlib.util.find_spec(COMMANDS[name])
     if spec is None or spec.origin is None:
         return ""
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    funcs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == attr:
-            return ast.get_docstring(node) or ""
         if (
             isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == attr for t in node.targets)
+            and any(isinstance(t, ast.Name) and t.id == "app" for t in node.targets)
             and isinstance(node.value, ast.Call)
         ):
             for kw in node.value.keywords:
                 if kw.arg == "help" and isinstance(kw.value, ast.Constant):
                     return str(kw.value.value)
-    return ""
+            for func in funcs.values():
+                if any("app.callback" in ast.unparse(d) for d in func.decorator_list):
+                    return ast.get_docstring(func) or ""
+            return ""
+    func = funcs.get(name.replace("-", "_"))
+    return (ast.get_docstring(func) or "") if func else ""
 
 
 class _LazyCommands(Mapping[str, Any]):

@@ -58,6 +58,7 @@ def test_the_lazy_help_listing_is_each_commands_own_help() -> None:
     for name in COMMANDS:
         cmd = load_command(name)
         assert cmd.name == name and short_help(name) and short_help(name) == cmd.help, name
+    assert load_command("eval").list_commands(None)  # a module with a typer `app` is a group
     res = runner.invoke(app, ["--help"], env={"COLUMNS": "300"})
     assert "Download official GigaTok weights into the cache" in res.output
 
