@@ -11,38 +11,20 @@ Everything is validated on load against the dataclasses below and :mod:`gigatok_
 
 from __future__ import annotations
 
-import difflib
+import difflib  # noqa: F401  (the naming helpers use it)
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
 from gigatok_core.errors import GigatokError
-
-
-def presets_dir() -> Path:
-    """The folder holding the preset YAML files (source checkout, or the copy inside the wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_presets", here.parent / "presets"):
-        if (candidate / "tokenizers.yaml").is_file():
-            return candidate
-    raise GigatokError("the preset files are missing from this installation", hint="reinstall gigatok-vision")
+from gigatok_core.preset_files import load_preset_yaml
+from gigatok_core.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
+from gigatok_core.preset_files import unknown_name_error as unknown_name_error
 
 
 def _load_yaml(name: str) -> dict[str, Any]:
-    data = OmegaConf.to_container(OmegaConf.load(presets_dir() / name), resolve=True)
-    assert isinstance(data, dict), f"{name} must be a mapping"
-    return data
-
-
-def unknown_name_error(kind: str, name: str, known: list[str]) -> GigatokError:
-    """A 'no such preset' error listing the presets and the closest match."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return GigatokError(f"unknown {kind} {name!r}", hint=f"{hint}known: {', '.join(known)}")
+    return load_preset_yaml(name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gigatok_core.config.build import build_config, check
+from gigatok_core.preset_files import declared
 
 # ---------------------------------------------------------------------------------------------
 # The size table (spec tokenizer §1.1): name -> (width, depth, heads). MLP ratio 4, head dim 64.
@@ -139,9 +140,7 @@ class TokenizerConfig:
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> TokenizerConfig:
         """Tokenizer preset ``name`` with field overrides: ``from_name("s-s", codebook_size=1024)``."""
-        from gigatok_core.registry import tokenizer_preset
-
-        return build_config(cls, tokenizer_preset(name).declared.get("config", {}), overrides=overrides)
+        return build_config(cls, declared("tokenizer", name)["config"], overrides=overrides)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TokenizerConfig:
@@ -217,9 +216,7 @@ class GPTConfig:
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
         """GPT preset ``name`` (``gpt-b``, ``gpt-tiny`` ...) with field overrides: ``from_name("gpt-b", n_layer=2)``."""
-        from gigatok_core.registry import gpt_preset
-
-        return build_config(cls, gpt_preset(name).declared.get("config", {}), overrides=overrides)
+        return build_config(cls, declared("gpt", name)["config"], overrides=overrides)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> GPTConfig:
