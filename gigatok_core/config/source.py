@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gigatok_core.config.build import build_config
-from gigatok_core.config.model import GPT_SIZES
+from gigatok_core.config.sizes import GPT_SIZES
 from gigatok_core.errors import GigatokError
 
 C = TypeVar("C")
