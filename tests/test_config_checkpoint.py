@@ -52,7 +52,7 @@ def test_run_folder_gives_the_newest_checkpoints_config(tmp_path) -> None:
 
 
 def test_folder_without_checkpoints_is_explained(tmp_path) -> None:
-    with pytest.raises(GigatokError, match="folder without checkpoints") as info:
+    with pytest.raises(GigatokError, match="is a folder, and holds no checkpoints") as info:
         TokenizerConfig.from_checkpoint(tmp_path)
     assert "checkpoints/" in (info.value.hint or "")
     with pytest.raises(GigatokError, match="does not exist"):

@@ -119,7 +119,7 @@ def resolve_gpt(
     cfg = gpt_preset(name).config
     if checkpoint is not None:
         weights_file(checkpoint, "GPT checkpoint")  # a missing, empty or empty-folder path, named now
-        own, paired = _described(checkpoint, name, cfg)
+        own, paired = _described(checkpoint, name)
         if own is not None:  # a file gigatok wrote: its config (vocab, tokens) is the truth
             cfg = own
             if tokenizer is None and paired in tokenizer_names():
@@ -135,23 +135,22 @@ def resolve_gpt(
     return cfg, tok_name, release
 
 
-def _described(checkpoint: str | Path, name: str, preset: GPTConfig) -> tuple[GPTConfig | None, str | None]:
+def _described(checkpoint: str | Path, name: str) -> tuple[GPTConfig | None, str | None]:
     """(config, paired tokenizer preset) a self-describing GPT checkpoint states; (None, None) for
-    an official file. A checkpoint of another size than preset ``name`` is refused here, by name."""
+    an official file. Its config is used as is (a run may have overridden the preset's sizes); a
+    file saved as another preset than ``name`` is refused, naming that preset."""
     meta = describe_checkpoint(checkpoint, kind="gpt")
     if meta is None:
         return None, None
-    own = GPTConfig.from_checkpoint(checkpoint)
-    if (own.dim, own.n_layer, own.n_head) != (preset.dim, preset.n_layer, preset.n_head):
-        saved = meta.get("preset")
+    saved = meta.get("preset")
+    if saved is not None and saved != name:
         raise GigatokError(
-            f"{checkpoint} holds a GPT with dim {own.dim}, {own.n_layer} layers and {own.n_head} heads, "
-            f"not the {name} architecture" + (f" (it was saved as {saved!r})" if saved else ""),
-            hint=f"use --gpt {saved}" if saved else "pass the GPT preset it was trained as",
+            f"{checkpoint} holds a {saved} GPT, not {name}",
+            hint=f"use --gpt {saved}",
         )
     pairing = meta.get("tokenizer")
     paired = pairing.get("preset") if isinstance(pairing, dict) else pairing
-    return own, paired if isinstance(paired, str) else None
+    return GPTConfig.from_checkpoint(checkpoint), paired if isinstance(paired, str) else None
 
 
 def load_gpt(

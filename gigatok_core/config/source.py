@@ -52,9 +52,9 @@ def newest_checkpoint(path: str | Path) -> Path:
     )
     if not found:
         raise GigatokError(
-            f"{path} is a folder without checkpoints",
-            hint="pass a checkpoint file, a checkpoint folder holding meta.json, or a run folder "
-            "holding checkpoints/",
+            f"{path} is a folder, and holds no checkpoints",
+            hint="pass the checkpoint file itself; a training run folder must contain checkpoints/ "
+            "(as `gigatok train` writes it), a checkpoint folder its meta.json",
         )
     return found[-1].parent
 

@@ -149,8 +149,9 @@ def _checkpoint_config(
 ) -> tuple[TokenizerConfig, str]:
     """(architecture to build, what to call it in errors) for a checkpoint and the preset asked for.
 
-    A self-describing checkpoint's config is used; asking for a preset of another architecture is
-    an error that names the checkpoint's own preset.
+    A self-describing checkpoint's config is used as is (a run may have overridden the preset's
+    sizes); asking for another preset than the one it was saved as is an error naming that one
+    (``b-l`` and ``b-l-dino`` share every shape: only the file can tell them apart).
     """
     meta = describe_checkpoint(checkpoint, kind="tokenizer")
     if meta is None:
@@ -162,14 +163,13 @@ def _checkpoint_config(
             )
         return tokenizer_preset(name).config, f"tokenizer preset {name!r}"
     cfg, own = tokenizer_config_of(checkpoint)
-    label = f"tokenizer preset {own!r}" if own else "the tokenizer config in its metadata"
-    if preset_name is not None and tokenizer_preset(preset_name).config != cfg:
+    saved = meta.get("preset")
+    if preset_name is not None and saved is not None and saved != preset_name:
         raise GigatokError(
-            f"{checkpoint} holds a tokenizer of another architecture than preset {preset_name!r}"
-            + (f" (it was saved as {own!r})" if own else ""),
-            hint=f"use --tokenizer {own}" if own else "omit the preset: the file describes itself",
+            f"{checkpoint} holds tokenizer {saved!r}, not {preset_name!r}",
+            hint=f"use --tokenizer {saved}" if own else "omit the preset: the file describes itself",
         )
-    return cfg, label
+    return cfg, f"tokenizer preset {own!r}" if own else "the tokenizer config in its metadata"
 
 
 def _ready(model: VQTokenizer, device: str | torch.device, dtype: torch.dtype) -> VQTokenizer:
