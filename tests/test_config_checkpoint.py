@@ -44,11 +44,14 @@ def _write_ckpt(folder, step: int, cfg: GPTTrainConfig) -> None:
 def test_run_folder_gives_the_newest_checkpoints_config(tmp_path) -> None:
     old = GPTTrainConfig.from_name("gpt-tiny")
     new = GPTTrainConfig.from_name("gpt-tiny", model={"n_layer": 3})
-    _write_ckpt(tmp_path / "run" / "checkpoints" / "0000900", 900, old)
-    _write_ckpt(tmp_path / "run" / "checkpoints" / "0001000", 1000, new)
+    _write_ckpt(tmp_path / "run" / "checkpoints" / "step-00000900", 900, old)
+    _write_ckpt(tmp_path / "run" / "checkpoints" / "step-00001000", 1000, new)
     assert GPTConfig.from_checkpoint(tmp_path / "run") == new.model
-    assert GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "0000900") == old.model
-    assert GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "0000900" / "meta.json") == old.model
+    assert GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000900") == old.model
+    assert (
+        GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000900" / "meta.json")
+        == old.model
+    )
 
 
 def test_folder_without_checkpoints_is_explained(tmp_path) -> None:

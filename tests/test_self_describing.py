@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,8 @@ import torch
 
 from gigatok_core.ar import load_gpt
 from gigatok_core.ar.load import resolve_gpt
-from gigatok_core.checkpoint import save_weights
-from gigatok_core.config import GPTConfig, TokenizerConfig, config_to_dict
+from gigatok_core.checkpoint import save_checkpoint, save_weights
+from gigatok_core.config import GPTConfig, TokenizerConfig, TokenizerTrainConfig, config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
 
@@ -50,20 +49,19 @@ def test_another_preset_than_the_saved_one_is_refused_by_name(tmp_path: Path) ->
         resolve_gpt("gpt-tiny", checkpoint=tmp_path / "t.safetensors")
 
 
-def test_a_run_folder_loads_its_newest_checkpoint(tmp_path: Path) -> None:
-    cfg = TokenizerConfig.from_name("tiny")
+def test_a_run_folder_loads_its_latest_checkpoint(tmp_path: Path) -> None:
+    """A run folder as `gigatok train` writes it (save_checkpoint): the latest step, EMA preferred."""
+    train_cfg = TokenizerTrainConfig.from_name("tiny", overrides=["model.codebook_size=512"])
+    torch.manual_seed(3)
+    base = build_tokenizer(train_cfg.model).state_dict()
     for step in (10, 20):
-        folder = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
-        folder.mkdir(parents=True)
-        sd = _tokenizer_file(folder / "model.safetensors", cfg, "tiny")
-        sd = {k: v + step for k, v in sd.items()}
-        save_weights(folder / "ema.safetensors", sd, {"kind": "tokenizer", "config": config_to_dict(cfg)})
-        meta = {"kind": "tokenizer", "step": step, "config": {"model": config_to_dict(cfg)}}
-        (folder / "meta.json").write_text(json.dumps(meta))
+        weights = {"model": base, "ema": {k: v + step for k, v in base.items()}}
+        meta = {"step": step, "kind": "tokenizer", "preset": "tiny", "config": config_to_dict(train_cfg)}
+        save_checkpoint(tmp_path / "run" / "checkpoints", weights=weights, state={}, meta=meta)
     model = load_tokenizer("tiny", checkpoint=tmp_path / "run")
-    # step 20's EMA weights (the training checkpoint's preferred group)
+    assert model.config == train_cfg.model  # the run's overridden codebook, not the preset's
     key = "quantize.embedding.weight"
-    assert torch.equal(model.state_dict()[key], sd[key])
+    assert torch.equal(model.state_dict()[key], base[key] + 20)
 
 
 def test_gpt_metadata_gives_vocab_and_the_paired_tokenizer(tmp_path: Path) -> None:

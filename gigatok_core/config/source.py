@@ -2,8 +2,8 @@
 
 Sources, most explicit first:
 - a gigatok ``.safetensors``: the ``config`` (or ``preset``) in its metadata (:func:`save_weights`);
-- a training checkpoint folder (``RUN_DIR/checkpoints/<step>/meta.json``) or a run folder (the
-  newest such checkpoint): ``meta["config"]`` is the nested train config, ``["model"]`` its part;
+- a training checkpoint folder (``RUN_DIR/checkpoints/step-NNNNNNNN/meta.json``) or a run folder
+  (its latest checkpoint): ``meta["config"]`` is the nested train config, ``["model"]`` its part;
 - an official GPT ``.pt``: the size whose (dim, n_layer) match its key shapes (spec ar §3).
 An official tokenizer ``.pt`` carries no architecture, and telling its preset from its shapes
 needs the model code (above this package): :func:`gigatok_core.tokenizer.load.tokenizer_config_of`
@@ -35,28 +35,22 @@ def _read_meta_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _step_of(meta_file: Path) -> tuple[int, str]:
-    step = _read_meta_json(meta_file).get("step")
-    return (step if isinstance(step, int) else -1, meta_file.parent.name)
-
-
 def newest_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder to read for ``path``: itself when it holds ``meta.json``, else the
-    newest (highest ``step``) ``checkpoints/*/`` of a run folder."""
+    """The checkpoint folder to read for ``path``: a step folder itself, else the latest checkpoint
+    of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.checkpoint.latest_checkpoint`)."""
+    from gigatok_core.checkpoint import latest_checkpoint
+
     path = Path(path)
     if (path / META_JSON).is_file():
         return path
-    found = sorted(  # skip the hidden folders of a save in progress (.step-*.tmp)
-        (m for m in (path / "checkpoints").glob(f"*/{META_JSON}") if not m.parent.name.startswith(".")),
-        key=_step_of,
-    )
-    if not found:
+    found = latest_checkpoint(path)
+    if found is None:
         raise GigatokError(
             f"{path} is a folder, and holds no checkpoints",
             hint="pass the checkpoint file itself; a training run folder must contain checkpoints/ "
             "(as `gigatok train` writes it), a checkpoint folder its meta.json",
         )
-    return found[-1].parent
+    return found
 
 
 def _model_part(config: Any, source: str) -> Mapping[str, Any]:
