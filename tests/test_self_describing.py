@@ -13,6 +13,7 @@ from gigatok_core.checkpoint import save_checkpoint, save_weights
 from gigatok_core.config import GPTConfig, TokenizerConfig, TokenizerTrainConfig, config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
+from gigatok_core.tokenizer.load import checkpoint_config
 
 
 def _tokenizer_file(path: Path, cfg: TokenizerConfig, preset: str | None) -> dict[str, torch.Tensor]:
@@ -28,6 +29,13 @@ def test_tokenizer_architecture_comes_from_the_metadata(tmp_path: Path) -> None:
     sd = _tokenizer_file(tmp_path / "mine.safetensors", cfg, None)
     model = load_tokenizer(str(tmp_path / "mine.safetensors"))
     assert model.config == cfg
+    assert checkpoint_config(tmp_path / "mine.safetensors", "tiny")[0] == cfg  # for the encoder-only loader
+    official = tmp_path / "official.pt"
+    torch.save(
+        {"model": build_tokenizer(TokenizerConfig.from_name("tiny"), with_distill=True).state_dict()},
+        official,
+    )
+    assert checkpoint_config(official, None) == (TokenizerConfig.from_name("tiny"), "tokenizer preset 'tiny'")
     assert torch.equal(model.state_dict()["quantize.embedding.weight"], sd["quantize.embedding.weight"])
 
 

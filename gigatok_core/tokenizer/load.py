@@ -130,7 +130,7 @@ def _load_checkpoint(
     """Build the checkpoint's architecture and load it strictly."""
     path = weights_file(checkpoint)
     state_dict, _entry = extract_state_dict(read_checkpoint(path), source=str(path))
-    cfg, label = _checkpoint_config(checkpoint, preset_name, state_dict)
+    cfg, label = checkpoint_config(checkpoint, preset_name, state_dict)
     model = build_tokenizer(cfg, with_distill=with_distill, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device
     drop = {} if with_distill else {f"{_vit_decoder_name(cfg)}.{DISTILL_PREFIX}": DISTILL_REASON}
@@ -144,10 +144,14 @@ def _load_checkpoint(
     return _ready(model, device, dtype)
 
 
-def _checkpoint_config(
-    checkpoint: Path, preset_name: str | None, state_dict: Mapping[str, torch.Tensor]
+def checkpoint_config(
+    checkpoint: str | Path, preset_name: str | None, state_dict: Mapping[str, torch.Tensor] | None = None
 ) -> tuple[TokenizerConfig, str]:
     """(architecture to build, what to call it in errors) for a checkpoint and the preset asked for.
+
+    What every tokenizer loader (full model, encoder only) should build for ``--checkpoint``.
+    ``state_dict`` (the file's weights, when already read) is needed only for an official file
+    named without a preset.
 
     A self-describing checkpoint's config is used as is (a run may have overridden the preset's
     sizes); asking for another preset than the one it was saved as is an error naming that one
@@ -155,7 +159,11 @@ def _checkpoint_config(
     """
     meta = describe_checkpoint(checkpoint, kind="tokenizer")
     if meta is None:
-        name = preset_name or guess_preset(state_dict)
+        if preset_name is None and state_dict is None:
+            state_dict, _ = extract_state_dict(
+                read_checkpoint(weights_file(checkpoint)), source=str(checkpoint)
+            )
+        name = preset_name or guess_preset(state_dict or {})
         if name is None:
             raise GigatokError(
                 f"{checkpoint} does not match any tokenizer preset",
