@@ -144,6 +144,41 @@ def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]
 
 
 # ---------------------------------------------------------------------------------------------
+# What a registered weights file is, for the header of the safetensors gigatok writes from it
+# ---------------------------------------------------------------------------------------------
+def weights_meta(key: str) -> dict[str, Any]:
+    """The self-describing metadata (:func:`gigatok_core.checkpoint.save_weights`) of weights file
+    ``key``: kind, preset, architecture dict and, for a GPT, its tokenizer pairing.
+
+    What a loader reads instead of guessing the preset from shapes (``b-l`` and ``b-l-dino`` share
+    every shape). An aux file or an unregistered key gives only its kind.
+    """
+    from gigatok_core.config import config_to_dict
+
+    rec = _weights().get(key)
+    for name, tok in _tokenizers().items():
+        if tok.weights == key:
+            return {"kind": "tokenizer", "preset": name, "config": config_to_dict(tok.config)}
+    for rel in _gpt()[1].values():
+        if rel.weights == key:
+            tok = tokenizer_preset(rel.tokenizer)
+            return {
+                "kind": "gpt",
+                "preset": rel.gpt,
+                "release": rel.name,
+                "config": config_to_dict(gpt_preset(rel.gpt).config),
+                "tokenizer": {  # the pairing, as the codes manifest records it
+                    "preset": rel.tokenizer,
+                    "checkpoint": None,
+                    "sha256": tok.weights_record.sha256 if tok.weights_record else None,
+                    "codebook_size": tok.config.codebook_size,
+                    "num_tokens": tok.config.num_latent_tokens,
+                },
+            }
+    return {"kind": rec.kind if rec else None}
+
+
+# ---------------------------------------------------------------------------------------------
 # Public lookups
 # ---------------------------------------------------------------------------------------------
 def tokenizer_names() -> list[str]:

@@ -99,3 +99,40 @@ def test_gpt_metadata_gives_vocab_and_the_paired_tokenizer(tmp_path: Path) -> No
     with pytest.raises(GigatokError, match="holds a gpt-tiny GPT, not gpt-b") as info:
         resolve_gpt("gpt-b", tokenizer="tiny", checkpoint=path)
     assert info.value.hint == "use --gpt gpt-tiny"
+
+
+def test_download_conversion_writes_self_describing_files(tmp_path: Path) -> None:
+    """The cache's safetensors (download / --import) say which preset they are: b-l-dino is not b-l."""
+    from gigatok_core.checkpoint import read_weights_meta
+    from gigatok_core.hub import structure
+    from gigatok_core.registry import tokenizer_preset
+
+    raw = tmp_path / "VQ_BL256_dino_disc.pt"  # the cache keeps the registered file name
+    torch.save({"model": {"w": torch.ones(2)}}, raw)
+    structure.convert(raw, tmp_path / "tok.safetensors", kind="tokenizer", expected=None, what="b-l-dino")
+    meta = read_weights_meta(tmp_path / "tok.safetensors")
+    assert meta is not None and (meta["kind"], meta["preset"], meta["entry"]) == (
+        "tokenizer",
+        "b-l-dino",
+        "model",
+    )
+    assert meta["config"] == config_to_dict(tokenizer_preset("b-l-dino").config)
+
+    raw = tmp_path / "GPT_B256_e300_VQ_BL_dino_disc.pt"
+    torch.save({"model": {"w": torch.ones(2)}}, raw)
+    structure.convert(
+        raw,
+        tmp_path / "gpt.safetensors",
+        kind="gpt",
+        expected=None,
+        what="x",
+        metadata={"source_sha256": "ab"},
+    )
+    meta = read_weights_meta(tmp_path / "gpt.safetensors")
+    assert meta is not None and (meta["kind"], meta["preset"], meta["release"]) == (
+        "gpt",
+        "gpt-b",
+        "gpt-b@b-l-dino",
+    )
+    assert meta["tokenizer"]["preset"] == "b-l-dino" and meta["source_sha256"] == "ab"
+    assert GPTConfig.from_checkpoint(tmp_path / "gpt.safetensors") == GPTConfig.from_name("gpt-b")
