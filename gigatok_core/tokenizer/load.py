@@ -114,7 +114,7 @@ def load_tokenizer(
         return _ready(model, device, dtype)
 
     if checkpoint is None:
-        from gigatok_core.hub import fetch_weights
+        from gigatok_core.weights import fetch_weights
 
         checkpoint = fetch_weights(preset.weights)
     return _load_checkpoint(Path(checkpoint), preset.name, device, dtype, with_distill)
