@@ -224,18 +224,32 @@ META_FORMAT = 1
 
 
 def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Write ``tensors`` to a safetensors file atomically, with ``meta`` (JSON) in its header."""
+    """Write ``tensors`` to a safetensors file atomically, with ``meta`` (JSON) in its header.
+
+    Tensors are written as they are (no copy of the whole model: a 2.9B-parameter checkpoint
+    stays affordable); only a tensor sharing storage with an earlier one is cloned, since
+    safetensors refuses shared storage.
+    """
     import json
 
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     from gigatok_core import __version__
-    from gigatok_core.fileio import write_bytes_atomic
+    from gigatok_core.fileio import atomic_path
 
     header = {"format": META_FORMAT, "gigatok_version": __version__, **dict(meta)}
-    # safetensors refuses shared storage and non-contiguous tensors: store plain copies.
-    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    write_bytes_atomic(path, save(plain, metadata={META_KEY: json.dumps(header, sort_keys=True)}))
+    plain: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in tensors.items():
+        value = value.detach().to("cpu").contiguous()
+        ptr = value.untyped_storage().data_ptr() if value.numel() else None
+        if ptr is not None and ptr in seen:
+            value = value.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        plain[key] = value
+    with atomic_path(path) as tmp:
+        save_file(plain, str(tmp), metadata={META_KEY: json.dumps(header, sort_keys=True)})
 
 
 def read_weights_meta(path: str | Path) -> dict[str, Any] | None:

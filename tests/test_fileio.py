@@ -14,7 +14,14 @@ import torch
 from gigatok_core.checkpoint import read_weights_meta, save_weights
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.reference import ImageNpz, atomic_npz
-from gigatok_core.fileio import atomic_write, sha256_file, write_bytes_atomic, write_json, write_npz
+from gigatok_core.fileio import (
+    atomic_path,
+    atomic_write,
+    sha256_file,
+    write_bytes_atomic,
+    write_json,
+    write_npz,
+)
 
 
 def _leftovers(folder) -> list[str]:
@@ -38,6 +45,13 @@ def test_an_exception_leaves_the_old_file_and_no_temp(tmp_path) -> None:
         raise RuntimeError("crash while writing")
     assert target.read_text() == "old"
     assert _leftovers(tmp_path) == []
+
+
+def test_atomic_path_on_exception_leaves_nothing(tmp_path) -> None:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "w.safetensors") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_written_files_get_0644_under_umask_022(tmp_path, umask_022) -> None:

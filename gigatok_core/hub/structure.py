@@ -73,18 +73,10 @@ def convert(
         )
     if expected is not None:
         check_shapes({k: tuple(v.shape) for k, v in sd.items()}, expected, source=raw.name, what=what)
-    tensors, seen = {}, set()
-    for k, v in sd.items():  # safetensors refuses tensors sharing memory: give each its own
-        v = v.detach().contiguous()
-        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
-        if ptr is not None and ptr in seen:
-            v = v.clone()
-        seen.add(ptr)
-        tensors[k] = v
     # Self-describing (kind, preset, config, GPT pairing): loaders never guess the preset from
     # shapes. ``raw`` keeps its registered file name in the cache.
     meta = {**weights_meta(raw.name), "entry": entry, "source_file": raw.name, **(metadata or {})}
-    save_weights(out, tensors, meta)  # atomic (gigatok_core.fileio)
+    save_weights(out, sd, meta)  # atomic; clones only tensors that share storage
     return entry
 
 
