@@ -155,26 +155,30 @@ def weights_meta(key: str) -> dict[str, Any]:
     """
     from gigatok_core.config import config_to_dict
 
+    owner = owner_of(key)
+    if owner is not None and owner[0] == "tokenizer":
+        return {
+            "kind": "tokenizer",
+            "preset": owner[1],
+            "config": config_to_dict(tokenizer_preset(owner[1]).config),
+        }
+    if owner is not None:
+        rel = gpt_release(owner[1])
+        tok = tokenizer_preset(rel.tokenizer)
+        return {
+            "kind": "gpt",
+            "preset": rel.gpt,
+            "release": rel.name,
+            "config": config_to_dict(gpt_preset(rel.gpt).config),
+            "tokenizer": {  # the pairing, as the codes manifest records it
+                "preset": rel.tokenizer,
+                "checkpoint": None,
+                "sha256": tok.weights_record.sha256 if tok.weights_record else None,
+                "codebook_size": tok.config.codebook_size,
+                "num_tokens": tok.config.num_latent_tokens,
+            },
+        }
     rec = _weights().get(key)
-    for name, tok in _tokenizers().items():
-        if tok.weights == key:
-            return {"kind": "tokenizer", "preset": name, "config": config_to_dict(tok.config)}
-    for rel in _gpt()[1].values():
-        if rel.weights == key:
-            tok = tokenizer_preset(rel.tokenizer)
-            return {
-                "kind": "gpt",
-                "preset": rel.gpt,
-                "release": rel.name,
-                "config": config_to_dict(gpt_preset(rel.gpt).config),
-                "tokenizer": {  # the pairing, as the codes manifest records it
-                    "preset": rel.tokenizer,
-                    "checkpoint": None,
-                    "sha256": tok.weights_record.sha256 if tok.weights_record else None,
-                    "codebook_size": tok.config.codebook_size,
-                    "num_tokens": tok.config.num_latent_tokens,
-                },
-            }
     return {"kind": rec.kind if rec else None}
 
 
