@@ -335,7 +335,7 @@ def test_gpt_checkpoint_may_be_a_training_run_folder(tmp_path: Path) -> None:
             tmp_path / "run" / "checkpoints",
             weights={"model": gpt.state_dict()},
             state={},
-            meta={"step": step},
+            meta={"step": step, "kind": "gpt", "preset": "gpt-tiny"},
         )
     path = gpt_weights_file(tmp_path / "run")
     assert path == tmp_path / "run" / "checkpoints" / "step-00000002" / "model.safetensors"
