@@ -453,7 +453,7 @@ def gfid(
         ),
     ] = False,
 ) -> None:
-    from gigatok_core.ar.cfg import CFGSchedule
+    from gigatok_core.ar.guidance import CFGSchedule
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
 

@@ -9,8 +9,8 @@ import typer
 
 from gigatok_cli._common import PrecisionOpt, handle_errors, out, progress_bar
 from gigatok_core import dist, registry
-from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
 from gigatok_core.ar.generate import RNG_MODES, SamplingParams
+from gigatok_core.ar.guidance import SCHEDULES, CFGSchedule
 from gigatok_core.errors import GigatokError
 from gigatok_core.sample import sample_images
 

@@ -14,6 +14,7 @@ command                     library
 ``gigatok eval rfid``       :func:`gigatok_core.evaluation.reconstruction.evaluate_reconstruction`
 ``gigatok eval gfid``       :func:`gigatok_core.evaluation.generation.evaluate_generation`,
                             :func:`gigatok_core.evaluation.cfg_search.run_gfid_search` (``--search``)
+``gigatok eval val-loss``   :func:`gigatok_core.evaluation.val_loss.validation_loss`
 ==========================  ===============================================================
 
 Building blocks: :func:`gigatok_core.tokenizer.load_tokenizer` (a preset name -> a ready

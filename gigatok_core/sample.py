@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from gigatok_core import dist
-from gigatok_core.ar.cfg import CFGSchedule
 from gigatok_core.ar.classes import class_name, parse_classes, slug
 from gigatok_core.ar.generate import RNG_MODES, Drawer, SamplingParams, generate, sample_generators
+from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.config import config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.images import (

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import gigatok_cli.eval as eval_cli
 from gigatok_cli.main import app
-from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.dist import DistInfo
 from gigatok_core.evaluation import EvalStats, Features, frechet_distance, load_statistics, save_statistics
 from gigatok_core.evaluation.generation import evaluate_generation, sample_paths, write_sample_npz

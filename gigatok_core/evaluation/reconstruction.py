@@ -31,6 +31,7 @@ from gigatok_core import dist
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
 from gigatok_core.evaluation.features import Features, extract_features
+from gigatok_core.evaluation.inception import FEATURE_DIMS
 from gigatok_core.evaluation.reference import (
     EvalStats,
     check_protocol,
@@ -283,9 +284,7 @@ def _reconstruct_shard(
 
 
 def _empty_features() -> Features:
-    return Features(
-        np.zeros((0, 2048), np.float32), np.zeros((0, 2023), np.float32), np.zeros((0, 1008), np.float32)
-    )
+    return Features(*(np.zeros((0, FEATURE_DIMS[k]), np.float32) for k in ("pool", "spatial", "logits")))
 
 
 def merge_shards(parts: list[ShardResult]) -> ShardResult:
