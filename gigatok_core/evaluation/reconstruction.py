@@ -39,6 +39,7 @@ from gigatok_core.evaluation.reference import (
     reference_meta,
     save_statistics,
 )
+from gigatok_core.progress import ProgressFn
 
 PROTOCOL = "rfid-imagenet-val"
 Gather = Callable[[Any], list[Any]]  # one object per rank -> the objects of all ranks (rank order)
@@ -85,7 +86,7 @@ def evaluate_reconstruction(
     with_precision_recall: bool = True,
     rank_info: dist.DistInfo | None = None,
     gather: Gather | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> RFIDReport | None:
     """Reconstruct the images under ``data`` with ``tokenizer`` and score them (see module doc).
 
@@ -94,7 +95,7 @@ def evaluate_reconstruction(
     Returns the report on the main rank and ``None`` on the others. ``rank_info``/``gather``
     override the torchrun rank and the gathering of the shards (to split a run by hand; the main
     rank then needs a ``gather`` that returns every rank's :class:`ShardResult`).
-    ``on_progress(done, total)`` counts this rank's images.
+    ``on_progress(done, total, stage="reconstruct")`` counts this rank's images.
     """
     from gigatok_core.images import list_images
     from gigatok_core.tokenizer import load_tokenizer
@@ -232,7 +233,7 @@ def _reconstruct_shard(
     batch_size: int,
     with_orig: bool,
     out_dir: Path | None,
-    on_progress: Callable[[int, int], None] | None,
+    on_progress: ProgressFn | None,
 ) -> ShardResult:
     from gigatok_core.images import ImageReadError, load_image, save_png
 
@@ -255,7 +256,7 @@ def _reconstruct_shard(
             except ImageReadError as err:
                 skipped.append((i, err.message))
         if on_progress:
-            on_progress(min(start + batch_size, len(files)), len(files))
+            on_progress(min(start + batch_size, len(files)), len(files), stage="reconstruct")
         if not images:
             continue
         kept += batch_idx
