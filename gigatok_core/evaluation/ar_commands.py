@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gigatok_core.evaluation import commands
 from gigatok_core.evaluation.commands import (
     DEFAULT_CFG_SCALE,
     DEFAULT_CFG_SCHEDULE,
     EvalReport,
-    _evaluator,
     check_folder,
     check_json_target,
     check_window_grid,
@@ -74,7 +74,7 @@ def gfid(
     )
     common: dict[str, Any] = dict(
         on_progress=on_progress,
-        evaluator=_evaluator(inception_weights, device, batch_size, on_progress),
+        evaluator=commands.make_evaluator(inception_weights, device, batch_size, on_progress),
         reference=reference,
         num_per_class=images_per_class,
         num_classes=num_classes,

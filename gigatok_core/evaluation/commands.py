@@ -121,7 +121,10 @@ def finish(report: EvalReport, json_path: str | Path | None) -> EvalReport:
     return report
 
 
-def _evaluator(inception_weights: str | Path | None, device: str | None, batch_size: int, progress: Any):
+def make_evaluator(
+    inception_weights: str | Path | None, device: str | None, batch_size: int, progress: ProgressFn | None
+) -> Any:
+    """The :class:`~gigatok_core.evaluation.Evaluator` of a command (its Inception loads on first use)."""
     from gigatok_core.dist import resolve_device
     from gigatok_core.evaluation.evaluate import Evaluator
 
@@ -158,7 +161,7 @@ def fid(
     samples, reference = check_source(samples, "SAMPLES"), check_source(reference, "REFERENCE")
     if protocol is not None:
         check_protocol(reference, check_protocol_name(protocol), force=force)
-    ev = _evaluator(inception_weights, device, batch_size, on_progress)
+    ev = make_evaluator(inception_weights, device, batch_size, on_progress)
     sample_stats = ev.load(samples, need_features=True, label="samples")
     ref_stats: EvalStats = ev.load(reference, need_features=with_precision_recall, label="reference")
     metrics = compute_metrics(
@@ -184,7 +187,7 @@ def build_reference(
     """``gigatok eval build-ref``: reference statistics of a folder (ADM centre crop)."""
     check_protocol_name(protocol)
     data = check_folder(data, "--data")
-    ev = _evaluator(inception_weights, device, batch_size, on_progress)
+    ev = make_evaluator(inception_weights, device, batch_size, on_progress)
     stats = ev.build_reference(
         data, output, image_size=image_size, protocol=protocol, overwrite=overwrite, with_images=with_images
     )
@@ -220,7 +223,7 @@ def rfid(
 
     check_json_target(json_path, overwrite)
     data = check_folder(data, "--data")
-    ev = _evaluator(inception_weights, device, batch_size, on_progress)
+    ev = make_evaluator(inception_weights, device, batch_size, on_progress)
     report = evaluate_reconstruction(
         tokenizer,
         data,
