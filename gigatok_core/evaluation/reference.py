@@ -15,7 +15,6 @@ Protocols (which number a reference is valid for):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.features import Features
 from gigatok_core.evaluation.metrics import GaussianStats
+from gigatok_core.fileio import sha256_file
 
 PROTOCOLS = {
     "gfid-adm": "generation FID against ADM's ImageNet-256 reference batch (VIRTUAL_imagenet256_labeled.npz)",
@@ -73,17 +73,10 @@ class EvalStats:
 # Reading and writing
 # ---------------------------------------------------------------------------------------------
 def atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` as an npz atomically, with the usual file permissions (:func:`~gigatok_core.images.save_npz`)."""
+    from gigatok_core.images import save_npz
+
+    save_npz(path, arrays)
 
 
 def check_statistics_target(path: str | Path, overwrite: bool) -> Path:
@@ -149,6 +142,9 @@ class ImageNpz:
             if exc_type is None and self.written != self.shape[0]:
                 raise GigatokError(f"{self.path}: wrote {self.written} of {self.shape[0]} images")
             if exc_type is None:
+                mask = os.umask(0)
+                os.umask(mask)
+                os.chmod(self._tmp, 0o666 & ~mask)  # mkstemp creates 0600; the usual permissions instead
                 os.replace(self._tmp, self.path)
         finally:
             Path(self._tmp).unlink(missing_ok=True)
@@ -274,8 +270,7 @@ def weights_id(path: str | Path | None) -> str:
     file, else the sha256 prefix of the given file."""
     if path is None:
         return "default"
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def default_reference_path(
