@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gigatok_core.config import GPTConfig, TokenizerConfig, build_config
+from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
 from gigatok_core.errors import GigatokError
 
 
@@ -70,33 +70,6 @@ class WeightsRecord:
 
 
 @dataclass(frozen=True)
-class TokenizerRecipe:
-    """Training recipe fields of an official tokenizer YAML (spec tokenizer §1.2, §8)."""
-
-    global_batch_size: int = 256
-    warmup: int = 0
-    disc_type: str = "patchgan"
-    disc_start: int = 20000
-    aux_loss_end: int = 15000
-    use_direct_rec_loss: bool = True
-    epochs: int = 100
-    fsdp: bool = False
-    precision: str = "fp16"
-    lr: float = 1e-4
-    end_lr: float = 1e-5
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    max_grad_norm: float = 10.0
-    disc_weight: float = 0.5
-    perceptual_weight: float = 1.0
-    proj_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        assert self.disc_type in ("patchgan", "dinodisc"), self.disc_type
-        assert self.precision in ("fp16", "bf16", "fp32"), self.precision
-
-
-@dataclass(frozen=True)
 class TokenizerPreset:
     name: str
     description: str
@@ -106,6 +79,7 @@ class TokenizerPreset:
     official_config: str | None = None
     params: int | None = None
     paper: dict[str, float] = field(default_factory=dict)
+    declared: dict[str, Any] = field(default_factory=dict)  # config/recipe as written in the YAML
 
     @property
     def weights_record(self) -> WeightsRecord | None:
@@ -117,7 +91,9 @@ class GPTPreset:
     name: str
     description: str
     config: GPTConfig
+    recipe: GPTRecipe
     params: int | None = None
+    declared: dict[str, Any] = field(default_factory=dict)  # config/recipe as written in the YAML
 
 
 @dataclass(frozen=True)
@@ -153,13 +129,12 @@ def _tokenizers() -> dict[str, TokenizerPreset]:
     out = {}
     for name, rec in _load_yaml("tokenizers.yaml").items():
         rec = dict(rec)
-        recipe = dict(rec.pop("recipe", {}))
-        if "betas" in recipe:
-            recipe["betas"] = tuple(recipe["betas"])
+        declared = {"config": rec.pop("config"), "recipe": rec.pop("recipe", {})}
         out[name] = TokenizerPreset(
             name=name,
-            config=build_config(TokenizerConfig, rec.pop("config")),
-            recipe=TokenizerRecipe(**recipe),
+            config=build_config(TokenizerConfig, declared["config"]),
+            recipe=build_config(TokenizerRecipe, declared["recipe"]),
+            declared=declared,
             **rec,
         )
         assert out[name].weights is None or out[name].weights in _weights(), f"{name}: unknown weights"
@@ -172,8 +147,10 @@ def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]
     archs = {
         name: GPTPreset(
             name=name,
-            config=build_config(GPTConfig, dict(rec).pop("config")),
-            **{k: v for k, v in rec.items() if k != "config"},
+            config=build_config(GPTConfig, rec["config"]),
+            recipe=build_config(GPTRecipe, rec.get("recipe", {})),
+            declared={"config": rec["config"], "recipe": rec.get("recipe", {})},
+            **{k: v for k, v in rec.items() if k not in ("config", "recipe")},
         )
         for name, rec in data["architectures"].items()
     }
@@ -229,6 +206,97 @@ def gpt_release(name: str) -> GPTRelease:
         return _gpt()[1][name]
     except KeyError:
         raise unknown_name_error("GPT checkpoint", name, release_names()) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Names a person types -> weights files, and back (`gigatok download NAME`, `--import --preset`)
+#   tokenizer presets (``s-s``), GPT releases (``gpt-b@xl-xxl``), bare GPT presets (``gpt-xxl``:
+#   its paper pairing), weights file names (``VQ_SS256_e100.pt``) and the aliases below.
+# ---------------------------------------------------------------------------------------------
+ALIASES: dict[str, str] = {
+    "inception": "pt_inception-2015-12-05-6726825d.pth",
+    "vgg16": "vgg16-397923af.pth",
+    "dinov2-vitb14": "dinov2_vitb14_pretrain.pth",
+    "dino-vits16": "dino_deitsmall16_pretrain.pth",
+    "adm-ref": "VIRTUAL_imagenet256_labeled.npz",
+}
+
+
+def downloadable_names() -> list[str]:
+    """The names worth suggesting for a download (weights file names are accepted too, not listed)."""
+    released_gpts = {gpt_release(r).gpt for r in release_names()}
+    return [
+        *(n for n in tokenizer_names() if tokenizer_preset(n).weights),
+        *release_names(),
+        *(n for n in gpt_names() if n in released_gpts),
+        *ALIASES,
+    ]
+
+
+def owner_of(key: str) -> tuple[str, str] | None:
+    """The preset a weights file belongs to: ("tokenizer", "s-s"), ("gpt", "gpt-b@s-s") or None."""
+    for name in tokenizer_names():
+        if tokenizer_preset(name).weights == key:
+            return "tokenizer", name
+    for name in release_names():
+        if gpt_release(name).weights == key:
+            return "gpt", name
+    return None
+
+
+def display_name(key: str) -> str:
+    """What a person calls weights file ``key``: its preset, its alias, or the file name."""
+    owner = owner_of(key)
+    if owner:
+        return owner[1]
+    return next((alias for alias, k in ALIASES.items() if k == key), key)
+
+
+def weights_for(name: str, *, with_tokenizer: bool = True) -> list[str]:
+    """Weights keys for one name (a GPT also brings its tokenizer when ``with_tokenizer``)."""
+    if name in ALIASES:
+        return [ALIASES[name]]
+    if name in _weights():
+        return [name]
+    if name in _tokenizers():
+        weights = tokenizer_preset(name).weights
+        if weights is None:
+            raise GigatokError(
+                f"tokenizer preset {name!r} has no released weights",
+                hint="train it with `gigatok train`, or pick one listed by `gigatok download --list`",
+            )
+        return [weights]
+    if name in release_names() or name in gpt_names():
+        rel = gpt_release(name) if name in release_names() else resolve_pair(name, None)[1]
+        if rel is None:
+            raise GigatokError(
+                f"GPT preset {name!r} has no released weights",
+                hint="see `gigatok download --list` for the released (GPT, tokenizer) pairs",
+            )
+        return [rel.weights, *(weights_for(rel.tokenizer) if with_tokenizer else [])]
+    err = unknown_name_error("preset or weights name", name, downloadable_names())
+    close = difflib.get_close_matches(name, weights_names(), n=1, cutoff=0.8)
+    if close and err.hint and not err.hint.startswith("did you mean"):
+        err.hint = f"did you mean {close[0]!r}? {err.hint}"
+    raise err
+
+
+def resolve_targets(names: list[str], *, with_tokenizer: bool = True) -> list[str]:
+    """Weights keys for several names, in order, without duplicates."""
+    out: list[str] = []
+    for name in names:
+        out += [k for k in weights_for(name, with_tokenizer=with_tokenizer) if k not in out]
+    return out
+
+
+def import_target(name: str) -> str:
+    """The one weights key that ``--import FILE --preset name`` fills."""
+    return weights_for(name, with_tokenizer=False)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT <-> tokenizer pairing
+# ---------------------------------------------------------------------------------------------
 
 
 def default_tokenizer_for(gpt: str) -> str:
