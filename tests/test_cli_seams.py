@@ -80,6 +80,7 @@ def test_release_names_resolve_like_preset_plus_tokenizer() -> None:
     assert cfg == registry.gpt_preset("gpt-b").config
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_sample_accepts_a_release_name(tmp_path: Path) -> None:
     from gigatok_core.sample import sample_images
 
@@ -91,6 +92,7 @@ def test_sample_accepts_a_release_name(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # sample: one run per folder, settings written by the one writer
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("one_thread")
 def test_a_folder_of_another_run_is_refused_and_overwrite_removes_exactly_its_files(tmp_path: Path) -> None:
     from gigatok_core.sample import sample_images
 
