@@ -135,7 +135,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from sample' -l gpt-checkpoint -r
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l tokenizer-checkpoint -r -F -d 'Local tokenizer checkpoint instead of the presets.'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l grid -d 'Also write grid.png, a labelled contact sheet.'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l save-codes -d 'Also write codes.npz (codes (N,256), labels).'
-complete -c gigatok -n '__fish_seen_subcommand_from sample' -l overwrite -d 'Start over: remove the previous runs samples, codes and grid in --output first (default: resume a run of the same settings, refuse one of other settings).'
+complete -c gigatok -n '__fish_seen_subcommand_from sample' -l overwrite -d 'Start over: first remove exactly the files the previous run in --output recorded in its sample.json (default: resume or extend a run of the same settings, refuse any other run).'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l compile -d 'torch.compile the GPT decode step (CUDA graphs on a GPU; the first batch compiles).'
 complete -c gigatok -n '__fish_seen_subcommand_from sample' -l help -s h -d 'Show help and exit.'
 complete -c gigatok -n '__fish_seen_subcommand_from train; and not __fish_seen_subcommand_from download eval probe reconstruct sample train' -a extract-codes -d 'Encode images into tokenizer codes once, for gigatok train gpt --codes CODES_DIR.'

@@ -73,8 +73,8 @@ def sample(
         bool,
         typer.Option(
             "--overwrite",
-            help="Start over: remove the previous run's samples, codes and grid in --output first "
-            "(default: resume a run of the same settings, refuse one of other settings).",
+            help="Start over: first remove exactly the files the previous run in --output recorded in its "
+            "sample.json (default: resume or extend a run of the same settings, refuse any other run).",
         ),
     ] = False,
     compile: Annotated[
