@@ -3,7 +3,7 @@
 Pre-processing follows the official code (spec tokenizer §7): PIL -> RGB, ADM centre crop
 (BOX halving while the short side >= 2S, BICUBIC to short side S, centre crop), then
 ``x = v / 127.5 - 1``. Post-processing: ``clamp(127.5 * y + 128, 0, 255)`` truncated to uint8.
-Outputs are written atomically (temp file in the same folder, then ``os.replace``).
+Outputs are written atomically (:mod:`gigatok_core.fileio`: temp file beside the target, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_bytes_atomic
+from gigatok_core.fileio import write_bytes_atomic, write_npz
 
 IMAGE_EXTENSIONS = (
     ".png",
@@ -259,20 +259,8 @@ def save_png(path: str | Path, pixels: np.ndarray) -> None:
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an ``.npz`` (one ``<key>.npy`` member each, readable by ``np.load``), atomically.
-
-    Written member by member rather than through ``np.savez(**arrays)``, whose own parameter names
-    (``file``, ``allow_pickle``) would clash with keys such as image stems.
-    """
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, value in arrays.items():
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    """Write ``arrays`` as an ``.npz``, atomically and safe for any key (:func:`gigatok_core.fileio.write_npz`)."""
+    write_npz(path, arrays)
 
 
 @dataclass
