@@ -79,9 +79,9 @@ _gigatok() {
         "probe gpt|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "probe gpt|--gpt") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
+        "probe gpt|--gpt"|"probe gpt|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "probe gpt|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "probe gpt|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "probe gpt|--tokenizer"|"probe gpt|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "probe gpt|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--layer") COMPREPLY=(); return ;;
         "probe gpt|--max-epochs") COMPREPLY=(); return ;;
@@ -99,7 +99,7 @@ _gigatok() {
         "probe tokenizer|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "probe tokenizer|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "probe tokenizer|--tokenizer"|"probe tokenizer|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "probe tokenizer|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--max-epochs") COMPREPLY=(); return ;;
         "probe tokenizer|--warmup-epochs") COMPREPLY=(); return ;;
@@ -163,8 +163,8 @@ _gigatok() {
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--gpt -g --data --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
-        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt --gpt-checkpoint --tokenizer --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
-        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
+        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
+        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "extract-codes --help -h" -- "$cur")) ;;

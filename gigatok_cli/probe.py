@@ -12,6 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.options import (
+    DeviceOpt,
+    PairedTokenizerOpt,
+    TokenizerCheckpointOpt,
+    TokenizerOpt,
+    completer,
+)
 from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
@@ -36,7 +43,6 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch pe
 BlrOpt = Annotated[
     float, typer.Option("--blr", help="Base lr: lr = blr x global batch / 256 (official 0.1).")
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Head init, data order and augmentation seed.")]
 CacheOpt = Annotated[
     bool,
@@ -204,7 +210,13 @@ def gpt(
     overrides: OverridesArg = None,
     *,
     gpt: Annotated[
-        str | None, typer.Option("--gpt", help="GPT preset, optionally @tokenizer, e.g. gpt-b@xl-xxl.")
+        str | None,
+        typer.Option(
+            "--gpt",
+            "-g",
+            help="GPT preset, optionally @tokenizer (e.g. gpt-b@xl-xxl); may be left out for a gigatok run.",
+            autocompletion=completer("--gpt"),
+        ),
     ] = None,
     gpt_checkpoint: Annotated[
         Path | None,
@@ -213,12 +225,8 @@ def gpt(
             help="GPT weights file, or a `gigatok train gpt` RUN_DIR (latest checkpoint, EMA preferred).",
         ),
     ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")
-    ] = None,
-    tokenizer_checkpoint: Annotated[
-        Path | None, typer.Option("--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")
-    ] = None,
+    tokenizer: PairedTokenizerOpt = None,
+    tokenizer_checkpoint: TokenizerCheckpointOpt = None,
     layer: Annotated[
         int | None, typer.Option("--layer", help="Feature block, 1-based (default n_layer // 2).")
     ] = None,
@@ -227,7 +235,7 @@ def gpt(
     subset: SubsetOpt = None,
     batch_size: BatchOpt = 128,
     blr: BlrOpt = 0.1,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     precision: Annotated[
         str | None,
         typer.Option(
@@ -295,9 +303,7 @@ def tokenizer(
     output: OutputOpt,
     overrides: OverridesArg = None,
     *,
-    tokenizer: Annotated[
-        str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")
-    ],
+    tokenizer: TokenizerOpt,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Tokenizer weights instead of the preset's.")
     ] = None,
@@ -315,7 +321,7 @@ def tokenizer(
     subset: SubsetOpt = None,
     batch_size: BatchOpt = 128,
     blr: BlrOpt = 0.1,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32 (official), bf16, fp16.")] = "fp32",
     cache_features: CacheOpt = False,
     cache_draws: DrawsOpt = 0,
