@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from gigatok_core.ar.load import build_gpt
-from gigatok_core.dist import resolve_device, resolve_precision
+from gigatok_core.dist import get_context, resolve_device, resolve_precision
 from gigatok_core.probe import LARS, GPTFeatures, ProbeHead, TokenizerFeatures, lr_at, scaled_lr
 from gigatok_core.probe.loop import train_epoch
 from gigatok_core.registry import gpt_preset, tokenizer_preset
@@ -86,6 +86,7 @@ def epoch_seconds(
     opt = LARS(head.parameters(), scaled_lr(0.1, batch))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     steps = n // batch
+    ctx = get_context(device, init=False)
 
     def epoch() -> None:
         order = torch.randperm(n, device=device)[: steps * batch].view(steps, batch)
@@ -99,6 +100,7 @@ def epoch_seconds(
             lr=lambda t: lr_at(20 + t, lr=0.05, epochs=90, warmup_epochs=10),
             device=device,
             amp_dtype=amp,
+            ctx=ctx,
         )
 
     return _timed(epoch, device, iters)

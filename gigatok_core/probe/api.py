@@ -79,7 +79,7 @@ def probe_gpt(
     _, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # refuses a GPT that does not fit
     dev = dist.resolve_device(device)
     dist.resolve_precision(config.precision, dev)
-    dist.init_distributed(dev)
+    ctx = dist.get_context(dev)
     tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev)
     model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev)
     extractor = GPTFeatures(model, tok, layer=config.layer)
@@ -101,6 +101,7 @@ def probe_gpt(
         overwrite=overwrite,
         on_epoch=on_epoch,
         on_progress=on_progress,
+        ctx=ctx,
     )
 
 
@@ -126,7 +127,7 @@ def probe_tokenizer(
     train, val = read_splits(train_dir, val_dir, config.subset)
     dev = dist.resolve_device(device)
     dist.resolve_precision(config.precision, dev)
-    dist.init_distributed(dev)
+    ctx = dist.get_context(dev)
     tok = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=torch.float32)
     extractor = TokenizerFeatures(tok, mode)
     meta = {
@@ -146,4 +147,5 @@ def probe_tokenizer(
         overwrite=overwrite,
         on_epoch=on_epoch,
         on_progress=on_progress,
+        ctx=ctx,
     )

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from gigatok_core import dist
+from gigatok_core.dist import DistContext
 from gigatok_core.fileio import atomic_write, write_json
 from gigatok_core.probe.data import ProbeImages, Split, collate
 
@@ -84,6 +84,7 @@ def cached_features(
     batch_size: int,
     device: torch.device,
     amp_dtype: torch.dtype,
+    ctx: DistContext,
     workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
@@ -92,12 +93,11 @@ def cached_features(
     ``draws = 0``: one centre-crop pass (no augmentation); ``draws = K``: K passes of the train
     augmentation, pass d seeded by ``(seed, d, image index)``. Ranks compute every W-th shard.
     """
-    info = dist.dist_info()
     extractor.eval()
     dataset = ProbeImages(split, image_size, augment=draws > 0, seed=seed)
     n = len(split)
     shards = [(d, k) for d in range(max(draws, 1)) for k in range((n + SHARD - 1) // SHARD)]
-    mine = dist.shard(shards, info)
+    mine = ctx.shard(shards)
 
     def path(d: int, k: int) -> Path:
         return _shard_path(folder, name, d if draws > 0 else None, seed, k)
@@ -119,7 +119,7 @@ def cached_features(
             np.save(f, arr, allow_pickle=False)
         if on_progress:
             on_progress(done, len(todo))
-    dist.barrier()
+    ctx.barrier()
     feats = torch.empty(max(draws, 1), n, dim, dtype=torch.float32)
     for d, k in shards:
         arr = np.load(path(d, k), allow_pickle=False)
@@ -127,12 +127,12 @@ def cached_features(
     return feats
 
 
-def open_cache(cache_dir: Path, fingerprint: dict[str, Any]) -> Path:
+def open_cache(cache_dir: Path, fingerprint: dict[str, Any], ctx: DistContext) -> Path:
     """The folder of this fingerprint under ``cache_dir`` (created, fingerprint written, on rank 0)."""
     folder = Path(cache_dir) / cache_key(fingerprint)
-    if dist.dist_info().is_main:
+    if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "fingerprint.json").is_file():
             write_json(folder / "fingerprint.json", json.loads(json.dumps(fingerprint, default=str)))
-    dist.barrier()
+    ctx.barrier()
     return folder

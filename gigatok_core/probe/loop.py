@@ -17,32 +17,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from gigatok_core import dist
+from gigatok_core.dist import DistContext, EpochSampler
 from gigatok_core.errors import GigatokError
 from gigatok_core.probe.data import ProbeImages, Split, collate
 from gigatok_core.probe.head import topk_correct
 
 
-def epoch_batches(n: int, batch: int, world: int, rank: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """This rank's index batches of one epoch: a seeded shuffle, cut into global batches (last dropped)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    per_step = batch * world
-    return [
-        order[s * per_step + rank * batch : s * per_step + (rank + 1) * batch] for s in range(n // per_step)
-    ]
+def epoch_batches(n: int, batch: int, ctx: DistContext, seed: int, epoch: int) -> list[np.ndarray]:
+    """This rank's index batches of one epoch: the seeded global order of :class:`EpochSampler`
+    dealt over ranks, cut into global batches of ``batch`` per rank (the last partial one dropped)."""
+    sampler = EpochSampler(n, seed=seed, rank=ctx.rank, world_size=ctx.world_size)
+    sampler.set_epoch(epoch)
+    mine = np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
+    steps = len(mine) // batch
+    return list(mine[: steps * batch].reshape(steps, batch))
 
 
-def _all_reduce_grads(head: nn.Module, world: int) -> None:
-    if world > 1:
+def _all_reduce_grads(head: nn.Module, ctx: DistContext) -> None:
+    if ctx.distributed:
         for p in head.parameters():
             if p.grad is not None:
-                torch_dist.all_reduce(p.grad)
-                p.grad /= world
+                ctx.all_reduce(p.grad, "mean")
 
 
-def sync_buffers(head: nn.Module) -> None:
+def sync_buffers(head: nn.Module, ctx: DistContext) -> None:
     """BatchNorm running statistics from rank 0 (what DDP's buffer broadcast keeps)."""
-    if torch_dist.is_available() and torch_dist.is_initialized():
+    if ctx.distributed and ctx.concurrent and torch_dist.is_initialized():
         for b in head.buffers():
             torch_dist.broadcast(b, 0)
 
@@ -57,6 +57,7 @@ def train_epoch(
     lr: Callable[[float], float],
     device: torch.device,
     amp_dtype: torch.dtype,
+    ctx: DistContext,
     extractor: nn.Module | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
@@ -65,7 +66,6 @@ def train_epoch(
     ``lr(t)``: the learning rate at fraction t of the epoch, set before every step (a skipped
     unreadable batch still advances the schedule). Returns (summed loss, samples seen).
     """
-    world = dist.dist_info().world_size
     loss_sum = torch.zeros((), device=device)  # on the device: no sync per step
     seen = 0
     for step, batch in enumerate(source):
@@ -85,7 +85,7 @@ def train_epoch(
             loss = F.cross_entropy(head(feats.float()), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        _all_reduce_grads(head, world)
+        _all_reduce_grads(head, ctx)
         scaler.step(opt)
         scaler.update()
         loss_sum += loss.detach() * len(y)
@@ -115,6 +115,7 @@ def evaluate(
     val: Split,
     val_feats: torch.Tensor | None,
     *,
+    ctx: DistContext,
     batch_size: int,
     workers: int,
     device: torch.device,
@@ -124,8 +125,7 @@ def evaluate(
     """(top-1 %, top-5 %, mean loss) on the val split; backbone and head in eval mode, ranks striding."""
     extractor.eval()
     head.eval()
-    info = dist.dist_info()
-    idx = np.arange(info.rank, len(val), info.world_size)
+    idx = np.arange(ctx.rank, len(val), ctx.world_size)
     labels = torch.tensor(val.labels, device=device)
     c1 = c5 = 0
     loss_sum, n = 0.0, 0
@@ -148,7 +148,7 @@ def evaluate(
         c1, c5 = c1 + k1, c5 + k5
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         n += len(y)
-    parts = dist.all_gather_objects((c1, c5, loss_sum, n))
+    parts = ctx.gather_objects((c1, c5, loss_sum, n))
     c1, c5, loss_sum, n = (sum(p[i] for p in parts) for i in range(4))  # type: ignore[index]
     if n == 0:
         raise GigatokError(f"no readable image in the val split {val.root}")

@@ -29,6 +29,7 @@ from torch import nn
 
 from gigatok_core import dist
 from gigatok_core.checkpoint import TrainingCheckpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from gigatok_core.dist import DistContext
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import write_json, write_text_atomic
 from gigatok_core.probe.cache import cached_features, open_cache
@@ -110,7 +111,9 @@ EpochCallback = Callable[[dict[str, Any]], None]
 # ---------------------------------------------------------------------------------------------
 # Run folder
 # ---------------------------------------------------------------------------------------------
-def _prepare_run_dir(output: Path, settings: dict[str, Any], *, overwrite: bool) -> TrainingCheckpoint | None:
+def _prepare_run_dir(
+    output: Path, settings: dict[str, Any], ctx: DistContext, *, overwrite: bool
+) -> TrainingCheckpoint | None:
     """Create RUN_DIR or check it holds this same probe; returns its latest checkpoint (resume)."""
     cfg_path = output / "config.json"
     if output.exists() and not output.is_dir():
@@ -127,14 +130,14 @@ def _prepare_run_dir(output: Path, settings: dict[str, Any], *, overwrite: bool)
         raise GigatokError(
             f"--output {output} is not empty and holds no probe run", hint="choose another --output"
         )
-    if dist.dist_info().is_main:
+    if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for name in ("metrics.jsonl", "results.json"):
                 (output / name).unlink(missing_ok=True)
             shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
         write_json(output / "config.json", json.loads(json.dumps(settings, default=str)))
-    dist.barrier()
+    ctx.barrier()
     if latest_checkpoint(output / CHECKPOINTS, quiet=True) is None:
         return None
     return load_checkpoint(output / CHECKPOINTS)
@@ -175,6 +178,7 @@ def run_probe(
     overwrite: bool = False,
     on_epoch: EpochCallback | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    ctx: DistContext | None = None,
 ) -> ProbeResult | None:
     """Probe ``extractor`` (a module mapping (B,3,S,S) images to (B,D) features, see features.py).
 
@@ -182,8 +186,8 @@ def run_probe(
     ``on_progress(stage, done, total)`` reports batches. Resumes from ``RUN_DIR/checkpoint``.
     """
     check_same_classes(train, val)
-    info = dist.dist_info()
-    world, rank = info.world_size, info.rank
+    ctx = ctx or dist.get_context(device)
+    info, world, rank = ctx, ctx.world_size, ctx.rank
     amp_dtype = dist.resolve_precision(cfg.precision, device)
     per_step = cfg.batch_size * world
     if len(train) < per_step:
@@ -205,7 +209,7 @@ def run_probe(
         "val": {"root": str(val.root), "images": len(val), "digest": val.digest},
         "classes": list(train.classes),
     }
-    ckpt = _prepare_run_dir(output, settings, overwrite=overwrite)
+    ckpt = _prepare_run_dir(output, settings, ctx, overwrite=overwrite)
     start = int(ckpt.state["epoch"]) if ckpt is not None else 0
     extractor.to(device)
 
@@ -229,7 +233,7 @@ def run_probe(
     train_feats = val_feats = None
     if cfg.cache_features and start < cfg.epochs:
         fingerprint = {"features": spec, "meta": meta or {}, "precision": cfg.precision, "image_size": size}
-        folder = open_cache(Path(cfg.cache_dir or output / "features"), fingerprint)
+        folder = open_cache(Path(cfg.cache_dir or output / "features"), fingerprint, ctx)
         common = {
             "folder": folder,
             "seed": cfg.seed,
@@ -239,6 +243,7 @@ def run_probe(
             "device": device,
             "amp_dtype": amp_dtype,
             "workers": cfg.workers,
+            "ctx": ctx,
         }
         train_feats = cached_features(
             extractor,
@@ -266,7 +271,7 @@ def run_probe(
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)
-            batches = epoch_batches(len(train), cfg.batch_size, world, rank, cfg.seed, epoch)
+            batches = epoch_batches(len(train), cfg.batch_size, ctx, cfg.seed, epoch)
             extractor.train(cfg.backbone_train_mode)
             head.train()
             if train_feats is not None:
@@ -285,6 +290,7 @@ def run_probe(
                 lr=lambda t, e=epoch: lr_at(e + t, lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup),
                 device=device,
                 amp_dtype=amp_dtype,
+                ctx=ctx,
                 extractor=extractor if train_feats is None else None,
                 on_step=None if on_progress is None else lambda k, a=label, n=steps: on_progress(a, k, n),
             )
@@ -292,19 +298,20 @@ def run_probe(
                 raise GigatokError(
                     f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr"
                 )
-            sync_buffers(head)
+            sync_buffers(head, ctx)
             top1, top5, val_loss = evaluate(
                 extractor,
                 head,
                 val,
                 val_feats,
+                ctx=ctx,
                 batch_size=cfg.batch_size,
                 workers=cfg.workers,
                 device=device,
                 amp_dtype=amp_dtype,
                 size=size,
             )
-            totals = dist.all_gather_objects((loss_sum, seen))
+            totals = ctx.gather_objects((loss_sum, seen))
             row = {
                 "epoch": epoch + 1,
                 "top1": top1,
@@ -318,7 +325,7 @@ def run_probe(
             if info.is_main:  # metrics first: a kill between the two only repeats this epoch
                 write_text_atomic(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
                 _save_state(output, epoch + 1, head, opt, scaler, settings)
-            dist.barrier()
+            ctx.barrier()
             if on_epoch:
                 on_epoch(row)
     if not history:
