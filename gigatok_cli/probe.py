@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_cli.options import (
     DeviceOpt,
     PairedTokenizerOpt,
@@ -132,21 +131,16 @@ def _default_precision(precision: str | None, device: str | None, gpt: bool) -> 
 
 
 @contextlib.contextmanager
-def _progress() -> Iterator[tuple[Callable[[str, int, int], None], Callable[[dict[str, Any]], None]]]:
-    """(on_progress, on_epoch) for the library: one transient bar, one line per epoch (rank 0 only)."""
+def _progress() -> Iterator[tuple[Any, Callable[[dict[str, Any]], None]]]:
+    """(on_progress, on_epoch) for the library: transient bars, one line per epoch (rank 0 only)."""
     from gigatok_core.dist import dist_info
 
     main = dist_info().is_main
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not main) as bar:
-        task = bar.add_task("probe", total=None)
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
+    with progress_bar("probe", enabled=main, rate="batch/s") as on_progress:
 
         def on_epoch(row: dict[str, Any]) -> None:
             if main:
-                bar.console.print(
+                console.print(
                     f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
                     f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
                     highlight=False,

@@ -7,7 +7,6 @@ backbone, and runs :func:`gigatok_core.probe.run.run_probe`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from gigatok_core.errors import GigatokError
 from gigatok_core.probe.data import Split, check_same_classes, read_split
 from gigatok_core.probe.features import GPTFeatures, TokenizerFeatures
 from gigatok_core.probe.run import EpochCallback, ProbeConfig, ProbeResult, run_probe
+from gigatok_core.progress import ProgressFn
 
 
 def file_identity(path: str | Path | None) -> dict[str, Any] | None:
@@ -68,7 +68,7 @@ def probe_gpt(
     device: str | None = None,
     overwrite: bool = False,
     on_epoch: EpochCallback | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ProbeResult | None:
     """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class (spec ar §7)."""
     from gigatok_core.ar.load import load_gpt, resolve_gpt
@@ -117,7 +117,7 @@ def probe_tokenizer(
     device: str | None = None,
     overwrite: bool = False,
     on_epoch: EpochCallback | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ProbeResult | None:
     """Linear probe of tokenizer features: ``mode`` encoder (default), fix_dim or decoder (spec ar §7)."""
     from gigatok_core.tokenizer import load_tokenizer

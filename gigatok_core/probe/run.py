@@ -37,6 +37,7 @@ from gigatok_core.probe.data import ProbeImages, Split, check_same_classes
 from gigatok_core.probe.features import feature_spec
 from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
 from gigatok_core.probe.loop import epoch_batches, evaluate, image_batches, sync_buffers, train_epoch
+from gigatok_core.progress import ProgressFn
 
 CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_core.checkpoint)
 
@@ -177,13 +178,15 @@ def run_probe(
     meta: dict[str, Any] | None = None,
     overwrite: bool = False,
     on_epoch: EpochCallback | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     ctx: DistContext | None = None,
 ) -> ProbeResult | None:
     """Probe ``extractor`` (a module mapping (B,3,S,S) images to (B,D) features, see features.py).
 
     Returns the result on rank 0 (None elsewhere). ``on_epoch`` gets each epoch's metrics line;
-    ``on_progress(stage, done, total)`` reports batches. Resumes from ``RUN_DIR/checkpoint``.
+    ``on_progress(done, total, stage=...)`` (:mod:`gigatok_core.progress`) reports the feature
+    cache shards (stages "features: train", "features: val") and each epoch's batches (stage "train",
+    restarting every epoch). Resumes from ``RUN_DIR/checkpoints``.
     """
     check_same_classes(train, val)
     ctx = ctx or dist.get_context(device)
@@ -280,7 +283,7 @@ def run_probe(
             else:
                 train_images.set_draw(epoch)
                 source = image_batches(train_images, batches, cfg.workers)
-            label, steps = f"epoch {epoch + 1}/{cfg.epochs}", len(batches)
+            steps = len(batches)
             loss_sum, seen = train_epoch(
                 head,
                 opt,
@@ -292,7 +295,7 @@ def run_probe(
                 amp_dtype=amp_dtype,
                 ctx=ctx,
                 extractor=extractor if train_feats is None else None,
-                on_step=None if on_progress is None else lambda k, a=label, n=steps: on_progress(a, k, n),
+                on_step=None if on_progress is None else lambda k, n=steps: on_progress(k, n, stage="train"),
             )
             if not np.isfinite(loss_sum):
                 raise GigatokError(
@@ -352,7 +355,5 @@ def run_probe(
     return result if info.is_main else None
 
 
-def _stage(
-    on_progress: Callable[[str, int, int], None] | None, label: str
-) -> Callable[[int, int], None] | None:
-    return None if on_progress is None else (lambda done, total: on_progress(label, done, total))
+def _stage(on_progress: ProgressFn | None, stage: str) -> Callable[[int, int], None] | None:
+    return None if on_progress is None else (lambda done, total: on_progress(done, total, stage=stage))
