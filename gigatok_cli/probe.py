@@ -144,6 +144,7 @@ def _progress() -> Iterator[tuple[Any, Callable[[dict[str, Any]], None]]]:
                     f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
                     f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
                     highlight=False,
+                    soft_wrap=True,
                 )
 
         yield on_progress, on_epoch
