@@ -30,22 +30,11 @@ def file_identity(path: str | Path | None) -> dict[str, Any] | None:
 
 
 def gpt_weights_file(path: str | Path | None) -> Path | None:
-    """A GPT weights file from ``--gpt-checkpoint``: a file as is, or a training run folder's latest
-    checkpoint (its ``ema`` group preferred, else ``model``)."""
-    from gigatok_core.checkpoint import latest_checkpoint
+    """The GPT weights file of ``--gpt-checkpoint``: a file as is, or a training run's (or checkpoint
+    folder's) newest ``ema`` (else ``model``) weights (:func:`gigatok_core.config.source.weights_file`)."""
+    from gigatok_core.config.source import weights_file
 
-    if path is None or not Path(path).is_dir():
-        return None if path is None else Path(path)
-    step = latest_checkpoint(path)
-    if step is None:
-        raise GigatokError(
-            f"{path} is a folder without training checkpoints",
-            hint="pass a GPT weights file, or a run folder written by `gigatok train gpt` (it has checkpoints/)",
-        )
-    for group in ("ema", "model"):
-        if (step / f"{group}.safetensors").is_file():
-            return step / f"{group}.safetensors"
-    raise GigatokError(f"{step} holds no ema or model weights", hint="pass a GPT weights file instead")
+    return None if path is None else weights_file(path, "--gpt-checkpoint")
 
 
 def read_splits(train_dir: str | Path, val_dir: str | Path, subset: int | None) -> tuple[Split, Split]:
