@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
 from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
@@ -257,6 +259,7 @@ def build_ref(
     ),
 )
 @handle_errors
+@launch_options
 def rfid(
     tokenizer: Annotated[
         str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")
@@ -294,10 +297,25 @@ def rfid(
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
+    from gigatok_core import prefetch
     from gigatok_core.evaluation.reconstruction import evaluate_reconstruction
 
     _check_json_target(json_path, overwrite)
+    fetch = functools.partial(
+        prefetch.rfid_files,
+        tokenizer,
+        checkpoint,
+        reference=reference,
+        lpips=lpips,
+        vgg_weights=vgg_weights,
+        inception_weights=inception_weights,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with _progress() as progress:
         ev = _evaluator(inception_weights, device, batch_size, progress)
         cb = progress("reconstruct", None)
@@ -306,6 +324,8 @@ def rfid(
         def on_progress(n: int, total: int) -> None:
             cb(n - done[0])
             done[0] = n
+
+        on_progress = global_progress(on_progress)
 
         report = evaluate_reconstruction(
             tokenizer,
@@ -352,6 +372,7 @@ def rfid(
     ),
 )
 @handle_errors
+@launch_options
 def gfid(
     gpt: GptOpt,
     output: Annotated[
@@ -452,7 +473,9 @@ def gfid(
             help="Sample again, replacing the PNGs in --output (default: reuse those of the same settings).",
         ),
     ] = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
+    from gigatok_core import prefetch
     from gigatok_core.ar.cfg import CFGSchedule
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
@@ -470,6 +493,19 @@ def gfid(
         window_start=cfg_start_ratio,
         window_end=cfg_end_ratio,
     )
+    fetch = functools.partial(
+        prefetch.gfid_files,
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+        reference=reference,
+        inception_weights=inception_weights,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with _progress() as progress:
         ev = _evaluator(inception_weights, device, batch_size, progress)
         cb = progress("sample (this rank)", None)
@@ -478,6 +514,8 @@ def gfid(
         def on_progress(n: int, total: int) -> None:
             cb(max(n - done[0], 0))
             done[0] = n  # restarts at 0 for each CFG value of a search
+
+        on_progress = global_progress(on_progress)
 
         common: dict[str, Any] = dict(
             on_progress=on_progress,
@@ -570,6 +608,7 @@ def _per_class(num_samples: int | None, num_per_class: int | None, num_classes: 
     ),
 )
 @handle_errors
+@launch_options
 def val_loss(
     gpt: GptOpt,
     data: Annotated[
@@ -602,10 +641,23 @@ def val_loss(
     device: DeviceOpt = None,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
+    from gigatok_core import prefetch
     from gigatok_core.evaluation.val_loss import validation_loss
 
     _check_json_target(json_path, overwrite)
+    fetch = functools.partial(
+        prefetch.val_loss_files,
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+        device=device,
+        data=data,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with _progress() as progress:
         cb = progress("val-loss batches", None)
         done = [0]
@@ -613,6 +665,8 @@ def val_loss(
         def on_progress(n: int, total: int) -> None:
             cb(n - done[0])
             done[0] = n
+
+        on_progress = global_progress(on_progress)
 
         report = validation_loss(
             gpt,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gigatok_cli._common import PrecisionOpt, handle_errors, out, progress_bar
-from gigatok_core import dist, registry
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
+from gigatok_core import dist, prefetch, registry
 from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
 from gigatok_core.ar.generate import RNG_MODES, SamplingParams
 from gigatok_core.errors import GigatokError
@@ -28,6 +30,7 @@ def _complete_schedule(incomplete: str) -> list[str]:
 
 
 @handle_errors
+@launch_options
 def sample(
     *,
     classes: Annotated[
@@ -137,6 +140,7 @@ def sample(
             help="torch.compile the GPT decode step (CUDA graphs on a GPU; the first batch compiles).",
         ),
     ] = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
     """Generate ImageNet-class images with a GigaTok GPT (runs under torchrun too).
 
@@ -148,8 +152,21 @@ def sample(
         cfg_scale, cfg_schedule, window_start=cfg_start_ratio, window_end=cfg_end_ratio, interval=cfg_interval
     )
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    fetch = functools.partial(
+        prefetch.sample_files,
+        classes,
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     info = dist.dist_info()
     with progress_bar("sample", enabled=info.is_main) as on_progress:
+        on_progress = global_progress(on_progress)
         result = sample_images(
             classes,
             output=output,
