@@ -89,7 +89,7 @@ def _checkpoint_bytes(model: torch.nn.Module, path: Path) -> bytes:
     return path.read_bytes()
 
 
-def test_parent_fetches_each_file_once_and_workers_never(
+def test_sample_on_two_workers_fetches_once_and_matches_one_process_byte_for_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gigatok_core.ar.load import load_gpt
@@ -98,9 +98,8 @@ def test_parent_fetches_each_file_once_and_workers_never(
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(textwrap.dedent(SITE))
-    tok_bytes = _checkpoint_bytes(
-        load_tokenizer("tiny", with_distill=True), tmp_path / "tiny.pt"
-    )  # the seeded random weights
+    # the seeded random weights of the tiny presets, served as their released files
+    tok_bytes = _checkpoint_bytes(load_tokenizer("tiny", with_distill=True), tmp_path / "tiny.pt")
     gpt_bytes = _checkpoint_bytes(load_gpt("gpt-tiny")[0], tmp_path / "gpt-tiny.pt")
     with FileServer() as srv:
         srv.routes["/w/tiny.pt"] = Route(body=tok_bytes)
