@@ -48,6 +48,7 @@ def _bench(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"gigatok_bench_{name}", ROOT / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
