@@ -300,7 +300,12 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 @contextlib.contextmanager
 def _quiet_torchrun() -> Iterator[None]:
     """torchrun's agent logs banners and every worker's failure; gigatok reports the failure itself."""
-    loggers = [logging.getLogger(n) for n in ("torch.distributed.run", "torch.distributed.elastic")]
+    import torch.distributed.elastic.agent.server.api  # noqa: F401 - create the agent's logger first
+
+    names = [
+        n for n in logging.root.manager.loggerDict if n.startswith(("torch.distributed", "torch.elastic"))
+    ]
+    loggers = [logging.getLogger(n) for n in names]  # each has its own level (torch's get_logger sets one)
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
