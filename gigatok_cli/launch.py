@@ -257,6 +257,7 @@ def _run_workers(launch: LaunchOptions, nproc: int, argv: list[str]) -> None:
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
 
     workdir = Path(tempfile.mkdtemp(prefix="gigatok-launch-"))
     args = torchrun.parse_args([*_torchrun_args(launch, nproc), "-m", "gigatok_cli.main", *argv])
@@ -280,6 +281,11 @@ def _run_workers(launch: LaunchOptions, nproc: int, argv: list[str]) -> None:
         ) from None
     except SignalException:
         raise KeyboardInterrupt from None
+    except RendezvousError as err:
+        raise GigatokError(
+            f"the workers could not meet: {(str(err).splitlines() or [''])[0][:300]}",
+            hint="check --master-addr/--master-port (or --rdzv-endpoint) and run the same command on every node",
+        ) from None
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,24 @@ def test_global_progress_sums_the_local_ranks(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("LOCAL_RANK", "0")
     launch.global_progress(lambda d, t: seen.append((d, t)))(2, 5)
     assert seen == [(5, 10)]
+
+
+def test_a_worker_error_is_written_for_the_parent_not_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    from gigatok_core.errors import GigatokError
+
+    monkeypatch.setenv(launch.LAUNCH_DIR_ENV, str(tmp_path))
+    for rank, err in ((1, RuntimeError("CUDA out of memory. Tried to allocate 2 GiB\nmore")), (0, None)):
+        monkeypatch.setenv("RANK", str(rank))
+        with pytest.raises(typer.Exit), launch._worker_errors_reported():
+            raise err or GigatokError("peer went away", hint="later")
+        time.sleep(0.01)  # distinct report times
+    first = launch._first_worker_error(tmp_path)  # the earlier report is the cause
+    assert (
+        first["rank"] == 1 and first["message"] == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
+    )
+    assert "CUDA out of memory" in Path(first["traceback_file"]).read_text()
+    assert "traceback" in first["hint"]
