@@ -38,6 +38,7 @@ import typer
 
 from gigatok_cli._common import console
 from gigatok_core.errors import GigatokError
+from gigatok_core.progress import ProgressFn
 
 F = TypeVar("F", bound=Callable[..., Any])
 LAUNCH_DIR_ENV = "GIGATOK_LAUNCH_DIR"  # set by the parent for its workers: errors and progress go there
@@ -389,31 +390,32 @@ def _worker_errors_reported() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def global_progress(on_progress: Callable[[int, int], None]) -> Callable[[int, int], None]:
-    """Wrap a rank-local ``on_progress(done, total)`` so rank 0's bar shows every local rank's counts.
+def global_progress(on_progress: ProgressFn) -> ProgressFn:
+    """Wrap a rank-local ``on_progress(done, total, *, stage)`` (:mod:`gigatok_core.progress`) so that
+    rank 0's bars count every local rank's items.
 
-    In a launched worker each rank records its counts in the shared folder and rank 0 reports their
-    sum (a bar that lags by at most one batch per rank; on several machines, node 0's ranks); elsewhere
-    ``on_progress`` is returned as is.
+    In a launched worker each rank records its counts per stage in the shared folder and rank 0
+    reports their sums (bars that lag by at most one batch per rank; on several machines, node 0's
+    ranks; a stage only rank 0 runs shows its own count); elsewhere ``on_progress`` is returned as is.
     """
     workdir = _launch_dir()
     if workdir is None:
         return on_progress
     local, world = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    mine = workdir / f"progress.{local}"
 
-    def wrapped(done: int, total: int) -> None:
-        part = workdir / f"progress.{local}.part"
-        part.write_text(f"{done} {total}")
-        part.replace(mine)
+    def wrapped(done: int, total: int | None, *, stage: str = "") -> None:
+        key = "".join(c if c.isalnum() else "_" for c in stage)
+        part = workdir / f"progress.{key}.{local}.part"
+        part.write_text(f"{done} {-1 if total is None else total}")
+        part.replace(workdir / f"progress.{key}.{local}")
         if _rank() != 0:
             return
-        sums = [0, 0]
+        done_sum, totals = 0, []
         for r in range(world):  # this machine's ranks (the folder is local to it)
             with contextlib.suppress(OSError, ValueError):
-                d, t = (int(x) for x in (workdir / f"progress.{r}").read_text().split())
-                sums[0], sums[1] = sums[0] + d, sums[1] + t
-        on_progress(sums[0], sums[1])
+                d, t = (int(x) for x in (workdir / f"progress.{key}.{r}").read_text().split())
+                done_sum, totals = done_sum + d, [*totals, t]
+        on_progress(done_sum, None if -1 in totals else sum(totals), stage=stage)
 
     return wrapped
 

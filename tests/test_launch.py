@@ -229,16 +229,20 @@ def test_torchrun_arguments() -> None:
 
 
 def test_global_progress_sums_the_local_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int | None, str]] = []
     monkeypatch.setenv(launch.LAUNCH_DIR_ENV, str(tmp_path))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    launch.global_progress(lambda d, t: pytest.fail("only rank 0 shows a bar"))(3, 5)
+    launch.global_progress(lambda d, t, *, stage="": pytest.fail("only rank 0 shows a bar"))(
+        3, 5, stage="sample"
+    )
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    launch.global_progress(lambda d, t: seen.append((d, t)))(2, 5)
-    assert seen == [(5, 10)]
+    bar = launch.global_progress(lambda d, t, *, stage="": seen.append((d, t, stage)))
+    bar(2, 5, stage="sample")
+    bar(4, None, stage="inception: samples")  # a stage only rank 0 runs, of unknown length
+    assert seen == [(5, 10, "sample"), (4, None, "inception: samples")]
 
 
 def test_a_worker_error_is_written_for_the_parent_not_printed(
