@@ -423,7 +423,7 @@ def val_loss(
     )
     if maybe_launch(launch, prefetch=fetch):
         return
-    with progress_bar("val-loss batches", enabled=is_main()) as on_progress:
+    with progress_bar(enabled=is_main()) as on_progress:
         on_progress = global_progress(on_progress)
         report = ar_commands.val_loss(
             gpt,
