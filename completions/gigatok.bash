@@ -114,6 +114,12 @@ _gigatok() {
         "probe gpt|--workers") COMPREPLY=(); return ;;
         "probe gpt|--seed") COMPREPLY=(); return ;;
         "probe gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--nproc-per-node") COMPREPLY=(); return ;;
+        "probe gpt|--nnodes") COMPREPLY=(); return ;;
+        "probe gpt|--node-rank") COMPREPLY=(); return ;;
+        "probe gpt|--master-addr") COMPREPLY=(); return ;;
+        "probe gpt|--master-port") COMPREPLY=(); return ;;
+        "probe gpt|--rdzv-endpoint") COMPREPLY=(); return ;;
         "probe tokenizer|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -131,6 +137,12 @@ _gigatok() {
         "probe tokenizer|--workers") COMPREPLY=(); return ;;
         "probe tokenizer|--seed") COMPREPLY=(); return ;;
         "probe tokenizer|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--nproc-per-node") COMPREPLY=(); return ;;
+        "probe tokenizer|--nnodes") COMPREPLY=(); return ;;
+        "probe tokenizer|--node-rank") COMPREPLY=(); return ;;
+        "probe tokenizer|--master-addr") COMPREPLY=(); return ;;
+        "probe tokenizer|--master-port") COMPREPLY=(); return ;;
+        "probe tokenizer|--rdzv-endpoint") COMPREPLY=(); return ;;
         "reconstruct|--output"|"reconstruct|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "reconstruct|--tokenizer"|"reconstruct|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "reconstruct|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -193,8 +205,8 @@ _gigatok() {
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--gpt -g --data --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
-        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
-        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --help -h" -- "$cur")) ;;
+        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "extract-codes --help -h" -- "$cur")) ;;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
 from gigatok_cli.options import (
     DeviceOpt,
     PairedTokenizerOpt,
@@ -137,6 +139,7 @@ def _progress() -> Iterator[tuple[Any, Callable[[dict[str, Any]], None]]]:
 
     main = dist_info().is_main
     with progress_bar("probe", enabled=main, rate="batch/s") as on_progress:
+        on_progress = global_progress(on_progress)  # a launched run's bar counts every rank
 
         def on_epoch(row: dict[str, Any]) -> None:
             if main:
@@ -198,6 +201,7 @@ def _preset_of(checkpoint: Path | None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 @app.command("gpt", help="Probe a GPT: null-class input, block n_layer//2 mean-pooled (spec ar §7).")
 @handle_errors
+@launch_options
 def gpt(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -245,8 +249,9 @@ def gpt(
     seed: SeedOpt = 0,
     config_file: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.probe import probe_gpt
+    from gigatok_core.probe import probe_gpt, probe_gpt_files
 
     gpt = gpt or _preset_of(gpt_checkpoint)
     if gpt is None:
@@ -269,6 +274,18 @@ def gpt(
         config_file=config_file,
         overrides=overrides,
     )
+    fetch = functools.partial(
+        probe_gpt_files,
+        name,
+        train_split,
+        val_split,
+        subset=cfg.subset,
+        tokenizer=tok,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with _progress() as (on_progress, on_epoch):
         result = probe_gpt(
             name,
@@ -292,6 +309,7 @@ def gpt(
     "tokenizer", help="Probe a tokenizer's encoder (or --fix-dim, --from-decoder) features (spec ar §7)."
 )
 @handle_errors
+@launch_options
 def tokenizer(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -326,8 +344,9 @@ def tokenizer(
     seed: SeedOpt = 0,
     config_file: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.probe import probe_tokenizer
+    from gigatok_core.probe import probe_tokenizer, probe_tokenizer_files
 
     if fix_dim and from_decoder:
         raise GigatokError(
@@ -351,6 +370,11 @@ def tokenizer(
         config_file=config_file,
         overrides=overrides,
     )
+    fetch = functools.partial(
+        probe_tokenizer_files, tokenizer, train_split, val_split, subset=cfg.subset, checkpoint=checkpoint
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with _progress() as (on_progress, on_epoch):
         result = probe_tokenizer(
             tokenizer,

@@ -149,15 +149,38 @@ def test_bench_probe_smoke(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b.json").read_text()) == out
 
 
-@pytest.mark.slow  # two processes importing torch: ~30 s on a busy 2-core machine
-def test_probe_under_torchrun_two_processes(data: Path, tmp_path: Path) -> None:
-    from conftest import run_torchrun
+@pytest.mark.slow  # two worker processes importing torch: ~30 s on a busy 2-core machine
+def test_probe_with_two_processes_through_the_launcher(data: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
 
     out = tmp_path / "run"
-    proc = run_torchrun(
-        "probe", "tokenizer", "--tokenizer", "tiny", *_args(data, out), "--max-epochs", "2", "--batch-size", "2",
-        "--cache-features", "--device", "cpu",
-    )  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "gigatok_cli.main",
+        "probe",
+        "tokenizer",
+        "--tokenizer",
+        "tiny",
+        *_args(data, out),
+    ]
+    cmd += [
+        "--max-epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--cache-features",
+        "--device",
+        "cpu",
+        "--nproc-per-node",
+        "2",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]

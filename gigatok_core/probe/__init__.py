@@ -8,7 +8,13 @@ LARS, the lr schedule), :mod:`data` (splits and augmentation), :mod:`cache` (``-
 :mod:`run` (the loop, checkpoints, metrics), :mod:`api` (presets -> backbone -> loop).
 """
 
-from gigatok_core.probe.api import probe_gpt, probe_tokenizer, read_splits
+from gigatok_core.probe.api import (
+    probe_gpt,
+    probe_gpt_files,
+    probe_tokenizer,
+    probe_tokenizer_files,
+    read_splits,
+)
 from gigatok_core.probe.data import Split, check_same_classes, read_split
 from gigatok_core.probe.features import TOKENIZER_MODES, GPTFeatures, TokenizerFeatures
 from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr, topk_correct
@@ -26,7 +32,9 @@ __all__ = [
     "check_same_classes",
     "lr_at",
     "probe_gpt",
+    "probe_gpt_files",
     "probe_tokenizer",
+    "probe_tokenizer_files",
     "read_split",
     "read_splits",
     "run_probe",

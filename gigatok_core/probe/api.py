@@ -37,6 +37,45 @@ def gpt_weights_file(path: str | Path | None) -> Path | None:
     return None if path is None else weights_file(path, "--gpt-checkpoint")
 
 
+def probe_gpt_files(
+    gpt: str,
+    train_dir: str | Path,
+    val_dir: str | Path,
+    *,
+    subset: int | None = None,
+    tokenizer: str | None = None,
+    gpt_checkpoint: str | Path | None = None,
+    tokenizer_checkpoint: str | Path | None = None,
+) -> list[Path]:
+    """Check the splits and fetch every weights file a GPT probe reads (the launcher's parent step)."""
+    from gigatok_core import prefetch
+
+    read_splits(train_dir, val_dir, subset)
+    return prefetch.gpt_files(
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_weights_file(gpt_checkpoint),
+        tokenizer_checkpoint=tokenizer_checkpoint,
+    )
+
+
+def probe_tokenizer_files(
+    tokenizer: str,
+    train_dir: str | Path,
+    val_dir: str | Path,
+    *,
+    subset: int | None = None,
+    checkpoint: str | Path | None = None,
+) -> list[Path]:
+    """Check the splits and fetch the tokenizer weights a tokenizer probe reads (none for a local one)."""
+    from gigatok_core import prefetch
+
+    read_splits(train_dir, val_dir, subset)
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        return []  # a local run folder: nothing to fetch
+    return prefetch.tokenizer_files(tokenizer, checkpoint)
+
+
 def read_splits(train_dir: str | Path, val_dir: str | Path, subset: int | None) -> tuple[Split, Split]:
     train = read_split(train_dir, what="--train-split", subset=subset)
     val = read_split(val_dir, what="--val-split", subset=subset)

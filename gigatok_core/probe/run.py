@@ -112,25 +112,39 @@ EpochCallback = Callable[[dict[str, Any]], None]
 # ---------------------------------------------------------------------------------------------
 # Run folder
 # ---------------------------------------------------------------------------------------------
-def _prepare_run_dir(
-    output: Path, settings: dict[str, Any], ctx: DistContext, *, overwrite: bool
-) -> TrainingCheckpoint | None:
-    """Create RUN_DIR or check it holds this same probe; returns its latest checkpoint (resume)."""
+def _run_dir_problem(output: Path, settings: dict[str, Any], *, overwrite: bool) -> GigatokError | None:
+    """Why ``output`` cannot hold this probe (None when it can: new, the same run, or --overwrite)."""
     cfg_path = output / "config.json"
     if output.exists() and not output.is_dir():
-        raise GigatokError(f"--output {output} exists and is not a folder", hint="choose another --output")
-    if cfg_path.is_file() and not overwrite:
+        return GigatokError(f"--output {output} exists and is not a folder", hint="choose another --output")
+    if overwrite or not output.exists():
+        return None
+    if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
         if old != json.loads(json.dumps(settings, default=str)):
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise GigatokError(
+            return GigatokError(
                 f"{output} holds a probe run with other settings (differing: {', '.join(changed)})",
                 hint="pass the same options to resume it, choose another --output, or --overwrite to restart",
             )
-    elif any(output.glob("*")) and not cfg_path.is_file() and not overwrite:
-        raise GigatokError(
+    elif any(output.iterdir()):
+        return GigatokError(
             f"--output {output} is not empty and holds no probe run", hint="choose another --output"
         )
+    return None
+
+
+def _prepare_run_dir(
+    output: Path, settings: dict[str, Any], ctx: DistContext, *, overwrite: bool
+) -> TrainingCheckpoint | None:
+    """Create RUN_DIR or check it holds this same probe; returns its latest checkpoint (resume).
+
+    Rank 0 decides and prepares the folder; the others learn its verdict (no race on the folder).
+    """
+    problem = _run_dir_problem(output, settings, overwrite=overwrite) if ctx.is_main else None
+    verdict = ctx.broadcast_object(None if problem is None else (problem.message, problem.hint))
+    if verdict is not None:
+        raise GigatokError(verdict[0], hint=verdict[1])
     if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
         if overwrite:
