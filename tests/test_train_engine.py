@@ -17,6 +17,8 @@ from gigatok_core.train.engine import Engine, Task
 from gigatok_core.train.run_dir import read_metrics
 from gigatok_core.train.state import LoopSettings
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Toy(Task):
     """A small regression MLP with dropout (so RNG state matters for resume)."""
