@@ -144,12 +144,24 @@ def test_loss_falls_and_the_run_is_complete(codes_dir, tmp_path):
     assert res.exit_code == 0 and read_weights_meta(dest)["weights"] == "model"
 
 
-def test_sample_grid_is_written(codes_dir, tmp_path):
+def test_sample_grid_and_sampling_from_the_run_folder(codes_dir, tmp_path):
     out = tmp_path / "run"
     res = _train(codes_dir, out, "--max-steps", "2", "--sample-every", "2")
     assert res.exit_code == 0, res.output
     grid = out / "samples" / "step-00000002.png"
     assert grid.is_file() and grid.stat().st_size > 1000
+    # `gigatok sample` finds the GPT config and its tokenizer (tiny) in the run: no --gpt/--tokenizer
+    res = runner.invoke(app, ["sample", "--gpt-checkpoint", str(out), "-c", "1", "-o", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((tmp_path / "s" / "sample.json").read_text())
+    assert settings["tokenizer"] == "tiny" and settings["gpt_config"]["dim"] == 64
+    assert len(list((tmp_path / "s").glob("*.png"))) == 1
+    dest = tmp_path / "gpt.safetensors"
+    assert runner.invoke(app, ["train", "export", str(out), str(dest)]).exit_code == 0
+    res = runner.invoke(app, ["sample", "--gpt-checkpoint", str(dest), "-c", "1", "-o", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    a = (tmp_path / "s").glob("*.png").__next__().read_bytes()
+    assert (tmp_path / "e").glob("*.png").__next__().read_bytes() == a  # same weights, same seed
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from gigatok_core.ar.gpt import GPT
+from gigatok_core.ar.trained import paired_tokenizer, trained_gpt
+from gigatok_core.ar.trained import state_dict as trained_state_dict
 from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import GPTConfig, TokenizerConfig
 from gigatok_core.errors import GigatokError
@@ -109,11 +111,23 @@ def resolve_gpt(
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
-    cfg = gpt_preset(name).config
-    if checkpoint is not None and not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).exists():
         raise GigatokError(
             f"GPT checkpoint {checkpoint} does not exist", hint="check the --gpt-checkpoint path"
         )
+    trained = trained_gpt(checkpoint) if checkpoint is not None else None
+    if trained is not None:  # a gigatok run or export: its own config and tokenizer pairing
+        tok_name, _ = paired_tokenizer(trained, tokenizer)
+        label = trained.preset or str(checkpoint)
+        check_fits_tokenizer(
+            trained.config, tokenizer_preset(tok_name).config, gpt_name=label, tok_name=tok_name
+        )
+        return trained.config, tok_name, None
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise GigatokError(
+            f"GPT checkpoint {checkpoint} is a folder, but not a GPT run", hint="pass a checkpoint file"
+        )
+    cfg = gpt_preset(name).config
     tok_name, release = resolve_pair(name, tokenizer)
     check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
     if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:
@@ -135,7 +149,8 @@ def load_gpt(
 ) -> tuple[GPT, str]:
     """Build preset ``name`` and load its weights; returns (model in eval mode, tokenizer name).
 
-    Weights: ``checkpoint`` when given; else the released file for the (GPT, tokenizer) pair from
+    Weights: ``checkpoint`` when given (a gigatok run folder or export brings its own config and
+    tokenizer, see :mod:`gigatok_core.ar.trained`); else the released file for the (GPT, tokenizer) pair from
     the cache (``gigatok download``); else seeded random weights for ``gpt-tiny``. A pair that was
     never released is refused unless ``checkpoint`` is given.
     """
@@ -144,7 +159,12 @@ def load_gpt(
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device
-    if checkpoint is None and release is None:
+    trained = trained_gpt(checkpoint) if checkpoint is not None else None
+    if trained is not None:
+        sd = trained_state_dict(trained)
+        _check_state_dict_fits(sd, cfg, source=str(checkpoint))
+        load_strict(model, sd, source=str(checkpoint), expected=f"the config recorded in {checkpoint}")
+    elif checkpoint is None and release is None:
         seeded_random_weights(model)
     else:
         path = Path(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
