@@ -111,36 +111,45 @@ class GPTTask(Task):
 
     kind = "gpt"
 
-    def __init__(
-        self,
+    def __init__(self, cfg: Any, train_set: Any, *, val_set: Any = None, manifest: Any = None) -> None:
+        """``cfg``: a resolved ``GPTTrainConfig``; datasets give ``(codes (T,), label)``; ``manifest``
+        (of the training codes) names the tokenizer for sample grids and checkpoint meta."""
+        self.cfg = cfg
+        self.train_set, self.val_set, self.manifest = train_set, val_set, manifest
+        self.tokens_per_sample = cfg.model.block_size
+        self.tokenizer: nn.Module | None = None
+
+    @classmethod
+    def from_codes(
+        cls,
         cfg: Any,
-        *,
         codes: str | Path,
+        *,
         val_codes: str | Path | None = None,
         val_fraction: float | None = None,
-    ) -> None:
+    ) -> GPTTask:
+        """The task on a codes folder, checked against the GPT config; validation on ``val_codes``
+        or a held-out ``val_fraction`` of ``codes``."""
         from gigatok_core.data.codes import CodesDataset, holdout_split, read_manifest
 
-        self.cfg = cfg
-        self.manifest = read_manifest(codes)
-        check_codes_fit(self.manifest, cfg.model, preset=cfg.preset)
+        manifest = read_manifest(codes)
+        check_codes_fit(manifest, cfg.model, preset=cfg.preset)
         train_idx, val_idx = None, None
         if val_codes is None and val_fraction:
-            train_idx, val_idx = holdout_split(self.manifest.num_images, val_fraction, seed=cfg.run.seed)
-        self.train_set = CodesDataset(codes, indices=train_idx, crop="random", seed=cfg.run.seed)
-        self.val_set = None
+            train_idx, val_idx = holdout_split(manifest.num_images, val_fraction, seed=cfg.run.seed)
+        train_set = CodesDataset(codes, indices=train_idx, crop="random", seed=cfg.run.seed)
+        val_set = None
         if val_codes is not None:
             val_manifest = read_manifest(val_codes)
-            if not val_manifest.tokenizer.same_source(self.manifest.tokenizer):
+            if not val_manifest.tokenizer.same_source(manifest.tokenizer):
                 raise GigatokError(
                     f"--val-codes {val_codes} was extracted with another tokenizer than {codes}",
                     hint="extract both folders with the same tokenizer",
                 )
-            self.val_set = CodesDataset(val_codes, crop=self._centre_crop(val_manifest.crops))
+            val_set = CodesDataset(val_codes, crop=cls._centre_crop(val_manifest.crops))
         elif val_idx is not None:
-            self.val_set = CodesDataset(codes, indices=val_idx, crop=self._centre_crop(self.manifest.crops))
-        self.tokens_per_sample = cfg.model.block_size
-        self.tokenizer: nn.Module | None = None
+            val_set = CodesDataset(codes, indices=val_idx, crop=cls._centre_crop(manifest.crops))
+        return cls(cfg, train_set, val_set=val_set, manifest=manifest)
 
     @staticmethod
     def _centre_crop(crops: int) -> int:
@@ -163,7 +172,7 @@ class GPTTask(Task):
         )
         lam = official_lr_lambda(total=cfg.total_steps, warmup=recipe.warmup, fract_decay=recipe.fract_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lam)
-        if engine.settings.sample_every and engine.ctx.is_main:
+        if engine.settings.sample_every and engine.ctx.is_main and self.manifest is not None:
             self.tokenizer = self._load_tokenizer(engine.device)  # fail before training, not at step N
 
     def train_dataset(self) -> Any:
@@ -179,7 +188,8 @@ class GPTTask(Task):
         return {"model": self.sched}
 
     def meta(self) -> dict[str, Any]:
-        return {"preset": self.cfg.preset, "tokenizer": self.manifest.tokenizer.to_dict()}
+        tokenizer = self.manifest.tokenizer.to_dict() if self.manifest is not None else None
+        return {"preset": self.cfg.preset, "tokenizer": tokenizer}
 
     def train_step(self, engine: Engine, micro_batches: list[Any]) -> dict[str, Any]:
         total = torch.zeros((), device=engine.device)
@@ -236,6 +246,8 @@ class GPTTask(Task):
         from gigatok_core.images import Tile, contact_sheet, save_png
         from gigatok_core.sample import decode_fixed_batches
 
+        if self.manifest is None:
+            return  # no tokenizer to decode with
         n_cls = max(1, self.manifest.num_classes)
         classes = sorted({round(i * (n_cls - 1) / max(1, SAMPLE_CLASSES - 1)) for i in range(SAMPLE_CLASSES)})
         labels = [c for c in classes for _ in range(SAMPLES_PER_CLASS)]
@@ -301,7 +313,7 @@ def train_gpt(
 ) -> FitResult:
     """Train a GPT (``cfg``: a resolved ``GPTTrainConfig``) on ``codes`` into the run folder ``output``."""
     settings = LoopSettings.from_train_config(cfg)
-    task = GPTTask(cfg, codes=codes, val_codes=val_codes, val_fraction=val_fraction)
+    task = GPTTask.from_codes(cfg, codes, val_codes=val_codes, val_fraction=val_fraction)
     data = {
         "codes": str(Path(codes).resolve()),
         "val_codes": str(Path(val_codes).resolve()) if val_codes else None,
