@@ -1,4 +1,5 @@
-"""`gigatok train`: the training commands (`gpt`, `export`; other modules add theirs to ``app``)."""
+"""`gigatok train`: the training commands (`gpt`, `export` here; `extract-codes`, `tokenizer` in their
+own modules, registered at the bottom)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import typer
 from gigatok_cli._common import console, handle_errors, out
 
 app = typer.Typer(
-    help="Train GPTs and tokenizers, and export trained weights.",
+    name="train",
+    help="Train a tokenizer or a GPT, prepare their data, export trained weights.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -193,3 +195,9 @@ def export(
         f"wrote {res.path} ({res.group} weights of step {res.step}, {res.num_tensors} tensors)",
         highlight=False,
     )
+
+
+# Subcommands living in their own modules are registered here (they never import this module).
+from gigatok_cli.train_codes import extract_codes  # noqa: E402
+
+app.command("extract-codes")(extract_codes)

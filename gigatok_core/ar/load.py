@@ -154,7 +154,7 @@ def load_gpt(
     the cache (``gigatok download``); else seeded random weights for ``gpt-tiny``. A pair that was
     never released is refused unless ``checkpoint`` is given.
     """
-    from gigatok_core.hub import fetch_weights
+    from gigatok_core.weights import fetch_weights
 
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")

@@ -40,6 +40,23 @@ def _walk_images(folder: Path) -> list[Path]:
     return found
 
 
+def find_classes(root: Path, *, purpose: str) -> list[str]:
+    """The class folder names of an ImageFolder tree, sorted (label = position); hidden ones skipped."""
+    if not root.is_dir():
+        raise GigatokError(
+            f"--data {root} is not a folder",
+            hint="pass an ImageFolder tree: one sub-folder per class (e.g. ImageNet in n0xxxxxxx/)",
+        )
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise GigatokError(
+            f"{root} has no class sub-folders",
+            hint=f"{purpose} needs labels: put each class's images in its own sub-folder "
+            "(sorted folder names -> labels 0, 1, ...)",
+        )
+    return classes
+
+
 def image_folder(
     root: str | Path,
     max_classes: int | None = None,
@@ -54,18 +71,7 @@ def image_folder(
     folder keeps its label (noted, not an error). ``purpose`` names the command in messages.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise GigatokError(
-            f"--data {root} is not a folder",
-            hint="pass an ImageFolder tree: one sub-folder per class (e.g. ImageNet in n0xxxxxxx/)",
-        )
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise GigatokError(
-            f"{root} has no class sub-folders",
-            hint=f"{purpose} needs labels: put each class's images in its own sub-folder "
-            "(sorted folder names -> labels 0, 1, ...)",
-        )
+    classes = find_classes(root, purpose=purpose)
     if max_classes is not None and len(classes) > max_classes:
         raise GigatokError(
             f"{root} has {len(classes)} class folders but the GPT knows {max_classes} classes",

@@ -8,19 +8,17 @@ Which entry: tokenizers prefer ``ema`` > ``model`` > ``state_dict`` (the officia
 and sampling scripts, spec tokenizer §6); GPTs take ``model`` > ``module`` > ``state_dict`` (the
 official GPT loaders ignore ``ema``, spec ar §3).
 
-The expected shapes come from a provider ``(record) -> {key: shape} | None`` so tests can inject a
-small mapping; :func:`preset_shapes` is the real one.
+The expected shapes come from a provider ``(record) -> {key: shape} | None`` passed in by the caller:
+the hub knows nothing of models. :func:`gigatok_core.weights.expected_shapes` builds them from the
+presets; tests inject a small mapping.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from gigatok_core.checkpoint import check_shapes
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import WeightsRecord
 
@@ -34,44 +32,15 @@ PREFER: dict[str, tuple[str, ...]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Expected shapes (models built on the meta device)
-# ---------------------------------------------------------------------------------------------
-def tokenizer_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the official-layout tokenizer for ``cfg``, distillation head included."""
-    from gigatok_core.tokenizer import build_tokenizer
-
-    model = build_tokenizer(cfg, with_distill=True, device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def gpt_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
-    from gigatok_core.ar import build_gpt
-
-    model = build_gpt(cfg, device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def preset_shapes(rec: WeightsRecord) -> Shapes | None:
-    """What ``rec``'s preset expects, or None (aux file, unregistered file, model code missing)."""
-    from gigatok_core import registry
-    from gigatok_core.hub.catalog import owner_of
-
-    owner = owner_of(rec.file)
-    if owner is None or rec.kind == "aux":
-        return None
-    kind, name = owner
-    try:
-        if kind == "tokenizer":
-            return tokenizer_shapes(registry.tokenizer_preset(name).config)
-        return gpt_shapes(registry.gpt_preset(registry.gpt_release(name).gpt).config)
-    except ImportError as err:  # the model package is not importable: accept, check on a later use
-        warnings.warn(f"cannot check the structure of {rec.file} ({err})", stacklevel=2)
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
 # Conversion
 # ---------------------------------------------------------------------------------------------
+def check_shapes(found: Shapes, expected: Shapes, *, source: str, what: str) -> None:
+    """:func:`gigatok_core.checkpoint.check_shapes` (imported on use: the hub loads without torch)."""
+    from gigatok_core.checkpoint import check_shapes as check
+
+    check(found, expected, source=source, what=what)
+
+
 def convert(
     raw: Path,
     out: Path,

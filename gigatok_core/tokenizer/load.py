@@ -94,7 +94,7 @@ def load_tokenizer(
         return _ready(model, device, dtype)
 
     if checkpoint is None:
-        from gigatok_core.hub import fetch_weights
+        from gigatok_core.weights import fetch_weights
 
         checkpoint = fetch_weights(preset.weights)
     path = Path(checkpoint)
