@@ -286,3 +286,31 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(codes_dir, tmp_path):
     assert "stopped by SIGTERM" in err
     step = load_checkpoint(run).meta["step"]
     assert step >= 3 and json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
+
+
+def test_images_to_codes_to_gpt_to_samples(tmp_path):
+    """The whole pipeline through the CLI: extract-codes (tiny), train gpt, sample from the run."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("a_cat", "b_dog")):
+        (tmp_path / "img" / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = (rng.integers(0, 64, (32, 32, 3)) + 128 * c).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "img" / name / f"{i}.png")
+    codes = tmp_path / "codes"
+    res = runner.invoke(
+        app,
+        ["train", "extract-codes", "--tokenizer", "tiny", "--workers", "0", "--data", str(tmp_path / "img"),
+         "--output", str(codes)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = _train(codes, tmp_path / "run", "--max-steps", "6", "--lr", "3e-3", "recipe.warmup=0")
+    assert res.exit_code == 0, res.output
+    rows = read_metrics(tmp_path / "run")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    res = runner.invoke(
+        app, ["sample", "--gpt-checkpoint", str(tmp_path / "run"), "-c", "0", "-o", str(tmp_path / "s")]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "s").glob("*.png"))) == 1
