@@ -1,6 +1,9 @@
-"""`gigatok train gpt` under torchrun (2 processes, gloo): DDP, and resume on another world size."""
+"""`gigatok train gpt` under torchrun (2 processes, gloo): a run started in one process continues
+under DDP and under FSDP2, and logs the losses of the uninterrupted single-process run."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 from conftest import run_torchrun
@@ -19,32 +22,35 @@ NO_DROPOUT = [
 ]
 
 
-def _args(codes, out, steps):
+def _args(codes, out, steps, *extra):
     return [
         "train", "gpt", "--preset", "gpt-tiny", "--codes", str(codes), "--output", str(out),
         "--batch-size", "8", "--max-steps", str(steps), "--save-every", "4", "--log-every", "1",
-        "--device", "cpu", "--lr", "1e-3", *NO_DROPOUT,
+        "--device", "cpu", "--lr", "1e-3", *NO_DROPOUT, *extra,
     ]  # fmt: skip
 
 
-def test_ddp_resumed_on_another_world_size_follows_the_single_process_run(tmp_path):
-    """Steps 1-4 in one process, 5-8 under DDP with two: the losses are the single run's."""
+def test_resume_on_two_processes_under_ddp_and_fsdp(tmp_path):
     codes = make_codes(tmp_path / "codes", n=40)
     single = runner.invoke(app, _args(codes, tmp_path / "single", 8))
     assert single.exit_code == 0, single.output
-
-    mixed = runner.invoke(app, _args(codes, tmp_path / "mixed", 4))  # 1 process, then 2
-    assert mixed.exit_code == 0, mixed.output
-    more = run_torchrun(*_args(codes, tmp_path / "mixed", 8))
-    assert more.returncode == 0, more.stderr[-3000:]
-    assert "resumed on 2 processes (was 1)" in more.stderr
-
+    first = runner.invoke(app, _args(codes, tmp_path / "first", 4))  # steps 1-4 in one process
+    assert first.exit_code == 0, first.output
     ref = read_metrics(tmp_path / "single")
-    rows = read_metrics(tmp_path / "mixed")
-    assert [r["step"] for r in rows] == list(range(1, 9))
-    for a, b in zip(ref, rows, strict=True):  # same global batches, same schedule
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), a["step"]
-        assert b["lr"] == pytest.approx(a["lr"], rel=1e-9)
-    ckpt = load_checkpoint(tmp_path / "mixed")
-    assert ckpt.meta["world_size"] == 2 and len(ckpt.state["rng"]) == 2
-    assert ckpt.state["data"] == {"epoch": 1, "position": 24}  # 40 // 8 = 5 steps an epoch
+
+    for strategy in ("ddp", "fsdp"):
+        run = tmp_path / strategy
+        shutil.copytree(tmp_path / "first", run)
+        more = run_torchrun(*_args(codes, run, 8, "--strategy", strategy))  # steps 5-8 on two
+        assert more.returncode == 0, more.stderr[-3000:]
+        assert "resumed on 2 processes (was 1)" in more.stderr
+        rows = read_metrics(run)
+        assert [r["step"] for r in rows] == list(range(1, 9))
+        for a, b in zip(ref, rows, strict=True):  # same global batches, same schedule
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (strategy, a["step"])
+            assert b["lr"] == pytest.approx(a["lr"], rel=1e-9)
+        ckpt = load_checkpoint(run)
+        assert ckpt.meta["world_size"] == 2 and ckpt.meta["strategy"] == strategy
+        assert len(ckpt.state["rng"]) == 2
+        assert ckpt.state["data"] == {"epoch": 1, "position": 24}  # 40 // 8 = 5 steps an epoch
+        assert set(ckpt.state["optimizers"]["model"]["state"]["state"]) == set(ckpt.weights["model"])
