@@ -197,7 +197,7 @@ def export(
     )
 
 
-# Subcommands living in their own modules are registered here (they never import this module).
+# Subcommands live in their own modules and are registered here (they never import this module).
 from gigatok_cli.train_codes import extract_codes  # noqa: E402
 
 app.command("extract-codes")(extract_codes)
