@@ -394,7 +394,7 @@ class Engine:
         """Scalar terms averaged over ranks (one all-reduce)."""
         keys = [k for k, v in terms.items() if isinstance(v, (Tensor, int, float))]
         values = torch.tensor(
-            [float(torch.as_tensor(terms[k]).detach().float()) for k in keys], dtype=torch.float64
+            [float(torch.as_tensor(terms[k]).detach().double()) for k in keys], dtype=torch.float64
         )
         values = self.ctx.all_reduce(values.to(self.device), "mean").cpu()
         return dict(zip(keys, values.tolist(), strict=True))

@@ -76,7 +76,10 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model, parameter by parameter (the official update)."""
     model_params = dict(model.named_parameters())
     for name, p in ema.named_parameters():
-        p.mul_(decay).add_(model_params[name].detach(), alpha=1 - decay)
+        src = model_params[name].detach()
+        if hasattr(src, "full_tensor"):  # an FSDP2 shard: the EMA copy is kept whole on every rank
+            src = src.full_tensor()
+        p.mul_(decay).add_(src, alpha=1 - decay)
 
 
 def check_codes_fit(manifest: Any, model_cfg: Any, *, preset: str | None) -> None:
@@ -161,6 +164,7 @@ class GPTTask(Task):
         from gigatok_core.ar.load import build_gpt
 
         cfg, recipe = self.cfg, self.cfg.recipe
+        self.num_workers = 2 if engine.device.type == "cuda" else 0  # mmap reads; workers keep a GPU fed
         self.model = build_gpt(cfg.model, device=engine.device).train()
         self.ema = None
         if cfg.ema:
