@@ -27,7 +27,7 @@ CLASSES = ("ant", "bee", "cat", "dog")
 
 
 def make_codes(
-    root: Path, *, n: int = 48, crops: int = 2, vocab: int = 1024, tokens: int = 256, preset="tiny"
+    root: Path, *, n: int = 48, crops: int = 2, vocab: int = 1024, tokens: int = 256, preset="tiny", **tok
 ):
     """A codes folder in the contracts.md format: skewed ids (so a GPT can learn them), two shards."""
     rng = np.random.default_rng(0)
@@ -40,8 +40,8 @@ def make_codes(
         write_shard(root, 0, codes[:half], labels[:half], codebook_size=vocab),
         write_shard(root, 1, codes[half:], labels[half:], codebook_size=vocab),
     ]
-    tok = CodesTokenizer(codebook_size=vocab, num_tokens=tokens, preset=preset)
-    write_manifest(root, tokenizer=tok, crops=crops, classes=CLASSES, shards=shards)
+    record = CodesTokenizer(codebook_size=vocab, num_tokens=tokens, preset=preset, **tok)
+    write_manifest(root, tokenizer=record, crops=crops, classes=CLASSES, shards=shards)
     return root
 
 
@@ -314,3 +314,32 @@ def test_images_to_codes_to_gpt_to_samples(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "s").glob("*.png"))) == 1
+
+
+def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
+    from safetensors.torch import save_file
+
+    from gigatok_core.ar.load import resolve_gpt
+    from gigatok_core.ar.trained import paired_tokenizer_checkpoint
+    from gigatok_core.errors import GigatokError
+    from gigatok_core.fileio import sha256_file
+    from gigatok_core.tokenizer import load_tokenizer
+
+    tok_file = tmp_path / "tok.safetensors"
+    save_file(load_tokenizer("tiny").state_dict(), str(tok_file))
+    codes = make_codes(tmp_path / "codes", n=8, checkpoint=str(tok_file), sha256=sha256_file(tok_file))
+    run = tmp_path / "run"
+    assert _train(codes, run, "--max-steps", "1").exit_code == 0
+    cfg, tok_name, release = resolve_gpt("gpt-b", None, run)  # --gpt's default is ignored for a run
+    assert (cfg.dim, tok_name, release) == (64, "tiny", None)
+    assert paired_tokenizer_checkpoint(run, None) == tok_file
+    assert paired_tokenizer_checkpoint(run, "tiny") is None  # an explicit preset wins
+    res = runner.invoke(app, ["sample", "--gpt-checkpoint", str(run), "-c", "2", "-o", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "s" / "sample.json").read_text())["tokenizer_checkpoint"] == str(tok_file)
+    tok_file.write_bytes(tok_file.read_bytes()[:-1] + b"x")  # the file changed since extraction
+    with pytest.raises(GigatokError, match="changed since"):
+        paired_tokenizer_checkpoint(run, None)
+    tok_file.unlink()
+    with pytest.raises(GigatokError, match="no longer exists"):
+        resolve_gpt("gpt-b", None, run)
