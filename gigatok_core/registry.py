@@ -14,35 +14,17 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
 from gigatok_core.errors import GigatokError
-
-
-def presets_dir() -> Path:
-    """The folder holding the preset YAML files (source checkout, or the copy inside the wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_presets", here.parent / "presets"):
-        if (candidate / "tokenizers.yaml").is_file():
-            return candidate
-    raise GigatokError("the preset files are missing from this installation", hint="reinstall gigatok-vision")
+from gigatok_core.preset_files import load_preset_yaml
+from gigatok_core.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
+from gigatok_core.preset_files import unknown_name_error as unknown_name_error
 
 
 def _load_yaml(name: str) -> dict[str, Any]:
-    data = OmegaConf.to_container(OmegaConf.load(presets_dir() / name), resolve=True)
-    assert isinstance(data, dict), f"{name} must be a mapping"
-    return data
-
-
-def unknown_name_error(kind: str, name: str, known: list[str]) -> GigatokError:
-    """A 'no such preset' error listing the presets and the closest match."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return GigatokError(f"unknown {kind} {name!r}", hint=f"{hint}known: {', '.join(known)}")
+    return load_preset_yaml(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +141,45 @@ def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]
         assert rel.gpt in archs and rel.tokenizer in _tokenizers() and rel.weights in _weights(), rel
     defaults = dict(data["default_tokenizer"])
     return archs, releases, defaults
+
+
+# ---------------------------------------------------------------------------------------------
+# What a registered weights file is, for the header of the safetensors gigatok writes from it
+# ---------------------------------------------------------------------------------------------
+def weights_meta(key: str) -> dict[str, Any]:
+    """The self-describing metadata (:func:`gigatok_core.checkpoint.save_weights`) of weights file
+    ``key``: kind, preset, architecture dict and, for a GPT, its tokenizer pairing.
+
+    What a loader reads instead of guessing the preset from shapes (``b-l`` and ``b-l-dino`` share
+    every shape). An aux file or an unregistered key gives only its kind.
+    """
+    from gigatok_core.config import config_to_dict
+
+    owner = owner_of(key)
+    if owner is not None and owner[0] == "tokenizer":
+        return {
+            "kind": "tokenizer",
+            "preset": owner[1],
+            "config": config_to_dict(tokenizer_preset(owner[1]).config),
+        }
+    if owner is not None:
+        rel = gpt_release(owner[1])
+        tok = tokenizer_preset(rel.tokenizer)
+        return {
+            "kind": "gpt",
+            "preset": rel.gpt,
+            "release": rel.name,
+            "config": config_to_dict(gpt_preset(rel.gpt).config),
+            "tokenizer": {  # the pairing, as the codes manifest records it
+                "preset": rel.tokenizer,
+                "checkpoint": None,
+                "sha256": tok.weights_record.sha256 if tok.weights_record else None,
+                "codebook_size": tok.config.codebook_size,
+                "num_tokens": tok.config.num_latent_tokens,
+            },
+        }
+    rec = _weights().get(key)
+    return {"kind": rec.kind if rec else None}
 
 
 # ---------------------------------------------------------------------------------------------

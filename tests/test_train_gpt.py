@@ -150,15 +150,16 @@ def test_sample_grid_and_sampling_from_the_run_folder(codes_dir, tmp_path):
     assert res.exit_code == 0, res.output
     grid = out / "samples" / "step-00000002.png"
     assert grid.is_file() and grid.stat().st_size > 1000
-    # `gigatok sample` finds the GPT config and its tokenizer (tiny) in the run: no --gpt/--tokenizer
-    res = runner.invoke(app, ["sample", "--gpt-checkpoint", str(out), "-c", "1", "-o", str(tmp_path / "s")])
+    # `gigatok sample` finds the GPT config and its tokenizer (tiny) in the run: no --tokenizer
+    sample = ["sample", "--gpt", "gpt-tiny", "-c", "1", "--gpt-checkpoint"]
+    res = runner.invoke(app, [*sample, str(out), "-o", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     settings = json.loads((tmp_path / "s" / "sample.json").read_text())
     assert settings["tokenizer"] == "tiny" and settings["gpt_config"]["dim"] == 64
     assert len(list((tmp_path / "s").glob("*.png"))) == 1
     dest = tmp_path / "gpt.safetensors"
     assert runner.invoke(app, ["train", "export", str(out), str(dest)]).exit_code == 0
-    res = runner.invoke(app, ["sample", "--gpt-checkpoint", str(dest), "-c", "1", "-o", str(tmp_path / "e")])
+    res = runner.invoke(app, [*sample, str(dest), "-o", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
     a = (tmp_path / "s").glob("*.png").__next__().read_bytes()
     assert (tmp_path / "e").glob("*.png").__next__().read_bytes() == a  # same weights, same seed
@@ -310,7 +311,18 @@ def test_images_to_codes_to_gpt_to_samples(tmp_path):
     rows = read_metrics(tmp_path / "run")
     assert rows[-1]["loss"] < rows[0]["loss"]
     res = runner.invoke(
-        app, ["sample", "--gpt-checkpoint", str(tmp_path / "run"), "-c", "0", "-o", str(tmp_path / "s")]
+        app,
+        [
+            "sample",
+            "--gpt",
+            "gpt-tiny",
+            "--gpt-checkpoint",
+            str(tmp_path / "run"),
+            "-c",
+            "0",
+            "-o",
+            str(tmp_path / "s"),
+        ],
     )
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "s").glob("*.png"))) == 1
@@ -330,11 +342,12 @@ def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
     codes = make_codes(tmp_path / "codes", n=8, checkpoint=str(tok_file), sha256=sha256_file(tok_file))
     run = tmp_path / "run"
     assert _train(codes, run, "--max-steps", "1").exit_code == 0
-    cfg, tok_name, release = resolve_gpt("gpt-b", None, run)  # --gpt's default is ignored for a run
+    cfg, tok_name, release = resolve_gpt("gpt-tiny", None, run)
     assert (cfg.dim, tok_name, release) == (64, "tiny", None)
     assert paired_tokenizer_checkpoint(run, None) == tok_file
     assert paired_tokenizer_checkpoint(run, "tiny") is None  # an explicit preset wins
-    res = runner.invoke(app, ["sample", "--gpt-checkpoint", str(run), "-c", "2", "-o", str(tmp_path / "s")])
+    args = ["sample", "--gpt", "gpt-tiny", "--gpt-checkpoint", str(run), "-c", "2"]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "s" / "sample.json").read_text())["tokenizer_checkpoint"] == str(tok_file)
     tok_file.write_bytes(tok_file.read_bytes()[:-1] + b"x")  # the file changed since extraction
@@ -342,4 +355,4 @@ def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
         paired_tokenizer_checkpoint(run, None)
     tok_file.unlink()
     with pytest.raises(GigatokError, match="no longer exists"):
-        resolve_gpt("gpt-b", None, run)
+        paired_tokenizer_checkpoint(run, None)

@@ -13,15 +13,20 @@ from pathlib import Path
 import torch
 
 from gigatok_core.ar.gpt import GPT
-from gigatok_core.ar.trained import paired_tokenizer, trained_gpt
-from gigatok_core.ar.trained import state_dict as trained_state_dict
-from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
+from gigatok_core.checkpoint import GPT_ENTRIES, extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import GPTConfig, TokenizerConfig
+from gigatok_core.config.source import describe_checkpoint, weights_file
 from gigatok_core.errors import GigatokError
-from gigatok_core.registry import GPTRelease, gpt_preset, release_names, resolve_pair, tokenizer_preset
+from gigatok_core.registry import (
+    GPTRelease,
+    gpt_preset,
+    release_names,
+    resolve_pair,
+    tokenizer_names,
+    tokenizer_preset,
+)
 
 RANDOM_WEIGHT_PRESETS = ("gpt-tiny",)  # built with seeded random weights when no checkpoint is given
-GPT_ENTRIES = ("model", "module", "state_dict")  # official loader order; `ema` is ignored (spec ar §3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,23 +116,14 @@ def resolve_gpt(
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise GigatokError(
-            f"GPT checkpoint {checkpoint} does not exist", hint="check the --gpt-checkpoint path"
-        )
-    trained = trained_gpt(checkpoint) if checkpoint is not None else None
-    if trained is not None:  # a gigatok run or export: its own config and tokenizer pairing
-        tok_name, _ = paired_tokenizer(trained, tokenizer)
-        label = trained.preset or str(checkpoint)
-        check_fits_tokenizer(
-            trained.config, tokenizer_preset(tok_name).config, gpt_name=label, tok_name=tok_name
-        )
-        return trained.config, tok_name, None
-    if checkpoint is not None and Path(checkpoint).is_dir():
-        raise GigatokError(
-            f"GPT checkpoint {checkpoint} is a folder, but not a GPT run", hint="pass a checkpoint file"
-        )
     cfg = gpt_preset(name).config
+    if checkpoint is not None:
+        weights_file(checkpoint, "GPT checkpoint")  # a missing, empty or empty-folder path, named now
+        own, paired = _described(checkpoint, name)
+        if own is not None:  # a file gigatok wrote: its config (vocab, tokens) is the truth
+            cfg = own
+            if tokenizer is None and paired in tokenizer_names():
+                tokenizer = paired
     tok_name, release = resolve_pair(name, tokenizer)
     check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
     if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:
@@ -137,6 +133,24 @@ def resolve_gpt(
             hint=f"released {name} pairs: {released}; or pass --gpt-checkpoint FILE with your own weights",
         )
     return cfg, tok_name, release
+
+
+def _described(checkpoint: str | Path, name: str) -> tuple[GPTConfig | None, str | None]:
+    """(config, paired tokenizer preset) a self-describing GPT checkpoint states; (None, None) for
+    an official file. Its config is used as is (a run may have overridden the preset's sizes); a
+    file saved as another preset than ``name`` is refused, naming that preset."""
+    meta = describe_checkpoint(checkpoint, kind="gpt")
+    if meta is None:
+        return None, None
+    saved = meta.get("preset")
+    if saved is not None and saved != name:
+        raise GigatokError(
+            f"{checkpoint} holds a {saved} GPT, not {name}",
+            hint=f"use --gpt {saved}",
+        )
+    pairing = meta.get("tokenizer")
+    paired = pairing.get("preset") if isinstance(pairing, dict) else pairing
+    return GPTConfig.from_checkpoint(checkpoint), paired if isinstance(paired, str) else None
 
 
 def load_gpt(
@@ -149,8 +163,7 @@ def load_gpt(
 ) -> tuple[GPT, str]:
     """Build preset ``name`` and load its weights; returns (model in eval mode, tokenizer name).
 
-    Weights: ``checkpoint`` when given (a gigatok run folder or export brings its own config and
-    tokenizer, see :mod:`gigatok_core.ar.trained`); else the released file for the (GPT, tokenizer) pair from
+    Weights: ``checkpoint`` when given; else the released file for the (GPT, tokenizer) pair from
     the cache (``gigatok download``); else seeded random weights for ``gpt-tiny``. A pair that was
     never released is refused unless ``checkpoint`` is given.
     """
@@ -159,15 +172,10 @@ def load_gpt(
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device
-    trained = trained_gpt(checkpoint) if checkpoint is not None else None
-    if trained is not None:
-        sd = trained_state_dict(trained)
-        _check_state_dict_fits(sd, cfg, source=str(checkpoint))
-        load_strict(model, sd, source=str(checkpoint), expected=f"the config recorded in {checkpoint}")
-    elif checkpoint is None and release is None:
+    if checkpoint is None and release is None:
         seeded_random_weights(model)
     else:
-        path = Path(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
+        path = weights_file(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
         load_gpt_state(model, path, expected=f"the {name} preset")
     model = model.to(device=device, dtype=dtype).eval()
     return model, tok_name

@@ -15,7 +15,6 @@ presets; tests inject a small mapping.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -53,9 +52,9 @@ def convert(
     """Check ``raw``'s weights entry against ``expected`` and write it to ``out`` (safetensors,
     atomically). Returns the entry name used. Raises :class:`GigatokError` for a wrong file."""
     import torch
-    from safetensors.torch import save_file
 
-    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
+    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint, save_weights
+    from gigatok_core.registry import weights_meta
 
     with open(raw, "rb") as f:
         head = f.read(512).lstrip().lower()
@@ -74,21 +73,10 @@ def convert(
         )
     if expected is not None:
         check_shapes({k: tuple(v.shape) for k, v in sd.items()}, expected, source=raw.name, what=what)
-    tensors, seen = {}, set()
-    for k, v in sd.items():  # safetensors refuses tensors sharing memory: give each its own
-        v = v.detach().contiguous()
-        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
-        if ptr is not None and ptr in seen:
-            v = v.clone()
-        seen.add(ptr)
-        tensors[k] = v
-    meta = {"format": "pt", "entry": entry, "source_file": raw.name, **(metadata or {})}
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Self-describing (kind, preset, config, GPT pairing): loaders never guess the preset from
+    # shapes. ``raw`` keeps its registered file name in the cache.
+    meta = {**weights_meta(raw.name), "entry": entry, "source_file": raw.name, **(metadata or {})}
+    save_weights(out, sd, meta)  # atomic; clones only tensors that share storage
     return entry
 
 
