@@ -146,8 +146,21 @@ def test_loss_falls_and_the_run_is_complete(codes_dir, tmp_path):
 
 def test_sample_grid_and_sampling_from_the_run_folder(codes_dir, tmp_path):
     out = tmp_path / "run"
-    res = _train(codes_dir, out, "--max-steps", "2", "--sample-every", "2")
+    res = _train(
+        codes_dir,
+        out,
+        "--max-steps",
+        "2",
+        "--sample-every",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--val-every",
+        "2",
+    )
     assert res.exit_code == 0, res.output
+    assert read_metrics(out)[-1]["val_loss"] == pytest.approx(math.log(1024), rel=0.01)  # 12 held out
+    assert load_checkpoint(out).meta["config"]["data"]["val_fraction"] == 0.25
     grid = out / "samples" / "step-00000002.png"
     assert grid.is_file() and grid.stat().st_size > 1000
     # `gigatok sample` finds the GPT config and its tokenizer (tiny) in the run: no --tokenizer
