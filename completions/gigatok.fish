@@ -160,7 +160,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l check-imag
 complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l import-official -r -F -d 'Convert the official imagenet256_codes/ + imagenet256_labels/ folder instead of encoding.'
 complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l overwrite -d 'Replace the codes of another run in --output.'
 complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l help -s h -d 'Show help and exit.'
-complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l preset -s p -x -d 'GPT preset, e.g. gpt-b.'
+complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l preset -s p -x -d 'GPT preset: gpt-b, gpt-l, gpt-xl, gpt-xxl, gpt-3b, gpt-tiny.'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l codes -r -F -d 'CODES_DIR written by gigatok train extract-codes.'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l output -s o -r -F -d 'Run folder (checkpoints, logs, samples).'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l config -r -F -d 'YAML file applied over the preset.'

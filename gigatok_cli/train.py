@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from gigatok_cli._common import console, handle_errors, out
+from gigatok_core import registry  # presets as data: no torch import
 
 app = typer.Typer(
     name="train",
@@ -21,8 +22,6 @@ app = typer.Typer(
 
 
 def _complete_gpt(incomplete: str) -> list[str]:
-    from gigatok_core import registry
-
     return [n for n in registry.gpt_names() if n.startswith(incomplete)]
 
 
@@ -91,7 +90,13 @@ def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
 def gpt(
     *,
     preset: Annotated[
-        str, typer.Option("--preset", "-p", help="GPT preset, e.g. gpt-b.", autocompletion=_complete_gpt)
+        str,
+        typer.Option(
+            "--preset",
+            "-p",
+            help=f"GPT preset: {', '.join(registry.gpt_names())}.",
+            autocompletion=_complete_gpt,
+        ),
     ],
     codes: Annotated[
         Path, typer.Option("--codes", help="CODES_DIR written by `gigatok train extract-codes`.")
