@@ -1,7 +1,8 @@
 """Static shell completion scripts (bash, zsh, fish) generated from the Typer app.
 
-The scripts list every subcommand and option and complete preset names, precisions, devices and
-paths without starting Python. Regenerate after changing the CLI::
+The scripts list every subcommand and option and complete preset names, precisions, devices,
+schedules, rng modes and paths without starting Python; the value sets are the library's
+(:data:`gigatok_cli.options.CHOICES`). Regenerate after changing the CLI::
 
     python -m gigatok_cli.completion completions/
 
@@ -41,22 +42,15 @@ class Cmd:
 # Typer >= 0.26 vendors click, so the command tree is read by duck typing (params, opts,
 # is_flag, type, commands) rather than through click's classes.
 def _value_choices(opt: Any) -> list[str] | None:
-    from gigatok_core import registry
+    """An option's value set: an Enum's members, or the library's list (:data:`gigatok_cli.options.CHOICES`)."""
+    from gigatok_cli.options import CHOICES
 
     long = max(opt.opts, key=len)
     ann = _annotation(opt)
     if isinstance(ann, type) and issubclass(ann, enum.Enum):
         return [str(m.value) for m in ann]
-    if long in ("--tokenizer",):
-        return registry.tokenizer_names()
-    if long in ("--gpt",):
-        return registry.gpt_names()
-    if long == "--precision":
-        return ["fp32", "bf16", "fp16"]
-    if long == "--device":
-        return ["auto", "cpu", "cuda"]
-    if long == "--cfg-schedule":
-        return ["constant", "linear", "linear_re", "triangular", "rectangular", "step", "cosine", "sigmoid"]
+    if long in CHOICES:
+        return CHOICES[long]()
     return None
 
 

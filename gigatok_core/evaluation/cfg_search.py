@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gigatok_core import dist
-from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.errors import GigatokError
 
 STEP = 0.25

@@ -31,6 +31,7 @@ from gigatok_core import dist
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
 from gigatok_core.evaluation.features import Features, extract_features
+from gigatok_core.evaluation.inception import FEATURE_DIMS
 from gigatok_core.evaluation.reference import (
     EvalStats,
     check_protocol,
@@ -38,6 +39,7 @@ from gigatok_core.evaluation.reference import (
     reference_meta,
     save_statistics,
 )
+from gigatok_core.progress import ProgressFn
 
 PROTOCOL = "rfid-imagenet-val"
 Gather = Callable[[Any], list[Any]]  # one object per rank -> the objects of all ranks (rank order)
@@ -84,7 +86,7 @@ def evaluate_reconstruction(
     with_precision_recall: bool = True,
     rank_info: dist.DistInfo | None = None,
     gather: Gather | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> RFIDReport | None:
     """Reconstruct the images under ``data`` with ``tokenizer`` and score them (see module doc).
 
@@ -93,7 +95,7 @@ def evaluate_reconstruction(
     Returns the report on the main rank and ``None`` on the others. ``rank_info``/``gather``
     override the torchrun rank and the gathering of the shards (to split a run by hand; the main
     rank then needs a ``gather`` that returns every rank's :class:`ShardResult`).
-    ``on_progress(done, total)`` counts this rank's images.
+    ``on_progress(done, total, stage="reconstruct")`` counts this rank's images.
     """
     from gigatok_core.images import list_images
     from gigatok_core.tokenizer import load_tokenizer
@@ -231,7 +233,7 @@ def _reconstruct_shard(
     batch_size: int,
     with_orig: bool,
     out_dir: Path | None,
-    on_progress: Callable[[int, int], None] | None,
+    on_progress: ProgressFn | None,
 ) -> ShardResult:
     from gigatok_core.images import ImageReadError, load_image, save_png
 
@@ -254,7 +256,7 @@ def _reconstruct_shard(
             except ImageReadError as err:
                 skipped.append((i, err.message))
         if on_progress:
-            on_progress(min(start + batch_size, len(files)), len(files))
+            on_progress(min(start + batch_size, len(files)), len(files), stage="reconstruct")
         if not images:
             continue
         kept += batch_idx
@@ -283,9 +285,7 @@ def _reconstruct_shard(
 
 
 def _empty_features() -> Features:
-    return Features(
-        np.zeros((0, 2048), np.float32), np.zeros((0, 2023), np.float32), np.zeros((0, 1008), np.float32)
-    )
+    return Features(*(np.zeros((0, FEATURE_DIMS[k]), np.float32) for k in ("pool", "spatial", "logits")))
 
 
 def merge_shards(parts: list[ShardResult]) -> ShardResult:
