@@ -140,7 +140,7 @@ _gigatok() {
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
-        "download") COMPREPLY=($(compgen -W "--list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
+        "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;

@@ -14,10 +14,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from gigatok_cli.options import PrecisionOpt
 from gigatok_core.errors import GigatokError, NotImplementedYet
@@ -115,14 +118,33 @@ def not_implemented(what: str, issue: str) -> None:
     raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet: {issue}")
 
 
+class _Rate(ProgressColumn):
+    """Items per second, with a unit ("img/s")."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f} {self.unit}" if task.speed else f"- {self.unit}")
+
+
 @contextlib.contextmanager
-def progress_bar(label: str = "", *, enabled: bool = True) -> Iterator[ProgressFn]:
+def progress_bar(label: str = "", *, enabled: bool = True, rate: str | None = None) -> Iterator[ProgressFn]:
     """The one renderer of :mod:`gigatok_core.progress`: transient rich bars on stderr, one per stage.
 
     Yields ``on_progress(done, total, *, stage="")``; a stage left empty is shown as ``label``.
     A smaller ``done`` than before restarts that stage's bar (a CFG search samples once per scale).
+    ``rate`` (a unit such as "img/s") adds a speed column.
     """
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    speed = (_Rate(rate),) if rate else ()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *speed,
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not enabled, transient=True) as progress:
         tasks: dict[str, TaskID] = {}
 

@@ -373,7 +373,7 @@ def val_loss(
 ) -> None:
     from gigatok_core.evaluation import ar_commands
 
-    with progress_bar("val-loss batches", enabled=is_main()) as on_progress:
+    with progress_bar(enabled=is_main()) as on_progress:
         report = ar_commands.val_loss(
             gpt,
             data,

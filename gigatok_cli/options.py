@@ -44,6 +44,12 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
 }
 
 
+# command path -> the value set of its positional arguments (``gigatok download NAME``)
+ARGUMENT_CHOICES: dict[str, Callable[[], list[str]]] = {
+    "download": registry.downloadable_names,
+}
+
+
 def completer(option: str) -> Callable[[str], list[str]]:
     """Shell completion (``--install-completion``) for ``option``'s value set."""
 

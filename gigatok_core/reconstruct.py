@@ -102,6 +102,7 @@ def reconstruct(
     vgg_weights: str | Path | None = None,
     on_progress: ProgressFn | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    ctx: dist.DistContext | None = None,
 ) -> ReconstructResult:
     """Reconstruct every image of ``inputs`` (files, folders, globs) into ``output``.
 
@@ -110,6 +111,7 @@ def reconstruct(
     ``metrics.json`` with PSNR/SSIM (official protocol and standard definitions) and LPIPS.
     ``on_progress(done, total, stage="reconstruct")`` is called after each batch of this rank.
     Nothing is created before the inputs, the output folder's permissions and the models are checked.
+    ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
     from gigatok_core.tokenizer import load_tokenizer
 
@@ -139,7 +141,7 @@ def reconstruct(
 
     check_writable(output)  # a read-only folder is reported now, not after the compute
 
-    info = dist.init_distributed(dev)
+    ctx = ctx or dist.get_context(dev)
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
     size = model.config.image_size
     lpips_model = None
@@ -149,7 +151,7 @@ def reconstruct(
         lpips_model = build_lpips(vgg_weights, device=dev)
     ensure_output_dir(output)  # only now: a failed weights fetch leaves no empty folder behind
 
-    my_idx = dist.shard(list(range(len(files))), info)
+    my_idx = ctx.shard(list(range(len(files))))
     local: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     done = 0
@@ -184,8 +186,8 @@ def reconstruct(
         if on_progress:
             on_progress(done, len(my_idx), stage="reconstruct")
 
-    gathered = dist.all_gather_objects((local, skipped))
-    dist.barrier()
+    gathered = ctx.gather_objects((local, skipped))
+    ctx.barrier()
     records = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])  # type: ignore[attr-defined]
     all_skipped = [s for _, part in gathered for s in part]  # type: ignore[attr-defined]
     result = ReconstructResult(
@@ -209,7 +211,7 @@ def reconstruct(
         if metrics:
             keys = records[0]["metrics"].keys()
             result.mean_metrics = {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys}
-    if info.is_main and records:
+    if ctx.is_main and records:
         settings = {
             "command": "reconstruct",
             "tokenizer": tokenizer,
@@ -218,7 +220,7 @@ def reconstruct(
             "precision": precision,
             "device": str(dev),
             "batch_size": batch_size,
-            "world_size": info.world_size,
+            "world_size": ctx.world_size,
             "inputs": [str(p) for p in inputs],
             "images": len(records),
             "skipped": len(all_skipped),

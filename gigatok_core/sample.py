@@ -97,14 +97,15 @@ def sample_images(
     grid: bool = False,
     save_codes: bool = False,
     overwrite: bool = False,
-    rank_info: dist.DistInfo | None = None,
+    ctx: dist.DistContext | None = None,
     on_progress: ProgressFn | None = None,
     compile: bool = False,
 ) -> SampleResult:
     """Generate ``num_per_class`` images for each class into ``output``.
 
-    ``rank_info`` overrides the torchrun rank/world (to split a run over processes by hand; the main
-    rank should then run last, as it writes the summaries). ``on_progress(done, total, stage="sample")``
+    ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`; a
+    :class:`gigatok_core.dist.HandSplit` splits a run by hand, the main rank last, as it writes the
+    summaries). ``on_progress(done, total, stage="sample")``
     counts this process's images. ``compile=True`` compiles the GPT decode step with ``torch.compile`` (CUDA graphs
     on CUDA; the first batch, and a smaller last batch, pay the compilation).
     """
@@ -165,8 +166,8 @@ def sample_images(
         "pixels": "clamp(127.5 * x + 128, 0, 255) truncated to uint8",
         "gpt_config": {"preset": gpt, **config_to_dict(gpt_cfg)},
     }
-    info = rank_info or dist.init_distributed(dev)
-    settings["world_size"] = info.world_size
+    ctx = ctx or dist.get_context(dev)
+    settings["world_size"] = ctx.world_size
     if rng == "official":  # official stream: depends on batch size and ranks (spec ar §5)
         settings["rng_note"] = (
             f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
@@ -189,11 +190,10 @@ def sample_images(
     # Every rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
     ensure_output_dir(output)
     write_run_settings(output, SETTINGS_FILE, settings)
-    if rank_info is None:
-        dist.barrier()
+    ctx.barrier()
 
     # ---- this rank's work ----------------------------------------------------------------------
-    mine = dist.shard(items, info)
+    mine = ctx.shard(items)
     have_codes = known_codes(output) if save_codes and not overwrite else {}
     todo = [
         it
@@ -208,7 +208,7 @@ def sample_images(
         settings=settings,
     )
     official = (
-        Drawer("official", seed=seed * info.world_size + info.rank, device=dev) if rng == "official" else None
+        Drawer("official", seed=seed * ctx.world_size + ctx.rank, device=dev) if rng == "official" else None
     )
     done = len(mine) - len(todo)
     if on_progress:
@@ -227,7 +227,7 @@ def sample_images(
             result.generated.append(str(output / f"{it.stem}.png"))
         if save_codes:
             save_npz(
-                output / PARTIAL_CODES / f"{batch[0].stem}.r{info.rank}.npz",
+                output / PARTIAL_CODES / f"{batch[0].stem}.r{ctx.rank}.npz",
                 {"names": np.array([it.stem for it in batch]), "codes": codes.cpu().numpy()},
             )
         done += len(batch)
@@ -236,11 +236,11 @@ def sample_images(
 
     # ---- summaries (main rank, after everyone) ---------------------------------------------------
     local = (len(result.generated), result.skipped)
-    counts = dist.all_gather_objects(local) if rank_info is None else [local]  # a collective: also a barrier
+    counts = ctx.gather_objects(local)  # a collective: also a barrier
     result.generated_total = sum(c[0] for c in counts)  # type: ignore[index]
     result.skipped_total = sum(c[1] for c in counts)  # type: ignore[index]
     result.files.append(str(output / SETTINGS_FILE))
-    if info.is_main:
+    if ctx.is_main:
         if save_codes:
             result.files.append(str(write_codes(output, items)))
         if grid:

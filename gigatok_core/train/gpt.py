@@ -245,8 +245,8 @@ class GPTTask(Task):
     @torch.no_grad()
     def sample(self, engine: Engine, folder: Path) -> None:
         """A PNG grid: a few fixed classes, ``SAMPLES_PER_CLASS`` each, EMA weights when kept."""
-        from gigatok_core.ar.guidance import CFGSchedule
         from gigatok_core.ar.generate import Drawer, generate, sample_generators
+        from gigatok_core.ar.guidance import CFGSchedule
         from gigatok_core.images import Tile, contact_sheet, save_png
         from gigatok_core.sample import decode_fixed_batches
 
