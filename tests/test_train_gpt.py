@@ -369,3 +369,16 @@ def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
     tok_file.unlink()
     with pytest.raises(GigatokError, match="no longer exists"):
         paired_tokenizer_checkpoint(run, None)
+
+
+def test_prefetch_checks_the_codes_before_any_worker_starts(tmp_path, codes_dir):
+    from gigatok_core.config import GPTTrainConfig
+    from gigatok_core.errors import GigatokError
+    from gigatok_core.train.gpt import prefetch_gpt_training
+
+    cfg = GPTTrainConfig.from_name("gpt-tiny", overrides=["run.sample_every=10"])
+    assert prefetch_gpt_training(cfg, codes_dir) == []  # tiny has random weights: nothing to fetch
+    with pytest.raises(GigatokError, match="codebook 4096"):
+        prefetch_gpt_training(cfg, make_codes(tmp_path / "other", n=8, vocab=4096))
+    with pytest.raises(GigatokError, match="does not exist"):
+        prefetch_gpt_training(cfg, codes_dir, val_codes=tmp_path / "missing")

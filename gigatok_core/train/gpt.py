@@ -303,6 +303,25 @@ def train_config_dict(cfg: Any, data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def prefetch_gpt_training(cfg: Any, codes: str | Path, *, val_codes: str | Path | None = None) -> list[Path]:
+    """Check the codes against the GPT config and fetch what the run will read from the cache (the
+    tokenizer weights its sample grids decode with): run once in the launcher's parent process, so
+    workers start with a filled cache and bad input is reported once."""
+    from gigatok_core.data.codes import read_manifest
+    from gigatok_core.registry import tokenizer_names, tokenizer_preset
+    from gigatok_core.weights import fetch_weights
+
+    manifest = read_manifest(codes)
+    check_codes_fit(manifest, cfg.model, preset=cfg.preset)
+    if val_codes is not None:
+        read_manifest(val_codes)
+    tok = manifest.tokenizer
+    if not cfg.run.sample_every or tok.checkpoint or tok.preset not in tokenizer_names():
+        return []
+    weights = tokenizer_preset(tok.preset).weights
+    return [fetch_weights(weights)] if weights else []
+
+
 def train_gpt(
     cfg: Any,
     *,
