@@ -56,6 +56,12 @@ _gigatok() {
         "eval gfid|--batch-size") COMPREPLY=(); return ;;
         "eval gfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval gfid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval gfid|--nproc-per-node") COMPREPLY=(); return ;;
+        "eval gfid|--nnodes") COMPREPLY=(); return ;;
+        "eval gfid|--node-rank") COMPREPLY=(); return ;;
+        "eval gfid|--master-addr") COMPREPLY=(); return ;;
+        "eval gfid|--master-port") COMPREPLY=(); return ;;
+        "eval gfid|--rdzv-endpoint") COMPREPLY=(); return ;;
         "eval rfid|--tokenizer"|"eval rfid|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "eval rfid|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval rfid|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -67,6 +73,12 @@ _gigatok() {
         "eval rfid|--batch-size") COMPREPLY=(); return ;;
         "eval rfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval rfid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval rfid|--nproc-per-node") COMPREPLY=(); return ;;
+        "eval rfid|--nnodes") COMPREPLY=(); return ;;
+        "eval rfid|--node-rank") COMPREPLY=(); return ;;
+        "eval rfid|--master-addr") COMPREPLY=(); return ;;
+        "eval rfid|--master-port") COMPREPLY=(); return ;;
+        "eval rfid|--rdzv-endpoint") COMPREPLY=(); return ;;
         "eval val-loss|--gpt"|"eval val-loss|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "eval val-loss|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval val-loss|--tokenizer"|"eval val-loss|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
@@ -76,6 +88,12 @@ _gigatok() {
         "eval val-loss|--batch-size") COMPREPLY=(); return ;;
         "eval val-loss|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval val-loss|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval val-loss|--nproc-per-node") COMPREPLY=(); return ;;
+        "eval val-loss|--nnodes") COMPREPLY=(); return ;;
+        "eval val-loss|--node-rank") COMPREPLY=(); return ;;
+        "eval val-loss|--master-addr") COMPREPLY=(); return ;;
+        "eval val-loss|--master-port") COMPREPLY=(); return ;;
+        "eval val-loss|--rdzv-endpoint") COMPREPLY=(); return ;;
         "reconstruct|--output"|"reconstruct|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "reconstruct|--tokenizer"|"reconstruct|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "reconstruct|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -83,6 +101,12 @@ _gigatok() {
         "reconstruct|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "reconstruct|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "reconstruct|--batch-size"|"reconstruct|-b") COMPREPLY=(); return ;;
+        "reconstruct|--nproc-per-node") COMPREPLY=(); return ;;
+        "reconstruct|--nnodes") COMPREPLY=(); return ;;
+        "reconstruct|--node-rank") COMPREPLY=(); return ;;
+        "reconstruct|--master-addr") COMPREPLY=(); return ;;
+        "reconstruct|--master-port") COMPREPLY=(); return ;;
+        "reconstruct|--rdzv-endpoint") COMPREPLY=(); return ;;
         "sample|--classes"|"sample|-c") COMPREPLY=(); return ;;
         "sample|--output"|"sample|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "sample|--gpt"|"sample|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
@@ -103,6 +127,12 @@ _gigatok() {
         "sample|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "sample|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "sample|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "sample|--nproc-per-node") COMPREPLY=(); return ;;
+        "sample|--nnodes") COMPREPLY=(); return ;;
+        "sample|--node-rank") COMPREPLY=(); return ;;
+        "sample|--master-addr") COMPREPLY=(); return ;;
+        "sample|--master-port") COMPREPLY=(); return ;;
+        "sample|--rdzv-endpoint") COMPREPLY=(); return ;;
         "train export|--weights") COMPREPLY=(); return ;;
         "train extract-codes|--tokenizer"|"train extract-codes|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "train extract-codes|--output"|"train extract-codes|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -116,6 +146,12 @@ _gigatok() {
         "train extract-codes|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "train extract-codes|--check-images") COMPREPLY=(); return ;;
         "train extract-codes|--import-official") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train extract-codes|--nproc-per-node") COMPREPLY=(); return ;;
+        "train extract-codes|--nnodes") COMPREPLY=(); return ;;
+        "train extract-codes|--node-rank") COMPREPLY=(); return ;;
+        "train extract-codes|--master-addr") COMPREPLY=(); return ;;
+        "train extract-codes|--master-port") COMPREPLY=(); return ;;
+        "train extract-codes|--rdzv-endpoint") COMPREPLY=(); return ;;
         "train gpt|--preset"|"train gpt|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "train gpt|--codes") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--output"|"train gpt|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -137,6 +173,12 @@ _gigatok() {
         "train gpt|--strategy") COMPREPLY=(); return ;;
         "train gpt|--resume") COMPREPLY=(); return ;;
         "train gpt|--on-nan") COMPREPLY=(); return ;;
+        "train gpt|--nproc-per-node") COMPREPLY=(); return ;;
+        "train gpt|--nnodes") COMPREPLY=(); return ;;
+        "train gpt|--node-rank") COMPREPLY=(); return ;;
+        "train gpt|--master-addr") COMPREPLY=(); return ;;
+        "train gpt|--master-port") COMPREPLY=(); return ;;
+        "train gpt|--rdzv-endpoint") COMPREPLY=(); return ;;
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
@@ -144,16 +186,16 @@ _gigatok() {
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval gfid") COMPREPLY=($(compgen -W "--gpt -g --output --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --help -h" -- "$cur")) ;;
-        "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval val-loss") COMPREPLY=($(compgen -W "--gpt -g --data --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --help -h" -- "$cur")) ;;
+        "eval gfid") COMPREPLY=($(compgen -W "--gpt -g --output --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "eval val-loss") COMPREPLY=($(compgen -W "--gpt -g --data --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
-        "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
-        "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;
+        "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --overwrite --help -h" -- "$cur")) ;;
-        "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --help -h" -- "$cur")) ;;
-        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --help -h" -- "$cur")) ;;
+        "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_core import registry  # presets as data: no torch import
 
 app = typer.Typer(
@@ -87,6 +88,7 @@ def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
 
 @app.command("gpt")
 @handle_errors
+@launch_options
 def gpt(
     *,
     preset: Annotated[
@@ -140,18 +142,21 @@ def gpt(
         bool, typer.Option("--overwrite", help="With --resume never: replace a previous run.")
     ] = False,
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a class-conditional GPT on pre-extracted codes (the official recipe, spec ar §6)."""
     from gigatok_core.config import GPTTrainConfig
     from gigatok_core.dist import dist_info
-    from gigatok_core.train.gpt import train_gpt
+    from gigatok_core.train.gpt import prefetch_gpt_training, train_gpt
     from gigatok_core.train.run_dir import config_yaml
 
-    given = dict(locals())
+    given = {k: v for k, v in locals().items() if k != "launch"}
     dotlist = [*(overrides or []), *run_overrides(given)]
     if compile:
         dotlist.append("run.compile=true")
     cfg = GPTTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
+    if maybe_launch(launch, prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes)):
+        return  # the workers trained; this (parent) process is done
     is_main = dist_info().is_main
 
     def on_start(resolved: Mapping[str, Any], resumed: bool) -> None:

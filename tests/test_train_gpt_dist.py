@@ -1,9 +1,13 @@
-"""`gigatok train gpt` under torchrun (2 processes, gloo): a run started in one process continues
-under DDP and under FSDP2, and logs the losses of the uninterrupted single-process run."""
+"""`gigatok train gpt` on 2 processes (gloo): a run started in one process continues under DDP (through
+the CLI's launcher, --nproc-per-node) and under FSDP2 (torchrun), and logs the losses of the
+uninterrupted single-process run; a worker's error reaches the parent once."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import run_torchrun
@@ -30,6 +34,14 @@ def _args(codes, out, steps, *extra):
     ]  # fmt: skip
 
 
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "gigatok_cli.main", *args, "--nproc-per-node", "2"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_resume_on_two_processes_under_ddp_and_fsdp(tmp_path):
     codes = make_codes(tmp_path / "codes", n=40)
     single = runner.invoke(app, _args(codes, tmp_path / "single", 8))
@@ -41,7 +53,10 @@ def test_resume_on_two_processes_under_ddp_and_fsdp(tmp_path):
     for strategy in ("ddp", "fsdp"):
         run = tmp_path / strategy
         shutil.copytree(tmp_path / "first", run)
-        more = run_torchrun(*_args(codes, run, 8, "--strategy", strategy))  # steps 5-8 on two
+        if strategy == "ddp":  # through the launcher
+            more = _launch(*_args(codes, run, 8, "--strategy", strategy))
+        else:  # under an outside torchrun
+            more = run_torchrun(*_args(codes, run, 8, "--strategy", strategy))  # steps 5-8 on two
         assert more.returncode == 0, more.stderr[-3000:]
         assert "resumed on 2 processes (was 1)" in more.stderr
         rows = read_metrics(run)
@@ -54,3 +69,10 @@ def test_resume_on_two_processes_under_ddp_and_fsdp(tmp_path):
         assert len(ckpt.state["rng"]) == 2
         assert ckpt.state["data"] == {"epoch": 1, "position": 24}  # 40 // 8 = 5 steps an epoch
         assert set(ckpt.state["optimizers"]["model"]["state"]["state"]) == set(ckpt.weights["model"])
+
+
+def test_a_batch_that_two_processes_cannot_split_is_one_clear_error(tmp_path):
+    codes = make_codes(tmp_path / "codes", n=16)
+    res = _launch(*_args(codes, tmp_path / "run", 2), "--batch-size", "9")
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert res.stderr.count("does not divide over 2 process(es)") == 1 and "Traceback" not in res.stderr
