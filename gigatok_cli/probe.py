@@ -172,28 +172,14 @@ def _render(title: str, result: Any, output: Path) -> None:
     )
 
 
-def _split_gpt(spec: str, tokenizer: str | None) -> tuple[str, str | None]:
-    """``PRESET[@TOKENIZER]`` -> (preset, tokenizer); a second tokenizer via --tokenizer must agree."""
-    name, _, tok = spec.partition("@")
-    if tok and tokenizer and tok != tokenizer:
-        raise GigatokError(f"--gpt {spec} names tokenizer {tok!r} but --tokenizer says {tokenizer!r}")
-    return name, tok or tokenizer
-
-
 def _preset_of(checkpoint: Path | None) -> str | None:
-    """``PRESET[@TOKENIZER]`` recorded in a gigatok weights file's metadata, if any."""
-    from gigatok_core.checkpoint import read_weights_meta
-    from gigatok_core.probe.api import gpt_weights_file
+    """The GPT preset a gigatok GPT checkpoint (file, run or checkpoint folder) records; its paired
+    tokenizer is found by the loader (:func:`gigatok_core.ar.load.resolve_gpt`)."""
+    from gigatok_core.config.source import describe_checkpoint
 
-    path = gpt_weights_file(checkpoint)
-    if path is None or path.suffix != ".safetensors":
-        return None
-    meta = read_weights_meta(path) or {}
-    preset, tok = meta.get("preset"), meta.get("tokenizer")
-    tok = tok.get("preset") if isinstance(tok, dict) else tok  # train gpt records {"preset": ..., ...}
-    if not isinstance(preset, str):
-        return None
-    return f"{preset}@{tok}" if isinstance(tok, str) else preset
+    meta = describe_checkpoint(checkpoint, kind="gpt") if checkpoint is not None else None
+    preset = (meta or {}).get("preset")
+    return preset if isinstance(preset, str) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +242,6 @@ def gpt(
     gpt = gpt or _preset_of(gpt_checkpoint)
     if gpt is None:
         raise GigatokError("--gpt is required", hint="name the GPT preset, e.g. --gpt gpt-b@xl-xxl")
-    name, tok = _split_gpt(gpt, tokenizer)
     cfg = _config(
         precision=_default_precision(precision, device, True),
         max_epochs=max_epochs,
@@ -276,11 +261,11 @@ def gpt(
     )
     fetch = functools.partial(
         probe_gpt_files,
-        name,
+        gpt,
         train_split,
         val_split,
         subset=cfg.subset,
-        tokenizer=tok,
+        tokenizer=tokenizer,
         gpt_checkpoint=gpt_checkpoint,
         tokenizer_checkpoint=tokenizer_checkpoint,
     )
@@ -288,12 +273,12 @@ def gpt(
         return
     with _progress() as (on_progress, on_epoch):
         result = probe_gpt(
-            name,
+            gpt,
             train_split,
             val_split,
             output,
             config=cfg,
-            tokenizer=tok,
+            tokenizer=tokenizer,
             gpt_checkpoint=gpt_checkpoint,
             tokenizer_checkpoint=tokenizer_checkpoint,
             device=device,

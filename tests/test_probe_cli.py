@@ -186,3 +186,31 @@ def test_probe_with_two_processes_through_the_launcher(data: Path, tmp_path: Pat
     assert [r["epoch"] for r in rows] == [1, 2]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert proc.stdout.count("final top-1") == 1  # rank 0 renders, once
+
+
+def test_probe_gpt_of_a_training_run_needs_no_gpt_flag(data: Path, tmp_path: Path) -> None:
+    from probekit import small_gpt
+
+    from gigatok_core.checkpoint import save_checkpoint
+
+    gpt = small_gpt(block_size=256)  # gpt-tiny's own shape
+    tok = {"preset": "tiny", "checkpoint": None, "sha256": None, "codebook_size": 1024, "num_tokens": 256}
+    meta = {"step": 5, "kind": "gpt", "preset": "gpt-tiny", "tokenizer": tok}
+    save_checkpoint(
+        tmp_path / "gptrun" / "checkpoints", weights={"model": gpt.state_dict()}, state={}, meta=meta
+    )
+    out = tmp_path / "run"
+    cmd = [
+        "probe",
+        "gpt",
+        "--gpt-checkpoint",
+        str(tmp_path / "gptrun"),
+        *_args(data, out),
+        "--max-epochs",
+        "1",
+    ]
+    res = runner.invoke(app, [*cmd, "--batch-size", "2", "--cache-features", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    final = json.loads((out / "results.json").read_text())
+    assert final["meta"]["gpt"] == "gpt-tiny" and final["meta"]["tokenizer"] == "tiny"
+    assert final["meta"]["gpt_checkpoint"]["path"].endswith("step-00000005/model.safetensors")

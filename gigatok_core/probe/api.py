@@ -99,12 +99,15 @@ def probe_gpt(
     on_progress: ProgressFn | None = None,
 ) -> ProbeResult | None:
     """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class (spec ar §7)."""
-    from gigatok_core.ar.load import load_gpt, resolve_gpt
+    from gigatok_core.ar.load import load_gpt, resolve_gpt, split_gpt_name
+    from gigatok_core.ar.trained import paired_tokenizer_checkpoint
     from gigatok_core.tokenizer import load_tokenizer
 
     train, val = read_splits(train_dir, val_dir, config.subset)
-    gpt_checkpoint = gpt_weights_file(gpt_checkpoint)
+    gpt, tokenizer = split_gpt_name(gpt, tokenizer)  # "gpt-b@xl-xxl" -> ("gpt-b", "xl-xxl")
     _, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # refuses a GPT that does not fit
+    if gpt_checkpoint is not None and tokenizer_checkpoint is None:  # a gigatok run's own tokenizer
+        tokenizer_checkpoint = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)
     dev = dist.resolve_device(device)
     dist.resolve_precision(config.precision, dev)
     ctx = dist.get_context(dev)
@@ -115,7 +118,7 @@ def probe_gpt(
         "backbone": "gpt",
         "gpt": gpt,
         "tokenizer": tok_name,
-        "gpt_checkpoint": file_identity(gpt_checkpoint),
+        "gpt_checkpoint": file_identity(gpt_weights_file(gpt_checkpoint)),
         "tokenizer_checkpoint": file_identity(tokenizer_checkpoint),
     }
     return run_probe(
