@@ -1,0 +1,1 @@
+"""Training: the shared loop (``engine``) and the tasks that run on it (``gpt``, ``tokenizer``)."""
