@@ -3,7 +3,7 @@
 Spec tokenizer §5, §8.3, §8.4 and §14.7. At global step g (= loop counter + 1):
 
     total = rec_w (rec + rec_direct) + perc_w (p + p_direct) + disc_w (gen_adv + gen_adv_direct)
-          + (vq + commit + entropy) + fea_rec + proj_w * proj
+          + (vq + commit + entropy) + fea_w * fea_rec + proj_w * proj
     d_loss = disc_w * hinge(D(x), D(x_hat)) [+ disc_w * hinge(D(x), D(x_hat_direct))]
 
 The ``*_direct`` terms live only while the aux window is open (g < aux_loss_end, and
@@ -35,6 +35,7 @@ class LossSettings:
     perceptual_weight: float = 1.0
     reconstruction_weight: float = 1.0
     reconstruction_loss: str = "l2"
+    fea_rec_loss_weight: float = 1.0  # the model's feature-reconstruction MSE (aux window only)
     proj_weight: float = 0.5  # semantic regularization (0 switches the teacher off)
 
     @classmethod
@@ -130,17 +131,24 @@ class VQLoss(nn.Module):
             + s.perceptual_weight * (t["perceptual"] + t["perceptual_direct"])
             + disc_w * (t["gen_adv"] + t["gen_adv_direct"])
             + (t["vq"] + t["commit"] + t["entropy"])  # codebook_weight is never applied (spec §8.3)
-            + t["fea_rec"]
+            + s.fea_rec_loss_weight * t["fea_rec"]
             + s.proj_weight * t["proj"]
         )
         return GeneratorLoss(total=total, terms=t, logits_fake=logits_fake)
 
     def discriminator_step_loss(
-        self, x: torch.Tensor, recon: torch.Tensor, direct: torch.Tensor | None, g: int
+        self,
+        x: torch.Tensor,
+        recon: torch.Tensor,
+        direct: torch.Tensor | None,
+        g: int,
+        *,
+        disc: nn.Module | None = None,
     ) -> DiscriminatorLoss:
-        """The D loss on detached reconstructions; ``direct`` only while the aux window is open."""
+        """The D loss on detached reconstructions; ``direct`` only while the aux window is open.
+        ``disc``: the (DDP-wrapped) discriminator to call, default the unwrapped one."""
         s = self.settings
-        d = self.discriminator
+        d = disc if disc is not None else self.discriminator
         direct = direct if (direct is not None and s.use_direct_rec_loss and s.aux_open(g)) else None
         real = d(x.detach().float())
         fake = d(recon.detach().float())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ class OptimSettings:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 1e-4
     max_grad_norm: float = 10.0
+    disc_max_grad_norm: float = 10.0
     split_norm_decay: bool = False  # the FSDP recipe's groups
     ema_decay: float | None = None  # None: no EMA
     precision: str = "fp32"
@@ -47,13 +49,24 @@ class _Cache:
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
 
 
+def _clip(params, max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ (pre-clip total norm returned); FSDP2 DTensor norms made whole."""
+    norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
 def _accumulate(metrics: dict[str, float], terms: dict[str, torch.Tensor], n: int) -> None:
     for k, v in terms.items():
         metrics[k] = metrics.get(k, 0.0) + float(v.detach()) / n
 
 
 class TokenizerTrainer:
-    """Holds the model, loss (LPIPS + discriminator), teacher, both optimizers, scalers and EMA."""
+    """Holds the model, loss (LPIPS + discriminator), teacher, both optimizers, scalers and EMA.
+
+    Under the engine, ``forward_model``/``disc_forward`` are the DDP/FSDP-wrapped modules,
+    ``scaler`` the engine's GradScaler, ``autocast``/``accumulating`` its contexts. The generator
+    side calls the unwrapped discriminator (its gradients there are discarded by the D step).
+    """
 
     def __init__(
         self,
@@ -63,8 +76,15 @@ class TokenizerTrainer:
         optim: OptimSettings,
         *,
         lpips_dropout: bool = True,
+        forward_model: nn.Module | None = None,
+        disc_forward: nn.Module | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+        accumulating: Callable[[nn.Module, bool], contextlib.AbstractContextManager] | None = None,
     ) -> None:
         self.model, self.loss, self.teacher, self.settings = model, loss, teacher, optim
+        self.forward_model = forward_model or model
+        self.disc_forward = disc_forward or loss.discriminator
         s = loss.settings
         self.schedule = OfficialLR(optim.lr, optim.end_lr, optim.warmup, optim.total_steps, s.disc_start)
         fused = True if model.device.type == "cuda" else None
@@ -79,8 +99,10 @@ class TokenizerTrainer:
         )
         self.amp_dtype = AMP_DTYPES[optim.precision]
         fp16 = optim.precision == "fp16"
-        self.scaler = torch.amp.GradScaler(model.device.type, enabled=fp16)
+        self.scaler = scaler or torch.amp.GradScaler(model.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(model.device.type, enabled=fp16)
+        self._autocast_fn = autocast
+        self._accumulating = accumulating or (lambda _m, _last: contextlib.nullcontext())
         self.ema = EMA(model, optim.ema_decay) if optim.ema_decay else None
         model.train()
         if disc is not None:
@@ -90,6 +112,8 @@ class TokenizerTrainer:
 
     # -----------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._autocast_fn is not None:
+            return self._autocast_fn()
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.model.device.type, dtype=self.amp_dtype)
@@ -109,13 +133,16 @@ class TokenizerTrainer:
         metrics: dict[str, float] = {}
         cache, n = _Cache(), len(micro_batches)
         try:
-            for x in micro_batches:
+            for i, x in enumerate(micro_batches):
                 distill = self._requires_distill()
-                with self._autocast():
+                last = i == n - 1
+                with self._accumulating(self.forward_model, last), self._autocast():
                     feat = self.teacher(x) if distill else None
-                    out = self.model(x, rec_loss=s.aux_open(g), distill=distill, direct=s.use_direct_rec_loss)
+                    out = self.forward_model(
+                        x, rec_loss=s.aux_open(g), distill=distill, direct=s.use_direct_rec_loss
+                    )
                     res = self.loss.generator(x, out, g, feat)
-                self.scaler.scale(res.total / n).backward()
+                    self.scaler.scale(res.total / n).backward()
                 _accumulate(metrics, {"loss": res.total, **res.terms}, n)
                 metrics["codebook_usage"] = float(out.usage)
                 direct = out.direct_recon.detach() if out.direct_recon is not None else None
@@ -131,7 +158,7 @@ class TokenizerTrainer:
         lr = self.schedule.generator(t)
         set_lr(self.opt, lr)
         self.scaler.unscale_(self.opt)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+        norm = _clip(self.model.parameters(), self.settings.max_grad_norm)
         self.scaler.step(self.opt)
         self.scaler.update()
         if self.ema is not None:
@@ -143,10 +170,10 @@ class TokenizerTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
         n = len(cache.batches)
-        for x, recon, direct in cache.batches:
-            with self._autocast():
-                res = self.loss.discriminator_step_loss(x, recon, direct, g)
-            self.scaler_d.scale(res.total / n).backward()
+        for i, (x, recon, direct) in enumerate(cache.batches):
+            with self._accumulating(self.disc_forward, i == n - 1), self._autocast():
+                res = self.loss.discriminator_step_loss(x, recon, direct, g, disc=self.disc_forward)
+                self.scaler_d.scale(res.total / n).backward()
             _accumulate(metrics, {"d_loss": res.total, **res.terms}, n)
             self.last_d_logits = res.logits
         return metrics
@@ -156,7 +183,7 @@ class TokenizerTrainer:
         set_lr(self.opt_d, lr)
         self.scaler_d.unscale_(self.opt_d)
         params = [p for group in self.opt_d.param_groups for p in group["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
+        norm = _clip(params, self.settings.disc_max_grad_norm)
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
         return {"d_grad_norm": float(norm), "d_lr": lr}
