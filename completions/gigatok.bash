@@ -15,6 +15,7 @@ _gigatok() {
             "eval|gfid") path="eval gfid" ;;
             "eval|rfid") path="eval rfid" ;;
             "eval|val-loss") path="eval val-loss" ;;
+            "train|extract-codes") path="train extract-codes" ;;
         esac
     done
     case "$path|$prev" in
@@ -100,6 +101,18 @@ _gigatok() {
         "sample|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "sample|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "sample|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train extract-codes|--tokenizer"|"train extract-codes|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "train extract-codes|--output"|"train extract-codes|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train extract-codes|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train extract-codes|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train extract-codes|--crop-range") COMPREPLY=(); return ;;
+        "train extract-codes|--batch-size"|"train extract-codes|-b") COMPREPLY=(); return ;;
+        "train extract-codes|--shard-size") COMPREPLY=(); return ;;
+        "train extract-codes|--workers") COMPREPLY=(); return ;;
+        "train extract-codes|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "train extract-codes|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
+        "train extract-codes|--check-images") COMPREPLY=(); return ;;
+        "train extract-codes|--import-official") COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
@@ -113,7 +126,8 @@ _gigatok() {
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;
-        "train") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
+        "train") COMPREPLY=($(compgen -W "extract-codes --help -h" -- "$cur")) ;;
+        "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

@@ -37,7 +37,7 @@ def _root(
 app.command("download")(download.download)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("sample")(sample.sample)
-app.command("train")(train.train)
+app.add_typer(train.app, name="train")
 app.add_typer(eval_cmd.app, name="eval")
 app.command("probe")(probe.probe)
 

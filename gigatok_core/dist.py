@@ -3,15 +3,19 @@
 ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; without them we are a world of one and no process
 group is created. Work is sharded by striding (rank r takes items r, r+W, ...), so any world size
 covers every item exactly once and results do not depend on it.
+
+Training uses :func:`get_context` (a :class:`DistContext`: rank facts plus the few collectives a
+trainer needs, all no-ops in a world of one) and :class:`EpochSampler` (a shuffled, epoch-seeded
+order over the dataset, strided over ranks and resumable from a global sample position).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -81,6 +85,99 @@ def all_gather_objects(obj: object) -> list[object]:
     out: list[object] = [None] * torch_dist.get_world_size()
     torch_dist.all_gather_object(out, obj)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The context a trainer holds: rank facts + collectives (no-ops without a process group)
+# ---------------------------------------------------------------------------------------------
+def _group_ready() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
+@dataclass(frozen=True)
+class DistContext(DistInfo):
+    """Rank facts and the collectives a trainer needs; every method works in a world of one.
+
+    A :class:`DistInfo`, so it goes wherever the entry points take ``rank_info``.
+    """
+
+    def barrier(self) -> None:
+        barrier()
+
+    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Reduce ``t`` in place over ranks (``op``: sum | mean | max | min) and return it."""
+        ops = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
+        if op not in ops:
+            raise ValueError(f"all_reduce op must be one of {sorted(ops)}, got {op!r}")
+        if self.distributed and _group_ready():
+            torch_dist.all_reduce(t, op=getattr(torch_dist.ReduceOp, ops[op]))
+            if op == "mean":
+                t.div_(self.world_size)
+        return t
+
+    def gather_objects(self, obj: T) -> list[T]:
+        """One picklable object per rank, in rank order, on every rank."""
+        return all_gather_objects(obj)  # type: ignore[return-value]
+
+    def broadcast_object(self, obj: T, src: int = 0) -> T:
+        """Rank ``src``'s ``obj`` on every rank (``obj`` is ignored elsewhere)."""
+        if not (self.distributed and _group_ready()):
+            return obj
+        box: list[Any] = [obj]
+        torch_dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+
+def get_context(device: torch.device | str | None = None, *, init: bool = True) -> DistContext:
+    """This process's :class:`DistContext`; with ``init`` the process group is created under
+    torchrun (NCCL for a CUDA ``device``, else gloo) if it does not exist yet."""
+    info = init_distributed(device) if init else dist_info()
+    return DistContext(rank=info.rank, world_size=info.world_size, local_rank=info.local_rank)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data order: one global permutation per epoch, strided over ranks, resumable mid-epoch
+# ---------------------------------------------------------------------------------------------
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Dataset indices for one rank, in a global order that does not depend on the world size.
+
+    Epoch ``e``'s global order is ``randperm(n)`` seeded by ``(seed, e)`` (or ``0..n-1`` without
+    ``shuffle``). Global positions ``start, start+1, ...`` are dealt round-robin: rank ``r`` gets
+    positions ``start + r, start + r + W, ...``. A trainer consuming global batches of ``B``
+    samples (``B`` a multiple of ``W``) therefore sees the same set of samples at every step on any
+    world size, and resumes mid-epoch with ``set_epoch(e, start=position)``. Every rank yields the
+    same count, ``(n - start) // W`` (a tail shorter than the world is left out).
+    (The official trainers restart an interrupted epoch from its beginning, spec ar §6.)
+    """
+
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        if n < 0 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad sampler arguments n={n} rank={rank} world_size={world_size}")
+        self.n, self.seed, self.rank, self.world_size, self.shuffle = n, seed, rank, world_size, shuffle
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use epoch ``epoch``'s order from global position ``start`` on (0 <= start <= n)."""
+        if not 0 <= start <= self.n:
+            raise ValueError(f"start position {start} outside an epoch of {self.n} samples")
+        self.epoch, self.start = epoch, start
+
+    def global_order(self, epoch: int | None = None) -> torch.Tensor:
+        """The whole epoch's order (n,), identical on every rank and world size."""
+        epoch = self.epoch if epoch is None else epoch
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)  # 1_000_003: a prime stride
+        return torch.randperm(self.n, generator=g)
+
+    def __len__(self) -> int:
+        return (self.n - self.start) // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.global_order()[self.start :]
+        order = order[: len(self) * self.world_size]  # (len * W,): equal counts on every rank
+        return iter(order[self.rank :: self.world_size].tolist())
 
 
 def resolve_device(device: str | None) -> torch.device:

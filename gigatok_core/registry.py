@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gigatok_core.config import GPTConfig, TokenizerConfig, build_config
+from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
 from gigatok_core.errors import GigatokError
 
 
@@ -70,33 +70,6 @@ class WeightsRecord:
 
 
 @dataclass(frozen=True)
-class TokenizerRecipe:
-    """Training recipe fields of an official tokenizer YAML (spec tokenizer §1.2, §8)."""
-
-    global_batch_size: int = 256
-    warmup: int = 0
-    disc_type: str = "patchgan"
-    disc_start: int = 20000
-    aux_loss_end: int = 15000
-    use_direct_rec_loss: bool = True
-    epochs: int = 100
-    fsdp: bool = False
-    precision: str = "fp16"
-    lr: float = 1e-4
-    end_lr: float = 1e-5
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    max_grad_norm: float = 10.0
-    disc_weight: float = 0.5
-    perceptual_weight: float = 1.0
-    proj_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        assert self.disc_type in ("patchgan", "dinodisc"), self.disc_type
-        assert self.precision in ("fp16", "bf16", "fp32"), self.precision
-
-
-@dataclass(frozen=True)
 class TokenizerPreset:
     name: str
     description: str
@@ -106,6 +79,7 @@ class TokenizerPreset:
     official_config: str | None = None
     params: int | None = None
     paper: dict[str, float] = field(default_factory=dict)
+    declared: dict[str, Any] = field(default_factory=dict)  # config/recipe as written in the YAML
 
     @property
     def weights_record(self) -> WeightsRecord | None:
@@ -117,7 +91,9 @@ class GPTPreset:
     name: str
     description: str
     config: GPTConfig
+    recipe: GPTRecipe
     params: int | None = None
+    declared: dict[str, Any] = field(default_factory=dict)  # config/recipe as written in the YAML
 
 
 @dataclass(frozen=True)
@@ -153,13 +129,12 @@ def _tokenizers() -> dict[str, TokenizerPreset]:
     out = {}
     for name, rec in _load_yaml("tokenizers.yaml").items():
         rec = dict(rec)
-        recipe = dict(rec.pop("recipe", {}))
-        if "betas" in recipe:
-            recipe["betas"] = tuple(recipe["betas"])
+        declared = {"config": rec.pop("config"), "recipe": rec.pop("recipe", {})}
         out[name] = TokenizerPreset(
             name=name,
-            config=build_config(TokenizerConfig, rec.pop("config")),
-            recipe=TokenizerRecipe(**recipe),
+            config=build_config(TokenizerConfig, declared["config"]),
+            recipe=build_config(TokenizerRecipe, declared["recipe"]),
+            declared=declared,
             **rec,
         )
         assert out[name].weights is None or out[name].weights in _weights(), f"{name}: unknown weights"
@@ -172,8 +147,10 @@ def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]
     archs = {
         name: GPTPreset(
             name=name,
-            config=build_config(GPTConfig, dict(rec).pop("config")),
-            **{k: v for k, v in rec.items() if k != "config"},
+            config=build_config(GPTConfig, rec["config"]),
+            recipe=build_config(GPTRecipe, rec.get("recipe", {})),
+            declared={"config": rec["config"], "recipe": rec.get("recipe", {})},
+            **{k: v for k, v in rec.items() if k not in ("config", "recipe")},
         )
         for name, rec in data["architectures"].items()
     }

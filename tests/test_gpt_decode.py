@@ -54,10 +54,10 @@ def test_static_attention_masks_unwritten_slots() -> None:
     """Several positions at once; garbage in slots past a query's position must not leak in."""
     cfg = gpt_preset("gpt-tiny").config
     attn = Attention(cfg).eval()
-    b, length, h, d = 2, 12, cfg.heads, cfg.head_dim
-    x = torch.randn(b, 3, cfg.width)
+    b, length, h, d = 2, 12, cfg.n_head, cfg.head_dim
+    x = torch.randn(b, 3, cfg.dim)
     with torch.no_grad():
-        prefix = torch.randn(b, 5, cfg.width)
+        prefix = torch.randn(b, 5, cfg.dim)
         caches = [(torch.zeros(b, h, length, d), torch.zeros(b, h, length, d)) for _ in range(2)]
         for k, v in caches:
             attn(prefix, (k, v), 0)  # slots 0..4

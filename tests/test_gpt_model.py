@@ -53,7 +53,7 @@ def test_state_dict_matches_official_keys(name: str) -> None:
 def test_every_preset_builds_on_meta(name: str) -> None:
     preset = gpt_preset(name)
     model = build_gpt(preset.config, device="meta")
-    assert len(model.state_dict()) == 3 + 7 * preset.config.depth + 2
+    assert len(model.state_dict()) == 3 + 7 * preset.config.n_layer + 2
     if preset.params is not None:
         assert model.num_params() == preset.params
 

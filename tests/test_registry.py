@@ -44,7 +44,7 @@ def test_paper_pairing_and_unreleased_pair() -> None:
 def test_overrides_and_unknown_keys() -> None:
     cfg = build_config(TokenizerConfig, {"encoder_size": "base"}, overrides=["decoder_size=large"])
     assert cfg.vit_shape("encoder") == (768, 12, 12) and cfg.vit_shape("decoder") == (1024, 24, 16)
-    with pytest.raises(GigatokError, match="bad TokenizerConfig"):
+    with pytest.raises(GigatokError, match="unknown TokenizerConfig setting 'no_such_key'"):
         build_config(TokenizerConfig, overrides=["no_such_key=1"])
     with pytest.raises(GigatokError, match="encoder_size"):
         build_config(TokenizerConfig, overrides=["encoder_size=huge"])

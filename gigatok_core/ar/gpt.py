@@ -55,10 +55,10 @@ class KVCache:
     def empty(
         cls, cfg: GPTConfig, rows: int, max_len: int, *, dtype: torch.dtype, device: torch.device
     ) -> KVCache:
-        shape = (rows, cfg.heads, max_len, cfg.head_dim)
+        shape = (rows, cfg.n_head, max_len, cfg.head_dim)
         return cls(
-            k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)],
-            v=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.depth)],
+            k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
+            v=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)],
         )
 
     @property
@@ -71,9 +71,9 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.n_head = cfg.heads
-        self.wqkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
-        self.wo = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.n_head = cfg.n_head
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
 
     def forward(
@@ -125,9 +125,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         hidden = cfg.ffn_hidden
-        self.w1 = nn.Linear(cfg.width, hidden, bias=False)
-        self.w3 = nn.Linear(cfg.width, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, cfg.width, bias=False)
+        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
         self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -141,8 +141,8 @@ class Block(nn.Module):
         super().__init__()
         self.attention = Attention(cfg)
         self.feed_forward = FeedForward(cfg)
-        self.attention_norm = RMSNorm(cfg.width, cfg.norm_eps)
-        self.ffn_norm = RMSNorm(cfg.width, cfg.norm_eps)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(
         self, h: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0
@@ -181,13 +181,13 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.config = cfg
-        d = cfg.width
+        d = cfg.dim
         # Registration order = official state-dict order (positional embedding first).
         self.positional_embedding = nn.Parameter(torch.randn(cfg.block_size + 1, d) * d**-0.5)
         self.cls_embedding = LabelEmbedding(cfg.num_classes, d, cfg.class_dropout_prob)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, d)
         self.tok_dropout = nn.Dropout(cfg.token_dropout_p)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(d, cfg.norm_eps)
         self.output = nn.Linear(d, cfg.vocab_size, bias=False)
 
@@ -204,7 +204,7 @@ class GPT(nn.Module):
                 nn.init.ones_(m.weight)
         nn.init.zeros_(self.output.weight)
         with torch.no_grad():
-            d = self.config.width
+            d = self.config.dim
             self.positional_embedding.copy_(torch.randn_like(self.positional_embedding) * d**-0.5)
 
     def new_cache(self, rows: int, max_len: int | None = None) -> KVCache:

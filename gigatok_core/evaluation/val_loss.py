@@ -23,10 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gigatok_core import dist
+from gigatok_core.ar.loss import token_losses
+from gigatok_core.data.folder import image_folder
 from gigatok_core.errors import GigatokError
+
+__all__ = ["ValLossReport", "image_folder", "token_losses", "validation_loss"]
 
 Gather = Callable[[Any], list[Any]]
 
@@ -47,78 +50,6 @@ class ValLossReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# The data: an ImageFolder
-# ---------------------------------------------------------------------------------------------
-def image_folder(
-    root: str | Path, max_classes: int, *, class_subset: bool = False
-) -> tuple[list[Path], list[int], list[str]]:
-    """(files, labels, class folder names) of an ImageFolder tree: sorted folder names -> labels.
-
-    Every one of the GPT's ``max_classes`` classes needs its folder, or labels would silently
-    shift; ``class_subset`` accepts fewer, taken as the first classes in order. An empty class
-    folder keeps its label (noted, not an error).
-    """
-    from gigatok_core.images import IMAGE_EXTENSIONS
-
-    root = Path(root)
-    if not root.is_dir():
-        raise GigatokError(
-            f"--data {root} is not a folder",
-            hint="pass an ImageFolder tree: one sub-folder per class (e.g. ImageNet val in n0xxxxxxx/)",
-        )
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise GigatokError(
-            f"{root} has no class sub-folders",
-            hint="val-loss needs labels: put each class's images in its own sub-folder "
-            "(sorted folder names -> labels 0, 1, ...)",
-        )
-    if len(classes) > max_classes:
-        raise GigatokError(
-            f"{root} has {len(classes)} class folders but the GPT knows {max_classes} classes",
-            hint="point --data at the class folders of the GPT's dataset (ImageNet: 1000)",
-        )
-    if len(classes) < max_classes and not class_subset:
-        raise GigatokError(
-            f"{root} has {len(classes)} class folders, the GPT {max_classes} classes: labels come from the "
-            f"sorted folder names, so they would not be the GPT's classes",
-            hint=f"point --data at all {max_classes} class folders (ImageNet val: 1000 n0xxxxxxx/ folders), "
-            "or pass --class-subset if these folders are the first classes, in order",
-        )
-    files: list[Path] = []
-    labels: list[int] = []
-    empty = []
-    for label, name in enumerate(classes):
-        found = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not found:
-            empty.append(name)
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise GigatokError(
-            f"the class folders of {root} hold no image", hint=f"extensions: {' '.join(IMAGE_EXTENSIONS)}"
-        )
-    if empty:
-        log.info(
-            "%d class folder(s) hold no image (first: %s); they keep their labels",
-            len(empty),
-            root / empty[0],
-        )
-    return files, labels, classes
-
-
-# ---------------------------------------------------------------------------------------------
-# The loss
-# ---------------------------------------------------------------------------------------------
-def token_losses(model: torch.nn.Module, labels: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy (B, N): input = [class, codes[:, :-1]], targets = codes."""
-    logits = model(labels, codes[:, :-1])  # (B, N, V) float32; row j predicts token j
-    return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")  # (B, N)
 
 
 def validation_loss(

@@ -1,1 +1,5 @@
-"""Training: the shared loop (``engine``) and the tasks that run on it (``gpt``, ``tokenizer``)."""
+"""Training: one loop for every model (:mod:`~gigatok_core.train.engine`), the GPT task
+(:mod:`~gigatok_core.train.gpt`) and the tokenizer task (:mod:`~gigatok_core.train.tokenizer`).
+
+Import the submodules directly; this package imports nothing heavy.
+"""

@@ -8,16 +8,12 @@ and unknown keys are errors.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from gigatok_core.errors import GigatokError
+from gigatok_core.config.build import build_config, check
 
 # ---------------------------------------------------------------------------------------------
 # The size table (spec tokenizer §1.1): name -> (width, depth, heads). MLP ratio 4, head dim 64.
@@ -43,11 +39,6 @@ GPT_SIZES: dict[str, tuple[int, int, int]] = {
     "gpt-3b": (3200, 24, 32),
     "gpt-7b": (4096, 32, 32),
 }
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise GigatokError(f"invalid config: {msg}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,37 +84,35 @@ class TokenizerConfig:
     distill_dim: int = 768
 
     def __post_init__(self) -> None:
-        _check(self.arch in ("1d", "2d"), f"arch must be '1d' or '2d', got {self.arch!r}")
+        check(self.arch in ("1d", "2d"), f"arch must be '1d' or '2d', got {self.arch!r}")
         for side in ("encoder", "decoder"):
             size = getattr(self, f"{side}_size")
-            _check(size in VIT_SIZES, f"{side}_size {size!r} is not one of {sorted(VIT_SIZES)}")
+            check(size in VIT_SIZES, f"{side}_size {size!r} is not one of {sorted(VIT_SIZES)}")
             width, _, heads = self.vit_shape(side)
-            _check(width % heads == 0, f"{side} width {width} is not divisible by {heads} heads")
-        _check(
+            check(width % heads == 0, f"{side} width {width} is not divisible by {heads} heads")
+        check(
             self.decoder_size != "xxxl" or self.decoder_width is not None,
             "the official 1D decoder has no 'xxxl' size",
         )
-        _check(
+        check(
             self.transformer_layer_type in ("decoder_layer", "plain"),
             "transformer_layer_type must be 'decoder_layer' or 'plain'",
         )
-        _check(
+        check(
             self.arch == "2d" or self.transformer_layer_type == "decoder_layer",
             "the 1D tokenizer only has the decoder_layer transformer",
         )
-        _check(self.cnn_channels % 32 == 0, "cnn_channels must be a multiple of 32 (GroupNorm(32))")
-        _check(len(self.ch_mult) >= 2, "ch_mult needs at least two levels")
-        _check(self.image_size % self.downsample == 0, f"image_size must be a multiple of {self.downsample}")
+        check(self.cnn_channels % 32 == 0, "cnn_channels must be a multiple of 32 (GroupNorm(32))")
+        check(len(self.ch_mult) >= 2, "ch_mult needs at least two levels")
+        check(self.image_size % self.downsample == 0, f"image_size must be a multiple of {self.downsample}")
         n = self.grid_size**2
-        _check(
+        check(
             self.num_latent_tokens == n,
             f"num_latent_tokens ({self.num_latent_tokens}) must equal the CNN grid size^2 ({n})",
         )
-        _check(math.log2(n).is_integer(), "the number of latent tokens must be a power of two")
-        _check(
-            self.codebook_size > 1 and self.codebook_dim > 0, "codebook_size/codebook_dim must be positive"
-        )
-        _check(
+        check(math.log2(n).is_integer(), "the number of latent tokens must be a power of two")
+        check(self.codebook_size > 1 and self.codebook_dim > 0, "codebook_size/codebook_dim must be positive")
+        check(
             1 <= self.distill_depth <= self.vit_shape("decoder")[1],
             "distill_depth must be between 1 and the decoder depth",
         )
@@ -146,13 +135,38 @@ class TokenizerConfig:
             getattr(self, f"{side}_heads") or heads,
         )
 
+    # litgpt-style constructors -----------------------------------------------------------------
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> TokenizerConfig:
+        """Tokenizer preset ``name`` with field overrides: ``from_name("s-s", codebook_size=1024)``."""
+        from gigatok_core.registry import tokenizer_preset
+
+        return build_config(cls, tokenizer_preset(name).declared.get("config", {}), overrides=overrides)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TokenizerConfig:
+        """A YAML file of TokenizerConfig fields."""
+        return build_config(cls, config_file=path, overrides=overrides)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> TokenizerConfig:
+        """The architecture a checkpoint was trained with: gigatok metadata, a run folder or an official file."""
+        from gigatok_core.config.source import config_from_checkpoint
+
+        return config_from_checkpoint(cls, path, kind="tokenizer")
+
 
 # ---------------------------------------------------------------------------------------------
 # GPT
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class GPTConfig:
-    """Architecture of the class-conditional GPT (official gpt_1d, rope=False)."""
+    """Architecture of the class-conditional GPT (official gpt_1d, rope=False; spec ar §2).
+
+    ``size`` names a row of :data:`GPT_SIZES`; ``dim``/``n_layer``/``n_head`` (the official
+    ``ModelArgs`` names) are filled from that row in ``__post_init__`` unless given (``gpt-tiny``
+    and tests that shrink a real preset give them).
+    """
 
     size: str = "gpt-b"
     dim: int | None = None
@@ -161,7 +175,7 @@ class GPTConfig:
     vocab_size: int = 16384
     block_size: int = 256  # image tokens
     num_classes: int = 1000
-    class_dropout_prob: float = 0.1
+    class_dropout_prob: float = 0.1  # > 0 adds the null-class row (spec ar §2)
     multiple_of: int = 256
     norm_eps: float = 1e-5
     token_dropout_p: float = 0.1
@@ -169,77 +183,52 @@ class GPTConfig:
     ffn_dropout_p: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.size in GPT_SIZES, f"size {self.size!r} is not one of {sorted(GPT_SIZES)}")
-        _check(self.width % self.heads == 0, f"dim {self.width} is not divisible by {self.heads} heads")
-        _check(
+        check(self.size in GPT_SIZES, f"size {self.size!r} is not one of {sorted(GPT_SIZES)}")
+        dim, n_layer, n_head = GPT_SIZES[self.size]
+        self.dim = self.dim or dim
+        self.n_layer = self.n_layer or n_layer
+        self.n_head = self.n_head or n_head
+        check(
+            self.dim > 0 and self.n_layer > 0 and self.n_head > 0, "dim, n_layer and n_head must be positive"
+        )
+        check(self.dim % self.n_head == 0, f"dim {self.dim} is not divisible by {self.n_head} heads")
+        check(
             self.vocab_size > 0 and self.block_size > 0 and self.num_classes > 0,
             "vocab_size, block_size and num_classes must be positive",
         )
-
-    @property
-    def width(self) -> int:
-        return self.dim or GPT_SIZES[self.size][0]
-
-    @property
-    def depth(self) -> int:
-        return self.n_layer or GPT_SIZES[self.size][1]
-
-    @property
-    def heads(self) -> int:
-        return self.n_head or GPT_SIZES[self.size][2]
+        check(0.0 <= self.class_dropout_prob < 1.0, "class_dropout_prob must be in [0, 1)")
+        for name in ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p"):
+            check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        check(self.multiple_of > 0 and self.norm_eps > 0, "multiple_of and norm_eps must be positive")
 
     @property
     def head_dim(self) -> int:
-        return self.width // self.heads
+        assert self.dim is not None and self.n_head is not None  # filled in __post_init__
+        return self.dim // self.n_head
 
     @property
     def ffn_hidden(self) -> int:
         """SwiGLU hidden size: int(2 * 4d / 3) rounded up to a multiple of ``multiple_of``."""
-        hidden = int(2 * (4 * self.width) / 3)
+        assert self.dim is not None
+        hidden = int(2 * (4 * self.dim) / 3)
         return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
 
+    # litgpt-style constructors -----------------------------------------------------------------
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
+        """GPT preset ``name`` (``gpt-b``, ``gpt-tiny`` ...) with field overrides: ``from_name("gpt-b", n_layer=2)``."""
+        from gigatok_core.registry import gpt_preset
 
-# ---------------------------------------------------------------------------------------------
-# One override grammar: mapping -> file -> dotlist, unknown keys rejected.
-# ---------------------------------------------------------------------------------------------
-C = TypeVar("C", TokenizerConfig, GPTConfig)
+        return build_config(cls, gpt_preset(name).declared.get("config", {}), overrides=overrides)
 
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> GPTConfig:
+        """A YAML file of GPTConfig fields."""
+        return build_config(cls, config_file=path, overrides=overrides)
 
-def build_config(
-    cls: type[C],
-    base: dict[str, Any] | None = None,
-    config_file: str | Path | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-) -> C:
-    """Merge ``base`` (a preset's mapping), a YAML file and ``key=value`` overrides into ``cls``."""
-    schema = OmegaConf.structured(cls)
-    layers: list[Any] = [schema]
-    try:
-        if base:
-            layers.append(OmegaConf.create(base))
-        if config_file is not None:
-            path = Path(config_file)
-            if not path.is_file():
-                raise GigatokError(f"config file {path} does not exist")
-            layers.append(OmegaConf.load(path))
-        if overrides:
-            layers.append(
-                OmegaConf.from_dotlist(list(overrides))
-                if isinstance(overrides, list)
-                else OmegaConf.create(dict(overrides))
-            )
-        merged = OmegaConf.merge(*layers)
-        values = OmegaConf.to_container(merged, resolve=True)
-    except OmegaConfBaseException as err:
-        known = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise GigatokError(
-            f"bad {cls.__name__} setting: {err.msg if hasattr(err, 'msg') else err}",
-            hint=f"known keys: {known}",
-        ) from None
-    assert isinstance(values, dict)
-    return cls(**values)
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> GPTConfig:
+        """The architecture a checkpoint was trained with: gigatok metadata, a run folder or an official file."""
+        from gigatok_core.config.source import config_from_checkpoint
 
-
-def config_to_dict(cfg: TokenizerConfig | GPTConfig) -> dict[str, Any]:
-    """A plain dict (for checkpoints and the resolved-config file written next to outputs)."""
-    return dataclasses.asdict(cfg)
+        return config_from_checkpoint(cls, path, kind="gpt")

@@ -1,0 +1,181 @@
+"""Training configs: a model config, its recipe and this run's settings, in one nested object.
+
+``TokenizerTrainConfig.from_name("s-s", overrides=["recipe.lr=1e-3", "run.max_steps=5"])`` takes
+the preset's architecture and recipe, then a YAML file, then ``key=value`` overrides (one grammar,
+:func:`gigatok_core.config.build_config`). ``RunConfig`` fields left ``None`` fall back to the
+recipe; the resolved values are the properties of the train config (``total_steps``, ``lr`` ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gigatok_core.config.build import build_config, check, load_yaml, merge_mappings, parse_dotlist
+from gigatok_core.config.model import GPTConfig, TokenizerConfig
+from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How this run executes. ``None`` means "the recipe's value"."""
+
+    max_steps: int | None = None  # None: the recipe's epochs converted to steps
+    batch_size: int | None = None  # global batch (all ranks, all accumulation steps); None: recipe's
+    grad_accum: int = 1
+    lr: float | None = None  # None: the recipe's lr
+    seed: int = 0
+    save_every: int = 5000  # steps between checkpoints (the official cadence)
+    keep: int | None = None  # checkpoints kept (newest); None keeps all
+    log_every: int = 100
+    sample_every: int | None = None  # steps between sample/reconstruction grids; None: never
+    val_every: int | None = None  # steps between validation passes; None: never
+    precision: str | None = None  # fp32 | bf16 | fp16; None: the recipe's
+    strategy: str | None = None  # ddp | fsdp; None: fsdp when the recipe says so
+    compile: bool = False
+    activation_checkpointing: bool = False
+    ema: bool | None = None  # None: the recipe's
+    on_nan: str = "stop"  # stop | skip (skip the update of a step whose loss is not finite)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        check(self.max_steps is None or self.max_steps > 0, "run.max_steps must be positive")
+        check(self.batch_size is None or self.batch_size > 0, "run.batch_size must be positive")
+        check(self.grad_accum > 0, "run.grad_accum must be positive")
+        check(
+            self.batch_size is None or self.batch_size % self.grad_accum == 0,
+            f"run.batch_size {self.batch_size} must be a multiple of run.grad_accum {self.grad_accum}",
+        )
+        check(self.lr is None or self.lr > 0, "run.lr must be positive")
+        check(self.seed >= 0, "run.seed must be >= 0")
+        check(self.save_every > 0 and self.log_every > 0, "run.save_every and run.log_every must be positive")
+        check(self.keep is None or self.keep > 0, "run.keep must be positive (or null to keep all)")
+        for name in ("sample_every", "val_every"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"run.{name} must be positive (or null for never)")
+        check(
+            self.precision is None or self.precision in PRECISIONS,
+            f"run.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+        )
+        check(
+            self.strategy is None or self.strategy in STRATEGIES,
+            f"run.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
+        )
+        check(self.on_nan in ("stop", "skip"), f"run.on_nan must be 'stop' or 'skip', got {self.on_nan!r}")
+        check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"run.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+
+
+class _Resolved:
+    """The run's effective values: the run setting when given, else the recipe's."""
+
+    recipe: TokenizerRecipe | GPTRecipe
+    run: RunConfig
+
+    @property
+    def batch_size(self) -> int:
+        return self.run.batch_size or self.recipe.global_batch_size
+
+    @property
+    def total_steps(self) -> int:
+        """Schedule length T: run.max_steps, else the recipe's epochs at the effective batch."""
+        return self.run.max_steps or epochs_to_steps(self.recipe.epochs, self.batch_size)
+
+    @property
+    def lr(self) -> float:
+        return self.run.lr if self.run.lr is not None else self.recipe.lr
+
+    @property
+    def precision(self) -> str:
+        return self.run.precision or self.recipe.precision
+
+    @property
+    def strategy(self) -> str:
+        return self.run.strategy or ("fsdp" if self.recipe.fsdp else "ddp")
+
+    @property
+    def ema(self) -> bool:
+        return self.recipe.ema if self.run.ema is None else self.run.ema
+
+
+def _from_name(
+    cls: type, preset: str, declared: dict[str, Any], config_file: Any, overrides: Any, kwargs: Any
+) -> Any:
+    base = {"preset": preset, **declared}
+    layer = parse_dotlist(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
+    if kwargs:
+        layer = merge_mappings(layer, kwargs)
+    return build_config(cls, base, config_file=config_file, overrides=layer)
+
+
+@dataclass(frozen=True)
+class TokenizerTrainConfig(_Resolved):
+    """Everything ``gigatok train tokenizer`` needs (spec tokenizer §8)."""
+
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    recipe: TokenizerRecipe = field(default_factory=TokenizerRecipe)
+    run: RunConfig = field(default_factory=RunConfig)
+    preset: str | None = None  # the tokenizer preset this config started from
+
+    @classmethod
+    def from_name(
+        cls,
+        preset: str,
+        *,
+        config_file: str | Path | None = None,
+        overrides: list[str] | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TokenizerTrainConfig:
+        """Tokenizer preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
+        from gigatok_core.registry import tokenizer_preset
+
+        declared = tokenizer_preset(preset).declared
+        declared = {"model": declared.get("config", {}), "recipe": declared.get("recipe", {})}
+        return _from_name(cls, preset, declared, config_file, overrides, kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> TokenizerTrainConfig:
+        """A YAML train config; a top-level ``preset:`` key starts from that preset."""
+        preset = load_yaml(path).get("preset")
+        if preset is not None:
+            return cls.from_name(str(preset), config_file=path, overrides=kwargs or None)
+        return build_config(cls, config_file=path, overrides=kwargs or None)
+
+
+@dataclass(frozen=True)
+class GPTTrainConfig(_Resolved):
+    """Everything ``gigatok train gpt`` needs (spec ar §6)."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)
+    recipe: GPTRecipe = field(default_factory=GPTRecipe)
+    run: RunConfig = field(default_factory=RunConfig)
+    preset: str | None = None  # the GPT preset this config started from
+
+    @classmethod
+    def from_name(
+        cls,
+        preset: str,
+        *,
+        config_file: str | Path | None = None,
+        overrides: list[str] | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> GPTTrainConfig:
+        """GPT preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
+        from gigatok_core.registry import gpt_preset
+
+        declared = gpt_preset(preset).declared
+        declared = {"model": declared.get("config", {}), "recipe": declared.get("recipe", {})}
+        return _from_name(cls, preset, declared, config_file, overrides, kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> GPTTrainConfig:
+        """A YAML train config; a top-level ``preset:`` key starts from that preset."""
+        preset = load_yaml(path).get("preset")
+        if preset is not None:
+            return cls.from_name(str(preset), config_file=path, overrides=kwargs or None)
+        return build_config(cls, config_file=path, overrides=kwargs or None)

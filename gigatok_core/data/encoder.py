@@ -1,0 +1,128 @@
+"""The tokenizer side of code extraction: which weights, the encoder half only, a batch -> codes.
+
+As the official ``extract_codes_c2i.py`` (spec ar §6) the decoder is deleted; here it is never even
+allocated: the model is built on the meta device, the decoder half removed, and only the encoder
+is materialised and loaded strictly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gigatok_core.data.codes import CodesTokenizer
+from gigatok_core.errors import GigatokError
+
+
+def _decoder_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    return ("decoder.", f"{model._vit_names[1]}.", "post_quant_conv.")
+
+
+def _strip_decoder(model: torch.nn.Module) -> None:
+    """Delete the decoder half (CNN decoder, ViT decoder, post-quant conv), as the official script."""
+    for name in ("decoder", model._vit_names[1], "post_quant_conv"):
+        delattr(model, name)
+
+
+def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
+    """The weights file behind ``--checkpoint``: a file as given; for a folder, its newest exported
+    tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
+    ``model``) weights of its latest training checkpoint (a run folder or a step folder)."""
+    from gigatok_core.checkpoint import latest_checkpoint, read_weights_meta
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise GigatokError(
+            f"--checkpoint {path} does not exist", hint="pass a tokenizer checkpoint file or run folder"
+        )
+    exported = [
+        p
+        for p in sorted(path.glob("*.safetensors"))
+        if (read_weights_meta(p) or {}).get("kind") == "tokenizer"
+    ]
+    if exported:
+        return max(exported, key=lambda p: p.stat().st_mtime_ns)
+    step = latest_checkpoint(path)
+    for group in ("ema", "model"):  # the official extraction prefers the EMA weights
+        if step is not None and (step / f"{group}.safetensors").is_file():
+            return step / f"{group}.safetensors"
+    raise GigatokError(
+        f"--checkpoint {path} is a folder without tokenizer weights (no exported *.safetensors, no checkpoint)",
+        hint="pass the checkpoint file, a training run folder, or export the run first (`gigatok train export`)",
+    )
+
+
+def tokenizer_record(
+    tokenizer: str, checkpoint: str | Path | None = None
+) -> tuple[CodesTokenizer, Path | None]:
+    """The manifest's record of a tokenizer (preset, weights file and its sha256) and the resolved file.
+
+    Without ``checkpoint`` the released file is named by the preset (its registered sha256, if any).
+    """
+    from gigatok_core.fileio import sha256_file
+    from gigatok_core.registry import tokenizer_preset
+
+    preset = tokenizer_preset(tokenizer)
+    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
+    preset_sha = preset.weights_record.sha256 if preset.weights_record else None
+    record = CodesTokenizer(
+        codebook_size=preset.config.codebook_size,
+        num_tokens=preset.config.num_latent_tokens,
+        preset=preset.name,
+        checkpoint=str(ckpt) if ckpt else None,
+        sha256=sha256_file(ckpt) if ckpt else preset_sha,
+    )
+    return record, ckpt
+
+
+def load_encoder(
+    tokenizer: str, *, checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, CodesTokenizer]:
+    """The tokenizer's encoder half (eval mode) and the record of which weights it holds.
+
+    With weights (a checkpoint, or the preset's released file) the model is built on the meta
+    device, the decoder deleted, then only the encoder is allocated and loaded strictly; the decoder
+    is never built. A preset without released weights (``tiny``) gets its seeded random weights.
+    """
+    from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
+    from gigatok_core.registry import tokenizer_preset
+    from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
+
+    preset = tokenizer_preset(tokenizer)
+    cfg = preset.config
+    record, ckpt = tokenizer_record(tokenizer, checkpoint)
+    if ckpt is None and preset.weights is None:  # seeded random weights: built whole, then cut
+        model = load_tokenizer(preset.name, device="cpu")
+        _strip_decoder(model)
+        return model.to(device), record
+    if ckpt is None:
+        from gigatok_core.hub import fetch_weights
+
+        ckpt = fetch_weights(preset.weights)
+    state_dict, _ = extract_state_dict(read_checkpoint(ckpt), source=str(ckpt))
+    model = build_tokenizer(cfg, device="meta")
+    prefixes = _decoder_prefixes(model)
+    _strip_decoder(model)
+    model = model.to_empty(device=device)
+    load_strict(
+        model,
+        state_dict,
+        source=str(ckpt),
+        expected=f"tokenizer preset {preset.name!r}",
+        drop=dict.fromkeys(prefixes, "decoder: extract-codes only encodes"),
+    )
+    return model.eval(), record
+
+
+def encode_batch(model: torch.nn.Module, images: torch.Tensor, amp_dtype: torch.dtype) -> torch.Tensor:
+    """Images (B, crops, 3, S, S) in [-1, 1] -> codes (B, crops, T) int64."""
+    b, crops = images.shape[:2]
+    x = images.flatten(0, 1).to(model.device, non_blocking=True)  # (B·crops, 3, S, S)
+    with torch.inference_mode():
+        with torch.autocast(model.device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            h = model.encode_latent(x)  # (B·crops, D, 1, T)
+        codes = model.quantize(h.float()).codes  # nearest code in fp32: (B·crops, T)
+    return codes.view(b, crops, -1).cpu()

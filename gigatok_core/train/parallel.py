@@ -1,0 +1,160 @@
+"""Distribution strategies behind one interface: nothing (one process), DDP, or FSDP2.
+
+FSDP uses ``torch.distributed.fsdp.fully_shard`` (FSDP2): each unit (a transformer block) is sharded
+on its own, then the root; mixed precision keeps params and reductions in the training dtype as the
+official FSDP trainers (spec ar §6 "FSDP variant", spec tokenizer §8.2). Checkpoints always hold
+full (unsharded) state dicts, so a run resumes on any world size.
+Activation checkpointing replaces a unit's ``forward`` in place, so parameter names do not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from gigatok_core.dist import DistContext
+from gigatok_core.errors import GigatokError
+
+
+def _has_fsdp2() -> bool:
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_strategy(settings: Any, ctx: DistContext, device: torch.device) -> None:
+    """Refuse combinations that cannot run, before anything is built."""
+    if settings.strategy != "fsdp":
+        return
+    if not _has_fsdp2():
+        raise GigatokError(
+            f"--strategy fsdp needs torch.distributed.fsdp.fully_shard (FSDP2), missing in torch {torch.__version__}",
+            hint="upgrade torch to 2.6 or later, or use --strategy ddp",
+        )
+    if settings.compile:
+        raise GigatokError(
+            "--compile is not supported with --strategy fsdp (the official FSDP trainers refuse it too)",
+            hint="drop --compile, or use --strategy ddp",
+        )
+    if settings.precision == "fp16":
+        raise GigatokError(
+            "--precision fp16 is not supported with --strategy fsdp", hint="use --precision bf16"
+        )
+
+
+def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def wrap(
+    module: nn.Module,
+    settings: Any,
+    ctx: DistContext,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    units: Any = (),
+) -> nn.Module:
+    """The module to call in training; parameters stay owned by ``module`` (see module docstring)."""
+    units = list(units)
+    if settings.activation_checkpointing:
+        for unit in units:
+            unit.forward = functools.partial(_checkpointed, unit.forward)
+    wrapped: nn.Module = module
+    if settings.strategy == "fsdp" and ctx.distributed:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype) if dtype != torch.float32 else None
+        kwargs = {"mp_policy": mp} if mp is not None else {}
+        for unit in units:
+            fully_shard(unit, **kwargs)
+        fully_shard(module, **kwargs)
+    elif ctx.distributed and any(p.requires_grad for p in module.parameters()):
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = DistributedDataParallel(module, device_ids=ids)
+    if settings.compile:
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+    return wrapped
+
+
+def _unwrap(wrapped: nn.Module) -> nn.Module:
+    return getattr(wrapped, "_orig_mod", wrapped)
+
+
+def accumulating(wrapped: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    """DDP ``no_sync`` / FSDP2 gradient-sync off for all but the last micro-batch of a step."""
+    inner = _unwrap(wrapped)
+    if hasattr(inner, "no_sync") and not last:
+        return inner.no_sync()
+    if hasattr(inner, "set_requires_gradient_sync"):  # an FSDP2 module
+        inner.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
+def _is_sharded(module: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def clip_grad_norm(params: list[Tensor], max_norm: float | None) -> float:
+    """Total gradient norm (clipped to ``max_norm`` when given); works on FSDP2 DTensor grads."""
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """The unsharded state dict (a collective under FSDP: every rank calls it)."""
+    if _is_sharded(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach() for k, v in module.state_dict().items()}
+
+
+def load_full_state_dict(module: nn.Module, sd: dict[str, Tensor]) -> None:
+    if _is_sharded(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, sd, options=StateDictOptions(full_state_dict=True))
+        return
+    module.load_state_dict(sd, strict=True)
+
+
+def optim_state_dict(opt: torch.optim.Optimizer, module: nn.Module) -> dict[str, Any]:
+    if _is_sharded(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        sd = get_optimizer_state_dict(
+            module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        return {"format": "fsdp-full", "state": sd}
+    return {"format": "plain", "state": opt.state_dict()}
+
+
+def load_optim_state_dict(opt: torch.optim.Optimizer, module: nn.Module, saved: dict[str, Any]) -> None:
+    sharded = _is_sharded(module)
+    if saved["format"] != ("fsdp-full" if sharded else "plain"):
+        raise GigatokError(
+            "the checkpoint's optimizer state was written under another strategy (ddp vs fsdp)",
+            hint="resume with the --strategy the run was started with",
+        )
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(module, opt, saved["state"], options=StateDictOptions(full_state_dict=True))
+        return
+    opt.load_state_dict(saved["state"])
