@@ -15,9 +15,11 @@ import math
 import re
 from pathlib import Path
 
+import lpips as lpips_pkg
 import pytest
 import torch
 from conftest import fixture_path
+from toktrain_kit import dinov2_entries, vgg_entries
 from weightfill import entries_of, fill_state_dict
 
 from gigatok_core.image_metrics import build_lpips
@@ -27,7 +29,6 @@ from gigatok_core.train.tokenizer import LossSettings, OptimSettings, PatchGAN, 
 from gigatok_core.train.tokenizer.frozen import load_teacher
 
 PRESETS = {"configs/vq/VQ_SS256.yaml": "s-s"}
-VGG_FEATURES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 SCALARS = (
     "rec rec_direct perceptual perceptual_direct gen_adv gen_adv_direct disc_weight "
     "gen_adv_weighted_logged vq commit entropy codebook_usage fea_rec proj_loss total"
@@ -46,56 +47,15 @@ def golden() -> dict:
     return g
 
 
-def _dinov2_entries(width: int = 768, depth: int = 12, patch: int = 14, side: int = 37) -> list:
-    """Keys and shapes of the hub ``dinov2_vitb14`` state_dict (spec §14.2, 175 keys)."""
-    out = [
-        ("cls_token", (1, 1, width)),
-        ("pos_embed", (1, 1 + side * side, width)),
-        ("mask_token", (1, width)),
-        ("patch_embed.proj.weight", (width, 3, patch, patch)),
-        ("patch_embed.proj.bias", (width,)),
-    ]
-    for i in range(depth):
-        b = f"blocks.{i}."
-        out += [
-            (b + "norm1.weight", (width,)),
-            (b + "norm1.bias", (width,)),
-            (b + "attn.qkv.weight", (3 * width, width)),
-            (b + "attn.qkv.bias", (3 * width,)),
-            (b + "attn.proj.weight", (width, width)),
-            (b + "attn.proj.bias", (width,)),
-            (b + "ls1.gamma", (width,)),
-            (b + "norm2.weight", (width,)),
-            (b + "norm2.bias", (width,)),
-            (b + "mlp.fc1.weight", (4 * width, width)),
-            (b + "mlp.fc1.bias", (4 * width,)),
-            (b + "mlp.fc2.weight", (width, 4 * width)),
-            (b + "mlp.fc2.bias", (width,)),
-            (b + "ls2.gamma", (width,)),
-        ]
-    return [*out, ("norm.weight", (width,)), ("norm.bias", (width,))]
-
-
-def _vgg_entries() -> list:
-    chans = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
-    out = []
-    for j, i in enumerate(VGG_FEATURES):
-        out += [
-            (f"features.{i}.weight", (chans[j + 1], chans[j], 3, 3)),
-            (f"features.{i}.bias", (chans[j + 1],)),
-        ]
-    return out
-
-
 @pytest.fixture(scope="module")
 def frozen_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The teacher and VGG16 filled by aux-v1, saved as the plain files the cache would hold."""
     d = tmp_path_factory.mktemp("frozen")
     files = {"teacher": d / "dinov2_vitb14_pretrain.pth", "vgg": d / "vgg16-397923af.pth"}
-    dino = fill_state_dict(_dinov2_entries(), "aux-v1")
+    dino = fill_state_dict(dinov2_entries(), "aux-v1")
     assert len(dino) == 175
     torch.save(dino, files["teacher"])
-    torch.save(fill_state_dict(_vgg_entries(), "aux-v1"), files["vgg"])
+    torch.save(fill_state_dict(vgg_entries(), "aux-v1"), files["vgg"])
     return files
 
 
@@ -117,17 +77,36 @@ def _settings(meta: dict) -> tuple[str, LossSettings, OptimSettings]:
     return preset, loss, optim
 
 
-def _fresh(
-    preset: str, loss_settings: LossSettings, optim: OptimSettings, files: dict, lpips
-) -> TokenizerTrainer:
-    model = build_tokenizer(tokenizer_preset(preset).config, with_distill=True, device="meta")
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(fill_state_dict(entries_of(model), "tokenizer-v1"), strict=True)
-    disc = PatchGAN()
-    disc.load_state_dict(fill_state_dict(entries_of(disc), "aux-v1"), strict=True)
-    teacher = load_teacher(files["teacher"], grid=model.config.grid_size)
-    loss = VQLoss(loss_settings, lpips=lpips, discriminator=disc)
-    return TokenizerTrainer(model, loss, teacher, optim, lpips_dropout=False)
+class Networks:
+    """The recorded networks, built once: the filled tokenizer weights, LPIPS, the teacher."""
+
+    def __init__(self, golden: dict, files: dict[str, Path]) -> None:
+        meta = golden["meta"]
+        self.preset, self.loss_settings, self.optim = _settings(meta)
+        heads = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / "vgg.pth"
+        sha = hashlib.sha256(heads.read_bytes()).hexdigest()
+        assert sha == meta["lpips_vgg_pth_sha256"], "the lpips package's heads are not the recorded ones"
+        self.lpips = build_lpips(files["vgg"])
+        cfg = tokenizer_preset(self.preset).config
+        self.teacher = load_teacher(files["teacher"], grid=cfg.grid_size)
+        self.tokenizer_sd = fill_state_dict(entries_of(self._empty_tokenizer()), "tokenizer-v1")
+
+    def _empty_tokenizer(self):
+        return build_tokenizer(tokenizer_preset(self.preset).config, with_distill=True, device="meta")
+
+    def trainer(self) -> TokenizerTrainer:
+        """A trainer at the fill values with fresh optimizers (LPIPS in eval, spec §14.6)."""
+        model = self._empty_tokenizer().to_empty(device="cpu")
+        model.load_state_dict(self.tokenizer_sd, strict=True)
+        disc = PatchGAN()
+        disc.load_state_dict(fill_state_dict(entries_of(disc), "aux-v1"), strict=True)
+        loss = VQLoss(self.loss_settings, lpips=self.lpips, discriminator=disc)
+        return TokenizerTrainer(model, loss, self.teacher, self.optim, lpips_dropout=False)
+
+
+@pytest.fixture(scope="module")
+def nets(golden: dict, frozen_files: dict) -> Networks:
+    return Networks(golden, frozen_files)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,87 +168,94 @@ def _record_disc(ours: dict, p: str, tr: TokenizerTrainer, metrics: dict, meta: 
             ours[f"{p}_{k}"] = metrics[k]
     for k, v in tr.last_d_logits.items():
         ours[f"{p}_logits_{k}"] = v.detach().clone()
-    bufs = dict(tr.loss.discriminator.named_buffers())
-    for name, spec in meta["disc_buffers"]:
-        ours[f"{p}_d_buf_{_slice_key(name, spec)}"] = bufs[name][_index(spec, None)].clone()
 
 
 def _clip_norm(params) -> float:
     return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
 
 
-@pytest.fixture(scope="module")
-def ours(golden: dict, frozen_files: dict) -> dict:
-    meta = golden["meta"]
-    preset, loss_settings, optim = _settings(meta)
-    sha = hashlib.sha256(
-        Path(__import__("lpips").__file__).parent.joinpath("weights/v0.1/vgg.pth").read_bytes()
-    )
-    assert sha.hexdigest() == meta["lpips_vgg_pth_sha256"], (
-        "the lpips package's heads are not the recorded ones"
-    )
-    lpips = build_lpips(frozen_files["vgg"])
-    out: dict = {}
-    x = golden["input"]
-    tr = _fresh(preset, loss_settings, optim, frozen_files, lpips)
-    out["teacher_pos_embed"] = tr.teacher.vit.pos_embed.detach().clone()
-    out["teacher_input"] = tr.teacher.preprocess(x)[..., 0:8, 0:8]
-    out["teacher_feat"] = tr.teacher(x)
-    gen = dict(tr.model.named_parameters())
-    disc = dict(tr.loss.discriminator.named_parameters())
-    rows = None
-    for t in range(meta["loop_iterations"]):
-        p, g = f"it{t + 1}", t + 1
-        metrics, cache = tr.generator_backward(t, [x])
-        if t == 0:
-            codes0 = tr.last_codes[0]
-            rows = torch.tensor(list(dict.fromkeys(codes0.tolist()))[:4])
-            out["codebook_rows_index"] = rows
+class Loop:
+    """The official loop from the fill values, advanced lazily: the default run needs only it1."""
+
+    def __init__(self, golden: dict, nets: Networks) -> None:
+        self.golden, self.meta, self.nets = golden, golden["meta"], nets
+        self.out: dict = {}
+        self.done = 0
+        self.tr: TokenizerTrainer | None = None
+        self.rows: torch.Tensor | None = None
+
+    def run_until(self, iterations: int) -> dict:
+        meta, out, x = self.meta, self.out, self.golden["input"]
+        if self.tr is None and self.done < iterations:
+            self.tr = self.nets.trainer()
+        tr = self.tr
+        while self.done < iterations:
+            t = self.done
+            p, g = f"it{t + 1}", t + 1
+            gen = dict(tr.model.named_parameters())
+            disc = dict(tr.loss.discriminator.named_parameters())
+            metrics, cache = tr.generator_backward(t, [x])
+            if t == 0:
+                first = list(dict.fromkeys(tr.last_codes[0].tolist()))[:4]  # image 0's first distinct codes
+                self.rows = rows = torch.tensor(first)
+                out["codebook_rows_index"] = rows
+                for k, v in _take(gen, meta["gen_slices"], rows, "value").items():
+                    out[f"init_param_{k}"] = v
+                for k, v in _take(disc, meta["disc_slices"], rows, "value").items():
+                    out[f"init_d_param_{k}"] = v
+                with torch.no_grad():
+                    _, taps = self.nets.lpips(x, cache.batches[0][1], retPerLayer=True)
+                out["it1_lpips_taps"] = torch.stack([tap.flatten() for tap in taps])  # (5, B)
+            rows = self.rows
+            _record_generator(out, p, tr, g, metrics, cache)
+            for k, v in _take(gen, meta["gen_slices"], rows, "grad").items():
+                out[f"{p}_grad_{k}"] = v
+            upd = tr.generator_update(t)
+            out[f"{p}_grad_norm"] = upd["grad_norm"]
+            out[f"{p}_lr_used"] = upd["lr"]
+            out[f"{p}_lr_after"] = tr.schedule.generator(t + 1)
             for k, v in _take(gen, meta["gen_slices"], rows, "value").items():
-                out[f"init_param_{k}"] = v
-            for k, v in _take(disc, meta["disc_slices"], rows, "value").items():
-                out[f"init_d_param_{k}"] = v
-            with torch.no_grad():
-                _, taps = lpips(x, cache.batches[0][1], retPerLayer=True)
-            out["it1_lpips_taps"] = torch.stack([tap.flatten() for tap in taps])  # (5, B)
-        _record_generator(out, p, tr, g, metrics, cache)
-        for k, v in _take(gen, meta["gen_slices"], rows, "grad").items():
-            out[f"{p}_grad_{k}"] = v
-        upd = tr.generator_update(t)
-        out[f"{p}_grad_norm"] = upd["grad_norm"]
-        out[f"{p}_lr_used"] = upd["lr"]
-        out[f"{p}_lr_after"] = tr.schedule.generator(t + 1)
-        for k, v in _take(gen, meta["gen_slices"], rows, "value").items():
-            out[f"{p}_param_{k}"] = v
-        if tr.discriminator_active(t):
-            _record_disc(out, p, tr, tr.discriminator_backward(t, cache), meta)
-            d_upd = tr.discriminator_update(t)
-            out[f"{p}_d_grad_norm"] = d_upd["d_grad_norm"]
-            out[f"{p}_d_lr_used"] = d_upd["d_lr"]
-            out[f"{p}_d_lr_after"] = tr.schedule.discriminator(t + 1)
-            for k, v in _take(disc, meta["disc_slices"], rows, "value").items():
-                out[f"{p}_d_param_{k}"] = v
-            bufs = dict(tr.loss.discriminator.named_buffers())
-            for name, spec in meta["disc_buffers"]:
-                out[f"{p}_d_buf_{_slice_key(name, spec)}"] = bufs[name][_index(spec, None)].clone()
-    del tr
-    for g in meta["fresh_steps"]:
-        p, t = f"fresh{g}", g - 1
-        tr = _fresh(preset, loss_settings, optim, frozen_files, lpips)
-        gen = dict(tr.model.named_parameters())
-        metrics, cache = tr.generator_backward(t, [x])
-        _record_generator(out, p, tr, g, metrics, cache)
-        for k, v in _take(gen, meta["gen_slices"], rows, "grad").items():
-            out[f"{p}_grad_{k}"] = v
-        out[f"{p}_grad_norm"] = _clip_norm(tr.model.parameters())
-        if tr.discriminator_active(t):
-            _record_disc(out, p, tr, tr.discriminator_backward(t, cache), meta)
-            out[f"{p}_d_grad_norm"] = _clip_norm(tr.loss.discriminator.parameters())
-            bufs = dict(tr.loss.discriminator.named_buffers())
-            for name, spec in meta["disc_buffers"]:
-                out[f"{p}_d_buf_{_slice_key(name, spec)}"] = bufs[name][_index(spec, None)].clone()
-        del tr
+                out[f"{p}_param_{k}"] = v
+            if tr.discriminator_active(t):
+                _record_disc(out, p, tr, tr.discriminator_backward(t, cache), meta)
+                d_upd = tr.discriminator_update(t)
+                out[f"{p}_d_grad_norm"] = d_upd["d_grad_norm"]
+                out[f"{p}_d_lr_used"] = d_upd["d_lr"]
+                out[f"{p}_d_lr_after"] = tr.schedule.discriminator(t + 1)
+                for k, v in _take(disc, meta["disc_slices"], rows, "value").items():
+                    out[f"{p}_d_param_{k}"] = v
+                _record_buffers(out, p, tr, meta)
+            self.done += 1
+        return out
+
+
+def _record_buffers(out: dict, p: str, tr: TokenizerTrainer, meta: dict) -> None:
+    bufs = dict(tr.loss.discriminator.named_buffers())
+    for name, spec in meta["disc_buffers"]:
+        out[f"{p}_d_buf_{_slice_key(name, spec)}"] = bufs[name][_index(spec, None)].clone()
+
+
+def _fresh_step(golden: dict, nets: Networks, g: int, rows: torch.Tensor | None) -> dict:
+    """Global step g from the fill values with fresh optimizers: losses and gradients, no update."""
+    meta, out, t, p = golden["meta"], {}, g - 1, f"fresh{g}"
+    tr = nets.trainer()
+    metrics, cache = tr.generator_backward(t, [golden["input"]])
+    _record_generator(out, p, tr, g, metrics, cache)
+    gen = dict(tr.model.named_parameters())
+    rows = rows if rows is not None else golden["codebook_rows_index"]
+    for k, v in _take(gen, meta["gen_slices"], rows, "grad").items():
+        out[f"{p}_grad_{k}"] = v
+    out[f"{p}_grad_norm"] = _clip_norm(tr.model.parameters())
+    if tr.discriminator_active(t):
+        _record_disc(out, p, tr, tr.discriminator_backward(t, cache), meta)
+        out[f"{p}_d_grad_norm"] = _clip_norm(tr.loss.discriminator.parameters())
+        _record_buffers(out, p, tr, meta)
     return out
+
+
+@pytest.fixture(scope="module")
+def loop(golden: dict, nets: Networks) -> Loop:
+    return Loop(golden, nets)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,9 +265,13 @@ COARSE_A = {"total", "rec", "rec_direct", "perceptual", "perceptual_direct", "fe
 NOT_TARGETS = {"it1_perceptual_dropout_samples"}  # spec §14.6: train-mode noise, for scale only
 
 
-def _phases() -> list[str]:
+def _phases() -> list:
+    """fresh steps and it1 (from the fill values, precise) in the default run; the later loop
+    iterations (seconds of CPU each, coarse tolerances) with ``-m slow``."""
     meta = json.loads(torch.load(fixture_path("tok_SS_train_golden.pt"), weights_only=True)["meta"])
-    return [f"it{t + 1}" for t in range(meta["loop_iterations"])] + [f"fresh{g}" for g in meta["fresh_steps"]]
+    fresh = [f"fresh{g}" for g in meta["fresh_steps"]]
+    loop = [f"it{t + 1}" for t in range(meta["loop_iterations"])]
+    return [*fresh, loop[0], *(pytest.param(p, marks=pytest.mark.slow) for p in loop[1:])]
 
 
 def _as_tensor(v) -> torch.Tensor:
@@ -351,8 +341,12 @@ def _compare(key: str, ours_v, ref: torch.Tensor, phase: str, first_d: str | Non
 
 
 @pytest.mark.parametrize("phase", _phases())
-def test_training_step(ours: dict, golden: dict, phase: str) -> None:
-    """Every recorded key of one iteration (itK) or fresh-start step (freshK)."""
+def test_training_step(loop: Loop, nets: Networks, golden: dict, phase: str) -> None:
+    """Every recorded key of one loop iteration (itK) or fresh-start step (freshK)."""
+    if phase.startswith("fresh"):
+        ours = _fresh_step(golden, nets, int(phase[5:]), loop.rows)
+    else:
+        ours = loop.run_until(int(phase[2:]))
     d_steps = sorted(int(k.split("_")[0][2:]) for k in golden if re.fullmatch(r"it\d+_d_loss", k))
     first_d = f"it{d_steps[0]}" if d_steps else None
     keys = [k for k in golden if k.startswith(phase + "_") and k not in NOT_TARGETS]
@@ -363,8 +357,9 @@ def test_training_step(ours: dict, golden: dict, phase: str) -> None:
     assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
 
 
-def test_initial_values_and_rows(ours: dict, golden: dict) -> None:
+def test_initial_values_and_rows(loop: Loop, golden: dict) -> None:
     """The fills reproduce the recorded initial slices exactly; the used-rows index matches."""
+    ours = loop.run_until(1)
     assert torch.equal(ours["codebook_rows_index"], golden["codebook_rows_index"])
     keys = [k for k in golden if k.startswith("init_")]
     assert keys
@@ -372,14 +367,37 @@ def test_initial_values_and_rows(ours: dict, golden: dict) -> None:
         assert torch.equal(ours[k], golden[k]), k
 
 
-def test_teacher(ours: dict, golden: dict) -> None:
+def test_learning_rates(golden: dict) -> None:
+    """Every recorded LR (generator and discriminator, used and after) from the official timing:
+    the base LR at the first update of each optimizer, schedule(t - 1) after (spec §14.7)."""
+    from gigatok_core.train.tokenizer import OfficialLR
+
+    _, loss, optim = _settings(golden["meta"])
+    lr = OfficialLR(optim.lr, optim.end_lr, optim.warmup, optim.total_steps, loss.disc_start)
+    keys = [k for k in golden if re.fullmatch(r"it\d+_(d_)?lr_(used|after)", k)]
+    assert len(keys) >= 4
+    for k in keys:
+        t = int(k.split("_")[0][2:]) - 1
+        fn = lr.discriminator if "_d_lr" in k else lr.generator
+        ours = fn(t) if k.endswith("used") else fn(t + 1)
+        assert math.isclose(ours, float(golden[k]), rel_tol=1e-12), (k, ours, float(golden[k]))
+
+
+def test_teacher(nets: Networks, golden: dict) -> None:
     """DINOv2 through timm, loaded from the hub-format file: resampled table, input, features."""
+    x = golden["input"]
+    ours = {
+        "teacher_pos_embed": nets.teacher.vit.pos_embed.detach(),
+        "teacher_input": nets.teacher.preprocess(x)[..., 0:8, 0:8],
+        "teacher_feat": nets.teacher(x),
+    }
     torch.testing.assert_close(ours["teacher_pos_embed"], golden["teacher_pos_embed"], atol=1e-6, rtol=0)
     torch.testing.assert_close(ours["teacher_input"], golden["teacher_input"], atol=1e-5, rtol=0)
     torch.testing.assert_close(ours["teacher_feat"], golden["teacher_feat"], atol=1e-4, rtol=0)
 
 
-def test_lpips_taps(ours: dict, golden: dict) -> None:
+def test_lpips_taps(loop: Loop, golden: dict) -> None:
+    ours = loop.run_until(1)
     torch.testing.assert_close(ours["it1_lpips_taps"], golden["it1_lpips_taps"], rtol=1e-4, atol=0)
     assert math.isclose(
         float(golden["it1_lpips_taps"].sum(0).mean()), float(golden["it1_perceptual"]), rel_tol=1e-5

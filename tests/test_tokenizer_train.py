@@ -1,0 +1,195 @@
+"""`gigatok train tokenizer` end to end on CPU: the `tiny` preset at 64x64 on a generated folder.
+
+Frozen networks (DINOv2-format teacher, DINO ViT-S/16-format backbone, VGG16) are small random
+weight files given through the options/env, so nothing is downloaded. The run switches every term
+on within a few steps (aux window open then closed, discriminator from step 4, entropy loss, EMA).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from toktrain_kit import write_frozen, write_images
+from typer.testing import CliRunner
+
+from gigatok_cli.main import app
+
+TERMS = (
+    "rec rec_direct perceptual perceptual_direct gen_adv gen_adv_direct vq commit entropy fea_rec proj "
+    "d_loss d_adv d_adv_direct"
+).split()
+SMALL = [  # 64x64 images -> a 4x4 grid of 16 tokens; teacher width 64
+    "model.image_size=64",
+    "model.num_latent_tokens=16",
+    "model.distill_dim=64",
+    "model.entropy_loss_ratio=0.005",
+]
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("toktrain")
+    files = write_frozen(root / "frozen")
+    return {**files, "images": write_images(root / "images", n=6, size=80)}
+
+
+def _env(kit: dict[str, Path]) -> dict[str, str]:
+    return {
+        "GIGATOK_TEACHER_WEIGHTS": str(kit["teacher"]),
+        "GIGATOK_DINO_WEIGHTS": str(kit["dino"]),
+        "GIGATOK_VGG_WEIGHTS": str(kit["vgg"]),
+    }
+
+
+def _train(kit: dict[str, Path], output: Path, *args: str) -> object:
+    cmd = [
+        "train",
+        "tokenizer",
+        "--preset",
+        "tiny",
+        "--data",
+        str(kit["images"]),
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--workers",
+        "0",
+        *args,
+    ]
+    return CliRunner().invoke(app, cmd, env=_env(kit))
+
+
+@pytest.fixture(scope="module")
+def trained(kit: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    res = _train(
+        kit,
+        run,
+        *SMALL,
+        "recipe.disc_start=4",
+        "recipe.aux_loss_end=8",
+        "recipe.warmup=2",
+        "--max-steps",
+        "24",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "1",
+        "--save-every",
+        "12",
+        "--sample-every",
+        "12",
+        "--ema",
+    )
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_with_every_term(trained: Path) -> None:
+    recs = _records(trained)
+    assert [r["step"] for r in recs] == list(range(1, 25))
+    for term in TERMS:
+        assert any(r.get(term, 0.0) != 0.0 for r in recs), f"{term} never exercised"
+    assert all(r["rec_direct"] == 0 and r["fea_rec"] == 0 for r in recs if r["step"] >= 8)  # aux closed
+    assert all(r.get("d_loss") is None for r in recs if r["step"] < 4)  # D off before disc_start
+    first = sum(r["rec"] for r in recs[:4]) / 4
+    last = sum(r["rec"] for r in recs[-4:]) / 4
+    assert last < 0.8 * first, (first, last)
+    for key in ("lr", "grad_norm", "codebook_usage", "samples_per_s"):
+        assert key in recs[-1]
+
+
+def test_run_folder(trained: Path) -> None:
+    ckpt = trained / "checkpoints" / "step-00000024"
+    assert {p.name for p in ckpt.glob("*.safetensors")} == {
+        "model.safetensors",
+        "ema.safetensors",
+        "disc.safetensors",
+    }
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["kind"] == "tokenizer" and meta["config"]["model"]["image_size"] == 64
+    assert sorted(p.name for p in (trained / "samples").glob("*.png")) == [
+        "step-00000012.png",
+        "step-00000024.png",
+    ]
+    assert (trained / "config.yaml").is_file()
+
+
+def test_reconstruct_from_run_dir(trained: Path, kit: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "recon"
+    res = CliRunner().invoke(
+        app,
+        ["reconstruct", str(kit["images"]), "--checkpoint", str(trained), "-t", "tiny", "-o", str(out)],
+        env=_env(kit),
+    )
+    assert res.exit_code == 0, res.output
+    assert len(list(out.glob("*.png"))) == 6
+
+
+def test_dino_discriminator_and_resume(kit: dict[str, Path], tmp_path: Path) -> None:
+    """The b-l-dino recipe's discriminator (DiffAug, frozen DINO taps, five heads) on `tiny`; a
+    second invocation resumes the run and continues to the new --max-steps."""
+    run = tmp_path / "dino"
+    common = [
+        *SMALL,
+        "recipe.disc_type=dinodisc",
+        "recipe.disc_start=1",
+        "--batch-size",
+        "2",
+        "--log-every",
+        "1",
+    ]
+    res = _train(kit, run, *common, "--max-steps", "2")
+    assert res.exit_code == 0, res.output
+    res = _train(kit, run, *common, "--max-steps", "3")
+    assert res.exit_code == 0, res.output
+    recs = _records(run)
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert all(r["d_loss"] > 0 for r in recs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model.codebok_size=8"], "codebook_size"),
+        (["--batch-size", "3", "--grad-accum", "2"], "batch"),
+    ],
+)
+def test_bad_settings(kit: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    res = _train(kit, tmp_path / "bad", *SMALL, "--max-steps", "1", *args)
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_empty_data_folder(kit: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "tokenizer",
+            "-p",
+            "tiny",
+            "--data",
+            str(empty),
+            "-o",
+            str(tmp_path / "o"),
+            "--max-steps",
+            "1",
+        ],
+        env=_env(kit),
+    )
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "image" in res.output
