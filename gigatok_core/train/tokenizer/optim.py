@@ -42,7 +42,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 class EMA:
     """Exponential moving average of the parameters (buffers are not averaged), decay 0.9999,
-    initialised as a copy of the model and updated after each generator step (spec §8.1)."""
+    initialised as a copy of the model and updated after each generator step (spec §8.1).
+    Build it before the model is sharded (it copies the whole model)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.9999) -> None:
         self.decay = decay
@@ -52,7 +53,10 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         live = dict(model.named_parameters())
         for name, p in self.model.named_parameters():
-            p.lerp_(live[name].detach().to(p.dtype), 1.0 - self.decay)
+            src = live[name].detach()
+            if hasattr(src, "full_tensor"):  # an FSDP2 shard: the EMA keeps whole tensors
+                src = src.full_tensor()
+            p.lerp_(src.to(p.dtype), 1.0 - self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

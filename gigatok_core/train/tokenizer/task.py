@@ -24,6 +24,7 @@ from gigatok_core.errors import GigatokError
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
 from gigatok_core.train.state import LoopSettings
 from gigatok_core.train.tokenizer.loss import LossSettings, VQLoss
+from gigatok_core.train.tokenizer.optim import EMA
 from gigatok_core.train.tokenizer.trainer import OptimSettings, TokenizerTrainer
 
 log = logging.getLogger("gigatok")
@@ -158,6 +159,7 @@ class TokenizerTask(Task):
             sd, source = read_init_weights(self.init)
             load_init(model, sd, source)
         self.model = model.train()
+        ema = EMA(model, recipe.ema_decay) if cfg.ema else None  # whole tensors, before any sharding
         layers = [*model.vit_encoder.transformer, *model.vit_decoder.transformer]
         wrapped = engine.wrap(model, units=layers)
         lpips = build_lpips(self.frozen["vgg"], device=dev) if "vgg" in self.frozen else None
@@ -183,7 +185,7 @@ class TokenizerTask(Task):
             max_grad_norm=recipe.max_grad_norm,
             disc_max_grad_norm=recipe.disc_max_grad_norm,
             split_norm_decay=cfg.strategy == "fsdp",  # the FSDP trainer's groups (spec §8.1)
-            ema_decay=recipe.ema_decay if cfg.ema else None,
+            ema_decay=None,  # the EMA below
             precision=engine.settings.precision,
         )
         loss = VQLoss(LossSettings.from_recipe(recipe), lpips=lpips, discriminator=self.disc)
@@ -197,6 +199,7 @@ class TokenizerTask(Task):
             scaler=engine.scaler,
             autocast=engine.autocast,
             accumulating=engine.accumulating,
+            ema=ema,
         )
 
     def _build_disc(self, device: torch.device) -> nn.Module:

@@ -66,6 +66,8 @@ class TokenizerTrainer:
     Under the engine, ``forward_model``/``disc_forward`` are the DDP/FSDP-wrapped modules,
     ``scaler`` the engine's GradScaler, ``autocast``/``accumulating`` its contexts. The generator
     side calls the unwrapped discriminator (its gradients there are discarded by the D step).
+    Build it after sharding (the optimizers hold the sharded parameters); pass an ``ema`` made
+    before sharding.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class TokenizerTrainer:
         scaler: torch.amp.GradScaler | None = None,
         autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
         accumulating: Callable[[nn.Module, bool], contextlib.AbstractContextManager] | None = None,
+        ema: EMA | None = None,
     ) -> None:
         self.model, self.loss, self.teacher, self.settings = model, loss, teacher, optim
         self.forward_model = forward_model or model
@@ -103,7 +106,7 @@ class TokenizerTrainer:
         self.scaler_d = torch.amp.GradScaler(model.device.type, enabled=fp16)
         self._autocast_fn = autocast
         self._accumulating = accumulating or (lambda _m, _last: contextlib.nullcontext())
-        self.ema = EMA(model, optim.ema_decay) if optim.ema_decay else None
+        self.ema = ema or (EMA(model, optim.ema_decay) if optim.ema_decay else None)
         model.train()
         if disc is not None:
             disc.train()  # BatchNorm on batch statistics, always (spec §14.7)
