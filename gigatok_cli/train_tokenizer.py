@@ -1,6 +1,7 @@
 """`gigatok train tokenizer`: the official tokenizer recipe on an image folder (spec tokenizer §8).
 
-Registered on the ``train`` group by a one-line import in :mod:`gigatok_cli.train`.
+Registered on the ``train`` group by :mod:`gigatok_cli.train` (this module never imports it at
+import time: the group's shared helpers are imported when the command runs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from gigatok_cli._common import console, handle_errors, out
-from gigatok_cli.train import app, run_overrides, training_progress
 
 
 def _complete_tokenizer(incomplete: str) -> list[str]:
@@ -25,7 +25,6 @@ def _file_option(flag: str, envvar: str, what: str) -> Any:
     return typer.Option(flag, envvar=envvar, help=f"Local {what} weights file (default: the download cache).")
 
 
-@app.command("tokenizer")
 @handle_errors
 def tokenizer(
     *,
@@ -86,6 +85,7 @@ def tokenizer(
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
 ) -> None:
     """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
+    from gigatok_cli.train import run_overrides, training_progress
     from gigatok_core.config import TokenizerTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.run_dir import config_yaml
