@@ -1,4 +1,8 @@
-"""`gigatok download`: fetch, list, import, verify and clear official weights in the cache."""
+"""`gigatok download`: fetch, list, import, verify and clear official weights in the cache.
+
+Heavy modules (the hub, requests, torch through the structural check) are imported inside the
+command, so ``gigatok download --help`` and completion answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out
-from gigatok_core import hub, registry
+from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
 
-def _complete(incomplete: str) -> list[str]:
-    return [n for n in hub.catalog.known_names() if n.startswith(incomplete)]
+def complete_names(incomplete: str) -> list[str]:
+    """Completion of NAMES / --preset: the registry's downloadable names (no torch, no network)."""
+    return [n for n in registry.downloadable_names() if n.startswith(incomplete)]
 
 
 def _size(n: int | None) -> str:
     if n is None:
-        return "?"
+        return ""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    return "?"
+    return ""
 
 
 def _params(n: int | None) -> str:
@@ -42,7 +46,7 @@ def download(
             help="Tokenizer presets (s-s), GPT releases (gpt-b@xl-xxl), GPT presets (gpt-xxl: its "
             "paper pairing, tokenizer included), weights file names or aliases (inception, vgg16, "
             "dinov2-vitb14, dino-vits16, adm-ref).",
-            autocompletion=_complete,
+            autocompletion=complete_names,
             show_default=False,
         ),
     ] = None,
@@ -71,7 +75,7 @@ def download(
         typer.Option(
             "--preset",
             help="With --import: whose weights the file is.",
-            autocompletion=_complete,
+            autocompletion=complete_names,
             show_default=False,
         ),
     ] = None,
@@ -89,6 +93,8 @@ def download(
     Examples: gigatok download s-s gpt-b@s-s | gigatok download --list |
     gigatok download --import ~/Downloads/VQ_BL256_e200.pt --preset b-l
     """
+    from gigatok_core import hub, weights
+
     names = list(names or [])
     if where:
         out.print(str(hub.cache_dir()), highlight=False, soft_wrap=True)
@@ -102,21 +108,21 @@ def download(
                 "--import and --preset go together",
                 hint="gigatok download --import FILE --preset NAME (see `gigatok download --list`)",
             )
-        path = hub.import_weights(import_file, preset)
+        path = weights.import_weights(import_file, preset)
         out.print(f"imported {import_file} as {preset}: {path}", highlight=False, soft_wrap=True)
         return
     if verify:
-        _verify(hub.resolve_targets(names) if names else None)
+        _verify(registry.resolve_targets(names) if names else None)
         return
     if clear:
         if not names:
             raise GigatokError(
                 "--clear needs the names to delete", hint="for example: gigatok download --clear s-s"
             )
-        removed = hub.clear_weights(hub.resolve_targets(names, with_tokenizer=False))
+        removed = hub.clear_weights(registry.resolve_targets(names, with_tokenizer=False))
         out.print(f"removed {len(removed)} files" + "".join(f"\n  {p}" for p in removed), highlight=False)
         return
-    keys = registry.weights_names() if all_ else hub.resolve_targets(names)
+    keys = registry.weights_names() if all_ else registry.resolve_targets(names)
     if not keys:
         raise GigatokError(
             "nothing to download", hint="name presets (gigatok download s-s), or see --list / --all"
@@ -124,7 +130,7 @@ def download(
     failed: list[str] = []
     for key in keys:
         try:
-            path = hub.fetch_weights(key, progress=not quiet)
+            path = weights.fetch_weights(key, progress=not quiet)
         except GigatokError as err:
             if len(keys) == 1:
                 raise
@@ -133,7 +139,7 @@ def download(
             if err.hint:
                 console.print(f"[dim]hint:[/] {err.hint}", highlight=False)
             continue
-        out.print(f"{hub.display_name(key):<16} {path}", highlight=False, soft_wrap=True)
+        out.print(f"{registry.display_name(key):<16} {path}", highlight=False, soft_wrap=True)
     if failed:
         raise GigatokError(
             f"{len(failed)} of {len(keys)} files could not be fetched: {', '.join(failed)}",
@@ -142,11 +148,19 @@ def download(
 
 
 def _list(as_json: bool) -> None:
+    from rich.table import Table
+
+    from gigatok_core import hub
+
     rows = hub.catalog_rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})")
+    unknown = sorted({r["size_note"] for r in rows if r["size"] is None})
+    table = Table(
+        title=f"GigaTok weights (cache: {hub.cache_dir()})",
+        caption="".join(f"blank size: {note}" for note in unknown[:1]) or None,
+    )
     for col, justify in (
         ("preset", "left"),
         ("kind", "left"),
@@ -190,6 +204,10 @@ def _state(state: str, size: int | None) -> str:
 
 
 def _verify(keys: list[str] | None) -> None:
+    from rich.table import Table
+
+    from gigatok_core import hub
+
     results = hub.verify_cache(keys)
     if not results:
         out.print("the cache is empty")

@@ -22,4 +22,7 @@ def train(ctx: typer.Context) -> None:
         not_implemented("train", "tokenizer and GPT training have no implementation in gigatok yet")
 
 
-from gigatok_cli import train_codes  # noqa: E402, F401  (registers `extract-codes` on app)
+# Subcommands live in their own modules and are registered here (they never import this module).
+from gigatok_cli.train_codes import extract_codes  # noqa: E402
+
+app.command("extract-codes")(extract_codes)

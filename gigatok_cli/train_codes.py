@@ -20,7 +20,6 @@ from rich.progress import (
 from rich.text import Text
 
 from gigatok_cli._common import PrecisionOpt, console, handle_errors, out
-from gigatok_cli.train import app
 
 
 def _complete_tokenizer(incomplete: str) -> list[str]:
@@ -46,7 +45,6 @@ def _images_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
         yield on_progress
 
 
-@app.command("extract-codes")
 @handle_errors
 def extract_codes(
     *,

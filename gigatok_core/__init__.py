@@ -5,7 +5,7 @@ The library behind the ``gigatok`` command; every command is a function here.
 ==========================  ===============================================================
 command                     library
 ==========================  ===============================================================
-``gigatok download``        :func:`gigatok_core.hub.fetch_weights`, :func:`~gigatok_core.hub.import_weights`,
+``gigatok download``        :func:`gigatok_core.weights.fetch_weights`, :func:`~gigatok_core.weights.import_weights`,
                             :func:`~gigatok_core.hub.verify_cache`, :func:`~gigatok_core.hub.catalog_rows`
 ``gigatok reconstruct``     :func:`gigatok_core.reconstruct.reconstruct`
 ``gigatok sample``          :func:`gigatok_core.sample.sample_images`

@@ -24,9 +24,47 @@ from torch import nn
 from gigatok_core.errors import GigatokError
 
 PREFIXES = ("module.", "_orig_mod.")
+# Which entry holds the weights, in the official loaders' order: tokenizers prefer the EMA
+# (spec tokenizer §6), the GPT loaders ignore it (spec ar §3).
+TOKENIZER_ENTRIES = ("ema", "model", "state_dict")
+GPT_ENTRIES = ("model", "module", "state_dict")
 
 
 log = logging.getLogger("gigatok")
+
+
+def error_reason(err: BaseException, limit: int = 200) -> str:
+    """The first sentence of an exception's message, on one line (never cut mid-word; never empty)."""
+    text = " ".join(str(err).split())
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".") if text else ""
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0] + " ..."
+    return first or type(err).__name__
+
+
+def check_checkpoint_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """``path`` as a Path when it is a non-empty file; else a :class:`GigatokError` that says why.
+
+    A folder is named as a folder (not "does not exist"); a 0-byte file, what an interrupted
+    manual download leaves, is named as empty.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise GigatokError(
+            f"{what} {path} is a folder, not a file",
+            hint="pass the weights file itself (where a tokenizer or GPT checkpoint is expected, a "
+            "training run folder is accepted too, and it must contain checkpoints/)",
+        )
+    if not path.is_file():
+        raise GigatokError(
+            f"{what} {path} does not exist", hint="check the path, or omit it to use the preset's weights"
+        )
+    if path.stat().st_size == 0:
+        raise GigatokError(
+            f"{what} {path} is empty (0 bytes)",
+            hint="an interrupted download leaves an empty file: delete it and download it again",
+        )
+    return path
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -35,11 +73,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     ``.safetensors`` files give ``{"model": tensors}``; anything else goes through
     ``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed (official files pickle one).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GigatokError(
-            f"checkpoint {path} does not exist", hint="check the path, or omit it to use the preset's weights"
-        )
+    path = check_checkpoint_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -48,7 +82,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             return {"model": load_file(str(path))}
         except (SafetensorError, OSError) as err:
             raise GigatokError(
-                f"{path} is not a readable safetensors file ({err})",
+                f"{path} is not a readable safetensors file ({error_reason(err)})",
                 hint="the file may be truncated: delete it and download it again",
             ) from None
     try:
@@ -72,7 +106,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     except Exception as err:  # garbage bytes fail in many ways (KeyError, struct.error ...)
         raise GigatokError(
-            f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0][:200]})",
+            f"{path} is not a readable PyTorch checkpoint ({error_reason(err)})",
             hint="the file may be truncated or corrupted: delete it and download it again",
         ) from None
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -190,18 +224,32 @@ META_FORMAT = 1
 
 
 def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Write ``tensors`` to a safetensors file atomically, with ``meta`` (JSON) in its header."""
+    """Write ``tensors`` to a safetensors file atomically, with ``meta`` (JSON) in its header.
+
+    Tensors are written as they are (no copy of the whole model: a 2.9B-parameter checkpoint
+    stays affordable); only a tensor sharing storage with an earlier one is cloned, since
+    safetensors refuses shared storage.
+    """
     import json
 
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     from gigatok_core import __version__
-    from gigatok_core.fileio import write_bytes_atomic
+    from gigatok_core.fileio import atomic_path
 
     header = {"format": META_FORMAT, "gigatok_version": __version__, **dict(meta)}
-    # safetensors refuses shared storage and non-contiguous tensors: store plain copies.
-    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    write_bytes_atomic(path, save(plain, metadata={META_KEY: json.dumps(header, sort_keys=True)}))
+    plain: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in tensors.items():
+        value = value.detach().to("cpu").contiguous()
+        ptr = value.untyped_storage().data_ptr() if value.numel() else None
+        if ptr is not None and ptr in seen:
+            value = value.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        plain[key] = value
+    with atomic_path(path) as tmp:
+        save_file(plain, str(tmp), metadata={META_KEY: json.dumps(header, sort_keys=True)})
 
 
 def read_weights_meta(path: str | Path) -> dict[str, Any] | None:
@@ -215,7 +263,7 @@ def read_weights_meta(path: str | Path) -> dict[str, Any] | None:
             raw = (f.metadata() or {}).get(META_KEY)
     except (SafetensorError, OSError) as err:
         raise GigatokError(
-            f"{path} is not a readable safetensors file ({err})",
+            f"{path} is not a readable safetensors file ({error_reason(err)})",
             hint="the file may be truncated: delete it and write or download it again",
         ) from None
     if raw is None:

@@ -1,7 +1,7 @@
 """Writing files so that a reader never sees half of one, and hashing them.
 
-Every file gigatok writes (images, JSON settings, npz arrays, checkpoints, cache entries) goes
-through :func:`atomic_write`: a temp file in the destination folder, flushed and fsynced, then
+Every file gigatok writes (images, JSON settings, npz arrays (:func:`write_npz`), checkpoints,
+cache entries) goes through :func:`atomic_write`: a temp file in the destination folder, flushed and fsynced, then
 ``os.replace`` over the target. A crash or a full disk leaves the previous file (or none) in place,
 never a truncated one. Files get the usual permissions (``0666 & ~umask``), not ``mkstemp``'s 0600.
 """
@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +50,26 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside ``path`` for writers that need a file *name* (safetensors' ``save_file``);
+    on a clean exit it is fsynced, given the usual permissions and renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, "wb") as f:
@@ -65,6 +85,23 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any, *, sort_keys: bool = False) -> None:
     """Write ``obj`` as indented, strict JSON (no NaN/inf) with a final newline, atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n")
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
+    """Write ``arrays`` as an ``.npz`` (one ``<key>.npy`` member each, ``np.load``-able), atomically.
+
+    Written member by member rather than through ``np.savez(file, **arrays)``, whose own parameter
+    names (``file``, ``allow_pickle``) would clash with keys such as image stems. Object arrays
+    are refused (they would need pickle to read back).
+    """
+    import zipfile
+
+    import numpy as np
+
+    with atomic_write(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -3,14 +3,13 @@
 Pre-processing follows the official code (spec tokenizer §7): PIL -> RGB, ADM centre crop
 (BOX halving while the short side >= 2S, BICUBIC to short side S, centre crop), then
 ``x = v / 127.5 - 1``. Post-processing: ``clamp(127.5 * y + 128, 0, 255)`` truncated to uint8.
-Outputs are written atomically (temp file in the same folder, then ``os.replace``).
+Outputs are written atomically (:mod:`gigatok_core.fileio`: temp file beside the target, then ``os.replace``).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from gigatok_core.errors import GigatokError
+from gigatok_core.fileio import write_bytes_atomic, write_npz
 
 IMAGE_EXTENSIONS = (
     ".png",
@@ -206,25 +206,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`gigatok_core.fileio.write_bytes_atomic`)."""
+    write_bytes_atomic(path, data)
 
 
 def ensure_output_dir(output: str | Path) -> Path:
@@ -251,20 +235,8 @@ def save_png(path: str | Path, pixels: np.ndarray) -> None:
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an ``.npz`` (one ``<key>.npy`` member each, readable by ``np.load``), atomically.
-
-    Written member by member rather than through ``np.savez(**arrays)``, whose own parameter names
-    (``file``, ``allow_pickle``) would clash with keys such as image stems.
-    """
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, value in arrays.items():
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    """Write ``arrays`` as an ``.npz``, atomically and safe for any key (:func:`gigatok_core.fileio.write_npz`)."""
+    write_npz(path, arrays)
 
 
 @dataclass

@@ -14,35 +14,17 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
 from gigatok_core.errors import GigatokError
-
-
-def presets_dir() -> Path:
-    """The folder holding the preset YAML files (source checkout, or the copy inside the wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_presets", here.parent / "presets"):
-        if (candidate / "tokenizers.yaml").is_file():
-            return candidate
-    raise GigatokError("the preset files are missing from this installation", hint="reinstall gigatok-vision")
+from gigatok_core.preset_files import load_preset_yaml
+from gigatok_core.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
+from gigatok_core.preset_files import unknown_name_error as unknown_name_error
 
 
 def _load_yaml(name: str) -> dict[str, Any]:
-    data = OmegaConf.to_container(OmegaConf.load(presets_dir() / name), resolve=True)
-    assert isinstance(data, dict), f"{name} must be a mapping"
-    return data
-
-
-def unknown_name_error(kind: str, name: str, known: list[str]) -> GigatokError:
-    """A 'no such preset' error listing the presets and the closest match."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return GigatokError(f"unknown {kind} {name!r}", hint=f"{hint}known: {', '.join(known)}")
+    return load_preset_yaml(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +144,45 @@ def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]
 
 
 # ---------------------------------------------------------------------------------------------
+# What a registered weights file is, for the header of the safetensors gigatok writes from it
+# ---------------------------------------------------------------------------------------------
+def weights_meta(key: str) -> dict[str, Any]:
+    """The self-describing metadata (:func:`gigatok_core.checkpoint.save_weights`) of weights file
+    ``key``: kind, preset, architecture dict and, for a GPT, its tokenizer pairing.
+
+    What a loader reads instead of guessing the preset from shapes (``b-l`` and ``b-l-dino`` share
+    every shape). An aux file or an unregistered key gives only its kind.
+    """
+    from gigatok_core.config import config_to_dict
+
+    owner = owner_of(key)
+    if owner is not None and owner[0] == "tokenizer":
+        return {
+            "kind": "tokenizer",
+            "preset": owner[1],
+            "config": config_to_dict(tokenizer_preset(owner[1]).config),
+        }
+    if owner is not None:
+        rel = gpt_release(owner[1])
+        tok = tokenizer_preset(rel.tokenizer)
+        return {
+            "kind": "gpt",
+            "preset": rel.gpt,
+            "release": rel.name,
+            "config": config_to_dict(gpt_preset(rel.gpt).config),
+            "tokenizer": {  # the pairing, as the codes manifest records it
+                "preset": rel.tokenizer,
+                "checkpoint": None,
+                "sha256": tok.weights_record.sha256 if tok.weights_record else None,
+                "codebook_size": tok.config.codebook_size,
+                "num_tokens": tok.config.num_latent_tokens,
+            },
+        }
+    rec = _weights().get(key)
+    return {"kind": rec.kind if rec else None}
+
+
+# ---------------------------------------------------------------------------------------------
 # Public lookups
 # ---------------------------------------------------------------------------------------------
 def tokenizer_names() -> list[str]:
@@ -206,6 +227,97 @@ def gpt_release(name: str) -> GPTRelease:
         return _gpt()[1][name]
     except KeyError:
         raise unknown_name_error("GPT checkpoint", name, release_names()) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Names a person types -> weights files, and back (`gigatok download NAME`, `--import --preset`)
+#   tokenizer presets (``s-s``), GPT releases (``gpt-b@xl-xxl``), bare GPT presets (``gpt-xxl``:
+#   its paper pairing), weights file names (``VQ_SS256_e100.pt``) and the aliases below.
+# ---------------------------------------------------------------------------------------------
+ALIASES: dict[str, str] = {
+    "inception": "pt_inception-2015-12-05-6726825d.pth",
+    "vgg16": "vgg16-397923af.pth",
+    "dinov2-vitb14": "dinov2_vitb14_pretrain.pth",
+    "dino-vits16": "dino_deitsmall16_pretrain.pth",
+    "adm-ref": "VIRTUAL_imagenet256_labeled.npz",
+}
+
+
+def downloadable_names() -> list[str]:
+    """The names worth suggesting for a download (weights file names are accepted too, not listed)."""
+    released_gpts = {gpt_release(r).gpt for r in release_names()}
+    return [
+        *(n for n in tokenizer_names() if tokenizer_preset(n).weights),
+        *release_names(),
+        *(n for n in gpt_names() if n in released_gpts),
+        *ALIASES,
+    ]
+
+
+def owner_of(key: str) -> tuple[str, str] | None:
+    """The preset a weights file belongs to: ("tokenizer", "s-s"), ("gpt", "gpt-b@s-s") or None."""
+    for name in tokenizer_names():
+        if tokenizer_preset(name).weights == key:
+            return "tokenizer", name
+    for name in release_names():
+        if gpt_release(name).weights == key:
+            return "gpt", name
+    return None
+
+
+def display_name(key: str) -> str:
+    """What a person calls weights file ``key``: its preset, its alias, or the file name."""
+    owner = owner_of(key)
+    if owner:
+        return owner[1]
+    return next((alias for alias, k in ALIASES.items() if k == key), key)
+
+
+def weights_for(name: str, *, with_tokenizer: bool = True) -> list[str]:
+    """Weights keys for one name (a GPT also brings its tokenizer when ``with_tokenizer``)."""
+    if name in ALIASES:
+        return [ALIASES[name]]
+    if name in _weights():
+        return [name]
+    if name in _tokenizers():
+        weights = tokenizer_preset(name).weights
+        if weights is None:
+            raise GigatokError(
+                f"tokenizer preset {name!r} has no released weights",
+                hint="train it with `gigatok train`, or pick one listed by `gigatok download --list`",
+            )
+        return [weights]
+    if name in release_names() or name in gpt_names():
+        rel = gpt_release(name) if name in release_names() else resolve_pair(name, None)[1]
+        if rel is None:
+            raise GigatokError(
+                f"GPT preset {name!r} has no released weights",
+                hint="see `gigatok download --list` for the released (GPT, tokenizer) pairs",
+            )
+        return [rel.weights, *(weights_for(rel.tokenizer) if with_tokenizer else [])]
+    err = unknown_name_error("preset or weights name", name, downloadable_names())
+    close = difflib.get_close_matches(name, weights_names(), n=1, cutoff=0.8)
+    if close and err.hint and not err.hint.startswith("did you mean"):
+        err.hint = f"did you mean {close[0]!r}? {err.hint}"
+    raise err
+
+
+def resolve_targets(names: list[str], *, with_tokenizer: bool = True) -> list[str]:
+    """Weights keys for several names, in order, without duplicates."""
+    out: list[str] = []
+    for name in names:
+        out += [k for k in weights_for(name, with_tokenizer=with_tokenizer) if k not in out]
+    return out
+
+
+def import_target(name: str) -> str:
+    """The one weights key that ``--import FILE --preset name`` fills."""
+    return weights_for(name, with_tokenizer=False)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT <-> tokenizer pairing
+# ---------------------------------------------------------------------------------------------
 
 
 def default_tokenizer_for(gpt: str) -> str:

@@ -34,3 +34,39 @@ def test_console_script_entry_point_runs() -> None:
         [sys.executable, "-m", "gigatok_cli.main", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_version_and_help_answer_without_importing_torch() -> None:
+    """`gigatok --version`, `--help` and `download --help` must not pay torch's start-up (seconds)."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gigatok_cli.main import app\n"
+        "for args in (['--version'], ['--help'], ['download', '--help']):\n"
+        "    res = CliRunner().invoke(app, args)\n"
+        "    assert res.exit_code == 0, (args, res.output)\n"
+        "print('torch' in sys.modules, 'gigatok_core.hub' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_lazy_help_listing_is_each_commands_own_help() -> None:
+    from gigatok_cli.main import COMMANDS, load_command, short_help
+
+    for name in COMMANDS:
+        cmd = load_command(name)
+        assert cmd.name == name and short_help(name) and short_help(name) == cmd.help, name
+    assert load_command("eval").list_commands(None)  # a module with a typer `app` is a group
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "300"})
+    assert "Download official GigaTok weights into the cache" in res.output
+
+
+def test_download_names_complete_from_the_registry() -> None:
+    env = {"_GIGATOK_COMPLETE": "complete_bash", "COMP_WORDS": "gigatok download gpt-b@", "COMP_CWORD": "2"}
+    res = runner.invoke(app, [], prog_name="gigatok", env=env)
+    assert res.output.split() == ["gpt-b@s-s", "gpt-b@s-b", "gpt-b@b-l", "gpt-b@b-l-dino", "gpt-b@xl-xxl"]
+    env["COMP_WORDS"] = "gigatok download --import f.pt --preset s-"
+    env["COMP_CWORD"] = "5"
+    assert runner.invoke(app, [], prog_name="gigatok", env=env).output.split() == ["s-s", "s-b"]

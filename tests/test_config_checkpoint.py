@@ -9,9 +9,11 @@ import torch
 
 from gigatok_core.checkpoint import save_weights
 from gigatok_core.config import GPTConfig, GPTTrainConfig, TokenizerConfig, config_to_dict
+from gigatok_core.config.source import OfficialCheckpoint
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_preset
 from gigatok_core.tokenizer import build_tokenizer
+from gigatok_core.tokenizer.load import tokenizer_config_of
 
 ONE = torch.zeros(1)
 
@@ -42,15 +44,18 @@ def _write_ckpt(folder, step: int, cfg: GPTTrainConfig) -> None:
 def test_run_folder_gives_the_newest_checkpoints_config(tmp_path) -> None:
     old = GPTTrainConfig.from_name("gpt-tiny")
     new = GPTTrainConfig.from_name("gpt-tiny", model={"n_layer": 3})
-    _write_ckpt(tmp_path / "run" / "checkpoints" / "0000900", 900, old)
-    _write_ckpt(tmp_path / "run" / "checkpoints" / "0001000", 1000, new)
+    _write_ckpt(tmp_path / "run" / "checkpoints" / "step-00000900", 900, old)
+    _write_ckpt(tmp_path / "run" / "checkpoints" / "step-00001000", 1000, new)
     assert GPTConfig.from_checkpoint(tmp_path / "run") == new.model
-    assert GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "0000900") == old.model
-    assert GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "0000900" / "meta.json") == old.model
+    assert GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000900") == old.model
+    assert (
+        GPTConfig.from_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000900" / "meta.json")
+        == old.model
+    )
 
 
 def test_folder_without_checkpoints_is_explained(tmp_path) -> None:
-    with pytest.raises(GigatokError, match="folder without checkpoints") as info:
+    with pytest.raises(GigatokError, match="is a folder, and holds no checkpoints") as info:
         TokenizerConfig.from_checkpoint(tmp_path)
     assert "checkpoints/" in (info.value.hint or "")
     with pytest.raises(GigatokError, match="does not exist"):
@@ -61,7 +66,12 @@ def test_official_tokenizer_file_is_recognised_by_its_shapes(tmp_path) -> None:
     model = build_tokenizer(tokenizer_preset("tiny").config, with_distill=True)
     path = tmp_path / "official.pt"
     torch.save({"model": model.state_dict(), "steps": 5}, path)
-    assert TokenizerConfig.from_checkpoint(path) == tokenizer_preset("tiny").config
+    # The config layer sits below the models, so it says where shape matching lives ...
+    with pytest.raises(OfficialCheckpoint, match="does not describe its architecture") as info:
+        TokenizerConfig.from_checkpoint(path)
+    assert "tokenizer_config_of" in (info.value.hint or "")
+    # ... and the tokenizer loader recognises the preset.
+    assert tokenizer_config_of(path) == (tokenizer_preset("tiny").config, "tiny")
 
 
 def _gpt_like(dim: int, n_layer: int) -> dict[str, torch.Tensor]:

@@ -11,8 +11,8 @@ from hub_server import FAKE_SHAPES, fake_checkpoint
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core import registry
-from gigatok_core.hub import cache, structure
+from gigatok_core import hub, registry, weights
+from gigatok_core.hub import cache
 
 runner = CliRunner()
 
@@ -36,7 +36,7 @@ def test_list_json_has_every_file_and_paper_numbers() -> None:
 
 
 def test_list_table_shows_cached_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
+    monkeypatch.setattr(weights, "expected_shapes", lambda rec: FAKE_SHAPES)
     body, _, _ = fake_checkpoint()
     (tmp_path / "f.pt").write_bytes(body)
     assert (
@@ -75,7 +75,7 @@ def test_offline_download_fails_with_instructions() -> None:
 
 
 def test_import_then_download_then_verify_then_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
+    monkeypatch.setattr(weights, "expected_shapes", lambda rec: FAKE_SHAPES)
     body, _, _ = fake_checkpoint()
     (tmp_path / "f.pt").write_bytes(body)
     res = runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-s"])
@@ -96,7 +96,7 @@ def test_import_then_download_then_verify_then_clear(tmp_path: Path, monkeypatch
 
 
 def test_import_wrong_preset_and_missing_preset_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(structure, "preset_shapes", lambda rec: FAKE_SHAPES)
+    monkeypatch.setattr(weights, "expected_shapes", lambda rec: FAKE_SHAPES)
     body, _, _ = fake_checkpoint(scale=3)
     (tmp_path / "f.pt").write_bytes(body)
     res = runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "b-l"])
@@ -131,11 +131,30 @@ def test_os_errors_are_clear_messages(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_network_errors_get_a_network_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     import requests
 
-    import gigatok_cli.download as download_cmd
-
     def refuse(*args: object, **kwargs: object) -> None:
         raise requests.ConnectionError("connection refused")
 
-    monkeypatch.setattr(download_cmd.hub, "catalog_rows", refuse)
+    monkeypatch.setattr(hub, "catalog_rows", refuse)
     res = CliRunner().invoke(app, ["download", "--list"])
     assert res.exit_code == 1 and "connection refused" in res.output and "check the network" in res.output
+
+
+def test_list_sizes_are_known_or_blank_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights, "expected_shapes", lambda rec: FAKE_SHAPES)
+    rows = {r["file"]: r for r in json.loads(runner.invoke(app, ["download", "--list", "--json"]).stdout)}
+    ss = rows["VQ_SS256_e100.pt"]
+    assert ss["size"] is None and "not published" in ss["size_note"]  # nothing recorded: no guess
+    body, _, _ = fake_checkpoint()
+    (tmp_path / "f.pt").write_bytes(body)
+    assert (
+        runner.invoke(app, ["download", "--import", str(tmp_path / "f.pt"), "--preset", "s-s"]).exit_code == 0
+    )
+    rows = {r["file"]: r for r in json.loads(runner.invoke(app, ["download", "--list", "--json"]).stdout)}
+    assert rows["VQ_SS256_e100.pt"]["size"] == len(body) and rows["VQ_SS256_e100.pt"]["size_note"] is None
+    table = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "250"}).stdout
+    lines = {
+        line.split("│")[1].strip(): line.split("│") for line in table.splitlines() if line.count("│") > 3
+    }
+    assert lines["s-s"][4].strip() == f"{len(body) / 1000:.1f} KB" and lines["s-b"][4].strip() == ""
+    assert "?" not in "".join(cells[4] for cells in lines.values())
+    assert "blank size: not published with the release" in " ".join(table.split())

@@ -12,7 +12,7 @@ import torch
 from conftest import fixture_path
 from hub_server import FAKE_SHAPES, QUOTA_PAGE, drive_warning_page, fake_checkpoint
 
-from gigatok_core import registry
+from gigatok_core import registry, weights
 from gigatok_core.checkpoint import read_checkpoint
 from gigatok_core.errors import GigatokError
 from gigatok_core.hub import (
@@ -124,7 +124,7 @@ def test_import_wrong_preset_is_refused(tmp_path: Path) -> None:
         import_weights(src, "s-b", shapes=fake_shapes)
     assert "not imported as s-b" in info.value.message and "shape mismatches" in info.value.message
     assert cache.manifest_entry("VQ_SB256_e200.pt") is None
-    assert sorted(p.name for p in cache.weights_dir().iterdir()) == ["VQ_SB256_e200.pt.lock"]
+    assert sorted(p.name for p in cache.weights_dir().iterdir()) == []  # not even a lock file
 
 
 def test_import_html_page_is_refused(tmp_path: Path) -> None:
@@ -136,26 +136,26 @@ def test_import_html_page_is_refused(tmp_path: Path) -> None:
 
 def test_real_tiny_shaped_structure_check(tmp_path: Path) -> None:
     tiny = registry.tokenizer_preset("tiny").config
-    expected = structure.tokenizer_shapes(tiny)
+    expected = weights.tokenizer_shapes(tiny)
     assert any(k.startswith("s1to2decoder.distill_mlp.") for k in expected)  # with_distill=True
     src = tmp_path / "tiny.pt"
     torch.save({"model": {k: torch.zeros(s) for k, s in expected.items()}}, src)
-    path = import_weights(src, "s-s", shapes=lambda rec: structure.tokenizer_shapes(tiny))
+    path = import_weights(src, "s-s", shapes=lambda rec: weights.tokenizer_shapes(tiny))
     assert structure.safetensors_shapes(path) == expected
     broken = {k: torch.zeros(s) for k, s in list(expected.items())[1:]}
     torch.save({"model": broken}, src)
     with pytest.raises(GigatokError, match="1 missing keys"):
-        import_weights(src, "s-s", shapes=lambda rec: structure.tokenizer_shapes(tiny))
+        import_weights(src, "s-s", shapes=lambda rec: weights.tokenizer_shapes(tiny))
 
 
 def test_preset_shapes_match_official_key_fixtures() -> None:
-    tok = structure.preset_shapes(registry.weights_record("VQ_SS256_e100.pt"))
+    tok = weights.expected_shapes(registry.weights_record("VQ_SS256_e100.pt"))
     keys = json.loads(fixture_path("tok_state_dict_keys.json").read_text())["presets"]["VQ_SS256"]["keys"]
     assert tok == {name: tuple(shape) for name, shape, _ in keys}
-    gpt = structure.preset_shapes(registry.weights_record("GPT_B256_e300_VQ_SS.pt"))
+    gpt = weights.expected_shapes(registry.weights_record("GPT_B256_e300_VQ_SS.pt"))
     keys = json.loads(fixture_path("gpt_state_dict_keys.json").read_text())["GPT-B"]["state_dict"]
     assert gpt == {name: tuple(shape) for name, shape, _ in keys}
-    assert structure.preset_shapes(registry.weights_record("vgg16-397923af.pth")) is None
+    assert weights.expected_shapes(registry.weights_record("vgg16-397923af.pth")) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +238,6 @@ def test_drive_page_parsing() -> None:
 
 
 def test_refused_import_keeps_the_good_cached_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gigatok_core.hub import catalog
-
     good = b"the real aux file"
     rec = WeightsRecord(
         file="aux.bin",
@@ -248,7 +246,7 @@ def test_refused_import_keeps_the_good_cached_file(tmp_path: Path, monkeypatch: 
         sha256=hashlib.sha256(good).hexdigest(),
     )
     monkeypatch.setattr(registry, "weights_record", lambda name: rec)
-    monkeypatch.setattr(catalog, "import_target", lambda preset: "aux.bin")
+    monkeypatch.setattr(registry, "import_target", lambda preset: "aux.bin")
     (tmp_path / "aux.bin").write_bytes(good)
     stored = import_weights(tmp_path / "aux.bin", "aux")
     (tmp_path / "wrong").mkdir()

@@ -90,7 +90,7 @@ def test_corrupted_download_is_rejected_and_not_cached(server: FileServer) -> No
     rec = aux_record(server)
     with pytest.raises(GigatokError, match="sha256"):
         fetch_record(rec, progress=False)
-    assert not any(cache.weights_dir().glob("aux.bin*[!k]"))  # nothing but the lock file
+    assert not any(cache.weights_dir().iterdir())  # no .part, no file, no lock file
     assert cache.manifest_entry("aux.bin") is None
 
 
@@ -162,7 +162,7 @@ def test_drive_quota_page_is_an_error_and_never_saved(server: FileServer) -> Non
     assert (
         "--import FILE --preset s-s" in info.value.hint and "drive.google.com/file/d/QID" in info.value.hint
     )
-    assert [p.name for p in cache.weights_dir().iterdir()] == ["VQ_SS256_e100.pt.lock"]
+    assert [p.name for p in cache.weights_dir().iterdir()] == []
 
 
 def test_drive_file_of_wrong_shape_is_rejected(server: FileServer) -> None:
@@ -265,3 +265,56 @@ def test_drive_confirmation_loop_is_a_clear_refusal(server: FileServer) -> None:
     with pytest.raises(GigatokError) as info:
         fetch_record(rec, progress=False, shapes=fake_shapes)
     assert "unexpected web page" in info.value.message and "--import" in info.value.hint
+
+
+def test_unreachable_source_names_the_url_once_and_leaves_nothing(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import gigatok_core.hub.transfer as transfer
+
+    monkeypatch.setattr(
+        transfer.download, "__kwdefaults__", {**transfer.download.__kwdefaults__, "retries": 0}
+    )
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/files/aux.bin"
+    rec = WeightsRecord(file="aux.bin", kind="aux", sources=(url,), sha256=AUX_SHA)
+    with pytest.raises(GigatokError) as info:
+        fetch_record(rec, progress=False)
+    err = info.value
+    assert err.message.count(url) == 1 and err.message.count(f"port={port}") == 0, err.message
+    assert "Connection refused" in err.message or "refused" in err.message.lower()
+    assert ".part" not in err.hint and "check the network" in err.hint  # nothing to resume
+    assert list(cache.weights_dir().iterdir()) == []  # no .part, no 0-byte .lock
+
+
+def test_file_lock_is_exclusive_and_leaves_no_file(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from gigatok_core.hub.lock import RemovableLock
+
+    path, counter = tmp_path / "x.lock", tmp_path / "count"
+    counter.write_text("0")
+
+    def work() -> None:
+        for _ in range(20):
+            with RemovableLock(path):  # a read-sleep-write race unless the lock holds across removal
+                n = int(counter.read_text())
+                time.sleep(0.0005)
+                counter.write_text(str(n + 1))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert counter.read_text() == "80" and not path.exists()
+    held = RemovableLock(path)
+    assert held.acquire(blocking=False) and path.exists()
+    assert RemovableLock(path).acquire(blocking=False) is False  # taken: no wait, no second holder
+    held.release()
+    assert not path.exists()

@@ -13,13 +13,20 @@ from pathlib import Path
 import torch
 
 from gigatok_core.ar.gpt import GPT
-from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
+from gigatok_core.checkpoint import GPT_ENTRIES, extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import GPTConfig, TokenizerConfig
+from gigatok_core.config.source import describe_checkpoint, weights_file
 from gigatok_core.errors import GigatokError
-from gigatok_core.registry import GPTRelease, gpt_preset, release_names, resolve_pair, tokenizer_preset
+from gigatok_core.registry import (
+    GPTRelease,
+    gpt_preset,
+    release_names,
+    resolve_pair,
+    tokenizer_names,
+    tokenizer_preset,
+)
 
 RANDOM_WEIGHT_PRESETS = ("gpt-tiny",)  # built with seeded random weights when no checkpoint is given
-GPT_ENTRIES = ("model", "module", "state_dict")  # official loader order; `ema` is ignored (spec ar §3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,10 +117,13 @@ def resolve_gpt(
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
     cfg = gpt_preset(name).config
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise GigatokError(
-            f"GPT checkpoint {checkpoint} does not exist", hint="check the --gpt-checkpoint path"
-        )
+    if checkpoint is not None:
+        weights_file(checkpoint, "GPT checkpoint")  # a missing, empty or empty-folder path, named now
+        own, paired = _described(checkpoint, name)
+        if own is not None:  # a file gigatok wrote: its config (vocab, tokens) is the truth
+            cfg = own
+            if tokenizer is None and paired in tokenizer_names():
+                tokenizer = paired
     tok_name, release = resolve_pair(name, tokenizer)
     check_fits_tokenizer(cfg, tokenizer_preset(tok_name).config, gpt_name=name, tok_name=tok_name)
     if checkpoint is None and release is None and name not in RANDOM_WEIGHT_PRESETS:
@@ -123,6 +133,24 @@ def resolve_gpt(
             hint=f"released {name} pairs: {released}; or pass --gpt-checkpoint FILE with your own weights",
         )
     return cfg, tok_name, release
+
+
+def _described(checkpoint: str | Path, name: str) -> tuple[GPTConfig | None, str | None]:
+    """(config, paired tokenizer preset) a self-describing GPT checkpoint states; (None, None) for
+    an official file. Its config is used as is (a run may have overridden the preset's sizes); a
+    file saved as another preset than ``name`` is refused, naming that preset."""
+    meta = describe_checkpoint(checkpoint, kind="gpt")
+    if meta is None:
+        return None, None
+    saved = meta.get("preset")
+    if saved is not None and saved != name:
+        raise GigatokError(
+            f"{checkpoint} holds a {saved} GPT, not {name}",
+            hint=f"use --gpt {saved}",
+        )
+    pairing = meta.get("tokenizer")
+    paired = pairing.get("preset") if isinstance(pairing, dict) else pairing
+    return GPTConfig.from_checkpoint(checkpoint), paired if isinstance(paired, str) else None
 
 
 def load_gpt(
@@ -139,7 +167,7 @@ def load_gpt(
     the cache (``gigatok download``); else seeded random weights for ``gpt-tiny``. A pair that was
     never released is refused unless ``checkpoint`` is given.
     """
-    from gigatok_core.hub import fetch_weights
+    from gigatok_core.weights import fetch_weights
 
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
@@ -147,7 +175,7 @@ def load_gpt(
     if checkpoint is None and release is None:
         seeded_random_weights(model)
     else:
-        path = Path(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
+        path = weights_file(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
         load_gpt_state(model, path, expected=f"the {name} preset")
     model = model.to(device=device, dtype=dtype).eval()
     return model, tok_name

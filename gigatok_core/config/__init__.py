@@ -6,13 +6,14 @@ to train it* (:class:`TokenizerRecipe`, :class:`GPTRecipe`, :class:`RunConfig`, 
 (:mod:`gigatok_core.registry`). Configs are dataclasses validated in ``__post_init__`` and merged
 by :func:`build_config`: ``preset -> --config file.yaml -> key=value``, unknown keys are errors.
 
-Modules: ``model`` (architectures and the size tables), ``recipe``, ``train`` (run + train
+Modules: ``sizes`` (the size tables), ``model`` (architectures), ``recipe``, ``train`` (run + train
 configs), ``build`` (the merge), ``source`` (``from_checkpoint``).
 """
 
 from gigatok_core.config.build import build_config, config_to_dict, load_yaml, parse_dotlist
-from gigatok_core.config.model import GPT_SIZES, VIT_SIZES, GPTConfig, TokenizerConfig
+from gigatok_core.config.model import GPTConfig, TokenizerConfig
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
+from gigatok_core.config.sizes import GPT_SIZES, VIT_SIZES
 from gigatok_core.config.train import STRATEGIES, GPTTrainConfig, RunConfig, TokenizerTrainConfig
 
 __all__ = [

@@ -65,7 +65,7 @@ def instantiate(cls: type[T], values: Mapping[str, Any]) -> T:
         sub = _nested_type(cls, key)
         if sub is not None and isinstance(value, Mapping):
             value = instantiate(sub, value)
-        elif isinstance(value, list) and "tuple" in str(_hints(cls).get(key)):
+        elif isinstance(value, list) and typing.get_origin(_hints(cls).get(key)) is tuple:
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)

@@ -1,4 +1,4 @@
-"""Typed configs for the tokenizer and the GPT, and the one size table.
+"""Typed architecture configs for the tokenizer and the GPT (sizes from :mod:`.sizes`).
 
 A config says *what the architecture is*; where its weights live is a separate record
 (:mod:`gigatok_core.registry`). Configs are plain dataclasses validated in ``__post_init__`` and
@@ -14,31 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gigatok_core.config.build import build_config, check
-
-# ---------------------------------------------------------------------------------------------
-# The size table (spec tokenizer §1.1): name -> (width, depth, heads). MLP ratio 4, head dim 64.
-# ---------------------------------------------------------------------------------------------
-VIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (256, 4, 4),
-    "small": (512, 6, 8),
-    "base": (768, 12, 12),
-    "large": (1024, 24, 16),
-    "xl": (1280, 36, 20),
-    "xxl": (1536, 48, 24),
-    "xxxl": (2560, 48, 40),
-}
-
-# GPT sizes (spec ar §2): name -> (dim, n_layer, n_head).
-GPT_SIZES: dict[str, tuple[int, int, int]] = {
-    "gpt-b": (768, 12, 12),
-    "gpt-l": (1024, 24, 16),
-    "gpt-xl": (1280, 36, 20),
-    "gpt-xxl": (1536, 48, 24),
-    "gpt-xxxl": (2560, 48, 40),
-    "gpt-1b": (2048, 22, 32),
-    "gpt-3b": (3200, 24, 32),
-    "gpt-7b": (4096, 32, 32),
-}
+from gigatok_core.config.sizes import GPT_SIZES, VIT_SIZES
+from gigatok_core.preset_files import declared
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,9 +116,7 @@ class TokenizerConfig:
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> TokenizerConfig:
         """Tokenizer preset ``name`` with field overrides: ``from_name("s-s", codebook_size=1024)``."""
-        from gigatok_core.registry import tokenizer_preset
-
-        return build_config(cls, tokenizer_preset(name).declared.get("config", {}), overrides=overrides)
+        return build_config(cls, declared("tokenizer", name)["config"], overrides=overrides)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TokenizerConfig:
@@ -217,9 +192,7 @@ class GPTConfig:
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
         """GPT preset ``name`` (``gpt-b``, ``gpt-tiny`` ...) with field overrides: ``from_name("gpt-b", n_layer=2)``."""
-        from gigatok_core.registry import gpt_preset
-
-        return build_config(cls, gpt_preset(name).declared.get("config", {}), overrides=overrides)
+        return build_config(cls, declared("gpt", name)["config"], overrides=overrides)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> GPTConfig:

@@ -2,10 +2,12 @@
 
 Sources, most explicit first:
 - a gigatok ``.safetensors``: the ``config`` (or ``preset``) in its metadata (:func:`save_weights`);
-- a training checkpoint folder (``RUN_DIR/checkpoints/<step>/meta.json``) or a run folder (the
-  newest such checkpoint): ``meta["config"]`` is the nested train config, ``["model"]`` its part;
-- an official ``.pt``: the tokenizer preset whose keys and shapes match, or for a GPT the size
-  whose (dim, n_layer) match (official files carry no architecture; spec tokenizer §6, ar §3).
+- a training checkpoint folder (``RUN_DIR/checkpoints/step-NNNNNNNN/meta.json``) or a run folder
+  (its latest checkpoint): ``meta["config"]`` is the nested train config, ``["model"]`` its part;
+- an official GPT ``.pt``: the size whose (dim, n_layer) match its key shapes (spec ar §3).
+An official tokenizer ``.pt`` carries no architecture, and telling its preset from its shapes
+needs the model code (above this package): :func:`gigatok_core.tokenizer.load.tokenizer_config_of`
+does that, and reads the sources above first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gigatok_core.config.build import build_config
-from gigatok_core.config.model import GPT_SIZES
+from gigatok_core.config.sizes import GPT_SIZES
 from gigatok_core.errors import GigatokError
 
 C = TypeVar("C")
@@ -33,25 +35,22 @@ def _read_meta_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _step_of(meta_file: Path) -> tuple[int, str]:
-    step = _read_meta_json(meta_file).get("step")
-    return (step if isinstance(step, int) else -1, meta_file.parent.name)
-
-
 def newest_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder to read for ``path``: itself when it holds ``meta.json``, else the
-    newest (highest ``step``) ``checkpoints/*/`` of a run folder."""
+    """The checkpoint folder to read for ``path``: a step folder itself, else the latest checkpoint
+    of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.checkpoint.latest_checkpoint`)."""
+    from gigatok_core.checkpoint import latest_checkpoint
+
     path = Path(path)
     if (path / META_JSON).is_file():
         return path
-    found = sorted((path / "checkpoints").glob(f"*/{META_JSON}"), key=_step_of)
-    if not found:
+    found = latest_checkpoint(path)
+    if found is None:
         raise GigatokError(
-            f"{path} is a folder without checkpoints",
-            hint="pass a checkpoint file, a checkpoint folder holding meta.json, or a run folder "
-            "holding checkpoints/",
+            f"{path} is a folder, and holds no checkpoints",
+            hint="pass the checkpoint file itself; a training run folder must contain checkpoints/ "
+            "(as `gigatok train` writes it), a checkpoint folder its meta.json",
         )
-    return found[-1].parent
+    return found
 
 
 def _model_part(config: Any, source: str) -> Mapping[str, Any]:
@@ -72,7 +71,6 @@ def _check_kind(meta: Mapping[str, Any], kind: str, source: str) -> None:
 
 
 def _from_meta(cls: type[C], meta: Mapping[str, Any], kind: str, source: str) -> C:
-    _check_kind(meta, kind, source)
     if meta.get("config") is not None:
         return build_config(cls, _model_part(meta["config"], source))
     if meta.get("preset"):
@@ -108,34 +106,63 @@ def _gpt_from_state_dict(cls: type[C], sd: Mapping[str, Any], source: str) -> C:
     )
 
 
-def config_from_checkpoint(cls: type[C], path: str | Path, *, kind: str) -> C:
-    """``cls`` (TokenizerConfig or GPTConfig) for the checkpoint at ``path``; ``kind`` is tokenizer|gpt."""
-    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint, read_weights_meta
+RUN_WEIGHTS = ("ema", "model")  # weights groups of a training checkpoint, in the order used
+
+
+class OfficialCheckpoint(GigatokError):
+    """A weights file without gigatok metadata: its config must be recognised from its shapes."""
+
+
+def weights_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """The weights file to load for ``path``: the file itself, or the ``ema`` (else ``model``)
+    safetensors of a checkpoint folder or of a run folder's newest checkpoint."""
+    from gigatok_core.checkpoint import check_checkpoint_file
+
+    path = Path(path)
+    if not path.is_dir():
+        return check_checkpoint_file(path, what)
+    folder = newest_checkpoint(path)
+    for group in RUN_WEIGHTS:
+        if (folder / f"{group}.safetensors").is_file():
+            return folder / f"{group}.safetensors"
+    raise GigatokError(
+        f"{what} {folder} holds no {' or '.join(RUN_WEIGHTS)} weights",
+        hint="the checkpoint is incomplete: pick an earlier one (its step folder)",
+    )
+
+
+def describe_checkpoint(path: str | Path, *, kind: str) -> dict[str, Any] | None:
+    """What a checkpoint says about itself (gigatok metadata or a run's ``meta.json``), checked to
+    be a ``kind`` checkpoint; None for an official or foreign file."""
+    from gigatok_core.checkpoint import check_checkpoint_file, read_weights_meta
 
     path = Path(path)
     if path.is_dir():
         folder = newest_checkpoint(path)
-        return _from_meta(cls, _read_meta_json(folder / META_JSON), kind, str(folder))
-    if path.name == META_JSON and path.is_file():
-        return _from_meta(cls, _read_meta_json(path), kind, str(path))
-    if not path.exists():
-        raise GigatokError(f"checkpoint {path} does not exist", hint="check the path")
-    if path.suffix == ".safetensors":
-        meta = read_weights_meta(path)
-        if meta is not None:
-            return _from_meta(cls, meta, kind, str(path))
-    ckpt = read_checkpoint(path)
+        meta, source = _read_meta_json(folder / META_JSON), str(folder)
+    elif path.name == META_JSON and path.is_file():
+        meta, source = _read_meta_json(path), str(path)
+    elif check_checkpoint_file(path).suffix == ".safetensors":
+        meta, source = read_weights_meta(path), str(path)
+    else:
+        meta, source = None, str(path)
+    if meta is not None:
+        _check_kind(meta, kind, source)
+    return meta
+
+
+def config_from_checkpoint(cls: type[C], path: str | Path, *, kind: str) -> C:
+    """``cls`` (TokenizerConfig or GPTConfig) for the checkpoint at ``path``; ``kind`` is tokenizer|gpt."""
+    from gigatok_core.checkpoint import GPT_ENTRIES, extract_state_dict, read_checkpoint
+
+    meta = describe_checkpoint(path, kind=kind)
+    if meta is not None:
+        return _from_meta(cls, meta, kind, str(path))
     if kind == "gpt":
-        from gigatok_core.ar.load import GPT_ENTRIES
-
-        sd, _ = extract_state_dict(ckpt, prefer=GPT_ENTRIES, source=str(path))
+        sd, _ = extract_state_dict(read_checkpoint(path), prefer=GPT_ENTRIES, source=str(path))
         return _gpt_from_state_dict(cls, sd, str(path))
-    from gigatok_core.tokenizer.load import guess_preset
-
-    sd, _ = extract_state_dict(ckpt, source=str(path))
-    name = guess_preset(sd)
-    if name is None:
-        raise GigatokError(
-            f"{path} does not match any tokenizer preset", hint="a gigatok-written file names its config"
-        )
-    return cls.from_name(name)  # type: ignore[attr-defined]
+    raise OfficialCheckpoint(
+        f"{path} is an official (or foreign) checkpoint that does not describe its architecture",
+        hint="name its preset (TokenizerConfig.from_name), or use "
+        "gigatok_core.tokenizer.load.tokenizer_config_of, which recognises presets by their shapes",
+    )

@@ -15,6 +15,7 @@ from typing import Any
 from gigatok_core.config.build import build_config, check, load_yaml, merge_mappings, parse_dotlist
 from gigatok_core.config.model import GPTConfig, TokenizerConfig
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
+from gigatok_core.preset_files import declared
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -104,9 +105,9 @@ class _Resolved:
 
 
 def _from_name(
-    cls: type, preset: str, declared: dict[str, Any], config_file: Any, overrides: Any, kwargs: Any
+    cls: type, preset: str, entry: dict[str, Any], config_file: Any, overrides: Any, kwargs: Any
 ) -> Any:
-    base = {"preset": preset, **declared}
+    base = {"preset": preset, "model": entry["config"], "recipe": entry["recipe"]}
     layer = parse_dotlist(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     if kwargs:
         layer = merge_mappings(layer, kwargs)
@@ -132,11 +133,7 @@ class TokenizerTrainConfig(_Resolved):
         **kwargs: Any,
     ) -> TokenizerTrainConfig:
         """Tokenizer preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
-        from gigatok_core.registry import tokenizer_preset
-
-        declared = tokenizer_preset(preset).declared
-        declared = {"model": declared.get("config", {}), "recipe": declared.get("recipe", {})}
-        return _from_name(cls, preset, declared, config_file, overrides, kwargs)
+        return _from_name(cls, preset, declared("tokenizer", preset), config_file, overrides, kwargs)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> TokenizerTrainConfig:
@@ -166,11 +163,7 @@ class GPTTrainConfig(_Resolved):
         **kwargs: Any,
     ) -> GPTTrainConfig:
         """GPT preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
-        from gigatok_core.registry import gpt_preset
-
-        declared = gpt_preset(preset).declared
-        declared = {"model": declared.get("config", {}), "recipe": declared.get("recipe", {})}
-        return _from_name(cls, preset, declared, config_file, overrides, kwargs)
+        return _from_name(cls, preset, declared("gpt", preset), config_file, overrides, kwargs)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> GPTTrainConfig:

@@ -99,7 +99,7 @@ def load_encoder(
         _strip_decoder(model)
         return model.to(device), record
     if ckpt is None:
-        from gigatok_core.hub import fetch_weights
+        from gigatok_core.weights import fetch_weights
 
         ckpt = fetch_weights(preset.weights)
     state_dict, _ = extract_state_dict(read_checkpoint(ckpt), source=str(ckpt))

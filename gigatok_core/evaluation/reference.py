@@ -15,10 +15,7 @@ Protocols (which number a reference is valid for):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ import numpy as np
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.features import Features
 from gigatok_core.evaluation.metrics import GaussianStats
+from gigatok_core.fileio import atomic_write, write_npz
 
 PROTOCOLS = {
     "gfid-adm": "generation FID against ADM's ImageNet-256 reference batch (VIRTUAL_imagenet256_labeled.npz)",
@@ -73,17 +71,8 @@ class EvalStats:
 # Reading and writing
 # ---------------------------------------------------------------------------------------------
 def atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` as an npz atomically (:func:`gigatok_core.fileio.write_npz`)."""
+    write_npz(path, arrays)
 
 
 def check_statistics_target(path: str | Path, overwrite: bool) -> Path:
@@ -116,10 +105,10 @@ class ImageNpz:
         self.written = 0
 
     def __enter__(self) -> ImageNpz:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._file = atomic_write(self.path, "wb")  # the temp file becomes ``path`` on a clean exit
+        self._zip = zipfile.ZipFile(
+            self._file.__enter__(), "w", compression=zipfile.ZIP_STORED, allowZip64=True
+        )
         self._images = self._zip.open("arr_0.npy", "w", force_zip64=True)
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
         np.lib.format.write_array_header_1_0(self._images, {**header, "shape": self.shape})
@@ -141,17 +130,17 @@ class ImageNpz:
         with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             if self._images is not None:
                 self._images.close()
             self._zip.close()
             if exc_type is None and self.written != self.shape[0]:
                 raise GigatokError(f"{self.path}: wrote {self.written} of {self.shape[0]} images")
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-        finally:
-            Path(self._tmp).unlink(missing_ok=True)
+        except BaseException as err:  # the temp file is removed, ``path`` untouched
+            self._file.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._file.__exit__(exc_type, exc, tb)  # renames on success, removes on an exception
 
 
 def statistics_arrays(stats: EvalStats, *, keep_pool: bool = True) -> dict[str, np.ndarray]:

@@ -1,40 +1,33 @@
 """The weights hub: registry names -> verified local files (download, cache, import, verify).
 
-    from gigatok_core.hub import fetch_weights
+The hub is storage: it knows nothing of models. The structural check of a model checkpoint is
+passed in (``shapes=``); :mod:`gigatok_core.weights` passes the presets' check::
+
+    from gigatok_core.weights import fetch_weights
     path = fetch_weights("VQ_SS256_e100.pt")   # .../weights/VQ_SS256_e100.safetensors
 
-Modules: ``cache`` (layout, manifest, hashing), ``transfer`` (HTTP with resume), ``gdrive``
-(Drive confirmation and error pages), ``sources`` (source URLs, Hugging Face / torch hub caches),
-``structure`` (keys/shapes check, safetensors conversion), ``catalog`` (names and aliases),
-``fetch`` (the orchestration).
+Modules: ``cache`` (layout, manifest, look-ups), ``lock`` (an inter-process lock that leaves no
+file), ``transfer`` (HTTP with resume), ``gdrive`` (Drive confirmation and error pages),
+``sources`` (source URLs, Hugging Face / torch hub caches), ``structure`` (keys/shapes check,
+safetensors conversion), ``fetch`` (the orchestration), ``manage`` (import, verify, clear),
+``catalog`` (the ``--list`` table). Importing it does not import torch.
 """
 
-from gigatok_core.hub.cache import cache_dir, offline, stored_path
-from gigatok_core.hub.catalog import ALIASES, catalog_rows, display_name, import_target, resolve_targets
-from gigatok_core.hub.fetch import (
-    VerifyResult,
-    cached_path,
-    clear_weights,
-    fetch_record,
-    fetch_weights,
-    import_weights,
-    verify_cache,
-)
+from gigatok_core.hub.cache import cache_dir, cached_path, offline, stored_path
+from gigatok_core.hub.catalog import catalog_rows
+from gigatok_core.hub.fetch import fetch_record, fetch_weights
+from gigatok_core.hub.manage import VerifyResult, clear_weights, import_weights, verify_cache
 
 __all__ = [
-    "ALIASES",
     "VerifyResult",
     "cache_dir",
     "cached_path",
     "catalog_rows",
     "clear_weights",
-    "display_name",
     "fetch_record",
     "fetch_weights",
-    "import_target",
     "import_weights",
     "offline",
-    "resolve_targets",
     "stored_path",
     "verify_cache",
 ]

@@ -1,4 +1,4 @@
-"""The weights cache on disk: where files live, the manifest of what was verified, hashing.
+"""The weights cache on disk: where files live, the manifest of what was verified, look-ups.
 
 Layout under :func:`cache_dir` (``$GIGATOK_CACHE`` or platformdirs' ``user_cache_dir("gigatok")``)::
 
@@ -6,7 +6,7 @@ Layout under :func:`cache_dir` (``$GIGATOK_CACHE`` or platformdirs' ``user_cache
     weights/<file>                 an aux file as downloaded (also: a model file between download and conversion)
     weights/<stem>.safetensors     the weights entry of a tokenizer / GPT checkpoint (what the models load)
     weights/<file>.part            an interrupted download, resumed with an HTTP Range request
-    weights/<file>.lock            held by the process that downloads <file>
+    weights/<file>.lock            exists only while a process fetches <file> (removed on release)
 
 Integrity policy: a file is hashed in full when it enters the cache (download, import, reuse of
 another cache) and its size, sha256 and mtime are written to the manifest. Every later use only
@@ -17,6 +17,7 @@ an mtime change triggers a full re-hash, and ``gigatok download --verify`` re-ha
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from filelock import FileLock
 
+from gigatok_core import registry
+from gigatok_core.fileio import CHUNK, atomic_write, write_json
+from gigatok_core.hub.lock import RemovableLock
 from gigatok_core.registry import WeightsRecord
 
-CHUNK = 1 << 20  # 1 MiB
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -62,10 +64,9 @@ def part_path(rec: WeightsRecord) -> Path:
     return weights_dir() / (rec.file + ".part")
 
 
-def file_lock(rec: WeightsRecord) -> FileLock:
-    """One lock per file, so parallel processes / torchrun ranks download it once."""
-    weights_dir().mkdir(parents=True, exist_ok=True)
-    return FileLock(str(weights_dir() / (rec.file + ".lock")))
+def file_lock(rec: WeightsRecord) -> RemovableLock:
+    """One lock per file, so parallel processes / torchrun ranks download it once (no file is left)."""
+    return RemovableLock(weights_dir() / (rec.file + ".lock"))
 
 
 def offline() -> bool:
@@ -76,34 +77,23 @@ def offline() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hashing and atomic writes
+# Copies into the cache (hashed on the way)
 # ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def copy_hashing(src: Path, dst: Path) -> str:
-    """Copy ``src`` to ``dst`` atomically (temp file + rename); returns the sha256 of the bytes."""
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    """Copy ``src`` to ``dst`` atomically (:func:`~gigatok_core.fileio.atomic_write`); returns the
+    sha256 of the bytes, computed on the way (one read of a multi-GB file, not two)."""
     h = hashlib.sha256()
-    try:
-        with open(src, "rb") as fi, open(tmp, "wb") as fo:
-            while chunk := fi.read(CHUNK):
-                h.update(chunk)
-                fo.write(chunk)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as fi, atomic_write(dst, "wb") as fo:
+        while chunk := fi.read(CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
     return h.hexdigest()
 
 
 def link_or_copy(src: Path, dst: Path) -> str | None:
-    """Hardlink ``src`` at ``dst`` (same file system) or copy it; returns the sha256 when copied."""
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    """Hardlink ``src`` at ``dst`` (same file system) or copy it; returns the sha256 when copied.
+    A link is made beside ``dst`` and renamed over it (atomic like :func:`copy_hashing`)."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -113,16 +103,11 @@ def link_or_copy(src: Path, dst: Path) -> str | None:
     return None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------
 # The manifest: {"version": 1, "files": {key: entry}}
 #   entry = {kind, origin, size, sha256,            <- the file as it entered the cache
-#            stored, stored_size, stored_sha256, stored_mtime_ns, entry, structure, time}
+#            stored, stored_size, stored_sha256, stored_mtime_ns,   <- the file the models load
+#            entry, structure_checked, time}
 # ---------------------------------------------------------------------------------------------
 def _manifest_path() -> Path:
     return cache_dir() / "manifest.json"
@@ -131,10 +116,10 @@ def _manifest_path() -> Path:
 @contextlib.contextmanager
 def _manifest_locked() -> Iterator[dict[str, Any]]:
     cache_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir() / "manifest.json.lock")):
+    with RemovableLock(cache_dir() / "manifest.json.lock"):
         data = read_manifest()
         yield data
-        write_json_atomic(_manifest_path(), data)
+        write_json(_manifest_path(), data, sort_keys=True)
 
 
 MANIFEST_FIELDS = ("stored", "stored_size", "stored_mtime_ns", "stored_sha256")
@@ -178,6 +163,43 @@ def drop_entry(key: str) -> None:
         data["files"].pop(key, None)
 
 
+def leftovers(path: Path) -> list[Path]:
+    """Temp files of an interrupted atomic write of ``path`` (``.<name>.*.tmp``, older ``<name>.tmp*``)."""
+    esc = glob.escape(path.name)
+    return [*path.parent.glob(f".{esc}.*.tmp"), *path.parent.glob(f"{esc}.tmp*")]
+
+
 def stat_fields(path: Path) -> dict[str, int]:
     st = path.stat()
     return {"stored_size": st.st_size, "stored_mtime_ns": st.st_mtime_ns}
+
+
+# ---------------------------------------------------------------------------------------------
+# Look-ups (no hashing, no side effects)
+# ---------------------------------------------------------------------------------------------
+def quick_path(rec: WeightsRecord, key: str) -> Path | None:
+    """``rec``'s stored file when its size and mtime match the manifest entry ``key``, else None."""
+    stored, entry = stored_path(rec), manifest_entry(key)
+    if entry is None or entry.get("stored") != stored.name or not stored.is_file():
+        return None
+    st = stored.stat()
+    if (st.st_size, st.st_mtime_ns) == (entry["stored_size"], entry["stored_mtime_ns"]):
+        return stored
+    return None
+
+
+def cached_path(key: str) -> Path | None:
+    """The cached file of registered weights ``key`` if present and unchanged (no hashing)."""
+    return quick_path(registry.weights_record(key), key)
+
+
+def cache_state(rec: WeightsRecord, key: str) -> str:
+    """yes, unverified (present but not as recorded: checked on next use), partial <bytes>, or no."""
+    if quick_path(rec, key) is not None:
+        return "yes"
+    if stored_path(rec).is_file():
+        return "unverified"  # changed since recorded, or put there by hand
+    part = part_path(rec)
+    if part.is_file():
+        return f"partial {part.stat().st_size}"  # bytes so far; the next download resumes
+    return "no"

@@ -8,19 +8,16 @@ Which entry: tokenizers prefer ``ema`` > ``model`` > ``state_dict`` (the officia
 and sampling scripts, spec tokenizer §6); GPTs take ``model`` > ``module`` > ``state_dict`` (the
 official GPT loaders ignore ``ema``, spec ar §3).
 
-The expected shapes come from a provider ``(record) -> {key: shape} | None`` so tests can inject a
-small mapping; :func:`preset_shapes` is the real one.
+The expected shapes come from a provider ``(record) -> {key: shape} | None`` passed in by the caller:
+the hub knows nothing of models. :func:`gigatok_core.weights.expected_shapes` builds them from the
+presets; tests inject a small mapping.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from gigatok_core.checkpoint import check_shapes
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import WeightsRecord
 
@@ -34,44 +31,15 @@ PREFER: dict[str, tuple[str, ...]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Expected shapes (models built on the meta device)
-# ---------------------------------------------------------------------------------------------
-def tokenizer_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the official-layout tokenizer for ``cfg``, distillation head included."""
-    from gigatok_core.tokenizer import build_tokenizer
-
-    model = build_tokenizer(cfg, with_distill=True, device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def gpt_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
-    from gigatok_core.ar import build_gpt
-
-    model = build_gpt(cfg, device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def preset_shapes(rec: WeightsRecord) -> Shapes | None:
-    """What ``rec``'s preset expects, or None (aux file, unregistered file, model code missing)."""
-    from gigatok_core import registry
-    from gigatok_core.hub.catalog import owner_of
-
-    owner = owner_of(rec.file)
-    if owner is None or rec.kind == "aux":
-        return None
-    kind, name = owner
-    try:
-        if kind == "tokenizer":
-            return tokenizer_shapes(registry.tokenizer_preset(name).config)
-        return gpt_shapes(registry.gpt_preset(registry.gpt_release(name).gpt).config)
-    except ImportError as err:  # the model package is not importable: accept, check on a later use
-        warnings.warn(f"cannot check the structure of {rec.file} ({err})", stacklevel=2)
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
 # Conversion
 # ---------------------------------------------------------------------------------------------
+def check_shapes(found: Shapes, expected: Shapes, *, source: str, what: str) -> None:
+    """:func:`gigatok_core.checkpoint.check_shapes` (imported on use: the hub loads without torch)."""
+    from gigatok_core.checkpoint import check_shapes as check
+
+    check(found, expected, source=source, what=what)
+
+
 def convert(
     raw: Path,
     out: Path,
@@ -84,9 +52,9 @@ def convert(
     """Check ``raw``'s weights entry against ``expected`` and write it to ``out`` (safetensors,
     atomically). Returns the entry name used. Raises :class:`GigatokError` for a wrong file."""
     import torch
-    from safetensors.torch import save_file
 
-    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
+    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint, save_weights
+    from gigatok_core.registry import weights_meta
 
     with open(raw, "rb") as f:
         head = f.read(512).lstrip().lower()
@@ -105,21 +73,10 @@ def convert(
         )
     if expected is not None:
         check_shapes({k: tuple(v.shape) for k, v in sd.items()}, expected, source=raw.name, what=what)
-    tensors, seen = {}, set()
-    for k, v in sd.items():  # safetensors refuses tensors sharing memory: give each its own
-        v = v.detach().contiguous()
-        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
-        if ptr is not None and ptr in seen:
-            v = v.clone()
-        seen.add(ptr)
-        tensors[k] = v
-    meta = {"format": "pt", "entry": entry, "source_file": raw.name, **(metadata or {})}
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Self-describing (kind, preset, config, GPT pairing): loaders never guess the preset from
+    # shapes. ``raw`` keeps its registered file name in the cache.
+    meta = {**weights_meta(raw.name), "entry": entry, "source_file": raw.name, **(metadata or {})}
+    save_weights(out, sd, meta)  # atomic; clones only tensors that share storage
     return entry
 
 

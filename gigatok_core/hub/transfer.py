@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from gigatok_core.hub.cache import CHUNK
+from gigatok_core.fileio import CHUNK, sha256_file
 
 TIMEOUT = (15, 60)  # (connect, read) seconds
 RETRIES = 4
@@ -51,7 +51,9 @@ class HtmlPage(Exception):
 
 
 class TransferError(Exception):
-    """The URL could not be fetched; ``retryable`` when a later attempt may succeed (``.part`` kept)."""
+    """The URL could not be fetched; ``retryable`` when a later attempt may succeed (``.part`` kept).
+
+    The message is the reason only: the caller names the source (so the URL is printed once)."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
         super().__init__(message)
@@ -102,7 +104,7 @@ def download(
             _Short,
         ) as err:
             last = err
-    raise TransferError(f"{url}: gave up after {retries + 1} attempts ({last})", retryable=True)
+    raise TransferError(f"gave up after {retries + 1} attempts ({_describe(last)})", retryable=True)
 
 
 def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests.Session) -> Transfer:
@@ -114,30 +116,28 @@ def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests
             if (
                 m and int(m.group(1)) == offset
             ):  # the .part is already the whole file (killed before the rename)
-                return Transfer(url=resp.url, size=offset, sha256=_sha256_file(part))
+                return Transfer(url=resp.url, size=offset, sha256=sha256_file(part))
             part.unlink()  # our .part is not a prefix the server knows: restart
-            raise TransferError(f"{url}: range not satisfiable, restarting", status=416, retryable=True)
+            raise TransferError("range not satisfiable, restarting", status=416, retryable=True)
         if resp.status_code in RETRY_STATUS:
-            raise TransferError(f"{url}: HTTP {resp.status_code}", status=resp.status_code, retryable=True)
+            raise TransferError(f"HTTP {resp.status_code}", status=resp.status_code, retryable=True)
         if "text/html" in resp.headers.get("Content-Type", "").lower():
             raise HtmlPage(resp.url, resp.status_code, _read_text(resp))
         if resp.status_code >= 400:
-            raise TransferError(f"{url}: HTTP {resp.status_code} {resp.reason}", status=resp.status_code)
+            raise TransferError(f"HTTP {resp.status_code} {resp.reason}", status=resp.status_code)
 
         total: int | None
         if resp.status_code == 206:
             start, total = _content_range(resp.headers.get("Content-Range", ""))
             if start != offset:
                 part.unlink(missing_ok=True)
-                raise TransferError(
-                    f"{url}: resumed at byte {start}, not {offset}; restarting", retryable=True
-                )
+                raise TransferError(f"resumed at byte {start}, not {offset}; restarting", retryable=True)
         else:  # 200: the whole file (a server that ignores Range restarts us from zero)
             offset = 0
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
 
-        h = _sha256_file(part, hexdigest=False) if offset else hashlib.sha256()
+        h = _prefix_hash(part) if offset else hashlib.sha256()
         size = offset
         with open(part, "ab" if offset else "wb") as f, _Bar(label, total, offset, progress) as bar:
             for chunk in resp.iter_content(STREAM_CHUNK):
@@ -146,17 +146,25 @@ def _attempt(url: str, part: Path, *, label: str, progress: bool, sess: requests
                 size += len(chunk)
                 bar.advance(len(chunk))
         if total is not None and size != total:
-            raise _Short(f"{url}: connection closed after {size} of {total} bytes")
+            raise _Short(f"connection closed after {size} of {total} bytes")
         return Transfer(url=resp.url, size=size, sha256=h.hexdigest())
 
 
-def _sha256_file(path: Path, *, hexdigest: bool = True) -> Any:
-    """sha256 of a file (the hex digest, or the hash object to continue)."""
+def _prefix_hash(path: Path) -> Any:
+    """The sha256 object fed with a kept ``.part`` (the resumed bytes continue it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
-    return h.hexdigest() if hexdigest else h
+    return h
+
+
+def _describe(err: Exception | None) -> str:
+    """Why a connection failed, without the URL (requests' messages repeat host and path)."""
+    inner = err.args[0] if isinstance(err, requests.RequestException) and err.args else err
+    reason = getattr(inner, "reason", None) or inner  # urllib3's MaxRetryError -> NewConnectionError
+    text = re.sub(r"^\w+\(host='[^']*', port=\d+\): ", "", str(reason))  # "HTTPConnection(host=..)"
+    return text or type(err).__name__
 
 
 def _content_range(value: str) -> tuple[int, int | None]:

@@ -10,6 +10,7 @@ import torch
 
 from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import TokenizerConfig
+from gigatok_core.config.source import describe_checkpoint, weights_file
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_names, tokenizer_preset
 from gigatok_core.tokenizer.model import DISTILL_PREFIX, VQTokenizer, init_weights
@@ -55,6 +56,30 @@ def guess_preset(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+def tokenizer_config_of(path: str | Path) -> tuple[TokenizerConfig, str | None]:
+    """(config, preset name or None) of a tokenizer checkpoint: a file, a checkpoint or run folder.
+
+    A file gigatok wrote says what it is (its metadata: config and preset), so ``b-l`` and
+    ``b-l-dino`` are told apart; an official ``.pt`` is recognised from its keys and shapes.
+    """
+    meta = describe_checkpoint(path, kind="tokenizer")
+    if meta is not None:
+        preset = meta.get("preset") if meta.get("preset") in tokenizer_names() else None
+        return TokenizerConfig.from_checkpoint(path), preset
+    sd, _ = extract_state_dict(read_checkpoint(path), source=str(path))
+    name = guess_preset(sd)
+    if name is None:
+        raise GigatokError(
+            f"{path} does not match any tokenizer preset",
+            hint="name the preset and pass the file as checkpoint (--checkpoint FILE)",
+        )
+    return tokenizer_preset(name).config, name
+
+
+def _is_checkpoint_path(name_or_path: str) -> bool:
+    return name_or_path not in tokenizer_names() and Path(name_or_path).exists()
+
+
 def load_tokenizer(
     name_or_path: str,
     *,
@@ -66,18 +91,13 @@ def load_tokenizer(
     """A ready tokenizer (eval mode) for preset ``name_or_path``.
 
     Weights come from ``checkpoint`` when given, else from the preset's registered file
-    (:func:`gigatok_core.hub.fetch_weights`). Only ``tiny`` may be built with seeded random weights.
-    ``name_or_path`` may also be a checkpoint file: its preset is then recognised from its shapes.
+    (:func:`gigatok_core.hub.fetch_weights`). Only ``tiny`` may be built with seeded random
+    weights. ``name_or_path`` may also be a checkpoint (file, checkpoint folder or run folder).
+    The architecture comes from the checkpoint's own metadata when it has some (files gigatok
+    writes), else from the preset, or for an official file named alone, from its shapes.
     """
-    if checkpoint is None and name_or_path not in tokenizer_names() and Path(name_or_path).is_file():
-        checkpoint = Path(name_or_path)
-        sd, _ = extract_state_dict(read_checkpoint(checkpoint), source=str(checkpoint))
-        name_or_path = guess_preset(sd) or ""
-        if not name_or_path:
-            raise GigatokError(
-                f"{checkpoint} does not match any tokenizer preset",
-                hint="name the preset and pass the file as checkpoint (--checkpoint FILE)",
-            )
+    if checkpoint is None and _is_checkpoint_path(name_or_path):
+        return _load_checkpoint(Path(name_or_path), None, device, dtype, with_distill)
     preset = tokenizer_preset(name_or_path)
     cfg = preset.config
     if checkpoint is None and preset.weights is None:
@@ -94,24 +114,70 @@ def load_tokenizer(
         return _ready(model, device, dtype)
 
     if checkpoint is None:
-        from gigatok_core.hub import fetch_weights
+        from gigatok_core.weights import fetch_weights
 
         checkpoint = fetch_weights(preset.weights)
-    path = Path(checkpoint)
+    return _load_checkpoint(Path(checkpoint), preset.name, device, dtype, with_distill)
+
+
+def _load_checkpoint(
+    checkpoint: Path,
+    preset_name: str | None,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    with_distill: bool,
+) -> VQTokenizer:
+    """Build the checkpoint's architecture and load it strictly."""
+    path = weights_file(checkpoint)
     state_dict, _entry = extract_state_dict(read_checkpoint(path), source=str(path))
+    cfg, label = checkpoint_config(checkpoint, preset_name, state_dict)
     model = build_tokenizer(cfg, with_distill=with_distill, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device
     drop = {} if with_distill else {f"{_vit_decoder_name(cfg)}.{DISTILL_PREFIX}": DISTILL_REASON}
     try:
-        load_strict(
-            model, state_dict, source=str(path), expected=f"tokenizer preset {preset.name!r}", drop=drop
-        )
+        load_strict(model, state_dict, source=str(path), expected=label, drop=drop)
     except GigatokError as err:
         other = guess_preset(state_dict)
-        if other and other != preset.name:
+        if other and other != preset_name:
             err.hint = f"this file looks like tokenizer preset {other!r}; use that preset instead"
         raise
     return _ready(model, device, dtype)
+
+
+def checkpoint_config(
+    checkpoint: str | Path, preset_name: str | None, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> tuple[TokenizerConfig, str]:
+    """(architecture to build, what to call it in errors) for a checkpoint and the preset asked for.
+
+    What every tokenizer loader (full model, encoder only) should build for ``--checkpoint``.
+    ``state_dict`` (the file's weights, when already read) is needed only for an official file
+    named without a preset.
+
+    A self-describing checkpoint's config is used as is (a run may have overridden the preset's
+    sizes); asking for another preset than the one it was saved as is an error naming that one
+    (``b-l`` and ``b-l-dino`` share every shape: only the file can tell them apart).
+    """
+    meta = describe_checkpoint(checkpoint, kind="tokenizer")
+    if meta is None:
+        if preset_name is None and state_dict is None:
+            state_dict, _ = extract_state_dict(
+                read_checkpoint(weights_file(checkpoint)), source=str(checkpoint)
+            )
+        name = preset_name or guess_preset(state_dict or {})
+        if name is None:
+            raise GigatokError(
+                f"{checkpoint} does not match any tokenizer preset",
+                hint="name the preset and pass the file as checkpoint (--checkpoint FILE)",
+            )
+        return tokenizer_preset(name).config, f"tokenizer preset {name!r}"
+    cfg, own = tokenizer_config_of(checkpoint)
+    saved = meta.get("preset")
+    if preset_name is not None and saved is not None and saved != preset_name:
+        raise GigatokError(
+            f"{checkpoint} holds tokenizer {saved!r}, not {preset_name!r}",
+            hint=f"use --tokenizer {saved}" if own else "omit the preset: the file describes itself",
+        )
+    return cfg, f"tokenizer preset {own!r}" if own else "the tokenizer config in its metadata"
 
 
 def _ready(model: VQTokenizer, device: str | torch.device, dtype: torch.dtype) -> VQTokenizer:
