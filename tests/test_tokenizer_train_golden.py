@@ -325,6 +325,8 @@ def _compare(key: str, ours_v, ref: torch.Tensor, phase: str, first_d: str | Non
     elif "logits" in name and b.ndim > 0:  # full logit maps
         if precise:
             ok = _rel_ok(a, b, 0, 2e-4)
+    elif name == "lpips_taps":  # LPIPS(x, x_hat) per VGG tap and image
+        ok = _rel_ok(a, b, 1e-4)
     elif name in ("recon_crop", "recon_direct_crop"):
         if precise:
             ok = _rel_ok(a, b, 0, 1e-4)
@@ -396,12 +398,10 @@ def test_teacher(nets: Networks, golden: dict) -> None:
     torch.testing.assert_close(ours["teacher_feat"], golden["teacher_feat"], atol=1e-4, rtol=0)
 
 
-def test_lpips_taps(loop: Loop, golden: dict) -> None:
-    ours = loop.run_until(1)
-    torch.testing.assert_close(ours["it1_lpips_taps"], golden["it1_lpips_taps"], rtol=1e-4, atol=0)
-    assert math.isclose(
-        float(golden["it1_lpips_taps"].sum(0).mean()), float(golden["it1_perceptual"]), rel_tol=1e-5
-    )
+def test_lpips_taps_sum_to_perceptual(golden: dict) -> None:
+    """The recorded taps are what LPIPS sums (the it1 comparison checks ours against them)."""
+    taps = golden["it1_lpips_taps"]
+    assert math.isclose(float(taps.sum(0).mean()), float(golden["it1_perceptual"]), rel_tol=1e-5)
 
 
 def test_lr_table(golden: dict) -> None:
