@@ -194,3 +194,58 @@ def test_empty_data_folder(kit: dict[str, Path], tmp_path: Path) -> None:
     )
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "image" in res.output
+
+
+def test_ddp_two_processes(kit: dict[str, Path], tmp_path: Path) -> None:
+    """2-process DDP with gloo (torchrun): the model under DDP, the discriminator under its own
+    DDP, both optimizers stepping; the global batch of 4 splits into 2 x 2."""
+    from conftest import run_torchrun
+
+    run = tmp_path / "ddp"
+    args = [
+        "train",
+        "tokenizer",
+        "-p",
+        "tiny",
+        "--data",
+        str(kit["images"]),
+        "-o",
+        str(run),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        *SMALL,
+        "recipe.disc_start=2",
+        "recipe.aux_loss_end=3",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "1",
+    ]
+    res = run_torchrun(*args, nproc=2, env=_env(kit))
+    assert res.returncode == 0, res.stdout + res.stderr
+    recs = _records(run)
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert all("d_loss" in r for r in recs[1:])
+    meta = json.loads((run / "checkpoints" / "step-00000003" / "meta.json").read_text())
+    assert meta["world_size"] == 2
+
+
+def test_resume_continues_exactly(kit: dict[str, Path], tmp_path: Path) -> None:
+    """Stopping after step 2 and resuming logs the losses of the uninterrupted run: the data
+    order, the augmentation and LPIPS-dropout streams, both optimizers and the discriminator's
+    BatchNorm continue (warmup spans the run, so the LR does not depend on --max-steps)."""
+    common = [*SMALL, "recipe.disc_start=2", "recipe.aux_loss_end=4", "recipe.warmup=10", "--batch-size", "2"]
+    common += ["--log-every", "1", "--save-every", "2"]
+    assert _train(kit, tmp_path / "a", *common, "--max-steps", "4").exit_code == 0
+    assert _train(kit, tmp_path / "b", *common, "--max-steps", "2").exit_code == 0
+    res = _train(kit, tmp_path / "b", *common, "--max-steps", "4")
+    assert res.exit_code == 0, res.output
+    full, resumed = _records(tmp_path / "a"), _records(tmp_path / "b")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(full[2:], resumed[2:], strict=True):
+        for key in ("loss", "rec", "perceptual", "d_loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6), (a["step"], key)
