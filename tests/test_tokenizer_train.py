@@ -32,7 +32,9 @@ SMALL = [  # 32x32 images -> a 2x2 grid of 4 tokens; teacher width 64
 def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("toktrain")
     files = write_frozen(root / "frozen")
-    return {**files, "images": write_images(root / "images", n=6, size=40)}
+    images = write_images(root / "images", n=6, size=40)
+    (images / "img99_broken.png").write_bytes(b"not a png")  # skipped, never ends a run
+    return {**files, "images": images}
 
 
 def _env(kit: dict[str, Path]) -> dict[str, str]:
@@ -135,7 +137,7 @@ def test_reconstruct_from_run_dir(trained: Path, kit: dict[str, Path], tmp_path:
         env=_env(kit),
     )
     assert res.exit_code == 0, res.output
-    assert len(list(out.glob("*.png"))) == 6
+    assert len(list(out.glob("*.png"))) == 6  # the broken file is reported and skipped
 
 
 def test_dino_discriminator_and_resume(kit: dict[str, Path], tmp_path: Path) -> None:

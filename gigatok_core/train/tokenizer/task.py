@@ -130,7 +130,7 @@ class TokenizerTask(Task):
         num_workers: int = 0,
     ) -> None:
         from gigatok_core.data.folder import ImageFolderDataset, collate_skip
-        from gigatok_core.data.transforms import CenterCrop, TrainAugment
+        from gigatok_core.data.transforms import TrainAugment
 
         self.cfg, self.frozen, self.init = cfg, dict(frozen), init
         if cfg.recipe.lecam_weight > 0:
@@ -140,7 +140,6 @@ class TokenizerTask(Task):
             )
         size = cfg.model.image_size
         self.train_set = ImageFolderDataset(data, transform=TrainAugment(size))
-        self.sample_set = ImageFolderDataset(data, transform=CenterCrop(size))
         if len(self.train_set) == 0:
             raise GigatokError(f"--data {data} holds no images")
         self.collate_fn = collate_skip
@@ -269,10 +268,18 @@ class TokenizerTask(Task):
         """A PNG grid: a fixed batch of training images (centre crop), original | reconstruction."""
         if not engine.ctx.is_main:
             return
-        from gigatok_core.images import Tile, contact_sheet, save_png, to_uint8
+        from gigatok_core.data.transforms import CenterCrop
+        from gigatok_core.images import ImageReadError, Tile, contact_sheet, read_image, save_png, to_uint8
 
-        items = [self.sample_set[i] for i in range(min(SAMPLE_IMAGES, len(self.sample_set)))]
-        x = torch.stack([it[0] for it in items if isinstance(it, tuple)]).to(engine.device)
+        crop, images = CenterCrop(self.cfg.model.image_size), []
+        for path in self.train_set.files:  # the first readable images: the same batch every time
+            if len(images) == SAMPLE_IMAGES:
+                break
+            try:
+                images.append(crop(read_image(path)))
+            except ImageReadError:
+                continue
+        x = torch.stack(images).to(engine.device)
         ema = self.trainer.ema
         model = ema.model if ema is not None else self.model
         model.eval()
