@@ -85,7 +85,7 @@ def tokenizer(
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
 ) -> None:
     """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
-    from gigatok_cli.train import run_overrides, training_progress
+    from gigatok_cli.train_common import run_overrides, training_progress
     from gigatok_core.config import TokenizerTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.run_dir import config_yaml
