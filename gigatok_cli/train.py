@@ -26,3 +26,7 @@ def train(ctx: typer.Context) -> None:
 from gigatok_cli.train_codes import extract_codes  # noqa: E402
 
 app.command("extract-codes")(extract_codes)
+
+from gigatok_cli.train_tokenizer import tokenizer  # noqa: E402
+
+app.command("tokenizer")(tokenizer)
