@@ -16,6 +16,7 @@ _gigatok() {
             "eval|rfid") path="eval rfid" ;;
             "eval|val-loss") path="eval val-loss" ;;
             "train|extract-codes") path="train extract-codes" ;;
+            "train|tokenizer") path="train tokenizer" ;;
         esac
     done
     case "$path|$prev" in
@@ -113,6 +114,29 @@ _gigatok() {
         "train extract-codes|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "train extract-codes|--check-images") COMPREPLY=(); return ;;
         "train extract-codes|--import-official") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=(); return ;;
+        "train tokenizer|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--output"|"train tokenizer|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--init") COMPREPLY=(); return ;;
+        "train tokenizer|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--teacher-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--dino-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--vgg-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--workers") COMPREPLY=(); return ;;
+        "train tokenizer|--max-steps") COMPREPLY=(); return ;;
+        "train tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "train tokenizer|--lr") COMPREPLY=(); return ;;
+        "train tokenizer|--seed") COMPREPLY=(); return ;;
+        "train tokenizer|--save-every") COMPREPLY=(); return ;;
+        "train tokenizer|--keep") COMPREPLY=(); return ;;
+        "train tokenizer|--log-every") COMPREPLY=(); return ;;
+        "train tokenizer|--sample-every") COMPREPLY=(); return ;;
+        "train tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "train tokenizer|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
+        "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
+        "train tokenizer|--strategy") COMPREPLY=(); return ;;
+        "train tokenizer|--resume") COMPREPLY=(); return ;;
+        "train tokenizer|--on-nan") COMPREPLY=(); return ;;
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
@@ -126,8 +150,9 @@ _gigatok() {
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;
-        "train") COMPREPLY=($(compgen -W "extract-codes --help -h" -- "$cur")) ;;
+        "train") COMPREPLY=($(compgen -W "extract-codes tokenizer --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --help -h" -- "$cur")) ;;
+        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --max-steps --batch-size --lr --seed --save-every --keep --log-every --sample-every --device --precision --grad-accum --strategy --no-ema --ema --no-compile --compile --resume --overwrite --on-nan --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }
