@@ -45,13 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     timings: dict[str, float] = {}
     counts: dict[str, int] = {}
 
-    def progress(label: str, total: int | None):
-        counts[label] = 0
-
-        def cb(n: int) -> None:
-            counts[label] += n
-
-        return cb
+    def progress(done: int, total: int | None, *, stage: str = "") -> None:  # gigatok_core.progress
+        counts[stage.removeprefix("inception: ")] = done
 
     ev = Evaluator(
         inception_weights=args.inception_weights,

@@ -21,7 +21,7 @@ _gigatok() {
     done
     case "$path|$prev" in
         "download|--import") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "download|--preset") COMPREPLY=(); return ;;
+        "download|--preset") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "eval build-ref|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--image-size") COMPREPLY=(); return ;;
@@ -34,9 +34,9 @@ _gigatok() {
         "eval fid|--batch-size") COMPREPLY=(); return ;;
         "eval fid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval fid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval gfid|--gpt") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny" -- "$cur")); return ;;
+        "eval gfid|--gpt"|"eval gfid|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "eval gfid|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval gfid|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "eval gfid|--tokenizer"|"eval gfid|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "eval gfid|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--reference") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -55,7 +55,7 @@ _gigatok() {
         "eval gfid|--batch-size") COMPREPLY=(); return ;;
         "eval gfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval gfid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval rfid|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "eval rfid|--tokenizer"|"eval rfid|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "eval rfid|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval rfid|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval rfid|--reference") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -66,9 +66,9 @@ _gigatok() {
         "eval rfid|--batch-size") COMPREPLY=(); return ;;
         "eval rfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval rfid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval val-loss|--gpt") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny" -- "$cur")); return ;;
+        "eval val-loss|--gpt"|"eval val-loss|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "eval val-loss|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval val-loss|--tokenizer") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
+        "eval val-loss|--tokenizer"|"eval val-loss|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "eval val-loss|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval val-loss|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval val-loss|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
@@ -84,7 +84,7 @@ _gigatok() {
         "reconstruct|--batch-size"|"reconstruct|-b") COMPREPLY=(); return ;;
         "sample|--classes"|"sample|-c") COMPREPLY=(); return ;;
         "sample|--output"|"sample|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "sample|--gpt"|"sample|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny" -- "$cur")); return ;;
+        "sample|--gpt"|"sample|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "sample|--tokenizer"|"sample|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "sample|--num-per-class"|"sample|-n") COMPREPLY=(); return ;;
         "sample|--cfg-scale") COMPREPLY=(); return ;;
@@ -96,7 +96,7 @@ _gigatok() {
         "sample|--top-k") COMPREPLY=(); return ;;
         "sample|--top-p") COMPREPLY=(); return ;;
         "sample|--seed") COMPREPLY=(); return ;;
-        "sample|--rng") COMPREPLY=(); return ;;
+        "sample|--rng") COMPREPLY=($(compgen -W "per-sample official" -- "$cur")); return ;;
         "sample|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "sample|--batch-size"|"sample|-b") COMPREPLY=(); return ;;
         "sample|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
@@ -140,13 +140,13 @@ _gigatok() {
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
-        "download") COMPREPLY=($(compgen -W "--list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
+        "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval gfid") COMPREPLY=($(compgen -W "--gpt --output --tokenizer --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --help -h" -- "$cur")) ;;
-        "eval rfid") COMPREPLY=($(compgen -W "--tokenizer --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval val-loss") COMPREPLY=($(compgen -W "--gpt --data --tokenizer --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --help -h" -- "$cur")) ;;
+        "eval gfid") COMPREPLY=($(compgen -W "--gpt -g --output --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --help -h" -- "$cur")) ;;
+        "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
+        "eval val-loss") COMPREPLY=($(compgen -W "--gpt -g --data --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --help -h" -- "$cur")) ;;

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error rendering and the console."""
+"""Shared CLI plumbing: error rendering, the console, the progress renderer, flag display."""
 
 from __future__ import annotations
 
@@ -6,24 +6,52 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
+from gigatok_cli.options import PrecisionOpt
 from gigatok_core.errors import GigatokError, NotImplementedYet
+from gigatok_core.progress import ProgressFn
 
 console = Console(stderr=True)
 out = Console()
 
-PrecisionOpt = Annotated[
-    str,
-    typer.Option(
-        "--precision",
-        help="fp32, bf16 or fp16 (fp16 needs a GPU; bf16 a GPU or a CPU with AVX512-BF16/AMX).",
-    ),
-]
+__all__ = ["PrecisionOpt", "console", "handle_errors", "out", "progress_bar"]
+
+
+def _flags_show_no_type() -> None:
+    """Typer 0.29's rich help prints a value type for every option, flags included (``--grid <bool>``),
+    which reads as if the flag took a value (``--grid true``). Flags take none: show no type, as
+    click's plain help does."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_gigatok_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return original(self, ctx)
+
+    display_type_rich._gigatok_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,24 +111,47 @@ def _os_error_hint(err: OSError) -> str:
 
     if isinstance(err, requests.RequestException):  # requests' errors are OSErrors too
         return "check the network connection and run the command again (downloads resume)"
-    return (
-        "check free space and permissions of that path (the cache is $GIGATOK_CACHE, see "
-        "`gigatok download --where`); completed outputs are kept"
-    )
+    return "check free space and permissions of that path; completed outputs are kept"
 
 
 def not_implemented(what: str, issue: str) -> None:
     raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet: {issue}")
 
 
-@contextlib.contextmanager
-def progress_bar(label: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A transient rich bar on stderr; yields the ``on_progress(done, total)`` callback the library takes."""
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not enabled, transient=True) as progress:
-        task = progress.add_task(label, total=None)
+class _Rate(ProgressColumn):
+    """Items per second, with a unit ("img/s")."""
 
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f} {self.unit}" if task.speed else f"- {self.unit}")
+
+
+@contextlib.contextmanager
+def progress_bar(label: str = "", *, enabled: bool = True, rate: str | None = None) -> Iterator[ProgressFn]:
+    """The one renderer of :mod:`gigatok_core.progress`: transient rich bars on stderr, one per stage.
+
+    Yields ``on_progress(done, total, *, stage="")``; a stage left empty is shown as ``label``.
+    A smaller ``done`` than before restarts that stage's bar (a CFG search samples once per scale).
+    ``rate`` (a unit such as "img/s") adds a speed column.
+    """
+    speed = (_Rate(rate),) if rate else ()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *speed,
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not enabled, transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(done: int, total: int | None, *, stage: str = "") -> None:
+            name = stage or label
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
 
         yield on_progress

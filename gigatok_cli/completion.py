@@ -1,7 +1,9 @@
 """Static shell completion scripts (bash, zsh, fish) generated from the Typer app.
 
-The scripts list every subcommand and option and complete preset names, precisions, devices and
-paths without starting Python. Regenerate after changing the CLI::
+The scripts list every subcommand and option and complete preset names, precisions, devices,
+schedules, rng modes, download names (``gigatok download NAME``) and paths without starting
+Python; the value sets are the library's (:data:`gigatok_cli.options.CHOICES` for option values,
+:data:`gigatok_cli.options.ARGUMENT_CHOICES` for positional arguments). Regenerate after changing the CLI::
 
     python -m gigatok_cli.completion completions/
 
@@ -36,27 +38,21 @@ class Cmd:
     help: str
     subcommands: list[str]
     options: list[Opt]
+    arguments: list[str]  # the value set of its positional arguments; [] = free (paths)
 
 
 # Typer >= 0.26 vendors click, so the command tree is read by duck typing (params, opts,
 # is_flag, type, commands) rather than through click's classes.
 def _value_choices(opt: Any) -> list[str] | None:
-    from gigatok_core import registry
+    """An option's value set: an Enum's members, or the library's list (:data:`gigatok_cli.options.CHOICES`)."""
+    from gigatok_cli.options import CHOICES
 
     long = max(opt.opts, key=len)
     ann = _annotation(opt)
     if isinstance(ann, type) and issubclass(ann, enum.Enum):
         return [str(m.value) for m in ann]
-    if long in ("--tokenizer",):
-        return registry.tokenizer_names()
-    if long in ("--gpt",):
-        return registry.gpt_names()
-    if long == "--precision":
-        return ["fp32", "bf16", "fp16"]
-    if long == "--device":
-        return ["auto", "cpu", "cuda"]
-    if long == "--cfg-schedule":
-        return ["constant", "linear", "linear_re", "triangular", "rectangular", "step", "cosine", "sigmoid"]
+    if long in CHOICES:
+        return CHOICES[long]()
     return None
 
 
@@ -85,8 +81,13 @@ def _walk(cmd: Any, path: str) -> list[Cmd]:
     options.append(
         Opt(names=["--help", "-h"], help="Show help and exit.", flag=True, values=None, is_path=False)
     )
+    from gigatok_cli.options import ARGUMENT_CHOICES
+
     subs = sorted(getattr(cmd, "commands", {}))
-    out = [Cmd(path=path, help=(cmd.help or "").split("\n")[0], subcommands=subs, options=options)]
+    has_args = any(getattr(p, "param_type_name", "") == "argument" for p in cmd.params)
+    arguments = ARGUMENT_CHOICES[path]() if has_args and path in ARGUMENT_CHOICES else []
+    help_line = (cmd.help or "").split("\n")[0]
+    out = [Cmd(path=path, help=help_line, subcommands=subs, options=options, arguments=arguments)]
     for name in subs:
         out += _walk(cmd.commands[name], f"{path} {name}".strip())  # type: ignore[attr-defined]
     return out
@@ -133,7 +134,7 @@ def bash_script(cmds: list[Cmd]) -> str:
                 lines.append(f"        {pattern}) COMPREPLY=(); return ;;")
     lines += ["    esac", '    case "$path" in']
     for c in cmds:
-        words = " ".join(c.subcommands + [n for o in c.options for n in o.names])
+        words = " ".join(c.subcommands + c.arguments + [n for o in c.options for n in o.names])
         lines.append(f'        "{c.path}") COMPREPLY=($(compgen -W "{words}" -- "$cur")) ;;')
     lines += [
         "    esac",
@@ -176,6 +177,8 @@ def fish_script(cmds: list[Cmd]) -> str:
         for s in c.subcommands:
             sub_help = next(x.help for x in cmds if x.path == f"{c.path} {s}".strip())
             lines.append(f"complete -c gigatok -n '{cond}' -a {s} -d '{_q(sub_help)}'")
+        if c.arguments:
+            lines.append(f"complete -c gigatok -n '{cond}' -a '{' '.join(c.arguments)}'")
         for o in c.options:
             flags = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}" for n in o.names)
             extra = ""

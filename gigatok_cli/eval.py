@@ -1,19 +1,39 @@
-"""`gigatok eval`: FID-family metrics in one process (no TensorFlow, no second Python)."""
+"""`gigatok eval`: FID-family metrics in one process (no TensorFlow, no second Python).
+
+Each command parses its options, calls one function of :mod:`gigatok_core.evaluation.commands`
+(or :mod:`~gigatok_core.evaluation.ar_commands`) and renders the returned report.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out
-from gigatok_core.errors import GigatokError
+from gigatok_cli._common import console, handle_errors, progress_bar
+from gigatok_cli.options import (
+    AutoPrecisionOpt,
+    BatchOpt,
+    CfgEndOpt,
+    CfgScaleOpt,
+    CfgScheduleOpt,
+    CfgStartOpt,
+    DeviceOpt,
+    ForceOpt,
+    GptCheckpointOpt,
+    GptOpt,
+    InceptionOpt,
+    JsonOpt,
+    OverwriteOpt,
+    PairedTokenizerOpt,
+    PrecisionOpt,
+    PROpt,
+    ProtocolOpt,
+    TokenizerCheckpointOpt,
+    TokenizerOpt,
+)
+from gigatok_cli.report import is_main, render_report
 
 app = typer.Typer(
     help="Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), "
@@ -22,139 +42,6 @@ app = typer.Typer(
     "(`torchrun --nproc-per-node N -m gigatok_cli.main eval ...`); rank 0 prints the results.",
     no_args_is_help=True,
 )
-
-# ---------------------------------------------------------------------------------------------
-# Shared options
-# ---------------------------------------------------------------------------------------------
-InceptionOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--inception-weights",
-        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
-        envvar="GIGATOK_INCEPTION_WEIGHTS",
-    ),
-]
-BatchOpt = Annotated[
-    int, typer.Option("--batch-size", help="Images per Inception batch (results do not depend on it).")
-]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Use a reference made for another protocol anyway.")]
-GptOpt = Annotated[str, typer.Option("--gpt", help="GPT preset or release, e.g. gpt-b@xl-xxl.")]
-PairedTokenizerOpt = Annotated[
-    str | None, typer.Option("--tokenizer", help="Tokenizer preset (default: the GPT's).")
-]
-GptCheckpointOpt = Annotated[
-    Path | None, typer.Option("--gpt-checkpoint", help="GPT weights instead of the release's.")
-]
-TokenizerCheckpointOpt = Annotated[
-    Path | None, typer.Option("--tokenizer-checkpoint", help="Tokenizer weights instead of the preset's.")
-]
-PROpt = Annotated[
-    bool,
-    typer.Option(
-        "--precision-recall/--no-precision-recall",
-        help="Compute improved precision/recall (needs reference features).",
-    ),
-]
-
-LABELS = {
-    "fid": "FID",
-    "sfid": "sFID",
-    "is": "Inception Score",
-    "precision": "Precision",
-    "recall": "Recall",
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "lpips": "LPIPS (VGG)",
-    "codebook_usage": "Codebook usage",
-    "num_samples": "Samples",
-    "num_reference": "Reference images",
-    "num_images": "Images",
-    "val_loss": "Val loss (mean of batch means)",
-    "val_loss_per_token": "Val loss (per token)",
-    "num_batches": "Batches",
-    "num_classes": "Classes",
-    "cfg_scale": "CFG scale",
-}
-
-
-def _is_main() -> bool:
-    from gigatok_core.dist import dist_info
-
-    return dist_info().is_main
-
-
-@contextlib.contextmanager
-def _progress() -> Iterator[Any]:
-    """A progress factory for :class:`Evaluator`: one bar per feature-extraction pass (rank 0 only)."""
-    if not _is_main():
-        yield lambda label, total: lambda n: None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-
-        def factory(label: str, total: int | None):
-            task = bar.add_task(f"inception: {label}", total=total)
-            return lambda n: bar.advance(task, n)
-
-        yield factory
-
-
-def _evaluator(inception_weights: Path | None, device: str | None, batch_size: int, progress: Any):
-    from gigatok_core.dist import resolve_device
-    from gigatok_core.evaluation import Evaluator
-
-    return Evaluator(
-        inception_weights=inception_weights,
-        device=resolve_device(device),
-        batch_size=batch_size,
-        progress=progress,
-    )
-
-
-def _check_json_target(path: Path | None, overwrite: bool) -> None:
-    if path is not None and path.is_dir():
-        raise GigatokError(f"--json {path} is a folder", hint="give a file path, e.g. scores.json")
-    if path is not None and path.exists() and not overwrite:
-        raise GigatokError(
-            f"{path} already exists", hint="pass --overwrite to replace it, or choose another --json path"
-        )
-
-
-def _render(
-    title: str, metrics: dict[str, Any], json_path: Path | None, extra: dict[str, Any] | None = None
-) -> None:
-    from gigatok_core.evaluation.evaluate import finite_or_none
-    from gigatok_core.images import atomic_write_bytes
-
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        if key not in LABELS:
-            continue
-        if value is None:
-            shown = "[dim]n/a[/]"
-        elif isinstance(value, float):
-            shown = f"{value:.4f}"
-        else:
-            shown = str(value)
-        table.add_row(LABELS[key], shown)
-    out.print(table)
-    for note in metrics.get("notes", []):
-        out.print(f"[dim]note: {note}[/]")
-    if json_path is not None:
-        payload = {k: finite_or_none(v) for k, v in {**metrics, **(extra or {})}.items()}
-        atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
-        console.print(f"wrote {json_path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,40 +57,33 @@ def fid(
         Path, typer.Argument(help="Same kinds as SAMPLES; e.g. VIRTUAL_imagenet256_labeled.npz.")
     ],
     *,
-    protocol: Annotated[
-        str | None,
-        typer.Option(
-            "--protocol",
-            help="Check that REFERENCE was made for this protocol: gfid-adm or rfid-imagenet-val.",
-        ),
-    ] = None,
+    protocol: ProtocolOpt = None,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """FID, sFID, Inception Score, precision and recall of SAMPLES against REFERENCE (ADM's evaluator)."""
-    from gigatok_core.evaluation import PROTOCOLS, check_protocol, compute_metrics
+    from gigatok_core.evaluation import commands
 
-    _check_json_target(json_path, overwrite)
-    if protocol is not None:
-        if protocol not in PROTOCOLS:
-            raise GigatokError(f"unknown protocol {protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
-        check_protocol(reference, protocol, force=force)
-    with _progress() as progress:
-        ev = _evaluator(inception_weights, device, batch_size, progress)
-        sample_stats = ev.load(samples, need_features=True, label="samples")
-        ref_stats = ev.load(reference, need_features=with_pr, label="reference")
-        metrics = compute_metrics(sample_stats, ref_stats, with_precision_recall=with_pr, device=ev.device)
-    _render(
-        f"{samples.name} vs {reference.name}",
-        metrics,
-        json_path,
-        {"samples": str(samples), "reference": str(reference), "protocol": protocol or ref_stats.protocol},
-    )
+    with progress_bar(enabled=is_main()) as on_progress:
+        report = commands.fid(
+            samples,
+            reference,
+            protocol=protocol,
+            force=force,
+            inception_weights=inception_weights,
+            batch_size=batch_size,
+            device=device,
+            with_precision_recall=with_pr,
+            json_path=json_path,
+            overwrite=overwrite,
+            on_progress=on_progress,
+        )
+    render_report(report)
 
 
 @app.command("build-ref")
@@ -214,7 +94,7 @@ def build_ref(
     *,
     image_size: Annotated[int, typer.Option("--image-size", help="ADM centre-crop size.")] = 256,
     protocol: Annotated[
-        str, typer.Option("--protocol", help="What the reference is for.")
+        str, typer.Option("--protocol", help="What the reference is for: gfid-adm or rfid-imagenet-val.")
     ] = "rfid-imagenet-val",
     with_images: Annotated[
         bool,
@@ -226,25 +106,26 @@ def build_ref(
     ] = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a reference (mu/sigma/mu_s/sigma_s + pool features) from a folder, ADM centre crop."""
-    from gigatok_core.evaluation import PROTOCOLS
+    from gigatok_core.evaluation import commands
 
-    if protocol not in PROTOCOLS:
-        raise GigatokError(f"unknown protocol {protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
-    with _progress() as progress:
-        ev = _evaluator(inception_weights, device, batch_size, progress)
-        stats = ev.build_reference(
+    with progress_bar(enabled=is_main()) as on_progress:
+        report = commands.build_reference(
             data,
             output,
             image_size=image_size,
             protocol=protocol,
-            overwrite=overwrite,
             with_images=with_images,
+            inception_weights=inception_weights,
+            batch_size=batch_size,
+            device=device,
+            overwrite=overwrite,
+            on_progress=on_progress,
         )
-    console.print(f"wrote {output}: {stats.count} images, protocol {protocol}")
+    render_report(report, table=False)
 
 
 @app.command(
@@ -258,9 +139,7 @@ def build_ref(
 )
 @handle_errors
 def rfid(
-    tokenizer: Annotated[
-        str, typer.Option("--tokenizer", help="Tokenizer preset (see `gigatok download --list`).")
-    ],
+    tokenizer: TokenizerOpt,
     data: Annotated[
         Path, typer.Option("--data", help="Folder of validation images (ImageNet val for the paper's rFID).")
     ],
@@ -278,9 +157,7 @@ def rfid(
     save_samples: Annotated[
         Path | None, typer.Option("--save-samples", help="Also save reconstructions as PNGs here.")
     ] = None,
-    precision: Annotated[
-        str, typer.Option("--precision", help="Tokenizer precision: fp32, bf16, fp16.")
-    ] = "fp32",
+    precision: PrecisionOpt = "fp32",
     lpips: Annotated[
         bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS-VGG (needs vgg16 weights).")
     ] = True,
@@ -290,54 +167,33 @@ def rfid(
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 32,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    from gigatok_core.evaluation.reconstruction import evaluate_reconstruction
+    from gigatok_core.evaluation import commands
 
-    _check_json_target(json_path, overwrite)
-    with _progress() as progress:
-        ev = _evaluator(inception_weights, device, batch_size, progress)
-        cb = progress("reconstruct", None)
-        done = [0]
-
-        def on_progress(n: int, total: int) -> None:
-            cb(n - done[0])
-            done[0] = n
-
-        report = evaluate_reconstruction(
+    with progress_bar(enabled=is_main()) as on_progress:
+        report = commands.rfid(
             tokenizer,
             data,
-            evaluator=ev,
             checkpoint=checkpoint,
             reference=reference,
-            precision=precision,
-            batch_size=batch_size,
             save_samples=save_samples,
-            overwrite=overwrite,
+            precision=precision,
             lpips=lpips,
             vgg_weights=vgg_weights,
             force=force,
+            inception_weights=inception_weights,
+            batch_size=batch_size,
+            device=device,
             with_precision_recall=with_pr,
+            json_path=json_path,
+            overwrite=overwrite,
             on_progress=on_progress,
         )
-    if report is None:  # not rank 0
-        return
-    if report.reference_built:
-        console.print(f"reference statistics cached at {report.reference}")
-    _render(
-        f"rFID: {tokenizer} on {data.name}",
-        report.metrics,
-        json_path,
-        {
-            "tokenizer": tokenizer,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "reference": report.reference,
-            "rfid": report.metrics.get("fid"),
-        },
-    )
+    render_report(report)
 
 
 @app.command(
@@ -347,7 +203,7 @@ def rfid(
         "Sampling is resumable (an interrupted run keeps its PNGs) and sharded under torchrun; rank 0 scores. "
         "Labels are class-balanced (--num-samples, default 50000, spread evenly over the classes), not "
         "uniform-random as in the official script; they are scored sample index first, so each Inception "
-        "Score split mixes all classes. "
+        "Score split mixes all classes. Guidance defaults to the paper's: --cfg-scale 1.75, --cfg-schedule step. "
         "--search runs the official CFG search."
     ),
 )
@@ -388,26 +244,10 @@ def gfid(
             "--num-classes", help="Only the first K classes (smoke runs; the paper's gFID uses all 1000)."
         ),
     ] = 1000,
-    cfg_scale: Annotated[
-        float | None,
-        typer.Option(
-            "--cfg-scale",
-            help="Guidance scale (default 1.75; with --search: the start, default the official "
-            "empirical start for the GPT and schedule).",
-        ),
-    ] = None,
-    cfg_schedule: Annotated[
-        str, typer.Option("--cfg-schedule", help="CFG schedule (see `gigatok sample`).")
-    ] = "step",
-    cfg_start_ratio: Annotated[
-        float | None,
-        typer.Option(
-            "--cfg-start-ratio", help="Step start (default 0.18) or rectangular window start (0.05)."
-        ),
-    ] = None,
-    cfg_end_ratio: Annotated[
-        float | None, typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).")
-    ] = None,
+    cfg_scale: CfgScaleOpt = None,
+    cfg_schedule: CfgScheduleOpt = "step",
+    cfg_start_ratio: CfgStartOpt = None,
+    cfg_end_ratio: CfgEndOpt = None,
     window_grid: Annotated[
         bool,
         typer.Option(
@@ -432,14 +272,14 @@ def gfid(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Run seed.")] = 0,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    precision: PrecisionOpt = "fp32",
     sample_batch_size: Annotated[
         int, typer.Option("--sample-batch-size", help="Images per generation batch.")
     ] = 32,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: Annotated[
@@ -453,111 +293,44 @@ def gfid(
         ),
     ] = False,
 ) -> None:
-    from gigatok_core.ar.cfg import CFGSchedule
-    from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
-    from gigatok_core.evaluation.generation import evaluate_generation
+    from gigatok_core.evaluation import ar_commands
 
-    _check_json_target(json_path, overwrite)
-    num_per_class = _per_class(num_samples, num_per_class, num_classes)
-    if window_grid and not (search and cfg_schedule == "rectangular"):
-        raise GigatokError(
-            "--window-grid is a search over rectangular windows",
-            hint="use it with --search --cfg-schedule rectangular",
-        )
-    sched = CFGSchedule(
-        1.75 if cfg_scale is None else cfg_scale,
-        cfg_schedule,
-        window_start=cfg_start_ratio,
-        window_end=cfg_end_ratio,
-    )
-    with _progress() as progress:
-        ev = _evaluator(inception_weights, device, batch_size, progress)
-        cb = progress("sample (this rank)", None)
-        done = [0]
+    def show(scale: float, metrics: dict[str, Any]) -> None:
+        console.print(f"cfg {scale:g}: FID {metrics.get('fid')}")
 
-        def on_progress(n: int, total: int) -> None:
-            cb(max(n - done[0], 0))
-            done[0] = n  # restarts at 0 for each CFG value of a search
-
-        common: dict[str, Any] = dict(
-            on_progress=on_progress,
-            evaluator=ev,
-            reference=reference,
-            num_per_class=num_per_class,
-            num_classes=num_classes,
-            force=force,
-            with_precision_recall=with_pr,
-            seed=seed,
-            precision=precision,
-            batch_size=sample_batch_size,
-            device=device,
-            overwrite=overwrite,
-            regenerate=regenerate,
+    with progress_bar(enabled=is_main()) as on_progress:
+        report = ar_commands.gfid(
+            gpt,
+            output,
+            tokenizer=tokenizer,
             gpt_checkpoint=gpt_checkpoint,
             tokenizer_checkpoint=tokenizer_checkpoint,
+            reference=reference,
+            num_samples=num_samples,
+            num_per_class=num_per_class,
+            num_classes=num_classes,
+            cfg_scale=cfg_scale,
+            cfg_schedule=cfg_schedule,
+            cfg_start_ratio=cfg_start_ratio,
+            cfg_end_ratio=cfg_end_ratio,
+            search=search,
+            window_grid=window_grid,
+            save_npz=save_npz,
+            seed=seed,
+            precision=precision,
+            sample_batch_size=sample_batch_size,
+            force=force,
+            inception_weights=inception_weights,
+            batch_size=batch_size,
+            device=device,
+            with_precision_recall=with_pr,
+            json_path=json_path,
+            overwrite=overwrite,
+            regenerate=regenerate,
+            on_progress=on_progress,
+            on_result=show,
         )
-        if not search:
-            metrics = evaluate_generation(
-                gpt, output=output, tokenizer=tokenizer, cfg=sched, save_npz=save_npz, **common
-            )
-        else:
-
-            def show(scale: float, m: dict[str, Any]) -> None:
-                console.print(f"cfg {scale:g}: FID {m.get('fid')}")
-
-            result = run_gfid_search(
-                gpt,
-                output=output,
-                cfg=sched,
-                start=cfg_scale,
-                tokenizer=tokenizer,
-                save_npz=save_npz,
-                on_result=show,
-                window_grid=window_grid,
-                **common,
-            )
-            metrics = None if result is None else {**result.best, "cfg_scale": result.best_scale}
-    if metrics is None:  # not rank 0
-        return
-    extra = {
-        "gpt": gpt,
-        "tokenizer": tokenizer,
-        "cfg_scale": metrics.get("cfg_scale", sched.scale),
-        "cfg_schedule": cfg_schedule,
-        "seed": seed,
-    }
-    if search:
-        csv_path = results_csv(output)
-        console.print(f"search results in {csv_path}")
-        extra |= {
-            "search_csv": str(csv_path),
-            "tried": {str(s): m.get("fid") for s, m in result.tried.items()},
-        }
-        title = f"gFID search: {gpt} ({cfg_schedule}), best cfg {result.best_scale:g}"
-        if result.window is not None:
-            extra["window"] = list(result.window)
-            title += f", window {result.window[0]:.2f}-{result.window[1]:.2f}"
-    else:
-        title = f"gFID: {gpt} (cfg {sched.scale:g} {cfg_schedule})"
-    _render(title, metrics, json_path, extra)
-
-
-def _per_class(num_samples: int | None, num_per_class: int | None, num_classes: int) -> int:
-    """Images per class from --num-samples / --num-per-class (default 50 per class)."""
-    if num_samples is None:
-        return 50 if num_per_class is None else num_per_class
-    if num_samples < 1 or num_samples % num_classes:
-        raise GigatokError(
-            f"--num-samples {num_samples} does not split evenly over {num_classes} classes",
-            hint=f"use a multiple of {num_classes} (e.g. {50 * num_classes}), so the classes stay balanced",
-        )
-    if num_per_class is not None and num_per_class * num_classes != num_samples:
-        raise GigatokError(
-            f"--num-samples {num_samples} and --num-per-class {num_per_class} disagree "
-            f"({num_classes} classes)",
-            hint="pass only one of them",
-        )
-    return num_samples // num_classes
+    render_report(report)
 
 
 @app.command(
@@ -583,12 +356,7 @@ def val_loss(
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="GPT autocast: fp32, bf16, fp16 (default bf16 on CUDA, fp32 on CPU)."
-        ),
-    ] = None,
+    precision: AutoPrecisionOpt = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images per batch (the reported mean is over batch means).")
     ] = 32,
@@ -599,22 +367,14 @@ def val_loss(
             help="--data holds folders for only the first classes, in order (default: all the GPT's classes).",
         ),
     ] = False,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "auto",
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    from gigatok_core.evaluation.val_loss import validation_loss
+    from gigatok_core.evaluation import ar_commands
 
-    _check_json_target(json_path, overwrite)
-    with _progress() as progress:
-        cb = progress("val-loss batches", None)
-        done = [0]
-
-        def on_progress(n: int, total: int) -> None:
-            cb(n - done[0])
-            done[0] = n
-
-        report = validation_loss(
+    with progress_bar(enabled=is_main()) as on_progress:
+        report = ar_commands.val_loss(
             gpt,
             data,
             tokenizer=tokenizer,
@@ -624,14 +384,8 @@ def val_loss(
             batch_size=batch_size,
             class_subset=class_subset,
             device=device,
+            json_path=json_path,
+            overwrite=overwrite,
             on_progress=on_progress,
         )
-    if report is None:  # not rank 0
-        return
-    info = report.to_dict()
-    _render(
-        f"val loss: {gpt} ({report.tokenizer}) on {data.name}",
-        info,
-        json_path,
-        {"data": str(data), "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None},
-    )
+    render_report(report)

@@ -8,13 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import PrecisionOpt, console, handle_errors, out, progress_bar
-from gigatok_core import dist, registry
-from gigatok_core.reconstruct import reconstruct as run_reconstruct
+from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli.options import DeviceOpt, PrecisionOpt, TokenizerOpt
+from gigatok_core.errors import GigatokError
 
-
-def _complete_tokenizer(incomplete: str) -> list[str]:
-    return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
+FLAG_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
 @handle_errors
@@ -27,16 +25,7 @@ def reconstruct(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reconstructions.")] = Path(
         "reconstructions"
     ),
-    tokenizer: Annotated[
-        str,
-        typer.Option(
-            "--tokenizer",
-            "-t",
-            help="Tokenizer preset (see `gigatok download --list`).",
-            autocompletion=_complete_tokenizer,
-            envvar="GIGATOK_TOKENIZER",
-        ),
-    ] = "s-s",
+    tokenizer: TokenizerOpt = "s-s",
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Local checkpoint file instead of the preset's cached weights."),
@@ -54,7 +43,7 @@ def reconstruct(
         Path | None,
         typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
@@ -68,6 +57,15 @@ def reconstruct(
 
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
+    from gigatok_core import dist
+    from gigatok_core.reconstruct import reconstruct as run_reconstruct
+
+    for word in inputs:  # `--grid true`: the flag takes no value, so "true" became an input
+        if word.lower() in FLAG_WORDS and not Path(word).exists():
+            raise GigatokError(
+                f"input {word!r} does not exist",
+                hint="flags such as --grid, --metrics and --save-codes take no value: write --grid, not --grid true",
+            )
     info = dist.dist_info()
     with progress_bar("reconstruct", enabled=info.is_main) as on_progress:
 

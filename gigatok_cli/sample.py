@@ -7,24 +7,21 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import PrecisionOpt, handle_errors, out, progress_bar
-from gigatok_core import dist, registry
-from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
-from gigatok_core.ar.generate import RNG_MODES, SamplingParams
-from gigatok_core.errors import GigatokError
-from gigatok_core.sample import sample_images
-
-
-def _complete_gpt(incomplete: str) -> list[str]:
-    return [n for n in registry.gpt_names() if n.startswith(incomplete)]
-
-
-def _complete_tokenizer(incomplete: str) -> list[str]:
-    return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
-
-
-def _complete_schedule(incomplete: str) -> list[str]:
-    return [n for n in SCHEDULES if n.startswith(incomplete)]
+from gigatok_cli._common import handle_errors, out, progress_bar
+from gigatok_cli.options import (
+    CfgEndOpt,
+    CfgScaleOpt,
+    CfgScheduleOpt,
+    CfgStartOpt,
+    DeviceOpt,
+    GptCheckpointOpt,
+    GptOpt,
+    PairedTokenizerOpt,
+    PrecisionOpt,
+    RngOpt,
+    SeedOpt,
+    TokenizerCheckpointOpt,
+)
 
 
 @handle_errors
@@ -41,48 +38,13 @@ def sample(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("samples"),
-    gpt: Annotated[
-        str,
-        typer.Option(
-            "--gpt",
-            "-g",
-            help="GPT preset (see `gigatok download --list`).",
-            autocompletion=_complete_gpt,
-            envvar="GIGATOK_GPT",
-        ),
-    ] = "gpt-b",
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            "--tokenizer",
-            "-t",
-            help="Tokenizer preset; default: the one the GPT was trained with.",
-            autocompletion=_complete_tokenizer,
-            show_default=False,
-        ),
-    ] = None,
+    gpt: GptOpt = "gpt-b",
+    tokenizer: PairedTokenizerOpt = None,
     num_per_class: Annotated[int, typer.Option("--num-per-class", "-n", min=1, help="Images per class.")] = 1,
-    cfg_scale: Annotated[
-        float, typer.Option("--cfg-scale", help="Classifier-free guidance scale (<= 1: off).")
-    ] = 4.0,
-    cfg_schedule: Annotated[
-        str,
-        typer.Option(
-            "--cfg-schedule", help=f"One of {', '.join(SCHEDULES)}.", autocompletion=_complete_schedule
-        ),
-    ] = "constant",
-    cfg_start_ratio: Annotated[
-        float | None,
-        typer.Option(
-            "--cfg-start-ratio",
-            help="step/sigmoid start (default 0.18); rectangular window start (default 0.05).",
-            show_default=False,
-        ),
-    ] = None,
-    cfg_end_ratio: Annotated[
-        float | None,
-        typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).", show_default=False),
-    ] = None,
+    cfg_scale: CfgScaleOpt = 4.0,
+    cfg_schedule: CfgScheduleOpt = "constant",
+    cfg_start_ratio: CfgStartOpt = None,
+    cfg_end_ratio: CfgEndOpt = None,
     cfg_interval: Annotated[
         int,
         typer.Option(
@@ -92,30 +54,15 @@ def sample(
     temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature.")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1.0: off).")] = 1.0,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Run seed; each image is seeded from (seed, class, index).")
-    ] = 0,
-    rng: Annotated[
-        str,
-        typer.Option(
-            "--rng",
-            help="per-sample (batch/rank independent) or official "
-            "(one torch.multinomial stream, as the official sampler).",
-        ),
-    ] = "per-sample",
+    seed: SeedOpt = 0,
+    rng: RngOpt = "per-sample",
     precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per generation batch.")
     ] = 8,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    gpt_checkpoint: Annotated[
-        Path | None,
-        typer.Option("--gpt-checkpoint", help="Local GPT checkpoint instead of the released weights."),
-    ] = None,
-    tokenizer_checkpoint: Annotated[
-        Path | None,
-        typer.Option("--tokenizer-checkpoint", help="Local tokenizer checkpoint instead of the cache."),
-    ] = None,
+    device: DeviceOpt = "auto",
+    gpt_checkpoint: GptCheckpointOpt = None,
+    tokenizer_checkpoint: TokenizerCheckpointOpt = None,
     grid: Annotated[
         bool, typer.Option("--grid", help="Also write grid.png, a labelled contact sheet.")
     ] = False,
@@ -126,8 +73,8 @@ def sample(
         bool,
         typer.Option(
             "--overwrite",
-            help="Start over: remove the previous run's samples, codes and grid in --output first "
-            "(default: resume a run of the same settings, refuse one of other settings).",
+            help="Start over: first remove exactly the files the previous run in --output recorded in its "
+            "sample.json (default: resume or extend a run of the same settings, refuse any other run).",
         ),
     ] = False,
     compile: Annotated[
@@ -142,10 +89,17 @@ def sample(
 
     Example: gigatok sample --gpt gpt-xxl --tokenizer xl-xxl --classes 22,388 --output samples --grid
     """
-    if rng not in RNG_MODES:
-        raise GigatokError(f"unknown --rng {rng!r}", hint=f"use one of {', '.join(RNG_MODES)}")
+    from gigatok_core import dist
+    from gigatok_core.ar.generate import SamplingParams
+    from gigatok_core.ar.guidance import CFGSchedule
+    from gigatok_core.sample import sample_images
+
     cfg = CFGSchedule(
-        cfg_scale, cfg_schedule, window_start=cfg_start_ratio, window_end=cfg_end_ratio, interval=cfg_interval
+        4.0 if cfg_scale is None else cfg_scale,
+        cfg_schedule,
+        window_start=cfg_start_ratio,
+        window_end=cfg_end_ratio,
+        interval=cfg_interval,
     )
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     info = dist.dist_info()

@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
-from gigatok_cli._common import PrecisionOpt, console, handle_errors, out
-
-
-def _complete_tokenizer(incomplete: str) -> list[str]:
-    from gigatok_core import registry
-
-    return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
-
-
-class _Rate(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.1f} img/s" if task.speed else "- img/s")
-
-
-@contextlib.contextmanager
-def _images_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    columns = (TextColumn("extract-codes"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not enabled, transient=True) as progress:
-        task = progress.add_task("extract", total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield on_progress
+from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli.options import AutoPrecisionOpt, DeviceOpt, TokenizerOpt
 
 
 @handle_errors
 def extract_codes(
     *,
-    tokenizer: Annotated[
-        str,
-        typer.Option("--tokenizer", "-t", help="Tokenizer preset.", autocompletion=_complete_tokenizer),
-    ],
+    tokenizer: TokenizerOpt,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="CODES_DIR to write (shards + manifest.json).")
     ],
@@ -81,8 +44,8 @@ def extract_codes(
     workers: Annotated[
         int, typer.Option("--workers", min=0, help="DataLoader processes decoding images.")
     ] = 4,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = "auto",
+    precision: AutoPrecisionOpt = None,
     check_images: Annotated[
         int,
         typer.Option(
@@ -105,11 +68,10 @@ def extract_codes(
     A killed run resumes when started again with the same options.
     Example: gigatok train extract-codes --tokenizer xl-xxl --data imagenet/train --output codes --ten-crop
     """
-    from gigatok_core import dist
     from gigatok_core.data.extract import extract_codes as run_extract
+    from gigatok_core.dist import get_context
 
-    info = dist.dist_info()
-    with _images_bar(info.is_main) as on_progress:
+    with progress_bar(enabled=get_context(init=False).is_main, rate="img/s") as on_progress:
         report = run_extract(
             tokenizer,
             output,
@@ -121,7 +83,7 @@ def extract_codes(
             shard_size=shard_size,
             workers=workers,
             device=device,
-            precision=None if precision == "auto" else precision,
+            precision=precision,
             overwrite=overwrite,
             check_images=check_images,
             import_official=import_official,

@@ -9,18 +9,20 @@ command                     library
                             :func:`~gigatok_core.hub.verify_cache`, :func:`~gigatok_core.hub.catalog_rows`
 ``gigatok reconstruct``     :func:`gigatok_core.reconstruct.reconstruct`
 ``gigatok sample``          :func:`gigatok_core.sample.sample_images`
-``gigatok eval fid``        :class:`gigatok_core.evaluation.Evaluator`, :func:`~gigatok_core.evaluation.compute_metrics`
-``gigatok eval build-ref``  :meth:`gigatok_core.evaluation.Evaluator.build_reference`
-``gigatok eval rfid``       :func:`gigatok_core.evaluation.reconstruction.evaluate_reconstruction`
-``gigatok eval gfid``       :func:`gigatok_core.evaluation.generation.evaluate_generation`,
-                            :func:`gigatok_core.evaluation.cfg_search.run_gfid_search` (``--search``)
+``gigatok eval fid``        :func:`gigatok_core.evaluation.commands.fid`
+``gigatok eval build-ref``  :func:`gigatok_core.evaluation.commands.build_reference`
+``gigatok eval rfid``       :func:`gigatok_core.evaluation.commands.rfid`
+``gigatok eval gfid``       :func:`gigatok_core.evaluation.ar_commands.gfid`
+``gigatok eval val-loss``   :func:`gigatok_core.evaluation.ar_commands.val_loss`
 ==========================  ===============================================================
 
 Building blocks: :func:`gigatok_core.tokenizer.load_tokenizer` (a preset name -> a ready
 :class:`~gigatok_core.tokenizer.VQTokenizer` with ``encode``/``decode_codes``),
 :func:`gigatok_core.ar.load.load_gpt` and :func:`gigatok_core.ar.generate.generate`,
 :mod:`gigatok_core.registry` (presets), :mod:`gigatok_core.config` (typed configs and overrides),
-:mod:`gigatok_core.images` (pre/post-processing as the official code).
+:mod:`gigatok_core.images` (pre/post-processing as the official code), :mod:`gigatok_core.progress`
+(the ``on_progress(done, total, stage=...)`` protocol), :mod:`gigatok_core.runinfo` (the settings
+file every run writes).
 """
 
 __version__ = "0.1.0"

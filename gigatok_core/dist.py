@@ -4,17 +4,20 @@
 group is created. Work is sharded by striding (rank r takes items r, r+W, ...), so any world size
 covers every item exactly once and results do not depend on it.
 
-Training uses :func:`get_context` (a :class:`DistContext`: rank facts plus the few collectives a
-trainer needs, all no-ops in a world of one) and :class:`EpochSampler` (a shuffled, epoch-seeded
-order over the dataset, strided over ranks and resumable from a global sample position).
+Every entry point (training, reconstruct, sample, extract-codes, the evaluations) holds one
+:class:`DistContext` from :func:`get_context`: rank facts plus the few collectives it needs, all
+no-ops in a world of one. A :class:`HandSplit` runs one rank of a split by hand (ranks one after
+another, no process group; the caller hands the shards over). Training also uses
+:class:`EpochSampler` (a shuffled, epoch-seeded order over the dataset, strided over ranks and
+resumable from a global sample position).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -96,10 +99,19 @@ def _group_ready() -> bool:
 
 @dataclass(frozen=True)
 class DistContext(DistInfo):
-    """Rank facts and the collectives a trainer needs; every method works in a world of one.
+    """Rank facts and the collectives an entry point needs; every method works in a world of one.
 
-    A :class:`DistInfo`, so it goes wherever the entry points take ``rank_info``.
+    The ranks run at the same time (under torchrun), so every rank must reach each collective.
     """
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether the ranks run at the same time, so that a collective reaches all of them."""
+        return True
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """The items this rank handles: every ``world_size``-th one, starting at ``rank``."""
+        return list(items[self.rank :: self.world_size])
 
     def barrier(self) -> None:
         barrier()
@@ -126,6 +138,39 @@ class DistContext(DistInfo):
         box: list[Any] = [obj]
         torch_dist.broadcast_object_list(box, src=src)
         return box[0]
+
+
+Gather = Callable[[Any], list[Any]]  # one object per rank -> every rank's object, in rank order
+
+
+@dataclass(frozen=True)
+class HandSplit(DistContext):
+    """Rank ``rank`` of ``world_size`` of a run split by hand: the ranks run one after another (or on
+    machines without a process group), each alone.
+
+    No collective reaches another rank: ``barrier`` does nothing, ``broadcast_object`` and
+    ``all_reduce`` return this rank's value, and ``gather_objects(obj)`` returns ``gather(obj)``
+    (``[obj]`` without one). Run the main rank last, with a ``gather`` that returns every rank's
+    object in rank order, as it merges the shards and writes the summaries.
+    """
+
+    gather: Gather | None = field(default=None, compare=False)
+
+    @property
+    def concurrent(self) -> bool:
+        return False
+
+    def barrier(self) -> None:
+        pass
+
+    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return t
+
+    def gather_objects(self, obj: T) -> list[T]:
+        return self.gather(obj) if self.gather is not None else [obj]
+
+    def broadcast_object(self, obj: T, src: int = 0) -> T:
+        return obj
 
 
 def get_context(device: torch.device | str | None = None, *, init: bool = True) -> DistContext:

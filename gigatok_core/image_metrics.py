@@ -13,6 +13,7 @@ PSNR and SSIM use scikit-image, the library the official script calls, so the nu
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,13 @@ def build_lpips(vgg_weights: str | Path | None = None, device: torch.device | st
         vgg_weights = fetch_weights("vgg16-397923af.pth", or_option="--vgg-weights FILE")
     ckpt = read_checkpoint(vgg_weights)
     vgg_sd = next((v for k in ("state_dict", "model") if isinstance(v := ckpt.get(k), dict)), ckpt)
-    model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    with (
+        warnings.catch_warnings()
+    ):  # lpips builds tv.vgg16(pretrained=False): torchvision's 0.13 deprecations
+        warnings.filterwarnings(
+            "ignore", message=r".*(pretrained|weight enum).*deprecated", category=UserWarning
+        )
+        model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
     mapped = _vgg_to_lpips_keys(vgg_sd)
     expected = model.net.state_dict()
     if set(mapped) != set(expected) or any(mapped[k].shape != expected[k].shape for k in expected):

@@ -211,6 +211,30 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     write_bytes_atomic(path, data)
 
 
+def check_writable(output: str | Path, *, option: str = "--output") -> Path:
+    """Fail now, before any compute or download, if ``output`` cannot become a writable folder.
+
+    Nothing is created: the nearest existing folder on the way to ``output`` must be writable.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise GigatokError(f"output {output} exists and is not a folder", hint=f"choose another {option}")
+    probe = output
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise GigatokError(
+            f"cannot create the output folder {output}: {probe} is not a folder",
+            hint=f"choose another {option}",
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise GigatokError(
+            f"cannot write to {probe} (permission denied)",
+            hint=f"choose another {option}, or make that folder writable",
+        )
+    return output
+
+
 def ensure_output_dir(output: str | Path) -> Path:
     """Create the output folder (and parents) or say clearly why it cannot be."""
     output = Path(output)
@@ -245,21 +269,47 @@ class Tile:
     label: str = ""
 
 
+LABEL_LINE_HEIGHT = 11  # PIL's default bitmap font is 11 px high
+
+
+def wrap_label(text: str, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+    """Break ``text`` into lines no wider than ``width`` pixels (words first, then characters)."""
+    lines: list[str] = []
+    for word in text.split():
+        line = f"{lines[-1]} {word}" if lines else word
+        if lines and draw.textlength(line) <= width:
+            lines[-1] = line
+            continue
+        while draw.textlength(word) > width and len(word) > 1:  # a word wider than the tile
+            cut = max(k for k in range(1, len(word) + 1) if draw.textlength(word[:k]) <= width or k == 1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines
+
+
 def contact_sheet(rows: Sequence[Sequence[Tile]], pad: int = 4, label_height: int = 14) -> np.ndarray:
-    """Lay tiles out row by row on a white sheet, each with its label underneath."""
+    """Lay tiles out row by row on a white sheet, each with its label underneath.
+
+    A label wider than its tile is wrapped onto more lines (the label band grows to the longest
+    one; ``label_height`` is its minimum), so no label is cut.
+    """
     if not rows or not any(rows):
         raise ValueError("no tiles")
     h = max(t.pixels.shape[0] for r in rows for t in r)
     w = max(t.pixels.shape[1] for r in rows for t in r)
     ncols = max(len(r) for r in rows)
-    has_labels = any(t.label for r in rows for t in r)
-    cell_h = h + (label_height if has_labels else 0)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [[wrap_label(t.label, w - 2, measure) for t in r] for r in rows]
+    most_lines = max((len(lines) for r in wrapped for lines in r), default=0)
+    band = max(label_height, most_lines * LABEL_LINE_HEIGHT + 3) if most_lines else 0
+    cell_h = h + band
     sheet = Image.new("RGB", (pad + ncols * (w + pad), pad + len(rows) * (cell_h + pad)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, row in enumerate(rows):
         for j, tile in enumerate(row):
             x, y = pad + j * (w + pad), pad + i * (cell_h + pad)
             sheet.paste(Image.fromarray(tile.pixels), (x, y))
-            if tile.label:
-                draw.text((x + 2, y + h + 1), tile.label[: max(1, w // 6)], fill=(0, 0, 0))
+            for k, line in enumerate(wrapped[i][j]):
+                draw.text((x + 1, y + h + 1 + k * LABEL_LINE_HEIGHT), line, fill=(0, 0, 0))
     return np.asarray(sheet)

@@ -7,10 +7,9 @@ Existing outputs are never overwritten unless asked, and every file is written a
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,11 @@ import torch
 from gigatok_core import dist
 from gigatok_core.config import config_to_dict
 from gigatok_core.errors import GigatokError
+from gigatok_core.fileio import write_json
 from gigatok_core.images import (
     ImageReadError,
     Tile,
-    atomic_write_bytes,
+    check_writable,
     contact_sheet,
     ensure_output_dir,
     list_images,
@@ -34,7 +34,9 @@ from gigatok_core.images import (
     to_uint8,
     unique_stems,
 )
+from gigatok_core.progress import ProgressFn
 from gigatok_core.registry import tokenizer_preset
+from gigatok_core.runinfo import json_safe, write_run_settings
 
 GRID_MAX_IMAGES = 64  # the --grid sheet shows the first 64 images
 SETTINGS_FILE = "reconstruct.json"  # the resolved settings, written next to the outputs
@@ -98,15 +100,18 @@ def reconstruct(
     strict: bool = False,
     overwrite: bool = False,
     vgg_weights: str | Path | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    ctx: dist.DistContext | None = None,
 ) -> ReconstructResult:
     """Reconstruct every image of ``inputs`` (files, folders, globs) into ``output``.
 
     Writes ``<stem>.png`` per image; ``grid`` adds original|reconstruction sheets, ``save_codes``
     one ``codes.npz`` (one int array per image, keyed by output stem), ``metrics`` a
     ``metrics.json`` with PSNR/SSIM (official protocol and standard definitions) and LPIPS.
-    ``on_progress(done, total)`` is called after each batch of this rank.
+    ``on_progress(done, total, stage="reconstruct")`` is called after each batch of this rank.
+    Nothing is created before the inputs, the output folder's permissions and the models are checked.
+    ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
     from gigatok_core.tokenizer import load_tokenizer
 
@@ -134,9 +139,9 @@ def reconstruct(
             hint="pass --overwrite to replace them, or choose another --output",
         )
 
-    ensure_output_dir(output)
+    check_writable(output)  # a read-only folder is reported now, not after the compute
 
-    info = dist.init_distributed(dev)
+    ctx = ctx or dist.get_context(dev)
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
     size = model.config.image_size
     lpips_model = None
@@ -144,8 +149,9 @@ def reconstruct(
         from gigatok_core.image_metrics import build_lpips
 
         lpips_model = build_lpips(vgg_weights, device=dev)
+    ensure_output_dir(output)  # only now: a failed weights fetch leaves no empty folder behind
 
-    my_idx = dist.shard(list(range(len(files))), info)
+    my_idx = ctx.shard(list(range(len(files))))
     local: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     done = 0
@@ -178,10 +184,10 @@ def reconstruct(
             )
         done += len(my_idx[start : start + batch_size])
         if on_progress:
-            on_progress(done, len(my_idx))
+            on_progress(done, len(my_idx), stage="reconstruct")
 
-    gathered = dist.all_gather_objects((local, skipped))
-    dist.barrier()
+    gathered = ctx.gather_objects((local, skipped))
+    ctx.barrier()
     records = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])  # type: ignore[attr-defined]
     all_skipped = [s for _, part in gathered for s in part]  # type: ignore[attr-defined]
     result = ReconstructResult(
@@ -205,7 +211,7 @@ def reconstruct(
         if metrics:
             keys = records[0]["metrics"].keys()
             result.mean_metrics = {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys}
-    if info.is_main and records:
+    if ctx.is_main and records:
         settings = {
             "command": "reconstruct",
             "tokenizer": tokenizer,
@@ -214,12 +220,12 @@ def reconstruct(
             "precision": precision,
             "device": str(dev),
             "batch_size": batch_size,
-            "world_size": info.world_size,
+            "world_size": ctx.world_size,
             "inputs": [str(p) for p in inputs],
             "images": len(records),
             "skipped": len(all_skipped),
         }
-        atomic_write_bytes(output / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
+        write_run_settings(output, SETTINGS_FILE, settings)
         _write_summaries(result, records, names, output, grid, save_codes, metrics, tokenizer, checkpoint)
     return result
 
@@ -315,20 +321,5 @@ def _write_summaries(
             "images": {names[r["index"]]: r["metrics"] for r in records},
         }
         # an exact reconstruction has PSNR inf: strict JSON has no inf, so it is written as null
-        atomic_write_bytes(path, json.dumps(_finite(payload), indent=2, allow_nan=False).encode())
+        write_json(path, json_safe(payload))
         result.files.append(str(path))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float (nested in dicts and lists) replaced by None."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def result_to_dict(result: ReconstructResult) -> dict[str, Any]:
-    return asdict(result)

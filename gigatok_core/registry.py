@@ -342,7 +342,3 @@ def resolve_pair(gpt: str, tokenizer: str | None) -> tuple[str, GPTRelease | Non
         if rel.gpt == gpt and rel.tokenizer == tok:
             return tok, rel
     return tok, None
-
-
-def releases_for(gpt: str) -> list[GPTRelease]:
-    return [r for r in _gpt()[1].values() if r.gpt == gpt]

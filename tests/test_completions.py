@@ -40,3 +40,24 @@ def test_bash_completes_commands_options_and_presets() -> None:
     assert "--tokenizer" in _bash_complete(["gigatok", "reconstruct", "--tok"])
     assert _bash_complete(["gigatok", "reconstruct", "--tokenizer", "xl"]) == ["xl-xxl"]
     assert set(_bash_complete(["gigatok", "reconstruct", "--precision", ""])) == {"fp32", "bf16", "fp16"}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_bash_completes_download_names_from_the_registry() -> None:
+    from gigatok_cli.download import complete_names
+    from gigatok_core import registry
+
+    assert _bash_complete(["gigatok", "download", "gpt-b@x"]) == ["gpt-b@xl-xxl"]
+    assert _bash_complete(["gigatok", "download", "vgg"]) == ["vgg16"]  # an alias
+    offered = _bash_complete(["gigatok", "download", ""])
+    assert [n for n in offered if not n.startswith("-")] == registry.downloadable_names()
+    assert complete_names("") == registry.downloadable_names()  # --install-completion: the same set
+    assert _bash_complete(["gigatok", "download", "--li"]) == ["--list"]
+
+
+def test_fish_completes_download_names() -> None:
+    from gigatok_core import registry
+
+    fish = (COMPLETIONS / "gigatok.fish").read_text()
+    line = f"complete -c gigatok -n '__fish_seen_subcommand_from download' -a '{' '.join(registry.downloadable_names())}'"
+    assert line in fish.splitlines()

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.cfg_search import (
     CSV_COLUMNS,

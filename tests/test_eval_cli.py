@@ -145,7 +145,8 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
     )
     assert res.exit_code == 0, res.output
     assert calls["classes"] == list(range(1000)) and calls["kwargs"]["num_per_class"] == 2
-    assert calls["kwargs"]["gpt"] == "gpt-b@s-s" and calls["kwargs"]["cfg"].scale == 2.5
+    assert calls["kwargs"]["gpt"] == "gpt-b" and calls["kwargs"]["tokenizer"] == "s-s"  # the release, split
+    assert calls["kwargs"]["cfg"].scale == 2.5
     got = json.loads((tmp_path / "g.json").read_text())
     assert got["fid"] == pytest.approx(frechet_distance(ref.pool_stats, smp.pool_stats))
     assert got["protocol"] == "gfid-adm"

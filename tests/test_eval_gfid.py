@@ -11,10 +11,10 @@ from evalkit import tiny_evaluator
 from PIL import Image
 from typer.testing import CliRunner
 
-import gigatok_cli.eval as eval_cli
+import gigatok_core.evaluation.commands as eval_commands
 from gigatok_cli.main import app
-from gigatok_core.ar.cfg import CFGSchedule
-from gigatok_core.dist import DistInfo
+from gigatok_core.ar.guidance import CFGSchedule
+from gigatok_core.dist import HandSplit
 from gigatok_core.evaluation import EvalStats, Features, frechet_distance, load_statistics, save_statistics
 from gigatok_core.evaluation.generation import evaluate_generation, sample_paths, write_sample_npz
 from gigatok_core.sample import sample_images
@@ -70,7 +70,7 @@ def test_gfid_resumes_packs_npz_and_scores(
         return captured[-1]
 
     monkeypatch.setattr(type(ev), "folder_features", spy)
-    monkeypatch.setattr(eval_cli, "_evaluator", lambda *a, **k: ev)
+    monkeypatch.setattr(eval_commands, "make_evaluator", lambda *a, **k: ev)
     res = CliRunner().invoke(
         app,
         [
@@ -148,9 +148,9 @@ def test_only_rank_zero_scores(tmp_path: Path, reference: Path, monkeypatch: pyt
         reference=reference,
         num_classes=2,
         num_per_class=1,
-        rank_info=DistInfo(1, 2),
+        ctx=HandSplit(1, 2),
     )
-    assert got is None and calls[0]["rank_info"] == DistInfo(1, 2)
+    assert got is None and calls[0]["ctx"] == HandSplit(1, 2)
 
 
 def test_write_sample_npz_refuses_wrong_sizes(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_torchrun
 from evalkit import random_inception, tiny_evaluator, write_images
 
-from gigatok_core.dist import DistInfo
+from gigatok_core.dist import HandSplit
 from gigatok_core.evaluation import Evaluator, load_statistics
 from gigatok_core.evaluation.reconstruction import ShardResult, evaluate_reconstruction
 
@@ -42,16 +42,13 @@ def test_two_simulated_ranks_equal_one_process(data: Path, tmp_path: Path) -> No
     assert (
         _run(
             data,
-            rank_info=DistInfo(1, 2),
-            gather=lambda p: stash.append(p) or [p],
+            ctx=HandSplit(1, 2, gather=lambda p: stash.append(p) or [p]),
             save_samples=tmp_path / "multi",
         )
         is None
     )
     assert list(stash[0].indices) == [1]  # strided shard: rank 1 of 2 takes image 1 of 0..2
-    multi = _run(
-        data, rank_info=DistInfo(0, 2), gather=lambda p: [p, stash[0]], save_samples=tmp_path / "multi"
-    )
+    multi = _run(data, ctx=HandSplit(0, 2, gather=lambda p: [p, stash[0]]), save_samples=tmp_path / "multi")
     assert multi is not None and multi.reference_built and multi.metrics["num_images"] == 3
     built = load_statistics(multi.reference)
     Path(multi.reference).unlink()
@@ -72,7 +69,7 @@ def test_missing_shard_is_an_error(data: Path) -> None:
     from gigatok_core.errors import GigatokError
 
     with pytest.raises(GigatokError, match="2 of 3 images"):  # rank 1's shard never arrives
-        _run(data, rank_info=DistInfo(0, 2), gather=lambda p: [p])
+        _run(data, ctx=HandSplit(0, 2))
 
 
 @pytest.mark.slow  # the real (random-weights) Inception on CPU: minutes on a shared machine

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from gigatok_cli.main import app
 from gigatok_core.ar.load import load_gpt
-from gigatok_core.dist import DistInfo
+from gigatok_core.dist import HandSplit
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.val_loss import validation_loss
 from gigatok_core.images import load_image, to_tensor
@@ -84,21 +84,19 @@ def test_two_simulated_ranks_equal_one_process(folder: Path) -> None:
     kw = dict(batch_size=1, device="cpu", class_subset=True)
     assert (
         validation_loss(
-            "gpt-tiny", folder, rank_info=DistInfo(1, 2), gather=lambda p: stash.append(p) or [p], **kw
+            "gpt-tiny", folder, ctx=HandSplit(1, 2, gather=lambda p: stash.append(p) or [p]), **kw
         )
         is None
     )
     assert [r[0] for r in stash[0]] == [1, 3]  # batches 1 and 3 of 0..3
-    multi = validation_loss(
-        "gpt-tiny", folder, rank_info=DistInfo(0, 2), gather=lambda p: [p, stash[0]], **kw
-    )
+    multi = validation_loss("gpt-tiny", folder, ctx=HandSplit(0, 2, gather=lambda p: [p, stash[0]]), **kw)
     single = validation_loss("gpt-tiny", folder, **kw)
     assert multi is not None and single is not None
     assert multi.val_loss == pytest.approx(single.val_loss, rel=1e-6)
     assert multi.val_loss_per_token == pytest.approx(single.val_loss_per_token, rel=1e-6)
     assert single.val_loss == pytest.approx(single.val_loss_per_token, rel=1e-6)  # batch 1: the same mean
     with pytest.raises(GigatokError, match="2 of 4 batches"):
-        validation_loss("gpt-tiny", folder, rank_info=DistInfo(0, 2), gather=lambda p: [p], **kw)
+        validation_loss("gpt-tiny", folder, ctx=HandSplit(0, 2), **kw)
 
 
 def test_folder_errors(tmp_path: Path) -> None:

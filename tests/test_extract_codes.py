@@ -170,3 +170,43 @@ def test_two_ranks_share_the_shards(tmp_path: Path) -> None:
     ddp = read_manifest(out, verify=True)  # rank 1 wrote shard 1, rank 0 the manifest
     assert [s.count for s in ddp.shards] == [1, 1]
     assert [CodesDataset(out, crop=0)[i][1] for i in (0, 1)] == [0, 1]
+
+
+def test_a_trained_tokenizer_with_its_own_codebook_size_extracts(tmp_path: Path, one_thread: None) -> None:
+    # a gigatok-trained tokenizer whose run overrode the preset's codebook size: its file (or its
+    # run folder) says so, and extract-codes builds that architecture, not the preset's
+    from gigatok_core.checkpoint import save_checkpoint, save_weights
+    from gigatok_core.config import TokenizerConfig, config_to_dict
+    from gigatok_core.tokenizer import build_tokenizer
+    from gigatok_core.tokenizer.model import init_weights
+
+    cfg = TokenizerConfig.from_name("tiny", codebook_size=64)
+    model = build_tokenizer(cfg)
+    init_weights(model, generator=torch.Generator().manual_seed(3))
+    meta = {"kind": "tokenizer", "preset": "tiny", "config": config_to_dict(cfg)}
+    ckpt = tmp_path / "trained.safetensors"
+    save_weights(ckpt, model.state_dict(), meta)
+    run = tmp_path / "run"
+    save_checkpoint(
+        run / "checkpoints",
+        weights={"ema": model.state_dict()},
+        state={},
+        meta={"step": 7, "kind": "tokenizer", "config": {"model": config_to_dict(cfg)}},
+    )
+    data = _folder(tmp_path / "img", {"a": 1, "b": 1}, seed=4)
+    expect = model.eval().encode(CenterFlip(256)(Image.open(data / "a" / "0.png").convert("RGB")))  # (2, T)
+    assert expect.max() < 64
+    for source, out in ((ckpt, tmp_path / "c1"), (run, tmp_path / "c2")):
+        res = _run(
+            "--data", str(data), "--output", str(out), "--checkpoint", str(source), "--check-images", "1"
+        )
+        assert res.exit_code == 0, res.output
+        manifest = read_manifest(out, verify=True)
+        assert manifest.tokenizer.codebook_size == 64 and manifest.tokenizer.preset == "tiny"
+        assert (out / "check_codes.png").is_file()  # the full model (decoder too) loads from it as well
+        codes = np.load(out / "shard-00000.codes.npy")
+        assert codes.shape == (2, 2, 256) and codes.max() < 64
+        assert codes[0].tolist() == expect.tolist()
+    # the preset's own architecture (codebook 1024) does not fit these weights: named, no traceback
+    with pytest.raises(GigatokError, match="holds tokenizer 'tiny', not 's-s'"):
+        load_encoder("s-s", checkpoint=ckpt)

@@ -240,14 +240,14 @@ def test_checkpoint_keys_left_out_are_shown(images: Path, tmp_path: Path) -> Non
 
 
 def test_metrics_json_is_strict_json_for_exact_reconstructions() -> None:
-    from gigatok_core.reconstruct import _finite
+    from gigatok_core.runinfo import json_safe
 
     payload = {
         "mean": {"psnr": float("inf")},
         "images": {"a": {"psnr": float("nan"), "ssim": 0.5}},
         "n": [1.0],
     }
-    assert json.loads(json.dumps(_finite(payload), allow_nan=False)) == {
+    assert json.loads(json.dumps(json_safe(payload), allow_nan=False)) == {
         "mean": {"psnr": None},
         "images": {"a": {"psnr": None, "ssim": 0.5}},
         "n": [1.0],

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from gigatok_core.ar import CFGSchedule, SamplingParams
-from gigatok_core.dist import DistInfo
+from gigatok_core.dist import HandSplit
 from gigatok_core.errors import GigatokError
 from gigatok_core.sample import plan, sample_images
 
@@ -84,7 +84,7 @@ def test_compiled_decode_gives_the_same_codes(reference: Path, tmp_path: Path) -
 
 def test_world_size_does_not_change_images(reference: Path, tmp_path: Path) -> None:
     for rank in (1, 0):  # the main rank runs last: it writes the summaries
-        res = sample_images(CLASSES, output=tmp_path, batch_size=1, rank_info=DistInfo(rank, 2, rank), **KW)
+        res = sample_images(CLASSES, output=tmp_path, batch_size=1, ctx=HandSplit(rank, 2, rank), **KW)
         assert len(res.generated) == 2
     assert np.array_equal(codes(tmp_path)["codes"], codes(reference)["codes"])
 

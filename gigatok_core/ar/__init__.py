@@ -1,6 +1,5 @@
 """The class-conditional AR half: GPT model, generation with CFG, loading, class names."""
 
-from gigatok_core.ar.cfg import SCHEDULES, CFGSchedule
 from gigatok_core.ar.classes import class_name, class_names, parse_classes, resolve_class
 from gigatok_core.ar.generate import (
     Drawer,
@@ -11,6 +10,7 @@ from gigatok_core.ar.generate import (
     sample_seed,
 )
 from gigatok_core.ar.gpt import GPT, KVCache
+from gigatok_core.ar.guidance import SCHEDULES, CFGSchedule
 from gigatok_core.ar.load import build_gpt, check_fits_tokenizer, load_gpt
 
 __all__ = [

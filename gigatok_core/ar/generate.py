@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gigatok_core.ar.cfg import CFGSchedule
 from gigatok_core.ar.decode import DecodeStep
 from gigatok_core.ar.gpt import GPT
+from gigatok_core.ar.guidance import CFGSchedule
+from gigatok_core.choices import RNG_MODES
 from gigatok_core.errors import GigatokError
 
-RNG_MODES = ("per-sample", "official")
 StepHook = Callable[[int, Tensor, Tensor], None]  # (token index j, guided logits (B, V), token j (B,))
 
 

@@ -106,6 +106,23 @@ def load_gpt_state(model: GPT, checkpoint: str | Path, *, expected: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The one entry point
 # ---------------------------------------------------------------------------------------------
+def split_gpt_name(name: str, tokenizer: str | None = None) -> tuple[str, str | None]:
+    """``"gpt-b@xl-xxl"`` (a release name, as ``gigatok download --list`` shows) -> ``("gpt-b", "xl-xxl")``.
+
+    A plain preset name passes through with ``tokenizer``; a release name given together with a
+    different ``tokenizer`` is refused (the two disagree).
+    """
+    if "@" not in name:
+        return name, tokenizer
+    gpt, _, paired = name.partition("@")
+    if tokenizer is not None and tokenizer != paired:
+        raise GigatokError(
+            f"--gpt {name} names tokenizer {paired}, but --tokenizer says {tokenizer}",
+            hint=f"pass --gpt {gpt} --tokenizer {tokenizer}, or drop --tokenizer",
+        )
+    return gpt, paired
+
+
 def resolve_gpt(
     name: str,
     tokenizer: str | None = None,
@@ -113,9 +130,11 @@ def resolve_gpt(
 ) -> tuple[GPTConfig, str, GPTRelease | None]:
     """Check a (GPT, tokenizer) request without loading anything: (config, tokenizer name, release).
 
+    ``name`` is a preset (``gpt-b``) or a release (``gpt-b@xl-xxl``, see :func:`split_gpt_name`).
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
+    name, tokenizer = split_gpt_name(name, tokenizer)
     cfg = gpt_preset(name).config
     if checkpoint is not None:
         weights_file(checkpoint, "GPT checkpoint")  # a missing, empty or empty-folder path, named now
@@ -169,6 +188,7 @@ def load_gpt(
     """
     from gigatok_core.weights import fetch_weights
 
+    name, tokenizer = split_gpt_name(name, tokenizer)
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device

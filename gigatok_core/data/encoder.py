@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from gigatok_core.config import TokenizerConfig
 from gigatok_core.data.codes import CodesTokenizer
 from gigatok_core.errors import GigatokError
 
@@ -28,37 +29,49 @@ def _strip_decoder(model: torch.nn.Module) -> None:
 def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
     """The weights file behind ``--checkpoint``: a file as given; for a folder, its newest exported
     tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
-    ``model``) weights of its latest training checkpoint (a run folder or a step folder)."""
+    ``model``) weights of its latest training checkpoint (a run folder or a step folder,
+    :func:`gigatok_core.config.source.weights_file`)."""
     from gigatok_core.checkpoint import latest_checkpoint, read_weights_meta
+    from gigatok_core.config.source import weights_file
 
     path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise GigatokError(
-            f"--checkpoint {path} does not exist", hint="pass a tokenizer checkpoint file or run folder"
-        )
-    exported = [
-        p
-        for p in sorted(path.glob("*.safetensors"))
-        if (read_weights_meta(p) or {}).get("kind") == "tokenizer"
-    ]
-    if exported:
-        return max(exported, key=lambda p: p.stat().st_mtime_ns)
-    step = latest_checkpoint(path)
-    for group in ("ema", "model"):  # the official extraction prefers the EMA weights
-        if step is not None and (step / f"{group}.safetensors").is_file():
-            return step / f"{group}.safetensors"
-    raise GigatokError(
-        f"--checkpoint {path} is a folder without tokenizer weights (no exported *.safetensors, no checkpoint)",
-        hint="pass the checkpoint file, a training run folder, or export the run first (`gigatok train export`)",
-    )
+    if path.is_dir():
+        exported = [
+            p
+            for p in sorted(path.glob("*.safetensors"))
+            if (read_weights_meta(p) or {}).get("kind") == "tokenizer"
+        ]
+        if exported:
+            return max(exported, key=lambda p: p.stat().st_mtime_ns)
+        if latest_checkpoint(path, quiet=True) is None:
+            raise GigatokError(
+                f"--checkpoint {path} is a folder without tokenizer weights (no exported *.safetensors, "
+                "no checkpoint)",
+                hint="pass the checkpoint file, a training run folder, or export the run first "
+                "(`gigatok train export`)",
+            )
+    return weights_file(path, "--checkpoint")
+
+
+def tokenizer_architecture(tokenizer: str, checkpoint: Path | None) -> tuple[TokenizerConfig, str]:
+    """(architecture to build, what to call it in errors) for preset ``tokenizer`` and the resolved
+    weights file ``checkpoint``: the file's own config when it describes itself (a gigatok-trained
+    tokenizer may have overridden the preset's codebook size or token count,
+    :func:`gigatok_core.tokenizer.load.checkpoint_config`), else the preset's."""
+    from gigatok_core.registry import tokenizer_preset
+    from gigatok_core.tokenizer.load import checkpoint_config
+
+    preset = tokenizer_preset(tokenizer)
+    if checkpoint is None:
+        return preset.config, f"tokenizer preset {preset.name!r}"
+    return checkpoint_config(checkpoint, preset.name)
 
 
 def tokenizer_record(
     tokenizer: str, checkpoint: str | Path | None = None
 ) -> tuple[CodesTokenizer, Path | None]:
-    """The manifest's record of a tokenizer (preset, weights file and its sha256) and the resolved file.
+    """The manifest's record of a tokenizer (preset, weights file and its sha256, codebook size and
+    tokens of the checkpoint's architecture) and the resolved file.
 
     Without ``checkpoint`` the released file is named by the preset (its registered sha256, if any).
     """
@@ -67,10 +80,11 @@ def tokenizer_record(
 
     preset = tokenizer_preset(tokenizer)
     ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
+    cfg, _ = tokenizer_architecture(preset.name, ckpt)
     preset_sha = preset.weights_record.sha256 if preset.weights_record else None
     record = CodesTokenizer(
-        codebook_size=preset.config.codebook_size,
-        num_tokens=preset.config.num_latent_tokens,
+        codebook_size=cfg.codebook_size,
+        num_tokens=cfg.num_latent_tokens,
         preset=preset.name,
         checkpoint=str(ckpt) if ckpt else None,
         sha256=sha256_file(ckpt) if ckpt else preset_sha,
@@ -83,16 +97,16 @@ def load_encoder(
 ) -> tuple[torch.nn.Module, CodesTokenizer]:
     """The tokenizer's encoder half (eval mode) and the record of which weights it holds.
 
-    With weights (a checkpoint, or the preset's released file) the model is built on the meta
-    device, the decoder deleted, then only the encoder is allocated and loaded strictly; the decoder
-    is never built. A preset without released weights (``tiny``) gets its seeded random weights.
+    With weights (a checkpoint, or the preset's released file) the checkpoint's architecture is
+    built on the meta device, the decoder deleted, then only the encoder is allocated and loaded
+    strictly; the decoder is never built. A preset without released weights (``tiny``) gets its
+    seeded random weights.
     """
     from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
     from gigatok_core.registry import tokenizer_preset
     from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
 
     preset = tokenizer_preset(tokenizer)
-    cfg = preset.config
     record, ckpt = tokenizer_record(tokenizer, checkpoint)
     if ckpt is None and preset.weights is None:  # seeded random weights: built whole, then cut
         model = load_tokenizer(preset.name, device="cpu")
@@ -102,6 +116,7 @@ def load_encoder(
         from gigatok_core.weights import fetch_weights
 
         ckpt = fetch_weights(preset.weights)
+    cfg, label = tokenizer_architecture(preset.name, ckpt)
     state_dict, _ = extract_state_dict(read_checkpoint(ckpt), source=str(ckpt))
     model = build_tokenizer(cfg, device="meta")
     prefixes = _decoder_prefixes(model)
@@ -111,7 +126,7 @@ def load_encoder(
         model,
         state_dict,
         source=str(ckpt),
-        expected=f"tokenizer preset {preset.name!r}",
+        expected=label,
         drop=dict.fromkeys(prefixes, "decoder: extract-codes only encodes"),
     )
     return model.eval(), record

@@ -14,7 +14,6 @@ and its mirror (2). Labels are the sorted class folders. Differences, on purpose
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,16 @@ from torch.utils.data import Subset
 from gigatok_core import dist
 from gigatok_core.data.codes import ShardEntry, scan_shard, write_shard
 from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
-from gigatok_core.data.encoder import encode_batch, load_encoder
+from gigatok_core.data.encoder import (
+    encode_batch,
+    load_encoder,
+    resolve_tokenizer_checkpoint,
+    tokenizer_architecture,
+)
 from gigatok_core.errors import GigatokError
+from gigatok_core.progress import ProgressFn
 
-Progress = Callable[[int, int], None]
+STAGE = "extract-codes"  # the progress stage: this rank's images
 
 
 __all__ = ["ExtractReport", "extract_codes"]
@@ -51,13 +56,16 @@ def extract_codes(
     overwrite: bool = False,
     check_images: int = 4,
     import_official: str | Path | None = None,
-    on_progress: Progress | None = None,
+    on_progress: ProgressFn | None = None,
+    ctx: dist.DistContext | None = None,
 ) -> ExtractReport | None:
     """Encode ``data`` (an ImageFolder tree) into the codes folder ``output``; see the module doc.
 
     ``import_official`` converts the official per-image layout instead (``data`` then only names the
     classes). ``check_images`` images per shard go into ``check_codes.png`` (0: no grid).
-    Returns the report on the main rank, None on the others.
+    Returns the report on the main rank, None on the others. ``on_progress(done, total,
+    stage="extract-codes")`` counts this rank's images (``stage="import-official"``: files).
+    ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
     if batch_size < 1 or shard_size < 1 or workers < 0 or check_images < 0:
         raise GigatokError(
@@ -103,6 +111,7 @@ def extract_codes(
         overwrite=overwrite,
         check_images=check_images,
         on_progress=on_progress,
+        ctx=ctx,
     )
 
 
@@ -121,19 +130,20 @@ def _extract(
     precision: str,
     overwrite: bool,
     check_images: int,
-    on_progress: Progress | None,
+    on_progress: ProgressFn | None,
+    ctx: dist.DistContext | None,
 ) -> ExtractReport | None:
     from gigatok_core.data.folder import ImageFolderDataset, make_loader
     from gigatok_core.data.transforms import CenterFlip, TenCrop
-    from gigatok_core.registry import tokenizer_preset
 
     amp_dtype = dist.resolve_precision(precision, dev)
-    size = tokenizer_preset(tokenizer).config.image_size
+    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
+    size = tokenizer_architecture(tokenizer, ckpt)[0].image_size  # the checkpoint's own, if it says
     transform = TenCrop(size, crop_range) if ten_crop else CenterFlip(size)
     crops = 10 if ten_crop else 2
     dataset = ImageFolderDataset(data, transform=transform, require_labels=True, purpose="extract-codes")
-    info = dist.init_distributed(dev)
-    model, record = load_encoder(tokenizer, checkpoint=checkpoint, device=dev)
+    ctx = ctx or dist.get_context(dev)
+    model, record = load_encoder(tokenizer, checkpoint=ckpt, device=dev)
     settings: dict[str, Any] = {
         "tokenizer": record.to_dict(),
         "crops": crops,
@@ -146,22 +156,22 @@ def _extract(
         "classes": list(dataset.classes),
     }
     done, problem = False, None
-    if info.is_main:
+    if ctx.is_main:
         try:
             done = prepare_output(output, settings, overwrite=overwrite)
         except GigatokError as err:
             problem = err
-    done, problem = dist.all_gather_objects((done, problem))[0]  # every rank follows rank 0
+    done, problem = ctx.broadcast_object((done, problem))  # every rank follows rank 0
     if problem is not None:
         raise problem
     if done:
         from gigatok_core.data.codes import read_manifest
 
-        return ExtractReport(read_manifest(output), already_complete=True) if info.is_main else None
+        return ExtractReport(read_manifest(output), already_complete=True) if ctx.is_main else None
 
     start = time.perf_counter()
     n_shards = -(-len(dataset) // shard_size)
-    mine = list(range(info.rank, n_shards, info.world_size))
+    mine = ctx.shard(range(n_shards))
     total = sum(min(shard_size, len(dataset) - k * shard_size) for k in mine)
     entries: dict[int, ShardEntry] = {}
     skipped: dict[str, str] = {}
@@ -180,7 +190,7 @@ def _extract(
                 labels.append(y.numpy())
                 seen += len(y)
                 if on_progress:
-                    on_progress(seen, total)
+                    on_progress(seen, total, stage=STAGE)
             skipped.update(loader.skipped)
             seen += len(loader.skipped)
             codes_arr = np.concatenate(codes) if codes else np.zeros((0, crops, record.num_tokens), np.int64)
@@ -192,11 +202,11 @@ def _extract(
             seen += hi - lo
         entries[k] = entry
         if on_progress:
-            on_progress(seen, total)
+            on_progress(seen, total, stage=STAGE)
 
-    parts = dist.all_gather_objects((entries, skipped, written, reused))
-    dist.barrier()
-    if not info.is_main:
+    parts = ctx.gather_objects((entries, skipped, written, reused))
+    ctx.barrier()
+    if not ctx.is_main:
         return None
     report = finish_codes(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
     report.seconds = time.perf_counter() - start

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from gigatok_core.data.codes import scan_shard, write_shard
 from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
 from gigatok_core.data.encoder import tokenizer_record
 from gigatok_core.errors import GigatokError
+from gigatok_core.progress import ProgressFn
 
 CODES_SUBDIR = "imagenet256_codes"
 LABELS_SUBDIR = "imagenet256_labels"
@@ -91,7 +91,7 @@ def import_official_codes(
     overwrite: bool = False,
     check_images: int = 4,
     device: torch.device | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ExtractReport:
     """Convert the official layout in ``source`` into the codes folder ``output``; single process."""
     source, output = Path(source), Path(output)
@@ -143,7 +143,7 @@ def import_official_codes(
         max_label = max(max_label, int(np.load(output / entry.labels, mmap_mode="r").max(initial=-1)))
         entries[k] = entry
         if on_progress:
-            on_progress(hi, n)
+            on_progress(hi, n, stage="import-official")
     if names is None:
         names = [str(i) for i in range(max_label + 1)]
     elif max_label >= len(names):

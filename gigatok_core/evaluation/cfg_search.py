@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gigatok_core import dist
-from gigatok_core.ar.cfg import CFGSchedule
+from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.errors import GigatokError
 
 STEP = 0.25
@@ -280,19 +280,19 @@ def run_gfid_search(
         )
     start = empirical_cfg_start(gpt, cfg.name, tokenizer) if start is None else start
     csv_path = results_csv(output)
-    info = gen_kwargs.get("rank_info") or dist.dist_info()
-    check_search_settings(csv_path, search_settings(gpt, tokenizer, gen_kwargs), write=info.is_main)
+    ctx = gen_kwargs.get("ctx") or dist.get_context(init=False)
+    check_search_settings(csv_path, search_settings(gpt, tokenizer, gen_kwargs), write=ctx.is_main)
     if window_grid:
         best = search_window_grid(
             lambda sched, first: _search(
-                gpt, output, sched, first, tokenizer, on_result, csv_path, info, gen_kwargs
+                gpt, output, sched, first, tokenizer, on_result, csv_path, ctx, gen_kwargs
             ),
             cfg,
             start,
         )
-        return best if info.is_main else None
-    result = _search(gpt, output, cfg, start, tokenizer, on_result, csv_path, info, gen_kwargs)
-    return result if info.is_main else None
+        return best if ctx.is_main else None
+    result = _search(gpt, output, cfg, start, tokenizer, on_result, csv_path, ctx, gen_kwargs)
+    return result if ctx.is_main else None
 
 
 def _search(
@@ -303,7 +303,7 @@ def _search(
     tokenizer: str | None,
     on_result: Callable[[float, dict[str, Any]], None] | None,
     csv_path: Path,
-    info: dist.DistInfo,
+    ctx: dist.DistContext,
     gen_kwargs: dict[str, Any],
 ) -> SearchResult:
     """One CFG search for one schedule (every rank takes part and gets the same result)."""
@@ -318,14 +318,13 @@ def _search(
         metrics = evaluate_generation(
             gpt, output=scale_folder(output, this), tokenizer=tokenizer, cfg=this, **gen_kwargs
         )
-        if info.is_main:
+        if ctx.is_main:
             assert metrics is not None
             append_row(csv_path, this, metrics)
             if on_result:
                 on_result(scale, metrics)
-        if gen_kwargs.get("rank_info") is None:
-            metrics = dist.all_gather_objects(metrics)[0]  # type: ignore[assignment]
-        return metrics or {}  # a hand-split non-main rank (rank_info) has no numbers: FID counts as inf
+        metrics = ctx.broadcast_object(metrics)  # rank 0's numbers: every rank takes the same next step
+        return metrics or {}  # a hand-split non-main rank has no numbers: FID counts as inf
 
     return search_cfg(evaluate, start, history=history, minus_first=cfg.name == "rectangular")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,8 @@ from gigatok_core.evaluation.reference import (
     statistics_arrays,
     weights_id,
 )
+from gigatok_core.progress import ProgressFn
 
-# (label, total or None) -> per-batch callback
-ProgressFactory = Callable[[str, int | None], F.ProgressFn]
 METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")
 
 
@@ -52,7 +51,7 @@ class Evaluator:
     inception_weights: str | Path | None = None
     device: torch.device | str = "cpu"
     batch_size: int = 64
-    progress: ProgressFactory | None = None
+    progress: ProgressFn | None = None  # called with stage "inception: <label>"
     _model: FIDInception | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,8 +74,14 @@ class Evaluator:
         self, batches: Iterable[np.ndarray | torch.Tensor], label: str = "inception", total: int | None = None
     ) -> F.Features:
         """Features of uint8-range image batches (NHWC numpy or NCHW tensors)."""
-        cb = self.progress(label, total) if self.progress else None
-        return F.extract_features(self.model, batches, device=self.device, progress=cb)
+        return F.extract_features(
+            self.model,
+            batches,
+            device=self.device,
+            progress=self.progress,
+            stage=f"inception: {label}",
+            total=total,
+        )
 
     def folder_features(
         self, paths: list[Path], image_size: int | None = None, label: str = "images"

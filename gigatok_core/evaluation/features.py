@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -19,8 +19,7 @@ import torch
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.inception import FIDInception
-
-ProgressFn = Callable[[int], None]  # called with the number of images just processed
+from gigatok_core.progress import ProgressFn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,8 +78,13 @@ def extract_features(
     *,
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
+    stage: str = "inception",
+    total: int | None = None,
 ) -> Features:
-    """Run ``model`` over uint8-range image batches (NHWC numpy or NCHW tensors), in order."""
+    """Run ``model`` over uint8-range image batches (NHWC numpy or NCHW tensors), in order.
+
+    ``progress(done, total, stage=stage)`` is called after each batch (:mod:`gigatok_core.progress`).
+    """
     device = torch.device(device)
     model = model.to(device).eval()
     parts: list[Features] = []
@@ -89,7 +93,7 @@ def extract_features(
             out = model(_to_nchw(batch, device))
             parts.append(Features(*(t.float().cpu().numpy() for t in out)))
             if progress is not None:
-                progress(len(out.pool))
+                progress(sum(len(p.pool) for p in parts), total, stage=stage)
     if not parts:
         raise GigatokError("no images to evaluate", hint="check the folder or npz file")
     return Features.concat(parts)

@@ -66,7 +66,7 @@ def evaluate_generation(
     overwrite: bool = False,
     regenerate: bool = False,
     with_precision_recall: bool = True,
-    rank_info: dist.DistInfo | None = None,
+    ctx: dist.DistContext | None = None,
     **sample_kwargs: Any,
 ) -> dict[str, Any] | None:
     """Sample ``num_per_class`` x ``num_classes`` images into ``output`` (existing ones are kept), score them.
@@ -76,7 +76,8 @@ def evaluate_generation(
     (``arr_0`` uint8 (N, 256, 256, 3), in :func:`sample_paths` order). ``sample_kwargs`` go to
     :func:`gigatok_core.sample.sample_images` (cfg, sampling, seed, precision, batch_size,
     device, checkpoints, on_progress); ``overwrite`` replaces an existing npz, ``regenerate`` samples
-    again instead of reusing the PNGs already in ``output``.
+    again instead of reusing the PNGs already in ``output``. ``ctx``: the ranks (default: this
+    process's :func:`gigatok_core.dist.get_context`, created by the sampler).
     """
     if not 1 <= num_classes <= NUM_CLASSES:
         raise GigatokError(f"--num-classes must lie in 1..{NUM_CLASSES}, got {num_classes}")
@@ -97,11 +98,10 @@ def evaluate_generation(
         tokenizer=tokenizer,
         num_per_class=num_per_class,
         overwrite=regenerate,
-        rank_info=rank_info,
+        ctx=ctx,
         **sample_kwargs,
     )
-    info = rank_info or dist.dist_info()
-    if not info.is_main:
+    if not (ctx or dist.get_context(init=False)).is_main:
         return None  # sample_images ends with a collective: every PNG exists once rank 0 gets here
     paths = sample_paths(output, classes, num_per_class)
     missing = [p for p in paths if not p.is_file()]

@@ -17,6 +17,7 @@ import scipy.linalg
 import torch
 
 from gigatok_core.errors import GigatokError
+from gigatok_core.evaluation.inception import FEATURE_DIMS
 
 SQRTM_EPS = 1e-6  # added to both covariances' diagonal when the product's root is not finite
 IS_SPLIT_SIZE = 5000
@@ -73,7 +74,8 @@ def frechet_distance(first: GaussianStats, second: GaussianStats, eps: float = S
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise GigatokError(
             f"the two sides' statistics have different dimensions ({mu1.shape[0]} vs {mu2.shape[0]})",
-            hint="both must come from the FID Inception (2048 pool features, 2023 spatial ones)",
+            hint=f"both must come from the FID Inception ({FEATURE_DIMS['pool']} pool features, "
+            f"{FEATURE_DIMS['spatial']} spatial ones)",
         )
     diff = mu1 - mu2
     covmean = _sqrtm(s1.dot(s2))

@@ -19,7 +19,6 @@ of the official pipeline are lossless, so the pixels are the same).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from gigatok_core import dist
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.evaluate import Evaluator, compute_metrics
 from gigatok_core.evaluation.features import Features, extract_features
+from gigatok_core.evaluation.inception import FEATURE_DIMS
 from gigatok_core.evaluation.reference import (
     EvalStats,
     check_protocol,
@@ -38,9 +38,9 @@ from gigatok_core.evaluation.reference import (
     reference_meta,
     save_statistics,
 )
+from gigatok_core.progress import ProgressFn
 
 PROTOCOL = "rfid-imagenet-val"
-Gather = Callable[[Any], list[Any]]  # one object per rank -> the objects of all ranks (rank order)
 
 
 @dataclass
@@ -82,18 +82,17 @@ def evaluate_reconstruction(
     vgg_weights: str | Path | None = None,
     force: bool = False,
     with_precision_recall: bool = True,
-    rank_info: dist.DistInfo | None = None,
-    gather: Gather | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    ctx: dist.DistContext | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> RFIDReport | None:
     """Reconstruct the images under ``data`` with ``tokenizer`` and score them (see module doc).
 
     Without ``reference``, the statistics of the original images are computed in the same pass
     and cached (keyed by the file list), so the next run against the same folder reuses them.
-    Returns the report on the main rank and ``None`` on the others. ``rank_info``/``gather``
-    override the torchrun rank and the gathering of the shards (to split a run by hand; the main
-    rank then needs a ``gather`` that returns every rank's :class:`ShardResult`).
-    ``on_progress(done, total)`` counts this rank's images.
+    Returns the report on the main rank and ``None`` on the others. ``ctx``: the ranks (default:
+    this process's :func:`gigatok_core.dist.get_context`); a :class:`gigatok_core.dist.HandSplit`
+    splits a run by hand, its main rank's ``gather`` returning every rank's :class:`ShardResult`.
+    ``on_progress(done, total, stage="reconstruct")`` counts this rank's images.
     """
     from gigatok_core.images import list_images
     from gigatok_core.tokenizer import load_tokenizer
@@ -105,23 +104,22 @@ def evaluate_reconstruction(
     files = list_images([data])
     dev = torch.device(evaluator.device)
     dtype = dist.resolve_precision(precision, dev)
-    info = rank_info or dist.init_distributed(dev)
-    mine = dist.shard(list(range(len(files))), info)
+    ctx = ctx or dist.get_context(dev)
+    mine = ctx.shard(list(range(len(files))))
     # -- samples folder: every rank checks every file, then waits, so none has written yet ------
     out_dir = Path(save_samples) if save_samples is not None else None
     if out_dir is not None and not overwrite:
-        check = mine if rank_info is not None else range(len(files))  # by hand: ranks run one after another
+        check = range(len(files)) if ctx.concurrent else mine  # by hand: ranks run one after another
         clash = [out_dir / f"{i:06d}.png" for i in check if (out_dir / f"{i:06d}.png").exists()]
         if clash:
             raise GigatokError(
                 f"{clash[0]} (and {len(clash) - 1} more) already exist",
                 hint="pass --overwrite, or choose another --save-samples folder",
             )
-    if out_dir is not None and overwrite and info.is_main and rank_info is None:
+    if out_dir is not None and overwrite and ctx.is_main and ctx.concurrent:
         for old in out_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):  # an earlier, larger run's
             old.unlink(missing_ok=True)
-    if rank_info is None:
-        dist.barrier()
+    ctx.barrier()
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
     size = model.config.image_size
 
@@ -132,8 +130,9 @@ def evaluate_reconstruction(
         else default_reference_path(files, size, PROTOCOL, weights=evaluator.weights_id)
     )
     build_ref = reference is None and not ref_path.is_file()
-    if rank_info is None:  # rank 0 decides: a cache that differs between nodes must not split the ranks
-        build_ref = dist.all_gather_objects(build_ref)[0]
+    build_ref = ctx.broadcast_object(
+        build_ref
+    )  # rank 0 decides: a cache that differs between nodes must not split the ranks
 
     lpips_model = None
     if lpips:
@@ -153,13 +152,8 @@ def evaluate_reconstruction(
         out_dir=out_dir,
         on_progress=on_progress,
     )
-    if gather is not None:
-        parts = gather(part)
-    elif rank_info is not None:
-        parts = [part]
-    else:
-        parts = dist.all_gather_objects(part)  # a collective: also a barrier
-    if not info.is_main:
+    parts = ctx.gather_objects(part)  # a collective: also a barrier
+    if not ctx.is_main:
         return None
     merged = merge_shards(parts)  # type: ignore[arg-type]
     seen = np.sort(np.concatenate([merged.indices, np.asarray([i for i, _ in merged.skipped], np.int64)]))
@@ -197,7 +191,7 @@ def evaluate_reconstruction(
         "codebook_usage": float(merged.used.sum() / merged.used.size),
         "num_images": len(merged.indices),
         "skipped": len(merged.skipped),
-        "world_size": info.world_size,
+        "world_size": ctx.world_size,
         "protocol": PROTOCOL,
     }
     if merged.skipped:
@@ -231,7 +225,7 @@ def _reconstruct_shard(
     batch_size: int,
     with_orig: bool,
     out_dir: Path | None,
-    on_progress: Callable[[int, int], None] | None,
+    on_progress: ProgressFn | None,
 ) -> ShardResult:
     from gigatok_core.images import ImageReadError, load_image, save_png
 
@@ -254,7 +248,7 @@ def _reconstruct_shard(
             except ImageReadError as err:
                 skipped.append((i, err.message))
         if on_progress:
-            on_progress(min(start + batch_size, len(files)), len(files))
+            on_progress(min(start + batch_size, len(files)), len(files), stage="reconstruct")
         if not images:
             continue
         kept += batch_idx
@@ -283,9 +277,7 @@ def _reconstruct_shard(
 
 
 def _empty_features() -> Features:
-    return Features(
-        np.zeros((0, 2048), np.float32), np.zeros((0, 2023), np.float32), np.zeros((0, 1008), np.float32)
-    )
+    return Features(*(np.zeros((0, FEATURE_DIMS[k]), np.float32) for k in ("pool", "spatial", "logits")))
 
 
 def merge_shards(parts: list[ShardResult]) -> ShardResult:

@@ -27,7 +27,7 @@ import numpy as np
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.features import Features
 from gigatok_core.evaluation.metrics import GaussianStats
-from gigatok_core.fileio import atomic_write, write_npz
+from gigatok_core.fileio import atomic_write, sha256_file, write_npz
 
 PROTOCOLS = {
     "gfid-adm": "generation FID against ADM's ImageNet-256 reference batch (VIRTUAL_imagenet256_labeled.npz)",
@@ -263,8 +263,7 @@ def weights_id(path: str | Path | None) -> str:
     file, else the sha256 prefix of the given file."""
     if path is None:
         return "default"
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def default_reference_path(

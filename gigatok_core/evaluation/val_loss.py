@@ -16,7 +16,6 @@ all images (no dependence on the batch size at all).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,13 @@ from gigatok_core import dist
 from gigatok_core.ar.loss import token_losses
 from gigatok_core.data.folder import image_folder
 from gigatok_core.errors import GigatokError
+from gigatok_core.progress import ProgressFn
 
 __all__ = ["ValLossReport", "image_folder", "token_losses", "validation_loss"]
 
-Gather = Callable[[Any], list[Any]]
-
 log = logging.getLogger("gigatok")
+
+STAGE = "val-loss batches"  # the progress stage (this rank's batches)
 
 
 @dataclass
@@ -63,16 +63,17 @@ def validation_loss(
     batch_size: int = 32,
     device: str | None = None,
     class_subset: bool = False,
-    rank_info: dist.DistInfo | None = None,
-    gather: Gather | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    ctx: dist.DistContext | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ValLossReport | None:
     """Validation loss of ``gpt`` on the ImageFolder ``data`` (see module doc).
 
     ``precision``: autocast dtype of the GPT (fp32, bf16, fp16; default bf16 on CUDA as the
     official script, fp32 on CPU); the tokenizer always encodes in fp32. Returns the report on the
-    main rank, ``None`` on the others (``rank_info``/``gather`` split a run by hand, as in
-    :func:`gigatok_core.evaluation.reconstruction.evaluate_reconstruction`).
+    main rank, ``None`` on the others. ``ctx``: the ranks (default: this process's
+    :func:`gigatok_core.dist.get_context`; a :class:`gigatok_core.dist.HandSplit` splits a run by
+    hand, as in :func:`gigatok_core.evaluation.reconstruction.evaluate_reconstruction`).
+    ``on_progress(done, total, stage=STAGE)`` counts this rank's batches.
     """
     from gigatok_core.ar.load import load_gpt, resolve_gpt
     from gigatok_core.images import load_image, to_tensor
@@ -86,13 +87,13 @@ def validation_loss(
     gpt_cfg, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # fail fast on the pairing
     files, labels, classes = image_folder(data, gpt_cfg.num_classes, class_subset=class_subset)
 
-    info = rank_info or dist.init_distributed(dev)
+    ctx = ctx or dist.get_context(dev)
     tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev)
     model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev)
     size = tok.config.image_size
 
     batches = list(range(0, len(files), batch_size))  # global batch starts
-    mine = dist.shard(batches, info)
+    mine = ctx.shard(batches)
     rows: list[tuple[int, float, float, int]] = []  # (batch start, batch mean, token-loss sum, tokens)
     for done, start in enumerate(mine, 1):
         idx = range(start, min(start + batch_size, len(files)))
@@ -104,16 +105,10 @@ def validation_loss(
                 loss = token_losses(model, y, codes).float()  # (B, N)
         rows.append((start, float(loss.mean()), float(loss.double().sum()), loss.numel()))
         if on_progress:
-            on_progress(done, len(mine))
+            on_progress(done, len(mine), stage=STAGE)
 
-    parts = (
-        gather(rows)
-        if gather is not None
-        else [rows]
-        if rank_info is not None
-        else dist.all_gather_objects(rows)
-    )
-    if not info.is_main:
+    parts = ctx.gather_objects(rows)  # a collective: also a barrier
+    if not ctx.is_main:
         return None
     merged = sorted(r for part in parts for r in part)  # type: ignore[attr-defined]
     if [r[0] for r in merged] != batches:

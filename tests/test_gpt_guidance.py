@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gigatok_core.ar import SCHEDULES, CFGSchedule, parse_classes, resolve_class
-from gigatok_core.ar.cfg import OFF
+from gigatok_core.ar.guidance import OFF
 from gigatok_core.errors import GigatokError
 
 N = 256

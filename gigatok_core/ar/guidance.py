@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gigatok_core.choices import SCHEDULES  # the one list (torch-free, for --help and completion)
 from gigatok_core.errors import GigatokError
 
-SCHEDULES = ("constant", "linear", "linear_re", "triangular", "rectangular", "step", "cosine", "sigmoid")
 OFF = 1.0 + 1e-4  # keeps the scheduled value > 1 (spec ar §4, pitfall 4)
 SIGMOID_STEEPNESS = 20.0
 WINDOWED = ("step", "rectangular", "sigmoid")  # the schedules that read window_start

@@ -1,0 +1,216 @@
+"""Options shared by several commands, declared once (type, names, help, completion).
+
+Each is an ``Annotated`` type: a command declares ``precision: PrecisionOpt = "fp32"`` and keeps
+its own default. Value sets come from the library (:mod:`gigatok_core.choices`,
+:mod:`gigatok_core.registry`), never from lists written here; ``--help`` lists the registry names
+as DiT's ``choices=list(DiT_models)`` does, and :data:`CHOICES` feeds the static completion
+scripts (``gigatok_cli/completion.py``). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gigatok_core import registry
+from gigatok_core.choices import DEVICE_CHOICES, PRECISION_NAMES, RNG_MODES, SCHEDULES
+
+
+# ---------------------------------------------------------------------------------------------
+# Value sets (the library's) and their completion
+# ---------------------------------------------------------------------------------------------
+def gpt_choices() -> list[str]:
+    """What ``--gpt`` accepts: GPT presets and released pairs (``gpt-b@xl-xxl``)."""
+    return registry.gpt_names() + registry.release_names()
+
+
+def download_choices() -> list[str]:
+    """What ``gigatok download`` and ``--preset`` accept: presets, releases and weight files."""
+    return registry.tokenizer_names() + registry.release_names() + registry.weights_names()
+
+
+# long option name -> its value set; completion.py and the autocompletion functions read this
+CHOICES: dict[str, Callable[[], list[str]]] = {
+    "--tokenizer": registry.tokenizer_names,
+    "--gpt": gpt_choices,
+    "--preset": download_choices,
+    "--precision": lambda: list(PRECISION_NAMES),
+    "--device": lambda: list(DEVICE_CHOICES),
+    "--cfg-schedule": lambda: list(SCHEDULES),
+    "--rng": lambda: list(RNG_MODES),
+}
+
+
+# command path -> the value set of its positional arguments (``gigatok download NAME``)
+ARGUMENT_CHOICES: dict[str, Callable[[], list[str]]] = {
+    "download": registry.downloadable_names,
+}
+
+
+def completer(option: str) -> Callable[[str], list[str]]:
+    """Shell completion (``--install-completion``) for ``option``'s value set."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [n for n in CHOICES[option]() if n.startswith(incomplete)]
+
+    return complete
+
+
+def _listed(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+TokenizerOpt = Annotated[
+    str,
+    typer.Option(
+        "--tokenizer",
+        "-t",
+        help=f"Tokenizer preset: {_listed(registry.tokenizer_names())}.",
+        autocompletion=completer("--tokenizer"),
+        envvar="GIGATOK_TOKENIZER",
+    ),
+]
+PairedTokenizerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tokenizer",
+        "-t",
+        help="Tokenizer preset; default: the one the GPT was trained with.",
+        autocompletion=completer("--tokenizer"),
+        show_default=False,
+    ),
+]
+GptOpt = Annotated[
+    str,
+    typer.Option(
+        "--gpt",
+        "-g",
+        help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
+        f"({_listed(registry.release_names())}).",
+        autocompletion=completer("--gpt"),
+        envvar="GIGATOK_GPT",
+    ),
+]
+GptCheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--gpt-checkpoint", help="Local GPT checkpoint instead of the released weights."),
+]
+TokenizerCheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--tokenizer-checkpoint", help="Local tokenizer checkpoint instead of the preset's."),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Where and how to run
+# ---------------------------------------------------------------------------------------------
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help=f"{_listed(PRECISION_NAMES)} (fp16 needs a GPU; bf16 a GPU or a CPU with AVX512-BF16/AMX).",
+        autocompletion=completer("--precision"),
+    ),
+]
+AutoPrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help=f"{_listed(PRECISION_NAMES)}; default bf16 on CUDA, fp32 on CPU.",
+        autocompletion=completer("--precision"),
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (this rank's GPU if there is one, else CPU), cpu, cuda or cuda:N.",
+        autocompletion=completer("--device"),
+    ),
+]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Run seed; each image is seeded from (seed, class, index).")
+]
+RngOpt = Annotated[
+    str,
+    typer.Option(
+        "--rng",
+        help="per-sample (batch/rank independent) or official "
+        "(one torch.multinomial stream, as the official sampler).",
+        autocompletion=completer("--rng"),
+    ),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Classifier-free guidance (spec ar §4)
+# ---------------------------------------------------------------------------------------------
+CfgScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cfg-scale",
+        help="Classifier-free guidance scale (<= 1: off). eval gfid: default 1.75; with --search the "
+        "start, default the official empirical start for the GPT and schedule.",
+    ),
+]
+CfgScheduleOpt = Annotated[
+    str,
+    typer.Option(
+        "--cfg-schedule",
+        help=f"CFG schedule: {_listed(SCHEDULES)}.",
+        autocompletion=completer("--cfg-schedule"),
+    ),
+]
+CfgStartOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cfg-start-ratio",
+        help="step/sigmoid start (default 0.18); rectangular window start (default 0.05).",
+        show_default=False,
+    ),
+]
+CfgEndOpt = Annotated[
+    float | None,
+    typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).", show_default=False),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (gigatok eval)
+# ---------------------------------------------------------------------------------------------
+InceptionOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inception-weights",
+        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
+        envvar="GIGATOK_INCEPTION_WEIGHTS",
+    ),
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", help="Images per Inception batch (results do not depend on it).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Use a reference made for another protocol anyway.")]
+PROpt = Annotated[
+    bool,
+    typer.Option(
+        "--precision-recall/--no-precision-recall",
+        help="Compute improved precision/recall (needs reference features).",
+    ),
+]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol", help="Check that REFERENCE was made for this protocol: gfid-adm or rfid-imagenet-val."
+    ),
+]

@@ -1,0 +1,225 @@
+"""The output folder of a sampling run: which run owns it, resuming, and its summaries.
+
+A folder holds at most one run. Its ``sample.json`` (written through
+:func:`gigatok_core.runinfo.write_run_settings`) records the settings and every file the run
+wrote or will write (``outputs``). A new run in that folder must have the same pixel settings and
+include every sample of the previous one (a continuation: more classes or more per class);
+anything else is another run and is refused. ``overwrite=True`` first removes exactly the files the
+previous run recorded, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gigatok_core.ar.classes import class_name, slug
+from gigatok_core.errors import GigatokError
+from gigatok_core.images import Tile, contact_sheet, save_npz, save_png
+
+SETTINGS_FILE = "sample.json"
+CODES_FILE = "codes.npz"
+GRID_FILE = "grid.png"
+PARTIAL_CODES = ".codes-partial"  # per-batch codes while a run is in progress (merged at the end)
+GRID_MAX_PER_CLASS = 8
+GRID_MAX_CLASSES = 32
+log = logging.getLogger("gigatok")
+# Settings that change the pixels; a resumed run must agree on all of them.
+OUTPUT_KEYS = (
+    "gpt",
+    "tokenizer",
+    "gpt_checkpoint",
+    "tokenizer_checkpoint",
+    "cfg",
+    "sampling",
+    "seed",
+    "rng",
+    "precision",
+)
+
+
+@dataclass(frozen=True)
+class SampleItem:
+    """Sample ``index`` of class ``class_idx``."""
+
+    class_idx: int
+    index: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.class_idx:03d}_{slug(self.class_idx)}_{self.index:04d}"
+
+
+def plan(classes: Sequence[int], num_per_class: int) -> list[SampleItem]:
+    """Output order: all samples of the first class, then the next class, ..."""
+    return [SampleItem(c, k) for c in dict.fromkeys(classes) for k in range(num_per_class)]
+
+
+def planned_outputs(items: Sequence[SampleItem], *, grid: bool, save_codes: bool) -> list[str]:
+    """File names (relative to the folder) a run of ``items`` writes, settings file last."""
+    names = [f"{it.stem}.png" for it in items]
+    names += [n for n, on in ((CODES_FILE, save_codes), (GRID_FILE, grid)) if on]
+    return [*names, SETTINGS_FILE]
+
+
+def read_previous(output: Path) -> dict[str, Any]:
+    """The previous run's settings in ``output`` (empty when there are none or they are unreadable)."""
+    try:
+        return json.loads((output / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def recorded_outputs(previous: dict[str, Any]) -> list[str]:
+    """The files a previous run recorded (older settings files: derived from its plan)."""
+    outputs = previous.get("outputs")
+    if isinstance(outputs, list) and all(isinstance(n, str) for n in outputs):
+        return outputs
+    return planned_outputs(_previous_plan(previous), grid=True, save_codes=True)
+
+
+def check_output(
+    output: Path,
+    items: list[SampleItem],
+    settings: dict[str, Any],
+    *,
+    overwrite: bool,
+    save_codes: bool,
+    grid: bool,
+) -> tuple[bool, list[str]]:
+    """Refuse to touch files of another run; returns (resuming, the files the folder's run owns).
+
+    With ``overwrite`` the previous run's files (those its sample.json records) are removed first,
+    so nothing of it can be mistaken for this run's later. Without it, a folder whose run has other
+    pixel settings, or samples this run does not include, is refused.
+    """
+    mine = planned_outputs(items, grid=grid, save_codes=save_codes)
+    if not output.is_dir():
+        return False, mine
+    previous = read_previous(output)
+    if overwrite:
+        remove_run(output, previous)
+        return False, mine
+    pngs = [output / f"{it.stem}.png" for it in items if (output / f"{it.stem}.png").exists()]
+    summaries = [
+        output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on and (output / n).exists()
+    ]
+    if (output / SETTINGS_FILE).exists():
+        diff = [k for k in OUTPUT_KEYS if previous.get(k) != settings.get(k)]
+        if diff:
+            raise GigatokError(
+                f"{output} holds a sampling run with different settings ({', '.join(diff)})",
+                hint="choose another --output, or pass --overwrite to replace that run's files",
+            )
+        earlier = {it.stem for it in _previous_plan(previous)}
+        if not earlier <= {it.stem for it in items}:
+            what = f"classes {previous.get('classes')}, {previous.get('num_per_class')} each"
+            if summaries:
+                raise GigatokError(
+                    f"{summaries[0]} covers samples this run does not include ({what}); writing it "
+                    "again would drop them",
+                    hint="include those classes again, pass --overwrite to start over, or choose another --output",
+                )
+            raise GigatokError(
+                f"{output} holds another sampling run ({what}) that this one does not continue",
+                hint="choose another --output, include those samples again, or pass --overwrite to "
+                "replace that run's files",
+            )
+        owned = [n for n in recorded_outputs(previous) if (output / n).exists()]
+        return bool(pngs), list(dict.fromkeys([*owned, *mine]))
+    clash = pngs + summaries
+    if clash:
+        more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
+        raise GigatokError(
+            f"{clash[0]}{more} already exist (and {output} has no {SETTINGS_FILE} to resume from)",
+            hint="pass --overwrite to replace them, or choose another --output",
+        )
+    return False, mine
+
+
+def _previous_plan(previous: dict[str, Any]) -> list[SampleItem]:
+    """The samples a previous run's sample.json describes (empty if it is unreadable)."""
+    try:
+        return plan([int(c) for c in previous.get("classes", [])], int(previous.get("num_per_class", 0)))
+    except (TypeError, ValueError, IndexError):
+        return []
+
+
+def remove_run(output: Path, previous: dict[str, Any]) -> None:
+    """Delete exactly what a previous run recorded here (plain file names inside ``output``)."""
+    for name in recorded_outputs(previous):
+        if Path(name).name == name:  # never follow a path out of the folder
+            (output / name).unlink(missing_ok=True)
+    (output / SETTINGS_FILE).unlink(missing_ok=True)
+    shutil.rmtree(output / PARTIAL_CODES, ignore_errors=True)
+
+
+def known_codes(output: Path) -> dict[str, np.ndarray]:
+    """Codes already saved for this folder: the final codes.npz, then in-progress batch files."""
+    out: dict[str, np.ndarray] = {}
+    final = output / CODES_FILE
+    if final.exists():
+        with np.load(final) as data:
+            if "names" in data:
+                out.update(zip(data["names"].tolist(), data["codes"], strict=True))
+    for part in sorted((output / PARTIAL_CODES).glob("*.npz")):
+        with np.load(part) as data:
+            out.update(zip(data["names"].tolist(), data["codes"], strict=True))
+    return out
+
+
+def write_codes(output: Path, items: list[SampleItem]) -> Path:
+    known = known_codes(output)
+    missing = [it.stem for it in items if it.stem not in known]
+    if missing:
+        raise GigatokError(
+            f"codes for {len(missing)} samples are missing (first: {missing[0]})",
+            hint="a rank may have failed; run the same command again to resume",
+        )
+    path = output / CODES_FILE
+    save_npz(
+        path,
+        {
+            "codes": np.stack([known[it.stem] for it in items]).astype(np.int64),
+            "labels": np.array([it.class_idx for it in items], dtype=np.int64),
+            "indices": np.array([it.index for it in items], dtype=np.int64),
+            "names": np.array([it.stem for it in items]),
+        },
+    )
+    shutil.rmtree(output / PARTIAL_CODES, ignore_errors=True)
+    return path
+
+
+def write_grid(output: Path, items: list[SampleItem]) -> Path:
+    """A labelled contact sheet: one row per class (first 32 classes, first 8 samples each)."""
+    rows: list[list[Tile]] = []
+    for c in list(dict.fromkeys(it.class_idx for it in items))[:GRID_MAX_CLASSES]:
+        row = []
+        for it in [it for it in items if it.class_idx == c][:GRID_MAX_PER_CLASS]:
+            img = Image.open(output / f"{it.stem}.png").convert("RGB")
+            if img.width > 128:
+                img = img.resize((128, round(128 * img.height / img.width)), Image.Resampling.BICUBIC)
+            row.append(Tile(np.asarray(img), f"{c} {class_name(c)} #{it.index}"))
+        rows.append(row)
+    path = output / GRID_FILE
+    save_png(path, contact_sheet(rows, label_height=14))
+    classes, per_class = len(dict.fromkeys(it.class_idx for it in items)), max(it.index for it in items) + 1
+    if (classes, per_class) != grid_shape(classes, per_class):
+        log.info(
+            "%s shows the first %d classes and %d samples of each (of %d classes, %d each)",
+            path, *grid_shape(classes, per_class), classes, per_class,
+        )  # fmt: skip
+    return path
+
+
+def grid_shape(num_classes: int, num_per_class: int) -> tuple[int, int]:
+    """(rows, columns) of the grid for a run."""
+    return min(num_classes, GRID_MAX_CLASSES), min(num_per_class, GRID_MAX_PER_CLASS)

@@ -1,0 +1,206 @@
+"""The seams of issue 9 §4-§6: options declared once, help and completion from the library, one
+progress protocol, one settings writer, release names for --gpt, checks before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from gigatok_cli.main import app
+from gigatok_cli.options import CHOICES
+from gigatok_core import registry
+from gigatok_core.ar import CFGSchedule
+from gigatok_core.choices import PRECISION_NAMES, RNG_MODES, SCHEDULES
+from gigatok_core.errors import GigatokError
+from gigatok_core.images import Tile, contact_sheet, wrap_label
+from gigatok_core.runinfo import PROVENANCE_KEYS, write_run_settings
+
+runner = CliRunner()
+KW = {"gpt": "gpt-tiny", "cfg": CFGSchedule(2.0, "step"), "device": "cpu"}
+
+
+def _help(*cmd: str) -> str:
+    res = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# --help and completion
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "cmd", [("sample",), ("reconstruct",), ("eval", "rfid"), ("eval", "gfid"), ("eval", "val-loss")]
+)
+def test_flags_show_no_value_type_and_registry_names_are_listed(cmd: tuple[str, ...]) -> None:
+    text = _help(*cmd)
+    assert "<bool>" not in text
+    flat = " ".join(text.split())
+    if "--gpt" in text:
+        assert "gpt-b@xl-xxl" in flat and "gpt-tiny" in flat
+    if cmd in (("reconstruct",), ("eval", "rfid")):
+        assert "xl-xxl" in flat and "b-l-dino" in flat
+
+
+def test_choices_come_from_the_library() -> None:
+    import gigatok_core.dist as dist
+    from gigatok_core.ar.generate import RNG_MODES as GENERATE_RNG
+    from gigatok_core.ar.guidance import SCHEDULES as GUIDANCE_SCHEDULES
+
+    assert tuple(dist.PRECISIONS) == PRECISION_NAMES
+    assert GENERATE_RNG is RNG_MODES and GUIDANCE_SCHEDULES is SCHEDULES
+    assert CHOICES["--rng"]() == list(RNG_MODES) and CHOICES["--cfg-schedule"]() == list(SCHEDULES)
+    assert CHOICES["--gpt"]() == registry.gpt_names() + registry.release_names()
+    assert "b-l" in CHOICES["--preset"]() and "gpt-b@s-s" in CHOICES["--preset"]()
+
+
+def test_static_completion_covers_rng_and_preset() -> None:
+    text = (Path(__file__).resolve().parents[1] / "completions" / "gigatok.bash").read_text()
+    assert '"sample|--rng") COMPREPLY=($(compgen -W "per-sample official"' in text
+    assert '"download|--preset") COMPREPLY=($(compgen -W "s-s ' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# --gpt NAME@TOKENIZER, one resolver
+# ---------------------------------------------------------------------------------------------
+def test_release_names_resolve_like_preset_plus_tokenizer() -> None:
+    from gigatok_core.ar.load import resolve_gpt, split_gpt_name
+
+    assert split_gpt_name("gpt-b@xl-xxl") == ("gpt-b", "xl-xxl")
+    assert split_gpt_name("gpt-b", "s-s") == ("gpt-b", "s-s")
+    assert split_gpt_name("gpt-b@s-s", "s-s") == ("gpt-b", "s-s")
+    with pytest.raises(GigatokError, match="names tokenizer s-s, but --tokenizer says b-l"):
+        split_gpt_name("gpt-b@s-s", "b-l")
+    cfg, tok, release = resolve_gpt("gpt-b@xl-xxl")
+    assert tok == "xl-xxl" and release is not None and release.name == "gpt-b@xl-xxl"
+    assert cfg == registry.gpt_preset("gpt-b").config
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sample_accepts_a_release_name(tmp_path: Path) -> None:
+    from gigatok_core.sample import sample_images
+
+    res = sample_images("22", output=tmp_path, **{**KW, "gpt": "gpt-tiny@tiny"})
+    settings = json.loads((tmp_path / "sample.json").read_text())
+    assert len(res.generated) == 1 and settings["gpt"] == "gpt-tiny" and settings["tokenizer"] == "tiny"
+
+
+# ---------------------------------------------------------------------------------------------
+# sample: one run per folder, settings written by the one writer
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("one_thread")
+def test_a_folder_of_another_run_is_refused_and_overwrite_removes_exactly_its_files(tmp_path: Path) -> None:
+    from gigatok_core.sample import sample_images
+
+    calls: list[tuple[int, int | None, str]] = []
+    sample_images(
+        "22",
+        output=tmp_path,
+        grid=True,
+        on_progress=lambda d, t, *, stage="": calls.append((d, t, stage)),
+        **KW,
+    )
+    assert calls[-1] == (1, 1, "sample")
+    settings = json.loads((tmp_path / "sample.json").read_text())
+    assert settings["outputs"] == ["022_bald-eagle_0000.png", "grid.png", "sample.json"]
+    assert settings["gpt_config"]["preset"] == "gpt-tiny"
+    assert set(PROVENANCE_KEYS) <= set(settings)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(GigatokError, match="holds another sampling run"):
+        sample_images("388", output=tmp_path, **KW)
+    assert not (tmp_path / "388_giant-panda_0000.png").exists()
+    sample_images("388", output=tmp_path, overwrite=True, **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "388_giant-panda_0000.png",
+        "notes.txt",
+        "sample.json",
+    ]
+
+
+def test_an_unwritable_output_is_refused_before_the_models_load(tmp_path: Path, monkeypatch) -> None:
+    import gigatok_core.images as images
+    import gigatok_core.tokenizer as tokenizer
+    from gigatok_core.sample import sample_images
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the models must not load")
+
+    monkeypatch.setattr(tokenizer, "load_tokenizer", no_load)
+    monkeypatch.setattr(
+        images.os, "access", lambda path, mode: False
+    )  # as a read-only folder (root ignores modes)
+    with pytest.raises(GigatokError, match="cannot write to") as err:
+        sample_images("22", output=tmp_path / "out", **KW)
+    assert "cache" not in (err.value.hint or "")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs before fetching, no empty output folders
+# ---------------------------------------------------------------------------------------------
+def test_eval_fid_reports_a_missing_side_before_fetching_weights(tmp_path: Path, monkeypatch) -> None:
+    import gigatok_core.evaluation.evaluate as evaluate
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("the Inception must not be fetched")
+
+    monkeypatch.setattr(evaluate, "load_fid_inception", no_fetch)
+    (tmp_path / "a").mkdir()
+    res = runner.invoke(app, ["eval", "fid", str(tmp_path / "a"), str(tmp_path / "missing_dir")])
+    assert res.exit_code == 1 and "missing_dir does not exist" in " ".join(res.output.split())
+    res = runner.invoke(app, ["eval", "rfid", "--tokenizer", "tiny", "--data", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "--data" in res.output and "does not exist" in res.output
+
+
+def test_reconstruct_metrics_without_weights_leaves_no_output_folder(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "o"
+    res = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(tmp_path / "a.png"),
+            "-t",
+            "tiny",
+            "-o",
+            str(out),
+            "--metrics",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 1 and "vgg16-397923af.pth" in " ".join(res.output.split())
+    assert not out.exists()
+
+
+def test_a_flag_given_a_value_says_flags_take_none(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["reconstruct", "--grid", "true", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "take no value" in " ".join(res.output.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Grid labels, the settings writer
+# ---------------------------------------------------------------------------------------------
+def test_long_grid_labels_wrap_instead_of_being_cut() -> None:
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label = "2 great white shark, white shark, man-eater #3"
+    lines = wrap_label(label, 62, draw)
+    assert len(lines) > 1 and " ".join(lines) == label
+    assert all(draw.textlength(line) <= 62 for line in lines)
+    tile = np.zeros((64, 64, 3), np.uint8)
+    short = contact_sheet([[Tile(tile, "2")]])
+    tall = contact_sheet([[Tile(tile, label)]])
+    assert tall.shape[0] > short.shape[0] and tall.shape[1] == short.shape[1]
+
+
+def test_run_settings_carry_provenance_and_strict_json(tmp_path: Path) -> None:
+    path = write_run_settings(tmp_path, "run.json", {"psnr": float("inf"), "data": tmp_path, "pair": (1, 2)})
+    got = json.loads(path.read_text())
+    assert got["psnr"] is None and got["data"] == str(tmp_path) and got["pair"] == [1, 2]
+    assert (
+        got["gigatok_version"] and got["command_line"].startswith("gigatok") and got["created"].endswith("Z")
+    )
