@@ -114,7 +114,7 @@ _gigatok() {
         "train extract-codes|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "train extract-codes|--check-images") COMPREPLY=(); return ;;
         "train extract-codes|--import-official") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=(); return ;;
+        "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "train tokenizer|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--output"|"train tokenizer|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--init") COMPREPLY=(); return ;;

@@ -157,7 +157,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l check-imag
 complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l import-official -r -F -d 'Convert the official imagenet256_codes/ + imagenet256_labels/ folder instead of encoding.'
 complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l overwrite -d 'Replace the codes of another run in --output.'
 complete -c gigatok -n '__fish_seen_subcommand_from extract-codes' -l help -s h -d 'Show help and exit.'
-complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l preset -s p -x -d 'Tokenizer preset, e.g. s-s or tiny.'
+complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l preset -s p -x -a 's-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz' -d 'Tokenizer preset, e.g. s-s or tiny.'
 complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l data -r -F -d 'An ImageFolder tree or a flat folder of images.'
 complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l output -s o -r -F -d 'Run folder (checkpoints, logs, samples).'
 complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l init -x -d 'Start from a presets released weights, a weights file or a run folder.'
