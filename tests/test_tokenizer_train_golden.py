@@ -321,7 +321,8 @@ def _compare(key: str, ours_v, ref: torch.Tensor, phase: str, first_d: str | Non
         else:
             ok = _rel_ok(a, b, 0, 1e-3)
     elif name.startswith("d_buf_"):
-        ok = _rel_ok(a, b, 1e-4, 1e-5) if precise else _rel_ok(a, b, 3e-1, 1e-3)
+        # running statistics after the chaotic it3+ updates (spec §14.9): magnitude only
+        ok = _rel_ok(a, b, 1e-4, 1e-5) if precise else _rel_ok(a, b, 3e-1, 1e-2)
     elif "logits" in name and b.ndim > 0:  # full logit maps
         if precise:
             ok = _rel_ok(a, b, 0, 2e-4)
