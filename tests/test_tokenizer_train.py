@@ -28,6 +28,9 @@ SMALL = [  # 32x32 images -> a 2x2 grid of 4 tokens; teacher width 64
 ]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny steps: OpenMP stalls on a busy machine
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("toktrain")
@@ -67,7 +70,7 @@ def _train(kit: dict[str, Path], output: Path, *args: str) -> object:
 
 
 @pytest.fixture(scope="module")
-def trained(kit: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(kit: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
     run = tmp_path_factory.mktemp("run") / "tiny"
     res = _train(
         kit,
