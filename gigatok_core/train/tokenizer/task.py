@@ -306,6 +306,17 @@ def train_config_dict(cfg: Any, data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def prefetch_tokenizer_training(
+    cfg: Any, *, frozen: Mapping[str, str | Path | None] | None = None, init: str | Path | None = None
+) -> dict[str, Path]:
+    """What a launcher's parent runs before any worker starts: the frozen networks (and released
+    ``--init`` weights) into the download cache. Returns the frozen networks' files."""
+    files = resolve_frozen(cfg.recipe, frozen)
+    if init is not None and not Path(str(init)).exists():
+        read_init_weights(init)  # a preset name: fetch (and check) its released file now
+    return files
+
+
 def train_tokenizer(
     cfg: Any,
     *,
