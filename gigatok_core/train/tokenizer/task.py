@@ -311,9 +311,15 @@ def prefetch_tokenizer_training(
 ) -> dict[str, Path]:
     """What a launcher's parent runs before any worker starts: the frozen networks (and released
     ``--init`` weights) into the download cache. Returns the frozen networks' files."""
+    from gigatok_core.registry import tokenizer_names, tokenizer_preset
+
     files = resolve_frozen(cfg.recipe, frozen)
-    if init is not None and not Path(str(init)).exists():
-        read_init_weights(init)  # a preset name: fetch (and check) its released file now
+    if init is not None and str(init) in tokenizer_names() and not Path(str(init)).exists():
+        weights = tokenizer_preset(str(init)).weights
+        if weights is not None:  # a preset without released weights fails in the workers, clearly
+            from gigatok_core.hub import fetch_weights
+
+            fetch_weights(weights, or_option="--init FILE")
     return files
 
 
