@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from toktrain_kit import write_frozen, write_images
 from typer.testing import CliRunner
 
@@ -254,3 +255,20 @@ def test_resume_continues_exactly(kit: dict[str, Path], tmp_path: Path) -> None:
     for a, b in zip(full[2:], resumed[2:], strict=True):
         for key in ("loss", "rec", "perceptual", "d_loss", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-6), (a["step"], key)
+
+
+def test_init_from_run_dir(trained: Path, kit: dict[str, Path], tmp_path: Path) -> None:
+    """--init RUN_DIR starts from a run's weights (EMA preferred); a wrong --init is a clear error."""
+    from gigatok_core.checkpoint import load_checkpoint
+    from gigatok_core.train.tokenizer.task import read_init_weights
+
+    sd, source = read_init_weights(trained)
+    assert "(ema)" in source
+    ema = load_checkpoint(trained).weights["ema"]
+    assert all(torch.equal(sd[k], ema[k]) for k in ema)
+    res = _train(
+        kit, tmp_path / "ft", *SMALL, "--init", str(trained), "--max-steps", "1", "--batch-size", "2"
+    )
+    assert res.exit_code == 0, res.output
+    res = _train(kit, tmp_path / "bad", *SMALL, "--init", str(tmp_path / "missing.pt"), "--max-steps", "1")
+    assert res.exit_code != 0 and "missing.pt" in res.output and "Traceback" not in res.output
