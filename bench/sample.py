@@ -93,7 +93,7 @@ def bytes_per_step(model: torch.nn.Module, rows: int, n_tokens: int) -> tuple[in
     tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     weights = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables)
     cfg = model.config
-    per_position = rows * cfg.depth * 2 * cfg.width * next(model.parameters()).element_size()
+    per_position = rows * cfg.n_layer * 2 * cfg.dim * next(model.parameters()).element_size()
     return weights, int(per_position * (1 + (n_tokens - 1) / 2))
 
 

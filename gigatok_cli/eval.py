@@ -6,12 +6,14 @@ Each command parses its options, calls one function of :mod:`gigatok_core.evalua
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gigatok_cli._common import console, handle_errors, progress_bar
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
 from gigatok_cli.options import (
     AutoPrecisionOpt,
     BatchOpt,
@@ -138,6 +140,7 @@ def build_ref(
     ),
 )
 @handle_errors
+@launch_options
 def rfid(
     tokenizer: TokenizerOpt,
     data: Annotated[
@@ -171,10 +174,26 @@ def rfid(
     with_pr: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
+    from gigatok_core import prefetch
     from gigatok_core.evaluation import commands
 
+    fetch = functools.partial(
+        prefetch.rfid_files,
+        tokenizer,
+        checkpoint,
+        reference=reference,
+        lpips=lpips,
+        vgg_weights=vgg_weights,
+        inception_weights=inception_weights,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with progress_bar(enabled=is_main()) as on_progress:
+        on_progress = global_progress(on_progress)
         report = commands.rfid(
             tokenizer,
             data,
@@ -208,6 +227,7 @@ def rfid(
     ),
 )
 @handle_errors
+@launch_options
 def gfid(
     gpt: GptOpt,
     output: Annotated[
@@ -292,13 +312,29 @@ def gfid(
             help="Sample again, replacing the PNGs in --output (default: reuse those of the same settings).",
         ),
     ] = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
+    from gigatok_core import prefetch
     from gigatok_core.evaluation import ar_commands
 
     def show(scale: float, metrics: dict[str, Any]) -> None:
         console.print(f"cfg {scale:g}: FID {metrics.get('fid')}")
 
+    fetch = functools.partial(
+        prefetch.gfid_files,
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+        reference=reference,
+        inception_weights=inception_weights,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with progress_bar(enabled=is_main()) as on_progress:
+        on_progress = global_progress(on_progress)
         report = ar_commands.gfid(
             gpt,
             output,
@@ -343,6 +379,7 @@ def gfid(
     ),
 )
 @handle_errors
+@launch_options
 def val_loss(
     gpt: GptOpt,
     data: Annotated[
@@ -370,10 +407,24 @@ def val_loss(
     device: DeviceOpt = "auto",
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
+    from gigatok_core import prefetch
     from gigatok_core.evaluation import ar_commands
 
+    fetch = functools.partial(
+        prefetch.val_loss_files,
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+        device=device,
+        data=data,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with progress_bar(enabled=is_main()) as on_progress:
+        on_progress = global_progress(on_progress)
         report = ar_commands.val_loss(
             gpt,
             data,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
 from gigatok_cli.options import DeviceOpt, PrecisionOpt, TokenizerOpt
 from gigatok_core.errors import GigatokError
 
@@ -16,6 +18,7 @@ FLAG_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
 @handle_errors
+@launch_options
 def reconstruct(
     inputs: Annotated[
         list[str],
@@ -52,12 +55,13 @@ def reconstruct(
         bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
     """Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).
 
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
-    from gigatok_core import dist
+    from gigatok_core import dist, prefetch
     from gigatok_core.reconstruct import reconstruct as run_reconstruct
 
     for word in inputs:  # `--grid true`: the flag takes no value, so "true" became an input
@@ -66,8 +70,20 @@ def reconstruct(
                 f"input {word!r} does not exist",
                 hint="flags such as --grid, --metrics and --save-codes take no value: write --grid, not --grid true",
             )
+    fetch = functools.partial(
+        prefetch.reconstruct_files,
+        tokenizer,
+        checkpoint,
+        metrics=metrics,
+        vgg_weights=vgg_weights,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     info = dist.dist_info()
     with progress_bar("reconstruct", enabled=info.is_main) as on_progress:
+        on_progress = global_progress(on_progress)
 
         def on_skip(path: str, reason: str) -> None:
             console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gigatok_cli._common import handle_errors, out, progress_bar
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
 from gigatok_cli.options import (
     CfgEndOpt,
     CfgScaleOpt,
@@ -25,6 +27,7 @@ from gigatok_cli.options import (
 
 
 @handle_errors
+@launch_options
 def sample(
     *,
     classes: Annotated[
@@ -84,12 +87,13 @@ def sample(
             help="torch.compile the GPT decode step (CUDA graphs on a GPU; the first batch compiles).",
         ),
     ] = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
     """Generate ImageNet-class images with a GigaTok GPT (runs under torchrun too).
 
     Example: gigatok sample --gpt gpt-xxl --tokenizer xl-xxl --classes 22,388 --output samples --grid
     """
-    from gigatok_core import dist
+    from gigatok_core import dist, prefetch
     from gigatok_core.ar.generate import SamplingParams
     from gigatok_core.ar.guidance import CFGSchedule
     from gigatok_core.sample import sample_images
@@ -102,8 +106,21 @@ def sample(
         interval=cfg_interval,
     )
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    fetch = functools.partial(
+        prefetch.sample_files,
+        classes,
+        gpt,
+        tokenizer,
+        gpt_checkpoint=gpt_checkpoint,
+        tokenizer_checkpoint=tokenizer_checkpoint,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     info = dist.dist_info()
     with progress_bar("sample", enabled=info.is_main) as on_progress:
+        on_progress = global_progress(on_progress)
         result = sample_images(
             classes,
             output=output,
