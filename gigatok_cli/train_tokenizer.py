@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 
 
 def _complete_tokenizer(incomplete: str) -> list[str]:
@@ -26,6 +27,7 @@ def _file_option(flag: str, envvar: str, what: str) -> Any:
 
 
 @handle_errors
+@launch_options
 def tokenizer(
     *,
     preset: Annotated[
@@ -83,13 +85,14 @@ def tokenizer(
         bool, typer.Option("--overwrite", help="With --resume never: replace a previous run.")
     ] = False,
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
     from gigatok_cli.train_common import run_overrides, training_progress
     from gigatok_core.config import TokenizerTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.run_dir import config_yaml
-    from gigatok_core.train.tokenizer.task import train_tokenizer
+    from gigatok_core.train.tokenizer.task import prefetch_tokenizer_training, train_tokenizer
 
     given = dict(locals())
     dotlist = [*(overrides or []), *run_overrides(given)]
@@ -98,8 +101,10 @@ def tokenizer(
     if ema is not None:
         dotlist.append(f"run.ema={str(ema).lower()}")
     cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
-    is_main = dist_info().is_main
     frozen = {"teacher": teacher_weights, "dino": dino_weights, "vgg": vgg_weights}
+    if maybe_launch(launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init)):
+        return  # the workers ran (the parent fetched the frozen networks first)
+    is_main = dist_info().is_main
 
     def on_start(resolved: Mapping[str, Any], resumed: bool) -> None:
         console.print(f"[bold]{'resuming' if resumed else 'training'}[/] tokenizer {preset} in {output}")

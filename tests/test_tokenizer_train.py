@@ -203,9 +203,12 @@ def test_empty_data_folder(kit: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_ddp_two_processes(kit: dict[str, Path], tmp_path: Path) -> None:
-    """2-process DDP with gloo (torchrun): the model under DDP, the discriminator under its own
-    DDP, both optimizers stepping; the global batch of 4 splits into 2 x 2."""
-    from conftest import run_torchrun
+    """2-process DDP with gloo through the CLI's launcher (--nproc-per-node 2): the model under
+    DDP, the discriminator under its own DDP, both optimizers stepping; the global batch of 4
+    splits into 2 x 2."""
+    import os
+    import subprocess
+    import sys
 
     run = tmp_path / "ddp"
     args = [
@@ -231,7 +234,9 @@ def test_ddp_two_processes(kit: dict[str, Path], tmp_path: Path) -> None:
         "--log-every",
         "1",
     ]
-    res = run_torchrun(*args, nproc=2, env=_env(kit))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **_env(kit)}
+    cmd = [sys.executable, "-m", "gigatok_cli.main", *args, "--nproc-per-node", "2"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     recs = _records(run)
     assert [r["step"] for r in recs] == [1, 2, 3]
