@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
 from gigatok_cli.options import AutoPrecisionOpt, DeviceOpt, TokenizerOpt
 
 
 @handle_errors
+@launch_options
 def extract_codes(
     *,
     tokenizer: TokenizerOpt,
@@ -62,16 +65,30 @@ def extract_codes(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the codes of another run in --output.")
     ] = False,
+    launch: LaunchOptions = SINGLE,
 ) -> None:
     """Encode images into tokenizer codes once, for `gigatok train gpt --codes CODES_DIR`.
 
     A killed run resumes when started again with the same options.
     Example: gigatok train extract-codes --tokenizer xl-xxl --data imagenet/train --output codes --ten-crop
     """
+    from gigatok_core import prefetch
     from gigatok_core.data.extract import extract_codes as run_extract
     from gigatok_core.dist import get_context
 
+    fetch = functools.partial(
+        prefetch.extract_codes_files,
+        tokenizer,
+        checkpoint,
+        data=data,
+        import_official=import_official,
+        device=device,
+        precision=precision,
+    )
+    if maybe_launch(launch, prefetch=fetch):
+        return
     with progress_bar(enabled=get_context(init=False).is_main, rate="img/s") as on_progress:
+        on_progress = global_progress(on_progress)
         report = run_extract(
             tokenizer,
             output,

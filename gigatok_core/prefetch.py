@@ -29,8 +29,8 @@ def _local(path: str | Path | None, option: str) -> bool:
 
 def tokenizer_files(name: str, checkpoint: str | Path | None = None) -> list[Path]:
     """The tokenizer preset's weights (none for a local ``checkpoint`` or a random-weights preset)."""
-    from gigatok_core.hub import fetch_weights
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
+    from gigatok_core.weights import fetch_weights  # with the structural check, as the loaders fetch
 
     if _local(checkpoint, "--checkpoint"):
         return []
@@ -49,7 +49,7 @@ def gpt_files(
 ) -> list[Path]:
     """A GPT's released weights and its tokenizer's (resolved as :func:`~gigatok_core.ar.load.load_gpt` does)."""
     from gigatok_core.ar.load import resolve_gpt
-    from gigatok_core.hub import fetch_weights
+    from gigatok_core.weights import fetch_weights  # with the structural check, as the loaders fetch
 
     _, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
     files = []
@@ -168,3 +168,26 @@ def val_loss_files(
     if not Path(data).is_dir():
         raise GigatokError(f"--data {data} is not a folder", hint="pass the ImageNet val ImageFolder tree")
     return gpt_files(gpt, tokenizer, gpt_checkpoint=gpt_checkpoint, tokenizer_checkpoint=tokenizer_checkpoint)
+
+
+def extract_codes_files(
+    tokenizer: str,
+    checkpoint: Path | None,
+    *,
+    data: Path | None,
+    import_official: Path | None,
+    device: str | None,
+    precision: str | None,
+) -> list[Path]:
+    """``gigatok train extract-codes``: the input folder exists, the tokenizer's weights (a run folder too)."""
+    _check_device(device, precision)
+    source, option = (import_official, "--import-official") if import_official else (data, "--data")
+    if source is None:
+        raise GigatokError("no input", hint="pass --data IMAGE_FOLDER (or --import-official DIR)")
+    if not Path(source).is_dir():
+        raise GigatokError(f"{option} {source} is not a folder", hint=f"check the {option} path")
+    if checkpoint is not None:
+        if not Path(checkpoint).exists():
+            raise GigatokError(f"{checkpoint} does not exist", hint="check the --checkpoint path")
+        return []  # a local file or run folder: nothing to fetch
+    return tokenizer_files(tokenizer)

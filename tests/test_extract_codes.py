@@ -156,20 +156,32 @@ def test_encoder_from_a_checkpoint_never_builds_the_decoder(tmp_path: Path, tiny
     assert encoder.encode(x).tolist() == tiny.encode(x).tolist()
 
 
-def test_two_ranks_share_the_shards(tmp_path: Path) -> None:
-    from conftest import run_torchrun
+def test_two_ranks_share_the_shards(tmp_path: Path, one_thread: None) -> None:
+    """Through the CLI's launcher (`--nproc-per-node 2`, gloo workers), equal to one process."""
+    import os
+    import subprocess
+    import sys
 
     data = _folder(tmp_path / "img", {"a": 1, "b": 1}, seed=2)
     out = tmp_path / "codes"
     args = ["train", "extract-codes", "--tokenizer", "tiny", "--data", str(data), "--output", str(out)]
-    proc = run_torchrun(
-        *args, "--workers", "0", "--shard-size", "1", "--check-images", "0", "--device", "cpu"
+    args += ["--workers", "0", "--shard-size", "1", "--check-images", "0", "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "gigatok_cli.main", *args, "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("wrote 2 images") == 1  # rank 0 reports
     ddp = read_manifest(out, verify=True)  # rank 1 wrote shard 1, rank 0 the manifest
     assert [s.count for s in ddp.shards] == [1, 1]
     assert [CodesDataset(out, crop=0)[i][1] for i in (0, 1)] == [0, 1]
+    single = tmp_path / "single"
+    res = _run("--data", str(data), "--output", str(single), *args[-8:])
+    assert res.exit_code == 0, res.output
+    for shard in ddp.shards:  # the workers' shards hold the codes one process writes
+        for name in (shard.codes, shard.labels):
+            assert np.array_equal(np.load(out / name), np.load(single / name)), name
 
 
 def test_a_trained_tokenizer_with_its_own_codebook_size_extracts(tmp_path: Path, one_thread: None) -> None:
