@@ -15,9 +15,11 @@ cases are skipped):
   target: <= 2x the floor;
 - peak GPU memory of xl-xxl + gpt-xxl sampling at batch 8 (generate + decode); target <= 12 GB;
 - 50k-sample gFID wall time extrapolated from a 512-sample run (sampling + Inception); target <= 5 min;
-- Inception images/s.
+- Inception images/s;
+- GPT training tokens/s and MFU for gpt-b and gpt-xxl in bf16 at 32 per GPU, eager and compiled
+  (bench/train_gpt.py); target: MFU >= 40% for gpt-xxl.
 
-More cases (training: bench/train_gpt.py, bench/train_tokenizer.py) plug in as one function each::
+More cases (e.g. bench/train_tokenizer.py) plug in as one function each::
 
     @case("train gpt-b steps/s")
     def _train_gpt(s: Suite) -> list[Row]: ...
@@ -268,6 +270,48 @@ def _gfid_time(s: Suite) -> list[Row]:
     total = (time.perf_counter() - t0) * 50_000 / s.gfid_samples
     note = f"from {s.gfid_samples} samples, batch {s.sample_batch}, compiled decode"
     return [Row("50k gFID wall time", total / 60, "min", None, "<= 5 min", ok=total <= 300, note=note)]
+
+
+@case("train gpt")
+def _train_gpt(s: Suite) -> list[Row]:
+    """GPT training step (bench/train_gpt.py): tokens/s and MFU at a per-GPU batch of 32 (GPT-B's
+    official 256 over 8 GPUs); target: MFU >= 40% for GPT-XXL in bf16 (issue 12)."""
+    bench = _bench("train_gpt")
+    presets = ["gpt-tiny"] if s.smoke else ["gpt-b", "gpt-xxl"]
+    rows = []
+    for preset in presets:
+        for compiled in (False, True):
+            label = f"train {preset} {'compiled' if compiled else 'eager'}"
+            if compiled and s.smoke:
+                rows.append(Row(label, note="skipped in --smoke (inductor build)"))
+                continue
+            args = argparse.Namespace(
+                batch_size=4 if s.smoke else 32,
+                device=str(s.device),
+                precision="fp32" if s.smoke else "bf16",
+                ema=False,
+                activation_checkpointing=False,
+                steps=2 if s.smoke else 10,
+                warmup=1 if s.smoke else 3,
+                peak_tflops=None,
+            )
+            r = bench.bench_one(preset, args, compiled)
+            mfu = r["mfu"]
+            checked = preset == "gpt-xxl" and mfu is not None
+            note = f"MFU {mfu:.0%}, " if mfu is not None else ""
+            rows.append(
+                Row(
+                    label,
+                    r["tokens_per_s"],
+                    "tok/s",
+                    target=">= 40% MFU" if preset == "gpt-xxl" else "",
+                    ok=(mfu >= 0.40) if checked else None,
+                    note=f"{note}{r['peak_mem_gib']:.1f} GiB peak, batch {r['batch_per_device']}",
+                )
+            )
+            if s.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ _gigatok() {
             "eval|gfid") path="eval gfid" ;;
             "eval|rfid") path="eval rfid" ;;
             "eval|val-loss") path="eval val-loss" ;;
+            "train|export") path="train export" ;;
             "train|extract-codes") path="train extract-codes" ;;
+            "train|gpt") path="train gpt" ;;
             "train|tokenizer") path="train tokenizer" ;;
         esac
     done
@@ -132,6 +134,7 @@ _gigatok() {
         "sample|--master-addr") COMPREPLY=(); return ;;
         "sample|--master-port") COMPREPLY=(); return ;;
         "sample|--rdzv-endpoint") COMPREPLY=(); return ;;
+        "train export|--weights") COMPREPLY=(); return ;;
         "train extract-codes|--tokenizer"|"train extract-codes|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "train extract-codes|--output"|"train extract-codes|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train extract-codes|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -150,6 +153,33 @@ _gigatok() {
         "train extract-codes|--master-addr") COMPREPLY=(); return ;;
         "train extract-codes|--master-port") COMPREPLY=(); return ;;
         "train extract-codes|--rdzv-endpoint") COMPREPLY=(); return ;;
+        "train gpt|--preset"|"train gpt|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
+        "train gpt|--codes") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train gpt|--output"|"train gpt|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train gpt|--val-codes") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train gpt|--val-fraction") COMPREPLY=(); return ;;
+        "train gpt|--max-steps") COMPREPLY=(); return ;;
+        "train gpt|--batch-size") COMPREPLY=(); return ;;
+        "train gpt|--lr") COMPREPLY=(); return ;;
+        "train gpt|--seed") COMPREPLY=(); return ;;
+        "train gpt|--save-every") COMPREPLY=(); return ;;
+        "train gpt|--keep") COMPREPLY=(); return ;;
+        "train gpt|--log-every") COMPREPLY=(); return ;;
+        "train gpt|--val-every") COMPREPLY=(); return ;;
+        "train gpt|--sample-every") COMPREPLY=(); return ;;
+        "train gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "train gpt|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
+        "train gpt|--grad-accum") COMPREPLY=(); return ;;
+        "train gpt|--strategy") COMPREPLY=(); return ;;
+        "train gpt|--resume") COMPREPLY=(); return ;;
+        "train gpt|--on-nan") COMPREPLY=(); return ;;
+        "train gpt|--nproc-per-node") COMPREPLY=(); return ;;
+        "train gpt|--nnodes") COMPREPLY=(); return ;;
+        "train gpt|--node-rank") COMPREPLY=(); return ;;
+        "train gpt|--master-addr") COMPREPLY=(); return ;;
+        "train gpt|--master-port") COMPREPLY=(); return ;;
+        "train gpt|--rdzv-endpoint") COMPREPLY=(); return ;;
         "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "train tokenizer|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--output"|"train tokenizer|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -192,8 +222,10 @@ _gigatok() {
         "probe") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train") COMPREPLY=($(compgen -W "extract-codes tokenizer --help -h" -- "$cur")) ;;
+        "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
+        "train export") COMPREPLY=($(compgen -W "--weights --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --max-steps --batch-size --lr --seed --save-every --keep --log-every --sample-every --device --precision --grad-accum --strategy --no-ema --ema --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi

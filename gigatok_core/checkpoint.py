@@ -354,13 +354,12 @@ def save_checkpoint(
     but the newest ``keep`` checkpoints afterwards. A full disk raises a :class:`GigatokError` and
     leaves the previous checkpoint intact. Returns the new folder.
     """
-    import io
     import json
     import shutil
     import tempfile
 
     from gigatok_core import __version__
-    from gigatok_core.fileio import write_bytes_atomic, write_json, write_text_atomic
+    from gigatok_core.fileio import atomic_write, write_json, write_text_atomic
 
     step = meta.get("step")
     if not isinstance(step, int) or step < 0:
@@ -390,9 +389,8 @@ def save_checkpoint(
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
         for name, tensors in weights.items():
             save_weights(tmp / f"{name}.safetensors", tensors, {**full_meta, "group": name})
-        buf = io.BytesIO()
-        torch.save(dict(state), buf)
-        write_bytes_atomic(tmp / STATE_FILE, buf.getvalue())
+        with atomic_write(tmp / STATE_FILE, "wb") as f:  # streamed: no second copy in memory
+            torch.save(dict(state), f)
         write_json(tmp / META_FILE, full_meta)
         if target.exists():  # the same step saved again (a resumed run): swap, then drop the old one
             old = root / f".{target.name}.old"

@@ -110,6 +110,7 @@ def sample_images(
     on CUDA; the first batch, and a smaller last batch, pay the compilation).
     """
     from gigatok_core.ar.load import load_gpt, resolve_gpt, split_gpt_name
+    from gigatok_core.ar.trained import paired_tokenizer_checkpoint
     from gigatok_core.tokenizer import load_tokenizer
 
     # ---- validate everything before any heavy work ----------------------------------------
@@ -126,6 +127,8 @@ def sample_images(
     dtype = dist.resolve_precision(precision, dev)
     gpt, tokenizer = split_gpt_name(gpt, tokenizer)  # "gpt-b@xl-xxl" -> ("gpt-b", "xl-xxl")
     gpt_cfg, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
+    if gpt_checkpoint is not None and tokenizer_checkpoint is None:
+        tokenizer_checkpoint = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)
     if tokenizer_checkpoint is not None and not Path(tokenizer_checkpoint).is_file():
         raise GigatokError(
             f"tokenizer checkpoint {tokenizer_checkpoint} does not exist",

@@ -17,6 +17,8 @@ from gigatok_core.train.engine import Engine, Task
 from gigatok_core.train.run_dir import read_metrics
 from gigatok_core.train.state import LoopSettings
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Toy(Task):
     """A small regression MLP with dropout (so RNG state matters for resume)."""
@@ -143,3 +145,21 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
     assert load_checkpoint(tmp_path).meta["step"] == 4
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert _fit(tmp_path, 6).step == 6
+
+
+def test_micro_batch_splits_the_global_batch_over_processes_and_accumulation():
+    s = LoopSettings(max_steps=1, batch_size=24, grad_accum=2)
+    assert [s.micro_batch(w) for w in (1, 2, 3, 4)] == [12, 6, 4, 3]
+    with pytest.raises(GigatokError, match=r"does not divide over 5 process\(es\) x 2") as info:
+        s.micro_batch(5)
+    assert "multiple of 10" in info.value.hint
+
+
+def test_strategy_combinations_that_cannot_run_are_refused(tmp_path):
+    with pytest.raises(GigatokError, match="--compile is not supported with --strategy fsdp"):
+        _fit(tmp_path, 2, strategy="fsdp", compile=True)
+    with pytest.raises(GigatokError, match="strategy must be ddp or fsdp"):
+        _fit(tmp_path, 2, strategy="zero3")
+    with pytest.raises(GigatokError, match="fp16"):
+        _fit(tmp_path, 2, precision="fp16")  # fp16 needs CUDA
+    assert not (tmp_path / "checkpoints").exists()

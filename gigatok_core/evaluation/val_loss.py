@@ -76,6 +76,7 @@ def validation_loss(
     ``on_progress(done, total, stage=STAGE)`` counts this rank's batches.
     """
     from gigatok_core.ar.load import load_gpt, resolve_gpt
+    from gigatok_core.ar.trained import paired_tokenizer_checkpoint
     from gigatok_core.images import load_image, to_tensor
     from gigatok_core.tokenizer import load_tokenizer
 
@@ -85,6 +86,8 @@ def validation_loss(
     precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
     amp_dtype = dist.resolve_precision(precision, dev)
     gpt_cfg, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # fail fast on the pairing
+    if gpt_checkpoint is not None and tokenizer_checkpoint is None:  # a gigatok run knows its tokenizer
+        tokenizer_checkpoint = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)
     files, labels, classes = image_folder(data, gpt_cfg.num_classes, class_subset=class_subset)
 
     ctx = ctx or dist.get_context(dev)

@@ -39,7 +39,8 @@ from gigatok_core.train.run_dir import MetricsLog, prepare_run_dir
 from gigatok_core.train.state import LoopSettings, capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger("gigatok")
-OnStep = Callable[[int, int, Mapping[str, float]], None]
+OnStep = Callable[[int, int, Mapping[str, float]], None]  # (step, max_steps, last logged record)
+OnStart = Callable[[Mapping[str, Any], bool], None]  # (resolved config, resumed?)
 
 
 class Task:
@@ -293,8 +294,13 @@ class Engine:
         resume: str = "auto",
         overwrite: bool = False,
         on_step: OnStep | None = None,
+        on_start: OnStart | None = None,
     ) -> FitResult:
-        """Train ``task`` for ``settings.max_steps`` optimizer steps, resuming from ``run_dir``."""
+        """Train ``task`` for ``settings.max_steps`` optimizer steps, resuming from ``run_dir``.
+
+        ``on_start(config, resumed)`` and ``on_step(step, max_steps, last record)`` run on the main
+        rank (the CLI prints the config and draws its progress bar with them).
+        """
         s, ctx, run_dir = self.settings, self.ctx, Path(run_dir)
         has_run = self._prepare(run_dir, config, resume, overwrite)
         seed_everything(s.seed, ctx.rank, ctx.world_size)
@@ -307,6 +313,8 @@ class Engine:
                 hint="use a smaller --batch-size or more data",
             )
         data = (self._resume(task, run_dir) if has_run else None) or {"epoch": 0, "position": 0}
+        if ctx.is_main and on_start is not None:
+            on_start(config, self.step > 0)
         metrics = MetricsLog(run_dir, enabled=ctx.is_main)
         metrics.truncate(self.step)
         metrics.open(self.step)
@@ -386,7 +394,7 @@ class Engine:
         """Scalar terms averaged over ranks (one all-reduce)."""
         keys = [k for k, v in terms.items() if isinstance(v, (Tensor, int, float))]
         values = torch.tensor(
-            [float(torch.as_tensor(terms[k]).detach().float()) for k in keys], dtype=torch.float64
+            [float(torch.as_tensor(terms[k]).detach().double()) for k in keys], dtype=torch.float64
         )
         values = self.ctx.all_reduce(values.to(self.device), "mean").cpu()
         return dict(zip(keys, values.tolist(), strict=True))

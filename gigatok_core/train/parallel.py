@@ -135,26 +135,41 @@ def load_full_state_dict(module: nn.Module, sd: dict[str, Tensor]) -> None:
 
 
 def optim_state_dict(opt: torch.optim.Optimizer, module: nn.Module) -> dict[str, Any]:
+    """The full optimizer state keyed by parameter name (a collective under FSDP), the same layout
+    for every strategy, so a run resumes under another one (FSDP on one process is plain)."""
     if _is_sharded(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        sd = get_optimizer_state_dict(
-            module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-        return {"format": "fsdp-full", "state": sd}
-    return {"format": "plain", "state": opt.state_dict()}
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return {"format": "fqn", "state": get_optimizer_state_dict(module, opt, options=opts)}
+    names = {id(p): n for n, p in module.named_parameters()}
+    sd = opt.state_dict()  # parameters numbered in param_groups order
+    order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+    return {
+        "format": "fqn",
+        "state": {
+            "state": {order[i]: v for i, v in sd["state"].items()},
+            "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in sd["param_groups"]],
+        },
+    }
 
 
 def load_optim_state_dict(opt: torch.optim.Optimizer, module: nn.Module, saved: dict[str, Any]) -> None:
-    sharded = _is_sharded(module)
-    if saved["format"] != ("fsdp-full" if sharded else "plain"):
+    if saved.get("format") != "fqn":
         raise GigatokError(
-            "the checkpoint's optimizer state was written under another strategy (ddp vs fsdp)",
-            hint="resume with the --strategy the run was started with",
+            "the checkpoint's optimizer state has an unknown layout", hint="start the run again"
         )
-    if sharded:
+    state = saved["state"]
+    if _is_sharded(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(module, opt, saved["state"], options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(module, opt, state, options=StateDictOptions(full_state_dict=True))
         return
-    opt.load_state_dict(saved["state"])
+    names = {id(p): n for n, p in module.named_parameters()}
+    index = {names[id(p)]: i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    opt.load_state_dict(
+        {
+            "state": {index[k]: v for k, v in state["state"].items()},
+            "param_groups": [{**g, "params": [index[k] for k in g["params"]]} for g in state["param_groups"]],
+        }
+    )
