@@ -20,6 +20,7 @@ _gigatok() {
             "train|export") path="train export" ;;
             "train|extract-codes") path="train extract-codes" ;;
             "train|gpt") path="train gpt" ;;
+            "train|tokenizer") path="train tokenizer" ;;
         esac
     done
     case "$path|$prev" in
@@ -230,6 +231,35 @@ _gigatok() {
         "train gpt|--master-addr") COMPREPLY=(); return ;;
         "train gpt|--master-port") COMPREPLY=(); return ;;
         "train gpt|--rdzv-endpoint") COMPREPLY=(); return ;;
+        "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
+        "train tokenizer|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--output"|"train tokenizer|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--init") COMPREPLY=(); return ;;
+        "train tokenizer|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--teacher-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--dino-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--vgg-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train tokenizer|--workers") COMPREPLY=(); return ;;
+        "train tokenizer|--max-steps") COMPREPLY=(); return ;;
+        "train tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "train tokenizer|--lr") COMPREPLY=(); return ;;
+        "train tokenizer|--seed") COMPREPLY=(); return ;;
+        "train tokenizer|--save-every") COMPREPLY=(); return ;;
+        "train tokenizer|--keep") COMPREPLY=(); return ;;
+        "train tokenizer|--log-every") COMPREPLY=(); return ;;
+        "train tokenizer|--sample-every") COMPREPLY=(); return ;;
+        "train tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "train tokenizer|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
+        "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
+        "train tokenizer|--strategy") COMPREPLY=(); return ;;
+        "train tokenizer|--resume") COMPREPLY=(); return ;;
+        "train tokenizer|--on-nan") COMPREPLY=(); return ;;
+        "train tokenizer|--nproc-per-node") COMPREPLY=(); return ;;
+        "train tokenizer|--nnodes") COMPREPLY=(); return ;;
+        "train tokenizer|--node-rank") COMPREPLY=(); return ;;
+        "train tokenizer|--master-addr") COMPREPLY=(); return ;;
+        "train tokenizer|--master-port") COMPREPLY=(); return ;;
+        "train tokenizer|--rdzv-endpoint") COMPREPLY=(); return ;;
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
@@ -245,10 +275,11 @@ _gigatok() {
         "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train") COMPREPLY=($(compgen -W "export extract-codes gpt --help -h" -- "$cur")) ;;
+        "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --max-steps --batch-size --lr --seed --save-every --keep --log-every --sample-every --device --precision --grad-accum --strategy --no-ema --ema --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

@@ -185,15 +185,22 @@ class VQTokenizer(nn.Module):
     # The official training/eval forward
     # -----------------------------------------------------------------------------------------
     def forward(
-        self, x: torch.Tensor, *, rec_loss: bool | None = None, distill: bool | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        rec_loss: bool | None = None,
+        distill: bool | None = None,
+        direct: bool | None = None,
     ) -> TokenizerOutput:
         """Encode, quantize (rotation trick), decode. In train mode also the losses (spec §8.1).
 
         ``rec_loss`` (default: training) adds the aux shortcut ``decoder(s)`` and the feature
-        reconstruction loss; ``distill`` (default: training with the head built) adds the
-        semantic-regularization features.
+        reconstruction loss; ``direct=False`` skips the shortcut alone (a recipe without
+        ``use_direct_rec_loss`` never reads it); ``distill`` (default: training with the head
+        built) adds the semantic-regularization features.
         """
         rec_loss = self.training if rec_loss is None else rec_loss
+        direct = rec_loss if direct is None else (direct and rec_loss)
         distill = (self.training and self.with_distill) if distill is None else distill
         h, inter = self.encode_latent(x, intermediates=True)
         q = self.quantize(h)
@@ -209,7 +216,8 @@ class VQTokenizer(nn.Module):
         )
         if rec_loss:
             s = inter["cnn_enc"]
-            out.direct_recon = self.decoder(s)
+            if direct:  # s itself is the adaptive-GroupNorm style; not detached (spec §14.7)
+                out.direct_recon = self.decoder(s)
             out.fea_rec_loss = F.mse_loss(rec_spatial.float(), s.detach().float())
         elif self.training:
             out.fea_rec_loss = h.new_zeros((), dtype=torch.float32)

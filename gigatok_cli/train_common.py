@@ -1,0 +1,73 @@
+"""What the training commands share: the run-setting conveniences and the progress bar.
+
+``gigatok train gpt`` and ``gigatok train tokenizer`` both use these; they live apart from
+:mod:`gigatok_cli.train` (the group, which registers the subcommand modules) so that no
+subcommand module imports the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from gigatok_cli._common import console
+
+# The conveniences over `key=value` overrides: option -> run.* key (spec: one grammar, preset ->
+# --config FILE -> key=value; the options are applied last).
+RUN_OPTIONS = (
+    "max_steps",
+    "batch_size",
+    "lr",
+    "seed",
+    "save_every",
+    "keep",
+    "log_every",
+    "val_every",
+    "sample_every",
+    "device",
+    "precision",
+    "grad_accum",
+    "strategy",
+    "on_nan",
+)
+
+
+def run_overrides(values: Mapping[str, Any]) -> list[str]:
+    """``run.KEY=VALUE`` for each convenience option that was given (None = not given)."""
+    return [f"run.{key}={values[key]}" for key in RUN_OPTIONS if values.get(key) is not None]
+
+
+@contextlib.contextmanager
+def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
+    """A rich bar (step/s, samples/s, ETA, the main losses); yields the engine's ``on_step``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn(total_label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
+        task = progress.add_task(total_label, total=None, rate="", losses="")
+
+        def on_step(step: int, total: int, last: Mapping[str, Any]) -> None:
+            speed = progress.tasks[0].speed
+            rate = f"{speed:.2f} step/s" if speed else ""
+            if "samples_per_s" in last:
+                rate += f" {last['samples_per_s']:.0f} samples/s"
+            shown = [f"{k} {last[k]:.4f}" for k in ("loss", "val_loss") if isinstance(last.get(k), float)]
+            progress.update(task, completed=step, total=total, rate=rate, losses=" ".join(shown))
+
+        yield on_step

@@ -1,0 +1,134 @@
+"""`gigatok train tokenizer`: the official tokenizer recipe on an image folder (spec tokenizer §8).
+
+Registered on the ``train`` group by :mod:`gigatok_cli.train` (this module never imports it at
+import time: the group's shared helpers are imported when the command runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+
+
+def _complete_tokenizer(incomplete: str) -> list[str]:
+    from gigatok_core import registry
+
+    return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
+
+
+def _file_option(flag: str, envvar: str, what: str) -> Any:
+    return typer.Option(flag, envvar=envvar, help=f"Local {what} weights file (default: the download cache).")
+
+
+@handle_errors
+@launch_options
+def tokenizer(
+    *,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset", "-p", help="Tokenizer preset, e.g. s-s or tiny.", autocompletion=_complete_tokenizer
+        ),
+    ],
+    data: Annotated[Path, typer.Option("--data", help="An ImageFolder tree or a flat folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value settings, e.g. recipe.disc_start=0 model.codebook_size=4096."),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init", help="Start from a preset's released weights, a weights file or a run folder."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
+    ] = None,
+    teacher_weights: Annotated[
+        Path | None, _file_option("--teacher-weights", "GIGATOK_TEACHER_WEIGHTS", "DINOv2 ViT-B/14")
+    ] = None,
+    dino_weights: Annotated[
+        Path | None, _file_option("--dino-weights", "GIGATOK_DINO_WEIGHTS", "DINO ViT-S/16 (dinodisc)")
+    ] = None,
+    vgg_weights: Annotated[
+        Path | None, _file_option("--vgg-weights", "GIGATOK_VGG_WEIGHTS", "VGG16 (LPIPS)")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 4,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Global batch (all processes and accumulation).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Base learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Steps between checkpoints.")] = None,
+    keep: Annotated[int | None, typer.Option("--keep", help="Checkpoints kept (newest).")] = None,
+    log_every: Annotated[int | None, typer.Option("--log-every", help="Steps between log records.")] = None,
+    sample_every: Annotated[
+        int | None,
+        typer.Option("--sample-every", help="Steps between reconstruction grids (RUN_DIR/samples)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16 or fp16.")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="ddp or fsdp.")] = None,
+    ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help="Keep an EMA of the weights.")] = None,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --resume never: replace a previous run.")
+    ] = False,
+    on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
+    launch: LaunchOptions = SINGLE,
+) -> None:
+    """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
+    from gigatok_cli.train_common import run_overrides, training_progress
+    from gigatok_core.config import TokenizerTrainConfig
+    from gigatok_core.dist import dist_info
+    from gigatok_core.train.run_dir import config_yaml
+    from gigatok_core.train.tokenizer.task import prefetch_tokenizer_training, train_tokenizer
+
+    given = dict(locals())
+    dotlist = [*(overrides or []), *run_overrides(given)]
+    if compile:
+        dotlist.append("run.compile=true")
+    if ema is not None:
+        dotlist.append(f"run.ema={str(ema).lower()}")
+    cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
+    frozen = {"teacher": teacher_weights, "dino": dino_weights, "vgg": vgg_weights}
+    if maybe_launch(launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init)):
+        return  # the workers ran (the parent fetched the frozen networks first)
+    is_main = dist_info().is_main
+
+    def on_start(resolved: Mapping[str, Any], resumed: bool) -> None:
+        console.print(f"[bold]{'resuming' if resumed else 'training'}[/] tokenizer {preset} in {output}")
+        console.print(config_yaml(resolved), highlight=False, markup=False)
+
+    with training_progress("tokenizer", enabled=is_main) as on_step:
+        result = train_tokenizer(
+            cfg,
+            data=data,
+            output=output,
+            init=init,
+            frozen=frozen,
+            num_workers=workers,
+            resume=resume,
+            overwrite=overwrite,
+            on_step=on_step,
+            on_start=on_start if is_main else None,
+        )
+    if not is_main:
+        return
+    if result.stopped:
+        console.print(
+            f"[yellow]stopped by {result.stopped}[/] at step {result.step}; checkpoint {result.checkpoint}. "
+            "Run the same command again to resume."
+        )
+    else:
+        out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)

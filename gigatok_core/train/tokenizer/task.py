@@ -1,0 +1,349 @@
+"""Tokenizer training as a task of the shared engine (``gigatok train tokenizer``).
+
+The engine owns the loop (global batch, data order, resume, checkpoints, signals, logs); this task
+builds the recipe's pieces on the engine's device and runs :class:`TokenizerTrainer` stages in
+:meth:`TokenizerTask.train_step`. Data: an ImageFolder tree or a flat folder with the official
+augmentation (spec tokenizer §8.1); unreadable images are named once and skipped.
+
+Checkpoint groups: ``model``, ``ema`` (with EMA), ``disc``; optimizers ``model`` and ``disc``. The
+LR is a pure function of the step (spec §14.7), so there is no scheduler state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gigatok_core.errors import GigatokError
+from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
+from gigatok_core.train.state import LoopSettings
+from gigatok_core.train.tokenizer.loss import LossSettings, VQLoss
+from gigatok_core.train.tokenizer.optim import EMA
+from gigatok_core.train.tokenizer.trainer import OptimSettings, TokenizerTrainer
+
+log = logging.getLogger("gigatok")
+SAMPLE_IMAGES = 4  # images in the original | reconstruction grid
+FROZEN_FILES = {  # role -> (registry entry, command-line option that takes a local file)
+    "teacher": ("dinov2_vitb14_pretrain.pth", "--teacher-weights FILE"),
+    "dino": ("dino_deitsmall16_pretrain.pth", "--dino-weights FILE"),
+    "vgg": ("vgg16-397923af.pth", "--vgg-weights FILE"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen networks and initial weights
+# ---------------------------------------------------------------------------------------------
+def uses_teacher(recipe: Any) -> bool:
+    return bool(recipe.distill_loss) and recipe.proj_weight > 0
+
+
+def needed_frozen(recipe: Any) -> list[str]:
+    """The frozen networks this recipe runs (teacher, dino, vgg)."""
+    roles = []
+    if uses_teacher(recipe):
+        roles.append("teacher")
+    if recipe.disc_type == "dinodisc":
+        roles.append("dino")
+    if recipe.perceptual_weight > 0:
+        roles.append("vgg")
+    return roles
+
+
+def resolve_frozen(recipe: Any, given: Mapping[str, str | Path | None] | None = None) -> dict[str, Path]:
+    """Local files of the frozen networks: the given ones, else the download cache (fetched now,
+    so a launcher's parent fetches them before any worker starts)."""
+    from gigatok_core.hub import fetch_weights
+
+    given = given or {}
+    out = {}
+    for role in needed_frozen(recipe):
+        if given.get(role):
+            path = Path(given[role])
+            if not path.is_file():
+                raise GigatokError(f"{FROZEN_FILES[role][1].split()[0]} {path} does not exist")
+            out[role] = path
+        else:
+            entry, option = FROZEN_FILES[role]
+            out[role] = fetch_weights(entry, or_option=option)
+    return out
+
+
+def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """State dict of ``--init``: a tokenizer preset (its released weights), a weights file, or a
+    training run folder (EMA preferred)."""
+    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
+    from gigatok_core.registry import tokenizer_names, tokenizer_preset
+
+    text = str(init)
+    if text in tokenizer_names() and not Path(text).exists():
+        preset = tokenizer_preset(text)
+        if preset.weights is None:
+            raise GigatokError(f"tokenizer preset {text!r} has no released weights to start from")
+        from gigatok_core.hub import fetch_weights
+
+        path = fetch_weights(preset.weights, or_option="--init FILE")
+    else:
+        path = Path(text)
+        if path.is_dir():
+            from gigatok_core.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(path)
+            group = "ema" if "ema" in ckpt.weights else "model"
+            return dict(ckpt.weights[group]), f"{ckpt.path} ({group})"
+    sd, _ = extract_state_dict(read_checkpoint(path), source=str(path))
+    return sd, str(path)
+
+
+def load_init(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load strictly, except the training-only distill head and usage buffer, which may be absent
+    (an exported inference file) or extra (the model was built without the head)."""
+    optional = ("distill_mlp.", "codebook_used")
+    result = model.load_state_dict(dict(sd), strict=False)
+    missing = [k for k in result.missing_keys if not any(o in k for o in optional)]
+    extra = [k for k in result.unexpected_keys if "distill_mlp." not in k]
+    if missing or extra:
+        raise GigatokError(
+            f"--init {source} does not fit this tokenizer (missing {missing[:3]}, unexpected {extra[:3]})",
+            hint="start from weights of the same preset, or drop --init",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------
+class TokenizerTask(Task):
+    kind = "tokenizer"
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        data: str | Path,
+        frozen: Mapping[str, Path],
+        init: str | Path | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        from gigatok_core.data.folder import ImageFolderDataset, collate_skip
+        from gigatok_core.data.transforms import TrainAugment
+
+        self.cfg, self.frozen, self.init = cfg, dict(frozen), init
+        if cfg.recipe.lecam_weight > 0:
+            raise GigatokError(
+                "recipe.lecam_weight > 0 (LeCam regularization) is not implemented",
+                hint="set recipe.lecam_weight=0 (every official preset has it off)",
+            )
+        size = cfg.model.image_size
+        self.train_set = ImageFolderDataset(data, transform=TrainAugment(size))
+        if len(self.train_set) == 0:
+            raise GigatokError(f"--data {data} holds no images")
+        self.collate_fn = collate_skip
+        self.num_workers = num_workers
+        self.tokens_per_sample = 0
+        self._named_unreadable: set[str] = set()
+
+    def setup(self, engine: Engine) -> None:
+        from gigatok_core.image_metrics import build_lpips
+        from gigatok_core.tokenizer import build_tokenizer, init_weights
+
+        cfg, recipe, dev = self.cfg, self.cfg.recipe, engine.device
+        model = build_tokenizer(cfg.model, with_distill=uses_teacher(recipe), device=dev)
+        init_weights(model)  # the official init, from the engine's seeded RNG
+        if self.init is not None:
+            sd, source = read_init_weights(self.init)
+            load_init(model, sd, source)
+        self.model = model.train()
+        ema = EMA(model, recipe.ema_decay) if cfg.ema else None  # whole tensors, before any sharding
+        layers = [*model.vit_encoder.transformer, *model.vit_decoder.transformer]
+        wrapped = engine.wrap(model, units=layers)
+        lpips = build_lpips(self.frozen["vgg"], device=dev) if "vgg" in self.frozen else None
+        self.disc = self._build_disc(dev)
+        disc_forward = self.disc
+        if engine.ctx.distributed:  # the discriminator stays under DDP, also with FSDP (spec §8.2)
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [dev.index] if dev.type == "cuda" else None
+            disc_forward = DistributedDataParallel(self.disc, device_ids=ids)
+        teacher = None
+        if "teacher" in self.frozen:
+            from gigatok_core.train.tokenizer.frozen import load_teacher
+
+            teacher = load_teacher(self.frozen["teacher"], grid=cfg.model.grid_size, device=dev)
+        optim = OptimSettings(
+            lr=cfg.lr,
+            end_lr=recipe.end_lr,
+            warmup=recipe.warmup,
+            total_steps=cfg.total_steps,
+            betas=tuple(recipe.betas),
+            weight_decay=recipe.weight_decay,
+            max_grad_norm=recipe.max_grad_norm,
+            disc_max_grad_norm=recipe.disc_max_grad_norm,
+            split_norm_decay=cfg.strategy == "fsdp",  # the FSDP trainer's groups (spec §8.1)
+            ema_decay=None,  # the EMA below
+            precision=engine.settings.precision,
+        )
+        loss = VQLoss(LossSettings.from_recipe(recipe), lpips=lpips, discriminator=self.disc)
+        self.trainer = TokenizerTrainer(
+            model,
+            loss,
+            teacher,
+            optim,
+            forward_model=wrapped,
+            disc_forward=disc_forward,
+            scaler=engine.scaler,
+            autocast=engine.autocast,
+            accumulating=engine.accumulating,
+            ema=ema,
+        )
+
+    def _build_disc(self, device: torch.device) -> nn.Module:
+        recipe = self.cfg.recipe
+        if recipe.disc_type == "dinodisc":
+            from gigatok_core.train.tokenizer.dinodisc import DinoDiscriminator
+            from gigatok_core.train.tokenizer.frozen import load_dino_backbone
+
+            return DinoDiscriminator(load_dino_backbone(self.frozen["dino"], device=device)).to(device)
+        from gigatok_core.train.tokenizer.patchgan import PatchGAN
+
+        disc = PatchGAN(ndf=recipe.disc_dim, n_layers=recipe.disc_num_layers, kernel=recipe.disc_kw)
+        return disc.to(device)
+
+    def train_dataset(self) -> Any:
+        return self.train_set
+
+    def weights(self) -> dict[str, nn.Module]:
+        ema = self.trainer.ema
+        return {"model": self.model, **({"ema": ema.model} if ema is not None else {}), "disc": self.disc}
+
+    def optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, nn.Module]]:
+        out = {"model": (self.trainer.opt, self.model)}
+        if self.trainer.opt_d is not None:
+            out["disc"] = (self.trainer.opt_d, self.disc)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler_d": self.trainer.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.scaler_d.load_state_dict(state["scaler_d"])
+
+    def meta(self) -> dict[str, Any]:
+        return {"preset": self.cfg.preset, "model_config": dataclasses.asdict(self.cfg.model)}
+
+    def _images(self, engine: Engine, micro_batches: list[Any]) -> list[torch.Tensor]:
+        out = []
+        for batch in micro_batches:
+            for bad in batch.skipped:
+                if bad.path not in self._named_unreadable:
+                    self._named_unreadable.add(bad.path)
+                    log.warning("skipping unreadable image %s (%s)", bad.path, bad.reason)
+            if batch.images.numel():
+                out.append(batch.images.to(engine.device, non_blocking=True))
+        return out
+
+    def train_step(self, engine: Engine, micro_batches: list[Any]) -> dict[str, Any]:
+        tr, t = self.trainer, engine.step
+        images = self._images(engine, micro_batches)
+        if not images:
+            return {"skipped": 1}  # every image of this step was unreadable
+        metrics, cache = tr.generator_backward(t, images)
+        if not engine.check_finite(metrics):
+            tr.opt.zero_grad(set_to_none=True)
+            return {**metrics, "skipped": 1}
+        metrics.update(tr.generator_update(t))
+        if tr.discriminator_active(t):
+            d_metrics = tr.discriminator_backward(t, cache)
+            if engine.check_finite(d_metrics):
+                d_metrics.update(tr.discriminator_update(t))
+            metrics.update(d_metrics)
+        return metrics
+
+    @torch.no_grad()
+    def sample(self, engine: Engine, folder: Path) -> None:
+        """A PNG grid: a fixed batch of training images (centre crop), original | reconstruction."""
+        if not engine.ctx.is_main:
+            return
+        from gigatok_core.data.transforms import CenterCrop
+        from gigatok_core.images import ImageReadError, Tile, contact_sheet, read_image, save_png, to_uint8
+
+        crop, images = CenterCrop(self.cfg.model.image_size), []
+        for path in self.train_set.files:  # the first readable images: the same batch every time
+            if len(images) == SAMPLE_IMAGES:
+                break
+            try:
+                images.append(crop(read_image(path)))
+            except ImageReadError:
+                continue
+        x = torch.stack(images).to(engine.device)
+        ema = self.trainer.ema
+        model = ema.model if ema is not None else self.model
+        model.eval()
+        try:
+            with engine.autocast():
+                recon = model(x).recon.float()
+        finally:
+            self.model.train()
+        orig, rec = to_uint8(x), to_uint8(recon)
+        rows = [[Tile(orig[i], "original"), Tile(rec[i], "reconstruction")] for i in range(len(orig))]
+        save_png(Path(folder) / f"step-{engine.step:08d}.png", contact_sheet(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point of `gigatok train tokenizer`
+# ---------------------------------------------------------------------------------------------
+def train_config_dict(cfg: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "preset": cfg.preset,
+        "model": dataclasses.asdict(cfg.model),
+        "recipe": dataclasses.asdict(cfg.recipe),
+        "run": dataclasses.asdict(cfg.run),
+        "data": dict(data),
+    }
+
+
+def prefetch_tokenizer_training(
+    cfg: Any, *, frozen: Mapping[str, str | Path | None] | None = None, init: str | Path | None = None
+) -> dict[str, Path]:
+    """What a launcher's parent runs before any worker starts: the frozen networks (and released
+    ``--init`` weights) into the download cache. Returns the frozen networks' files."""
+    from gigatok_core.registry import tokenizer_names, tokenizer_preset
+
+    files = resolve_frozen(cfg.recipe, frozen)
+    if init is not None and str(init) in tokenizer_names() and not Path(str(init)).exists():
+        weights = tokenizer_preset(str(init)).weights
+        if weights is not None:  # a preset without released weights fails in the workers, clearly
+            from gigatok_core.hub import fetch_weights
+
+            fetch_weights(weights, or_option="--init FILE")
+    return files
+
+
+def train_tokenizer(
+    cfg: Any,
+    *,
+    data: str | Path,
+    output: str | Path,
+    init: str | Path | None = None,
+    frozen: Mapping[str, str | Path | None] | None = None,
+    num_workers: int = 0,
+    resume: str = "auto",
+    overwrite: bool = False,
+    on_step: OnStep | None = None,
+    on_start: OnStart | None = None,
+) -> FitResult:
+    """Train a tokenizer (``cfg``: a resolved ``TokenizerTrainConfig``) on the images in ``data``
+    into the run folder ``output``. ``frozen``: local files for "teacher", "dino", "vgg" (else
+    the download cache)."""
+    settings = LoopSettings.from_train_config(cfg)
+    files = resolve_frozen(cfg.recipe, frozen)
+    task = TokenizerTask(cfg, data=data, frozen=files, init=init, num_workers=num_workers)
+    record = {"data": str(Path(data).resolve()), "init": str(init) if init is not None else None}
+    config = train_config_dict(cfg, record)
+    return Engine(settings).fit(
+        task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
+    )
