@@ -3,7 +3,7 @@
 RUN_DIR/
   config.yaml        the resolved config (written once, before step 1)
   metrics.jsonl      one JSON object per logged step
-  tb/                TensorBoard event files (when tensorboard is importable)
+  tb/                TensorBoard event files (`tensorboard --logdir RUN_DIR/tb`)
   checkpoints/       step-XXXXXXXX/ folders and the `latest` pointer (gigatok_core.checkpoint)
   samples/           PNG grids written by the task
 
@@ -159,7 +159,7 @@ class MetricsLog:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
+        except ImportError:  # a dependency, but a stripped-down install still trains
             return
         self.tb = SummaryWriter(log_dir=str(self.tb_dir), purge_step=start_step + 1 if start_step else None)
 
