@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.data.codes import MANIFEST_NAME, read_manifest
 from gigatok_core.data.codes import CodesDataset
+from gigatok_core.data.codes_format import MANIFEST_NAME, read_manifest
 from gigatok_core.data.encoder import load_encoder, resolve_tokenizer_checkpoint
 from gigatok_core.data.extract import extract_codes
 from gigatok_core.data.transforms import CenterFlip, TenCrop

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from gigatok_core.config import TokenizerConfig
-from gigatok_core.data.codes import CodesTokenizer
+from gigatok_core.data.codes_format import CodesTokenizer
 from gigatok_core.errors import GigatokError
 
 
