@@ -124,7 +124,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from probe; and not __fish_seen_s
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l train-split -r -F -d 'ImageFolder tree to train the head on.'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l val-split -r -F -d 'ImageFolder tree with the same class folders.'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l output -r -F -d 'RUN_DIR: metrics, results, checkpoint, features.'
-complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l gpt -s g -x -a 'gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl' -d 'GPT preset, optionally @tokenizer (e.g. gpt-b@xl-xxl); may be left out for a gigatok run.'
+complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l gpt -s g -x -a 'gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl' -d 'GPT preset (gpt-b, gpt-l, gpt-xl, gpt-xxl, gpt-3b, gpt-tiny) or released pair (gpt-b@s-s, gpt-b@s-b, gpt-b@b-l, gpt-b@b-l-dino, gpt-b@xl-xxl, gpt-xl@b-l, gpt-xxl@b-l, gpt-xxl@xl-xxl); may be left out with a gigatok runs --gpt-checkpoint.'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l gpt-checkpoint -r -F -d 'GPT weights file, or a gigatok train gpt RUN_DIR (latest checkpoint, EMA preferred).'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l tokenizer -s t -x -a 's-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny' -d 'Tokenizer preset; default: the one the GPT was trained with.'
 complete -c gigatok -n '__fish_seen_subcommand_from gpt' -l tokenizer-checkpoint -r -F -d 'Local tokenizer checkpoint instead of the presets.'

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from gigatok_cli import _help  # noqa: F401  (flags show no <bool> in --help)
 from gigatok_core import __version__
 
 # name -> module, in help order. A module holding a ``typer.Typer`` named ``app`` is a command group

@@ -19,8 +19,10 @@ from gigatok_cli.options import (
     PairedTokenizerOpt,
     TokenizerCheckpointOpt,
     TokenizerOpt,
+    _listed,
     completer,
 )
+from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
@@ -200,7 +202,8 @@ def gpt(
         typer.Option(
             "--gpt",
             "-g",
-            help="GPT preset, optionally @tokenizer (e.g. gpt-b@xl-xxl); may be left out for a gigatok run.",
+            help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
+            f"({_listed(registry.release_names())}); may be left out with a gigatok run's --gpt-checkpoint.",
             autocompletion=completer("--gpt"),
         ),
     ] = None,

@@ -33,8 +33,32 @@ def _help(*cmd: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # --help and completion
 # ---------------------------------------------------------------------------------------------
+def test_root_help_shows_no_value_type_for_flags() -> None:
+    """In a fresh process (no command module imported): `--version` and the other root flags."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "gigatok_cli.main", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "--version" in proc.stdout
+    assert "<bool>" not in proc.stdout
+
+
 @pytest.mark.parametrize(
-    "cmd", [("sample",), ("reconstruct",), ("eval", "rfid"), ("eval", "gfid"), ("eval", "val-loss")]
+    "cmd",
+    [
+        ("sample",),
+        ("reconstruct",),
+        ("eval", "rfid"),
+        ("eval", "gfid"),
+        ("eval", "val-loss"),
+        ("train", "tokenizer"),
+        ("train", "gpt"),
+        ("train", "extract-codes"),
+        ("probe", "gpt"),
+        ("probe", "tokenizer"),
+    ],
 )
 def test_flags_show_no_value_type_and_registry_names_are_listed(cmd: tuple[str, ...]) -> None:
     text = _help(*cmd)
