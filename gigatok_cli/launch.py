@@ -14,7 +14,8 @@ launcher options, with ``GIGATOK_OFFLINE=1`` so that none of them reaches for th
 Workers started this way hand a failure to the parent (one JSON file per rank in a shared temporary
 folder) instead of printing it; the parent prints the first failure once and exits 1. Under an
 existing ``torchrun`` (``RANK`` set) the options are ignored with a note. The output is what one
-process writes: rank 0 prints; :func:`global_progress` makes its bar count every local rank's items.
+process writes: rank 0 prints; :func:`gigatok_cli.launch_worker.global_progress` makes its bar count
+every local rank's items. The workers' side (error files, shared progress) is :mod:`gigatok_cli.launch_worker`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 import shutil
 import tempfile
-import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +35,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from gigatok_cli._common import console
+from gigatok_cli.launch_worker import LAUNCH_DIR_ENV, env_rank, first_worker_error, worker_errors_reported
 from gigatok_core.errors import GigatokError
-from gigatok_core.progress import ProgressFn
 
 F = TypeVar("F", bound=Callable[..., Any])
-LAUNCH_DIR_ENV = "GIGATOK_LAUNCH_DIR"  # set by the parent for its workers: errors and progress go there
 PANEL = "Multi-GPU (torchrun)"
 
 
@@ -143,7 +140,8 @@ def launch_options(fn: F) -> F:
     """Add the launcher options to command ``fn``, which takes them as ``launch: LaunchOptions``.
 
     Put it below ``@handle_errors``. In a worker started by :func:`maybe_launch` it also turns a
-    failure into an error file for the parent (see :func:`_worker_errors_reported`).
+    failure into an error file for the parent (see
+    :func:`gigatok_cli.launch_worker.worker_errors_reported`).
     """
     sig = inspect.signature(fn, eval_str=True)  # typer reads a given __signature__ as it is
     params = [p for p in sig.parameters.values() if p.name != "launch"]
@@ -156,7 +154,7 @@ def launch_options(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name, default) for name, (_, default) in _OPTIONS.items()}
         opts = LaunchOptions(**values, context=kwargs.pop(_CTX, None))
-        with _worker_errors_reported():
+        with worker_errors_reported():
             return fn(*args, launch=opts, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
@@ -177,7 +175,7 @@ def maybe_launch(launch: LaunchOptions, *, prefetch: Callable[[], object] | None
     :class:`GigatokError` with its message; Ctrl-C stops every worker and raises KeyboardInterrupt.
     """
     if os.environ.get("RANK") is not None:
-        if launch != SINGLE and os.environ.get(LAUNCH_DIR_ENV) is None and _rank() == 0:
+        if launch != SINGLE and os.environ.get(LAUNCH_DIR_ENV) is None and env_rank() == 0:
             console.print(
                 "[dim]note:[/] already running under torchrun (RANK is set): --nproc-per-node and the "
                 "other launcher options are ignored",
@@ -268,7 +266,7 @@ def _run_workers(launch: LaunchOptions, nproc: int, argv: list[str]) -> None:
         with _environ(env), _quiet_torchrun():
             torchrun.run(args)
     except ChildFailedError as err:
-        first = _first_worker_error(workdir)
+        first = first_worker_error(workdir)
         if first is None:  # killed or crashed without a Python exception (signal, segfault, OOM killer)
             rank, failure = min(err.failures.items(), key=lambda kv: kv[1].timestamp)
             how = f"signal {failure.signal_name()}" if failure.signal else f"exit code {failure.exitcode}"
@@ -323,107 +321,9 @@ def _quiet_torchrun() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _first_worker_error(workdir: Path) -> dict[str, Any] | None:
-    """The earliest error a worker reported (later ones are usually its peers losing the connection)."""
-    reports = []
-    for path in workdir.glob("error.*.json"):
-        with contextlib.suppress(OSError, ValueError):
-            reports.append(json.loads(path.read_text()))
-    return min(reports, key=lambda r: (r.get("time", 0.0), r.get("rank", 0))) if reports else None
-
-
-# ---------------------------------------------------------------------------------------------
-# The workers
-# ---------------------------------------------------------------------------------------------
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def _launch_dir() -> Path | None:
-    """The parent's shared folder when this process is one of its workers."""
-    value = os.environ.get(LAUNCH_DIR_ENV)
-    return Path(value) if value and os.environ.get("RANK") is not None else None
-
-
-@contextlib.contextmanager
-def _worker_errors_reported() -> Iterator[None]:
-    """In a launched worker: write a failure to ``error.RANK.json`` for the parent and exit quietly
-    (the parent prints it once); on ranks > 0 the library's notes are not repeated either."""
-    workdir = _launch_dir()
-    if workdir is None:
-        yield
-        return
-    logger = logging.getLogger("gigatok")
-    level = logger.level
-    if _rank() != 0:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as err:
-        report: dict[str, Any] = {"rank": _rank(), "time": time.time()}
-        if isinstance(err, GigatokError):
-            report |= {"message": err.message, "hint": err.hint}
-        elif isinstance(err, OSError) and err.strerror:
-            where = f" ({err.filename})" if err.filename else ""
-            report |= {
-                "message": f"{err.strerror}{where}",
-                "hint": "check free space and permissions of that path",
-            }
-        else:  # a bug or a device error (CUDA out of memory): keep the traceback for the user
-            tb = workdir / f"traceback.{_rank()}.txt"
-            tb.write_text("".join(traceback.format_exception(err)))
-            first_line = (str(err).splitlines() or [""])[0][:300]
-            report |= {
-                "message": f"{type(err).__name__}: {first_line}",
-                "hint": f"the full traceback is in {tb}",
-                "traceback_file": str(tb),
-            }
-        part = workdir / f"error.{_rank()}.json.part"
-        part.write_text(json.dumps(report))
-        part.replace(workdir / f"error.{_rank()}.json")
-        raise typer.Exit(1) from None
-    finally:
-        logger.setLevel(level)
-
-
-def global_progress(on_progress: ProgressFn) -> ProgressFn:
-    """Wrap a rank-local ``on_progress(done, total, *, stage)`` (:mod:`gigatok_core.progress`) so that
-    rank 0's bars count every local rank's items.
-
-    In a launched worker each rank records its counts per stage in the shared folder and rank 0
-    reports their sums (bars that lag by at most one batch per rank; on several machines, node 0's
-    ranks; a stage only rank 0 runs shows its own count); elsewhere ``on_progress`` is returned as is.
-    """
-    workdir = _launch_dir()
-    if workdir is None:
-        return on_progress
-    local, world = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-    def wrapped(done: int, total: int | None, *, stage: str = "") -> None:
-        key = "".join(c if c.isalnum() else "_" for c in stage)
-        part = workdir / f"progress.{key}.{local}.part"
-        part.write_text(f"{done} {-1 if total is None else total}")
-        part.replace(workdir / f"progress.{key}.{local}")
-        if _rank() != 0:
-            return
-        done_sum, totals = 0, []
-        for r in range(world):  # this machine's ranks (the folder is local to it)
-            with contextlib.suppress(OSError, ValueError):
-                d, t = (int(x) for x in (workdir / f"progress.{key}.{r}").read_text().split())
-                done_sum, totals = done_sum + d, [*totals, t]
-        on_progress(done_sum, None if -1 in totals else sum(totals), stage=stage)
-
-    return wrapped
-
-
 __all__ = [
     "SINGLE",
     "LaunchOptions",
-    "global_progress",
     "launch_options",
     "maybe_launch",
     "worker_argv",

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import DeviceOpt, PrecisionOpt, TokenizerOpt
 from gigatok_core.errors import GigatokError
 

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from gigatok_cli._common import handle_errors, out, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, global_progress, launch_options, maybe_launch
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import (
     CfgEndOpt,
     CfgScaleOpt,

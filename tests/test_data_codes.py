@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from gigatok_core.data.codes import (
+from gigatok_core.data.codes import CodesDataset, holdout_split
+from gigatok_core.data.codes_format import (
     MANIFEST_NAME,
-    CodesDataset,
     CodesTokenizer,
     codes_dtype,
-    holdout_split,
     read_manifest,
     scan_shard,
     shard_files,

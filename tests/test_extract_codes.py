@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.data.codes import MANIFEST_NAME, CodesDataset, read_manifest
+from gigatok_core.data.codes import CodesDataset
+from gigatok_core.data.codes_format import MANIFEST_NAME, read_manifest
 from gigatok_core.data.encoder import load_encoder, resolve_tokenizer_checkpoint
 from gigatok_core.data.extract import extract_codes
 from gigatok_core.data.transforms import CenterFlip, TenCrop
@@ -141,7 +142,7 @@ def test_encoder_from_a_checkpoint_never_builds_the_decoder(tmp_path: Path, tiny
     run.mkdir()
     with pytest.raises(GigatokError, match="without tokenizer weights"):
         resolve_tokenizer_checkpoint(run)
-    from gigatok_core.checkpoint import save_checkpoint
+    from gigatok_core.train_checkpoint import save_checkpoint
 
     meta = {"step": 5, "kind": "tokenizer"}
     step = save_checkpoint(run / "checkpoints", weights={"model": tiny.state_dict()}, state={}, meta=meta)
@@ -187,10 +188,11 @@ def test_two_ranks_share_the_shards(tmp_path: Path, one_thread: None) -> None:
 def test_a_trained_tokenizer_with_its_own_codebook_size_extracts(tmp_path: Path, one_thread: None) -> None:
     # a gigatok-trained tokenizer whose run overrode the preset's codebook size: its file (or its
     # run folder) says so, and extract-codes builds that architecture, not the preset's
-    from gigatok_core.checkpoint import save_checkpoint, save_weights
+    from gigatok_core.checkpoint import save_weights
     from gigatok_core.config import TokenizerConfig, config_to_dict
     from gigatok_core.tokenizer import build_tokenizer
     from gigatok_core.tokenizer.model import init_weights
+    from gigatok_core.train_checkpoint import save_checkpoint
 
     cfg = TokenizerConfig.from_name("tiny", codebook_size=64)
     model = build_tokenizer(cfg)

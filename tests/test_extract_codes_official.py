@@ -9,7 +9,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.data.codes import MANIFEST_NAME, CodesDataset
+from gigatok_core.data.codes import CodesDataset
+from gigatok_core.data.codes_format import MANIFEST_NAME
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from hub_server import FileServer, Route
 from PIL import Image
 from typer.testing import CliRunner
 
-from gigatok_cli import launch
+from gigatok_cli import launch, launch_worker
 from gigatok_cli.main import app
 
 runner = CliRunner()
@@ -230,16 +230,16 @@ def test_torchrun_arguments() -> None:
 
 def test_global_progress_sums_the_local_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[int, int | None, str]] = []
-    monkeypatch.setenv(launch.LAUNCH_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(launch_worker.LAUNCH_DIR_ENV, str(tmp_path))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    launch.global_progress(lambda d, t, *, stage="": pytest.fail("only rank 0 shows a bar"))(
+    launch_worker.global_progress(lambda d, t, *, stage="": pytest.fail("only rank 0 shows a bar"))(
         3, 5, stage="sample"
     )
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    bar = launch.global_progress(lambda d, t, *, stage="": seen.append((d, t, stage)))
+    bar = launch_worker.global_progress(lambda d, t, *, stage="": seen.append((d, t, stage)))
     bar(2, 5, stage="sample")
     bar(4, None, stage="inception: samples")  # a stage only rank 0 runs, of unknown length
     assert seen == [(5, 10, "sample"), (4, None, "inception: samples")]
@@ -252,13 +252,13 @@ def test_a_worker_error_is_written_for_the_parent_not_printed(
 
     from gigatok_core.errors import GigatokError
 
-    monkeypatch.setenv(launch.LAUNCH_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(launch_worker.LAUNCH_DIR_ENV, str(tmp_path))
     for rank, err in ((1, RuntimeError("CUDA out of memory. Tried to allocate 2 GiB\nmore")), (0, None)):
         monkeypatch.setenv("RANK", str(rank))
-        with pytest.raises(typer.Exit), launch._worker_errors_reported():
+        with pytest.raises(typer.Exit), launch_worker.worker_errors_reported():
             raise err or GigatokError("peer went away", hint="later")
         time.sleep(0.01)  # distinct report times
-    first = launch._first_worker_error(tmp_path)  # the earlier report is the cause
+    first = launch_worker.first_worker_error(tmp_path)  # the earlier report is the cause
     assert (
         first["rank"] == 1 and first["message"] == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
     )

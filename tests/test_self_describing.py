@@ -9,11 +9,12 @@ import torch
 
 from gigatok_core.ar import load_gpt
 from gigatok_core.ar.load import resolve_gpt
-from gigatok_core.checkpoint import save_checkpoint, save_weights
+from gigatok_core.checkpoint import save_weights
 from gigatok_core.config import GPTConfig, TokenizerConfig, TokenizerTrainConfig, config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
 from gigatok_core.tokenizer.load import checkpoint_config
+from gigatok_core.train_checkpoint import save_checkpoint
 
 
 def _tokenizer_file(path: Path, cfg: TokenizerConfig, preset: str | None) -> dict[str, torch.Tensor]:

@@ -16,10 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.checkpoint import load_checkpoint, read_weights_meta
-from gigatok_core.data.codes import CodesTokenizer, write_manifest, write_shard
+from gigatok_core.checkpoint import read_weights_meta
+from gigatok_core.data.codes_format import CodesTokenizer, write_manifest, write_shard
 from gigatok_core.train.gpt import official_lr_lambda, param_groups, wsd_factor
 from gigatok_core.train.run_dir import read_metrics
+from gigatok_core.train_checkpoint import load_checkpoint
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny steps: one thread avoids OpenMP stalls

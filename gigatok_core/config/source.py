@@ -37,8 +37,8 @@ def _read_meta_json(path: Path) -> dict[str, Any]:
 
 def newest_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder to read for ``path``: a step folder itself, else the latest checkpoint
-    of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.checkpoint.latest_checkpoint`)."""
-    from gigatok_core.checkpoint import latest_checkpoint
+    of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.train_checkpoint.latest_checkpoint`)."""
+    from gigatok_core.train_checkpoint import latest_checkpoint
 
     path = Path(path)
     if (path / META_JSON).is_file():

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gigatok_core.data.codes import CodesManifest
 from gigatok_core.data.codes_dir import CHECK_GRID_NAME
+from gigatok_core.data.codes_format import CodesManifest
 
 
 def write_check_grid(

@@ -1,6 +1,6 @@
 """The output side of a codes folder: what a run wrote, resuming it, refusing another run's folder.
 
-Beside the shards and ``manifest.json`` (see :mod:`gigatok_core.data.codes`) an extraction keeps
+Beside the shards and ``manifest.json`` (see :mod:`gigatok_core.data.codes_format`) an extraction keeps
 ``extract.json``: its resolved settings, written first. A rerun with the same settings resumes (keeps
 the complete shards); other settings, or codes of another tokenizer, are refused unless
 ``overwrite``, which removes exactly the files a codes run writes, nothing else in the folder.
@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.data.codes import MANIFEST_NAME, CodesManifest, CodesTokenizer, ShardEntry, write_manifest
+from gigatok_core.data.codes_format import (
+    MANIFEST_NAME,
+    CodesManifest,
+    CodesTokenizer,
+    ShardEntry,
+    write_manifest,
+)
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import write_json
 

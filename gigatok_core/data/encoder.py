@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from gigatok_core.config import TokenizerConfig
-from gigatok_core.data.codes import CodesTokenizer
+from gigatok_core.data.codes_format import CodesTokenizer
 from gigatok_core.errors import GigatokError
 
 
@@ -31,8 +31,9 @@ def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
     tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
     ``model``) weights of its latest training checkpoint (a run folder or a step folder,
     :func:`gigatok_core.config.source.weights_file`)."""
-    from gigatok_core.checkpoint import latest_checkpoint, read_weights_meta
+    from gigatok_core.checkpoint import read_weights_meta
     from gigatok_core.config.source import weights_file
+    from gigatok_core.train_checkpoint import latest_checkpoint
 
     path = Path(path)
     if path.is_dir():

@@ -4,7 +4,7 @@ The official ``extract_codes_c2i.py`` with the decoder deleted: ``--ten-crop`` e
 crops of the int(S · crop_range) ADM centre crop (10 code rows per image), otherwise the centre crop
 and its mirror (2). Labels are the sorted class folders. Differences, on purpose:
 
-- codes go to shards of ``shard_size`` images (see :mod:`gigatok_core.data.codes`), not one
+- codes go to shards of ``shard_size`` images (see :mod:`gigatok_core.data.codes_format`), not one
   ``.npy`` per image; shard k holds images [k·shard_size, (k+1)·shard_size) minus unreadable ones;
 - ranks take shards k = rank, rank + W, ...; a shard is written atomically once encoded, so a
   killed run resumes with the shards not yet complete; rank 0 writes the manifest last;
@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Subset
 
 from gigatok_core import dist
-from gigatok_core.data.codes import ShardEntry, scan_shard, write_shard
 from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
+from gigatok_core.data.codes_format import ShardEntry, scan_shard, write_shard
 from gigatok_core.data.encoder import (
     encode_batch,
     load_encoder,
@@ -165,7 +165,7 @@ def _extract(
     if problem is not None:
         raise problem
     if done:
-        from gigatok_core.data.codes import read_manifest
+        from gigatok_core.data.codes_format import read_manifest
 
         return ExtractReport(read_manifest(output), already_complete=True) if ctx.is_main else None
 

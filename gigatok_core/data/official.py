@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gigatok_core.data.codes import scan_shard, write_shard
 from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
+from gigatok_core.data.codes_format import scan_shard, write_shard
 from gigatok_core.data.encoder import tokenizer_record
 from gigatok_core.errors import GigatokError
 from gigatok_core.progress import ProgressFn
@@ -114,7 +114,7 @@ def import_official_codes(
     }
     start = time.perf_counter()
     if prepare_output(output, settings, overwrite=overwrite):
-        from gigatok_core.data.codes import read_manifest
+        from gigatok_core.data.codes_format import read_manifest
 
         return ExtractReport(read_manifest(output), already_complete=True)
     n = len(codes_files)

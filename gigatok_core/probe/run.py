@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from gigatok_core import dist
-from gigatok_core.checkpoint import TrainingCheckpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from gigatok_core.dist import DistContext
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import write_json, write_text_atomic
@@ -38,6 +37,12 @@ from gigatok_core.probe.features import feature_spec
 from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
 from gigatok_core.probe.loop import epoch_batches, evaluate, image_batches, sync_buffers, train_epoch
 from gigatok_core.progress import ProgressFn
+from gigatok_core.train_checkpoint import (
+    TrainingCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_core.checkpoint)
 

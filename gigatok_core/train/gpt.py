@@ -133,7 +133,8 @@ class GPTTask(Task):
     ) -> GPTTask:
         """The task on a codes folder, checked against the GPT config; validation on ``val_codes``
         or a held-out ``val_fraction`` of ``codes``."""
-        from gigatok_core.data.codes import CodesDataset, holdout_split, read_manifest
+        from gigatok_core.data.codes import CodesDataset, holdout_split
+        from gigatok_core.data.codes_format import read_manifest
 
         manifest = read_manifest(codes)
         check_codes_fit(manifest, cfg.model, preset=cfg.preset)
@@ -307,7 +308,7 @@ def prefetch_gpt_training(cfg: Any, codes: str | Path, *, val_codes: str | Path 
     """Check the codes against the GPT config and fetch what the run will read from the cache (the
     tokenizer weights its sample grids decode with): run once in the launcher's parent process, so
     workers start with a filled cache and bad input is reported once."""
-    from gigatok_core.data.codes import read_manifest
+    from gigatok_core.data.codes_format import read_manifest
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
     from gigatok_core.weights import fetch_weights
 

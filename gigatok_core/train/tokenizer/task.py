@@ -91,7 +91,7 @@ def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     else:
         path = Path(text)
         if path.is_dir():
-            from gigatok_core.checkpoint import load_checkpoint
+            from gigatok_core.train_checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(path)
             group = "ema" if "ema" in ckpt.weights else "model"
