@@ -105,19 +105,8 @@ def loader_speed(args: argparse.Namespace) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="s-s", choices=tokenizer_names())
-    ap.add_argument("--batch-size", type=int, default=2, help="images per device per step")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
-    ap.add_argument("--smoke", action="store_true", help="64x64 images, small frozen networks")
-    ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    ap.add_argument("--data", type=Path, help="an image folder: also measure the loader's images/s")
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--loader-batches", type=int, default=20)
-    args = ap.parse_args()
+def bench_one(args: argparse.Namespace) -> dict:
+    """Median train-step images/s, the time split (s) and peak memory (GiB, CUDA) of ``args``."""
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -155,14 +144,37 @@ def main() -> None:
         if t:  # the first step warms up
             steps.append((time.perf_counter() - t0, row))
     wall = statistics.median(s for s, _ in steps)
-    split = {k: statistics.median(s[k] for _, s in steps) for k in steps[0][1]}
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {
+        "device": str(device),
+        "images_per_s": args.batch_size / wall,
+        "step_s": wall,
+        "split": {k: statistics.median(s[k] for _, s in steps) for k in steps[0][1]},
+        "peak_mem_gib": peak,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="s-s", choices=tokenizer_names())
+    ap.add_argument("--batch-size", type=int, default=2, help="images per device per step")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+    ap.add_argument("--smoke", action="store_true", help="64x64 images, small frozen networks")
+    ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    ap.add_argument("--data", type=Path, help="an image folder: also measure the loader's images/s")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--loader-batches", type=int, default=20)
+    args = ap.parse_args()
+    r = bench_one(args)
     print(
-        f"{args.preset} batch {args.batch_size} {device} {args.precision}: {args.batch_size / wall:.2f} images/s"
+        f"{args.preset} batch {args.batch_size} {r['device']} {args.precision}: {r['images_per_s']:.2f} images/s"
     )
     parts = ("teacher", "forward", "lpips", "discriminator", "backward", "optimizer")
-    print(f"  step {wall:.3f}s: " + "  ".join(f"{k} {split[k]:.3f}" for k in parts))
-    if device.type == "cuda":
-        print(f"  peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    print(f"  step {r['step_s']:.3f}s: " + "  ".join(f"{k} {r['split'][k]:.3f}" for k in parts))
+    if r["peak_mem_gib"] is not None:
+        print(f"  peak memory {r['peak_mem_gib']:.2f} GiB")
     if args.data is not None:
         print(f"  loader: {loader_speed(args):.1f} images/s with {args.workers} workers")
 

@@ -181,7 +181,7 @@ complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l master-port -x
 complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l rdzv-endpoint -x -d 'host:port of a c10d rendezvous (instead of --master-addr/--node-rank).'
 complete -c gigatok -n '__fish_seen_subcommand_from tokenizer' -l help -s h -d 'Show help and exit.'
 complete -c gigatok -n '__fish_seen_subcommand_from reconstruct' -l output -s o -r -F -d 'Folder for the reconstructions.'
-complete -c gigatok -n '__fish_seen_subcommand_from reconstruct' -l tokenizer -s t -x -a 's-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny' -d 'Tokenizer preset: s-s, s-b, b-l, b-l-dino, xl-xxl, b-l-train-new, s-s-2d, s-b-2d, b-l-2d, tiny.'
+complete -c gigatok -n '__fish_seen_subcommand_from reconstruct' -l tokenizer -s t -x -a 's-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny' -d 'Tokenizer preset: s-s, s-b, b-l, b-l-dino, xl-xxl, b-l-train-new, s-s-2d, s-b-2d, b-l-2d, tiny; default: the one a gigatok --checkpoint (run folder, exported file) names, else s-s.'
 complete -c gigatok -n '__fish_seen_subcommand_from reconstruct' -l checkpoint -r -F -d 'Local checkpoint file instead of the presets cached weights.'
 complete -c gigatok -n '__fish_seen_subcommand_from reconstruct' -l grid -d 'Also write grid.png: original | reconstruction pairs.'
 complete -c gigatok -n '__fish_seen_subcommand_from reconstruct' -l save-codes -d 'Also write codes.npz: code indices per image stem.'

@@ -76,6 +76,18 @@ TokenizerOpt = Annotated[
         envvar="GIGATOK_TOKENIZER",
     ),
 ]
+CheckpointTokenizerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tokenizer",
+        "-t",
+        help=f"Tokenizer preset: {_listed(registry.tokenizer_names())}; "
+        "default: the one a gigatok --checkpoint (run folder, exported file) names, else s-s.",
+        autocompletion=completer("--tokenizer"),
+        envvar="GIGATOK_TOKENIZER",
+        show_default=False,
+    ),
+]
 PairedTokenizerOpt = Annotated[
     str | None,
     typer.Option(

@@ -12,9 +12,10 @@ from rich.table import Table
 from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
-from gigatok_cli.options import DeviceOpt, PrecisionOpt, TokenizerOpt
+from gigatok_cli.options import CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt
 from gigatok_core.errors import GigatokError
 
+DEFAULT_TOKENIZER = "s-s"
 FLAG_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
@@ -29,7 +30,7 @@ def reconstruct(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reconstructions.")] = Path(
         "reconstructions"
     ),
-    tokenizer: TokenizerOpt = "s-s",
+    tokenizer: CheckpointTokenizerOpt = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Local checkpoint file instead of the preset's cached weights."),
@@ -71,6 +72,10 @@ def reconstruct(
                 f"input {word!r} does not exist",
                 hint="flags such as --grid, --metrics and --save-codes take no value: write --grid, not --grid true",
             )
+    if tokenizer is None:  # a self-describing checkpoint names its preset (spec: issue 11)
+        from gigatok_core.tokenizer.load import checkpoint_preset
+
+        tokenizer = checkpoint_preset(checkpoint) or DEFAULT_TOKENIZER
     fetch = functools.partial(
         prefetch.reconstruct_files,
         tokenizer,

@@ -34,6 +34,7 @@ def test_smoke_runs_every_case_and_writes_json(tmp_path: Path, capsys: pytest.Ca
         "tiny enc+dec compiled",
         "Inception features",
         "50k gFID wall time",
+        "train tokenizer tiny b2",
     } <= cases
     decode = next(r for r in rows if r.case.startswith("gpt-tiny decode b2"))
     assert decode.value > 0 and decode.floor > 0 and decode.ok is not None

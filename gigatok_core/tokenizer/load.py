@@ -76,6 +76,16 @@ def tokenizer_config_of(path: str | Path) -> tuple[TokenizerConfig, str | None]:
     return tokenizer_preset(name).config, name
 
 
+def checkpoint_preset(checkpoint: str | Path | None) -> str | None:
+    """The preset a self-describing tokenizer checkpoint (a file gigatok wrote, a run or checkpoint
+    folder) was saved as, when it is a registry name; None for an official file or no checkpoint."""
+    if checkpoint is None:
+        return None
+    meta = describe_checkpoint(checkpoint, kind="tokenizer")
+    preset = meta.get("preset") if meta is not None else None
+    return preset if preset in tokenizer_names() else None
+
+
 def _is_checkpoint_path(name_or_path: str) -> bool:
     return name_or_path not in tokenizer_names() and Path(name_or_path).exists()
 
