@@ -264,3 +264,52 @@ def test_a_worker_error_is_written_for_the_parent_not_printed(
     )
     assert "CUDA out of memory" in Path(first["traceback_file"]).read_text()
     assert "traceback" in first["hint"]
+
+
+def test_a_worker_killed_without_a_python_error_is_named_by_its_signal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def killed(args: object) -> None:
+        aborted = ProcessFailure(local_rank=1, pid=1234, exitcode=-6, error_file="<N/A>")
+        raise ChildFailedError("gigatok_cli.main", {1: aborted})
+
+    monkeypatch.setattr(torchrun, "run", killed)
+    with pytest.raises(launch.GigatokError, match="worker 1 of the 2 stopped with signal SIGABRT"):
+        launch._run_workers(launch.LaunchOptions(nproc_per_node="2"), 2, ["sample"])
+
+    def exited(args: object) -> None:
+        raise ChildFailedError("gigatok_cli.main", {0: ProcessFailure(0, 1234, 3, "<N/A>")})
+
+    monkeypatch.setattr(torchrun, "run", exited)
+    with pytest.raises(launch.GigatokError, match="worker 0 of the 2 stopped with exit code 3"):
+        launch._run_workers(launch.LaunchOptions(nproc_per_node="2"), 2, ["sample"])
+
+
+LEAVE = """
+import atexit, sys
+import torch.distributed as dist
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+flag = sys.argv[2]
+atexit.register(lambda: open(flag, "w").write(str(dist.is_initialized())))
+sys.argv = ["gigatok", *sys.argv[3:]]
+from gigatok_cli.main import main
+main()
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize(("argv", "code", "destroyed"), [(["--version"], 0, True), (["--bogus"], 2, False)])
+def test_a_worker_leaves_its_process_group_with_the_commands_exit_code(
+    tmp_path: Path, argv: list[str], code: int, destroyed: bool
+) -> None:
+    """In a process group, ``main`` destroys it after a success (not after a failure, when peers may be
+    stuck), runs the exit handlers and leaves with the command's code, skipping finalization."""
+    flag = tmp_path / "flag"
+    cmd = [sys.executable, "-c", LEAVE, str(tmp_path / "store"), str(flag), *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert "not reached" not in proc.stdout and ("gigatok" in proc.stdout) == (code == 0)
+    assert flag.read_text() == str(not destroyed)
