@@ -269,7 +269,9 @@ def _run_workers(launch: LaunchOptions, nproc: int, argv: list[str]) -> None:
         first = first_worker_error(workdir)
         if first is None:  # killed or crashed without a Python exception (signal, segfault, OOM killer)
             rank, failure = min(err.failures.items(), key=lambda kv: kv[1].timestamp)
-            how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+            how = (
+                f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+            )
             raise GigatokError(
                 f"worker {rank} of the {launch.nnodes * nproc} stopped with {how}",
                 hint="its output is above; rerun with --nproc-per-node 1 to see the problem in one process",

@@ -9,16 +9,13 @@ imports a subcommand's module only when that subcommand runs, shows its help or 
 from __future__ import annotations
 
 import ast
-import atexit
-import contextlib
 import functools
 import importlib
 import importlib.util
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -153,42 +150,18 @@ def _root(
 
 
 def main() -> None:
-    """Run the command line; under torchrun, leave without interpreter finalization (see below)."""
+    """Run the command line; a worker under torchrun ends through :func:`gigatok_core.dist.exit_process`."""
     try:
         app()
     except SystemExit as stop:
         code = stop.code
     else:
         code = 0
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        _leave_process_group(code)
+    if "torch.distributed" in sys.modules:  # never import torch for --help or --version
+        from gigatok_core.dist import exit_process
+
+        exit_process(code)  # returns only outside a process group
     raise SystemExit(code)
-
-
-def _leave_process_group(code: int | str | None) -> NoReturn:
-    """End a process that joined a process group (a worker under torchrun) with ``code``.
-
-    After a success the group is destroyed while every object is alive, the exit handlers run
-    (logging, multiprocessing), and the process leaves with ``os._exit``: letting the interpreter
-    finalize afterwards aborts one worker in a few dozen ("terminate called without an active
-    exception", gloo, torch 2.14), which turned finished runs into failures. After a failure the
-    group is left alone (destroying it waits for peers that may be stuck in a collective).
-    """
-    from gigatok_core.dist import destroy_distributed
-
-    if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
-        print(code, file=sys.stderr)
-        code = 1
-    code = code or 0
-    if code == 0:
-        destroy_distributed()
-    atexit.unregister(destroy_distributed)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

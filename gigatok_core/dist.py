@@ -15,7 +15,9 @@ resumable from a global sample position).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -68,6 +70,32 @@ def destroy_distributed() -> None:
     """Destroy the default process group if one exists (idempotent)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+
+
+def exit_process(code: int | str | None = 0) -> None:
+    """End a process that joined a process group (a worker under torchrun) with exit ``code``.
+
+    After a success the group is destroyed while every object is still alive, the exit handlers run
+    (logging, multiprocessing) and the process leaves with ``os._exit``: letting the interpreter
+    finalize after the group is gone aborts about one finished gloo worker in thirty ("terminate
+    called without an active exception", torch 2.14), which turns a finished run into a failed one.
+    After a failure the group is left alone: destroying it waits for peers that may be stuck in a
+    collective. Outside a process group this returns and the caller exits as usual.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    if isinstance(code, str):  # SystemExit("message"): print it and exit 1, as Python does
+        print(code, file=sys.stderr)
+        code = 1
+    code = code or 0
+    if code == 0:
+        destroy_distributed()
+    atexit.unregister(destroy_distributed)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def shard(items: Sequence[T], info: DistInfo | None = None) -> list[T]:

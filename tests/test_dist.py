@@ -72,7 +72,7 @@ def test_2_process_gloo_context_and_sampler(tmp_path):
         textwrap.dedent(
             """
             import json, sys, torch
-            from gigatok_core.dist import EpochSampler, get_context
+            from gigatok_core.dist import EpochSampler, exit_process, get_context
             ctx = get_context()
             t = torch.tensor([float(ctx.rank + 1)])
             total = ctx.all_reduce(t.clone(), "sum").item()
@@ -87,6 +87,7 @@ def test_2_process_gloo_context_and_sampler(tmp_path):
                 out = {"world": ctx.world_size, "sum": total, "mean": mean, "max": biggest,
                        "bcast": got, "parts": gathered}
                 open(sys.argv[1], "w").write(json.dumps(out))
+            exit_process(0)
             """
         )
     )
