@@ -159,16 +159,26 @@ def _list(as_json: bool) -> None:
         typer.echo(json.dumps(rows, indent=1))
         return
     unknown = sorted({r["size_note"] for r in rows if r["size"] is None})
-    table = Table(
-        title=f"GigaTok weights (cache: {hub.cache_dir()})",
-        caption="".join(f"blank size: {note}" for note in unknown[:1]) or None,
-    )
+    notes = [
+        "hash: published = checked against the sha256 the Hub publishes; first use = trusted on "
+        "first download, then re-checked on every use; pinned / name prefix = from the registry"
+    ]
+    notes += [f"blank size: {note}" for note in unknown[:1]]
+    unsure = [r["preset"] for r in rows if not r["known_source"]]
+    if unsure:
+        notes.append(
+            f"no known source yet: {', '.join(unsure)} (tried on the Hub; "
+            "if it is not there, download it by hand and use --import)"
+        )
+    table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})", caption="\n".join(notes) or None)
     for col, justify in (
         ("preset", "left"),
         ("kind", "left"),
         ("params", "right"),
         ("size", "right"),
         ("cached", "center"),
+        ("source", "left"),
+        ("hash", "left"),
         ("paper", "left"),
         ("file", "left"),
     ):
@@ -176,7 +186,7 @@ def _list(as_json: bool) -> None:
         table.add_column(
             col,
             justify=justify,
-            no_wrap=col not in ("paper", "file"),  # type: ignore[arg-type]
+            no_wrap=col not in ("paper", "file", "hash"),  # type: ignore[arg-type]
             overflow="fold",
         )
     for r in rows:
@@ -187,6 +197,8 @@ def _list(as_json: bool) -> None:
             _params(r["params"]),
             _size(r["size"]),
             _state(r["state"], r["size"]),
+            r["source"] + ("" if r["known_source"] else " [yellow](no known source)[/]"),
+            r["hash"],
             paper,
             r["file"],
         )

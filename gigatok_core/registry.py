@@ -42,6 +42,7 @@ class WeightsRecord:
     size: int | None = None
     license: str | None = None
     description: str = ""
+    unconfirmed: bool = False  # no source is known to hold it (only a guess, e.g. the Hub repo)
 
     def __post_init__(self) -> None:
         assert self.kind in ("tokenizer", "gpt", "aux"), f"{self.file}: bad kind {self.kind!r}"

@@ -30,6 +30,12 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Never touch the user's cache or the network from tests."""
     monkeypatch.setenv("GIGATOK_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("GIGATOK_OFFLINE", "1")
+    hf_home = tmp_path_factory.mktemp("hf_home")  # the Hugging Face cache and token, isolated too
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: no internet
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
 

@@ -25,7 +25,7 @@ from gigatok_core.hub import (
     verify_cache,
 )
 from gigatok_core.hub.gdrive import drive_urls, parse_drive_page
-from gigatok_core.hub.sources import hf_url, parse_hf
+from gigatok_core.hub.hf import HubRef, is_hub_ref, parse_hub_ref, resolve_hub_ref
 from gigatok_core.registry import WeightsRecord
 
 DATA = b"weights of an auxiliary network" * 1000
@@ -57,16 +57,27 @@ def test_hf_cache_file_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert cache.manifest_entry("w.bin")["origin"].endswith("w.bin")
 
 
-def test_hf_cache_file_with_wrong_hash_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    snap = tmp_path / "home" / "hub" / "models--org--repo" / "snapshots" / "abc123"
+def test_hf_cache_file_with_wrong_hash_is_refused_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob whose bytes are not the sha256 it is named by (what the Hub published) is deleted."""
+    repo = tmp_path / "home" / "hub" / "models--org--repo"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("c" * 40)
+    blob = repo / "blobs" / SHA
+    blob.parent.mkdir()
+    blob.write_bytes(DATA + b"!")
+    snap = repo / "snapshots" / ("c" * 40)
     snap.mkdir(parents=True)
-    (snap / "w.bin").write_bytes(DATA + b"!")
+    (snap / "w.bin").symlink_to(blob)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    rec = WeightsRecord(file="w.bin", kind="aux", sources=("hf://org/repo/w.bin@main",), sha256=SHA)
-    with pytest.raises(GigatokError, match="was not used"):
+    rec = WeightsRecord(file="w.bin", kind="aux", sources=("hf://org/repo/w.bin@main",))
+    with pytest.raises(
+        GigatokError, match="failed verification.*offline mode is on|offline mode is on.*failed verification"
+    ):
         fetch_record(rec, progress=False)
-    assert (snap / "w.bin").read_bytes() == DATA + b"!"  # the other cache is left alone
+    assert not blob.exists() and not (snap / "w.bin").exists()  # never reused
     assert not (cache.weights_dir() / "w.bin").exists()
 
 
@@ -203,11 +214,20 @@ def test_touched_file_is_rehashed_not_refetched() -> None:
 # ---------------------------------------------------------------------------------------------
 # Source strings and Drive pages
 # ---------------------------------------------------------------------------------------------
-def test_hf_source_urls(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse_hf("hf://org/repo/a/b.pt@v1") == ("org/repo", "a/b.pt", "v1")
-    assert hf_url("hf://org/repo/b.pt") == "https://huggingface.co/org/repo/resolve/main/b.pt"
+def test_hub_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_hub_ref("hf://org/repo/a/b.pt@v1") == HubRef("org/repo", "a/b.pt", "v1")
+    assert parse_hub_ref("hf://org/repo") == HubRef("org/repo", "model.safetensors", None)
+    assert parse_hub_ref(Path("hf://org/repo@v2")) == HubRef(
+        "org/repo", "model.safetensors", "v2"
+    )  # hf:/ too
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert parse_hub_ref("hf://org/repo/b.pt").url == "https://huggingface.co/org/repo/resolve/main/b.pt"
     monkeypatch.setenv("HF_ENDPOINT", "http://mirror.local/")
-    assert hf_url("hf://org/repo/b.pt@abc") == "http://mirror.local/org/repo/resolve/abc/b.pt"
+    assert parse_hub_ref("hf://org/repo/b.pt@abc").url == "http://mirror.local/org/repo/resolve/abc/b.pt"
+    for bad in ("hf://org", "hf://org/", "hf://org/repo@", "hf://org/re po"):
+        with pytest.raises(GigatokError, match="not a Hugging Face Hub reference"):
+            parse_hub_ref(bad)
+    assert resolve_hub_ref("runs/x") is None and resolve_hub_ref(None) is None and not is_hub_ref("s-s")
 
 
 def test_drive_urls_and_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,9 +22,27 @@ def test_every_preset_loads_and_validates() -> None:
 
 def test_released_presets_match_paper_table() -> None:
     released = {n for n in registry.tokenizer_names() if registry.tokenizer_preset(n).weights}
-    assert released == {"s-s", "s-b", "b-l", "b-l-dino", "xl-xxl"}
+    assert released == {"s-s", "s-b", "b-l", "b-l-dino", "xl-xxl", "s-s-2d", "s-b-2d", "b-l-2d"}
     assert registry.tokenizer_preset("xl-xxl").paper == {"rfid": 0.79, "lpips": 0.1947}
     assert len(registry.release_names()) == 8
+
+
+def test_official_files_come_from_the_hub_then_drive() -> None:
+    """Every official checkpoint lists the Hub repository first under its release file name; the
+    2D tokenizers have records, and the one with no known Drive id says so."""
+    for key in registry.weights_names():
+        rec = registry.weights_record(key)
+        if rec.kind == "aux":
+            continue
+        assert rec.sources[0] == f"hf://YuuTennYi/GigaTok/{rec.file}"
+        assert [s.split("://")[0] for s in rec.sources[1:]] == ([] if rec.unconfirmed else ["gdrive"])
+    drive = {
+        n: registry.weights_record(registry.tokenizer_preset(n).weights).sources for n in ("s-s-2d", "s-b-2d")
+    }
+    assert drive["s-s-2d"][1] == "gdrive://1vrnm5kI67cCCL_F-dGUeO3dJyBDYG6YV"
+    assert drive["s-b-2d"][1] == "gdrive://1VJG2j7-QmFo6jss8PrgeksLsMFJGIotw"
+    assert registry.weights_record(registry.tokenizer_preset("b-l-2d").weights).unconfirmed
+    assert registry.tokenizer_preset("b-l-2d").paper == {"rfid": 0.86}
 
 
 def test_unknown_name_suggests_closest() -> None:

@@ -7,8 +7,10 @@ passed in (``shapes=``); :mod:`gigatok_core.weights` passes the presets' check::
     path = fetch_weights("VQ_SS256_e100.pt")   # .../weights/VQ_SS256_e100.safetensors
 
 Modules: ``cache`` (layout, manifest, look-ups), ``lock`` (an inter-process lock that leaves no
-file), ``transfer`` (HTTP with resume), ``gdrive`` (Drive confirmation and error pages),
-``sources`` (source URLs, Hugging Face / torch hub caches), ``structure`` (keys/shapes check,
+file), ``hf`` (the Hugging Face Hub through ``huggingface_hub``: registry sources and the ``hf://``
+references every weights option takes, :func:`resolve_hub_ref`), ``transfer`` (HTTP with resume, for
+Drive and HTTPS sources), ``gdrive`` (Drive confirmation and error pages),
+``sources`` (source URLs, torch hub's cache), ``structure`` (keys/shapes check,
 safetensors conversion), ``fetch`` (the orchestration), ``manage`` (import, verify, clear),
 ``catalog`` (the ``--list`` table). Importing it does not import torch.
 """
@@ -16,6 +18,7 @@ safetensors conversion), ``fetch`` (the orchestration), ``manage`` (import, veri
 from gigatok_core.hub.cache import cache_dir, cached_path, offline, stored_path
 from gigatok_core.hub.catalog import catalog_rows
 from gigatok_core.hub.fetch import fetch_record, fetch_weights
+from gigatok_core.hub.hf import is_hub_ref, parse_hub_ref, resolve_hub_ref
 from gigatok_core.hub.manage import VerifyResult, clear_weights, import_weights, verify_cache
 
 __all__ = [
@@ -27,7 +30,10 @@ __all__ = [
     "fetch_record",
     "fetch_weights",
     "import_weights",
+    "is_hub_ref",
     "offline",
+    "parse_hub_ref",
+    "resolve_hub_ref",
     "stored_path",
     "verify_cache",
 ]

@@ -203,3 +203,26 @@ def cache_state(rec: WeightsRecord, key: str) -> str:
     if part.is_file():
         return f"partial {part.stat().st_size}"  # bytes so far; the next download resumes
     return "no"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub blobs verified against their published sha256 (``{"hub_blobs": {path: {size, mtime_ns,
+# sha256}}}``): a later use of an unchanged blob is not hashed again
+# ---------------------------------------------------------------------------------------------
+def verified_blob(path: str) -> dict[str, Any] | None:
+    blobs = read_manifest().get("hub_blobs")
+    entry = blobs.get(path) if isinstance(blobs, dict) else None
+    return entry if isinstance(entry, dict) and "sha256" in entry else None
+
+
+def record_blob(path: str, *, size: int, mtime_ns: int, sha256: str) -> None:
+    with _manifest_locked() as data:
+        blobs = data.get("hub_blobs") if isinstance(data.get("hub_blobs"), dict) else {}
+        blobs[path] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha256}
+        data["hub_blobs"] = blobs
+
+
+def forget_blob(path: str) -> None:
+    with _manifest_locked() as data:
+        if isinstance(data.get("hub_blobs"), dict):
+            data["hub_blobs"].pop(path, None)

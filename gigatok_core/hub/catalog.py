@@ -10,8 +10,30 @@ from typing import Any
 
 from gigatok_core import registry
 from gigatok_core.hub import cache
+from gigatok_core.hub.fetch import hash_basis
+from gigatok_core.registry import WeightsRecord
 
 SIZE_UNKNOWN = "not published with the release, so not in its record; recorded at the first download"
+HASH_WORDS = {  # how a file is verified (the --list caption explains them)
+    "published": "published",  # the sha256 the Hub publishes for an LFS file
+    "pinned": "pinned",  # a full sha256 in presets/weights.yaml
+    "prefix": "name prefix",  # the hash prefix in the file name
+    "first use": "first use",  # trusted on first use: recorded, re-checked on every later use
+}
+
+
+def _short(src: str) -> str:
+    if src.startswith("hf://"):
+        return "hub"
+    return "drive" if src.startswith("gdrive://") else "https"
+
+
+def _expected_hash(rec: WeightsRecord) -> str:
+    """How the file will be verified before its first download."""
+    first = HASH_WORDS[hash_basis(rec, rec.sources[0].startswith("hf://"))]
+    if rec.sources[0].startswith("hf://") and len(rec.sources) > 1 and not (rec.sha256 or rec.sha256_prefix):
+        return f"{first} (drive: {HASH_WORDS['first use']})"
+    return first
 
 
 def catalog_rows() -> list[dict[str, Any]]:
@@ -47,6 +69,23 @@ def catalog_rows() -> list[dict[str, Any]]:
                 "file": key,
                 "license": rec.license,
                 "description": rec.description,
+                "sources": [_short(src) for src in rec.sources],
+                "source": _origin(entry.get("origin"))
+                if path
+                else " → ".join(_short(s) for s in rec.sources),
+                "hash": HASH_WORDS.get(entry.get("hash", ""), entry.get("hash"))
+                if path and entry.get("hash")
+                else _expected_hash(rec),
+                "known_source": not rec.unconfirmed,
             }
         )
     return rows
+
+
+def _origin(origin: str | None) -> str:
+    """Where a cached file came from, in a word (hub, drive, https, import, or a local path)."""
+    if not origin:
+        return "?"
+    if origin.startswith(("hf://", "gdrive://", "http://", "https://")):
+        return _short(origin)
+    return origin.split(":", 1)[0] if origin.startswith("import:") else "local copy"

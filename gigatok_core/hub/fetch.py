@@ -5,9 +5,12 @@ which passes the structural check). Order of attempts, under a per-file lock (so
 and torchrun ranks download once; the others wait and reuse):
 
 1. our cache: size and mtime match the manifest (a changed mtime -> full re-hash);
-2. a file already in our ``weights/`` folder (interrupted conversion, copied by hand), then copies
-   in the Hugging Face or torch hub caches (hardlinked or copied, verified like a download);
-3. unless offline, each source in order (``.part`` + resume + verify + atomic rename).
+2. a file already in our ``weights/`` folder (interrupted conversion, copied by hand), then a copy
+   in torch hub's cache (hardlinked or copied, verified like a download);
+3. each source in order, with a one-line note when one falls through to the next: the Hugging
+   Face Hub through ``huggingface_hub`` (:mod:`gigatok_core.hub.hf`: the shared HF cache, offline
+   too, checked against the sha256 the Hub publishes), then, unless offline, Google Drive or
+   HTTPS (``.part`` + resume + verify + atomic rename).
 
 A file is accepted when its size / sha256 / sha256 prefix match what the record pins and, for a
 tokenizer or GPT checkpoint, its weights entry fits ``shapes(record)`` (when given); the entry is
@@ -25,8 +28,8 @@ from pathlib import Path
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import sha256_file
-from gigatok_core.hub import cache, structure
-from gigatok_core.hub.sources import SourceFailed, fetch_source, human_urls, local_candidates
+from gigatok_core.hub import cache, hf, structure
+from gigatok_core.hub.sources import SourceFailed, fetch_source, human_urls, local_candidates, source_label
 from gigatok_core.hub.structure import ShapesFn
 from gigatok_core.hub.transfer import session
 from gigatok_core.registry import WeightsRecord
@@ -162,22 +165,54 @@ def _obtain(rec: WeightsRecord, key: str, progress: bool, shapes: ShapesFn | Non
             return found
         except Rejected as err:
             notes.append(f"{cand} was not used: {err}")
-    if cache.offline():
-        raise _offline_error(rec, key, notes)
+    offline = cache.offline()
     failures: list[SourceFailed] = []
-    sess = session()
-    for src in rec.sources:
+    sess = None
+    for i, src in enumerate(rec.sources):
+        if src.startswith("hf://"):  # through huggingface_hub: its cache (offline too), resume, mirrors
+            try:
+                got = hf.download(hf.parse_hub_ref(src), offline=offline, progress=progress)
+            except hf.HubError as err:
+                if not err.offline_miss:  # offline and not in the HF cache: the offline error says it
+                    failures.append(SourceFailed(src, err.message, resumable=not err.missing))
+                _fall_through(progress, rec, src, err, rec.sources[i + 1 :], offline)
+                continue
+            sha = cache.link_or_copy(got.path, raw) or got.sha256
+            try:
+                return accept(rec, key, raw, sha, origin=src, shapes=shapes, published=got.published)
+            except Rejected as err:
+                failures.append(SourceFailed(src, f"downloaded file rejected: {err}"))
+            continue
+        if offline:
+            continue
+        sess = sess or session()
         try:
-            got = fetch_source(src, cache.part_path(rec), label=rec.file, progress=progress, sess=sess)
+            got_http = fetch_source(src, cache.part_path(rec), label=rec.file, progress=progress, sess=sess)
         except SourceFailed as err:
             failures.append(err)
             continue
         cache.part_path(rec).replace(raw)
         try:
-            return accept(rec, key, raw, got.sha256, origin=src, shapes=shapes)
+            return accept(rec, key, raw, got_http.sha256, origin=src, shapes=shapes)
         except Rejected as err:
             failures.append(SourceFailed(src, f"downloaded file rejected: {err}"))
+    if offline:
+        raise _offline_error(rec, key, notes + [str(f) for f in failures])
     raise _download_error(rec, key, failures, notes)
+
+
+def _fall_through(
+    progress: bool, rec: WeightsRecord, src: str, err: hf.HubError, rest: tuple[str, ...], offline: bool
+) -> None:
+    """The one-line note when the Hub does not give a file and another source is tried."""
+    nxt = next((s for s in rest if not offline or s.startswith("hf://")), None)
+    if nxt is None:
+        return
+    why = "is not on" if err.missing else "could not be had from"
+    _say(
+        progress,
+        f"[dim]note:[/] {rec.file} {why} the {source_label(src)}; trying {source_label(nxt)}",
+    )
 
 
 def identity_problem(rec: WeightsRecord, size: int, sha: str) -> str | None:
@@ -191,17 +226,41 @@ def identity_problem(rec: WeightsRecord, size: int, sha: str) -> str | None:
     return None
 
 
+def hash_basis(rec: WeightsRecord, published: bool = False) -> str:
+    """How a file's identity is known: published (by the Hub, for LFS files), pinned (in the
+    registry), prefix (the hash prefix in its name) or first use (trusted and recorded)."""
+    if published:
+        return "published"
+    if rec.sha256:
+        return "pinned"
+    return "prefix" if rec.sha256_prefix else "first use"
+
+
 def accept(
-    rec: WeightsRecord, key: str, raw: Path, sha: str, *, origin: str, shapes: ShapesFn | None
+    rec: WeightsRecord,
+    key: str,
+    raw: Path,
+    sha: str,
+    *,
+    origin: str,
+    shapes: ShapesFn | None,
+    published: bool = False,
 ) -> Path:
     """Verify ``raw`` (already in our cache), convert a model checkpoint, record it. Raises
-    :class:`Rejected` after deleting ``raw``."""
+    :class:`Rejected` after deleting ``raw``. ``published``: ``sha`` was checked against the
+    sha256 the Hub publishes."""
     size = raw.stat().st_size
     problem = identity_problem(rec, size, sha)
     if problem:
         raw.unlink(missing_ok=True)
         raise Rejected(problem)
-    entry = {"kind": rec.kind, "origin": origin, "size": size, "sha256": sha}
+    entry = {
+        "kind": rec.kind,
+        "origin": origin,
+        "size": size,
+        "sha256": sha,
+        "hash": hash_basis(rec, published),
+    }
     if rec.kind == "aux":
         entry.update(stored=raw.name, stored_sha256=sha, structure_checked=False, **cache.stat_fields(raw))
         cache.record_entry(key, entry)
@@ -243,7 +302,8 @@ def _offline_error(rec: WeightsRecord, key: str, notes: list[str]) -> GigatokErr
     name = registry.display_name(key)
     extra = f" ({'; '.join(notes)})" if notes else ""
     return GigatokError(
-        f"{rec.file} is not in the cache ({cache.weights_dir()}) and offline mode is on "
+        f"{rec.file} is not in the cache ({cache.weights_dir()}, nor in the Hugging Face cache) and "
+        "offline mode is on "
         f"(GIGATOK_OFFLINE / HF_HUB_OFFLINE){extra}; it comes from {where_to_get(rec)}",
         hint=f"on a machine with internet run `gigatok download {name}` and copy "
         f"{cache.stored_path(rec).name} into {cache.weights_dir()}, or download the file by hand "

@@ -1,20 +1,17 @@
-"""Where a file can come from: source URLs (``gdrive://``, ``hf://``, ``https://``) and the caches of
-other libraries that may already hold it (Hugging Face hub, torch hub).
-
-- ``hf://org/repo/path/in/repo@rev`` -> ``{HF_ENDPOINT or https://huggingface.co}/org/repo/resolve/rev/path``
-  (``rev`` defaults to ``main``); its Hugging Face cache copy is
-  ``{HF_HUB_CACHE or HF_HOME/hub or ~/.cache/huggingface/hub}/models--org--repo/snapshots/<commit>/path``.
-- torch hub keeps downloads in ``{TORCH_HOME or $XDG_CACHE_HOME/torch or ~/.cache/torch}/hub/checkpoints/<file>``.
+"""Where a file can come from: source URLs (``gdrive://``, ``https://``; ``hf://`` sources go through
+:mod:`gigatok_core.hub.hf`) and torch hub's cache, which may already hold an aux file
+(``{TORCH_HOME or $XDG_CACHE_HOME/torch or ~/.cache/torch}/hub/checkpoints/<file>``).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
+from gigatok_core.hub.hf import parse_hub_ref
 from gigatok_core.hub.gdrive import DriveRefused, fetch_drive, view_url
 from gigatok_core.hub.transfer import HtmlPage, Transfer, TransferError, download
 from gigatok_core.registry import WeightsRecord
@@ -38,41 +35,27 @@ class SourceFailed(Exception):
 # ---------------------------------------------------------------------------------------------
 # Source strings
 # ---------------------------------------------------------------------------------------------
-def parse_hf(src: str) -> tuple[str, str, str]:
-    """``hf://org/repo/path@rev`` -> (``org/repo``, ``path``, ``rev``)."""
-    body = src.removeprefix("hf://")
-    body, _, rev = body.rpartition("@") if "@" in body else (body, "", "main")
-    parts = body.split("/")
-    assert len(parts) >= 3, f"bad hf source {src!r}: want hf://org/repo/path[@rev]"
-    return "/".join(parts[:2]), "/".join(parts[2:]), rev or "main"
-
-
-def hf_url(src: str) -> str:
-    repo, path, rev = parse_hf(src)
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return f"{endpoint}/{repo}/resolve/{rev}/{path}"
-
-
 def human_urls(src: str) -> list[str]:
     """URLs to show a person (where to download the file by hand)."""
     if src.startswith("gdrive://"):
         return [view_url(src.removeprefix("gdrive://"))]
     if src.startswith("hf://"):
-        return [hf_url(src)]
+        return [parse_hub_ref(src).url]
     return [src]
 
 
-# ---------------------------------------------------------------------------------------------
-# Other libraries' caches
-# ---------------------------------------------------------------------------------------------
-def hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+def source_label(src: str) -> str:
+    """What a source is called in messages and ``download --list``: hub, drive or the host."""
+    if src.startswith("hf://"):
+        return f"Hugging Face Hub ({parse_hub_ref(src).repo})"
+    if src.startswith("gdrive://"):
+        return "Google Drive"
+    return urlsplit(src).netloc or src
 
 
+# ---------------------------------------------------------------------------------------------
+# Other libraries' caches (the Hugging Face cache is read by huggingface_hub itself)
+# ---------------------------------------------------------------------------------------------
 def torch_hub_dir() -> Path:
     if os.environ.get("TORCH_HOME"):
         return Path(os.environ["TORCH_HOME"])
@@ -81,41 +64,20 @@ def torch_hub_dir() -> Path:
 
 
 def local_candidates(rec: WeightsRecord) -> list[Path]:
-    """Files of other caches that may be ``rec`` (to be verified before use)."""
-    found: list[Path] = []
-    for src in rec.sources:
-        if not src.startswith("hf://"):
-            continue
-        repo, path, rev = parse_hf(src)
-        root = hf_hub_cache() / ("models--" + repo.replace("/", "--"))
-        commit = rev if re.fullmatch(r"[0-9a-f]{40}", rev) else None
-        ref = root / "refs" / rev
-        if commit is None and ref.is_file():
-            commit = ref.read_text().strip()
-        snaps = [root / "snapshots" / commit] if commit else []
-        if (root / "snapshots").is_dir():
-            snaps += sorted((root / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-        found += [s / path for s in snaps if (s / path).is_file()]
+    """Files of other caches that may be ``rec`` (to be verified before use): torch hub's."""
     torch_file = torch_hub_dir() / "hub" / "checkpoints" / rec.file
-    if torch_file.is_file():
-        found.append(torch_file)
-    unique: list[Path] = []
-    for p in found:
-        if p not in unique:
-            unique.append(p)
-    return unique
+    return [torch_file] if torch_file.is_file() else []
 
 
 # ---------------------------------------------------------------------------------------------
 # Fetching one source into a .part file
 # ---------------------------------------------------------------------------------------------
 def fetch_source(src: str, part: Path, *, label: str, progress: bool, sess: requests.Session) -> Transfer:
-    """Download ``src`` into ``part``; raises :class:`SourceFailed`."""
+    """Download a ``gdrive://`` or ``https://`` source into ``part``; raises :class:`SourceFailed`."""
     try:
         if src.startswith("gdrive://"):
             return fetch_drive(src.removeprefix("gdrive://"), part, label=label, progress=progress, sess=sess)
-        url = hf_url(src) if src.startswith("hf://") else src
-        return download(url, part, label=label, progress=progress, sess=sess)
+        return download(src, part, label=label, progress=progress, sess=sess)
     except DriveRefused as err:
         raise SourceFailed(src, str(err), drive_problem=err.problem) from None
     except HtmlPage as page:
