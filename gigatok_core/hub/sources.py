@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from gigatok_core.hub.hf import parse_hub_ref
 from gigatok_core.hub.gdrive import DriveRefused, fetch_drive, view_url
+from gigatok_core.hub.hf import parse_hub_ref
 from gigatok_core.hub.transfer import HtmlPage, Transfer, TransferError, download
 from gigatok_core.registry import WeightsRecord
 
