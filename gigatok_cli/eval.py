@@ -16,6 +16,7 @@ from gigatok_cli._common import handle_errors, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import (
+    HUB_HELP,
     BatchOpt,
     DeviceOpt,
     ForceOpt,
@@ -26,6 +27,7 @@ from gigatok_cli.options import (
     PROpt,
     ProtocolOpt,
     TokenizerOpt,
+    hub_weights,
 )
 from gigatok_cli.report import is_main, render_report
 
@@ -140,7 +142,10 @@ def rfid(
     ],
     *,
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Tokenizer weights instead of the preset's.")
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
+        ),
     ] = None,
     reference: Annotated[
         Path | None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,6 +41,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--device": lambda: list(DEVICE_CHOICES),
     "--cfg-schedule": lambda: list(SCHEDULES),
     "--rng": lambda: list(RNG_MODES),
+    "--format": lambda: ["safetensors", "hub"],  # gigatok train export
 }
 
 
@@ -57,6 +58,25 @@ def completer(option: str) -> Callable[[str], list[str]]:
         return [n for n in CHOICES[option]() if n.startswith(incomplete)]
 
     return complete
+
+
+def hub_weights(value: Any) -> Any:
+    """Callback of every option that takes weights: a Hugging Face Hub reference
+    (``hf://OWNER/REPO[@REVISION]``, ``hf://OWNER/REPO/FILE``) becomes the verified file in the shared
+    Hugging Face cache (:func:`gigatok_core.hub.resolve_hub_ref`); anything else passes unchanged."""
+    from gigatok_core.errors import GigatokError
+    from gigatok_core.hub.hf import is_hub_ref, resolve_hub_ref
+
+    if value is None or not is_hub_ref(value):
+        return value
+    try:
+        path = resolve_hub_ref(value)
+    except GigatokError as err:
+        raise typer.BadParameter(err.message + (f"\nhint: {err.hint}" if err.hint else "")) from None
+    return path if isinstance(value, Path) else str(path)
+
+
+HUB_HELP = " Also hf://OWNER/REPO[@REVISION] or hf://OWNER/REPO/FILE (Hugging Face Hub)."
 
 
 def _listed(names: list[str] | tuple[str, ...]) -> str:
@@ -111,11 +131,19 @@ GptOpt = Annotated[
 ]
 GptCheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--gpt-checkpoint", help="Local GPT checkpoint instead of the released weights."),
+    typer.Option(
+        "--gpt-checkpoint",
+        help="GPT checkpoint (file or run folder) instead of the released weights." + HUB_HELP,
+        callback=hub_weights,
+    ),
 ]
 TokenizerCheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--tokenizer-checkpoint", help="Local tokenizer checkpoint instead of the preset's."),
+    typer.Option(
+        "--tokenizer-checkpoint",
+        help="Tokenizer checkpoint (file or run folder) instead of the preset's." + HUB_HELP,
+        callback=hub_weights,
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------

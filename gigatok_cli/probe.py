@@ -15,12 +15,14 @@ from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import (
+    HUB_HELP,
     DeviceOpt,
     PairedTokenizerOpt,
     TokenizerCheckpointOpt,
     TokenizerOpt,
     _listed,
     completer,
+    hub_weights,
 )
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
@@ -211,7 +213,9 @@ def gpt(
         Path | None,
         typer.Option(
             "--gpt-checkpoint",
-            help="GPT weights file, or a `gigatok train gpt` RUN_DIR (latest checkpoint, EMA preferred).",
+            help="GPT weights file, or a `gigatok train gpt` RUN_DIR (latest checkpoint, EMA preferred)."
+            + HUB_HELP,
+            callback=hub_weights,
         ),
     ] = None,
     tokenizer: PairedTokenizerOpt = None,
@@ -307,7 +311,10 @@ def tokenizer(
     *,
     tokenizer: TokenizerOpt,
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Tokenizer weights instead of the preset's.")
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
+        ),
     ] = None,
     fix_dim: Annotated[
         bool,

@@ -12,7 +12,7 @@ from rich.table import Table
 from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
-from gigatok_cli.options import CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt
+from gigatok_cli.options import HUB_HELP, CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt, hub_weights
 from gigatok_core.errors import GigatokError
 
 DEFAULT_TOKENIZER = "s-s"
@@ -33,7 +33,11 @@ def reconstruct(
     tokenizer: CheckpointTokenizerOpt = None,
     checkpoint: Annotated[
         Path | None,
-        typer.Option("--checkpoint", help="Local checkpoint file instead of the preset's cached weights."),
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint file or run folder instead of the preset's cached weights." + HUB_HELP,
+            callback=hub_weights,
+        ),
     ] = None,
     grid: Annotated[
         bool, typer.Option("--grid", help="Also write grid.png: original | reconstruction pairs.")

@@ -11,8 +11,10 @@ import typer
 
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+from gigatok_cli.options import completer
 from gigatok_cli.train_common import run_overrides, training_progress
 from gigatok_core import registry  # presets as data: no torch import
+from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
     name="train",
@@ -130,14 +132,91 @@ def gpt(
 @handle_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or one of its checkpoint folders).")],
-    dest: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],
+    dest: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The .safetensors file to write; with --format hub a folder (optional with --to-hub).",
+            show_default=False,
+        ),
+    ] = None,
     *,
     weights: Annotated[
         str | None, typer.Option("--weights", help="Weights group (default: ema when kept, else model).")
     ] = None,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="safetensors: one self-describing file. hub: a Hugging Face model repository folder "
+            "(model.safetensors, config.json, README.md model card).",
+            autocompletion=completer("--format"),
+        ),
+    ] = "safetensors",
+    to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--to-hub",
+            help="Upload the hub folder to this Hugging Face repo (OWNER/REPO; created if missing). "
+            "Needs HF_TOKEN or `hf auth login`.",
+            show_default=False,
+        ),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="With --to-hub: create the repo private.")
+    ] = False,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            "--revision",
+            help="With --to-hub: the branch to commit to (created from main).",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
 ) -> None:
-    """Write a run's inference weights alone, self-describing (config and pairing in the header)."""
+    """Write a run's inference weights alone, self-describing (config and pairing in the header);
+    or as a Hugging Face model repository (--format hub), uploaded with --to-hub.
+
+    Examples: gigatok train export runs/gpt mine.safetensors | gigatok train export runs/tok hub-folder --format hub |
+    gigatok train export runs/tok --to-hub alice/my-tokenizer --private
+    """
+    if format_ not in ("safetensors", "hub"):
+        raise GigatokError(f"--format {format_}: want safetensors or hub", hint="e.g. --format hub")
+    if to_hub is None and (private or revision):
+        raise GigatokError("--private and --revision go with --to-hub", hint="add --to-hub OWNER/REPO")
+    if to_hub is not None:
+        from gigatok_core.train.hub_export import push_run
+
+        if dest is not None and dest.suffix == ".safetensors":
+            raise GigatokError(
+                f"--to-hub uploads a repository folder; {dest} names a file",
+                hint="drop DEST (a temporary folder is used), or name a folder to keep a copy",
+            )
+        res = push_run(
+            run_dir, to_hub, group=weights, private=private, revision=revision, keep=dest, overwrite=overwrite
+        )
+        out.print(
+            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {to_hub}: {res.url}\n"
+            f"load them with hf://{to_hub}" + (f"@{revision}" if revision else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    if dest is None:
+        raise GigatokError(
+            "name the file (or folder) to write", hint="gigatok train export RUN_DIR OUT.safetensors"
+        )
+    if format_ == "hub":
+        from gigatok_core.train.hub_export import write_hub_folder
+
+        res = write_hub_folder(run_dir, dest, group=weights, overwrite=overwrite)
+        out.print(
+            f"wrote {res.folder} ({res.group} weights of step {res.step}: model.safetensors, config.json, "
+            f"README.md); upload it with `hf upload OWNER/REPO {res.folder}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     from gigatok_core.train.export import export_weights
 
     res = export_weights(run_dir, dest, group=weights, overwrite=overwrite)

@@ -11,7 +11,7 @@ import typer
 from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
-from gigatok_cli.options import AutoPrecisionOpt, DeviceOpt, TokenizerOpt
+from gigatok_cli.options import HUB_HELP, AutoPrecisionOpt, DeviceOpt, TokenizerOpt, hub_weights
 
 
 @handle_errors
@@ -31,7 +31,9 @@ def extract_codes(
     checkpoint: Annotated[
         Path | None,
         typer.Option(
-            "--checkpoint", help="Tokenizer weights file or training run folder instead of the preset's."
+            "--checkpoint",
+            help="Tokenizer weights file or training run folder instead of the preset's." + HUB_HELP,
+            callback=hub_weights,
         ),
     ] = None,
     ten_crop: Annotated[

@@ -14,6 +14,7 @@ import typer
 
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+from gigatok_cli.options import HUB_HELP, hub_weights
 
 
 def _complete_tokenizer(incomplete: str) -> list[str]:
@@ -45,7 +46,9 @@ def tokenizer(
     init: Annotated[
         str | None,
         typer.Option(
-            "--init", help="Start from a preset's released weights, a weights file or a run folder."
+            "--init",
+            help="Start from a preset's released weights, a weights file or a run folder." + HUB_HELP,
+            callback=hub_weights,
         ),
     ] = None,
     config: Annotated[

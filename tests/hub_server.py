@@ -12,7 +12,8 @@ It also speaks the part of the Hugging Face Hub protocol that ``huggingface_hub`
   LFS files (weights) ``X-Linked-Etag`` = the sha256 and ``X-Linked-Size``; errors as the Hub
   sends them (``X-Error-Code``: ``RepoNotFound`` with 401 for a missing or private repo without
   the token, ``RevisionNotFound``, ``EntryNotFound`` with 404);
-- uploads: ``POST /api/repos/create``, ``/api/models/{repo}/preupload/{rev}`` (every file
+- uploads: ``POST /api/repos/create``, ``/api/validate-yaml`` (a model card's front matter),
+  ``/api/models/{repo}/preupload/{rev}`` (every file
   "regular", so its bytes travel base64 in the commit), ``/api/models/{repo}/commit/{rev}``
   (NDJSON) and ``/api/models/{repo}/branch/{branch}``.
 """
@@ -231,13 +232,25 @@ class FileServer:
         if token is None:
             answer(401, {"error": "Invalid username or password."})
             return
+        if path == "/api/validate-yaml":  # the model card's front matter, checked before a commit
+            import yaml
+
+            content = json.loads(body)["content"]
+            head = content.split("---")[1] if content.startswith("---") else ""
+            try:
+                ok = isinstance(yaml.safe_load(head) or {}, dict)
+            except yaml.YAMLError:
+                ok = False
+            answer(200 if ok else 400, {"errors": [] if ok else [{"message": "bad YAML"}], "warnings": []})
+            return
         if path == "/api/repos/create":
             req = json.loads(body)
             repo_id = f"{req.get('organization') or 'me'}/{req['name']}"
             if repo_id in self.hub:
                 answer(409, {"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"})
                 return
-            self.hub[repo_id] = HubRepo(private=bool(req.get("private")), token=token)
+            private = bool(req.get("private")) or req.get("visibility") == "private"  # older / newer clients
+            self.hub[repo_id] = HubRepo(private=private, token=token)
             answer(200, {"url": f"{self.url}/{repo_id}", "name": repo_id, "id": repo_id})
             return
         parts = path.split("/")  # /api/models/{owner}/{name}/{op}/{rev...}

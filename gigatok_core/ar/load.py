@@ -134,6 +134,9 @@ def resolve_gpt(
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
+    from gigatok_core.hub.hf import resolve_hub_ref
+
+    checkpoint = resolve_hub_ref(checkpoint) or checkpoint  # hf://OWNER/REPO[@REV]: a verified local file
     name, tokenizer = split_gpt_name(name, tokenizer)
     cfg = gpt_preset(name).config
     if checkpoint is not None:
@@ -184,10 +187,13 @@ def load_gpt(
 
     Weights: ``checkpoint`` when given; else the released file for the (GPT, tokenizer) pair from
     the cache (``gigatok download``); else seeded random weights for ``gpt-tiny``. A pair that was
-    never released is refused unless ``checkpoint`` is given.
+    never released is refused unless ``checkpoint`` is given. ``checkpoint`` may be a Hugging Face
+    Hub reference, ``hf://OWNER/REPO[@REVISION]`` (:func:`gigatok_core.hub.resolve_hub_ref`).
     """
+    from gigatok_core.hub.hf import resolve_hub_ref
     from gigatok_core.weights import fetch_weights
 
+    checkpoint = resolve_hub_ref(checkpoint) or checkpoint
     name, tokenizer = split_gpt_name(name, tokenizer)
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")

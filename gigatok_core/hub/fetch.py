@@ -177,7 +177,9 @@ def _obtain(rec: WeightsRecord, key: str, progress: bool, shapes: ShapesFn | Non
                     failures.append(SourceFailed(src, err.message, resumable=not err.missing))
                 _fall_through(progress, rec, src, err, rec.sources[i + 1 :], offline)
                 continue
-            sha = cache.link_or_copy(got.path, raw) or got.sha256
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            cache.link_or_copy(got.path.resolve(), raw)  # the blob (a snapshot entry is a symlink)
+            sha = got.sha256
             try:
                 return accept(rec, key, raw, sha, origin=src, shapes=shapes, published=got.published)
             except Rejected as err:

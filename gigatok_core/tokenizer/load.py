@@ -105,7 +105,14 @@ def load_tokenizer(
     weights. ``name_or_path`` may also be a checkpoint (file, checkpoint folder or run folder).
     The architecture comes from the checkpoint's own metadata when it has some (files gigatok
     writes), else from the preset, or for an official file named alone, from its shapes.
+    ``checkpoint`` (or ``name_or_path``) may be a Hugging Face Hub reference,
+    ``hf://OWNER/REPO[@REVISION]`` or ``hf://OWNER/REPO/FILE`` (:func:`gigatok_core.hub.resolve_hub_ref`).
     """
+    from gigatok_core.hub.hf import resolve_hub_ref
+
+    checkpoint = resolve_hub_ref(checkpoint) or checkpoint
+    if checkpoint is None and (hub_file := resolve_hub_ref(name_or_path)) is not None:
+        return _load_checkpoint(hub_file, None, device, dtype, with_distill)
     if checkpoint is None and _is_checkpoint_path(name_or_path):
         return _load_checkpoint(Path(name_or_path), None, device, dtype, with_distill)
     preset = tokenizer_preset(name_or_path)
