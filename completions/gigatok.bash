@@ -25,7 +25,7 @@ _gigatok() {
     done
     case "$path|$prev" in
         "download|--import") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "download|--preset") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
+        "download|--preset") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt VQ_SS256_2d_e100.pt VQ_SB256_2d_e200.pt VQ_BL256_2d_e200.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "eval build-ref|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--image-size") COMPREPLY=(); return ;;
@@ -186,6 +186,9 @@ _gigatok() {
         "sample|--master-port") COMPREPLY=(); return ;;
         "sample|--rdzv-endpoint") COMPREPLY=(); return ;;
         "train export|--weights") COMPREPLY=(); return ;;
+        "train export|--format") COMPREPLY=($(compgen -W "safetensors hub" -- "$cur")); return ;;
+        "train export|--to-hub") COMPREPLY=(); return ;;
+        "train export|--revision") COMPREPLY=(); return ;;
         "train extract-codes|--tokenizer"|"train extract-codes|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "train extract-codes|--output"|"train extract-codes|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train extract-codes|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -204,7 +207,7 @@ _gigatok() {
         "train extract-codes|--master-addr") COMPREPLY=(); return ;;
         "train extract-codes|--master-port") COMPREPLY=(); return ;;
         "train extract-codes|--rdzv-endpoint") COMPREPLY=(); return ;;
-        "train gpt|--preset"|"train gpt|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
+        "train gpt|--preset"|"train gpt|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt VQ_SS256_2d_e100.pt VQ_SB256_2d_e200.pt VQ_BL256_2d_e200.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "train gpt|--codes") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--output"|"train gpt|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -231,7 +234,7 @@ _gigatok() {
         "train gpt|--master-addr") COMPREPLY=(); return ;;
         "train gpt|--master-port") COMPREPLY=(); return ;;
         "train gpt|--rdzv-endpoint") COMPREPLY=(); return ;;
-        "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
+        "train tokenizer|--preset"|"train tokenizer|-p") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt VQ_SS256_2d_e100.pt VQ_SB256_2d_e200.pt VQ_BL256_2d_e200.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "train tokenizer|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--output"|"train tokenizer|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--init") COMPREPLY=(); return ;;
@@ -263,7 +266,7 @@ _gigatok() {
     esac
     case "$path" in
         "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
-        "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
+        "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl s-s-2d s-b-2d b-l-2d gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
@@ -276,7 +279,7 @@ _gigatok() {
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
-        "train export") COMPREPLY=($(compgen -W "--weights --overwrite --help -h" -- "$cur")) ;;
+        "train export") COMPREPLY=($(compgen -W "--weights --format --to-hub --private --revision --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --max-steps --batch-size --lr --seed --save-every --keep --log-every --sample-every --device --precision --grad-accum --strategy --no-ema --ema --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;

@@ -179,8 +179,7 @@ def _images(folder: Path) -> Path:
 
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "0.png")
     return folder
 
 
@@ -210,8 +209,7 @@ def test_tokenizer_export_to_hub_folder_loads_back_through_the_server(
     assert res.exit_code == 0, res.output
     local = ["reconstruct", str(images), "--checkpoint", str(folder / "model.safetensors"), "-o", "local"]
     assert runner.invoke(app, local).exit_code == 0
-    for name in ("0.png", "1.png"):
-        assert (tmp_path / "reconstructions" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert (tmp_path / "reconstructions" / "0.png").read_bytes() == (tmp_path / "local" / "0.png").read_bytes()
 
     from gigatok_core.tokenizer.load import load_tokenizer
 
