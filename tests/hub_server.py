@@ -42,6 +42,7 @@ class HubRepo:
     token: str | None = None  # the token that may read (and write) it
     tampered: set[str] = field(default_factory=set)
     commits: dict[str, str] = field(default_factory=dict)  # branch -> commit id
+    down: bool = False  # answer 503 (a Hub outage)
 
     def commit_of(self, rev: str) -> str | None:
         """The commit a revision (branch or commit id) names, or None."""
@@ -181,6 +182,9 @@ class FileServer:
             return False
         repo_id, rev, path = "/".join(parts[:2]), unquote(parts[3]), unquote("/".join(parts[4:]))
         repo = self.hub.get(repo_id)
+        if repo is not None and repo.down:
+            self._hub_error(h, 503, "ServiceUnavailable")
+            return True
         if repo is None or not self._authorized(h, repo):
             self._hub_error(h, 401, "RepoNotFound")
             return True

@@ -62,4 +62,9 @@ def test_download_names_complete_from_the_registry() -> None:
     assert res.output.split() == ["gpt-b@s-s", "gpt-b@s-b", "gpt-b@b-l", "gpt-b@b-l-dino", "gpt-b@xl-xxl"]
     env["COMP_WORDS"] = "gigatok download --import f.pt --preset s-"
     env["COMP_CWORD"] = "5"
-    assert runner.invoke(app, [], prog_name="gigatok", env=env).output.split() == ["s-s", "s-b", "s-s-2d", "s-b-2d"]
+    assert runner.invoke(app, [], prog_name="gigatok", env=env).output.split() == [
+        "s-s",
+        "s-b",
+        "s-s-2d",
+        "s-b-2d",
+    ]

@@ -94,6 +94,21 @@ def test_hub_404_falls_through_to_drive_with_a_note(
     assert cache.manifest_entry("VQ_fake.pt")["hash"] == "first use"
 
 
+def test_hub_outage_falls_through_to_drive(
+    server: FileServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub retries a 503 with backoff (about 20 s) before giving up: not waited here."""
+    import huggingface_hub.utils._http as hf_http
+
+    monkeypatch.setattr(hf_http.time, "sleep", lambda s: None)
+    server.hub[OFFICIAL] = HubRepo(branches={"main": {"VQ_fake.pt": CKPT}}, down=True)
+    server.routes["/download"] = Route(body=CKPT, require={"id": "FID"})
+    assert fetch_record(official(), progress=True, shapes=shapes).is_file()
+    assert ("GET", "/download") in server.calls
+    err = " ".join(capsys.readouterr().err.split())
+    assert "VQ_fake.pt could not be had from the Hugging Face Hub" in err and "trying Google Drive" in err
+
+
 def test_tampered_hub_file_is_refused_and_nothing_is_kept(server: FileServer) -> None:
     server.hub[OFFICIAL] = HubRepo(branches={"main": {"VQ_fake.pt": CKPT}}, tampered={"VQ_fake.pt"})
     with pytest.raises(GigatokError, match="failed verification") as err:
@@ -209,7 +224,9 @@ def test_tokenizer_export_to_hub_folder_loads_back_through_the_server(
     assert res.exit_code == 0, res.output
     local = ["reconstruct", str(images), "--checkpoint", str(folder / "model.safetensors"), "-o", "local"]
     assert runner.invoke(app, local).exit_code == 0
-    assert (tmp_path / "reconstructions" / "0.png").read_bytes() == (tmp_path / "local" / "0.png").read_bytes()
+    assert (tmp_path / "reconstructions" / "0.png").read_bytes() == (
+        tmp_path / "local" / "0.png"
+    ).read_bytes()
 
     from gigatok_core.tokenizer.load import load_tokenizer
 
@@ -309,6 +326,30 @@ def test_bad_hub_references(server: FileServer, tmp_path: Path, ref: str, messag
     assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
     if ref == "hf://me/bad":
         assert blobs("me/bad") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "-c", "1", "--gpt-checkpoint", "hf://me/nope"],
+        ["sample", "-c", "1", "--tokenizer-checkpoint", "hf://me/nope"],
+        ["eval", "gfid", "--gpt-checkpoint", "hf://me/nope"],
+        ["eval", "rfid", "--data", ".", "--checkpoint", "hf://me/nope"],
+        ["probe", "gpt", "--gpt-checkpoint", "hf://me/nope"],
+        ["probe", "tokenizer", "--checkpoint", "hf://me/nope", "--tokenizer", "s-s"],
+        ["train", "extract-codes", "--data", ".", "--output", "c", "--checkpoint", "hf://me/nope"],
+        ["train", "tokenizer", "--data", ".", "--output", "r", "--init", "hf://me/nope"],
+    ],
+    ids=lambda a: "-".join(x for x in a if x.startswith("--") or x.isalpha())[:60],
+)
+def test_every_weights_option_takes_hub_references(server: FileServer, args: list[str]) -> None:
+    """Each option that takes weights goes through the one resolver (a bad id is refused while the
+    command line is read, before any work)."""
+    server.hub["me/other"] = HubRepo()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "me/nope on http://127.0.0.1" in " ".join(re.sub("[│╭╮╰╯─]", " ", res.output).split()), res.output
+    assert any(p == "/me/nope/resolve/main/model.safetensors" for _, p in server.calls)
 
 
 def test_download_list_says_source_and_hash() -> None:
