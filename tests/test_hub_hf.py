@@ -283,6 +283,14 @@ def test_to_hub_uploads_private_revision_and_loads_back(
 
     model = load_tokenizer("hf://me/tok@v1")
     assert model.config.codebook_size == 1024
+    keep = tmp_path / "kept"  # DEST with --to-hub keeps the uploaded folder; public, on main
+    res = runner.invoke(app, ["train", "export", str(run), str(keep), "--to-hub", "me/pub"])
+    assert res.exit_code == 0, res.output
+    assert not server.hub["me/pub"].private and (keep / "README.md").is_file()
+    assert (
+        server.hub["me/pub"].branches["main"]["model.safetensors"]
+        == (keep / "model.safetensors").read_bytes()
+    )
     monkeypatch.delenv(
         "HF_TOKEN"
     )  # (a copy already in the HF cache would still be used, as the library does)
@@ -377,3 +385,18 @@ def test_2d_records_pass_the_structural_check_of_the_official_model() -> None:
         rec = weights_record(tokenizer_preset(preset).weights)
         want = {k: tuple(s) for k, s, _ in official_keys[config]["keys"]}
         assert dict(expected_shapes(rec)) == want, preset
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--private"], "--private and --revision go with --to-hub"),
+        (["out", "--format", "zip"], "--format zip: want safetensors or hub"),
+        (["--to-hub", "just-a-name"], "not a Hugging Face Hub reference"),
+        (["out.safetensors", "--to-hub", "me/x"], "names a file"),
+        ([], "name the file (or folder) to write"),
+    ],
+)
+def test_export_option_errors(tmp_path: Path, extra: list[str], message: str) -> None:
+    res = runner.invoke(app, ["train", "export", str(tmp_path), *extra])
+    assert res.exit_code == 1 and message in " ".join(res.output.split()), res.output
