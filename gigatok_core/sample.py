@@ -126,6 +126,10 @@ def sample_images(
     dev = dist.resolve_device(device)
     dtype = dist.resolve_precision(precision, dev)
     gpt, tokenizer = split_gpt_name(gpt, tokenizer)  # "gpt-b@xl-xxl" -> ("gpt-b", "xl-xxl")
+    from gigatok_core.hub.hf import resolve_hub_ref  # hf://OWNER/REPO[@REV]: verified local files
+
+    gpt_checkpoint = resolve_hub_ref(gpt_checkpoint) or gpt_checkpoint
+    tokenizer_checkpoint = resolve_hub_ref(tokenizer_checkpoint) or tokenizer_checkpoint
     gpt_cfg, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
     if gpt_checkpoint is not None and tokenizer_checkpoint is None:
         tokenizer_checkpoint = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)

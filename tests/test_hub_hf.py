@@ -259,6 +259,13 @@ def test_gpt_export_loads_back_with_identical_codes(
     gpt, tok = load_gpt("gpt-tiny", checkpoint="hf://OWNER/REPO")
     assert tok == "tiny" and gpt.config.dim == gpt_preset("gpt-tiny").config.dim
 
+    from gigatok_core.sample import sample_images  # the Python API of `gigatok sample`
+
+    sample_images(
+        "0", output=tmp_path / "api", gpt="gpt-tiny", gpt_checkpoint="hf://OWNER/REPO", save_codes=True
+    )
+    assert np.array_equal(np.load(tmp_path / "api" / "codes.npz")["codes"], local_codes["codes"])
+
 
 def test_to_hub_uploads_private_revision_and_loads_back(
     server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
