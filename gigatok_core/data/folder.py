@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gigatok_core.data.draws import sample_rng
 from gigatok_core.errors import GigatokError
 from gigatok_core.images import IMAGE_EXTENSIONS, MAX_ASPECT, ImageReadError, read_image
 
@@ -133,6 +134,11 @@ class ImageFolderDataset(Dataset):
     Items are ``(transform(image), label)``, or :class:`Unreadable` for a file that does not decode
     (or is over :data:`~gigatok_core.images.MAX_ASPECT` times longer than wide). ``require_labels``
     refuses a folder without class sub-folders, naming ``purpose`` (the command that needs labels).
+
+    With a ``seed``, a random transform (one with ``takes_rng``) draws from sample ``i``'s own
+    generator, seeded from (seed, epoch, i): the same augmentation whatever the worker, the number of
+    workers or processes, or the step a run resumed at. Call :meth:`set_epoch` before each epoch
+    (workers copy the dataset when a DataLoader iterator starts: no ``persistent_workers``).
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class ImageFolderDataset(Dataset):
         transform: Transform,
         require_labels: bool = False,
         purpose: str = "training",
+        seed: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -155,6 +162,11 @@ class ImageFolderDataset(Dataset):
             self.labels = [-1] * len(self.files)
             self.classes = ()
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     @property
     def has_labels(self) -> bool:
@@ -169,6 +181,8 @@ class ImageFolderDataset(Dataset):
             img = read_image(path)
             if max(img.size) > MAX_ASPECT * min(img.size):
                 raise ImageReadError(f"{path} is {img.size[0]}x{img.size[1]}: too elongated to crop")
+            if self.seed is not None and getattr(self.transform, "takes_rng", False):
+                return self.transform(img, rng=sample_rng(self.seed, self.epoch, i)), self.labels[i]
             return self.transform(img), self.labels[i]
         except ImageReadError as err:
             return Unreadable(str(path), err.message)

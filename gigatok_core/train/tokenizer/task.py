@@ -139,7 +139,7 @@ class TokenizerTask(Task):
                 hint="set recipe.lecam_weight=0 (every official preset has it off)",
             )
         size = cfg.model.image_size
-        self.train_set = ImageFolderDataset(data, transform=TrainAugment(size))
+        self.train_set = ImageFolderDataset(data, transform=TrainAugment(size), seed=cfg.run.seed)
         if len(self.train_set) == 0:
             raise GigatokError(f"--data {data} holds no images")
         self.collate_fn = collate_skip
