@@ -102,7 +102,9 @@ def tokenizer(
         dotlist.append(f"run.ema={str(ema).lower()}")
     cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
     frozen = {"teacher": teacher_weights, "dino": dino_weights, "vgg": vgg_weights}
-    if maybe_launch(launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init)):
+    if maybe_launch(
+        launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init, data=data)
+    ):
         return  # the workers ran (the parent fetched the frozen networks first)
     is_main = dist_info().is_main
 

@@ -188,6 +188,45 @@ class ImageFolderDataset(Dataset):
             return Unreadable(str(path), err.message)
 
 
+def _check_item(path: Path) -> None:
+    """Raise :class:`ImageReadError` when ``path`` is not an image the datasets can use."""
+    img = read_image(path)
+    if max(img.size) > MAX_ASPECT * min(img.size):
+        raise ImageReadError(f"{path} is {img.size[0]}x{img.size[1]}: too elongated to crop")
+
+
+def _kind_of_failure(message: str) -> str:
+    if "too elongated" in message:
+        return f"too elongated (over {MAX_ASPECT}:1)"
+    if "decompression bomb" in message.lower() or "exceeds limit" in message:
+        return "too large to decode"
+    return "not an image or corrupt"
+
+
+def require_readable(dataset: ImageFolderDataset, *, command: str) -> None:
+    """Refuse a data folder none of whose image files decodes (before any work is done).
+
+    Reads files in order and stops at the first good one (normally the first file), so a usable
+    folder costs one decode; a folder of only unreadable files is refused naming the folder, how
+    many files failed, why (grouped) and the first failure.
+    """
+    kinds: dict[str, int] = {}
+    first = ""
+    for path in dataset.files:
+        try:
+            _check_item(path)
+            return
+        except ImageReadError as err:
+            kinds[_kind_of_failure(err.message)] = kinds.get(_kind_of_failure(err.message), 0) + 1
+            first = first or err.message
+    why = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    raise GigatokError(
+        f"--data {dataset.root}: none of its {len(dataset.files)} image files can be read ({why}); "
+        f"first: {first}",
+        hint=f"{command} needs readable images (JPEG, PNG, ...): check the folder, or convert the files",
+    )
+
+
 @dataclass
 class ImageBatch:
     """A collated batch: images (B, ...), labels (B,); ``skipped``: this batch's unreadable files."""
