@@ -242,5 +242,5 @@ def load_checkpoint(
         return ckpt
     raise GigatokError(
         f"no checkpoint under {first.parent} is readable",
-        hint="the files were damaged: start the run again with --resume never --overwrite",
+        hint="the files were damaged: start the run again with --overwrite",
     )

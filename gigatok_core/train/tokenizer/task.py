@@ -244,6 +244,14 @@ class TokenizerTask(Task):
     def meta(self) -> dict[str, Any]:
         return {"preset": self.cfg.preset, "model_config": dataclasses.asdict(self.cfg.model)}
 
+    new_run_hint = " (--init RUN_DIR starts the new run from this one's weights)"
+
+    def lr_at(self, step: int, max_steps: int) -> float:
+        from gigatok_core.train.tokenizer.schedule import OfficialLR
+
+        r = self.cfg.recipe
+        return OfficialLR(self.cfg.lr, r.end_lr, r.warmup, max_steps, r.disc_start).generator(step)
+
     def _images(self, engine: Engine, micro_batches: list[Any]) -> list[torch.Tensor]:
         out = []
         for batch in micro_batches:
