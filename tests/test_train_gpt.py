@@ -189,6 +189,8 @@ def test_sample_grid_and_sampling_from_the_run_folder(codes_dir, tmp_path):
         ("ok", ["run.max_stpes=3"], "max_steps"),
         ("ok", ["model.nope=1"], "nope"),
         ("ok", ["--precision", "fp16"], "fp16"),
+        ("ok", ["run.max_steps=abc"], "'run.max_steps=abc', which 'run.max_steps=2' replaces"),  # issue 17
+        ("ok", ["model.n_layer=0"], "n_layer must be positive, got 0"),
     ],
 )
 def test_bad_inputs_are_clear_errors(tmp_path, codes_dir, setup, args, message):
