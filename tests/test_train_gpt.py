@@ -351,6 +351,36 @@ def test_raising_max_steps_never_silently_restarts_the_lr_schedule(codes_dir, tm
     assert len(lrs) == 8 and lrs[:5] == [pytest.approx(1e-4)] * 5 and lrs[-1] < 1e-4
 
 
+def test_a_full_disk_while_saving_is_one_clear_message(codes_dir, tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as a SafetensorError (issue 17): training says which checkpoint,
+    how many bytes it needs and that the previous one is intact; `train export` names the folder."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real = safetensors.torch.save_file
+    full = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+    def save_file(tensors, filename, metadata=None):
+        if "step-00000004" in str(filename) or "full-disk" in str(filename):
+            raise SafetensorError(full)
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    out = tmp_path / "run"
+    res = _train(codes_dir, out, "--max-steps", "4", "--save-every", "2")
+    text = _text(res)
+    assert res.exit_code == 1 and "Traceback" not in res.output and "SafetensorError" not in res.output
+    assert "the disk is full: checkpoint" in text and "needs about" in text and " MB" in text
+    assert f"checkpoint{out / 'checkpoints' / 'step-00000004'}needsabout" in "".join(res.output.split())
+    assert "the previous checkpoint step-00000002 is intact" in text and "free at least" in text
+    assert load_checkpoint(out).meta["step"] == 2  # `latest` stayed on the previous step
+    dest = tmp_path / "full-disk" / "gpt.safetensors"
+    res = runner.invoke(app, ["train", "export", str(out), str(dest)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "No space left on device" in _text(res)
+    assert f"thediskholding{dest.parent}" in "".join(res.output.split())
+
+
 def test_images_to_codes_to_gpt_to_samples(tmp_path):
     """The whole pipeline through the CLI: extract-codes (tiny), train gpt, sample from the run."""
     from PIL import Image
