@@ -302,9 +302,10 @@ class Engine:
             return  # unreadable: resuming falls back to an earlier checkpoint or says so
         old = meta.get("max_steps", (meta.get("config", {}).get("run") or {}).get("max_steps"))
         new, done = self.settings.max_steps, int(meta.get("step", 0))
-        if not isinstance(old, int) or old == new or new <= done or done == 0:
+        if not isinstance(old, int) or old == new or new <= done or done < 2:
             return
-        probes = sorted({*range(0, done, max(1, done // 2000)), done - 1})
+        # from step 1: the official loops run step 0 at the base LR, before the warmup's first value
+        probes = sorted({*range(1, done, max(1, done // 2000)), done - 1} - {0})
         lrs = [task.lr_at(k, old) for k in probes]
         nxt = task.lr_at(done, new)
         if nxt is None or any(lr is None for lr in lrs):
