@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -91,7 +93,24 @@ def _os_error_hint(err: OSError) -> str:
 
     if isinstance(err, requests.RequestException):  # requests' errors are OSErrors too
         return "check the network connection and run the command again (downloads resume)"
-    return "check free space and permissions of that path; completed outputs are kept"
+    return disk_hint(err)
+
+
+def disk_hint(err: OSError) -> str:
+    """What to check after an OS error writing or reading a file, naming where (and the free space
+    when the disk is full)."""
+    import errno
+
+    from gigatok_core.fileio import free_bytes, human_bytes
+
+    where = Path(os.fsdecode(err.filename)).absolute().parent if err.filename else None
+    if where is None:
+        return "check free space and permissions of the output folder; completed outputs are kept"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(where)
+        left = f" ({human_bytes(free)} free)" if free is not None else ""
+        return f"free space on the disk holding {where}{left}; completed outputs are kept"
+    return f"check free space and permissions of {where}; completed outputs are kept"
 
 
 def not_implemented(what: str, issue: str) -> None:

@@ -26,6 +26,7 @@ import inspect
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from gigatok_cli.launch_worker import LAUNCH_DIR_ENV, env_rank, first_worker_err
 from gigatok_core.errors import GigatokError
 
 F = TypeVar("F", bound=Callable[..., Any])
+STOP_CODES = frozenset({128 + signal.SIGINT, 128 + signal.SIGTERM})  # a trainer stopped after its checkpoint
 PANEL = "Multi-GPU (torchrun)"
 
 
@@ -267,6 +269,10 @@ def _run_workers(launch: LaunchOptions, nproc: int, argv: list[str]) -> None:
             torchrun.run(args)
     except ChildFailedError as err:
         first = first_worker_error(workdir)
+        codes = {f.exitcode for f in err.failures.values()}
+        if first is None and len(codes) == 1 and codes <= STOP_CODES:
+            # every worker was stopped by SIGTERM/SIGINT after saving (rank 0 said so): same exit code
+            raise typer.Exit(codes.pop()) from None
         if first is None:  # killed or crashed without a Python exception (signal, segfault, OOM killer)
             rank, failure = min(err.failures.items(), key=lambda kv: kv[1].timestamp)
             how = (
@@ -280,8 +286,13 @@ def _run_workers(launch: LaunchOptions, nproc: int, argv: list[str]) -> None:
         raise GigatokError(
             f"worker {first['rank']} failed: {first['message']}", hint=first.get("hint")
         ) from None
-    except SignalException:
-        raise KeyboardInterrupt from None
+    except SignalException as err:
+        # torchrun passed the signal on to the workers and waited for them (a trainer saves its
+        # checkpoint first): leave with the shell's code for that signal
+        if int(err.sigval) == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        console.print(f"[yellow]stopped by {signal.Signals(err.sigval).name}[/]", highlight=False)
+        raise typer.Exit(128 + int(err.sigval)) from None
     except RendezvousError as err:
         raise GigatokError(
             f"the workers could not meet: {(str(err).splitlines() or [''])[0][:300]}",

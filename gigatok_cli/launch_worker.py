@@ -63,10 +63,9 @@ def worker_errors_reported() -> Iterator[None]:
             report |= {"message": err.message, "hint": err.hint}
         elif isinstance(err, OSError) and err.strerror:
             where = f" ({err.filename})" if err.filename else ""
-            report |= {
-                "message": f"{err.strerror}{where}",
-                "hint": "check free space and permissions of that path",
-            }
+            from gigatok_cli._common import disk_hint
+
+            report |= {"message": f"{err.strerror}{where}", "hint": disk_hint(err)}
         else:  # a bug or a device error (CUDA out of memory): keep the traceback for the user
             tb = workdir / f"traceback.{env_rank()}.txt"
             tb.write_text("".join(traceback.format_exception(err)))

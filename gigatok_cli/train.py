@@ -12,7 +12,7 @@ import typer
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.options import completer
-from gigatok_cli.train_common import run_overrides, training_progress
+from gigatok_cli.train_common import report_fit, run_overrides, training_progress
 from gigatok_core import registry  # presets as data: no torch import
 from gigatok_core.errors import GigatokError
 
@@ -81,7 +81,8 @@ def gpt(
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="With --resume never: replace a previous run.")
+        bool,
+        typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first."),
     ] = False,
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
     launch: LaunchOptions = SINGLE,
@@ -119,13 +120,7 @@ def gpt(
         )
     if not is_main:
         return
-    if result.stopped:
-        console.print(
-            f"[yellow]stopped by {result.stopped}[/] at step {result.step}; checkpoint {result.checkpoint}. "
-            "Run the same command again to resume."
-        )
-    else:
-        out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)
+    report_fit(result)
 
 
 @app.command("export")

@@ -38,6 +38,30 @@ def run_overrides(values: Mapping[str, Any]) -> list[str]:
     return [f"run.{key}={values[key]}" for key in RUN_OPTIONS if values.get(key) is not None]
 
 
+def report_fit(result: Any) -> None:
+    """The last lines of a training command (a :class:`~gigatok_core.train.engine.FitResult`); a run
+    stopped by a signal exits with 128 + its number once the checkpoint is safe (SIGTERM: 143)."""
+    import typer
+
+    from gigatok_cli._common import out
+
+    if result.stopped:
+        console.print(
+            f"[yellow]stopped by {result.stopped}[/] at step {result.step}; checkpoint {result.checkpoint}. "
+            f"Run the same command again to resume (exit code {result.exit_code}).",
+            highlight=False,
+        )
+        raise typer.Exit(result.exit_code)
+    if result.trained == 0:
+        out.print(
+            f"nothing to train: {result.run_dir} already reached step {result.step} (--max-steps); "
+            f"checkpoint: {result.checkpoint}",
+            highlight=False,
+        )
+        return
+    out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)
+
+
 @contextlib.contextmanager
 def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
     """A rich bar (step/s, samples/s, ETA, the main losses); yields the engine's ``on_step``."""

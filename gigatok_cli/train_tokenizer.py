@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import console, handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.options import HUB_HELP, hub_weights
 
@@ -85,13 +85,14 @@ def tokenizer(
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="With --resume never: replace a previous run.")
+        bool,
+        typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first."),
     ] = False,
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
-    from gigatok_cli.train_common import run_overrides, training_progress
+    from gigatok_cli.train_common import report_fit, run_overrides, training_progress
     from gigatok_core.config import TokenizerTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.run_dir import config_yaml
@@ -105,7 +106,9 @@ def tokenizer(
         dotlist.append(f"run.ema={str(ema).lower()}")
     cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
     frozen = {"teacher": teacher_weights, "dino": dino_weights, "vgg": vgg_weights}
-    if maybe_launch(launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init)):
+    if maybe_launch(
+        launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init, data=data)
+    ):
         return  # the workers ran (the parent fetched the frozen networks first)
     is_main = dist_info().is_main
 
@@ -128,10 +131,4 @@ def tokenizer(
         )
     if not is_main:
         return
-    if result.stopped:
-        console.print(
-            f"[yellow]stopped by {result.stopped}[/] at step {result.step}; checkpoint {result.checkpoint}. "
-            "Run the same command again to resume."
-        )
-    else:
-        out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)
+    report_fit(result)

@@ -232,6 +232,7 @@ def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Ma
     """
     import json
 
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from gigatok_core import __version__
@@ -248,8 +249,23 @@ def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Ma
         elif ptr is not None:
             seen.add(ptr)
         plain[key] = value
-    with atomic_path(path) as tmp:
-        save_file(plain, str(tmp), metadata={META_KEY: json.dumps(header, sort_keys=True)})
+    try:
+        with atomic_path(path) as tmp:
+            save_file(plain, str(tmp), metadata={META_KEY: json.dumps(header, sort_keys=True)})
+    except SafetensorError as err:  # the writer's I/O errors (a full disk) are not OSErrors
+        raise _write_error(err, path) from None
+
+
+def _write_error(err: Exception, path: str | Path) -> OSError:
+    """An OSError (errno, path) for a safetensors write failure such as
+    ``IoError(Os { code: 28, kind: StorageFull, ... })``: callers report it as any disk error."""
+    import errno
+    import os
+    import re
+
+    found = re.search(r"code: (\d+)", str(err))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code) if found else f"could not write ({str(err)[:200]})", str(path))
 
 
 def read_weights_meta(path: str | Path) -> dict[str, Any] | None:

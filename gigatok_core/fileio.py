@@ -20,6 +20,28 @@ from typing import IO, Any
 CHUNK = 1 << 20
 
 
+def human_bytes(n: float) -> str:
+    """``1.2 GB``-style sizes for messages (decimal units, as ``df -H``)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # unreachable
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free space on the disk holding ``path`` (its nearest existing parent); None if unknown."""
+    import shutil
+
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -71,18 +71,34 @@ def checkpoint_dirs(root: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _disk_error(err: OSError, target: Path, previous: Path | None) -> GigatokError:
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested state (what a checkpoint of it writes, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _disk_error(err: OSError, target: Path, previous: Path | None, need: int) -> GigatokError:
+    from gigatok_core.fileio import free_bytes, human_bytes
+
     kept = (
         f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
     )
-    if err.errno == errno.ENOSPC:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(target.parent)
+        has = f", {human_bytes(free)} free there" if free is not None else ""
         return GigatokError(
-            f"the disk is full: checkpoint {target.name} could not be written ({kept})",
-            hint=f"free space on the disk holding {target.parent}, or lower --keep, then resume the run",
+            f"the disk is full: checkpoint {target} needs about {human_bytes(need)}{has} ({kept})",
+            hint=f"free at least {human_bytes(need)} on the disk holding {target.parent} (or lower --keep), "
+            "then run the same command again to resume",
         )
     return GigatokError(
-        f"checkpoint {target.name} could not be written: {err.strerror or err} ({kept})",
-        hint=f"check that {target.parent} is writable, then resume the run",
+        f"checkpoint {target} could not be written: {err.strerror or err} ({kept})",
+        hint=f"check that {target.parent} is writable, then run the same command again to resume",
     )
 
 
@@ -150,7 +166,8 @@ def save_checkpoint(
         tmp = None
         write_text_atomic(root / LATEST, target.name + "\n")
     except OSError as err:
-        raise _disk_error(err, target, previous) from None
+        need = _tensor_bytes(dict(weights)) + _tensor_bytes(dict(state))
+        raise _disk_error(err, target, previous, need) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -242,5 +259,5 @@ def load_checkpoint(
         return ckpt
     raise GigatokError(
         f"no checkpoint under {first.parent} is readable",
-        hint="the files were damaged: start the run again with --resume never --overwrite",
+        hint="the files were damaged: start the run again with --overwrite",
     )

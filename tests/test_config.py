@@ -222,3 +222,37 @@ def test_malformed_override_and_missing_file(tmp_path) -> None:
 def test_recipes_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         TokenizerRecipe().lr = 1.0  # type: ignore[misc]
+
+
+def test_every_override_is_checked_even_when_a_later_one_replaces_it() -> None:
+    """issue 17: an override replaced by a later one of the same key (an option's) is still checked;
+    values valid only together with later overrides stay accepted."""
+    from gigatok_core.config import GPTTrainConfig, TokenizerTrainConfig
+
+    with pytest.raises(GigatokError, match=r"'run\.max_steps=abc', which 'run\.max_steps=5' replaces"):
+        GPTTrainConfig.from_name("gpt-tiny", overrides=["run.max_steps=abc", "run.max_steps=5"])
+    with pytest.raises(GigatokError, match=r"run\.max_steps must be positive"):
+        TokenizerTrainConfig.from_name("tiny", overrides=["run.max_steps=0", "run.max_steps=5"])
+    cfg = GPTTrainConfig.from_name("gpt-tiny", overrides=["model.n_head=3", "model.dim=48", "model.n_head=4"])
+    assert (cfg.model.dim, cfg.model.n_head) == (48, 4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "override", "message"),
+    [
+        ("gpt", "n_layer=0", "n_layer must be positive, got 0"),  # was silently the size's 12 layers
+        ("gpt", "dim=0", "dim must be positive"),
+        ("gpt", "n_head=-2", "n_head must be positive"),
+        ("tok", "encoder_depth=0", "encoder_depth must be positive"),
+        ("tok", "decoder_heads=0", "decoder_heads must be positive"),
+        ("tok", "z_channels=0", "z_channels must be positive"),
+        ("tok", "ch_mult=[1,0,2]", "ch_mult entries must be positive"),
+        ("tok", "dropout=1.5", "dropout must be in"),
+    ],
+)
+def test_impossible_models_are_refused(kind: str, override: str, message: str) -> None:
+    from gigatok_core.config import GPTTrainConfig, TokenizerTrainConfig
+
+    build = GPTTrainConfig.from_name if kind == "gpt" else TokenizerTrainConfig.from_name
+    with pytest.raises(GigatokError, match=message):
+        build("gpt-tiny" if kind == "gpt" else "tiny", overrides=[f"model.{override}"])

@@ -104,3 +104,25 @@ def test_make_loader_validates(tmp_path: Path) -> None:
         make_loader(ds, 0)
     loader = make_loader(ds, 2, workers=0, pin_memory=False)
     assert len(loader) == 1 and loader.dataset is ds
+
+
+def test_augmentation_is_drawn_per_sample_whatever_the_workers(tmp_path: Path) -> None:
+    """With a seed, sample i's crop and flip depend on (seed, epoch, i) only: 0 or 2 DataLoader
+    workers, any order, give the same tensors; another epoch or seed draws others (issue 17)."""
+    from gigatok_core.data.transforms import TrainAugment
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    ds = ImageFolderDataset(tmp_path, transform=TrainAugment(16), seed=3)
+    ds.set_epoch(1)
+
+    def batches(workers: int) -> torch.Tensor:
+        loader = make_loader(ds, 2, workers=workers, sampler=[5, 0, 3, 1, 4, 2])
+        return torch.cat([images for images, _ in loader])
+
+    zero, two = batches(0), batches(2)
+    assert torch.equal(zero, two)
+    assert torch.equal(zero[0], ds[5][0]) and torch.equal(zero[1], ds[0][0])  # not the position in the order
+    ds.set_epoch(2)
+    assert not torch.equal(torch.stack([ds[i][0] for i in (5, 0, 3, 1, 4, 2)]), zero)

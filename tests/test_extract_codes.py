@@ -224,3 +224,18 @@ def test_a_trained_tokenizer_with_its_own_codebook_size_extracts(tmp_path: Path,
     # the preset's own architecture (codebook 1024) does not fit these weights: named, no traceback
     with pytest.raises(GigatokError, match="holds tokenizer 'tiny', not 's-s'"):
         load_encoder("s-s", checkpoint=ckpt)
+
+
+def test_a_folder_of_unreadable_images_is_refused(tmp_path: Path) -> None:
+    """No readable image: refused before any output, naming the folder, how many and why (issue 17)."""
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    (data / "a" / "0.png").write_bytes(b"not a png")
+    (data / "a" / "1.jpg").write_bytes(b"")
+    Image.new("RGB", (1000, 10)).save(data / "a" / "2.png")
+    res = _run("--data", str(data), "--output", str(tmp_path / "codes"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    text = " ".join(res.output.split())
+    assert f"--data {data}" in text and "none of its 3 image files can be read" in text
+    assert "2 not an image or corrupt" in text and "1 too elongated" in text
+    assert not (tmp_path / "codes").exists()

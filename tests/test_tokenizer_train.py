@@ -202,6 +202,22 @@ def test_empty_data_folder(kit: dict[str, Path], tmp_path: Path) -> None:
     assert "image" in res.output
 
 
+def test_a_folder_of_unreadable_images_is_refused(kit: dict[str, Path], tmp_path: Path) -> None:
+    """Before any step, download or run folder: the folder, how many files and why (issue 17)."""
+    data = tmp_path / "broken"
+    data.mkdir()
+    for i in range(3):
+        (data / f"img{i}.png").write_bytes(b"not a png")
+    res = _train(kit, tmp_path / "o", *SMALL, "--max-steps", "2", "--data", str(data))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert (
+        f"--data {data}" in text
+        and "none of its 3 image files can be read (3 not an image or corrupt)" in text
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_ddp_two_processes(kit: dict[str, Path], tmp_path: Path) -> None:
     """2-process DDP with gloo through the CLI's launcher (--nproc-per-node 2): the model under
     DDP, the discriminator under its own DDP, both optimizers stepping; the global batch of 4

@@ -141,7 +141,7 @@ def test_nan_stops_naming_step_and_term_or_is_skipped(tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
     result = _fit(tmp_path, 50, Toy(signal_step=4))
-    assert result.stopped == "SIGTERM" and result.step == 4
+    assert result.stopped == "SIGTERM" and result.step == 4 and result.exit_code == 143
     assert load_checkpoint(tmp_path).meta["step"] == 4
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert _fit(tmp_path, 6).step == 6

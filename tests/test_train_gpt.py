@@ -189,6 +189,8 @@ def test_sample_grid_and_sampling_from_the_run_folder(codes_dir, tmp_path):
         ("ok", ["run.max_stpes=3"], "max_steps"),
         ("ok", ["model.nope=1"], "nope"),
         ("ok", ["--precision", "fp16"], "fp16"),
+        ("ok", ["run.max_steps=abc"], "'run.max_steps=abc', which 'run.max_steps=2' replaces"),  # issue 17
+        ("ok", ["model.n_layer=0"], "n_layer must be positive, got 0"),
     ],
 )
 def test_bad_inputs_are_clear_errors(tmp_path, codes_dir, setup, args, message):
@@ -267,7 +269,7 @@ def test_sigkill_and_resume_log_the_uninterrupted_losses(codes_dir, tmp_path):
         assert y["lr"] == x["lr"]
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(codes_dir, tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_143(codes_dir, tmp_path):
     run = tmp_path / "run"
     args = [
         "train",
@@ -297,10 +299,86 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(codes_dir, tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    assert "stopped by SIGTERM" in err
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]  # `train ... && next` does not go on
+    assert "stopped by SIGTERM" in err and "exit code 143" in err
     step = load_checkpoint(run).meta["step"]
     assert step >= 3 and json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
+
+
+def _text(res) -> str:
+    return " ".join(res.output.split())
+
+
+def test_overwrite_alone_starts_over_and_a_finished_run_names_its_checkpoint(codes_dir, tmp_path):
+    """--overwrite removes the previous run's files only (issue 17); rerunning a finished run
+    trains nothing and names its real checkpoint."""
+    out = tmp_path / "run"
+    assert _train(codes_dir, out, "--max-steps", "2").exit_code == 0
+    again = _train(codes_dir, out, "--max-steps", "2")
+    assert again.exit_code == 0, again.output
+    assert "nothing to train" in _text(again) and "None" not in _text(again)
+    assert f"checkpoint:{out / 'checkpoints' / 'step-00000002'}" in "".join(again.output.split())  # wrapped
+    (out / "notes.txt").write_text("mine")
+    fresh = _train(codes_dir, out, "--max-steps", "1", "--seed", "3", "--overwrite")
+    assert fresh.exit_code == 0, fresh.output
+    assert "removed the previous run" in _text(fresh) and "training gpt-tiny" in _text(fresh)
+    assert [r["step"] for r in read_metrics(out)] == [1] and load_checkpoint(out).meta["step"] == 1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000001"]
+    assert (out / "notes.txt").read_text() == "mine"
+    refused = _train(codes_dir, out, "--max-steps", "1", "--resume", "never")
+    assert refused.exit_code == 1 and "--overwrite to start over" in _text(refused)
+
+
+def test_raising_max_steps_never_silently_restarts_the_lr_schedule(codes_dir, tmp_path):
+    """A finished WSD run decayed its LR: --max-steps 8 would send it back up, so it is refused
+    with both ways out, the run untouched; a run still in the constant phase is extended."""
+    decayed = tmp_path / "decayed"
+    assert _train(codes_dir, decayed, "--max-steps", "6", "recipe.fract_decay=0.5").exit_code == 0
+    assert read_metrics(decayed)[-1]["lr"] < 0.5e-4  # steps 5-6 decayed
+    before = [(decayed / f).read_text() for f in ("config.yaml", "metrics.jsonl")]
+    res = _train(codes_dir, decayed, "--max-steps", "12", "recipe.fract_decay=0.5")
+    text = _text(res)
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "trained 6 steps on a learning-rate schedule for 6 steps" in text
+    assert "would send it back up to 0.0001 at step 7" in text
+    assert "continue with --max-steps 6" in text and "--overwrite" in text
+    assert [(decayed / f).read_text() for f in ("config.yaml", "metrics.jsonl")] == before
+    constant = tmp_path / "constant"
+    assert _train(codes_dir, constant, "--max-steps", "2", "recipe.fract_decay=0.5").exit_code == 0
+    res = _train(codes_dir, constant, "--max-steps", "8", "recipe.fract_decay=0.5")
+    assert res.exit_code == 0, res.output
+    lrs = [r["lr"] for r in read_metrics(constant)]
+    assert len(lrs) == 8 and lrs[:5] == [pytest.approx(1e-4)] * 5 and lrs[-1] < 1e-4
+
+
+def test_a_full_disk_while_saving_is_one_clear_message(codes_dir, tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as a SafetensorError (issue 17): training says which checkpoint,
+    how many bytes it needs and that the previous one is intact; `train export` names the folder."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real = safetensors.torch.save_file
+    full = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+    def save_file(tensors, filename, metadata=None):
+        if "step-00000004" in str(filename) or "full-disk" in str(filename):
+            raise SafetensorError(full)
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    out = tmp_path / "run"
+    res = _train(codes_dir, out, "--max-steps", "4", "--save-every", "2")
+    text = _text(res)
+    assert res.exit_code == 1 and "Traceback" not in res.output and "SafetensorError" not in res.output
+    assert "the disk is full: checkpoint" in text and "needs about" in text and " MB" in text
+    assert f"checkpoint{out / 'checkpoints' / 'step-00000004'}needsabout" in "".join(res.output.split())
+    assert "the previous checkpoint step-00000002 is intact" in text and "free at least" in text
+    assert load_checkpoint(out).meta["step"] == 2  # `latest` stayed on the previous step
+    dest = tmp_path / "full-disk" / "gpt.safetensors"
+    res = runner.invoke(app, ["train", "export", str(out), str(dest)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "No space left on device" in _text(res)
+    assert f"thediskholding{dest.parent}" in "".join(res.output.split())
 
 
 def test_images_to_codes_to_gpt_to_samples(tmp_path):

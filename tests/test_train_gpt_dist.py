@@ -76,3 +76,29 @@ def test_a_batch_that_two_processes_cannot_split_is_one_clear_error(tmp_path):
     res = _launch(*_args(codes, tmp_path / "run", 2), "--batch-size", "9")
     assert res.returncode == 1, res.stderr[-3000:]
     assert res.stderr.count("does not divide over 2 process(es)") == 1 and "Traceback" not in res.stderr
+
+
+def test_sigterm_under_the_launcher_saves_then_exits_143(tmp_path):
+    """SIGTERM to the launcher reaches the workers (torchrun passes it on), they save a checkpoint,
+    and the command exits 128 + 15, so `gigatok train ... && next` stops (issue 17)."""
+    import signal
+    import time
+
+    codes = make_codes(tmp_path / "codes", n=40)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(var, None)
+    args = _args(codes, run, 100000, "--save-every", "100000", "--nproc-per-node", "2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gigatok_cli.main", *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_metrics(run) if (run / "metrics.jsonl").exists() else []) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    step = load_checkpoint(run).meta["step"]
+    assert step >= 2 and read_metrics(run)[-1]["step"] == step

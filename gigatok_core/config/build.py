@@ -3,7 +3,8 @@
 Works for flat configs (:class:`TokenizerConfig`) and nested ones (a training config holding a
 model config, a recipe and run settings): ``recipe.lr=1e-3``, ``model.codebook_size=1024``.
 Unknown keys are errors that name the closest known key (as torchtune's config parser does); types
-are checked by OmegaConf; values are checked by each dataclass's ``__post_init__``.
+are checked by OmegaConf; values are checked by each dataclass's ``__post_init__``. Every override
+is checked, also one that a later override of the same key replaces.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 import difflib
 import functools
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,6 +111,30 @@ def parse_dotlist(items: Sequence[str]) -> dict[str, Any]:
     return data
 
 
+def _key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
+
+
+def check_shadowed(items: Sequence[str], build: Callable[[list[str]], object]) -> None:
+    """Validate every ``key=value`` of ``items`` that a later item of the same key replaces (e.g. a
+    ``run.max_steps=abc`` before the ``--max-steps`` option's own): ``build`` is called with the
+    items minus those later ones, so a bad value is refused even though the merged config would
+    not hold it. The error names both items."""
+    items = list(items)
+    for i, item in enumerate(items):
+        later = [it for it in items[i + 1 :] if _key(it) == _key(item)]
+        if not later:
+            continue
+        kept = [*items[: i + 1], *(it for it in items[i + 1 :] if _key(it) != _key(item))]
+        try:
+            build(kept)
+        except GigatokError as err:
+            raise GigatokError(
+                f"{err.message} (in {item!r}, which {later[-1]!r} replaces)",
+                hint=err.hint or "fix or drop that override",
+            ) from None
+
+
 def merge_mappings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge plain mappings (later wins; nested mappings merge key by key)."""
     out: dict[str, Any] = {}
@@ -142,6 +167,7 @@ def build_config(
         if isinstance(overrides, Mapping):
             layers.append(("the overrides", dict(overrides)))
         else:
+            check_shadowed(overrides, lambda kept: build_config(cls, base, config_file, kept))
             layers.append(("the overrides", parse_dotlist(overrides)))
     for where, layer in layers:
         check_keys(cls, layer, where=where)

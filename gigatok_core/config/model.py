@@ -65,6 +65,9 @@ class TokenizerConfig:
         for side in ("encoder", "decoder"):
             size = getattr(self, f"{side}_size")
             check(size in VIT_SIZES, f"{side}_size {size!r} is not one of {sorted(VIT_SIZES)}")
+            for part in ("width", "depth", "heads"):
+                value = getattr(self, f"{side}_{part}")
+                check(value is None or value > 0, f"{side}_{part} must be positive, got {value}")
             width, _, heads = self.vit_shape(side)
             check(width % heads == 0, f"{side} width {width} is not divisible by {heads} heads")
         check(
@@ -79,8 +82,24 @@ class TokenizerConfig:
             self.arch == "2d" or self.transformer_layer_type == "decoder_layer",
             "the 1D tokenizer only has the decoder_layer transformer",
         )
-        check(self.cnn_channels % 32 == 0, "cnn_channels must be a multiple of 32 (GroupNorm(32))")
+        check(
+            self.cnn_channels > 0 and self.cnn_channels % 32 == 0,
+            "cnn_channels must be a positive multiple of 32 (GroupNorm(32))",
+        )
         check(len(self.ch_mult) >= 2, "ch_mult needs at least two levels")
+        check(all(m > 0 for m in self.ch_mult), f"ch_mult entries must be positive, got {self.ch_mult}")
+        check(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
+        check(
+            self.encoder_res_blocks > 0 and self.decoder_res_blocks > 0,
+            "encoder_res_blocks and decoder_res_blocks must be positive",
+        )
+        check(self.z_channels > 0, f"z_channels must be positive, got {self.z_channels}")
+        check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        check(
+            self.commit_beta >= 0 and self.entropy_loss_ratio >= 0,
+            "commit_beta and entropy_loss_ratio must be >= 0",
+        )
+        check(self.distill_dim > 0, f"distill_dim must be positive, got {self.distill_dim}")
         check(self.image_size % self.downsample == 0, f"image_size must be a multiple of {self.downsample}")
         n = self.grid_size**2
         check(
@@ -106,11 +125,8 @@ class TokenizerConfig:
     def vit_shape(self, side: str) -> tuple[int, int, int]:
         """(width, depth, heads) of the encoder or decoder transformer."""
         width, depth, heads = VIT_SIZES[getattr(self, f"{side}_size")]
-        return (
-            getattr(self, f"{side}_width") or width,
-            getattr(self, f"{side}_depth") or depth,
-            getattr(self, f"{side}_heads") or heads,
-        )
+        given = [getattr(self, f"{side}_{part}") for part in ("width", "depth", "heads")]
+        return tuple(d if g is None else g for g, d in zip(given, (width, depth, heads), strict=True))  # type: ignore[return-value]
 
     # litgpt-style constructors -----------------------------------------------------------------
     @classmethod
@@ -160,12 +176,11 @@ class GPTConfig:
     def __post_init__(self) -> None:
         check(self.size in GPT_SIZES, f"size {self.size!r} is not one of {sorted(GPT_SIZES)}")
         dim, n_layer, n_head = GPT_SIZES[self.size]
-        self.dim = self.dim or dim
-        self.n_layer = self.n_layer or n_layer
-        self.n_head = self.n_head or n_head
-        check(
-            self.dim > 0 and self.n_layer > 0 and self.n_head > 0, "dim, n_layer and n_head must be positive"
-        )
+        self.dim = dim if self.dim is None else self.dim  # 0 is refused below, never "the size's"
+        self.n_layer = n_layer if self.n_layer is None else self.n_layer
+        self.n_head = n_head if self.n_head is None else self.n_head
+        for name in ("dim", "n_layer", "n_head"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         check(self.dim % self.n_head == 0, f"dim {self.dim} is not divisible by {self.n_head} heads")
         check(
             self.vocab_size > 0 and self.block_size > 0 and self.num_classes > 0,

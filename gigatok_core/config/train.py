@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.config.build import build_config, check, load_yaml, merge_mappings, parse_dotlist
+from gigatok_core.config.build import (
+    build_config,
+    check,
+    check_shadowed,
+    load_yaml,
+    merge_mappings,
+    parse_dotlist,
+)
 from gigatok_core.config.model import GPTConfig, TokenizerConfig
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
 from gigatok_core.preset_files import declared
@@ -108,6 +115,16 @@ def _from_name(
     cls: type, preset: str, entry: dict[str, Any], config_file: Any, overrides: Any, kwargs: Any
 ) -> Any:
     base = {"preset": preset, "model": entry["config"], "recipe": entry["recipe"]}
+    if isinstance(overrides, (list, tuple)):  # e.g. run.max_steps=abc before the --max-steps option's
+        check_shadowed(
+            overrides,
+            lambda kept: build_config(
+                cls,
+                base,
+                config_file=config_file,
+                overrides=merge_mappings(parse_dotlist(kept), kwargs or {}),
+            ),
+        )
     layer = parse_dotlist(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     if kwargs:
         layer = merge_mappings(layer, kwargs)

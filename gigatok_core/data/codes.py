@@ -16,21 +16,11 @@ import torch
 from torch.utils.data import Dataset
 
 from gigatok_core.data.codes_format import read_manifest
+from gigatok_core.data.draws import mix64
 from gigatok_core.errors import GigatokError
 
 
 # ---------------------------------------------------------------------------- dataset
-def _mix64(*values: int) -> int:
-    """A splitmix64-style hash of a few integers (deterministic across processes and platforms)."""
-    mask = (1 << 64) - 1
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (v & mask)) * 0xBF58476D1CE4E5B9 & mask
-        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & mask
-        h ^= h >> 29
-    return h
-
-
 class CodesDataset(Dataset):
     """Items ``(codes: LongTensor (T,), label: int)`` from a codes folder.
 
@@ -110,7 +100,7 @@ class CodesDataset(Dataset):
         """The stored crop used for image ``index`` in the current epoch."""
         if self.crop != "random":
             return int(self.crop)
-        return _mix64(self.seed, self.epoch, index) % self.manifest.crops
+        return mix64(self.seed, self.epoch, index) % self.manifest.crops
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if not -len(self) <= i < len(self):

@@ -133,7 +133,7 @@ def _extract(
     on_progress: ProgressFn | None,
     ctx: dist.DistContext | None,
 ) -> ExtractReport | None:
-    from gigatok_core.data.folder import ImageFolderDataset, make_loader
+    from gigatok_core.data.folder import ImageFolderDataset, make_loader, require_readable
     from gigatok_core.data.transforms import CenterFlip, TenCrop
 
     amp_dtype = dist.resolve_precision(precision, dev)
@@ -142,6 +142,7 @@ def _extract(
     transform = TenCrop(size, crop_range) if ten_crop else CenterFlip(size)
     crops = 10 if ten_crop else 2
     dataset = ImageFolderDataset(data, transform=transform, require_labels=True, purpose="extract-codes")
+    require_readable(dataset, command="train extract-codes")
     ctx = ctx or dist.get_context(dev)
     model, record = load_encoder(tokenizer, checkpoint=ckpt, device=dev)
     settings: dict[str, Any] = {

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gigatok_core.data.draws import sample_rng
 from gigatok_core.errors import GigatokError
 from gigatok_core.images import IMAGE_EXTENSIONS, MAX_ASPECT, ImageReadError, read_image
 
@@ -133,6 +134,11 @@ class ImageFolderDataset(Dataset):
     Items are ``(transform(image), label)``, or :class:`Unreadable` for a file that does not decode
     (or is over :data:`~gigatok_core.images.MAX_ASPECT` times longer than wide). ``require_labels``
     refuses a folder without class sub-folders, naming ``purpose`` (the command that needs labels).
+
+    With a ``seed``, a random transform (one with ``takes_rng``) draws from sample ``i``'s own
+    generator, seeded from (seed, epoch, i): the same augmentation whatever the worker, the number of
+    workers or processes, or the step a run resumed at. Call :meth:`set_epoch` before each epoch
+    (workers copy the dataset when a DataLoader iterator starts: no ``persistent_workers``).
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class ImageFolderDataset(Dataset):
         transform: Transform,
         require_labels: bool = False,
         purpose: str = "training",
+        seed: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -155,6 +162,11 @@ class ImageFolderDataset(Dataset):
             self.labels = [-1] * len(self.files)
             self.classes = ()
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     @property
     def has_labels(self) -> bool:
@@ -169,9 +181,50 @@ class ImageFolderDataset(Dataset):
             img = read_image(path)
             if max(img.size) > MAX_ASPECT * min(img.size):
                 raise ImageReadError(f"{path} is {img.size[0]}x{img.size[1]}: too elongated to crop")
+            if self.seed is not None and getattr(self.transform, "takes_rng", False):
+                return self.transform(img, rng=sample_rng(self.seed, self.epoch, i)), self.labels[i]
             return self.transform(img), self.labels[i]
         except ImageReadError as err:
             return Unreadable(str(path), err.message)
+
+
+def _check_item(path: Path) -> None:
+    """Raise :class:`ImageReadError` when ``path`` is not an image the datasets can use."""
+    img = read_image(path)
+    if max(img.size) > MAX_ASPECT * min(img.size):
+        raise ImageReadError(f"{path} is {img.size[0]}x{img.size[1]}: too elongated to crop")
+
+
+def _kind_of_failure(message: str) -> str:
+    if "too elongated" in message:
+        return f"too elongated (over {MAX_ASPECT}:1)"
+    if "decompression bomb" in message.lower() or "exceeds limit" in message:
+        return "too large to decode"
+    return "not an image or corrupt"
+
+
+def require_readable(dataset: ImageFolderDataset, *, command: str) -> None:
+    """Refuse a data folder none of whose image files decodes (before any work is done).
+
+    Reads files in order and stops at the first good one (normally the first file), so a usable
+    folder costs one decode; a folder of only unreadable files is refused naming the folder, how
+    many files failed, why (grouped) and the first failure.
+    """
+    kinds: dict[str, int] = {}
+    first = ""
+    for path in dataset.files:
+        try:
+            _check_item(path)
+            return
+        except ImageReadError as err:
+            kinds[_kind_of_failure(err.message)] = kinds.get(_kind_of_failure(err.message), 0) + 1
+            first = first or err.message
+    why = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    raise GigatokError(
+        f"--data {dataset.root}: none of its {len(dataset.files)} image files can be read ({why}); "
+        f"first: {first}",
+        hint=f"{command} needs readable images (JPEG, PNG, ...): check the folder, or convert the files",
+    )
 
 
 @dataclass

@@ -12,8 +12,9 @@
   centre crop S and its mirror (2 crops).
 
 Transforms take a decoded RGB PIL image and return a float tensor in [-1, 1]: (3, S, S) or
-(crops, 3, S, S). Randomness uses Python's ``random`` module, which DataLoader workers seed per
-worker from the torch seed (as the official ``random.randrange`` calls are).
+(crops, 3, S, S). :class:`TrainAugment` draws from the generator it is given (the training dataset
+gives each sample its own, from (seed, epoch, index): :mod:`gigatok_core.data.draws`), else from
+Python's ``random`` module (as the official ``random.randrange`` calls do).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -94,10 +96,12 @@ class TrainAugment:
     min_crop_frac: float = 0.8
     max_crop_frac: float = 1.0
     flip: bool = True
+    takes_rng: ClassVar[bool] = True  # datasets pass each sample's generator (``rng=``)
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        arr = random_crop_arr(img, self.size, self.min_crop_frac, self.max_crop_frac)
-        if self.flip and random.random() < 0.5:
+    def __call__(self, img: Image.Image, *, rng: random.Random | None = None) -> torch.Tensor:
+        rng = rng or random  # type: ignore[assignment]
+        arr = random_crop_arr(img, self.size, self.min_crop_frac, self.max_crop_frac, rng=rng)
+        if self.flip and rng.random() < 0.5:
             arr = arr[:, ::-1]
         return to_tensor(arr[None])[0]
 

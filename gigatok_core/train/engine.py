@@ -10,7 +10,7 @@ micro-batches in :meth:`Task.train_step`, using the engine's helpers:
 The engine owns everything else: the global batch (``micro = batch / (world x accum)``), the data
 order (:class:`~gigatok_core.dist.EpochSampler`, resumable mid-epoch at the exact sample), seeding
 and per-rank RNG states, checkpoints (:func:`~gigatok_core.train_checkpoint.save_checkpoint`) and resume,
-SIGTERM/SIGINT (checkpoint, then a clean return), logs (``metrics.jsonl``, TensorBoard, a callback
+SIGTERM/SIGINT (checkpoint, then a return whose ``exit_code`` is 128 + the signal), logs (``metrics.jsonl``, TensorBoard, a callback
 for the CLI's progress bar). nanoGPT's train.py is the model: one loop, torchrun detected, the main
 rank logs and saves.
 """
@@ -83,6 +83,13 @@ class Task:
         """Extra JSON facts for every checkpoint's meta (preset, tokenizer pairing, ...)."""
         return {}
 
+    def lr_at(self, step: int, max_steps: int) -> float | None:
+        """The learning rate of 0-based optimizer step ``step`` in a run of ``max_steps`` steps
+        (None: the schedule does not depend on the run length). Checked on resume (:meth:`Engine.fit`)."""
+        return None
+
+    new_run_hint: str = ""  # how to start a new run from this one's weights (the schedule check's hint)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -95,8 +102,14 @@ class FitResult:
     step: int
     run_dir: Path
     stopped: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended the run early
-    checkpoint: Path | None = None
+    checkpoint: Path | None = None  # the run's latest checkpoint (also when it had already finished)
     last: dict[str, Any] = field(default_factory=dict)
+    trained: int = 0  # optimizer steps run by this call (0: the run had already reached max_steps)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + the signal number when a signal stopped the run (the shell's convention)."""
+        return 128 + signal.Signals[self.stopped].value if self.stopped else 0
 
 
 class Engine:
@@ -115,6 +128,7 @@ class Engine:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.precision == "fp16")
         self.step = 0  # completed optimizer steps
         self._stop: str | None = None
+        self._resumed_from: Path | None = None
 
     # ----------------------------------------------------------------- helpers for tasks
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -200,6 +214,7 @@ class Engine:
                 "world_size": self.ctx.world_size,
                 "strategy": self.settings.strategy,
                 "global_batch_size": self.settings.batch_size,
+                "max_steps": self.settings.max_steps,  # the length the LR schedule was made for
                 **task.meta(),
             }
             try:
@@ -248,6 +263,7 @@ class Engine:
                     len(rng),
                 )
         self.step = int(ckpt.state["step"])
+        self._resumed_from = ckpt.path
         if self.ctx.is_main:
             log.info("resuming from %s (step %d)", ckpt.path, self.step)
         return dict(ckpt.state["data"])
@@ -270,13 +286,56 @@ class Engine:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _prepare(self, run_dir: Path, config: Mapping[str, Any], resume: str, overwrite: bool) -> bool:
+    def _check_schedule(self, task: Task, run_dir: Path) -> None:
+        """Refuse to resume with a ``max_steps`` whose LR schedule would send the learning rate back
+        up after the run's had begun to decay (a raised ``--max-steps`` on a finished run). A longer
+        or shorter run that continues downwards (cosine), or a WSD run extended in its constant
+        phase, goes on: the schedule of the new length from the next step."""
+        import json
+
+        from gigatok_core.train_checkpoint import META_FILE, latest_checkpoint
+
+        folder = latest_checkpoint(run_dir, quiet=True) if (run_dir / "checkpoints").is_dir() else None
+        try:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8")) if folder else {}
+        except (OSError, ValueError):
+            return  # unreadable: resuming falls back to an earlier checkpoint or says so
+        old = meta.get("max_steps", (meta.get("config", {}).get("run") or {}).get("max_steps"))
+        new, done = self.settings.max_steps, int(meta.get("step", 0))
+        if not isinstance(old, int) or old == new or new <= done or done < 2:
+            return
+        # from step 1: the official loops run step 0 at the base LR, before the warmup's first value
+        probes = sorted({*range(1, done, max(1, done // 2000)), done - 1} - {0})
+        lrs = [task.lr_at(k, old) for k in probes]
+        nxt = task.lr_at(done, new)
+        if nxt is None or any(lr is None for lr in lrs):
+            return
+        peak, last = max(lrs), lrs[-1]  # type: ignore[type-var]
+        if last < peak * (1 - 1e-9) and nxt > last * (1 + 1e-6):
+            raise GigatokError(
+                f"{run_dir} was trained {done} steps on a learning-rate schedule for {old} steps, which "
+                f"had decayed the lr to {last:.3g}; --max-steps {new} would send it back up to {nxt:.3g} "
+                f"at step {done + 1}",
+                hint=f"continue with --max-steps {old} (this run's length), or start a new run of {new} "
+                f"steps with --overwrite (removes this run) or another --output{task.new_run_hint}",
+            )
+
+    def _prepare(
+        self, task: Task, run_dir: Path, config: Mapping[str, Any], resume: str, overwrite: bool
+    ) -> bool:
         outcome: tuple[str, Any] = ("ok", False)
         if self.ctx.is_main:
             try:
                 outcome = (
                     "ok",
-                    prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_main=True),
+                    prepare_run_dir(
+                        run_dir,
+                        config,
+                        resume=resume,
+                        overwrite=overwrite,
+                        is_main=True,
+                        check_resume=lambda: self._check_schedule(task, run_dir),
+                    ),
                 )
             except GigatokError as err:
                 outcome = ("error", (err.message, err.hint))
@@ -302,7 +361,7 @@ class Engine:
         rank (the CLI prints the config and draws its progress bar with them).
         """
         s, ctx, run_dir = self.settings, self.ctx, Path(run_dir)
-        has_run = self._prepare(run_dir, config, resume, overwrite)
+        has_run = self._prepare(task, run_dir, config, resume, overwrite)
         seed_everything(s.seed, ctx.rank, ctx.world_size)
         task.setup(self)
         dataset = task.train_dataset()
@@ -329,7 +388,8 @@ class Engine:
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(s.seed),  # workers' seeds: not from the global RNG
         )
-        result = FitResult(step=self.step, run_dir=run_dir)
+        result = FitResult(step=self.step, run_dir=run_dir, checkpoint=self._resumed_from)
+        first_step = self.step
         last_saved = self.step if has_run else -1
         tick, ticks = time.perf_counter(), 0
         with self._signals():
@@ -380,6 +440,7 @@ class Engine:
             finally:
                 metrics.close()
         result.step = self.step
+        result.trained = self.step - first_step
         return result
 
     @contextlib.contextmanager

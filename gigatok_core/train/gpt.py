@@ -192,6 +192,12 @@ class GPTTask(Task):
     def schedulers(self) -> dict[str, Any]:
         return {"model": self.sched}
 
+    def lr_at(self, step: int, max_steps: int) -> float:
+        recipe = self.cfg.recipe
+        return self.cfg.lr * official_lr_lambda(
+            total=max_steps, warmup=recipe.warmup, fract_decay=recipe.fract_decay
+        )(step)
+
     def meta(self) -> dict[str, Any]:
         tokenizer = self.manifest.tokenizer.to_dict() if self.manifest is not None else None
         return {"preset": self.cfg.preset, "tokenizer": tokenizer}

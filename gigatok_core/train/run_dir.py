@@ -7,22 +7,24 @@ RUN_DIR/
   checkpoints/       step-XXXXXXXX/ folders and the `latest` pointer (gigatok_core.checkpoint)
   samples/           PNG grids written by the task
 
-A folder holding another config's run is refused (``--resume never --overwrite`` replaces it, removing
-exactly the entries above); settings that only change how a run executes may differ on resume.
+A folder holding another config's run is refused (``--overwrite`` starts over, removing exactly the
+entries above and nothing else); settings that only change how a run executes may differ on resume.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.fileio import write_text_atomic
 
+log = logging.getLogger("gigatok")
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "tb", "checkpoints", "samples")
@@ -71,12 +73,20 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def prepare_run_dir(
-    run_dir: str | Path, config: Mapping[str, Any], *, resume: str, overwrite: bool, is_main: bool
+    run_dir: str | Path,
+    config: Mapping[str, Any],
+    *,
+    resume: str,
+    overwrite: bool,
+    is_main: bool,
+    check_resume: Callable[[], None] | None = None,
 ) -> bool:
     """Check (and on the main rank prepare) ``run_dir``; True when a previous run should be resumed.
 
     ``resume``: "auto" continues a run of the same config (a folder with another config's run is
-    refused), "never" refuses any previous run unless ``overwrite`` (which removes it first).
+    refused), "never" refuses any previous run. ``overwrite`` starts over whatever ``resume`` says:
+    the previous run's entries (:data:`RUN_ENTRIES`) are removed, nothing else in the folder.
+    ``check_resume`` runs when a run of the same config is to be resumed, before anything is written.
     """
     from omegaconf import OmegaConf
 
@@ -86,16 +96,17 @@ def prepare_run_dir(
     if run_dir.exists() and not run_dir.is_dir():
         raise GigatokError(f"output {run_dir} is a file, not a folder", hint="pass a folder for --output")
     existing = [name for name in RUN_ENTRIES if (run_dir / name).exists()]
-    if existing and resume == "never":
+    if existing and (resume == "never" or overwrite):
         if not overwrite:
             raise GigatokError(
                 f"{run_dir} already holds a training run ({', '.join(existing)})",
-                hint="use --resume auto to continue it, or --resume never --overwrite to start over",
+                hint="use --resume auto to continue it, or --overwrite to start over (removes it)",
             )
         if is_main:
             for name in existing:
                 path = run_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+            log.warning("--overwrite: removed the previous run in %s (%s)", run_dir, ", ".join(existing))
         existing = []
     if existing and (run_dir / CONFIG_FILE).is_file():
         old = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
@@ -104,13 +115,15 @@ def prepare_run_dir(
             shown = "; ".join(diffs[:3]) + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
             raise GigatokError(
                 f"{run_dir} holds a run with another config ({shown})",
-                hint="pick another --output, or --resume never --overwrite to replace that run",
+                hint="pick another --output, or --overwrite to start over (removes that run)",
             )
     elif existing:
         raise GigatokError(
             f"{run_dir} holds training files ({', '.join(existing)}) but no {CONFIG_FILE}",
-            hint="pick another --output, or --resume never --overwrite to replace them",
+            hint="pick another --output, or --overwrite to start over (removes them)",
         )
+    if existing and check_resume is not None:
+        check_resume()
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / CONFIG_FILE, config_yaml(config))

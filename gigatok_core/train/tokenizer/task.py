@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
@@ -114,6 +115,17 @@ def load_init(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> 
         )
 
 
+def training_images(cfg: Any, data: str | Path) -> Dataset:
+    """The training images of ``data`` with the official augmentation, each sample's draws from
+    (run.seed, epoch, index); refused when no image of the folder can be read."""
+    from gigatok_core.data.folder import ImageFolderDataset, require_readable
+    from gigatok_core.data.transforms import TrainAugment
+
+    images = ImageFolderDataset(data, transform=TrainAugment(cfg.model.image_size), seed=cfg.run.seed)
+    require_readable(images, command="train tokenizer")
+    return images
+
+
 # ---------------------------------------------------------------------------------------------
 # The task
 # ---------------------------------------------------------------------------------------------
@@ -124,13 +136,13 @@ class TokenizerTask(Task):
         self,
         cfg: Any,
         *,
-        data: str | Path,
+        data: str | Path | Dataset,
         frozen: Mapping[str, Path],
         init: str | Path | None = None,
         num_workers: int = 0,
     ) -> None:
-        from gigatok_core.data.folder import ImageFolderDataset, collate_skip
-        from gigatok_core.data.transforms import TrainAugment
+        """``data``: a folder, or the dataset :func:`training_images` made of it."""
+        from gigatok_core.data.folder import collate_skip
 
         self.cfg, self.frozen, self.init = cfg, dict(frozen), init
         if cfg.recipe.lecam_weight > 0:
@@ -138,10 +150,7 @@ class TokenizerTask(Task):
                 "recipe.lecam_weight > 0 (LeCam regularization) is not implemented",
                 hint="set recipe.lecam_weight=0 (every official preset has it off)",
             )
-        size = cfg.model.image_size
-        self.train_set = ImageFolderDataset(data, transform=TrainAugment(size))
-        if len(self.train_set) == 0:
-            raise GigatokError(f"--data {data} holds no images")
+        self.train_set = data if isinstance(data, Dataset) else training_images(cfg, data)
         self.collate_fn = collate_skip
         self.num_workers = num_workers
         self.tokens_per_sample = 0
@@ -235,6 +244,14 @@ class TokenizerTask(Task):
     def meta(self) -> dict[str, Any]:
         return {"preset": self.cfg.preset, "model_config": dataclasses.asdict(self.cfg.model)}
 
+    new_run_hint = " (--init RUN_DIR starts the new run from this one's weights)"
+
+    def lr_at(self, step: int, max_steps: int) -> float:
+        from gigatok_core.train.tokenizer.schedule import OfficialLR
+
+        r = self.cfg.recipe
+        return OfficialLR(self.cfg.lr, r.end_lr, r.warmup, max_steps, r.disc_start).generator(step)
+
     def _images(self, engine: Engine, micro_batches: list[Any]) -> list[torch.Tensor]:
         out = []
         for batch in micro_batches:
@@ -307,12 +324,19 @@ def train_config_dict(cfg: Any, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def prefetch_tokenizer_training(
-    cfg: Any, *, frozen: Mapping[str, str | Path | None] | None = None, init: str | Path | None = None
+    cfg: Any,
+    *,
+    frozen: Mapping[str, str | Path | None] | None = None,
+    init: str | Path | None = None,
+    data: str | Path | None = None,
 ) -> dict[str, Path]:
-    """What a launcher's parent runs before any worker starts: the frozen networks (and released
-    ``--init`` weights) into the download cache. Returns the frozen networks' files."""
+    """What a launcher's parent runs before any worker starts: the data folder's check, then the
+    frozen networks (and released ``--init`` weights) into the download cache. Returns the frozen
+    networks' files."""
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
 
+    if data is not None:
+        training_images(cfg, data)  # an unusable folder is refused before any download
     files = resolve_frozen(cfg.recipe, frozen)
     if init is not None and str(init) in tokenizer_names() and not Path(str(init)).exists():
         weights = tokenizer_preset(str(init)).weights
@@ -340,8 +364,9 @@ def train_tokenizer(
     into the run folder ``output``. ``frozen``: local files for "teacher", "dino", "vgg" (else
     the download cache)."""
     settings = LoopSettings.from_train_config(cfg)
+    images = training_images(cfg, data)  # before any download
     files = resolve_frozen(cfg.recipe, frozen)
-    task = TokenizerTask(cfg, data=data, frozen=files, init=init, num_workers=num_workers)
+    task = TokenizerTask(cfg, data=images, frozen=files, init=init, num_workers=num_workers)
     record = {"data": str(Path(data).resolve()), "init": str(init) if init is not None else None}
     config = train_config_dict(cfg, record)
     return Engine(settings).fit(
