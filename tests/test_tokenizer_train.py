@@ -202,6 +202,7 @@ def test_empty_data_folder(kit: dict[str, Path], tmp_path: Path) -> None:
     assert "image" in res.output
 
 
+@pytest.mark.spawn
 def test_ddp_two_processes(kit: dict[str, Path], tmp_path: Path) -> None:
     """2-process DDP with gloo through the CLI's launcher (--nproc-per-node 2): the model under
     DDP, the discriminator under its own DDP, both optimizers stepping; the global batch of 4
