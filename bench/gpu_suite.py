@@ -317,7 +317,7 @@ def _train_gpt(s: Suite) -> list[Row]:
     return rows
 
 
-# The official per-GPU batch: the preset's global batch (spec tokenizer §1 table: 128 for S-S, 256 for
+# The official per-GPU batch: the preset's global batch (docs/tokenizer.md#sizes-and-presets table: 128 for S-S, 256 for
 # B-L) over the 8 GPUs of the official scripts.
 TOKENIZER_TRAIN = (("s-s", 16), ("b-l", 32))
 XL_BATCH, XL_LIMIT_GB = 8, 80.0  # issue 11: xl-xxl with FSDP within 80 GB per GPU at 8 images per GPU

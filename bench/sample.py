@@ -1,6 +1,6 @@
-"""Sampling speed: tokens/s, ms per decode step, images/s and peak memory (spec ar §12).
+"""Sampling speed: tokens/s, ms per decode step, images/s and peak memory (docs/benchmarks.md#official-baseline).
 
-    python bench/sample.py --gpt gpt-b --images 2 --device cpu           # the spec's CPU workload
+    python bench/sample.py --gpt gpt-b --images 2 --device cpu           # the official CPU baseline's workload
     python bench/sample.py --gpt gpt-xxl --images 32 --device cuda --precision bf16 --tokenizer b-l
 
 Random weights (speed does not depend on the values). The workload matches the official baseline:

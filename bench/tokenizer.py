@@ -1,4 +1,4 @@
-"""Tokenizer speed: encode and decode images/s for a preset with random weights (spec tokenizer §12).
+"""Tokenizer speed: encode and decode images/s for a preset with random weights (docs/benchmarks.md#official-baseline).
 
     python bench/tokenizer.py --preset s-s --batch-size 1 --iters 3
     python bench/tokenizer.py --preset b-l --device cuda --precision bf16 --batch-size 32 --compile

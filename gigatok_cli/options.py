@@ -188,7 +188,7 @@ RngOpt = Annotated[
 ]
 
 # ---------------------------------------------------------------------------------------------
-# Classifier-free guidance (spec ar §4)
+# Classifier-free guidance (docs/ar.md#cfg-schedules)
 # ---------------------------------------------------------------------------------------------
 CfgScaleOpt = Annotated[
     float | None,

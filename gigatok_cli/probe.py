@@ -1,4 +1,4 @@
-"""`gigatok probe gpt|tokenizer`: linear probing of frozen features (spec ar §7)."""
+"""`gigatok probe gpt|tokenizer`: linear probing of frozen features (docs/recipes.md#linear-probing)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
-    help="Linear probing (the official protocol, spec ar §7): a BatchNorm + linear head trained with LARS on "
+    help="Linear probing (the official protocol, docs/recipes.md#linear-probing): a BatchNorm + linear head trained with LARS on "
     "frozen features, 90 epochs with 10 of warm-up then cosine, top-1/top-5 on the val split every epoch. "
     "Outputs RUN_DIR/metrics.jsonl, RUN_DIR/results.json; a killed run resumes from its last epoch.",
     no_args_is_help=True,
@@ -190,7 +190,10 @@ def _preset_of(checkpoint: Path | None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
-@app.command("gpt", help="Probe a GPT: null-class input, block n_layer//2 mean-pooled (spec ar §7).")
+@app.command(
+    "gpt",
+    help="Probe a GPT: null-class input, block n_layer//2 mean-pooled (docs/recipes.md#linear-probing).",
+)
 @handle_errors
 @launch_options
 def gpt(
@@ -299,7 +302,8 @@ def gpt(
 
 
 @app.command(
-    "tokenizer", help="Probe a tokenizer's encoder (or --fix-dim, --from-decoder) features (spec ar §7)."
+    "tokenizer",
+    help="Probe a tokenizer's encoder (or --fix-dim, --from-decoder) features (docs/recipes.md#linear-probing).",
 )
 @handle_errors
 @launch_options

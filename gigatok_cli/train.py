@@ -87,7 +87,7 @@ def gpt(
     on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    """Train a class-conditional GPT on pre-extracted codes (the official recipe, spec ar §6)."""
+    """Train a class-conditional GPT on pre-extracted codes (the official recipe, docs/recipes.md#gpt)."""
     from gigatok_core.config import GPTTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.gpt import prefetch_gpt_training, train_gpt

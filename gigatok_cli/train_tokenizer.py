@@ -1,4 +1,4 @@
-"""`gigatok train tokenizer`: the official tokenizer recipe on an image folder (spec tokenizer §8).
+"""`gigatok train tokenizer`: the official tokenizer recipe on an image folder (docs/recipes.md#tokenizer).
 
 Registered on the ``train`` group by :mod:`gigatok_cli.train` (this module never imports it at
 import time: the group's shared helpers are imported when the command runs).

@@ -25,7 +25,7 @@ from gigatok_core.errors import GigatokError
 
 PREFIXES = ("module.", "_orig_mod.")
 # Which entry holds the weights, in the official loaders' order: tokenizers prefer the EMA
-# (spec tokenizer §6), the GPT loaders ignore it (spec ar §3).
+# (docs/tokenizer.md#checkpoints), the GPT loaders ignore it (docs/ar.md#checkpoints).
 TOKENIZER_ENTRIES = ("ema", "model", "state_dict")
 GPT_ENTRIES = ("model", "module", "state_dict")
 

@@ -220,7 +220,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     samples (``B`` a multiple of ``W``) therefore sees the same set of samples at every step on any
     world size, and resumes mid-epoch with ``set_epoch(e, start=position)``. Every rank yields the
     same count, ``(n - start) // W`` (a tail shorter than the world is left out).
-    (The official trainers restart an interrupted epoch from its beginning, spec ar §6.)
+    (The official trainers restart an interrupted epoch from its beginning, docs/recipes.md#gpt.)
     """
 
     def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):

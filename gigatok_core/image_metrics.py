@@ -1,6 +1,6 @@
 """Per-image reconstruction metrics: PSNR, SSIM and LPIPS, two ways.
 
-*Official* reproduces the GigaTok reconstruction script (spec tokenizer §9), quirks included:
+*Official* reproduces the GigaTok reconstruction script (docs/evaluation.md#reconstruction), quirks included:
 PSNR of the uint8 reconstruction (/255) against the *unquantised* input mapped to [0, 1], and SSIM
 with ``data_range=2.0`` on [0, 1] images (which inflates it). LPIPS-VGG is computed on the
 unclamped float reconstruction.

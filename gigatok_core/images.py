@@ -1,6 +1,6 @@
 """Image I/O: finding inputs, decoding any PIL mode, the ADM centre crop, pixels <-> tensors.
 
-Pre-processing follows the official code (spec tokenizer §7): PIL -> RGB, ADM centre crop
+Pre-processing follows the official code (docs/tokenizer.md#pre-and-post-processing): PIL -> RGB, ADM centre crop
 (BOX halving while the short side >= 2S, BICUBIC to short side S, centre crop), then
 ``x = v / 127.5 - 1``. Post-processing: ``clamp(127.5 * y + 128, 0, 255)`` truncated to uint8.
 Outputs are written atomically (:mod:`gigatok_core.fileio`: temp file beside the target, then ``os.replace``).
@@ -158,7 +158,7 @@ def read_image(path: str | Path) -> Image.Image:
 
 
 def center_crop_arr(img: Image.Image, size: int) -> np.ndarray:
-    """ADM centre crop (spec tokenizer §7): returns a (size, size, 3) uint8 array."""
+    """ADM centre crop (docs/tokenizer.md#pre-and-post-processing): returns a (size, size, 3) uint8 array."""
     while min(img.size) >= 2 * size:
         img = img.resize(tuple(s // 2 for s in img.size), resample=Image.Resampling.BOX)
     scale = size / min(img.size)

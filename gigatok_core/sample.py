@@ -172,7 +172,8 @@ def sample_images(
     }
     ctx = ctx or dist.get_context(dev)
     settings["world_size"] = ctx.world_size
-    if rng == "official":  # official stream: depends on batch size and ranks (spec ar §5)
+    # official stream: depends on batch size and ranks (docs/ar.md#reproducible-per-sample-randomness)
+    if rng == "official":
         settings["rng_note"] = (
             f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
         )

@@ -29,7 +29,7 @@ Shapes = Mapping[str, tuple[int, ...]]
 # ---------------------------------------------------------------------------------------------
 def tokenizer_shapes(cfg: TokenizerConfig) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of the official-layout tokenizer for ``cfg``, distillation head included
-    (official checkpoints carry it; the loaders drop it, spec tokenizer §6)."""
+    (official checkpoints carry it; the loaders drop it, docs/tokenizer.md#checkpoints)."""
     import torch
 
     from gigatok_core.tokenizer.model import VQTokenizer
@@ -40,7 +40,7 @@ def tokenizer_shapes(cfg: TokenizerConfig) -> dict[str, tuple[int, ...]]:
 
 
 def gpt_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the official-layout GPT for ``cfg`` (spec ar §3)."""
+    """Keys and shapes of the official-layout GPT for ``cfg`` (docs/ar.md#checkpoints)."""
     import torch
 
     from gigatok_core.ar.gpt import GPT

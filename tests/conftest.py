@@ -1,4 +1,9 @@
-"""Shared test fixtures: paths to ../shared, isolated cache, deterministic torch."""
+"""Shared test fixtures: the golden files, an isolated cache, deterministic torch.
+
+Every golden file is read through :func:`fixture_path`: from ``tests/fixtures/`` (recorded from the
+official code; docs/contributing.md says what each holds and which test reads it), or from the folder
+named by ``GIGATOK_FIXTURES`` (same file names), e.g. to check other recordings of the official code.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,25 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GIGATOK_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
+FIXTURES_ENV = "GIGATOK_FIXTURES"
+
+
+def fixtures_dir() -> Path:
+    """The folder golden files are read from: ``$GIGATOK_FIXTURES`` if set, else ``tests/fixtures``."""
+    override = os.environ.get(FIXTURES_ENV)
+    return Path(override).expanduser() if override else FIXTURES
 
 
 def fixture_path(name: str) -> Path:
-    path = FIXTURES / name
+    """The golden file ``name`` (the one place tests find recorded outputs of the official code)."""
+    folder = fixtures_dir()
+    path = folder / name
     if not path.is_file():
+        where = f"{FIXTURES_ENV}={folder}" if os.environ.get(FIXTURES_ENV) else "the repository"
         pytest.fail(
-            f"golden fixture {path} is missing: CI and developers must have ../shared beside the repo"
+            f"golden fixture {name!r} is missing from {folder} ({where}): restore tests/fixtures/ "
+            f"from git (git checkout -- tests/fixtures) or point {FIXTURES_ENV} at a folder holding it"
         )
     return path
 
@@ -83,3 +98,20 @@ def run_torchrun(
         *args,
     ]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+# The layers behind markers: ``slow`` and ``gpu`` tests run only when the ``-m`` expression names
+# them (``-m slow``, ``-m gpu``), so ``-m "not spawn"`` is the fast layer of the default run rather than
+# a selection that would pull the slow and GPU tests back in (a ``-m`` in addopts would be replaced).
+OPT_IN_LAYERS = ("slow", "gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    expr = config.getoption("markexpr") or ""
+    kept, dropped = [], []
+    for item in items:
+        opted_out = any(item.get_closest_marker(m) and m not in expr for m in OPT_IN_LAYERS)
+        (dropped if opted_out else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
@@ -22,6 +23,7 @@ def test_version_and_help_list_every_subcommand() -> None:
         assert name in res.output
 
 
+@pytest.mark.spawn
 def test_console_script_entry_point_runs() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "gigatok_cli.main", "--version"], capture_output=True, text=True
@@ -29,6 +31,7 @@ def test_console_script_entry_point_runs() -> None:
     assert out.returncode == 0 and __version__ in out.stdout
 
 
+@pytest.mark.spawn
 def test_version_and_help_answer_without_importing_torch() -> None:
     """`gigatok --version`, `--help` and `download --help` must not pay torch's start-up (seconds)."""
     code = (

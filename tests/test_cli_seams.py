@@ -33,6 +33,7 @@ def _help(*cmd: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # --help and completion
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.spawn
 def test_root_help_shows_no_value_type_for_flags() -> None:
     """In a fresh process (no command module imported): `--version` and the other root flags."""
     import subprocess

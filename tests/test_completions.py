@@ -34,6 +34,7 @@ def _bash_complete(words: list[str]) -> list[str]:
     return [line for line in out.stdout.splitlines() if line]
 
 
+@pytest.mark.spawn
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completes_commands_options_and_presets() -> None:
     assert "reconstruct" in _bash_complete(["gigatok", "rec"])
@@ -42,6 +43,7 @@ def test_bash_completes_commands_options_and_presets() -> None:
     assert set(_bash_complete(["gigatok", "reconstruct", "--precision", ""])) == {"fp32", "bf16", "fp16"}
 
 
+@pytest.mark.spawn
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completes_download_names_from_the_registry() -> None:
     from gigatok_cli.download import complete_names

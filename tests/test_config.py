@@ -50,7 +50,7 @@ def test_every_gpt_preset_builds_its_train_config(name: str) -> None:
 
 
 def test_official_recipe_values() -> None:
-    """Spot values from spec tokenizer §1.2/§8.1 and spec ar §6."""
+    """Spot values from docs/tokenizer.md#sizes-and-presets, docs/recipes.md#loop-and-data, #gpt."""
     tok = TokenizerRecipe()
     assert (tok.lr, tok.end_lr, tok.weight_decay, tok.betas, tok.max_grad_norm) == (
         1e-4,
@@ -82,7 +82,7 @@ def test_official_recipe_values() -> None:
 
 
 def test_resolved_run_values() -> None:
-    # Epochs -> iterations: epochs * 5000 * 256 / batch (spec tokenizer §8.1).
+    # Epochs -> iterations: epochs * 5000 * 256 / batch (docs/recipes.md#loop-and-data).
     assert TokenizerTrainConfig.from_name("b-l").total_steps == 1_000_000
     assert TokenizerTrainConfig.from_name("xl-xxl").total_steps == 1_500_000
     assert GPTTrainConfig.from_name("gpt-xxl").total_steps == 750_000

@@ -75,7 +75,7 @@ def test_official_tokenizer_file_is_recognised_by_its_shapes(tmp_path) -> None:
 
 
 def _gpt_like(dim: int, n_layer: int) -> dict[str, torch.Tensor]:
-    """Official GPT key shapes (spec ar §3) as stride-0 views, so a GPT-B-shaped file stays tiny."""
+    """Official GPT key shapes (docs/ar.md#checkpoints) as stride-0 views, so a GPT-B-shaped file stays tiny."""
     sd = {
         "positional_embedding": ONE.expand(257, dim),
         "cls_embedding.embedding_table.weight": ONE.expand(1001, dim),

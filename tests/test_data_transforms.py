@@ -1,4 +1,4 @@
-"""Official augmentation arithmetic: ADM random crop, centre crop, ten-crop (spec tokenizer §8.1, ar §6)."""
+"""Official augmentation arithmetic: ADM random crop, centre crop, ten-crop (docs/recipes.md#loop-and-data, #gpt)."""
 
 from __future__ import annotations
 

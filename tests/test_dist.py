@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from gigatok_core.dist import DistContext, DistInfo, EpochSampler, get_context
@@ -66,6 +67,7 @@ def test_global_batches_do_not_depend_on_world_size_and_resume_mid_epoch():
     assert steps(4, start=8) == full[2:]
 
 
+@pytest.mark.spawn
 def test_2_process_gloo_context_and_sampler(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(

@@ -72,6 +72,7 @@ def test_missing_shard_is_an_error(data: Path) -> None:
         _run(data, ctx=HandSplit(0, 2))
 
 
+@pytest.mark.spawn
 @pytest.mark.slow  # the real (random-weights) Inception on CPU: minutes on a shared machine
 def test_torchrun_two_ranks_cli_matches_single_process(
     data: Path, inception_file: Path, tmp_path: Path

@@ -138,6 +138,7 @@ def test_folder_errors(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "needs a CUDA device" in res.output and "fp32" in res.output
 
 
+@pytest.mark.spawn
 def test_torchrun_two_ranks_cli(folder: Path, tmp_path: Path) -> None:
     proc = run_torchrun(
         "eval",

@@ -157,6 +157,7 @@ def test_encoder_from_a_checkpoint_never_builds_the_decoder(tmp_path: Path, tiny
     assert encoder.encode(x).tolist() == tiny.encode(x).tolist()
 
 
+@pytest.mark.spawn
 def test_two_ranks_share_the_shards(tmp_path: Path, one_thread: None) -> None:
     """Through the CLI's launcher (`--nproc-per-node 2`, gloo workers), equal to one process."""
     import os

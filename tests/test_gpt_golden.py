@@ -1,4 +1,4 @@
-"""GPT-B parity with the official code (fixture gpt_B_golden.pt, spec ar §11).
+"""GPT-B parity with the official code (fixture gpt_B_golden.pt, docs/fidelity.md#gpt).
 
 The model is built once per module with the fixture's deterministic weight rule; three generations
 of 256 tokens with CFG run on CPU in fp32 (a few seconds each on a quiet 2-core machine).

@@ -1,4 +1,4 @@
-"""Every CFG schedule's curve (spec ar §4 table) and ImageNet class parsing."""
+"""Every CFG schedule's curve (docs/ar.md#cfg-schedules table) and ImageNet class parsing."""
 
 from __future__ import annotations
 

@@ -178,6 +178,7 @@ def test_drive_file_of_wrong_shape_is_rejected(server: FileServer) -> None:
 # ---------------------------------------------------------------------------------------------
 # Concurrency and offline mode
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.spawn
 def test_four_processes_download_once(server: FileServer) -> None:
     server.routes["/files/aux.bin"] = Route(body=AUX, delay=0.15)  # ~0.7 s transfer
     rec = aux_record(server)

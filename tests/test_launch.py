@@ -51,6 +51,7 @@ def same_files(a: Path, b: Path, *, skip: tuple[str, ...]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Through real workers
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.spawn
 def test_reconstruct_on_two_workers_matches_one_process_byte_for_byte(tmp_path: Path) -> None:
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -90,6 +91,7 @@ def _checkpoint_bytes(state: dict[str, torch.Tensor], path: Path) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.spawn
 def test_sample_on_two_workers_fetches_once_and_matches_one_process_byte_for_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,6 +130,7 @@ def test_sample_on_two_workers_fetches_once_and_matches_one_process_byte_for_byt
     assert len([n for n in names if n.endswith(".png")]) == 3 and "codes.npz" in names  # 2 samples + grid
 
 
+@pytest.mark.spawn
 def test_a_failing_worker_ends_the_run_with_one_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")  # exists (the parent's check passes), unreadable
@@ -301,6 +304,7 @@ print("not reached")
 """
 
 
+@pytest.mark.spawn
 @pytest.mark.parametrize(("argv", "code", "destroyed"), [(["--version"], 0, True), (["--bogus"], 2, False)])
 def test_a_worker_leaves_its_process_group_with_the_commands_exit_code(
     tmp_path: Path, argv: list[str], code: int, destroyed: bool

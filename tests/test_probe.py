@@ -1,4 +1,4 @@
-"""Linear probing (spec ar §7): feature locations, head, LARS, schedule, the loop, cache, resume."""
+"""Linear probing (docs/recipes.md#linear-probing): feature locations, head, LARS, schedule, the loop, cache, resume."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_tokenizer_features_locations() -> None:
 
 
 def test_tokenizer_encoder_features_against_a_manual_forward() -> None:
-    """The encoder's ln_post tokens rebuilt from the module's parts (spec tokenizer §3.2)."""
+    """The encoder's ln_post tokens rebuilt from the module's parts (docs/tokenizer.md#encoder)."""
     tok = small_tokenizer()
     enc, x = tok.vit_encoder, _images(2)
     with torch.no_grad():

@@ -149,6 +149,7 @@ def test_bench_probe_smoke(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b.json").read_text()) == out
 
 
+@pytest.mark.spawn
 @pytest.mark.slow  # two worker processes importing torch: ~30 s on a busy 2-core machine
 def test_probe_with_two_processes_through_the_launcher(data: Path, tmp_path: Path) -> None:
     import os

@@ -158,6 +158,7 @@ def test_library_api_returns_results(images: Path, tmp_path: Path) -> None:
     assert 0 < (result.codebook_usage or 0) <= 1
 
 
+@pytest.mark.spawn
 def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_path: Path) -> None:
     proc = run_torchrun(
         "reconstruct",

@@ -180,6 +180,7 @@ def test_help_lists_the_options() -> None:
         assert opt in res.output
 
 
+@pytest.mark.spawn
 def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
     """Real torchrun (gloo on CPU): ranks shard the plan; codes equal a one-process run."""
     common = [

@@ -1,7 +1,7 @@
-"""Parity with the official S-S tokenizer on the golden fixture (spec tokenizer §11).
+"""Parity with the official S-S tokenizer on the golden fixture (docs/fidelity.md#tokenizer-inference).
 
 The model is built once per module with the fixture's weight-fill rule; tolerances are those
-suggested in spec §11.2.
+suggested in docs/fidelity.md#tokenizer-inference.
 """
 
 from __future__ import annotations

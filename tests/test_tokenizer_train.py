@@ -218,6 +218,7 @@ def test_a_folder_of_unreadable_images_is_refused(kit: dict[str, Path], tmp_path
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.spawn
 def test_ddp_two_processes(kit: dict[str, Path], tmp_path: Path) -> None:
     """2-process DDP with gloo through the CLI's launcher (--nproc-per-node 2): the model under
     DDP, the discriminator under its own DDP, both optimizers stepping; the global batch of 4

@@ -1,10 +1,10 @@
-"""Tokenizer training against the official recipe: the training golden fixture (spec tokenizer §14).
+"""Tokenizer training against the official recipe: the training golden fixture (docs/fidelity.md#tokenizer-training).
 
 Everything comes from the fixture and its ``meta``: the inputs, the config overrides, the number
 of loop iterations, the fresh-start steps and the parameter slices. The weights follow the recorded
 fill rules (tokenizer rule v1, aux rule aux-v1; the LPIPS heads are the lpips package's own
-``vgg.pth``, whose sha256 the fixture records). Tolerances are spec §14.9's. LPIPS runs in eval
-mode, as when the fixture was recorded (spec §14.6).
+``vgg.pth``, whose sha256 the fixture records). Tolerances are those of docs/fidelity.md#tokenizer-training. LPIPS runs in eval
+mode, as when the fixture was recorded (docs/fidelity.md#tokenizer-training).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class Networks:
         return build_tokenizer(tokenizer_preset(self.preset).config, with_distill=True, device="meta")
 
     def trainer(self) -> TokenizerTrainer:
-        """A trainer at the fill values with fresh optimizers (LPIPS in eval, spec §14.6)."""
+        """A trainer at the fill values with fresh optimizers (LPIPS in eval, docs/fidelity.md#tokenizer-training)."""
         model = self._empty_tokenizer().to_empty(device="cpu")
         model.load_state_dict(self.tokenizer_sd, strict=True)
         disc = PatchGAN()
@@ -259,10 +259,11 @@ def loop(golden: dict, nets: Networks) -> Loop:
 
 
 # ---------------------------------------------------------------------------------------------
-# Comparison with spec §14.9's tolerances
+# Comparison with the tolerances of docs/fidelity.md#tokenizer-training
 # ---------------------------------------------------------------------------------------------
 COARSE_A = {"total", "rec", "rec_direct", "perceptual", "perceptual_direct", "fea_rec", "proj_loss"}
-NOT_TARGETS = {"it1_perceptual_dropout_samples"}  # spec §14.6: train-mode noise, for scale only
+# train-mode noise, for scale only (docs/fidelity.md#tokenizer-training)
+NOT_TARGETS = {"it1_perceptual_dropout_samples"}
 
 
 def _phases() -> list:
@@ -321,7 +322,7 @@ def _compare(key: str, ours_v, ref: torch.Tensor, phase: str, first_d: str | Non
         else:
             ok = _rel_ok(a, b, 0, 1e-3)
     elif name.startswith("d_buf_"):
-        # running statistics after the chaotic it3+ updates (spec §14.9): magnitude only
+        # running statistics after the chaotic it3+ updates (docs/fidelity.md#tokenizer-training): magnitude only
         ok = _rel_ok(a, b, 1e-4, 1e-5) if precise else _rel_ok(a, b, 3e-1, 1e-2)
     elif "logits" in name and b.ndim > 0:  # full logit maps
         if precise:
@@ -372,7 +373,7 @@ def test_initial_values_and_rows(loop: Loop, golden: dict) -> None:
 
 def test_learning_rates(golden: dict) -> None:
     """Every recorded LR (generator and discriminator, used and after) from the official timing:
-    the base LR at the first update of each optimizer, schedule(t - 1) after (spec §14.7)."""
+    the base LR at the first update of each optimizer, schedule(t - 1) after (docs/recipes.md#details-pinned-by-the-training-fixture)."""
     from gigatok_core.train.tokenizer import OfficialLR
 
     _, loss, optim = _settings(golden["meta"])

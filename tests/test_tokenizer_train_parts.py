@@ -17,7 +17,7 @@ from gigatok_core.train.tokenizer.optim import EMA, param_groups
 
 def test_param_groups_official_split() -> None:
     """DDP recipe: one decayed group of everything; FSDP recipe: no decay for names with "norm"
-    (ln_pre/ln_post do not contain it and decay, spec §8.1)."""
+    (ln_pre/ln_post do not contain it and decay, docs/recipes.md#loop-and-data)."""
     model = build_tokenizer(tokenizer_preset("tiny").config, with_distill=True, device="meta")
     names = {id(p): n for n, p in model.named_parameters()}
     (one,) = param_groups(model, 1e-4)
@@ -44,7 +44,7 @@ def test_diffaug_translation_and_cutout() -> None:
 
 def test_dino_discriminator(tmp_path: Path) -> None:
     """Frozen backbone out of the parameters and state_dict; one logit per token and tap; the
-    key third of each qkv bias is zeroed on load (spec §8.4)."""
+    key third of each qkv bias is zeroed on load (docs/recipes.md#discriminators)."""
     path = tmp_path / "dino.pth"
     sd = random_weights(dino_v1_entries(64, 3), 0)
     torch.save(sd, path)

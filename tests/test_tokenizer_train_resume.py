@@ -75,6 +75,7 @@ def _same_losses(ref: list[dict], rows: list[dict], rel: float, what: str) -> No
         assert b["lr"] == pytest.approx(a["lr"], rel=1e-9), (what, a["step"])
 
 
+@pytest.mark.spawn
 def test_sigkill_and_resume_log_the_uninterrupted_losses(kit: dict[str, Path], tmp_path: Path) -> None:
     """8 images, batch 4, a checkpoint every 4 steps, the default DataLoader workers: killed after
     the step-4 checkpoint (discriminator already on), the same command logs the losses of an
@@ -106,10 +107,11 @@ def test_sigkill_and_resume_log_the_uninterrupted_losses(kit: dict[str, Path], t
     _same_losses(ref, read_metrics(run), 1e-6, "sigkill")
 
 
+@pytest.mark.spawn
 def test_one_process_run_continues_on_two_under_ddp_and_fsdp(kit: dict[str, Path], tmp_path: Path) -> None:
     """Steps 1-4 in one process, 5-6 on two (same global batch of 4, same data order): DDP through
     the launcher (--nproc-per-node 2), FSDP2 fully_shard under torchrun (gloo on CPU). The
-    discriminator stays under DDP with FSDP (spec tokenizer §8.2)."""
+    discriminator stays under DDP with FSDP (docs/recipes.md#fsdp)."""
     env = _env_for(kit)
     first = subprocess.run(
         _cli(*_args(kit, tmp_path / "first", 4, 4)), env=env, capture_output=True, text=True, timeout=300
@@ -133,7 +135,8 @@ def test_one_process_run_continues_on_two_under_ddp_and_fsdp(kit: dict[str, Path
         # the same global batches and schedule; the augmentation and LPIPS-dropout streams are
         # per rank (reseeded on another world size), so later losses are not bit-identical
         assert [r["step"] for r in rows] == list(range(1, 7))
-        lrs = [r["lr"] for r in rows[1:]]  # inside the linear warmup (spec §14.7): equal increments
+        # inside the linear warmup (docs/recipes.md#loop-and-data): equal increments
+        lrs = [r["lr"] for r in rows[1:]]
         assert all(b - a == pytest.approx(lrs[1] - lrs[0], rel=1e-6) for a, b in itertools.pairwise(lrs))
         for b in rows[4:]:
             assert "d_loss" in b and all(math.isfinite(b[k]) for k in COMPARED), (strategy, b)

@@ -216,6 +216,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "gigatok_cli.main", *args]
 
 
+@pytest.mark.spawn
 def test_sigkill_and_resume_log_the_uninterrupted_losses(codes_dir, tmp_path):
     common = [
         "train",
@@ -269,6 +270,7 @@ def test_sigkill_and_resume_log_the_uninterrupted_losses(codes_dir, tmp_path):
         assert y["lr"] == x["lr"]
 
 
+@pytest.mark.spawn
 def test_sigterm_writes_a_checkpoint_and_exits_143(codes_dir, tmp_path):
     run = tmp_path / "run"
     args = [

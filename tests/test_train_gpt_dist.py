@@ -42,6 +42,7 @@ def _launch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.spawn
 def test_resume_on_two_processes_under_ddp_and_fsdp(tmp_path):
     codes = make_codes(tmp_path / "codes", n=40)
     single = runner.invoke(app, _args(codes, tmp_path / "single", 8))
@@ -71,6 +72,7 @@ def test_resume_on_two_processes_under_ddp_and_fsdp(tmp_path):
         assert set(ckpt.state["optimizers"]["model"]["state"]["state"]) == set(ckpt.weights["model"])
 
 
+@pytest.mark.spawn
 def test_a_batch_that_two_processes_cannot_split_is_one_clear_error(tmp_path):
     codes = make_codes(tmp_path / "codes", n=16)
     res = _launch(*_args(codes, tmp_path / "run", 2), "--batch-size", "9")

@@ -2,9 +2,9 @@
 
 Two rules, both keyed only on the official state_dict name ``K`` and shape ``S``:
 
-- ``"tokenizer-v1"``: spec tokenizer §11.1 (the fixture's ``fill_rule`` string).
-- ``"gpt"``: spec ar §11 (normal * 0.02 for ndim >= 2, zero biases, unit norm scales).
-- ``"aux-v1"``: spec tokenizer §14.2 (PatchGAN, LPIPS's VGG16 features and the DINOv2 teacher of
+- ``"tokenizer-v1"``: docs/fidelity.md#weight-fill-rules (the fixture's ``fill_rule`` string).
+- ``"gpt"``: docs/fidelity.md#gpt (normal * 0.02 for ndim >= 2, zero biases, unit norm scales).
+- ``"aux-v1"``: docs/fidelity.md#weight-fill-rules (PatchGAN, LPIPS's VGG16 features and the DINOv2 teacher of
   the training fixture; ``K`` is the key in that network's own plain state_dict).
 
 Every tensor draws from ``numpy.random.default_rng(zlib.crc32(K))`` so the order of the entries

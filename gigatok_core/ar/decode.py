@@ -1,4 +1,4 @@
-"""The GPT decode step, eager or compiled with ``torch.compile`` (spec ar §4, precision and compilation).
+"""The GPT decode step, eager or compiled with ``torch.compile`` (docs/ar.md#precision-and-compilation).
 
 :meth:`GPT.decode_step` has static shapes: the position is a (1,) int64 tensor, the new keys/values
 go to that cache slot with ``index_copy_`` and attention masks the whole cache. One compiled graph

@@ -1,4 +1,4 @@
-"""Autoregressive generation with a static KV cache and classifier-free guidance (spec ar §4).
+"""Autoregressive generation with a static KV cache and classifier-free guidance (docs/ar.md#generation).
 
 Rows are ``[cond ; uncond]`` (null class = ``num_classes``) when guidance is on. Token 0 comes from
 the prefill (class token only) with the raw CFG scale; decode step ``i`` feeds token ``i`` and

@@ -4,7 +4,7 @@ LlamaGen-style decoder (https://arxiv.org/abs/2406.06525) as used by GigaTok
 (https://arxiv.org/abs/2504.08736): pre-norm RMSNorm blocks, fused ``wqkv`` attention, SwiGLU FFN,
 a learned absolute positional embedding over ``[class, image tokens]`` and a class embedding whose
 last row (index ``num_classes`` = 1000) is the null class used for classifier-free guidance.
-Parameter names equal the official state dict (spec ar §3), so released files load strictly.
+Parameter names equal the official state dict (docs/ar.md#checkpoints), so released files load strictly.
 
 The KV cache is a plain object passed to ``forward`` (never registered as buffers), so the model's
 ``state_dict`` stays checkpoint-shaped after generating (the official model grows cache buffers).
@@ -171,7 +171,7 @@ class LabelEmbedding(nn.Module):
 # The model
 # ---------------------------------------------------------------------------------------------
 class GPT(nn.Module):
-    """Class-conditional GPT over ``[class token, image tokens]`` (spec ar §2).
+    """Class-conditional GPT over ``[class token, image tokens]`` (docs/ar.md#architecture).
 
     ``forward(labels, tokens)`` gives logits (B, n+1, vocab) in float32; row j predicts image token j.
     With a :class:`KVCache`, ``start`` is the absolute position of the first input: at ``start == 0``
@@ -196,7 +196,7 @@ class GPT(nn.Module):
         return self.config.num_classes
 
     def reset_parameters(self) -> None:
-        """The official initializer (spec ar §2): N(0, 0.02) linears/embeddings, zero head."""
+        """The official initializer (docs/ar.md#architecture): N(0, 0.02) linears/embeddings, zero head."""
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
@@ -239,7 +239,7 @@ class GPT(nn.Module):
         """Logits (B, T, vocab) float32, or (B, 1, vocab) with ``last_only``.
 
         ``hidden_at=k`` returns instead the residual stream after block k (1-based), before any later
-        block or the final norm (linear probing, spec ar §7).
+        block or the final norm (linear probing, docs/recipes.md#linear-probing).
         """
         assert cache is not None or start == 0, "start > 0 needs a KV cache"
         h = self.tok_dropout(self.embed(labels, tokens, start))  # (B, T, C)

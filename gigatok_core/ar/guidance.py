@@ -1,4 +1,4 @@
-"""Classifier-free guidance schedules (spec ar §4).
+"""Classifier-free guidance schedules (docs/ar.md#cfg-schedules; official ``autoregressive/models/generate.py``).
 
 CFG (Ho & Salimans, https://arxiv.org/abs/2207.12598): ``guided = uncond + (cond - uncond) * s``.
 GigaTok varies ``s`` over the decode steps. Token 0 (the prefill) always uses the raw scale; token
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from gigatok_core.choices import SCHEDULES  # the one list (torch-free, for --help and completion)
 from gigatok_core.errors import GigatokError
 
-OFF = 1.0 + 1e-4  # keeps the scheduled value > 1 (spec ar §4, pitfall 4)
+OFF = 1.0 + 1e-4  # keeps the scheduled value > 1 (docs/ar.md#cfg-schedules: "off" is 1.0001)
 SIGMOID_STEEPNESS = 20.0
 WINDOWED = ("step", "rectangular", "sigmoid")  # the schedules that read window_start
 

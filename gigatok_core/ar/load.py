@@ -1,4 +1,4 @@
-"""Building GPTs from presets and loading official checkpoints (spec ar §1, §3).
+"""Building GPTs from presets and loading official checkpoints (docs/ar.md#architecture, #checkpoints).
 
 ``load_gpt("gpt-xxl")`` resolves the paper pairing (``xl-xxl``), finds the released file in the
 cache, reads it with ``weights_only=True`` and loads its ``model`` entry strictly (the official

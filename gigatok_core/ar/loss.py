@@ -1,4 +1,4 @@
-"""The GPT's token loss (spec ar §6): cross-entropy over all positions of the class-conditional model.
+"""The GPT's token loss (docs/recipes.md#gpt): cross-entropy over all positions of the class-conditional model.
 
 Input = [class, tokens[0:N-1]], targets = tokens[0:N]: the class slot predicts token 0 and token
 j-1 predicts token j. Class dropout (the null class for CFG) lives in the model's class embedding

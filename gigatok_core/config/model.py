@@ -152,7 +152,7 @@ class TokenizerConfig:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class GPTConfig:
-    """Architecture of the class-conditional GPT (official gpt_1d, rope=False; spec ar §2).
+    """Architecture of the class-conditional GPT (official gpt_1d, rope=False; docs/ar.md#architecture).
 
     ``size`` names a row of :data:`GPT_SIZES`; ``dim``/``n_layer``/``n_head`` (the official
     ``ModelArgs`` names) are filled from that row in ``__post_init__`` unless given (``gpt-tiny``
@@ -166,7 +166,7 @@ class GPTConfig:
     vocab_size: int = 16384
     block_size: int = 256  # image tokens
     num_classes: int = 1000
-    class_dropout_prob: float = 0.1  # > 0 adds the null-class row (spec ar §2)
+    class_dropout_prob: float = 0.1  # > 0 adds the null-class row (docs/ar.md#architecture)
     multiple_of: int = 256
     norm_eps: float = 1e-5
     token_dropout_p: float = 0.1

@@ -14,13 +14,13 @@ from gigatok_core.config.build import check
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
-# One official "epoch" is 5000 steps at batch 256 (spec tokenizer §8.1, spec ar §6):
+# One official "epoch" is 5000 steps at batch 256 (docs/recipes.md#loop-and-data, #gpt):
 # iterations = epochs * 5000 * 256 / global_batch_size.
 STEPS_PER_EPOCH_AT_256 = 5000
 
 
 def epochs_to_steps(epochs: int, global_batch_size: int) -> int:
-    """The composite scripts' conversion from "epochs" to iterations (spec tokenizer §8.1)."""
+    """The composite scripts' conversion from "epochs" to iterations (docs/recipes.md#loop-and-data)."""
     return epochs * STEPS_PER_EPOCH_AT_256 * 256 // global_batch_size
 
 
@@ -37,39 +37,39 @@ def _common(r: TokenizerRecipe | GPTRecipe) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizer (vq_train.py / vq_train_fsdp.py and configs/vq/*.yaml; spec tokenizer §1.2, §5, §8, §14.7)
+# Tokenizer (vq_train.py / vq_train_fsdp.py and configs/vq/*.yaml; docs/tokenizer.md#sizes-and-presets, #semantic-regularization, docs/recipes.md#tokenizer, #details-pinned-by-the-training-fixture)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TokenizerRecipe:
     """Training recipe of an official tokenizer YAML plus the ``vq_train.py`` defaults.
 
-    ``codebook_weight`` is absent on purpose: the official VQLoss never applies it (spec §8.3).
+    ``codebook_weight`` is absent on purpose: the official VQLoss never applies it (docs/recipes.md#generator-loss).
     """
 
-    # Optimiser (AdamW) and clipping, generator and discriminator alike (§8.1).
+    # Optimiser (AdamW) and clipping, generator and discriminator alike (docs/recipes.md#loop-and-data).
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 1e-4
     max_grad_norm: float = 10.0
     disc_max_grad_norm: float = 10.0
-    # Length and schedule: cosine_v2 from lr to end_lr after a linear warmup from lr/100 (§8.1).
+    # Length and schedule: cosine_v2 from lr to end_lr after a linear warmup from lr/100 (docs/recipes.md#loop-and-data).
     global_batch_size: int = 128  # vq_train.py default; the released presets set 128 or 256
     epochs: int = 100
     warmup: int = 0
     lr_scheduler: str = "cosine_v2"
     end_lr: float = 1e-5
-    # Generator loss weights (§8.3). Hinge losses; the adaptive weight is fixed at 1.
+    # Generator loss weights (docs/recipes.md#generator-loss). Hinge losses; the adaptive weight is fixed at 1.
     reconstruction_loss: str = "l2"
     reconstruction_weight: float = 1.0
     perceptual_weight: float = 1.0
     fea_rec_loss_weight: float = 1.0  # MSE of the CNN-feature reconstruction (aux window only)
     aux_loss_end: int = 15000  # direct-reconstruction and fea_rec terms stop at this global step
     use_direct_rec_loss: bool = True
-    # Semantic regularization (§5): DINOv2 ViT-B/14 teacher, -cos loss weighted by proj_weight.
+    # Semantic regularization (docs/tokenizer.md#semantic-regularization): DINOv2 ViT-B/14 teacher, -cos loss weighted by proj_weight.
     distill_loss: bool = True
     distill_model: str = "dinov2-vit-b"
     proj_weight: float = 0.5
-    # Discriminator (§8.4).
+    # Discriminator (docs/recipes.md#discriminators).
     disc_type: str = "patchgan"  # patchgan | dinodisc
     disc_start: int = 20000
     disc_weight: float = 0.5
@@ -126,7 +126,7 @@ class TokenizerRecipe:
 
 
 # ---------------------------------------------------------------------------------------------
-# GPT (train_c2i.py / train_c2i_fsdp.py and the composite scripts; spec ar §6)
+# GPT (train_c2i.py / train_c2i_fsdp.py and the composite scripts; docs/recipes.md#gpt)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GPTRecipe:

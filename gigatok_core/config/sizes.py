@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # ---------------------------------------------------------------------------------------------
-# The size table (spec tokenizer §1.1): name -> (width, depth, heads). MLP ratio 4, head dim 64.
+# The size table (docs/tokenizer.md#sizes-and-presets): name -> (width, depth, heads). MLP ratio 4, head dim 64.
 # ---------------------------------------------------------------------------------------------
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (256, 4, 4),
@@ -15,7 +15,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "xxxl": (2560, 48, 40),
 }
 
-# GPT sizes (spec ar §2): name -> (dim, n_layer, n_head).
+# GPT sizes (docs/ar.md#architecture): name -> (dim, n_layer, n_head).
 GPT_SIZES: dict[str, tuple[int, int, int]] = {
     "gpt-b": (768, 12, 12),
     "gpt-l": (1024, 24, 16),

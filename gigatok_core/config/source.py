@@ -4,7 +4,7 @@ Sources, most explicit first:
 - a gigatok ``.safetensors``: the ``config`` (or ``preset``) in its metadata (:func:`save_weights`);
 - a training checkpoint folder (``RUN_DIR/checkpoints/step-NNNNNNNN/meta.json``) or a run folder
   (its latest checkpoint): ``meta["config"]`` is the nested train config, ``["model"]`` its part;
-- an official GPT ``.pt``: the size whose (dim, n_layer) match its key shapes (spec ar §3).
+- an official GPT ``.pt``: the size whose (dim, n_layer) match its key shapes (docs/ar.md#checkpoints).
 An official tokenizer ``.pt`` carries no architecture, and telling its preset from its shapes
 needs the model code (above this package): :func:`gigatok_core.tokenizer.load.tokenizer_config_of`
 does that, and reads the sources above first.
@@ -81,7 +81,7 @@ def _from_meta(cls: type[C], meta: Mapping[str, Any], kind: str, source: str) ->
 
 
 def _gpt_from_state_dict(cls: type[C], sd: Mapping[str, Any], source: str) -> C:
-    """GPTConfig from official key shapes (spec ar §3); heads come from the size table."""
+    """GPTConfig from official key shapes (docs/ar.md#checkpoints); heads come from the size table."""
     emb, pos = sd.get("tok_embeddings.weight"), sd.get("positional_embedding")
     cls_emb = sd.get("cls_embedding.embedding_table.weight")
     if emb is None or pos is None or cls_emb is None:

@@ -133,7 +133,7 @@ def _from_name(
 
 @dataclass(frozen=True)
 class TokenizerTrainConfig(_Resolved):
-    """Everything ``gigatok train tokenizer`` needs (spec tokenizer §8)."""
+    """Everything ``gigatok train tokenizer`` needs (docs/recipes.md#tokenizer)."""
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     recipe: TokenizerRecipe = field(default_factory=TokenizerRecipe)
@@ -163,7 +163,7 @@ class TokenizerTrainConfig(_Resolved):
 
 @dataclass(frozen=True)
 class GPTTrainConfig(_Resolved):
-    """Everything ``gigatok train gpt`` needs (spec ar §6)."""
+    """Everything ``gigatok train gpt`` needs (docs/recipes.md#gpt)."""
 
     model: GPTConfig = field(default_factory=GPTConfig)
     recipe: GPTRecipe = field(default_factory=GPTRecipe)

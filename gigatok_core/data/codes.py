@@ -25,7 +25,7 @@ class CodesDataset(Dataset):
     """Items ``(codes: LongTensor (T,), label: int)`` from a codes folder.
 
     ``crop="random"`` draws one stored crop per sample per epoch (the official training picks one of
-    the ten crops uniformly, spec ar §6), deterministically from (seed, epoch, index): call
+    the ten crops uniformly, docs/recipes.md#gpt), deterministically from (seed, epoch, index): call
     :meth:`set_epoch` before each epoch (DataLoader workers see it when they are created, so do not
     combine with ``persistent_workers``). An int picks that crop always. ``indices`` restricts the
     dataset to those image indices (e.g. a held-out split), in that order.

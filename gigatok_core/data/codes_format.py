@@ -1,6 +1,6 @@
 """The on-disk format of pre-extracted tokenizer codes (CODES_DIR): shards and a manifest.
 
-The official pipeline (spec ar §6) writes one ``.npy`` per image (2.5 million files for ImageNet).
+The official pipeline (docs/recipes.md#gpt) writes one ``.npy`` per image (2.5 million files for ImageNet).
 We store per shard one memory-mappable array of codes and one of labels, plus a manifest written
 last, so a folder without ``manifest.json`` is recognisably unfinished:
 

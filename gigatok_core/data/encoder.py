@@ -1,6 +1,6 @@
 """The tokenizer side of code extraction: which weights, the encoder half only, a batch -> codes.
 
-As the official ``extract_codes_c2i.py`` (spec ar §6) the decoder is deleted; here it is never even
+As the official ``extract_codes_c2i.py`` (docs/recipes.md#gpt) the decoder is deleted; here it is never even
 allocated: the model is built on the meta device, the decoder half removed, and only the encoder
 is materialised and loaded strictly.
 """

@@ -1,4 +1,4 @@
-"""``gigatok train extract-codes``: encode an ImageFolder into a codes folder once (spec ar §6).
+"""``gigatok train extract-codes``: encode an ImageFolder into a codes folder once (docs/recipes.md#gpt).
 
 The official ``extract_codes_c2i.py`` with the decoder deleted: ``--ten-crop`` encodes the ten
 crops of the int(S · crop_range) ADM centre crop (10 code rows per image), otherwise the centre crop

@@ -1,6 +1,6 @@
 """Image folders as datasets: an ImageFolder tree (labels) or a flat folder (no labels).
 
-Labels follow torchvision's ``ImageFolder`` as the official code uses it (spec ar §6): class =
+Labels follow torchvision's ``ImageFolder`` as the official code uses it (docs/recipes.md#gpt): class =
 index of the sub-folder in sorted name order; files are walked per class in ``sorted(os.walk)``
 order with sorted file names, so image ``i`` is ImageFolder's image ``i``. Decoding and augmentation
 run in DataLoader workers; an unreadable image is skipped (never ending a run) and named once, in

@@ -1,4 +1,4 @@
-"""``extract-codes --import-official DIR``: convert the official per-image codes layout (spec ar §6).
+"""``extract-codes --import-official DIR``: convert the official per-image codes layout (docs/recipes.md#gpt).
 
 ``extract_codes_c2i.py`` writes ``DIR/imagenet256_codes/{i}.npy`` (one image's crops: (crops, T),
 saved as (1, crops, T) by the script) and ``DIR/imagenet256_labels/{i}.npy`` (the label: a scalar

@@ -1,12 +1,12 @@
 """Image augmentation as the official training and code extraction do it.
 
-- Train (spec tokenizer §8.1, ar §6): ADM ``random_crop_arr(S, 0.8, 1.0)`` (a random short side in
+- Train (docs/recipes.md#loop-and-data, #gpt): ADM ``random_crop_arr(S, 0.8, 1.0)`` (a random short side in
   [ceil(S/1.0), ceil(S/0.8)] = [256, 320] for S = 256, BOX halving while the image is at least twice
   that, BICUBIC to it, a random S crop), then a horizontal flip with p = 0.5, ToTensor,
   Normalize(0.5, 0.5).
 - Evaluation / validation: the ADM centre crop (one implementation,
   :func:`gigatok_core.images.center_crop_arr`).
-- Code extraction (spec ar §6, ``extract_codes_c2i.py``): ``--ten-crop``: the ADM centre crop to
+- Code extraction (docs/recipes.md#gpt, ``extract_codes_c2i.py``): ``--ten-crop``: the ADM centre crop to
   int(S · crop_range) (281 for 1.1) and torchvision ``TenCrop(S)`` = the five crops (top-left,
   top-right, bottom-left, bottom-right, centre) of the image then of its mirror; without it the
   centre crop S and its mirror (2 crops).
@@ -53,7 +53,7 @@ def random_crop_arr(
     *,
     rng: random.Random | None = None,
 ) -> np.ndarray:
-    """ADM random crop (spec tokenizer §8.1): (size, size, 3) uint8.
+    """ADM random crop (docs/recipes.md#loop-and-data): (size, size, 3) uint8.
 
     The short side is drawn uniformly from the integers [ceil(size/max_frac), ceil(size/min_frac)];
     the image is halved with BOX while its short side is at least twice that, BICUBIC-resized so the

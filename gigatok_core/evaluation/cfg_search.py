@@ -1,4 +1,4 @@
-"""The official CFG search of ``sample_c2i_cfg_search.py --search`` (spec ar.md §5 "CFG search").
+"""The official CFG search of ``sample_c2i_cfg_search.py --search`` (docs/evaluation.md#cfg-search).
 
 A 1-D local search over the guidance scale: start from an empirical value per GPT and schedule,
 then repeatedly take the lowest-FID scale tried so far and evaluate its neighbour ``best + 0.25``,

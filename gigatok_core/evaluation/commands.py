@@ -17,7 +17,7 @@ from gigatok_core.evaluation.reference import PROTOCOLS, EvalStats
 from gigatok_core.progress import ProgressFn
 from gigatok_core.runinfo import write_run_settings
 
-# gFID defaults of the paper's evaluation (spec ar §5): CFG 1.75 with the step schedule, 50 images
+# gFID defaults of the paper's evaluation (docs/evaluation.md#generation): CFG 1.75 with the step schedule, 50 images
 # per class (50k samples over the 1000 ImageNet classes).
 DEFAULT_CFG_SCALE = 1.75
 DEFAULT_CFG_SCHEDULE = "step"

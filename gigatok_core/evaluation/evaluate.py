@@ -1,6 +1,6 @@
 """The evaluator: turns folders / npz files into statistics and two sides into FID-family numbers.
 
-This is the in-process replacement of ADM's TensorFlow evaluator (spec ar.md §5): same network
+This is the in-process replacement of ADM's TensorFlow evaluator (docs/evaluation.md#generation): same network
 weights, same statistics, same metric definitions, one Python environment.
 """
 

@@ -1,6 +1,6 @@
 """gFID of a GPT: sample class-balanced images with the sampler, then score them against ADM's batch.
 
-Protocol differences from the official ``sample_c2i_cfg_search.py`` (spec ar.md §5), stated so
+Protocol differences from the official ``sample_c2i_cfg_search.py`` (docs/evaluation.md#generation), stated so
 numbers are read correctly: labels are class-balanced (``num_per_class`` per class, 50 -> 50k)
 instead of uniform-random ``torch.randint`` labels, and each image is seeded from
 (seed, class, index) by :func:`gigatok_core.sample.sample_images` (resumable, world-size

@@ -1,7 +1,7 @@
 """FID, sFID, Inception Score and improved precision/recall, computed as ADM's evaluator does.
 
 Reference: ``evaluations/evaluator.py`` of https://github.com/openai/guided-diffusion (the copy
-GigaTok and LlamaGen run; spec ar.md §5). Statistics are float64; matrix square roots use
+GigaTok and LlamaGen run; docs/evaluation.md#generation). Statistics are float64; matrix square roots use
 ``scipy.linalg.sqrtm``; precision/recall follow Kynkäänniemi et al. 2019
 (https://arxiv.org/abs/1904.06991) with ADM's ``ManifoldEstimator`` semantics.
 """

@@ -1,7 +1,7 @@
 """rFID of a tokenizer: reconstruct every image in memory, then the FID family + PSNR/SSIM/LPIPS.
 
 The in-process version of the quantitative mode of the official ``reconstruction_ddp.py``
-(spec tokenizer §9): ADM centre crop to the tokenizer's size, ``encode`` -> ``decode_codes``,
+(docs/evaluation.md#reconstruction): ADM centre crop to the tokenizer's size, ``encode`` -> ``decode_codes``,
 uint8 by the official rounding, the official PSNR/SSIM quirks (``gigatok_core.image_metrics``),
 LPIPS-VGG on the unclamped reconstruction, codebook usage = distinct codes / codebook size, and
 FID/sFID of the uint8 reconstructions against the ``rfid-imagenet-val`` reference.

@@ -9,7 +9,7 @@ Protocols (which number a reference is valid for):
 - ``gfid-adm``: ADM's ``VIRTUAL_imagenet256_labeled.npz`` (statistics of the ImageNet *train* set);
   generation FID in the paper and in LlamaGen/ADM tables;
 - ``rfid-imagenet-val``: the 50k ImageNet *validation* images, ADM centre crop to 256
-  (spec tokenizer §9); reconstruction FID of the paper.
+  (docs/evaluation.md#reconstruction); reconstruction FID of the paper.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Validation loss of a class-conditional GPT on an ImageNet-style folder (spec ar.md §6).
+"""Validation loss of a class-conditional GPT on an ImageNet-style folder (docs/recipes.md#gpt).
 
 The in-process ``val_loss_cal.py``: ADM centre crop to the tokenizer's size, no flip, codes from
 the tokenizer, the GPT in eval mode (no dropout, no class dropout), labels = index of the class

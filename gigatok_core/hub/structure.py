@@ -5,8 +5,8 @@ shapes of the model its preset builds (on the meta device: no memory, no init). 
 is then written once as safetensors, so every later load memory-maps it instead of unpickling.
 
 Which entry: tokenizers prefer ``ema`` > ``model`` > ``state_dict`` (the official reconstruction
-and sampling scripts, spec tokenizer §6); GPTs take ``model`` > ``module`` > ``state_dict`` (the
-official GPT loaders ignore ``ema``, spec ar §3).
+and sampling scripts, docs/tokenizer.md#checkpoints); GPTs take ``model`` > ``module`` > ``state_dict`` (the
+official GPT loaders ignore ``ema``, docs/ar.md#checkpoints).
 
 The expected shapes come from a provider ``(record) -> {key: shape} | None`` passed in by the caller:
 the hub knows nothing of models. :func:`gigatok_core.weights.expected_shapes` builds them from the

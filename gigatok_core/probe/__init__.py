@@ -1,4 +1,4 @@
-"""Linear probing of GPT and tokenizer features (spec ar §7; ``gigatok probe``).
+"""Linear probing of GPT and tokenizer features (docs/recipes.md#linear-probing; ``gigatok probe``).
 
 result = probe_gpt("gpt-b", "imagenet/train", "imagenet/val", "runs/probe-b", config=ProbeConfig())
 result.top1                                  # % on the val split after the last epoch

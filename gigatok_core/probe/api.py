@@ -98,7 +98,7 @@ def probe_gpt(
     on_epoch: EpochCallback | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ProbeResult | None:
-    """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class (spec ar §7)."""
+    """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class (docs/recipes.md#linear-probing)."""
     from gigatok_core.ar.load import load_gpt, resolve_gpt, split_gpt_name
     from gigatok_core.ar.trained import paired_tokenizer_checkpoint
     from gigatok_core.tokenizer import load_tokenizer
@@ -150,7 +150,7 @@ def probe_tokenizer(
     on_epoch: EpochCallback | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ProbeResult | None:
-    """Linear probe of tokenizer features: ``mode`` encoder (default), fix_dim or decoder (spec ar §7)."""
+    """Linear probe of tokenizer features: ``mode`` encoder (default), fix_dim or decoder (docs/recipes.md#linear-probing)."""
     from gigatok_core.tokenizer import load_tokenizer
 
     if config.layer is not None:

@@ -1,7 +1,7 @@
-"""The two probe splits (ImageFolder trees) and their augmentation (spec ar §7).
+"""The two probe splits (ImageFolder trees) and their augmentation (docs/recipes.md#linear-probing).
 
 Train: ADM ``random_crop_arr`` (short side drawn in [S, S/0.8], BOX halving, BICUBIC, random S crop)
-then a horizontal flip with p = 0.5; val: ADM centre crop (spec tokenizer §7, §8.1). Labels are the
+then a horizontal flip with p = 0.5; val: ADM centre crop (docs/tokenizer.md#pre-and-post-processing, docs/recipes.md#loop-and-data). Labels are the
 index of the class folder in sorted order (torchvision ``ImageFolder``); both splits must hold the
 same class folders. Every random draw comes from ``(seed, epoch, image index)``, so an epoch's
 crops do not depend on the worker count, the rank or a resume.

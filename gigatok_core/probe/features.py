@@ -1,4 +1,4 @@
-"""Frozen features for linear probing, taken exactly where the official probes take them (spec ar §7).
+"""Frozen features for linear probing, taken exactly where the official probes take them (docs/recipes.md#linear-probing).
 
 - GPT (``autoregressive/lin_probe/lin_probe.py``): images -> tokenizer codes -> the GPT fed
   ``[null class, codes[:, :-1]]`` (the null class, index ``num_classes``, for every image) -> the
@@ -47,7 +47,7 @@ def _tokens_last(x: Tensor) -> Tensor:
 
 
 class GPTFeatures(nn.Module):
-    """Mean-pooled residual stream of block ``layer`` of a GPT fed a tokenizer's codes (spec ar §7)."""
+    """Mean-pooled residual stream of block ``layer`` of a GPT fed a tokenizer's codes (docs/recipes.md#linear-probing)."""
 
     def __init__(self, gpt: GPT, tokenizer: VQTokenizer, layer: int | None = None) -> None:
         super().__init__()
@@ -87,7 +87,7 @@ class GPTFeatures(nn.Module):
 
 
 class TokenizerFeatures(nn.Module):
-    """Mean-pooled tokenizer features: ``encoder`` (default), ``fix_dim`` or ``decoder`` (spec ar §7)."""
+    """Mean-pooled tokenizer features: ``encoder`` (default), ``fix_dim`` or ``decoder`` (docs/recipes.md#linear-probing)."""
 
     def __init__(self, tokenizer: VQTokenizer, mode: str = "encoder") -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The probe head, its optimiser and schedule: the official recipe (spec ar §7).
+"""The probe head, its optimiser and schedule: the official recipe (docs/recipes.md#linear-probing).
 
 GigaTok's probes follow MAE's linear-probing protocol (He et al. 2021, https://arxiv.org/abs/2111.06377,
 appendix A.2): BatchNorm without affine parameters in front of the linear classifier, LARS

@@ -1,4 +1,4 @@
-"""One probe epoch and the evaluation, shared by the run loop and the benchmark (spec ar §7).
+"""One probe epoch and the evaluation, shared by the run loop and the benchmark (docs/recipes.md#linear-probing).
 
 Data order: a seeded shuffle per epoch cut into global batches, the last partial batch dropped
 (``DistributedSampler`` + ``drop_last``); rank r takes its slice of every global batch. Gradients

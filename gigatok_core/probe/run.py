@@ -1,6 +1,6 @@
 """The linear-probe loop: train a BatchNorm + linear head on frozen features, evaluate every epoch.
 
-Official protocol (spec ar §7): per-process batch 128, lr = blr * global batch / 256 with blr 0.1,
+Official protocol (docs/recipes.md#linear-probing): per-process batch 128, lr = blr * global batch / 256 with blr 0.1,
 LARS, 90 epochs with 10 of linear warm-up then half-cosine (lr set every iteration at the
 fractional epoch), cross-entropy, shuffled train order with the last partial batch dropped; the
 backbone left in train mode while the head trains (the GPT's dropouts stay on), eval mode to evaluate.
@@ -49,7 +49,7 @@ CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_co
 
 @dataclass
 class ProbeConfig:
-    """The probe recipe; defaults are the official ones (spec ar §7)."""
+    """The probe recipe; defaults are the official ones (docs/recipes.md#linear-probing)."""
 
     epochs: int = 90
     warmup_epochs: float | None = None  # None: 10 of every 90 epochs (the official 10 of 90)

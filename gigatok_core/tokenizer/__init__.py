@@ -1,4 +1,4 @@
-"""The GigaTok VQ tokenizer (spec tokenizer §2-4, §10): model, builder and checkpoint loader.
+"""The GigaTok VQ tokenizer (docs/tokenizer.md#module-names, #encoder, #quantizer, #the-2d-variants): model, builder and checkpoint loader.
 
 tok = load_tokenizer("s-s")                 # official weights via the cache
 codes = tok.encode(images)                  # (B,3,256,256) in [-1,1] -> (B,256) int64

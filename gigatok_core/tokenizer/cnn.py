@@ -1,6 +1,6 @@
 """The CNN halves of the tokenizer: encoder (256x256 -> 16x16) and decoder (16x16 -> 256x256).
 
-Spec tokenizer §2, §3.1, §3.6. Module and attribute names equal the official ones
+See docs/tokenizer.md#module-names, #encoder, #decoder. Module and attribute names equal the official ones
 (``conv_blocks.{i}.res.{j}``, ``mid.{j}``, ``adaptive.{i}.gamma`` ...) so official checkpoints
 load unchanged. The decoder uses adaptive GroupNorm (style = its own 16x16 input) and a
 depth-to-space upsampler in DCR channel order.
@@ -81,7 +81,7 @@ class Downsample(nn.Module):
 
 
 class D2SUpsample(nn.Module):
-    """3x3 conv C -> 4C, then depth-to-space (block 2) in **DCR** order (spec §3.6, §13).
+    """3x3 conv C -> 4C, then depth-to-space (block 2) in **DCR** order (docs/tokenizer.md#decoder, #pitfalls).
 
     Input channel ``(i*2 + j)*C + c`` goes to output channel ``c`` at ``(2y+i, 2x+j)``;
     ``F.pixel_shuffle`` would use channel ``c*4 + i*2 + j`` instead.

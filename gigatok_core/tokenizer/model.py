@@ -2,7 +2,7 @@
 
 GigaTok, https://arxiv.org/abs/2504.08736. One class covers the 1D presets (official
 ``VQVitModelPlus``: N latent tokens read out by queries) and the 2D ones (``VQVitModel2DPlus``).
-Attribute names and order equal the official state_dict (spec tokenizer §2, §10).
+Attribute names and order equal the official state_dict (docs/tokenizer.md#module-names, #the-2d-variants).
 
 Shapes for the released presets (B images of 256x256, N = 256 tokens, D = 8, Z = 256):
     x (B,3,256,256) -encoder-> s (B,Z,16,16) -vit enc-> (B,Z,1,N) -quant_conv-> h (B,D,1,N)
@@ -31,7 +31,7 @@ DISTILL_PREFIX = "distill_mlp."
 
 @dataclass
 class TokenizerOutput:
-    """What :meth:`VQTokenizer.forward` returns (losses are None in eval, spec §3.7, §8.1)."""
+    """What :meth:`VQTokenizer.forward` returns (losses are None in eval, docs/tokenizer.md#the-forward-pass, docs/recipes.md#loop-and-data)."""
 
     recon: torch.Tensor  # (B,3,H,W) decode(rotated z_q)
     codes: torch.Tensor  # (B,N) int64
@@ -45,7 +45,7 @@ class TokenizerOutput:
 
     @property
     def codebook_loss(self) -> torch.Tensor | None:
-        """vq + commit + entropy (``codebook_weight`` is never applied, spec §8.3)."""
+        """vq + commit + entropy (``codebook_weight`` is never applied, docs/recipes.md#generator-loss)."""
         if self.vq_loss is None:
             return None
         return self.vq_loss + self.commit_loss + self.entropy_loss
@@ -192,7 +192,7 @@ class VQTokenizer(nn.Module):
         distill: bool | None = None,
         direct: bool | None = None,
     ) -> TokenizerOutput:
-        """Encode, quantize (rotation trick), decode. In train mode also the losses (spec §8.1).
+        """Encode, quantize (rotation trick), decode. In train mode also the losses (docs/recipes.md#loop-and-data).
 
         ``rec_loss`` (default: training) adds the aux shortcut ``decoder(s)`` and the feature
         reconstruction loss; ``direct=False`` skips the shortcut alone (a recipe without
@@ -216,7 +216,7 @@ class VQTokenizer(nn.Module):
         )
         if rec_loss:
             s = inter["cnn_enc"]
-            if direct:  # s itself is the adaptive-GroupNorm style; not detached (spec §14.7)
+            if direct:  # s itself is the adaptive-GroupNorm style; not detached (docs/recipes.md#details-pinned-by-the-training-fixture)
                 out.direct_recon = self.decoder(s)
             out.fea_rec_loss = F.mse_loss(rec_spatial.float(), s.detach().float())
         elif self.training:
@@ -229,7 +229,7 @@ class VQTokenizer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def init_weights(model: VQTokenizer, generator: torch.Generator | None = None) -> None:
-    """Spec §2: trunc-normal(0.02) Linear/Conv, zero biases, unit LayerNorms, xavier in_proj,
+    """The official initialization (docs/tokenizer.md#module-names): trunc-normal(0.02) Linear/Conv, zero biases, unit LayerNorms, xavier in_proj,
     width^-0.5 normal positional embeddings; quantizer and quant convs keep torch defaults."""
     skip = {
         id(m) for part in (model.quantize, model.quant_conv, model.post_quant_conv) for m in part.modules()

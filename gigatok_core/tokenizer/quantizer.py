@@ -1,6 +1,6 @@
 """The vector quantizer: an l2-normalised codebook, nearest-code search and its training losses.
 
-Spec tokenizer §4. Keys: ``codebook_used`` (a FIFO of recent code indices, float32 buffer) and
+See docs/tokenizer.md#quantizer. Keys: ``codebook_used`` (a FIFO of recent code indices, float32 buffer) and
 ``embedding.weight`` (K, D), in that order. The search, the distances and the losses run in
 float32 whatever the model dtype, so bf16/fp16 models pick the same codes as fp32 ones up to
 the rounding of the latent itself.
@@ -42,7 +42,7 @@ def rotate_to(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     """Rotation trick: a value equal to ``e`` whose gradient reaches ``z`` through a rotation.
 
     Fifty et al., "Restructuring Vector Quantization with the Rotation Trick",
-    https://arxiv.org/abs/2410.06424. z, e (M, D). Also applied in eval (spec §13).
+    https://arxiv.org/abs/2410.06424. z, e (M, D). Also applied in eval (docs/tokenizer.md#pitfalls).
     """
     z_norm = z.norm(dim=-1, keepdim=True)
     e_norm = e.norm(dim=-1, keepdim=True)

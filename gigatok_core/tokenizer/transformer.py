@@ -1,6 +1,6 @@
 """Attention and the two transformer layer types of the tokenizer ViTs.
 
-Spec tokenizer §3.3, §10. Parameter names are those of ``torch.nn.MultiheadAttention``
+See docs/tokenizer.md#encoder, #the-2d-variants. Parameter names are those of ``torch.nn.MultiheadAttention``
 (``in_proj_weight`` packing q, k, v; ``out_proj``) and of the official layers
 (``self_attn``, ``multihead_attn``, ``linear1/2``, ``norm1/2/3``), so checkpoints load unchanged.
 The computation is ours: batch-first tensors (B, L, C) and ``scaled_dot_product_attention``.

@@ -1,9 +1,9 @@
 """The transformer halves of the tokenizer.
 
-1D (``VQVitModelPlus``, spec tokenizer §3.2, §3.5): the encoder turns the 16x16 CNN map into
+1D (``VQVitModelPlus``, docs/tokenizer.md#encoder, #decoder): the encoder turns the 16x16 CNN map into
 N latent tokens read out by multi-level pooled queries; the decoder turns N latent tokens back
 into a 16x16 map with queries that are copies of latent token 0.
-2D (``VQVitModel2DPlus``, spec §10): the 256 spatial tokens themselves are transformed.
+2D (``VQVitModel2DPlus``, docs/tokenizer.md#the-2d-variants): the 256 spatial tokens themselves are transformed.
 
 Tokens are batch-first (B, L, C) here; the official (L, 1, C) positional embeddings are kept
 as parameters (for checkpoint compatibility) and broadcast as (1, L, C).
@@ -43,7 +43,7 @@ def distill_head(width: int, out_dim: int) -> nn.Sequential:
 
 
 def multi_level_queries(memory: torch.Tensor, grid: int, num_tokens: int) -> torch.Tensor:
-    """Average-pool the (grid x grid) memory map at log2(N)+1 levels of detail (spec §3.2).
+    """Average-pool the (grid x grid) memory map at log2(N)+1 levels of detail (docs/tokenizer.md#encoder).
 
     Group g uses level l = max(g-1, 0) with a 2^(l//2) x 2^((l+1)//2) (rows x cols) grid, so
     groups 0 and 1 are both the global mean; tokens are row-major within a group.
@@ -119,7 +119,7 @@ class ViTDecoder1D(nn.Module):
 
     def forward(self, z: torch.Tensor, *, distill: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         memory = self.decoder_embed(self.ln_pre(rearrange(z, "b c 1 n -> b n c")))  # (B, N, W)
-        # Queries: latent token 0 repeated; only the positional embeddings tell them apart (spec §13).
+        # Queries: latent token 0 repeated; only the positional embeddings tell them apart (docs/tokenizer.md#pitfalls).
         t = memory[:, :1].expand(-1, self.grid * self.grid, -1)  # (B, g*g, W)
         pos, query_pos = _pos(self.latent_token_positional_embedding), _pos(self.positional_embedding)
         feat = None

@@ -122,7 +122,7 @@ class Engine:
         self.micro_batch = settings.micro_batch(self.ctx.world_size)
         self.dtype = resolve_precision(settings.precision, self.device)
         parallel.check_strategy(settings, self.ctx, self.device)
-        if self.device.type == "cuda":  # TF32 matmuls as the official trainers (spec ar §6)
+        if self.device.type == "cuda":  # TF32 matmuls as the official trainers (docs/recipes.md#gpt)
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.precision == "fp16")

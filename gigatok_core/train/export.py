@@ -10,7 +10,7 @@ from gigatok_core.checkpoint import save_weights
 from gigatok_core.errors import GigatokError
 from gigatok_core.train_checkpoint import load_checkpoint
 
-PREFERRED = ("ema", "model")  # EMA weights when the run kept them (spec ar §6: EMA is optional)
+PREFERRED = ("ema", "model")  # EMA weights when the run kept them (docs/recipes.md#gpt: EMA is optional)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""Class-conditional GPT training on pre-extracted codes: the official recipe (spec ar §6) as a Task.
+"""Class-conditional GPT training on pre-extracted codes: the official recipe (docs/recipes.md#gpt) as a Task.
 
 - Loss: cross-entropy over all T positions; inputs = class + tokens[:T-1], targets = tokens[:T].
-  Class dropout (null class), token/residual/FFN dropout come from the model config (spec ar §2).
+  Class dropout (null class), token/residual/FFN dropout come from the model config (docs/ar.md#architecture).
 - AdamW (0.9, 0.95), weight decay on tensors with >= 2 dims only (:func:`param_groups`), clipping,
   the WSD schedule (:func:`wsd_factor`), optional EMA, autocast in bf16/fp16 (GradScaler for fp16).
 - One stored crop drawn per sample per epoch (``CodesDataset(crop="random")``).
@@ -36,7 +36,7 @@ SAMPLES_PER_CLASS = 2
 # The recipe's pieces
 # ---------------------------------------------------------------------------------------------
 def wsd_factor(step: int, *, total: int, warmup: int, fract_decay: float) -> float:
-    """WSD learning-rate factor at 0-based ``step`` (spec ar §6; Hägele et al. 2024,
+    """WSD learning-rate factor at 0-based ``step`` (docs/recipes.md#gpt; Hägele et al. 2024,
     https://arxiv.org/abs/2405.18392): linear warmup from 1/100, constant, then the last
     ``fract_decay`` of ``total`` decays as ``1 - sqrt(progress)`` to 0."""
     n_decay = int(fract_decay * total)
@@ -53,7 +53,7 @@ def wsd_factor(step: int, *, total: int, warmup: int, fract_decay: float) -> flo
 def official_lr_lambda(*, total: int, warmup: int, fract_decay: float) -> Callable[[int], float]:
     """Factor for optimizer step ``k`` (0-based) as the official loop applies it: the scheduler is
     stepped after each update with the pre-increment count, so step 0 runs at the base lr and step
-    k >= 1 at ``wsd_factor(k - 1)`` (spec ar §6)."""
+    k >= 1 at ``wsd_factor(k - 1)`` (docs/recipes.md#gpt)."""
 
     def factor(k: int) -> float:
         return 1.0 if k == 0 else wsd_factor(k - 1, total=total, warmup=warmup, fract_decay=fract_decay)
@@ -62,7 +62,7 @@ def official_lr_lambda(*, total: int, warmup: int, fract_decay: float) -> Callab
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The official split (spec ar §6): decay on every tensor with ndim >= 2 (matrices, embeddings,
+    """The official split (docs/recipes.md#gpt): decay on every tensor with ndim >= 2 (matrices, embeddings,
     positional embedding), none on 1-D tensors (norm weights)."""
     params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
     return [
@@ -157,7 +157,7 @@ class GPTTask(Task):
 
     @staticmethod
     def _centre_crop(crops: int) -> int:
-        """The stored centre crop: index 4 of torchvision's TenCrop order, else the first (spec ar §6)."""
+        """The stored centre crop: index 4 of torchvision's TenCrop order, else the first (docs/recipes.md#gpt)."""
         return 4 if crops == 10 else 0
 
     # ------------------------------------------------------------------ Task interface
@@ -222,7 +222,7 @@ class GPTTask(Task):
 
     @torch.no_grad()
     def validate(self, engine: Engine) -> dict[str, float]:
-        """Mean CE per token over the held-out codes, dropout off (spec ar §6 "Validation loss").
+        """Mean CE per token over the held-out codes, dropout off (docs/recipes.md#validation-loss).
         Every rank runs the same number of batches (FSDP needs it); extra ones count zero."""
         if self.val_set is None:
             return {}

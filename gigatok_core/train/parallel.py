@@ -2,7 +2,7 @@
 
 FSDP uses ``torch.distributed.fsdp.fully_shard`` (FSDP2): each unit (a transformer block) is sharded
 on its own, then the root; mixed precision keeps params and reductions in the training dtype as the
-official FSDP trainers (spec ar §6 "FSDP variant", spec tokenizer §8.2). Checkpoints always hold
+official FSDP trainers (docs/recipes.md#fsdp; official ``train_c2i_fsdp.py``, ``vq_train_fsdp.py``). Checkpoints always hold
 full (unsharded) state dicts, so a run resumes on any world size.
 Activation checkpointing replaces a unit's ``forward`` in place, so parameter names do not change.
 """

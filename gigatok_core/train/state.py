@@ -85,7 +85,7 @@ class LoopSettings:
 
 
 def seed_everything(seed: int, rank: int, world_size: int) -> None:
-    """Per-rank seeds as the official trainers: ``seed * world_size + rank`` (spec ar §6)."""
+    """Per-rank seeds as the official trainers: ``seed * world_size + rank`` (docs/recipes.md#gpt)."""
     s = seed * world_size + rank
     random.seed(s)
     np.random.seed(s % 2**32)

@@ -1,4 +1,4 @@
-"""Tokenizer training with the official GigaTok recipe (spec tokenizer §4, §5, §8, §14).
+"""Tokenizer training with the official GigaTok recipe (docs/tokenizer.md#quantizer, #semantic-regularization, docs/recipes.md#tokenizer, docs/fidelity.md#tokenizer-training).
 
 - :mod:`.loss`: the VQ loss, generator and discriminator sides (``VQLoss``, ``LossSettings``);
 - :mod:`.patchgan`, :mod:`.dinodisc` (+ :mod:`.diffaug`): the two discriminators;

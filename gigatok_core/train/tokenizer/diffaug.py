@@ -1,8 +1,7 @@
 """Differentiable augmentation for the DINO discriminator (color, translation, cutout).
 
 Zhao et al., "Differentiable Augmentation for Data-Efficient GAN Training",
-https://arxiv.org/abs/2006.10738, as used by StyleGAN-T's projected discriminator (spec tokenizer
-§8.4): every op is applied with probability 1, translation up to 1/8 of the side, cutout of a
+https://arxiv.org/abs/2006.10738, as used by StyleGAN-T's projected discriminator (docs/recipes.md#discriminators): every op is applied with probability 1, translation up to 1/8 of the side, cutout of a
 square 0.2 of the side. Images (B,3,H,W); draws use the global torch generator of x's device.
 """
 

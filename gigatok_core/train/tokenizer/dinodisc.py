@@ -1,4 +1,4 @@
-"""DINO discriminator (``dinodisc`` of the b-l-dino recipe; spec tokenizer §8.4).
+"""DINO discriminator (``dinodisc`` of the b-l-dino recipe; docs/recipes.md#discriminators).
 
 A frozen DINO ViT-S/16 (:class:`~gigatok_core.train.tokenizer.frozen.DinoTaps`) feeds five
 trainable heads, one per token map, as in StyleGAN-T's projected discriminator (Sauer et al.,

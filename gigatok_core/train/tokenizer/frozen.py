@@ -1,9 +1,9 @@
 """Frozen networks of the recipe, built with timm and loaded strictly from plain weight files.
 
 - DINOv2 ViT-B/14 (``dinov2_vitb14_pretrain.pth``): the semantic-regularization teacher
-  (spec tokenizer §5). Oquab et al., https://arxiv.org/abs/2304.07193.
+  (docs/tokenizer.md#semantic-regularization). Oquab et al., https://arxiv.org/abs/2304.07193.
 - DINO ViT-S/16 (``dino_deitsmall16_pretrain.pth``): the backbone of the DINO discriminator
-  (spec §8.4). Caron et al., https://arxiv.org/abs/2104.14294.
+  (docs/recipes.md#discriminators). Caron et al., https://arxiv.org/abs/2104.14294.
 
 Both files come through the download cache (:func:`gigatok_core.hub.fetch_weights`), never
 torch.hub (which runs code fetched from the network). timm builds the ViTs: it is what the
@@ -89,7 +89,7 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Semantic-regularization teacher (spec §5)
+# Semantic-regularization teacher (docs/tokenizer.md#semantic-regularization)
 # ---------------------------------------------------------------------------------------------
 class SemanticTeacher(nn.Module):
     """Frozen DINOv2: images (B,3,H,W) in [-1,1] -> normed patch tokens (B, grid*grid, width)."""
@@ -118,7 +118,7 @@ class SemanticTeacher(nn.Module):
 def load_teacher(path: str | Path, *, grid: int = 16, device: str | torch.device = "cpu") -> SemanticTeacher:
     """The DINOv2 teacher from a hub-format file; ``mask_token`` is dropped (it is only used for
     masked pretraining) and ``pos_embed`` resampled to grid x grid with timm's defaults, keeping
-    the cls row (spec §14.2)."""
+    the cls row (docs/fidelity.md#weight-fill-rules)."""
     sd = _read_state_dict(path, "DINOv2")
     sd.pop("mask_token", None)
     vit = _vit_for(sd, grid, "DINOv2")
@@ -128,7 +128,7 @@ def load_teacher(path: str | Path, *, grid: int = 16, device: str | torch.device
 
 
 # ---------------------------------------------------------------------------------------------
-# DINO ViT-S/16 backbone of the DINO discriminator (spec §8.4)
+# DINO ViT-S/16 backbone of the DINO discriminator (docs/recipes.md#discriminators)
 # ---------------------------------------------------------------------------------------------
 class DinoTaps(nn.Module):
     """Frozen DINO: normalised 224x224 images -> the token maps after the embedding and after
@@ -162,7 +162,7 @@ class DinoTaps(nn.Module):
 
 
 def load_dino_backbone(path: str | Path, *, device: str | torch.device = "cpu") -> DinoTaps:
-    """DINO ViT-S/16 at 224x224; the key bias of every qkv is zeroed on load (spec §8.4)."""
+    """DINO ViT-S/16 at 224x224; the key bias of every qkv is zeroed on load (docs/recipes.md#discriminators)."""
     sd = _read_state_dict(path, "DINO ViT-S/16")
     side = round((sd["pos_embed"].shape[1] - 1) ** 0.5)
     vit = _vit_for(sd, side, "DINO ViT-S/16")

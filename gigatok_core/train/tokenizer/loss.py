@@ -1,6 +1,6 @@
 """The VQ training loss: generator side and discriminator side (official ``VQLoss``).
 
-Spec tokenizer §5, §8.3, §8.4 and §14.7. At global step g (= loop counter + 1):
+See docs/tokenizer.md#semantic-regularization, docs/recipes.md#generator-loss, #discriminators, #details-pinned-by-the-training-fixture. At global step g (= loop counter + 1):
 
     total = rec_w (rec + rec_direct) + perc_w (p + p_direct) + disc_w (gen_adv + gen_adv_direct)
           + (vq + commit + entropy) + fea_w * fea_rec + proj_w * proj
@@ -73,7 +73,7 @@ def hinge_d(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tenso
 
 
 def proj_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean over images and tokens of -cos(student, teacher); (B, N, C) each (spec §5)."""
+    """Mean over images and tokens of -cos(student, teacher); (B, N, C) each (docs/tokenizer.md#semantic-regularization)."""
     s = F.normalize(student.float(), dim=-1)
     t = F.normalize(teacher.float(), dim=-1)
     return -(s * t).sum(-1).mean()
@@ -130,7 +130,8 @@ class VQLoss(nn.Module):
             s.reconstruction_weight * (t["rec"] + t["rec_direct"])
             + s.perceptual_weight * (t["perceptual"] + t["perceptual_direct"])
             + disc_w * (t["gen_adv"] + t["gen_adv_direct"])
-            + (t["vq"] + t["commit"] + t["entropy"])  # codebook_weight is never applied (spec §8.3)
+            # codebook_weight is never applied (docs/recipes.md#generator-loss)
+            + (t["vq"] + t["commit"] + t["entropy"])
             + s.fea_rec_loss_weight * t["fea_rec"]
             + s.proj_weight * t["proj"]
         )

@@ -1,6 +1,6 @@
 """Optimizers of the tokenizer recipe: AdamW parameter groups, clipping helpers, EMA.
 
-Spec tokenizer §8.1. The DDP trainer decays every parameter (one group: norms, biases,
+See docs/recipes.md#loop-and-data. The DDP trainer decays every parameter (one group: norms, biases,
 positional embeddings and the codebook included); the FSDP trainer exempts the parameters whose
 name contains "norm" (``ln_pre``/``ln_post`` do not, so they decay).
 """
@@ -42,7 +42,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 class EMA:
     """Exponential moving average of the parameters (buffers are not averaged), decay 0.9999,
-    initialised as a copy of the model and updated after each generator step (spec §8.1).
+    initialised as a copy of the model and updated after each generator step (docs/recipes.md#loop-and-data).
     Build it before the model is sharded (it copies the whole model)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.9999) -> None:

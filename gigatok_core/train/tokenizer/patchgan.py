@@ -1,4 +1,4 @@
-"""PatchGAN discriminator (taming-transformers ``NLayerDiscriminator``; spec tokenizer §8.4).
+"""PatchGAN discriminator (taming-transformers ``NLayerDiscriminator``; docs/recipes.md#discriminators).
 
 Isola et al., "Image-to-Image Translation with Conditional Adversarial Networks",
 https://arxiv.org/abs/1611.07004. Keys ``main.{0,2,3,5,6,8,9,11}.*`` as in the official
@@ -36,7 +36,7 @@ class PatchGAN(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Official init: conv weights N(0, 0.02), BN weights N(1, 0.02), BN biases 0; the conv
-        biases keep torch's default (spec §14.7)."""
+        biases keep torch's default (docs/recipes.md#details-pinned-by-the-training-fixture)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.02)

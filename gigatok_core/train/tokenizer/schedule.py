@@ -1,6 +1,6 @@
 """The official ``cosine_v2`` learning-rate schedule and when each optimizer sees which value.
 
-Spec tokenizer §8.1 and §14.7. The official loop builds AdamW with the base LR, and calls
+See docs/recipes.md#loop-and-data, #details-pinned-by-the-training-fixture. The official loop builds AdamW with the base LR, and calls
 ``scheduler(t)`` *after* the update at loop counter t (global step g = t + 1). So the update at
 t = 0 uses the base LR, and the update at t >= 1 uses ``cosine_v2(t - 1)``. The discriminator's
 scheduler is called only after a discriminator update, so its *first* update (at g = disc_start)
@@ -26,7 +26,7 @@ def cosine_v2(step: int, *, base_lr: float, end_lr: float, warmup: int, total: i
 
 @dataclass(frozen=True)
 class OfficialLR:
-    """The LR each optimizer uses at loop counter ``t`` (spec §14.7)."""
+    """The LR each optimizer uses at loop counter ``t`` (docs/recipes.md#details-pinned-by-the-training-fixture)."""
 
     base_lr: float
     end_lr: float

@@ -3,10 +3,10 @@
 The engine owns the loop (global batch, data order, resume, checkpoints, signals, logs); this task
 builds the recipe's pieces on the engine's device and runs :class:`TokenizerTrainer` stages in
 :meth:`TokenizerTask.train_step`. Data: an ImageFolder tree or a flat folder with the official
-augmentation (spec tokenizer §8.1); unreadable images are named once and skipped.
+augmentation (docs/recipes.md#loop-and-data); unreadable images are named once and skipped.
 
 Checkpoint groups: ``model``, ``ema`` (with EMA), ``disc``; optimizers ``model`` and ``disc``. The
-LR is a pure function of the step (spec §14.7), so there is no scheduler state.
+LR is a pure function of the step (docs/recipes.md#details-pinned-by-the-training-fixture), so there is no scheduler state.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class TokenizerTask(Task):
         lpips = build_lpips(self.frozen["vgg"], device=dev) if "vgg" in self.frozen else None
         self.disc = self._build_disc(dev)
         disc_forward = self.disc
-        if engine.ctx.distributed:  # the discriminator stays under DDP, also with FSDP (spec §8.2)
+        if engine.ctx.distributed:  # the discriminator stays under DDP, also with FSDP (docs/recipes.md#fsdp)
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [dev.index] if dev.type == "cuda" else None
@@ -192,7 +192,8 @@ class TokenizerTask(Task):
             weight_decay=recipe.weight_decay,
             max_grad_norm=recipe.max_grad_norm,
             disc_max_grad_norm=recipe.disc_max_grad_norm,
-            split_norm_decay=cfg.strategy == "fsdp",  # the FSDP trainer's groups (spec §8.1)
+            # the FSDP trainer's groups (docs/recipes.md#loop-and-data)
+            split_norm_decay=cfg.strategy == "fsdp",
             ema_decay=None,  # the EMA below
             precision=engine.settings.precision,
         )

@@ -1,7 +1,7 @@
-"""One official tokenizer training step, in the order of ``vq_train.py`` (spec tokenizer §14.4).
+"""One official tokenizer training step, in the order of ``vq_train.py`` (docs/fidelity.md#tokenizer-training).
 
     for each micro-batch: teacher(x) -> model(x) (train) -> generator loss -> backward
-    unscale, clip to max_grad_norm, AdamW step (LR of spec §14.7), EMA
+    unscale, clip to max_grad_norm, AdamW step (LR of docs/recipes.md#details-pinned-by-the-training-fixture), EMA
     if g >= disc_start: for each micro-batch: D loss on the SAME (detached) reconstructions
     -> backward; clip; AdamW step
 
@@ -109,9 +109,10 @@ class TokenizerTrainer:
         self.ema = ema or (EMA(model, optim.ema_decay) if optim.ema_decay else None)
         model.train()
         if disc is not None:
-            disc.train()  # BatchNorm on batch statistics, always (spec §14.7)
+            disc.train()  # BatchNorm on batch statistics, always (docs/recipes.md#details-pinned-by-the-training-fixture)
         if loss.lpips is not None:
-            loss.lpips.train(lpips_dropout)  # the official NetLinLayer dropouts are active (§14.6)
+            # the official NetLinLayer dropouts are active (docs/recipes.md#generator-loss)
+            loss.lpips.train(lpips_dropout)
 
     # -----------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
