@@ -38,12 +38,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class _NoteHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[dim]note:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+        label = "[bold yellow]warning:[/]" if record.levelno >= logging.WARNING else "[dim]note:[/]"
+        console.print(f"{label} {record.getMessage()}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
 def _notes_shown() -> Iterator[None]:
-    """Show the library's INFO messages (``gigatok`` logger, e.g. checkpoint keys left out) as notes."""
+    """Show the library's INFO messages (``gigatok`` logger, e.g. checkpoint keys left out) as notes,
+    its warnings (e.g. which weights decode when they are not what a GPT learned from) as warnings."""
     logger = logging.getLogger("gigatok")
     handler, level = _NoteHandler(logging.INFO), logger.level
     logger.addHandler(handler)
@@ -135,3 +137,8 @@ def progress_bar(label: str = "", *, enabled: bool = True, rate: str | None = No
             progress.update(tasks[name], completed=done, total=total)
 
         yield on_progress
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 image``, ``2 images`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"

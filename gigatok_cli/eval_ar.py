@@ -33,6 +33,7 @@ from gigatok_cli.options import (
     PairedTokenizerOpt,
     PrecisionOpt,
     PROpt,
+    RunGptOpt,
     TokenizerCheckpointOpt,
 )
 from gigatok_cli.report import is_main, render_report
@@ -50,7 +51,6 @@ GFID_HELP = (
 @handle_errors
 @launch_options
 def gfid(
-    gpt: GptOpt,
     output: Annotated[
         Path,
         typer.Option(
@@ -59,6 +59,7 @@ def gfid(
         ),
     ],
     *,
+    gpt: RunGptOpt = None,
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,

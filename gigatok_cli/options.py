@@ -109,13 +109,34 @@ GptOpt = Annotated[
         envvar="GIGATOK_GPT",
     ),
 ]
+RunGptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpt",
+        "-g",
+        help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
+        f"({_listed(registry.release_names())}); default: the one a gigatok --gpt-checkpoint names, "
+        "else gpt-b.",
+        autocompletion=completer("--gpt"),
+        envvar="GIGATOK_GPT",
+        show_default=False,
+    ),
+]
 GptCheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--gpt-checkpoint", help="Local GPT checkpoint instead of the released weights."),
+    typer.Option(
+        "--gpt-checkpoint",
+        help="GPT weights instead of the released ones: a file, or a `gigatok train gpt` RUN_DIR "
+        "(newest checkpoint, EMA preferred; it names its preset, tokenizer and classes).",
+    ),
 ]
 TokenizerCheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--tokenizer-checkpoint", help="Local tokenizer checkpoint instead of the preset's."),
+    typer.Option(
+        "--tokenizer-checkpoint",
+        help="Tokenizer weights instead of the preset's: a file, or a `gigatok train tokenizer` RUN_DIR "
+        "(default: the checkpoint a gigatok GPT run recorded).",
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import console, handle_errors, out, plural
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.train_common import run_overrides, training_progress
 from gigatok_core import registry  # presets as data: no torch import
@@ -123,7 +123,7 @@ def gpt(
             "Run the same command again to resume."
         )
     else:
-        out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)
+        out.print(f"trained {plural(result.step, 'step')}; checkpoint: {result.checkpoint}", highlight=False)
 
 
 @app.command("export")

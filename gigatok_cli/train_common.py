@@ -65,8 +65,9 @@ def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
         def on_step(step: int, total: int, last: Mapping[str, Any]) -> None:
             speed = progress.tasks[0].speed
             rate = f"{speed:.2f} step/s" if speed else ""
-            if "samples_per_s" in last:
-                rate += f" {last['samples_per_s']:.0f} samples/s"
+            per_s = last.get("samples_per_s")
+            if isinstance(per_s, (int, float)) and per_s > 0:  # never "0 samples/s" on a slow run
+                rate += f" {per_s:,.0f} samples/s" if per_s >= 10 else f" {per_s:.2g} samples/s"
             shown = [f"{k} {last[k]:.4f}" for k in ("loss", "val_loss") if isinstance(last.get(k), float)]
             progress.update(task, completed=step, total=total, rate=rate, losses=" ".join(shown))
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import console, handle_errors, out, plural
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 
 
@@ -131,4 +131,4 @@ def tokenizer(
             "Run the same command again to resume."
         )
     else:
-        out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)
+        out.print(f"trained {plural(result.step, 'step')}; checkpoint: {result.checkpoint}", highlight=False)

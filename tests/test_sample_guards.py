@@ -130,7 +130,12 @@ def test_class_lists(caplog: pytest.LogCaptureFixture) -> None:
         assert resolve_class("crane") == 517 and resolve_class("Crane bird") == 134
         assert parse_classes("22, 22 ,388") == [22, 388]
     notes = " ".join(r.getMessage() for r in caplog.records)
-    assert "134 (crane bird)" in notes and "listed twice" in notes
+    assert "134 (crane bird)" in notes and "listed more than once are sampled once: 22" in notes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gigatok"):
+        assert parse_classes("388,1,2,1") == [388, 1, 2]
+    notes = " ".join(r.getMessage() for r in caplog.records)
+    assert notes.endswith("sampled once: 1")  # only the repeated class, not every class
     with pytest.raises(GigatokError) as err:
         resolve_class("panda")
     assert err.value.hint.startswith("closest matches: 387 (lesser panda), 388 (giant panda)")

@@ -137,7 +137,9 @@ def resolve_gpt(
     name, tokenizer = split_gpt_name(name, tokenizer)
     cfg = gpt_preset(name).config
     if checkpoint is not None:
-        weights_file(checkpoint, "GPT checkpoint")  # a missing, empty or empty-folder path, named now
+        weights_file(
+            checkpoint, "GPT checkpoint", kind="gpt"
+        )  # a missing, empty or empty-folder path, named now
         own, paired = _described(checkpoint, name)
         if own is not None:  # a file gigatok wrote: its config (vocab, tokens) is the truth
             cfg = own
@@ -195,7 +197,9 @@ def load_gpt(
     if checkpoint is None and release is None:
         seeded_random_weights(model)
     else:
-        path = weights_file(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
+        path = (
+            weights_file(checkpoint, kind="gpt") if checkpoint is not None else fetch_weights(release.weights)
+        )  # type: ignore[union-attr]
         load_gpt_state(model, path, expected=f"the {name} preset")
     model = model.to(device=device, dtype=dtype).eval()
     return model, tok_name

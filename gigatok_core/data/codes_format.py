@@ -48,13 +48,15 @@ def codes_dtype(codebook_size: int) -> np.dtype:
 # ---------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class CodesTokenizer:
-    """Which tokenizer produced the codes: a preset name and/or a checkpoint (path + sha256)."""
+    """Which tokenizer produced the codes: a preset name and/or a checkpoint (sha256, its absolute
+    path and its path relative to the codes folder: :func:`gigatok_core.recorded.find_recorded`)."""
 
     codebook_size: int
     num_tokens: int
     preset: str | None = None
     checkpoint: str | None = None
     sha256: str | None = None
+    checkpoint_relative: str | None = None
 
     def __post_init__(self) -> None:
         if self.codebook_size < 1 or self.num_tokens < 1:
@@ -64,10 +66,27 @@ class CodesTokenizer:
         return {
             "preset": self.preset,
             "checkpoint": self.checkpoint,
+            "checkpoint_relative": self.checkpoint_relative,
             "sha256": self.sha256,
             "codebook_size": self.codebook_size,
             "num_tokens": self.num_tokens,
         }
+
+    def locate(self, base: str | Path) -> Path | None:
+        """The recorded checkpoint file, found from anywhere (absolute path, else relative to
+        ``base``, the folder holding the record) and checked by its sha256; None for a preset."""
+        from gigatok_core.recorded import find_recorded
+
+        if not self.checkpoint:
+            return None
+        return find_recorded(
+            self.checkpoint,
+            self.checkpoint_relative,
+            self.sha256,
+            base=base,
+            what="the tokenizer checkpoint the codes were extracted with",
+            hint="pass the tokenizer weights with --tokenizer-checkpoint FILE|RUN_DIR",
+        )
 
     def same_source(self, other: CodesTokenizer) -> bool:
         """True when both records name the same tokenizer (preset, weights hash and shapes)."""
@@ -240,6 +259,7 @@ def _parse(root: Path, raw: Any) -> CodesManifest:
             preset=tok.get("preset"),
             checkpoint=tok.get("checkpoint"),
             sha256=tok.get("sha256"),
+            checkpoint_relative=tok.get("checkpoint_relative"),
         )
         shards = tuple(
             ShardEntry(

@@ -13,6 +13,7 @@ and its mirror (2). Labels are the sorted class folders. Differences, on purpose
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from gigatok_core.data.encoder import (
 )
 from gigatok_core.errors import GigatokError
 from gigatok_core.progress import ProgressFn
+from gigatok_core.recorded import relative_to
 
 STAGE = "extract-codes"  # the progress stage: this rank's images
 
@@ -144,6 +146,8 @@ def _extract(
     dataset = ImageFolderDataset(data, transform=transform, require_labels=True, purpose="extract-codes")
     ctx = ctx or dist.get_context(dev)
     model, record = load_encoder(tokenizer, checkpoint=ckpt, device=dev)
+    if ckpt is not None:  # found again from anywhere, also after the tree is moved
+        record = dataclasses.replace(record, checkpoint_relative=relative_to(ckpt, output))
     settings: dict[str, Any] = {
         "tokenizer": record.to_dict(),
         "crops": crops,

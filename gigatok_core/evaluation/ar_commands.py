@@ -20,7 +20,7 @@ from gigatok_core.progress import ProgressFn
 
 
 def gfid(
-    gpt: str,
+    gpt: str | None,
     output: str | Path,
     *,
     tokenizer: str | None = None,
@@ -53,17 +53,21 @@ def gfid(
 ) -> EvalReport | None:
     """``gigatok eval gfid``: sample class-balanced images with ``gpt`` and score them against ADM's batch.
 
-    ``gpt`` is a preset or a release (``gpt-b@xl-xxl``). ``cfg_scale`` defaults to 1.75, or with
+    ``gpt`` is a preset or a release (``gpt-b@xl-xxl``), or None: the preset a gigatok
+    ``gpt_checkpoint`` names (:func:`gigatok_core.ar.trained.resolve_pairing`). ``cfg_scale`` defaults to 1.75, or with
     ``search`` to the official empirical start for the GPT and schedule. ``on_result(scale,
     metrics)`` is called after each scale of a search. Returns ``None`` on ranks other than 0.
     """
     from gigatok_core.ar.guidance import CFGSchedule
-    from gigatok_core.ar.load import split_gpt_name
+    from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
+    from gigatok_core.sample import weights_identity
 
     check_json_target(json_path, overwrite)
-    gpt, tokenizer = split_gpt_name(gpt, tokenizer)
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
+    gpt, tokenizer = pairing.gpt, pairing.tokenizer
+    gpt_checkpoint, tokenizer_checkpoint = pairing.gpt_checkpoint, pairing.tokenizer_checkpoint
     images_per_class = per_class(num_samples, num_per_class, num_classes)
     check_window_grid(window_grid, search, cfg_schedule)
     sched = CFGSchedule(
@@ -95,6 +99,8 @@ def gfid(
     settings: dict[str, Any] = {
         "gpt": gpt,
         "tokenizer": tokenizer,
+        "weights": weights_identity(pairing),  # the exact files (path, sha256) behind the numbers
+        "tokenizer_weights": pairing.tokenizer_weights,
         "cfg_schedule": cfg_schedule,
         "seed": seed,
     }
@@ -159,6 +165,14 @@ def val_loss(
     )
     if report is None:  # not rank 0
         return None
-    settings = {"data": str(data), "gpt_checkpoint": gpt_checkpoint}
+    from gigatok_core.ar.trained import resolve_pairing
+    from gigatok_core.sample import weights_identity
+
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
+    settings = {
+        "data": str(data),
+        "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None,
+        "weights": weights_identity(pairing),  # the exact files (path, sha256) behind the number
+    }
     title = f"val loss: {gpt} ({report.tokenizer}) on {data.name}"
     return finish(EvalReport(title, report.to_dict(), settings), json_path)

@@ -34,7 +34,7 @@ def gpt_weights_file(path: str | Path | None) -> Path | None:
     folder's) newest ``ema`` (else ``model``) weights (:func:`gigatok_core.config.source.weights_file`)."""
     from gigatok_core.config.source import weights_file
 
-    return None if path is None else weights_file(path, "--gpt-checkpoint")
+    return None if path is None else weights_file(path, "--gpt-checkpoint", kind="gpt")
 
 
 def probe_gpt_files(

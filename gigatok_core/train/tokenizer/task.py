@@ -75,9 +75,11 @@ def resolve_frozen(recipe: Any, given: Mapping[str, str | Path | None] | None = 
 
 
 def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """State dict of ``--init``: a tokenizer preset (its released weights), a weights file, or a
-    training run folder (EMA preferred)."""
+    """State dict of ``--init``: a tokenizer preset (its released weights), or anything the weights
+    resolver takes (:func:`gigatok_core.config.source.weights_file`: a file, a run or export folder,
+    EMA preferred)."""
     from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
+    from gigatok_core.config.source import weights_file
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
 
     text = str(init)
@@ -89,13 +91,7 @@ def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
 
         path = fetch_weights(preset.weights, or_option="--init FILE")
     else:
-        path = Path(text)
-        if path.is_dir():
-            from gigatok_core.train_checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(path)
-            group = "ema" if "ema" in ckpt.weights else "model"
-            return dict(ckpt.weights[group]), f"{ckpt.path} ({group})"
+        path = weights_file(init, "--init", kind="tokenizer")
     sd, _ = extract_state_dict(read_checkpoint(path), source=str(path))
     return sd, str(path)
 
