@@ -56,15 +56,45 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _ok(
             runner.invoke(
                 app,
-                ["train", "extract-codes", "--tokenizer", "tiny", "--checkpoint", "tok/tok.safetensors"]
-                + ["--data", "imgs", "--output", "codes", "--device", "cpu", "--batch-size", "4"],
+                [
+                    "train",
+                    "extract-codes",
+                    "--tokenizer",
+                    "tiny",
+                    "--checkpoint",
+                    "tok/tok.safetensors",
+                    "--data",
+                    "imgs",
+                    "--output",
+                    "codes",
+                    "--device",
+                    "cpu",
+                    "--batch-size",
+                    "4",
+                ],
             )
         )
         _ok(
             runner.invoke(
                 app,
-                ["train", "gpt", "--preset", "gpt-tiny", "--codes", "codes", "--output", "runs/gpt"]
-                + ["--max-steps", "1", "--batch-size", "4", "--device", "cpu", "--sample-every", "1"],
+                [
+                    "train",
+                    "gpt",
+                    "--preset",
+                    "gpt-tiny",
+                    "--codes",
+                    "codes",
+                    "--output",
+                    "runs/gpt",
+                    "--max-steps",
+                    "1",
+                    "--batch-size",
+                    "4",
+                    "--device",
+                    "cpu",
+                    "--sample-every",
+                    "1",
+                ],
             )
         )
     return root
@@ -160,7 +190,7 @@ def test_one_resolver_takes_files_run_folders_export_folders(tree: Path, tmp_pat
     export = tmp_path / "export"
     _ok(runner.invoke(app, ["train", "export", str(run), str(export / "gpt.safetensors")]))
     assert weights_file(export, kind="gpt") == export / "gpt.safetensors"  # an export folder
-    with pytest.raises(GigatokError, match="holds no checkpoints"):
+    with pytest.raises(GigatokError, match="folder without tokenizer weights"):
         weights_file(tmp_path / "export", kind="tokenizer")
     with pytest.raises(GigatokError, match="Hugging Face Hub id"):  # the hub branch, until hub/ has it
         weights_file(Path("hf://someone/tok"), "--checkpoint", kind="tokenizer")
@@ -203,9 +233,23 @@ def test_gfid_with_a_run_alone_names_its_weights(tree: Path, tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(
         app,
-        ["eval", "gfid", "--gpt-checkpoint", str(tree / "runs" / "gpt"), "--output", "g"]
-        + ["--reference", "ref.npz", "--num-classes", "2", "--num-per-class", "1", "--no-precision-recall"]
-        + ["--json", "g.json"],
+        [
+            "eval",
+            "gfid",
+            "--gpt-checkpoint",
+            str(tree / "runs" / "gpt"),
+            "--output",
+            "g",
+            "--reference",
+            "ref.npz",
+            "--num-classes",
+            "2",
+            "--num-per-class",
+            "1",
+            "--no-precision-recall",
+            "--json",
+            "g.json",
+        ],
     )
     _ok(res)
     got = json.loads((tmp_path / "g.json").read_text())
@@ -217,7 +261,19 @@ def test_gfid_with_a_run_alone_names_its_weights(tree: Path, tmp_path: Path, mon
     assert (tmp_path / "g" / "001_space-rocks_0000.png").is_file()
     res = runner.invoke(
         app,
-        ["eval", "gfid", "--gpt-checkpoint", str(tree / "runs" / "gpt"), "--output", "h"]
-        + ["--reference", "ref.npz", "--num-classes", "3", "--num-per-class", "1"],
+        [
+            "eval",
+            "gfid",
+            "--gpt-checkpoint",
+            str(tree / "runs" / "gpt"),
+            "--output",
+            "h",
+            "--reference",
+            "ref.npz",
+            "--num-classes",
+            "3",
+            "--num-per-class",
+            "1",
+        ],
     )
     assert res.exit_code == 1 and "outside this GPT's 2 classes" in res.output

@@ -168,6 +168,15 @@ def weights_file(ref: str | Path, what: str = "checkpoint", *, kind: str | None 
     exported = _exported(path, kind)
     if exported is not None:
         return exported
+    from gigatok_core.train_checkpoint import latest_checkpoint
+
+    if not (path / META_JSON).is_file() and latest_checkpoint(path, quiet=True) is None:
+        raise GigatokError(
+            f"{what} {path} is a folder without {kind + ' ' if kind else ''}weights "
+            "(no training checkpoint, no exported *.safetensors)",
+            hint="pass the weights file, a training run folder (it holds checkpoints/), or export the "
+            "run first (`gigatok train export`)",
+        )
     folder = newest_checkpoint(path, what)
     for group in RUN_WEIGHTS:
         if (folder / f"{group}.safetensors").is_file():
