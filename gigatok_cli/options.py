@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -222,6 +222,24 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 # ---------------------------------------------------------------------------------------------
 # Evaluation (gigatok eval)
 # ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Frozen networks: one option and one environment variable each, the same in every command
+# ---------------------------------------------------------------------------------------------
+def _frozen(flag: str, envvar: str, what: str) -> Any:
+    return typer.Option(
+        flag, envvar=envvar, help=f"Local {what} weights file (default: the download cache; env {envvar})."
+    )
+
+
+VggWeightsOpt = Annotated[
+    Path | None, _frozen("--vgg-weights", "GIGATOK_VGG_WEIGHTS", "VGG16 (LPIPS, vgg16-397923af.pth)")
+]
+TeacherWeightsOpt = Annotated[
+    Path | None, _frozen("--teacher-weights", "GIGATOK_TEACHER_WEIGHTS", "DINOv2 ViT-B/14 teacher")
+]
+DinoWeightsOpt = Annotated[
+    Path | None, _frozen("--dino-weights", "GIGATOK_DINO_WEIGHTS", "DINO ViT-S/16 (dinodisc)")
+]
 InceptionOpt = Annotated[
     Path | None,
     typer.Option(

@@ -12,7 +12,7 @@ from rich.table import Table
 from gigatok_cli._common import console, handle_errors, out, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
-from gigatok_cli.options import CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt
+from gigatok_cli.options import CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt, VggWeightsOpt
 from gigatok_core.errors import GigatokError
 
 DEFAULT_TOKENIZER = "s-s"
@@ -44,10 +44,7 @@ def reconstruct(
     metrics: Annotated[
         bool, typer.Option("--metrics", help="PSNR, SSIM, LPIPS per image and averaged (metrics.json).")
     ] = False,
-    vgg_weights: Annotated[
-        Path | None,
-        typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache."),
-    ] = None,
+    vgg_weights: VggWeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: Annotated[

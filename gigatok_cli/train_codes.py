@@ -46,8 +46,14 @@ def extract_codes(
     ] = 32,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard file.")] = 10_000,
     workers: Annotated[
-        int, typer.Option("--workers", min=0, help="DataLoader processes decoding images.")
-    ] = 4,
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="DataLoader processes decoding images (default: min(4, CPU cores - 1)).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     precision: AutoPrecisionOpt = None,
     check_images: Annotated[

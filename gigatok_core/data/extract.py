@@ -52,7 +52,7 @@ def extract_codes(
     crop_range: float = 1.1,
     batch_size: int = 32,
     shard_size: int = 10_000,
-    workers: int = 4,
+    workers: int | None = None,
     device: str | None = None,
     precision: str | None = None,
     overwrite: bool = False,
@@ -69,7 +69,7 @@ def extract_codes(
     stage="extract-codes")`` counts this rank's images (``stage="import-official"``: files).
     ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
-    if batch_size < 1 or shard_size < 1 or workers < 0 or check_images < 0:
+    if batch_size < 1 or shard_size < 1 or (workers or 0) < 0 or check_images < 0:
         raise GigatokError(
             "--batch-size and --shard-size must be >= 1, --workers and --check-images >= 0",
             hint=f"got batch {batch_size}, shard {shard_size}, workers {workers}, check {check_images}",
@@ -127,7 +127,7 @@ def _extract(
     crop_range: float,
     batch_size: int,
     shard_size: int,
-    workers: int,
+    workers: int | None,
     dev: torch.device,
     precision: str,
     overwrite: bool,

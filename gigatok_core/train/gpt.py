@@ -27,6 +27,7 @@ from gigatok_core.ar.loss import token_loss, token_losses
 from gigatok_core.errors import GigatokError
 from gigatok_core.recorded import relative_to
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
+from gigatok_core.train.run_dir import released_on_failed_start
 from gigatok_core.train.state import LoopSettings
 
 SAMPLE_CLASSES = 4  # classes in the training sample grid, evenly spread over the label range
@@ -356,6 +357,7 @@ def train_gpt(
     task.run_dir = Path(output).resolve()
     engine = Engine(settings)
     config = train_config_dict(cfg, data)
-    return engine.fit(
-        task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
-    )
+    with released_on_failed_start(output):
+        return engine.fit(
+            task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
+        )
