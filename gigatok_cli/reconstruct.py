@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt, VggWeightsOpt
@@ -130,4 +130,6 @@ def reconstruct(
     for f in result.files:
         out.print(f"wrote {f}", highlight=False)
     if result.skipped:
-        console.print(f"[yellow]{len(result.skipped)} unreadable input(s) skipped[/]")
+        console.print(
+            f"[yellow]{plural(len(result.skipped), 'input')} skipped[/] (unreadable or too elongated)"
+        )

@@ -11,7 +11,7 @@ import typer
 
 from gigatok_cli._common import console, handle_errors, out, plural
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.train_common import run_overrides, training_progress
+from gigatok_cli.train_common import check_batch_split, run_overrides, training_progress
 from gigatok_core import registry  # presets as data: no torch import
 
 app = typer.Typer(
@@ -95,6 +95,7 @@ def gpt(
     if compile:
         dotlist.append("run.compile=true")
     cfg = GPTTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
+    check_batch_split(cfg, launch)  # options are checked before any worker starts
     if maybe_launch(launch, prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes)):
         return  # the workers trained; this (parent) process is done
     is_main = dist_info().is_main

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import AutoPrecisionOpt, DeviceOpt, TokenizerOpt
@@ -123,7 +123,7 @@ def extract_codes(
         return
     if report.skipped:
         console.print(
-            f"[yellow]{len(report.skipped)} unreadable image(s) skipped[/] (listed in manifest.json)"
+            f"[yellow]{plural(len(report.skipped), 'image')} skipped[/] (unreadable or too elongated; listed in manifest.json)"
         )
     resumed = f", {report.reused_shards} kept from an earlier run" if report.reused_shards else ""
     out.print(

@@ -38,6 +38,19 @@ def run_overrides(values: Mapping[str, Any]) -> list[str]:
     return [f"run.{key}={values[key]}" for key in RUN_OPTIONS if values.get(key) is not None]
 
 
+def format_rate(steps_per_s: float | None, samples_per_s: Any) -> str:
+    """``"0.05 step/s 0.4 samples/s"``: significant digits for slow runs (never "0 samples/s"),
+    nothing for a rate not measured yet."""
+
+    def fmt(v: float) -> str:
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+    parts = [f"{fmt(steps_per_s)} step/s"] if steps_per_s else []
+    if isinstance(samples_per_s, (int, float)) and samples_per_s > 0:
+        parts.append(f"{fmt(samples_per_s)} samples/s")
+    return " ".join(parts)
+
+
 @contextlib.contextmanager
 def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
     """A rich bar (step/s, samples/s, ETA, the main losses); yields the engine's ``on_step``."""
@@ -63,12 +76,19 @@ def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
         task = progress.add_task(total_label, total=None, rate="", losses="")
 
         def on_step(step: int, total: int, last: Mapping[str, Any]) -> None:
-            speed = progress.tasks[0].speed
-            rate = f"{speed:.2f} step/s" if speed else ""
-            per_s = last.get("samples_per_s")
-            if isinstance(per_s, (int, float)) and per_s > 0:  # never "0 samples/s" on a slow run
-                rate += f" {per_s:,.0f} samples/s" if per_s >= 10 else f" {per_s:.2g} samples/s"
+            rate = format_rate(progress.tasks[0].speed, last.get("samples_per_s"))
             shown = [f"{k} {last[k]:.4f}" for k in ("loss", "val_loss") if isinstance(last.get(k), float)]
             progress.update(task, completed=step, total=total, rate=rate, losses=" ".join(shown))
 
         yield on_step
+
+
+def check_batch_split(cfg: Any, launch: Any) -> None:
+    """Refuse a global batch that does not divide over the processes ``--nproc-per-node`` (x
+    ``--nnodes``) asks for, in the parent, before any worker starts."""
+    import os
+
+    from gigatok_core.train.state import LoopSettings
+
+    if os.environ.get("RANK") is None:  # under torchrun already, each worker checks its own world
+        LoopSettings.from_train_config(cfg).micro_batch(launch.local_workers() * launch.nnodes)

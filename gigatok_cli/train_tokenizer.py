@@ -87,7 +87,7 @@ def tokenizer(
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
-    from gigatok_cli.train_common import run_overrides, training_progress
+    from gigatok_cli.train_common import check_batch_split, run_overrides, training_progress
     from gigatok_core.config import TokenizerTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.run_dir import config_yaml
@@ -101,6 +101,7 @@ def tokenizer(
         dotlist.append(f"run.ema={str(ema).lower()}")
     cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
     frozen = {"teacher": teacher_weights, "dino": dino_weights, "vgg": vgg_weights}
+    check_batch_split(cfg, launch)  # options are checked before any worker starts
     if maybe_launch(launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init)):
         return  # the workers ran (the parent fetched the frozen networks first)
     is_main = dist_info().is_main

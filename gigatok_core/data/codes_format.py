@@ -45,6 +45,14 @@ def codes_dtype(codebook_size: int) -> np.dtype:
     return np.dtype(np.uint16) if codebook_size <= _UINT16_VOCAB else np.dtype(np.int32)
 
 
+def _holds_images(root: Path) -> bool:
+    """True when ``root`` or one of its sub-folders (an ImageFolder tree) holds an image file."""
+    from gigatok_core.images import IMAGE_EXTENSIONS
+
+    folders = [root, *(p for p in root.iterdir() if p.is_dir())]
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for f in folders for p in f.iterdir() if p.is_file())
+
+
 # ---------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class CodesTokenizer:
@@ -315,6 +323,13 @@ def read_manifest(codes_dir: str | Path, *, verify: bool = False) -> CodesManife
         n = len(list(root.glob("shard-*.npy")))
         if n:
             raise _bad(root, f"no {MANIFEST_NAME} beside {n} shard files: the extraction did not finish")
+        if _holds_images(root):  # an image folder given as --codes: extract into a new folder
+            new = root.parent / f"{root.name}-codes"
+            raise GigatokError(
+                f"{root} holds images, not codes (no {MANIFEST_NAME})",
+                hint=f"extract codes from it into a new folder first: `{EXTRACT_COMMAND} --tokenizer PRESET "
+                f"--data {root} --output {new}`, then pass --codes {new}",
+            )
         raise GigatokError(
             f"codes folder {root} holds no codes (no {MANIFEST_NAME})",
             hint=f"extract codes into it: `{EXTRACT_COMMAND} --tokenizer PRESET --data IMAGES --output {root}`",

@@ -225,7 +225,7 @@ class ImageLoader:
             for bad in batch.skipped:
                 if bad.path not in self.skipped:
                     self.skipped[bad.path] = bad.reason
-                    log.warning("skipped an unreadable image: %s", bad.reason)
+                    log.warning("skipped an image: %s", bad.reason)  # unreadable, or too elongated to crop
             if batch.labels.numel():
                 yield batch.images, batch.labels
 

@@ -291,7 +291,7 @@ class TokenizerTask(Task):
             for bad in batch.skipped:
                 if bad.path not in self._named_unreadable:
                     self._named_unreadable.add(bad.path)
-                    log.warning("skipping unreadable image %s (%s)", bad.path, bad.reason)
+                    log.warning("skipping an image: %s", bad.reason)  # the reason names the file
             if batch.images.numel():
                 out.append(batch.images.to(engine.device, non_blocking=True))
         return out
