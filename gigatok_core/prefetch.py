@@ -30,11 +30,11 @@ def _local(path: str | Path | None, option: str) -> bool:
 def _local_weights(path: str | Path | None, option: str, kind: str) -> bool:
     """True when local weights (a file, a run or export folder: the weights resolver's) replace the
     cached ones; what the resolver cannot find is refused here, in the parent."""
-    from gigatok_core.config.source import weights_file
+    from gigatok_core.weights import resolve_weights
 
     if path is None:
         return False
-    weights_file(path, option, kind=kind)
+    resolve_weights(path, option, kind=kind)
     return True
 
 

@@ -71,6 +71,10 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "cpu",
                     "--batch-size",
                     "4",
+                    "--workers",
+                    "0",
+                    "--check-images",
+                    "0",
                 ],
             )
         )
@@ -192,8 +196,19 @@ def test_one_resolver_takes_files_run_folders_export_folders(tree: Path, tmp_pat
     assert weights_file(export, kind="gpt") == export / "gpt.safetensors"  # an export folder
     with pytest.raises(GigatokError, match="folder without tokenizer weights"):
         weights_file(tmp_path / "export", kind="tokenizer")
-    with pytest.raises(GigatokError, match="Hugging Face Hub id"):  # the hub branch, until hub/ has it
-        weights_file(Path("hf://someone/tok"), "--checkpoint", kind="tokenizer")
+    from gigatok_core import hub
+    from gigatok_core.weights import resolve_weights
+
+    asked = []
+
+    def fake_hub(ref: str) -> Path:  # the hub branch: a hub id -> a local copy, then as a path
+        asked.append(ref)
+        return export
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hub, "resolve_hub_ref", fake_hub, raising=False)
+        assert resolve_weights(Path("hf://someone/gpt@v1"), kind="gpt") == export / "gpt.safetensors"
+    assert asked == ["hf://someone/gpt@v1"]  # the id survives a Path's "//" -> "/"
 
 
 def test_tokenizer_checkpoint_takes_a_run_folder(tree: Path, tmp_path: Path) -> None:

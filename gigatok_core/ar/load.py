@@ -134,9 +134,12 @@ def resolve_gpt(
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
+    from gigatok_core.weights import local_weights
+
     name, tokenizer = split_gpt_name(name, tokenizer)
     cfg = gpt_preset(name).config
     if checkpoint is not None:
+        checkpoint = local_weights(checkpoint, "GPT checkpoint")  # a hub id: its local copy
         weights_file(
             checkpoint, "GPT checkpoint", kind="gpt"
         )  # a missing, empty or empty-folder path, named now
@@ -188,9 +191,11 @@ def load_gpt(
     the cache (``gigatok download``); else seeded random weights for ``gpt-tiny``. A pair that was
     never released is refused unless ``checkpoint`` is given.
     """
-    from gigatok_core.weights import fetch_weights
+    from gigatok_core.weights import fetch_weights, local_weights
 
     name, tokenizer = split_gpt_name(name, tokenizer)
+    if checkpoint is not None:
+        checkpoint = local_weights(checkpoint, "GPT checkpoint")  # a hub id: its local copy
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device

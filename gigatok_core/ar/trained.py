@@ -101,12 +101,15 @@ def resolve_pairing(
       else relative to the run folder, and checked by sha256) when it is of the tokenizer preset
       used, else the preset's released (``tiny``: seeded random) weights, said loudly when a trained
       GPT decodes through random or other weights than it learned from.
-    Every weights option goes through :func:`gigatok_core.config.source.weights_file`.
+    Every weights option goes through :func:`gigatok_core.weights.resolve_weights`.
     """
     from gigatok_core.ar.load import resolve_gpt, split_gpt_name
     from gigatok_core.config.source import describe_checkpoint, weights_file
     from gigatok_core.registry import tokenizer_preset
+    from gigatok_core.weights import local_weights, resolve_weights
 
+    if gpt_checkpoint is not None:
+        gpt_checkpoint = local_weights(gpt_checkpoint, "GPT checkpoint")  # a hub id: its local copy
     meta = None
     if gpt_checkpoint is not None:
         meta = describe_checkpoint(gpt_checkpoint, kind="gpt", what="GPT checkpoint")
@@ -118,7 +121,9 @@ def resolve_pairing(
     gpt_file = weights_file(gpt_checkpoint, "GPT checkpoint", kind="gpt") if gpt_checkpoint else None
     rec = _recorded_tokenizer(meta)
     if tokenizer_checkpoint is not None:
-        tok_file: Path | None = weights_file(tokenizer_checkpoint, "tokenizer checkpoint", kind="tokenizer")
+        tok_file: Path | None = resolve_weights(
+            tokenizer_checkpoint, "tokenizer checkpoint", kind="tokenizer"
+        )
         words = f"{tok_file} (--tokenizer-checkpoint)"
     elif gpt_checkpoint is not None and rec is not None and rec.get("checkpoint"):
         tok_file = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)

@@ -120,22 +120,13 @@ def is_hub_ref(ref: str | Path) -> bool:
     return str(ref).startswith(HUB_PREFIXES)
 
 
-def _hub_local(ref: str, what: str) -> Path:
-    """The local file or folder behind a hub id (downloaded into the cache by the hub package).
-
-    The one place hub ids enter weights options: :func:`gigatok_core.hub.resolve_hub_ref` maps
-    ``hf://OWNER/REPO[@REV]`` to a verified local copy, which is then read as any other path.
-    """
-    from gigatok_core import hub
-
-    text = "hf://" + str(ref).split(":/", 1)[1].lstrip("/")
-    resolve = getattr(hub, "resolve_hub_ref", None)
-    if resolve is None:
+def _no_hub(ref: str | Path, what: str) -> None:
+    """Hub ids are made local above this package (:func:`gigatok_core.weights.local_weights`)."""
+    if is_hub_ref(ref):
         raise GigatokError(
-            f"{what} {text} is a Hugging Face Hub id, which this build cannot download",
-            hint="download the repository's weights file yourself and pass its path",
+            f"{what} {ref} is a Hugging Face Hub id that was not downloaded first",
+            hint="pass it through gigatok_core.weights.resolve_weights (the CLI does)",
         )
-    return Path(resolve(text))
 
 
 def _exported(folder: Path, kind: str | None) -> Path | None:
@@ -149,19 +140,17 @@ def _exported(folder: Path, kind: str | None) -> Path | None:
 
 
 def weights_file(ref: str | Path, what: str = "checkpoint", *, kind: str | None = None) -> Path:
-    """The weights file behind any weights option (``--checkpoint``, ``--tokenizer-checkpoint``,
-    ``--gpt-checkpoint``, ``--init``): the one resolver, so each takes the same things.
+    """The weights file behind a local weights reference (the local half of the one resolver,
+    :func:`gigatok_core.weights.resolve_weights`, which adds hub ids).
 
     - a file: itself (checked to exist and be non-empty);
     - a folder: its newest exported ``*.safetensors`` of ``kind`` (``gigatok train export`` into
-      the folder; an exported file wins), else the ``ema`` (else ``model``) weights of its newest training checkpoint (a
-      run folder, its ``checkpoints/``, or one step folder);
-    - a hub id ``hf://OWNER/REPO[@REV]``: the hub's verified local copy, then as above.
+      the folder; an exported file wins), else the ``ema`` (else ``model``) weights of its newest
+      training checkpoint (a run folder, its ``checkpoints/``, or one step folder).
     """
     from gigatok_core.checkpoint import check_checkpoint_file
 
-    if is_hub_ref(ref):
-        return weights_file(_hub_local(str(ref), what), what, kind=kind)
+    _no_hub(ref, what)
     path = Path(ref)
     if not path.is_dir():
         return check_checkpoint_file(path, what)
@@ -193,8 +182,7 @@ def describe_checkpoint(path: str | Path, *, kind: str, what: str = "checkpoint"
     :func:`weights_file` takes."""
     from gigatok_core.checkpoint import read_weights_meta
 
-    if is_hub_ref(path):
-        path = _hub_local(str(path), what)
+    _no_hub(path, what)
     path = Path(path)
     if path.is_dir():
         exported = _exported(path, kind)

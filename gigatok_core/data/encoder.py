@@ -29,10 +29,10 @@ def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
     """The weights file behind ``--checkpoint``: a file as given; for a folder, its newest exported
     tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
     ``model``) weights of its latest training checkpoint (a run folder or a step folder,
-    :func:`gigatok_core.config.source.weights_file`)."""
-    from gigatok_core.config.source import weights_file
+    :func:`gigatok_core.weights.resolve_weights`, which also takes hub ids)."""
+    from gigatok_core.weights import resolve_weights
 
-    return weights_file(path, "--checkpoint", kind="tokenizer")
+    return resolve_weights(path, "--checkpoint", kind="tokenizer")
 
 
 def tokenizer_architecture(tokenizer: str, checkpoint: Path | None) -> tuple[TokenizerConfig, str]:

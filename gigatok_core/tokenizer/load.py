@@ -106,8 +106,12 @@ def load_tokenizer(
     The architecture comes from the checkpoint's own metadata when it has some (files gigatok
     writes), else from the preset, or for an official file named alone, from its shapes.
     """
+    from gigatok_core.weights import local_weights
+
+    if checkpoint is not None:
+        checkpoint = local_weights(checkpoint, "tokenizer checkpoint")  # a hub id: its local copy
     if checkpoint is None and _is_checkpoint_path(name_or_path):
-        return _load_checkpoint(Path(name_or_path), None, device, dtype, with_distill)
+        return _load_checkpoint(local_weights(name_or_path), None, device, dtype, with_distill)
     preset = tokenizer_preset(name_or_path)
     cfg = preset.config
     if checkpoint is None and preset.weights is None:

@@ -115,11 +115,11 @@ def fit_teacher_width(cfg: Any, teacher: Path | None) -> Any:
 
 def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """State dict of ``--init``: a tokenizer preset (its released weights), or anything the weights
-    resolver takes (:func:`gigatok_core.config.source.weights_file`: a file, a run or export folder,
-    EMA preferred)."""
+    resolver takes (:func:`gigatok_core.weights.resolve_weights`: a file, a run or export folder,
+    EMA preferred, a hub id)."""
     from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
-    from gigatok_core.config.source import weights_file
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
+    from gigatok_core.weights import resolve_weights
 
     text = str(init)
     if text in tokenizer_names() and not Path(text).exists():
@@ -130,7 +130,7 @@ def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
 
         path = fetch_weights(preset.weights, or_option="--init FILE")
     else:
-        path = weights_file(init, "--init", kind="tokenizer")
+        path = resolve_weights(init, "--init", kind="tokenizer")
     sd, _ = extract_state_dict(read_checkpoint(path), source=str(path))
     return sd, str(path)
 
