@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _NoteHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         label = "[bold yellow]warning:[/]" if record.levelno >= logging.WARNING else "[dim]note:[/]"
-        console.print(f"{label} {record.getMessage()}", highlight=False, soft_wrap=True)
+        console.print(f"{label} {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -70,9 +71,10 @@ def handle_errors(fn: F) -> F:
             console.print(f"[yellow]not implemented yet:[/] {err.message}")
             raise typer.Exit(2) from None
         except GigatokError as err:
-            console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+            # the text is printed as written: "[lists]" is not rich markup (it printed ", )")
+            console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
             if err.hint:
-                console.print(f"[dim]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+                console.print(f"[dim]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

@@ -151,18 +151,21 @@ def test_no_library_message_says_note_itself() -> None:
     assert bad == []
 
 
-def test_warnings_show_as_warnings() -> None:
+def test_warnings_show_as_warnings_and_brackets_as_written() -> None:
     from gigatok_cli._common import handle_errors
+    from gigatok_core.errors import GigatokError
 
     @handle_errors
     def cmd() -> None:
         logging.getLogger("gigatok").warning("decoding with random weights")
-        logging.getLogger("gigatok").info("a detail")
+        logging.getLogger("gigatok").info("a detail [x]")
+        raise GigatokError("bad value [0.9]", hint="check the value's type (numbers, true/false, [lists])")
 
     app2 = typer.Typer()
     app2.command()(cmd)
     res = runner.invoke(app2, [])
-    assert "warning: decoding with random weights" in res.output and "note: a detail" in res.output
+    assert "warning: decoding with random weights" in res.output and "note: a detail [x]" in res.output
+    assert "bad value [0.9]" in res.output and "true/false, [lists])" in res.output  # not ", )"
 
 
 def test_suggestions_and_checks_before_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
