@@ -89,3 +89,26 @@ def record_fields(rec: Mapping[str, Any] | None) -> tuple[str | None, str | None
     path = rec.get("checkpoint", rec.get("path"))
     relative = rec.get("checkpoint_relative", rec.get("relative"))
     return path, relative, rec.get("sha256")
+
+
+def released_record(rec: Any) -> dict[str, Any]:
+    """A registry weights record as results name it: the file and its registered sha256 (the
+    hub verifies it when it fetches the file)."""
+    return {"path": None, "file": rec.file, "sha256": rec.sha256}
+
+
+def tokenizer_identity(tokenizer: str, checkpoint: str | Path | None) -> dict[str, Any]:
+    """The exact tokenizer weights a result came from: a checkpoint's path and sha256, a preset's
+    released file, or seeded random weights (``tiny``)."""
+    from gigatok_core.registry import tokenizer_names, tokenizer_preset
+
+    if checkpoint is not None:
+        return file_record(checkpoint)
+    if tokenizer not in tokenizer_names():  # a checkpoint given in place of the preset
+        from gigatok_core.weights import resolve_weights
+
+        return file_record(resolve_weights(tokenizer, "--tokenizer", kind="tokenizer"))
+    rec = tokenizer_preset(tokenizer).weights_record
+    if rec is not None:
+        return released_record(rec)
+    return {"path": None, "sha256": None, "random": f"seeded ({tokenizer})"}

@@ -250,26 +250,15 @@ def sample_images(
 def weights_identity(pairing: Any) -> dict[str, Any]:
     """The exact weights of a :class:`gigatok_core.ar.trained.Pairing`: path and sha256 of each file
     (a released file: its registered sha256, verified when it was fetched; ``tiny``: seeded random)."""
-    from gigatok_core.recorded import file_record
-    from gigatok_core.registry import tokenizer_preset
-
-    def released(rec: Any) -> dict[str, Any] | None:
-        return {"path": None, "file": rec.file, "sha256": rec.sha256} if rec is not None else None
+    from gigatok_core.recorded import file_record, released_record, tokenizer_identity
 
     if pairing.gpt_checkpoint is not None:
         gpt = file_record(pairing.gpt_checkpoint)
     elif pairing.release is not None:
-        gpt = released(pairing.release.weights_record)
+        gpt = released_record(pairing.release.weights_record)
     else:
-        gpt = {"path": None, "sha256": None, "random": "seeded (gpt-tiny)"}
-    preset = tokenizer_preset(pairing.tokenizer)
-    if pairing.tokenizer_checkpoint is not None:
-        tok = file_record(pairing.tokenizer_checkpoint)
-    elif preset.weights_record is not None:
-        tok = released(preset.weights_record)
-    else:
-        tok = {"path": None, "sha256": None, "random": f"seeded ({pairing.tokenizer})"}
-    return {"gpt": gpt, "tokenizer": tok}
+        gpt = {"path": None, "sha256": None, "random": f"seeded ({pairing.gpt})"}
+    return {"gpt": gpt, "tokenizer": tokenizer_identity(pairing.tokenizer, pairing.tokenizer_checkpoint)}
 
 
 # ---------------------------------------------------------------------------------------------

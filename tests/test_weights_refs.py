@@ -292,3 +292,28 @@ def test_gfid_with_a_run_alone_names_its_weights(tree: Path, tmp_path: Path, mon
         ],
     )
     assert res.exit_code == 1 and "outside this GPT's 2 classes" in res.output
+
+
+def test_rfid_results_name_the_tokenizer_weights(tmp_path: Path, monkeypatch) -> None:
+    """Every results file names its weights: rfid's JSON holds the tokenizer file's path and sha256."""
+    from types import SimpleNamespace
+
+    import gigatok_core.evaluation.reconstruction as reconstruction
+    from gigatok_core.checkpoint import save_weights
+    from gigatok_core.evaluation.commands import rfid
+    from gigatok_core.tokenizer import load_tokenizer
+
+    folder = tmp_path / "tokrun"
+    save_weights(
+        folder / "t.safetensors", load_tokenizer("tiny").state_dict(), {"kind": "tokenizer", "preset": "tiny"}
+    )
+    (tmp_path / "data").mkdir()
+    fake = SimpleNamespace(metrics={"fid": 1.0}, reference="ref.npz", reference_built=False)
+    monkeypatch.setattr(reconstruction, "evaluate_reconstruction", lambda *a, **k: fake)
+    monkeypatch.setattr(eval_commands, "make_evaluator", lambda *a, **k: None)
+    rfid("tiny", tmp_path / "data", checkpoint=folder, json_path=tmp_path / "r.json")
+    got = json.loads((tmp_path / "r.json").read_text())["weights"]["tokenizer"]
+    assert got["path"] == str((folder / "t.safetensors").resolve())
+    assert got["sha256"] == sha256_file(folder / "t.safetensors")
+    rfid("tiny", tmp_path / "data", json_path=tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())["weights"]["tokenizer"]["random"] == "seeded (tiny)"
