@@ -26,7 +26,6 @@ from gigatok_cli.options import (
     DeviceOpt,
     ForceOpt,
     GptCheckpointOpt,
-    GptOpt,
     InceptionOpt,
     JsonOpt,
     OverwriteOpt,
@@ -202,7 +201,6 @@ VAL_LOSS_HELP = (
 @handle_errors
 @launch_options
 def val_loss(
-    gpt: GptOpt,
     data: Annotated[
         Path,
         typer.Option(
@@ -211,6 +209,7 @@ def val_loss(
         ),
     ],
     *,
+    gpt: RunGptOpt = None,
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,

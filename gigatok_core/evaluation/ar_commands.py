@@ -132,7 +132,7 @@ def gfid(
 
 
 def val_loss(
-    gpt: str,
+    gpt: str | None,
     data: str | Path,
     *,
     tokenizer: str | None = None,
@@ -147,10 +147,14 @@ def val_loss(
     on_progress: ProgressFn | None = None,
 ) -> EvalReport | None:
     """``gigatok eval val-loss``: the GPT's cross-entropy on the tokenizer's codes of ``data``."""
+    from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.evaluation.val_loss import validation_loss
+    from gigatok_core.sample import weights_identity
 
     check_json_target(json_path, overwrite)
     data = check_folder(data, "--data")
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)  # --gpt may be left out
+    gpt = pairing.gpt
     report = validation_loss(
         gpt,
         data,
@@ -165,10 +169,6 @@ def val_loss(
     )
     if report is None:  # not rank 0
         return None
-    from gigatok_core.ar.trained import resolve_pairing
-    from gigatok_core.sample import weights_identity
-
-    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
     settings = {
         "data": str(data),
         "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None,
