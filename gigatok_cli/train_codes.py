@@ -118,7 +118,8 @@ def extract_codes(
     m = report.manifest
     if report.already_complete:
         out.print(
-            f"{m.root} already holds these codes ({m.num_images} images); nothing to do", highlight=False
+            f"{m.root} already holds these codes ({plural(m.num_images, 'image')}); nothing to do",
+            highlight=False,
         )
         return
     if report.skipped:
@@ -127,7 +128,7 @@ def extract_codes(
         )
     resumed = f", {report.reused_shards} kept from an earlier run" if report.reused_shards else ""
     out.print(
-        f"wrote {m.num_images} images x {m.crops} crops in {len(m.shards)} shards to {m.root}"
+        f"wrote {plural(m.num_images, 'image')} x {m.crops} crops in {plural(len(m.shards), 'shard')} to {m.root}"
         f" ({report.encoded_shards} written{resumed}; {report.images_per_second:,.1f} images/s)",
         highlight=False,
     )

@@ -53,31 +53,31 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_file(load_tokenizer("tiny").state_dict(), str(root / "tok" / "tok.safetensors"))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        _ok(
-            runner.invoke(
-                app,
-                [
-                    "train",
-                    "extract-codes",
-                    "--tokenizer",
-                    "tiny",
-                    "--checkpoint",
-                    "tok/tok.safetensors",
-                    "--data",
-                    "imgs",
-                    "--output",
-                    "codes",
-                    "--device",
-                    "cpu",
-                    "--batch-size",
-                    "4",
-                    "--workers",
-                    "0",
-                    "--check-images",
-                    "0",
-                ],
-            )
+        extracted = runner.invoke(
+            app,
+            [
+                "train",
+                "extract-codes",
+                "--tokenizer",
+                "tiny",
+                "--checkpoint",
+                "tok/tok.safetensors",
+                "--data",
+                "imgs",
+                "--output",
+                "codes",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--check-images",
+                "0",
+            ],
         )
+        _ok(extracted)
+        assert "wrote 4 images x 2 crops in 1 shard to" in extracted.output  # not "1 shards"
         _ok(
             runner.invoke(
                 app,

@@ -137,9 +137,11 @@ def resolve_pairing(
         words = f"the {tok_name} preset's released weights"
     if tok_file is None and tokenizer_preset(tok_name).weights is None:
         words = f"the {tok_name} preset's seeded RANDOM weights"
-        if gpt_checkpoint is not None:
+        # codes extracted with those same random weights decode right; anything else is said loudly
+        same = rec is not None and rec.get("preset") == tok_name and not rec.get("checkpoint")
+        if gpt_checkpoint is not None and not same and not (rec or {}).get("checkpoint"):
             log.warning(
-                "decoding with %s (the GPT run records no tokenizer checkpoint): the images show "
+                "decoding with %s, not the tokenizer the GPT's codes came from: the images show "
                 "nothing the GPT learned; pass --tokenizer-checkpoint FILE|RUN_DIR",
                 words,
             )
