@@ -71,14 +71,16 @@ class CodesTokenizer:
             raise ValueError(f"codebook_size and num_tokens must be >= 1, got {self}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "preset": self.preset,
             "checkpoint": self.checkpoint,
-            "checkpoint_relative": self.checkpoint_relative,
             "sha256": self.sha256,
             "codebook_size": self.codebook_size,
             "num_tokens": self.num_tokens,
         }
+        if self.checkpoint_relative is not None:  # only beside a checkpoint (a preset has none)
+            out["checkpoint_relative"] = self.checkpoint_relative
+        return out
 
     def locate(self, base: str | Path) -> Path | None:
         """The recorded checkpoint file, found from anywhere (absolute path, else relative to

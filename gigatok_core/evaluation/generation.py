@@ -94,7 +94,7 @@ def evaluate_generation(
     from gigatok_core.sample import sample_images
 
     classes = list(range(num_classes))
-    sampled = sample_images(
+    sample_images(
         classes,
         output=output,
         gpt=gpt,
@@ -106,7 +106,10 @@ def evaluate_generation(
     )
     if not (ctx or dist.get_context(init=False)).is_main:
         return None  # sample_images ends with a collective: every PNG exists once rank 0 gets here
-    paths = sample_paths(output, classes, num_per_class, sampled.settings.get("run_class_names"))
+    from gigatok_core.sample_output import read_previous
+
+    names = read_previous(Path(output)).get("run_class_names")  # the file names the sampler used
+    paths = sample_paths(output, classes, num_per_class, names)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise GigatokError(
