@@ -192,7 +192,7 @@ def test_pixels_across_thread_counts_stay_within_one_level() -> None:
 
     tok = load_tokenizer("tiny")
     codes = torch.randint(
-        0, tok.config.codebook_size, (2, tok.num_tokens), generator=torch.Generator().manual_seed(1)
+        0, tok.config.codebook_size, (1, tok.num_tokens), generator=torch.Generator().manual_seed(1)
     )
     threads = torch.get_num_threads()
     try:
