@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,12 +41,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class _NoteHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[dim]note:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+        label = "[bold yellow]warning:[/]" if record.levelno >= logging.WARNING else "[dim]note:[/]"
+        console.print(f"{label} {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
 def _notes_shown() -> Iterator[None]:
-    """Show the library's INFO messages (``gigatok`` logger, e.g. checkpoint keys left out) as notes."""
+    """Show the library's INFO messages (``gigatok`` logger, e.g. checkpoint keys left out) as notes,
+    its warnings (e.g. which weights decode when they are not what a GPT learned from) as warnings."""
     logger = logging.getLogger("gigatok")
     handler, level = _NoteHandler(logging.INFO), logger.level
     logger.addHandler(handler)
@@ -70,9 +73,10 @@ def handle_errors(fn: F) -> F:
             console.print(f"[yellow]not implemented yet:[/] {err.message}")
             raise typer.Exit(2) from None
         except GigatokError as err:
-            console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+            # the text is printed as written: "[lists]" is not rich markup (it printed ", )")
+            console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
             if err.hint:
-                console.print(f"[dim]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+                console.print(f"[dim]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
@@ -154,3 +158,8 @@ def progress_bar(label: str = "", *, enabled: bool = True, rate: str | None = No
             progress.update(tasks[name], completed=done, total=total)
 
         yield on_progress
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 image``, ``2 images`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"

@@ -27,6 +27,7 @@ from gigatok_cli.options import (
     PROpt,
     ProtocolOpt,
     TokenizerOpt,
+    VggWeightsOpt,
     hub_weights,
 )
 from gigatok_cli.report import is_main, render_report
@@ -161,9 +162,7 @@ def rfid(
     lpips: Annotated[
         bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS-VGG (needs vgg16 weights).")
     ] = True,
-    vgg_weights: Annotated[
-        Path | None, typer.Option("--vgg-weights", help="torchvision vgg16-397923af.pth.")
-    ] = None,
+    vgg_weights: VggWeightsOpt = None,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 32,

@@ -26,13 +26,13 @@ from gigatok_cli.options import (
     DeviceOpt,
     ForceOpt,
     GptCheckpointOpt,
-    GptOpt,
     InceptionOpt,
     JsonOpt,
     OverwriteOpt,
     PairedTokenizerOpt,
     PrecisionOpt,
     PROpt,
+    RunGptOpt,
     TokenizerCheckpointOpt,
 )
 from gigatok_cli.report import is_main, render_report
@@ -50,7 +50,6 @@ GFID_HELP = (
 @handle_errors
 @launch_options
 def gfid(
-    gpt: GptOpt,
     output: Annotated[
         Path,
         typer.Option(
@@ -59,6 +58,7 @@ def gfid(
         ),
     ],
     *,
+    gpt: RunGptOpt = None,
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,
@@ -201,7 +201,6 @@ VAL_LOSS_HELP = (
 @handle_errors
 @launch_options
 def val_loss(
-    gpt: GptOpt,
     data: Annotated[
         Path,
         typer.Option(
@@ -210,6 +209,7 @@ def val_loss(
         ),
     ],
     *,
+    gpt: RunGptOpt = None,
     tokenizer: PairedTokenizerOpt = None,
     gpt_checkpoint: GptCheckpointOpt = None,
     tokenizer_checkpoint: TokenizerCheckpointOpt = None,

@@ -129,11 +129,25 @@ GptOpt = Annotated[
         envvar="GIGATOK_GPT",
     ),
 ]
+RunGptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpt",
+        "-g",
+        help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
+        f"({_listed(registry.release_names())}); default: the one a gigatok --gpt-checkpoint names, "
+        "else gpt-b.",
+        autocompletion=completer("--gpt"),
+        envvar="GIGATOK_GPT",
+        show_default=False,
+    ),
+]
 GptCheckpointOpt = Annotated[
     Path | None,
     typer.Option(
         "--gpt-checkpoint",
-        help="GPT checkpoint (file or run folder) instead of the released weights." + HUB_HELP,
+        help="GPT weights instead of the released ones: a file, or a `gigatok train gpt` RUN_DIR "
+        "(newest checkpoint, EMA preferred; it names its preset, tokenizer and classes)." + HUB_HELP,
         callback=hub_weights,
     ),
 ]
@@ -141,7 +155,8 @@ TokenizerCheckpointOpt = Annotated[
     Path | None,
     typer.Option(
         "--tokenizer-checkpoint",
-        help="Tokenizer checkpoint (file or run folder) instead of the preset's." + HUB_HELP,
+        help="Tokenizer weights instead of the preset's: a file, or a `gigatok train tokenizer` RUN_DIR "
+        "(default: the checkpoint a gigatok GPT run recorded)." + HUB_HELP,
         callback=hub_weights,
     ),
 ]
@@ -229,6 +244,24 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 # ---------------------------------------------------------------------------------------------
 # Evaluation (gigatok eval)
 # ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Frozen networks: one option and one environment variable each, the same in every command
+# ---------------------------------------------------------------------------------------------
+def _frozen(flag: str, envvar: str, what: str) -> Any:
+    return typer.Option(
+        flag, envvar=envvar, help=f"Local {what} weights file (default: the download cache; env {envvar})."
+    )
+
+
+VggWeightsOpt = Annotated[
+    Path | None, _frozen("--vgg-weights", "GIGATOK_VGG_WEIGHTS", "VGG16 (LPIPS, vgg16-397923af.pth)")
+]
+TeacherWeightsOpt = Annotated[
+    Path | None, _frozen("--teacher-weights", "GIGATOK_TEACHER_WEIGHTS", "DINOv2 ViT-B/14 teacher")
+]
+DinoWeightsOpt = Annotated[
+    Path | None, _frozen("--dino-weights", "GIGATOK_DINO_WEIGHTS", "DINO ViT-S/16 (dinodisc)")
+]
 InceptionOpt = Annotated[
     Path | None,
     typer.Option(

@@ -9,10 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
-from gigatok_cli.options import HUB_HELP, CheckpointTokenizerOpt, DeviceOpt, PrecisionOpt, hub_weights
+from gigatok_cli.options import (
+    HUB_HELP,
+    CheckpointTokenizerOpt,
+    DeviceOpt,
+    PrecisionOpt,
+    VggWeightsOpt,
+    hub_weights,
+)
 from gigatok_core.errors import GigatokError
 
 DEFAULT_TOKENIZER = "s-s"
@@ -48,10 +55,7 @@ def reconstruct(
     metrics: Annotated[
         bool, typer.Option("--metrics", help="PSNR, SSIM, LPIPS per image and averaged (metrics.json).")
     ] = False,
-    vgg_weights: Annotated[
-        Path | None,
-        typer.Option("--vgg-weights", help="Local vgg16-397923af.pth for LPIPS instead of the cache."),
-    ] = None,
+    vgg_weights: VggWeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
@@ -137,4 +141,6 @@ def reconstruct(
     for f in result.files:
         out.print(f"wrote {f}", highlight=False)
     if result.skipped:
-        console.print(f"[yellow]{len(result.skipped)} unreadable input(s) skipped[/]")
+        console.print(
+            f"[yellow]{plural(len(result.skipped), 'input')} skipped[/] (unreadable or too elongated)"
+        )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import handle_errors, out, progress_bar
+from gigatok_cli._common import handle_errors, out, plural, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import (
@@ -18,10 +18,10 @@ from gigatok_cli.options import (
     CfgStartOpt,
     DeviceOpt,
     GptCheckpointOpt,
-    GptOpt,
     PairedTokenizerOpt,
     PrecisionOpt,
     RngOpt,
+    RunGptOpt,
     SeedOpt,
     TokenizerCheckpointOpt,
 )
@@ -42,7 +42,7 @@ def sample(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")] = Path("samples"),
-    gpt: GptOpt = "gpt-b",
+    gpt: RunGptOpt = None,
     tokenizer: PairedTokenizerOpt = None,
     num_per_class: Annotated[int, typer.Option("--num-per-class", "-n", min=1, help="Images per class.")] = 1,
     cfg_scale: CfgScaleOpt = 4.0,
@@ -147,7 +147,7 @@ def sample(
         return
     skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
     out.print(
-        f"wrote {result.generated_total} images to {result.output_dir}{skipped}",
+        f"wrote {plural(result.generated_total, 'image')} to {result.output_dir}{skipped}",
         highlight=False,
         soft_wrap=True,
     )

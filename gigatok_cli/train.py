@@ -12,7 +12,7 @@ import typer
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.options import completer
-from gigatok_cli.train_common import report_fit, run_overrides, training_progress
+from gigatok_cli.train_common import check_batch_split, report_fit, run_overrides, training_progress
 from gigatok_core import registry  # presets as data: no torch import
 from gigatok_core.errors import GigatokError
 
@@ -98,6 +98,7 @@ def gpt(
     if compile:
         dotlist.append("run.compile=true")
     cfg = GPTTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
+    check_batch_split(cfg, launch)  # options are checked before any worker starts
     if maybe_launch(launch, prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes)):
         return  # the workers trained; this (parent) process is done
     is_main = dist_info().is_main

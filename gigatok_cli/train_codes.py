@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
+from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_cli.options import HUB_HELP, AutoPrecisionOpt, DeviceOpt, TokenizerOpt, hub_weights
@@ -48,8 +48,14 @@ def extract_codes(
     ] = 32,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard file.")] = 10_000,
     workers: Annotated[
-        int, typer.Option("--workers", min=0, help="DataLoader processes decoding images.")
-    ] = 4,
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="DataLoader processes decoding images (default: min(4, CPU cores - 1)).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     precision: AutoPrecisionOpt = None,
     check_images: Annotated[
@@ -114,16 +120,17 @@ def extract_codes(
     m = report.manifest
     if report.already_complete:
         out.print(
-            f"{m.root} already holds these codes ({m.num_images} images); nothing to do", highlight=False
+            f"{m.root} already holds these codes ({plural(m.num_images, 'image')}); nothing to do",
+            highlight=False,
         )
         return
     if report.skipped:
         console.print(
-            f"[yellow]{len(report.skipped)} unreadable image(s) skipped[/] (listed in manifest.json)"
+            f"[yellow]{plural(len(report.skipped), 'image')} skipped[/] (unreadable or too elongated; listed in manifest.json)"
         )
     resumed = f", {report.reused_shards} kept from an earlier run" if report.reused_shards else ""
     out.print(
-        f"wrote {m.num_images} images x {m.crops} crops in {len(m.shards)} shards to {m.root}"
+        f"wrote {plural(m.num_images, 'image')} x {m.crops} crops in {plural(len(m.shards), 'shard')} to {m.root}"
         f" ({report.encoded_shards} written{resumed}; {report.images_per_second:,.1f} images/s)",
         highlight=False,
     )

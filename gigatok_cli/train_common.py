@@ -43,7 +43,7 @@ def report_fit(result: Any) -> None:
     stopped by a signal exits with 128 + its number once the checkpoint is safe (SIGTERM: 143)."""
     import typer
 
-    from gigatok_cli._common import out
+    from gigatok_cli._common import out, plural
 
     if result.stopped:
         console.print(
@@ -59,7 +59,20 @@ def report_fit(result: Any) -> None:
             highlight=False,
         )
         return
-    out.print(f"trained {result.step} steps; checkpoint: {result.checkpoint}", highlight=False)
+    out.print(f"trained {plural(result.step, 'step')}; checkpoint: {result.checkpoint}", highlight=False)
+
+
+def format_rate(steps_per_s: float | None, samples_per_s: Any) -> str:
+    """``"0.05 step/s 0.4 samples/s"``: significant digits for slow runs (never "0 samples/s"),
+    nothing for a rate not measured yet."""
+
+    def fmt(v: float) -> str:
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+    parts = [f"{fmt(steps_per_s)} step/s"] if steps_per_s else []
+    if isinstance(samples_per_s, (int, float)) and samples_per_s > 0:
+        parts.append(f"{fmt(samples_per_s)} samples/s")
+    return " ".join(parts)
 
 
 @contextlib.contextmanager
@@ -87,11 +100,19 @@ def training_progress(total_label: str, *, enabled: bool) -> Iterator[Any]:
         task = progress.add_task(total_label, total=None, rate="", losses="")
 
         def on_step(step: int, total: int, last: Mapping[str, Any]) -> None:
-            speed = progress.tasks[0].speed
-            rate = f"{speed:.2f} step/s" if speed else ""
-            if "samples_per_s" in last:
-                rate += f" {last['samples_per_s']:.0f} samples/s"
+            rate = format_rate(progress.tasks[0].speed, last.get("samples_per_s"))
             shown = [f"{k} {last[k]:.4f}" for k in ("loss", "val_loss") if isinstance(last.get(k), float)]
             progress.update(task, completed=step, total=total, rate=rate, losses=" ".join(shown))
 
         yield on_step
+
+
+def check_batch_split(cfg: Any, launch: Any) -> None:
+    """Refuse a global batch that does not divide over the processes ``--nproc-per-node`` (x
+    ``--nnodes``) asks for, in the parent, before any worker starts."""
+    import os
+
+    from gigatok_core.train.state import LoopSettings
+
+    if os.environ.get("RANK") is None:  # under torchrun already, each worker checks its own world
+        LoopSettings.from_train_config(cfg).micro_batch(launch.local_workers() * launch.nnodes)

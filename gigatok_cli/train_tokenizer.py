@@ -14,17 +14,13 @@ import typer
 
 from gigatok_cli._common import console, handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.options import HUB_HELP, hub_weights
+from gigatok_cli.options import HUB_HELP, DinoWeightsOpt, TeacherWeightsOpt, VggWeightsOpt, hub_weights
 
 
 def _complete_tokenizer(incomplete: str) -> list[str]:
     from gigatok_core import registry
 
     return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
-
-
-def _file_option(flag: str, envvar: str, what: str) -> Any:
-    return typer.Option(flag, envvar=envvar, help=f"Local {what} weights file (default: the download cache).")
 
 
 @handle_errors
@@ -54,16 +50,18 @@ def tokenizer(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
     ] = None,
-    teacher_weights: Annotated[
-        Path | None, _file_option("--teacher-weights", "GIGATOK_TEACHER_WEIGHTS", "DINOv2 ViT-B/14")
+    teacher_weights: TeacherWeightsOpt = None,
+    dino_weights: DinoWeightsOpt = None,
+    vgg_weights: VggWeightsOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="DataLoader worker processes (default: min(4, CPU cores - 1)).",
+            show_default=False,
+        ),
     ] = None,
-    dino_weights: Annotated[
-        Path | None, _file_option("--dino-weights", "GIGATOK_DINO_WEIGHTS", "DINO ViT-S/16 (dinodisc)")
-    ] = None,
-    vgg_weights: Annotated[
-        Path | None, _file_option("--vgg-weights", "GIGATOK_VGG_WEIGHTS", "VGG16 (LPIPS)")
-    ] = None,
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 4,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps.")] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Global batch (all processes and accumulation).")
@@ -92,7 +90,7 @@ def tokenizer(
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a VQ tokenizer with the official GigaTok recipe (or fine-tune one with --init)."""
-    from gigatok_cli.train_common import report_fit, run_overrides, training_progress
+    from gigatok_cli.train_common import check_batch_split, report_fit, run_overrides, training_progress
     from gigatok_core.config import TokenizerTrainConfig
     from gigatok_core.dist import dist_info
     from gigatok_core.train.run_dir import config_yaml
@@ -106,6 +104,7 @@ def tokenizer(
         dotlist.append(f"run.ema={str(ema).lower()}")
     cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
     frozen = {"teacher": teacher_weights, "dino": dino_weights, "vgg": vgg_weights}
+    check_batch_split(cfg, launch)  # options are checked before any worker starts
     if maybe_launch(
         launch, prefetch=lambda: prefetch_tokenizer_training(cfg, frozen=frozen, init=init, data=data)
     ):

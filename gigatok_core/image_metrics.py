@@ -69,16 +69,25 @@ def _vgg_to_lpips_keys(vgg_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def build_lpips(vgg_weights: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:
+def build_lpips(
+    vgg_weights: str | Path | None = None, device: torch.device | str = "cpu", *, random: bool = False
+) -> torch.nn.Module:
     """LPIPS-VGG in eval mode with frozen weights.
 
     The linear heads ship inside the ``lpips`` wheel; the VGG16 backbone is torchvision's
     ``vgg16-397923af.pth`` from our cache (or ``vgg_weights``), never fetched by torchvision.
+    ``random=True`` keeps a seeded random VGG16 (smoke runs of the ``tiny`` preset, offline).
     """
     import lpips
 
     from gigatok_core.checkpoint import read_checkpoint
 
+    if random:
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.filterwarnings("ignore", category=UserWarning)
+            torch.manual_seed(0)
+            model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+        return model.eval().requires_grad_(False).to(device)
     if vgg_weights is None:
         from gigatok_core.hub import fetch_weights
 

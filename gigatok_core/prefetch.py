@@ -27,12 +27,23 @@ def _local(path: str | Path | None, option: str) -> bool:
     return True
 
 
+def _local_weights(path: str | Path | None, option: str, kind: str) -> bool:
+    """True when local weights (a file, a run or export folder: the weights resolver's) replace the
+    cached ones; what the resolver cannot find is refused here, in the parent."""
+    from gigatok_core.weights import resolve_weights
+
+    if path is None:
+        return False
+    resolve_weights(path, option, kind=kind)
+    return True
+
+
 def tokenizer_files(name: str, checkpoint: str | Path | None = None) -> list[Path]:
     """The tokenizer preset's weights (none for a local ``checkpoint`` or a random-weights preset)."""
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
     from gigatok_core.weights import fetch_weights  # with the structural check, as the loaders fetch
 
-    if _local(checkpoint, "--checkpoint"):
+    if _local_weights(checkpoint, "--checkpoint", "tokenizer"):
         return []
     if name not in tokenizer_names() and Path(name).is_file():  # a checkpoint file given as the preset
         return []
@@ -41,22 +52,21 @@ def tokenizer_files(name: str, checkpoint: str | Path | None = None) -> list[Pat
 
 
 def gpt_files(
-    gpt: str,
+    gpt: str | None,
     tokenizer: str | None = None,
     *,
     gpt_checkpoint: str | Path | None = None,
     tokenizer_checkpoint: str | Path | None = None,
 ) -> list[Path]:
     """A GPT's released weights and its tokenizer's (resolved as :func:`~gigatok_core.ar.load.load_gpt` does)."""
-    from gigatok_core.ar.load import resolve_gpt
+    from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.weights import fetch_weights  # with the structural check, as the loaders fetch
 
-    _, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
     files = []
-    if gpt_checkpoint is None and release is not None:
-        files.append(fetch_weights(release.weights))
-    _local(tokenizer_checkpoint, "--tokenizer-checkpoint")
-    return files + tokenizer_files(tok_name, tokenizer_checkpoint)
+    if pairing.gpt_checkpoint is None and pairing.release is not None:
+        files.append(fetch_weights(pairing.release.weights))
+    return files + tokenizer_files(pairing.tokenizer, pairing.tokenizer_checkpoint)
 
 
 def aux_files(names: Iterable[tuple[str, str | Path | None, str]]) -> list[Path]:
@@ -81,7 +91,7 @@ def _check_device(device: str | None, precision: str | None) -> None:
 # ---------------------------------------------------------------------------------------------
 def sample_files(
     classes: str,
-    gpt: str,
+    gpt: str | None,
     tokenizer: str | None,
     *,
     gpt_checkpoint: Path | None,
@@ -91,8 +101,10 @@ def sample_files(
 ) -> list[Path]:
     """``gigatok sample``: the classes parse, the device and precision work, both checkpoints."""
     from gigatok_core.ar.classes import parse_classes
+    from gigatok_core.ar.trained import resolve_pairing
 
-    parse_classes(classes)
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
+    parse_classes(classes, pairing.class_names)  # a run's own class names, else ImageNet's
     _check_device(device, precision)
     return gpt_files(gpt, tokenizer, gpt_checkpoint=gpt_checkpoint, tokenizer_checkpoint=tokenizer_checkpoint)
 
@@ -132,7 +144,7 @@ def rfid_files(
 
 
 def gfid_files(
-    gpt: str,
+    gpt: str | None,
     tokenizer: str | None,
     *,
     gpt_checkpoint: Path | None,
@@ -186,8 +198,6 @@ def extract_codes_files(
         raise GigatokError("no input", hint="pass --data IMAGE_FOLDER (or --import-official DIR)")
     if not Path(source).is_dir():
         raise GigatokError(f"{option} {source} is not a folder", hint=f"check the {option} path")
-    if checkpoint is not None:
-        if not Path(checkpoint).exists():
-            raise GigatokError(f"{checkpoint} does not exist", hint="check the --checkpoint path")
+    if _local_weights(checkpoint, "--checkpoint", "tokenizer"):
         return []  # a local file or run folder: nothing to fetch
     return tokenizer_files(tokenizer)

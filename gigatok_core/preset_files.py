@@ -43,7 +43,11 @@ def load_preset_yaml(name: str) -> dict[str, Any]:
 
 def unknown_name_error(kind: str, name: str, known: list[str]) -> GigatokError:
     """A 'no such preset' error listing the presets and the closest match."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+    folded = {k.lower(): k for k in known}  # `--preset TINY`: the case is the only difference
+    close = [folded[name.lower()]] if name.lower() in folded else []
+    close = close or [
+        folded[c] for c in difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.4)
+    ]
     hint = f"did you mean {close[0]!r}? " if close else ""
     return GigatokError(f"unknown {kind} {name!r}", hint=f"{hint}known: {', '.join(known)}")
 

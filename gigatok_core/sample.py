@@ -82,7 +82,7 @@ def sample_images(
     classes: str | Sequence[int | str],
     *,
     output: str | Path,
-    gpt: str = "gpt-b",
+    gpt: str | None = None,
     tokenizer: str | None = None,
     num_per_class: int = 1,
     cfg: CFGSchedule | None = None,
@@ -109,12 +109,16 @@ def sample_images(
     counts this process's images. ``compile=True`` compiles the GPT decode step with ``torch.compile`` (CUDA graphs
     on CUDA; the first batch, and a smaller last batch, pay the compilation).
     """
-    from gigatok_core.ar.load import load_gpt, resolve_gpt, split_gpt_name
-    from gigatok_core.ar.trained import paired_tokenizer_checkpoint
+    from gigatok_core.ar.load import load_gpt, resolve_gpt
+    from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.tokenizer import load_tokenizer
 
     # ---- validate everything before any heavy work ----------------------------------------
-    class_ids = parse_classes(classes)
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
+    gpt, tok_name, release = pairing.gpt, pairing.tokenizer, pairing.release
+    gpt_checkpoint, tokenizer_checkpoint = pairing.gpt_checkpoint, pairing.tokenizer_checkpoint
+    run_names = pairing.class_names
+    class_ids = parse_classes(classes, run_names)
     if num_per_class < 1:
         raise GigatokError(f"--num-per-class must be at least 1, got {num_per_class}")
     if batch_size < 1:
@@ -125,19 +129,7 @@ def sample_images(
     sampling = sampling or SamplingParams()
     dev = dist.resolve_device(device)
     dtype = dist.resolve_precision(precision, dev)
-    gpt, tokenizer = split_gpt_name(gpt, tokenizer)  # "gpt-b@xl-xxl" -> ("gpt-b", "xl-xxl")
-    from gigatok_core.hub.hf import resolve_hub_ref  # hf://OWNER/REPO[@REV]: verified local files
-
-    gpt_checkpoint = resolve_hub_ref(gpt_checkpoint) or gpt_checkpoint
-    tokenizer_checkpoint = resolve_hub_ref(tokenizer_checkpoint) or tokenizer_checkpoint
-    gpt_cfg, tok_name, release = resolve_gpt(gpt, tokenizer, gpt_checkpoint)
-    if gpt_checkpoint is not None and tokenizer_checkpoint is None:
-        tokenizer_checkpoint = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)
-    if tokenizer_checkpoint is not None and not Path(tokenizer_checkpoint).is_file():
-        raise GigatokError(
-            f"tokenizer checkpoint {tokenizer_checkpoint} does not exist",
-            hint="check the --tokenizer-checkpoint path",
-        )
+    gpt_cfg, _, _ = resolve_gpt(gpt, tok_name, gpt_checkpoint)
     if not 0 <= seed < 2**63:
         raise GigatokError(f"--seed must lie in 0 .. 2^63-1, got {seed}")
     output = check_writable(output)  # nothing is created before the models are loaded
@@ -147,10 +139,13 @@ def sample_images(
         "gpt": gpt,
         "tokenizer": tok_name,
         "release": release.name if release else None,
-        "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None,
-        "tokenizer_checkpoint": str(tokenizer_checkpoint) if tokenizer_checkpoint else None,
+        "gpt_checkpoint": str(gpt_checkpoint.resolve()) if gpt_checkpoint else None,
+        "tokenizer_checkpoint": str(tokenizer_checkpoint.resolve()) if tokenizer_checkpoint else None,
+        "tokenizer_weights": pairing.tokenizer_weights,
+        "weights": weights_identity(pairing),
         "classes": class_ids,
-        "class_names": [class_name(c) for c in class_ids],
+        "class_names": [run_names[c] if run_names else class_name(c) for c in class_ids],
+        "run_class_names": list(run_names) if run_names else None,
         "num_per_class": num_per_class,
         "cfg": {
             "scale": cfg.scale,
@@ -177,7 +172,7 @@ def sample_images(
         settings["rng_note"] = (
             f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
         )
-    items = plan(class_ids, num_per_class)
+    items = plan(class_ids, num_per_class, run_names)
     resuming, owned = check_output(
         output, items, settings, overwrite=overwrite, save_codes=save_codes, grid=grid
     )
@@ -251,6 +246,20 @@ def sample_images(
         if grid:
             result.files.append(str(write_grid(output, items)))
     return result
+
+
+def weights_identity(pairing: Any) -> dict[str, Any]:
+    """The exact weights of a :class:`gigatok_core.ar.trained.Pairing`: path and sha256 of each file
+    (a released file: its registered sha256, verified when it was fetched; ``tiny``: seeded random)."""
+    from gigatok_core.recorded import file_record, released_record, tokenizer_identity
+
+    if pairing.gpt_checkpoint is not None:
+        gpt = file_record(pairing.gpt_checkpoint)
+    elif pairing.release is not None:
+        gpt = released_record(pairing.release.weights_record)
+    else:
+        gpt = {"path": None, "sha256": None, "random": f"seeded ({pairing.gpt})"}
+    return {"gpt": gpt, "tokenizer": tokenizer_identity(pairing.tokenizer, pairing.tokenizer_checkpoint)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gigatok_core.ar.classes import class_name, slug
+from gigatok_core.ar.classes import class_name, slug, slugify
 from gigatok_core.errors import GigatokError
 from gigatok_core.images import Tile, contact_sheet, save_npz, save_png
 
@@ -48,19 +48,31 @@ OUTPUT_KEYS = (
 
 @dataclass(frozen=True)
 class SampleItem:
-    """Sample ``index`` of class ``class_idx``."""
+    """Sample ``index`` of class ``class_idx``; ``name``: the class's name in a GPT's own classes
+    (None: ImageNet's)."""
 
     class_idx: int
     index: int
+    name: str | None = None
 
     @property
     def stem(self) -> str:
-        return f"{self.class_idx:03d}_{slug(self.class_idx)}_{self.index:04d}"
+        label = slugify(self.name) if self.name is not None else slug(self.class_idx)
+        return f"{self.class_idx:03d}_{label}_{self.index:04d}"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else class_name(self.class_idx)
 
 
-def plan(classes: Sequence[int], num_per_class: int) -> list[SampleItem]:
-    """Output order: all samples of the first class, then the next class, ..."""
-    return [SampleItem(c, k) for c in dict.fromkeys(classes) for k in range(num_per_class)]
+def plan(classes: Sequence[int], num_per_class: int, names: Sequence[str] | None = None) -> list[SampleItem]:
+    """Output order: all samples of the first class, then the next class, ... ``names``: the GPT's
+    own class names (a run trained on one's own class folders), else ImageNet's."""
+    return [
+        SampleItem(c, k, names[c] if names is not None else None)
+        for c in dict.fromkeys(classes)
+        for k in range(num_per_class)
+    ]
 
 
 def planned_outputs(items: Sequence[SampleItem], *, grid: bool, save_codes: bool) -> list[str]:
@@ -148,7 +160,12 @@ def check_output(
 def _previous_plan(previous: dict[str, Any]) -> list[SampleItem]:
     """The samples a previous run's sample.json describes (empty if it is unreadable)."""
     try:
-        return plan([int(c) for c in previous.get("classes", [])], int(previous.get("num_per_class", 0)))
+        names = previous.get("run_class_names")
+        return plan(
+            [int(c) for c in previous.get("classes", [])],
+            int(previous.get("num_per_class", 0)),
+            names if isinstance(names, list) else None,
+        )
     except (TypeError, ValueError, IndexError):
         return []
 
@@ -207,7 +224,7 @@ def write_grid(output: Path, items: list[SampleItem]) -> Path:
             img = Image.open(output / f"{it.stem}.png").convert("RGB")
             if img.width > 128:
                 img = img.resize((128, round(128 * img.height / img.width)), Image.Resampling.BICUBIC)
-            row.append(Tile(np.asarray(img), f"{c} {class_name(c)} #{it.index}"))
+            row.append(Tile(np.asarray(img), f"{c} {it.label} #{it.index}"))
         rows.append(row)
     path = output / GRID_FILE
     save_png(path, contact_sheet(rows, label_height=14))

@@ -255,7 +255,7 @@ def load_checkpoint(
             log.warning("%s; trying the previous checkpoint", err)
             continue
         if i:
-            log.warning("note: the latest checkpoint was unreadable; loaded %s instead", folder.name)
+            log.warning("the latest checkpoint was unreadable; loaded %s instead", folder.name)
         return ckpt
     raise GigatokError(
         f"no checkpoint under {first.parent} is readable",

@@ -72,3 +72,32 @@ def fetch_weights(name: str, *, progress: bool = True, or_option: str | None = N
 def import_weights(path: str | Path, preset: str) -> Path:
     """:func:`gigatok_core.hub.import_weights` with the structural check of ``preset``."""
     return hub.import_weights(path, preset, shapes=expected_shapes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one resolver of weights options
+# ---------------------------------------------------------------------------------------------
+def local_weights(ref: str | Path, what: str = "checkpoint") -> Path:
+    """A weights reference made local: a path as given; a Hugging Face Hub id
+    (``hf://OWNER/REPO[@REV]``, also as a Path mangles it, ``hf:/OWNER/REPO``) downloaded and
+    verified by :func:`gigatok_core.hub.resolve_hub_ref` into the cache, its local file or folder.
+
+    The hub branch is the only one that needs the network; everything after it reads local files.
+    """
+    from gigatok_core.config.source import is_hub_ref
+
+    if not is_hub_ref(ref):
+        return Path(ref)
+    text = "hf://" + str(ref).split(":/", 1)[1].lstrip("/")
+    return Path(hub.resolve_hub_ref(text))
+
+
+def resolve_weights(ref: str | Path, what: str = "checkpoint", *, kind: str | None = None) -> Path:
+    """The weights file behind any weights option (``--checkpoint``, ``--tokenizer-checkpoint``,
+    ``--gpt-checkpoint``, ``--init``), so each takes the same things: a file; a folder (its newest
+    exported ``*.safetensors`` of ``kind``, else the EMA, else model, weights of its newest training
+    checkpoint: a run, ``checkpoints/`` or step folder); a hub id (:func:`local_weights`, then as
+    a path). See :func:`gigatok_core.config.source.weights_file` for the local half."""
+    from gigatok_core.config.source import weights_file
+
+    return weights_file(local_weights(ref, what), what, kind=kind)

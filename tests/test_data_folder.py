@@ -92,8 +92,10 @@ def test_unreadable_images_are_skipped_and_named_once(
                 round(float(x[0, 0, 0, 0] * 127.5 + 127.5)) for x, _ in batches for x in x[:, None]
             )
             assert pixels == [50, 51, 53, 54, 99]
-    warned = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "skipped an image" in r.getMessage()]
     assert len(warned) == 2 and any("2.png" in m for m in warned) and any("thin.png" in m for m in warned)
+    thin = next(m for m in warned if "thin.png" in m)
+    assert "too elongated" in thin and "unreadable" not in thin.split("thin.png")[1]  # named for what it is
     assert set(map(Path, loader.skipped)) == {tmp_path / "c0" / "2.png", tmp_path / "c1" / "thin.png"}
 
 

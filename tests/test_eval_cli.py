@@ -111,6 +111,7 @@ def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
         for p in sample_paths(kwargs["output"], classes, kwargs["num_per_class"]):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"png")
+        return sample_mod.SampleResult(str(kwargs["output"]), len(classes), [], 0)
 
     adm = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
     ref = _stats_file(adm, 2)

@@ -162,7 +162,7 @@ def test_under_an_existing_torchrun_the_flag_is_ignored_with_a_note(
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "note: already running under torchrun" in text and "ignored" in text
-    assert "wrote 1 images" in text and not started
+    assert "wrote 1 image" in text and not started
 
 
 def test_parent_validates_fetches_then_hands_the_same_command_to_the_workers(

@@ -342,7 +342,7 @@ def test_gpt_checkpoint_may_be_a_training_run_folder(tmp_path: Path) -> None:
     model, _ = load_gpt("gpt-tiny", checkpoint=path)
     torch.testing.assert_close(model.state_dict(), gpt.state_dict())
     (tmp_path / "empty").mkdir()
-    with pytest.raises(GigatokError, match="holds no checkpoints"):
+    with pytest.raises(GigatokError, match="folder without gpt weights"):
         gpt_weights_file(tmp_path / "empty")
     assert gpt_weights_file(path) == path and gpt_weights_file(None) is None
 

@@ -212,3 +212,9 @@ def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
     np.testing.assert_array_equal(multi["codes"], single["codes"])
     np.testing.assert_array_equal(multi["labels"], [22, 22, 388, 388])
     assert len(list((tmp_path / "multi").glob("*.png"))) == 4
+    from PIL import Image  # the README's guarantee: pixels within one level (workers run one thread)
+
+    for png in sorted((tmp_path / "single").glob("*.png")):
+        a = np.asarray(Image.open(png), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "multi" / png.name), dtype=int)
+        assert np.abs(a - b).max() <= 1, png.name

@@ -130,7 +130,12 @@ def test_class_lists(caplog: pytest.LogCaptureFixture) -> None:
         assert resolve_class("crane") == 517 and resolve_class("Crane bird") == 134
         assert parse_classes("22, 22 ,388") == [22, 388]
     notes = " ".join(r.getMessage() for r in caplog.records)
-    assert "134 (crane bird)" in notes and "listed twice" in notes
+    assert "134 (crane bird)" in notes and "listed more than once are sampled once: 22" in notes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gigatok"):
+        assert parse_classes("388,1,2,1") == [388, 1, 2]
+    notes = " ".join(r.getMessage() for r in caplog.records)
+    assert notes.endswith("sampled once: 1")  # only the repeated class, not every class
     with pytest.raises(GigatokError) as err:
         resolve_class("panda")
     assert err.value.hint.startswith("closest matches: 387 (lesser panda), 388 (giant panda)")
@@ -175,3 +180,27 @@ def test_decoding_uses_one_batch_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     tail = sample_mod.decode_fixed_batches(tok, codes[3:])  # e.g. a resumed run's last two images
     assert shapes == [3, 3, 3] and every.shape == (5, 256, 256, 3)
     np.testing.assert_array_equal(every[3:], tail)
+
+
+def test_pixels_across_thread_counts_stay_within_one_level() -> None:
+    """The README's guarantee: the same codes decode to the same pixels on the same device and
+    thread count; another thread count (a torchrun worker runs one) moves a pixel by one level at most."""
+    import torch
+
+    import gigatok_core.sample as sample_mod
+    from gigatok_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    codes = torch.randint(
+        0, tok.config.codebook_size, (1, tok.num_tokens), generator=torch.Generator().manual_seed(1)
+    )
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sample_mod.decode_fixed_batches(tok, codes).astype(int)
+        np.testing.assert_array_equal(one, sample_mod.decode_fixed_batches(tok, codes))  # same threads
+        torch.set_num_threads(2)
+        two = sample_mod.decode_fixed_batches(tok, codes).astype(int)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.abs(one - two).max() <= 1

@@ -285,7 +285,7 @@ def test_init_from_run_dir(trained: Path, kit: dict[str, Path], tmp_path: Path) 
     from gigatok_core.train_checkpoint import load_checkpoint
 
     sd, source = read_init_weights(trained)
-    assert "(ema)" in source
+    assert source.endswith("ema.safetensors")  # the resolver: the newest checkpoint, EMA preferred
     ema = load_checkpoint(trained).weights["ema"]
     assert all(torch.equal(sd[k], ema[k]) for k in ema)
     res = _train(

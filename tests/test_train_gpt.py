@@ -439,7 +439,7 @@ def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
     cfg, tok_name, release = resolve_gpt("gpt-tiny", None, run)
     assert (cfg.dim, tok_name, release) == (64, "tiny", None)
     assert paired_tokenizer_checkpoint(run, None) == tok_file
-    assert paired_tokenizer_checkpoint(run, "tiny") is None  # an explicit preset wins
+    assert paired_tokenizer_checkpoint(run, "tiny") == tok_file  # its own preset: still the recorded file
     args = ["sample", "--gpt", "gpt-tiny", "--gpt-checkpoint", str(run), "-c", "2"]
     res = runner.invoke(app, [*args, "-o", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
@@ -448,7 +448,7 @@ def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
     with pytest.raises(GigatokError, match="changed since"):
         paired_tokenizer_checkpoint(run, None)
     tok_file.unlink()
-    with pytest.raises(GigatokError, match="no longer exists"):
+    with pytest.raises(GigatokError, match="was not found"):
         paired_tokenizer_checkpoint(run, None)
 
 

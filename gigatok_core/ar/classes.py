@@ -9,7 +9,7 @@ import difflib
 import functools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from gigatok_core.errors import GigatokError
 
@@ -30,9 +30,38 @@ def class_name(idx: int) -> str:
     return class_names()[idx]
 
 
+def slugify(name: str) -> str:
+    """File-name friendly: ``"Giant panda"`` -> ``giant-panda`` (``class`` when nothing is left)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "class"
+
+
 def slug(idx: int) -> str:
-    """File-name friendly name: ``388`` -> ``giant-panda``."""
-    return re.sub(r"[^a-z0-9]+", "-", class_name(idx).lower()).strip("-")
+    """File-name friendly ImageNet name: ``388`` -> ``giant-panda``."""
+    return slugify(class_name(idx))
+
+
+def resolve_own_class(item: str | int, names: Sequence[str]) -> int:
+    """An index or a (case-insensitive) name among a run's own classes ``names`` -> index."""
+    listed = ", ".join(f"{i} ({n})" for i, n in enumerate(names[:10])) + (" ..." if len(names) > 10 else "")
+    if isinstance(item, int) or str(item).strip().lstrip("-").isdecimal():
+        idx = int(item)
+        if not 0 <= idx < len(names):
+            raise GigatokError(
+                f"class index {idx} is outside this GPT's {len(names)} classes (0-{len(names) - 1})",
+                hint=f"its classes: {listed}",
+            )
+        return idx
+    text = " ".join(str(item).split())
+    exact = [i for i, n in enumerate(names) if n == text]
+    matches = exact or [i for i, n in enumerate(names) if n.lower() == text.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        options = ", ".join(f"{i} ({names[i]})" for i in matches)
+        raise GigatokError(f"class name {text!r} is ambiguous", hint=f"use an index: {options}")
+    close = difflib.get_close_matches(text, list(names), n=5, cutoff=0.5)
+    hint = "closest: " + ", ".join(close) if close else f"its classes: {listed}"
+    raise GigatokError(f"this GPT has no class {text!r}", hint=hint)
 
 
 def resolve_class(item: str | int) -> int:
@@ -75,8 +104,10 @@ def resolve_class(item: str | int) -> int:
     raise GigatokError(f"unknown ImageNet class {text!r}", hint=hint)
 
 
-def parse_classes(spec: str | Iterable[str | int]) -> list[int]:
-    """``"22,388"`` / ``"giant panda, bald eagle"`` / a list of items -> class indices (order kept)."""
+def parse_classes(spec: str | Iterable[str | int], names: Sequence[str] | None = None) -> list[int]:
+    """``"22,388"`` / ``"giant panda, bald eagle"`` / a list of items -> class indices (order kept).
+
+    ``names``: a GPT's own class names (trained on one's own class folders); default ImageNet's."""
     items = [s for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     items = [s.strip() if isinstance(s, str) else s for s in items]
     items = [s for s in items if s != ""]
@@ -84,8 +115,9 @@ def parse_classes(spec: str | Iterable[str | int]) -> list[int]:
         raise GigatokError(
             "no classes given", hint="e.g. --classes 22,388 or --classes 'giant panda,bald eagle'"
         )
-    ids = [resolve_class(s) for s in items]
+    ids = [resolve_class(s) if names is None else resolve_own_class(s, names) for s in items]
     unique = list(dict.fromkeys(ids))
-    if len(unique) < len(ids):
-        log.info("classes listed twice are sampled once: %s", ", ".join(map(str, unique)))
+    repeated = [c for c in unique if ids.count(c) > 1]
+    if repeated:
+        log.info("classes listed more than once are sampled once: %s", ", ".join(map(str, repeated)))
     return unique

@@ -134,13 +134,15 @@ def resolve_gpt(
     Refuses unknown presets, a tokenizer whose codebook or token count does not fit, and a pair that
     was never released when no ``checkpoint`` is given (``gpt-tiny`` uses random weights instead).
     """
-    from gigatok_core.hub.hf import resolve_hub_ref
+    from gigatok_core.weights import local_weights
 
-    checkpoint = resolve_hub_ref(checkpoint) or checkpoint  # hf://OWNER/REPO[@REV]: a verified local file
     name, tokenizer = split_gpt_name(name, tokenizer)
     cfg = gpt_preset(name).config
     if checkpoint is not None:
-        weights_file(checkpoint, "GPT checkpoint")  # a missing, empty or empty-folder path, named now
+        checkpoint = local_weights(checkpoint, "GPT checkpoint")  # a hub id: its local copy
+        weights_file(
+            checkpoint, "GPT checkpoint", kind="gpt"
+        )  # a missing, empty or empty-folder path, named now
         own, paired = _described(checkpoint, name)
         if own is not None:  # a file gigatok wrote: its config (vocab, tokens) is the truth
             cfg = own
@@ -190,18 +192,20 @@ def load_gpt(
     never released is refused unless ``checkpoint`` is given. ``checkpoint`` may be a Hugging Face
     Hub reference, ``hf://OWNER/REPO[@REVISION]`` (:func:`gigatok_core.hub.resolve_hub_ref`).
     """
-    from gigatok_core.hub.hf import resolve_hub_ref
-    from gigatok_core.weights import fetch_weights
+    from gigatok_core.weights import fetch_weights, local_weights
 
-    checkpoint = resolve_hub_ref(checkpoint) or checkpoint
     name, tokenizer = split_gpt_name(name, tokenizer)
+    if checkpoint is not None:
+        checkpoint = local_weights(checkpoint, "GPT checkpoint")  # a hub id: its local copy
     cfg, tok_name, release = resolve_gpt(name, tokenizer, checkpoint)
     model = build_gpt(cfg, device="meta")
     model = model.to_empty(device=device)  # weights are written straight onto the target device
     if checkpoint is None and release is None:
         seeded_random_weights(model)
     else:
-        path = weights_file(checkpoint) if checkpoint is not None else fetch_weights(release.weights)  # type: ignore[union-attr]
+        path = (
+            weights_file(checkpoint, kind="gpt") if checkpoint is not None else fetch_weights(release.weights)
+        )  # type: ignore[union-attr]
         load_gpt_state(model, path, expected=f"the {name} preset")
     model = model.to(device=device, dtype=dtype).eval()
     return model, tok_name

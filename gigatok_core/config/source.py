@@ -35,7 +35,7 @@ def _read_meta_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def newest_checkpoint(path: str | Path) -> Path:
+def newest_checkpoint(path: str | Path, what: str | None = None) -> Path:
     """The checkpoint folder to read for ``path``: a step folder itself, else the latest checkpoint
     of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.train_checkpoint.latest_checkpoint`)."""
     from gigatok_core.train_checkpoint import latest_checkpoint
@@ -46,9 +46,10 @@ def newest_checkpoint(path: str | Path) -> Path:
     found = latest_checkpoint(path)
     if found is None:
         raise GigatokError(
-            f"{path} is a folder, and holds no checkpoints",
+            f"{what + ' ' if what else ''}{path} is a folder, and holds no checkpoints",
             hint="pass the checkpoint file itself; a training run folder must contain checkpoints/ "
-            "(as `gigatok train` writes it), a checkpoint folder its meta.json",
+            "(as `gigatok train` writes it), a checkpoint folder its meta.json, an export folder "
+            "a `gigatok train export` .safetensors",
         )
     return found
 
@@ -107,21 +108,65 @@ def _gpt_from_state_dict(cls: type[C], sd: Mapping[str, Any], source: str) -> C:
 
 
 RUN_WEIGHTS = ("ema", "model")  # weights groups of a training checkpoint, in the order used
+HUB_PREFIXES = ("hf://", "hf:/")  # a Path collapses "hf://owner/repo" to "hf:/owner/repo"
 
 
 class OfficialCheckpoint(GigatokError):
     """A weights file without gigatok metadata: its config must be recognised from its shapes."""
 
 
-def weights_file(path: str | Path, what: str = "checkpoint") -> Path:
-    """The weights file to load for ``path``: the file itself, or the ``ema`` (else ``model``)
-    safetensors of a checkpoint folder or of a run folder's newest checkpoint."""
+def is_hub_ref(ref: str | Path) -> bool:
+    """True for a Hugging Face Hub id (``hf://OWNER/REPO[@REV]``), also after a Path mangled it."""
+    return str(ref).startswith(HUB_PREFIXES)
+
+
+def _no_hub(ref: str | Path, what: str) -> None:
+    """Hub ids are made local above this package (:func:`gigatok_core.weights.local_weights`)."""
+    if is_hub_ref(ref):
+        raise GigatokError(
+            f"{what} {ref} is a Hugging Face Hub id that was not downloaded first",
+            hint="pass it through gigatok_core.weights.resolve_weights (the CLI does)",
+        )
+
+
+def _exported(folder: Path, kind: str | None) -> Path | None:
+    """The newest gigatok-exported ``*.safetensors`` of ``kind`` directly in ``folder`` (None: none)."""
+    from gigatok_core.checkpoint import read_weights_meta
+
+    if kind is None:
+        return None
+    found = [p for p in folder.glob("*.safetensors") if (read_weights_meta(p) or {}).get("kind") == kind]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name)) if found else None
+
+
+def weights_file(ref: str | Path, what: str = "checkpoint", *, kind: str | None = None) -> Path:
+    """The weights file behind a local weights reference (the local half of the one resolver,
+    :func:`gigatok_core.weights.resolve_weights`, which adds hub ids).
+
+    - a file: itself (checked to exist and be non-empty);
+    - a folder: its newest exported ``*.safetensors`` of ``kind`` (``gigatok train export`` into
+      the folder; an exported file wins), else the ``ema`` (else ``model``) weights of its newest
+      training checkpoint (a run folder, its ``checkpoints/``, or one step folder).
+    """
     from gigatok_core.checkpoint import check_checkpoint_file
 
-    path = Path(path)
+    _no_hub(ref, what)
+    path = Path(ref)
     if not path.is_dir():
         return check_checkpoint_file(path, what)
-    folder = newest_checkpoint(path)
+    exported = _exported(path, kind)
+    if exported is not None:
+        return exported
+    from gigatok_core.train_checkpoint import latest_checkpoint
+
+    if not (path / META_JSON).is_file() and latest_checkpoint(path, quiet=True) is None:
+        raise GigatokError(
+            f"{what} {path} is a folder without {kind + ' ' if kind else ''}weights "
+            "(no training checkpoint, no exported *.safetensors)",
+            hint="pass the weights file, a training run folder (it holds checkpoints/), or export the "
+            "run first (`gigatok train export`)",
+        )
+    folder = newest_checkpoint(path, what)
     for group in RUN_WEIGHTS:
         if (folder / f"{group}.safetensors").is_file():
             return folder / f"{group}.safetensors"
@@ -131,18 +176,24 @@ def weights_file(path: str | Path, what: str = "checkpoint") -> Path:
     )
 
 
-def describe_checkpoint(path: str | Path, *, kind: str) -> dict[str, Any] | None:
+def describe_checkpoint(path: str | Path, *, kind: str, what: str = "checkpoint") -> dict[str, Any] | None:
     """What a checkpoint says about itself (gigatok metadata or a run's ``meta.json``), checked to
-    be a ``kind`` checkpoint; None for an official or foreign file."""
-    from gigatok_core.checkpoint import check_checkpoint_file, read_weights_meta
+    be a ``kind`` checkpoint; None for an official or foreign file. ``path`` is anything
+    :func:`weights_file` takes."""
+    from gigatok_core.checkpoint import read_weights_meta
 
+    _no_hub(path, what)
     path = Path(path)
     if path.is_dir():
-        folder = newest_checkpoint(path)
-        meta, source = _read_meta_json(folder / META_JSON), str(folder)
+        exported = _exported(path, kind)
+        if exported is not None:  # an export folder: the file's own metadata
+            meta, source = read_weights_meta(exported), str(exported)
+        else:
+            folder = newest_checkpoint(path, what)
+            meta, source = _read_meta_json(folder / META_JSON), str(folder)
     elif path.name == META_JSON and path.is_file():
         meta, source = _read_meta_json(path), str(path)
-    elif check_checkpoint_file(path).suffix == ".safetensors":
+    elif weights_file(path, what).suffix == ".safetensors":
         meta, source = read_weights_meta(path), str(path)
     else:
         meta, source = None, str(path)

@@ -53,7 +53,8 @@ def clear_codes(output: Path) -> int:
 
 def _weights(tokenizer: Any) -> Any:
     """A tokenizer record without the checkpoint's path: the preset and sha256 name the weights."""
-    return {k: v for k, v in tokenizer.items() if k != "checkpoint"} if isinstance(tokenizer, dict) else None
+    paths = ("checkpoint", "checkpoint_relative")
+    return {k: v for k, v in tokenizer.items() if k not in paths} if isinstance(tokenizer, dict) else None
 
 
 def _describe(tokenizer: dict[str, Any]) -> str:

@@ -45,29 +45,58 @@ def codes_dtype(codebook_size: int) -> np.dtype:
     return np.dtype(np.uint16) if codebook_size <= _UINT16_VOCAB else np.dtype(np.int32)
 
 
+def _holds_images(root: Path) -> bool:
+    """True when ``root`` or one of its sub-folders (an ImageFolder tree) holds an image file."""
+    from gigatok_core.images import IMAGE_EXTENSIONS
+
+    folders = [root, *(p for p in root.iterdir() if p.is_dir())]
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for f in folders for p in f.iterdir() if p.is_file())
+
+
 # ---------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class CodesTokenizer:
-    """Which tokenizer produced the codes: a preset name and/or a checkpoint (path + sha256)."""
+    """Which tokenizer produced the codes: a preset name and/or a checkpoint (sha256, its absolute
+    path and its path relative to the codes folder: :func:`gigatok_core.recorded.find_recorded`)."""
 
     codebook_size: int
     num_tokens: int
     preset: str | None = None
     checkpoint: str | None = None
     sha256: str | None = None
+    checkpoint_relative: str | None = None
 
     def __post_init__(self) -> None:
         if self.codebook_size < 1 or self.num_tokens < 1:
             raise ValueError(f"codebook_size and num_tokens must be >= 1, got {self}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "preset": self.preset,
             "checkpoint": self.checkpoint,
             "sha256": self.sha256,
             "codebook_size": self.codebook_size,
             "num_tokens": self.num_tokens,
         }
+        if self.checkpoint_relative is not None:  # only beside a checkpoint (a preset has none)
+            out["checkpoint_relative"] = self.checkpoint_relative
+        return out
+
+    def locate(self, base: str | Path) -> Path | None:
+        """The recorded checkpoint file, found from anywhere (absolute path, else relative to
+        ``base``, the folder holding the record) and checked by its sha256; None for a preset."""
+        from gigatok_core.recorded import find_recorded
+
+        if not self.checkpoint:
+            return None
+        return find_recorded(
+            self.checkpoint,
+            self.checkpoint_relative,
+            self.sha256,
+            base=base,
+            what="the tokenizer checkpoint the codes were extracted with",
+            hint="pass the tokenizer weights with --tokenizer-checkpoint FILE|RUN_DIR",
+        )
 
     def same_source(self, other: CodesTokenizer) -> bool:
         """True when both records name the same tokenizer (preset, weights hash and shapes)."""
@@ -240,6 +269,7 @@ def _parse(root: Path, raw: Any) -> CodesManifest:
             preset=tok.get("preset"),
             checkpoint=tok.get("checkpoint"),
             sha256=tok.get("sha256"),
+            checkpoint_relative=tok.get("checkpoint_relative"),
         )
         shards = tuple(
             ShardEntry(
@@ -295,6 +325,13 @@ def read_manifest(codes_dir: str | Path, *, verify: bool = False) -> CodesManife
         n = len(list(root.glob("shard-*.npy")))
         if n:
             raise _bad(root, f"no {MANIFEST_NAME} beside {n} shard files: the extraction did not finish")
+        if _holds_images(root):  # an image folder given as --codes: extract into a new folder
+            new = root.parent / f"{root.name}-codes"
+            raise GigatokError(
+                f"{root} holds images, not codes (no {MANIFEST_NAME})",
+                hint=f"extract codes from it into a new folder first: `{EXTRACT_COMMAND} --tokenizer PRESET "
+                f"--data {root} --output {new}`, then pass --codes {new}",
+            )
         raise GigatokError(
             f"codes folder {root} holds no codes (no {MANIFEST_NAME})",
             hint=f"extract codes into it: `{EXTRACT_COMMAND} --tokenizer PRESET --data IMAGES --output {root}`",

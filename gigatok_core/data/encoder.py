@@ -13,7 +13,6 @@ import torch
 
 from gigatok_core.config import TokenizerConfig
 from gigatok_core.data.codes_format import CodesTokenizer
-from gigatok_core.errors import GigatokError
 
 
 def _decoder_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
@@ -30,28 +29,10 @@ def resolve_tokenizer_checkpoint(path: str | Path) -> Path:
     """The weights file behind ``--checkpoint``: a file as given; for a folder, its newest exported
     tokenizer (``*.safetensors`` with gigatok metadata of kind 'tokenizer'), else the ``ema`` (or
     ``model``) weights of its latest training checkpoint (a run folder or a step folder,
-    :func:`gigatok_core.config.source.weights_file`)."""
-    from gigatok_core.checkpoint import read_weights_meta
-    from gigatok_core.config.source import weights_file
-    from gigatok_core.train_checkpoint import latest_checkpoint
+    :func:`gigatok_core.weights.resolve_weights`, which also takes hub ids)."""
+    from gigatok_core.weights import resolve_weights
 
-    path = Path(path)
-    if path.is_dir():
-        exported = [
-            p
-            for p in sorted(path.glob("*.safetensors"))
-            if (read_weights_meta(p) or {}).get("kind") == "tokenizer"
-        ]
-        if exported:
-            return max(exported, key=lambda p: p.stat().st_mtime_ns)
-        if latest_checkpoint(path, quiet=True) is None:
-            raise GigatokError(
-                f"--checkpoint {path} is a folder without tokenizer weights (no exported *.safetensors, "
-                "no checkpoint)",
-                hint="pass the checkpoint file, a training run folder, or export the run first "
-                "(`gigatok train export`)",
-            )
-    return weights_file(path, "--checkpoint")
+    return resolve_weights(path, "--checkpoint", kind="tokenizer")
 
 
 def tokenizer_architecture(tokenizer: str, checkpoint: Path | None) -> tuple[TokenizerConfig, str]:
@@ -87,7 +68,7 @@ def tokenizer_record(
         codebook_size=cfg.codebook_size,
         num_tokens=cfg.num_latent_tokens,
         preset=preset.name,
-        checkpoint=str(ckpt) if ckpt else None,
+        checkpoint=str(ckpt.resolve()) if ckpt else None,
         sha256=sha256_file(ckpt) if ckpt else preset_sha,
     )
     return record, ckpt

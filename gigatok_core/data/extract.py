@@ -13,6 +13,7 @@ and its mirror (2). Labels are the sorted class folders. Differences, on purpose
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from gigatok_core.data.encoder import (
 )
 from gigatok_core.errors import GigatokError
 from gigatok_core.progress import ProgressFn
+from gigatok_core.recorded import relative_to
 
 STAGE = "extract-codes"  # the progress stage: this rank's images
 
@@ -50,7 +52,7 @@ def extract_codes(
     crop_range: float = 1.1,
     batch_size: int = 32,
     shard_size: int = 10_000,
-    workers: int = 4,
+    workers: int | None = None,
     device: str | None = None,
     precision: str | None = None,
     overwrite: bool = False,
@@ -67,7 +69,7 @@ def extract_codes(
     stage="extract-codes")`` counts this rank's images (``stage="import-official"``: files).
     ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
-    if batch_size < 1 or shard_size < 1 or workers < 0 or check_images < 0:
+    if batch_size < 1 or shard_size < 1 or (workers or 0) < 0 or check_images < 0:
         raise GigatokError(
             "--batch-size and --shard-size must be >= 1, --workers and --check-images >= 0",
             hint=f"got batch {batch_size}, shard {shard_size}, workers {workers}, check {check_images}",
@@ -125,7 +127,7 @@ def _extract(
     crop_range: float,
     batch_size: int,
     shard_size: int,
-    workers: int,
+    workers: int | None,
     dev: torch.device,
     precision: str,
     overwrite: bool,
@@ -145,6 +147,8 @@ def _extract(
     require_readable(dataset, command="train extract-codes")
     ctx = ctx or dist.get_context(dev)
     model, record = load_encoder(tokenizer, checkpoint=ckpt, device=dev)
+    if ckpt is not None:  # found again from anywhere, also after the tree is moved
+        record = dataclasses.replace(record, checkpoint_relative=relative_to(ckpt, output))
     settings: dict[str, Any] = {
         "tokenizer": record.to_dict(),
         "crops": crops,

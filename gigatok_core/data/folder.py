@@ -278,9 +278,24 @@ class ImageLoader:
             for bad in batch.skipped:
                 if bad.path not in self.skipped:
                     self.skipped[bad.path] = bad.reason
-                    log.warning("skipped an unreadable image: %s", bad.reason)
+                    log.warning("skipped an image: %s", bad.reason)  # unreadable, or too elongated to crop
             if batch.labels.numel():
                 yield batch.images, batch.labels
+
+
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """DataLoader workers that fit this machine: one core per process is left for the main loop,
+    at most 4 (2 cores: 1 worker, not 4, which PyTorch warns about), shared by the local processes
+    of a torchrun launch (``LOCAL_WORLD_SIZE``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(MAX_DEFAULT_WORKERS, cpus // local - 1))
 
 
 def make_loader(
@@ -288,19 +303,21 @@ def make_loader(
     batch_size: int,
     *,
     sampler: Sampler | None = None,
-    workers: int = 4,
+    workers: int | None = None,
     pin_memory: bool = False,
     shuffle: bool = False,
     drop_last: bool = False,
     seed: int | None = None,
 ) -> ImageLoader:
-    """A DataLoader decoding in ``workers`` processes, dropping and naming unreadable images.
+    """A DataLoader decoding in ``workers`` processes (default: :func:`default_workers`), dropping
+    and naming unreadable images.
 
     ``sampler`` (e.g. the distributed epoch sampler) wins over ``shuffle``; ``seed`` seeds the
     loader's generator (worker seeds, and with it the augmentation).
     """
     if batch_size < 1:
         raise GigatokError(f"batch size must be at least 1, got {batch_size}")
+    workers = default_workers() if workers is None else workers
     if workers < 0:
         raise GigatokError(f"workers must be >= 0, got {workers}")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -20,7 +20,7 @@ from gigatok_core.progress import ProgressFn
 
 
 def gfid(
-    gpt: str,
+    gpt: str | None,
     output: str | Path,
     *,
     tokenizer: str | None = None,
@@ -53,17 +53,21 @@ def gfid(
 ) -> EvalReport | None:
     """``gigatok eval gfid``: sample class-balanced images with ``gpt`` and score them against ADM's batch.
 
-    ``gpt`` is a preset or a release (``gpt-b@xl-xxl``). ``cfg_scale`` defaults to 1.75, or with
+    ``gpt`` is a preset or a release (``gpt-b@xl-xxl``), or None: the preset a gigatok
+    ``gpt_checkpoint`` names (:func:`gigatok_core.ar.trained.resolve_pairing`). ``cfg_scale`` defaults to 1.75, or with
     ``search`` to the official empirical start for the GPT and schedule. ``on_result(scale,
     metrics)`` is called after each scale of a search. Returns ``None`` on ranks other than 0.
     """
     from gigatok_core.ar.guidance import CFGSchedule
-    from gigatok_core.ar.load import split_gpt_name
+    from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
+    from gigatok_core.sample import weights_identity
 
     check_json_target(json_path, overwrite)
-    gpt, tokenizer = split_gpt_name(gpt, tokenizer)
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
+    gpt, tokenizer = pairing.gpt, pairing.tokenizer
+    gpt_checkpoint, tokenizer_checkpoint = pairing.gpt_checkpoint, pairing.tokenizer_checkpoint
     images_per_class = per_class(num_samples, num_per_class, num_classes)
     check_window_grid(window_grid, search, cfg_schedule)
     sched = CFGSchedule(
@@ -95,6 +99,8 @@ def gfid(
     settings: dict[str, Any] = {
         "gpt": gpt,
         "tokenizer": tokenizer,
+        "weights": weights_identity(pairing),  # the exact files (path, sha256) behind the numbers
+        "tokenizer_weights": pairing.tokenizer_weights,
         "cfg_schedule": cfg_schedule,
         "seed": seed,
     }
@@ -126,7 +132,7 @@ def gfid(
 
 
 def val_loss(
-    gpt: str,
+    gpt: str | None,
     data: str | Path,
     *,
     tokenizer: str | None = None,
@@ -141,10 +147,14 @@ def val_loss(
     on_progress: ProgressFn | None = None,
 ) -> EvalReport | None:
     """``gigatok eval val-loss``: the GPT's cross-entropy on the tokenizer's codes of ``data``."""
+    from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.evaluation.val_loss import validation_loss
+    from gigatok_core.sample import weights_identity
 
     check_json_target(json_path, overwrite)
     data = check_folder(data, "--data")
+    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)  # --gpt may be left out
+    gpt = pairing.gpt
     report = validation_loss(
         gpt,
         data,
@@ -159,6 +169,10 @@ def val_loss(
     )
     if report is None:  # not rank 0
         return None
-    settings = {"data": str(data), "gpt_checkpoint": gpt_checkpoint}
+    settings = {
+        "data": str(data),
+        "gpt_checkpoint": str(gpt_checkpoint) if gpt_checkpoint else None,
+        "weights": weights_identity(pairing),  # the exact files (path, sha256) behind the number
+    }
     title = f"val loss: {gpt} ({report.tokenizer}) on {data.name}"
     return finish(EvalReport(title, report.to_dict(), settings), json_path)

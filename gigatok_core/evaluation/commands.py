@@ -243,9 +243,14 @@ def rfid(
     if report is None:  # not rank 0
         return None
     messages = [f"reference statistics cached at {report.reference}"] if report.reference_built else []
+    from gigatok_core.data.encoder import resolve_tokenizer_checkpoint
+    from gigatok_core.recorded import tokenizer_identity
+
+    ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
     settings = {
         "tokenizer": tokenizer,
-        "checkpoint": checkpoint,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "weights": {"tokenizer": tokenizer_identity(tokenizer, ckpt)},  # path and sha256
         "reference": report.reference,
         "rfid": report.metrics.get("fid"),
     }

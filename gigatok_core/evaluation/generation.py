@@ -35,18 +35,21 @@ def default_reference() -> Path:
     return fetch_weights("VIRTUAL_imagenet256_labeled.npz")
 
 
-def sample_paths(output: str | Path, classes: Sequence[int], num_per_class: int) -> list[Path]:
+def sample_paths(
+    output: str | Path, classes: Sequence[int], num_per_class: int, names: Sequence[str] | None = None
+) -> list[Path]:
     """The PNGs of a run in scoring order: sample index first, then class (k=0 of every class, k=1 ...).
 
     The order matters for the Inception Score, which ADM computes over consecutive splits of 5000:
     in class order each split would see only 100 classes and the IS would come out far too low
     (the official script's labels are uniform-random, so its splits mix all classes). The npz of
-    ``--save-npz`` uses the same order.
+    ``--save-npz`` uses the same order. ``names``: the GPT's own class names (see
+    :func:`gigatok_core.sample_output.plan`).
     """
     from gigatok_core.sample import SampleItem
 
     return [
-        Path(output) / f"{SampleItem(c, k).stem}.png"
+        Path(output) / f"{SampleItem(c, k, names[c] if names is not None else None).stem}.png"
         for k in range(num_per_class)
         for c in dict.fromkeys(classes)
     ]
@@ -103,7 +106,10 @@ def evaluate_generation(
     )
     if not (ctx or dist.get_context(init=False)).is_main:
         return None  # sample_images ends with a collective: every PNG exists once rank 0 gets here
-    paths = sample_paths(output, classes, num_per_class)
+    from gigatok_core.sample_output import read_previous
+
+    names = read_previous(Path(output)).get("run_class_names")  # the file names the sampler used
+    paths = sample_paths(output, classes, num_per_class, names)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise GigatokError(

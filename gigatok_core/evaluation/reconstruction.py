@@ -197,7 +197,7 @@ def evaluate_reconstruction(
     if merged.skipped:
         first, why = merged.skipped[0]
         metrics.setdefault("notes", []).append(
-            f"{len(merged.skipped)} unreadable image(s) left out of both sides (first: {files[first]}: {why})"
+            f"{len(merged.skipped)} image(s) left out of both sides (first: {files[first]}: {why})"
         )
     if out_dir is not None:  # which source each NNNNNN.png reconstructs
         from gigatok_core.images import atomic_write_bytes

@@ -31,10 +31,10 @@ def file_identity(path: str | Path | None) -> dict[str, Any] | None:
 
 def gpt_weights_file(path: str | Path | None) -> Path | None:
     """The GPT weights file of ``--gpt-checkpoint``: a file as is, or a training run's (or checkpoint
-    folder's) newest ``ema`` (else ``model``) weights (:func:`gigatok_core.config.source.weights_file`)."""
-    from gigatok_core.config.source import weights_file
+    folder's) newest ``ema`` (else ``model``) weights (:func:`gigatok_core.weights.resolve_weights`)."""
+    from gigatok_core.weights import resolve_weights
 
-    return None if path is None else weights_file(path, "--gpt-checkpoint")
+    return None if path is None else resolve_weights(path, "--gpt-checkpoint", kind="gpt")
 
 
 def probe_gpt_files(

@@ -10,7 +10,7 @@ import torch
 
 from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import TokenizerConfig
-from gigatok_core.config.source import describe_checkpoint, weights_file
+from gigatok_core.config.source import describe_checkpoint, is_hub_ref, weights_file
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_names, tokenizer_preset
 from gigatok_core.tokenizer.model import DISTILL_PREFIX, VQTokenizer, init_weights
@@ -66,7 +66,7 @@ def tokenizer_config_of(path: str | Path) -> tuple[TokenizerConfig, str | None]:
     if meta is not None:
         preset = meta.get("preset") if meta.get("preset") in tokenizer_names() else None
         return TokenizerConfig.from_checkpoint(path), preset
-    sd, _ = extract_state_dict(read_checkpoint(path), source=str(path))
+    sd, _ = extract_state_dict(read_checkpoint(weights_file(path, kind="tokenizer")), source=str(path))
     name = guess_preset(sd)
     if name is None:
         raise GigatokError(
@@ -87,7 +87,7 @@ def checkpoint_preset(checkpoint: str | Path | None) -> str | None:
 
 
 def _is_checkpoint_path(name_or_path: str) -> bool:
-    return name_or_path not in tokenizer_names() and Path(name_or_path).exists()
+    return name_or_path not in tokenizer_names() and (is_hub_ref(name_or_path) or Path(name_or_path).exists())
 
 
 def load_tokenizer(
@@ -108,13 +108,12 @@ def load_tokenizer(
     ``checkpoint`` (or ``name_or_path``) may be a Hugging Face Hub reference,
     ``hf://OWNER/REPO[@REVISION]`` or ``hf://OWNER/REPO/FILE`` (:func:`gigatok_core.hub.resolve_hub_ref`).
     """
-    from gigatok_core.hub.hf import resolve_hub_ref
+    from gigatok_core.weights import local_weights
 
-    checkpoint = resolve_hub_ref(checkpoint) or checkpoint
-    if checkpoint is None and (hub_file := resolve_hub_ref(name_or_path)) is not None:
-        return _load_checkpoint(hub_file, None, device, dtype, with_distill)
+    if checkpoint is not None:
+        checkpoint = local_weights(checkpoint, "tokenizer checkpoint")  # a hub id: its local copy
     if checkpoint is None and _is_checkpoint_path(name_or_path):
-        return _load_checkpoint(Path(name_or_path), None, device, dtype, with_distill)
+        return _load_checkpoint(local_weights(name_or_path), None, device, dtype, with_distill)
     preset = tokenizer_preset(name_or_path)
     cfg = preset.config
     if checkpoint is None and preset.weights is None:
@@ -145,7 +144,7 @@ def _load_checkpoint(
     with_distill: bool,
 ) -> VQTokenizer:
     """Build the checkpoint's architecture and load it strictly."""
-    path = weights_file(checkpoint)
+    path = weights_file(checkpoint, kind="tokenizer")
     state_dict, _entry = extract_state_dict(read_checkpoint(path), source=str(path))
     cfg, label = checkpoint_config(checkpoint, preset_name, state_dict)
     model = build_tokenizer(cfg, with_distill=with_distill, device="meta")
@@ -178,7 +177,7 @@ def checkpoint_config(
     if meta is None:
         if preset_name is None and state_dict is None:
             state_dict, _ = extract_state_dict(
-                read_checkpoint(weights_file(checkpoint)), source=str(checkpoint)
+                read_checkpoint(weights_file(checkpoint, kind="tokenizer")), source=str(checkpoint)
             )
         name = preset_name or guess_preset(state_dict or {})
         if name is None:

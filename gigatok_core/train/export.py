@@ -42,6 +42,7 @@ def export_meta(meta: dict[str, Any], group: str, source: Path) -> dict[str, Any
         "preset": meta.get("preset"),
         "config": config.get("model", config),
         "tokenizer": meta.get("tokenizer"),
+        "classes": meta.get("classes"),  # a GPT's own class names travel with its weights
         "step": meta.get("step"),
         "weights": group,
         "exported_from": source.name,

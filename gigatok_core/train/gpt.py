@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from gigatok_core.ar.loss import token_loss, token_losses
 from gigatok_core.errors import GigatokError
+from gigatok_core.recorded import relative_to
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
+from gigatok_core.train.run_dir import released_on_failed_start
 from gigatok_core.train.state import LoopSettings
 
 SAMPLE_CLASSES = 4  # classes in the training sample grid, evenly spread over the label range
@@ -121,6 +123,7 @@ class GPTTask(Task):
         self.train_set, self.val_set, self.manifest = train_set, val_set, manifest
         self.tokens_per_sample = cfg.model.block_size
         self.tokenizer: nn.Module | None = None
+        self.run_dir: Path | None = None  # set by train_gpt: the base of recorded relative paths
 
     @classmethod
     def from_codes(
@@ -199,8 +202,14 @@ class GPTTask(Task):
         )(step)
 
     def meta(self) -> dict[str, Any]:
-        tokenizer = self.manifest.tokenizer.to_dict() if self.manifest is not None else None
-        return {"preset": self.cfg.preset, "tokenizer": tokenizer}
+        """The preset, the tokenizer the codes came from (its checkpoint's path also relative to the
+        run folder, for a moved tree) and the class names the labels stand for."""
+        if self.manifest is None:
+            return {"preset": self.cfg.preset, "tokenizer": None}
+        tokenizer = self.manifest.tokenizer.to_dict()
+        if tokenizer.get("checkpoint") and self.run_dir is not None:
+            tokenizer["checkpoint_relative"] = relative_to(tokenizer["checkpoint"], self.run_dir)
+        return {"preset": self.cfg.preset, "tokenizer": tokenizer, "classes": list(self.manifest.classes)}
 
     def train_step(self, engine: Engine, micro_batches: list[Any]) -> dict[str, Any]:
         total = torch.zeros((), device=engine.device)
@@ -293,7 +302,8 @@ class GPTTask(Task):
                 f"{self.manifest.root} does not name its tokenizer, so samples cannot be decoded",
                 hint="drop --sample-every, or extract the codes with gigatok (it records the tokenizer)",
             )
-        return load_tokenizer(tok.preset or tok.checkpoint, checkpoint=tok.checkpoint, device=device)
+        ckpt = tok.locate(self.manifest.root)  # from any working directory, checked by its hash
+        return load_tokenizer(tok.preset or str(ckpt), checkpoint=ckpt, device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,8 +360,10 @@ def train_gpt(
         "val_fraction": val_fraction,
         "tokenizer": task.manifest.tokenizer.to_dict(),
     }
+    task.run_dir = Path(output).resolve()
     engine = Engine(settings)
     config = train_config_dict(cfg, data)
-    return engine.fit(
-        task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
-    )
+    with released_on_failed_start(output):
+        return engine.fit(
+            task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
+        )

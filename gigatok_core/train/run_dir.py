@@ -13,11 +13,12 @@ entries above and nothing else); settings that only change how a run executes ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,31 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def released_on_failed_start(run_dir: str | Path) -> Iterator[None]:
+    """A run that fails before its first checkpoint leaves the folder as it found it.
+
+    Without this, a start that dies (a frozen network that does not fit, a bad file) leaves a
+    ``config.yaml`` behind that then refuses the corrected command as "another config's run". On
+    an exception, when the folder held no run before and holds no checkpoint now, the run entries
+    this start created are removed (the main rank only), and the folder too if it is left empty.
+    """
+    from gigatok_core.dist import dist_info
+
+    run_dir = Path(run_dir)
+    fresh = not (run_dir / CONFIG_FILE).exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and dist_info().is_main and not (run_dir / "checkpoints" / "latest").exists():
+            for name in RUN_ENTRIES:
+                entry = run_dir / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only when empty: never a user's other files
+        raise

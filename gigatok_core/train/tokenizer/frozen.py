@@ -127,6 +127,32 @@ def load_teacher(path: str | Path, *, grid: int = 16, device: str | torch.device
     return SemanticTeacher(vit, grid).to(device)
 
 
+def _random_vit(width: int, depth: int, patch: int, grid: int, seed: int) -> VisionTransformer:
+    """A small seeded random ViT (timm's init): the stand-in of a frozen network in smoke runs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VisionTransformer(
+            img_size=grid * patch,
+            patch_size=patch,
+            embed_dim=width,
+            depth=depth,
+            num_heads=max(width // HEAD_DIM, 1),
+            num_classes=0,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        )
+
+
+def random_teacher(width: int, *, grid: int = 16, device: str | torch.device = "cpu") -> SemanticTeacher:
+    """A seeded random 2-block ViT teacher of ``width`` (the ``tiny`` preset's smoke runs: offline,
+    no DINOv2 download; its targets mean nothing)."""
+    return SemanticTeacher(_random_vit(width, 2, 14, grid, seed=1), grid).to(device)
+
+
+def teacher_width(path: str | Path) -> int:
+    """The token width of a DINOv2 file (768 for ViT-B/14), read from its patch embedding."""
+    return int(_read_state_dict(path, "DINOv2")["patch_embed.proj.weight"].shape[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # DINO ViT-S/16 backbone of the DINO discriminator (docs/recipes.md#discriminators)
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +185,11 @@ class DinoTaps(nn.Module):
             if i in self.taps:
                 out.append(readout(t))
         return out
+
+
+def random_dino_backbone(*, device: str | torch.device = "cpu") -> DinoTaps:
+    """A seeded random 3-block ViT at 224x224 (the ``tiny`` preset's smoke runs with dinodisc)."""
+    return DinoTaps(_random_vit(64, 3, 16, 14, seed=2)).to(device)
 
 
 def load_dino_backbone(path: str | Path, *, device: str | torch.device = "cpu") -> DinoTaps:

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
+from gigatok_core.train.run_dir import released_on_failed_start
 from gigatok_core.train.state import LoopSettings
 from gigatok_core.train.tokenizer.loss import LossSettings, VQLoss
 from gigatok_core.train.tokenizer.optim import EMA
@@ -56,30 +57,70 @@ def needed_frozen(recipe: Any) -> list[str]:
     return roles
 
 
-def resolve_frozen(recipe: Any, given: Mapping[str, str | Path | None] | None = None) -> dict[str, Path]:
+def resolve_frozen(
+    recipe: Any, given: Mapping[str, str | Path | None] | None = None, *, preset: str | None = None
+) -> dict[str, Path | None]:
     """Local files of the frozen networks: the given ones, else the download cache (fetched now,
-    so a launcher's parent fetches them before any worker starts)."""
+    so a launcher's parent fetches them before any worker starts). A random-weights preset
+    (``tiny``: smoke runs) gets seeded random networks instead (None), offline, said loudly."""
     from gigatok_core.hub import fetch_weights
+    from gigatok_core.tokenizer.load import RANDOM_OK
 
     given = given or {}
-    out = {}
+    out: dict[str, Path | None] = {}
     for role in needed_frozen(recipe):
         if given.get(role):
             path = Path(given[role])
             if not path.is_file():
                 raise GigatokError(f"{FROZEN_FILES[role][1].split()[0]} {path} does not exist")
             out[role] = path
+        elif preset in RANDOM_OK:
+            out[role] = None
         else:
             entry, option = FROZEN_FILES[role]
             out[role] = fetch_weights(entry, or_option=option)
+    random = [role for role, path in out.items() if path is None]
+    if random:
+        log.warning(
+            "smoke run: %s trains against seeded RANDOM frozen networks (%s), offline; the %s "
+            "losses mean nothing. Real ones: %s",
+            preset,
+            ", ".join(FROZEN_NAMES[r] for r in random),
+            " and ".join(FROZEN_LOSSES[r] for r in random),
+            ", ".join(FROZEN_FILES[r][1] for r in random),
+        )
     return out
 
 
+FROZEN_NAMES = {"teacher": "DINOv2 teacher", "dino": "DINO discriminator backbone", "vgg": "VGG16 of LPIPS"}
+FROZEN_LOSSES = {"teacher": "semantic", "dino": "DINO-discriminator", "vgg": "perceptual"}
+
+
+def fit_teacher_width(cfg: Any, teacher: Path | None) -> Any:
+    """``cfg`` with the distillation projection as wide as the teacher file's tokens (a real
+    DINOv2 ViT-B/14 is 768 wide, the ``tiny`` preset's projection 32): checked before any work,
+    so a run never fails at its first step on a width mismatch."""
+    from gigatok_core.train.tokenizer.frozen import teacher_width
+
+    if teacher is None:
+        return cfg
+    width = teacher_width(teacher)
+    if width == cfg.model.distill_dim:
+        return cfg
+    log.info(
+        "model.distill_dim follows the teacher %s: %d (the %s preset says %d)",
+        teacher, width, cfg.preset, cfg.model.distill_dim,
+    )  # fmt: skip
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, distill_dim=width))
+
+
 def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """State dict of ``--init``: a tokenizer preset (its released weights), a weights file, or a
-    training run folder (EMA preferred)."""
+    """State dict of ``--init``: a tokenizer preset (its released weights), or anything the weights
+    resolver takes (:func:`gigatok_core.weights.resolve_weights`: a file, a run or export folder,
+    EMA preferred, a hub id)."""
     from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
+    from gigatok_core.weights import resolve_weights
 
     text = str(init)
     if text in tokenizer_names() and not Path(text).exists():
@@ -90,13 +131,7 @@ def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
 
         path = fetch_weights(preset.weights, or_option="--init FILE")
     else:
-        path = Path(text)
-        if path.is_dir():
-            from gigatok_core.train_checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(path)
-            group = "ema" if "ema" in ckpt.weights else "model"
-            return dict(ckpt.weights[group]), f"{ckpt.path} ({group})"
+        path = resolve_weights(init, "--init", kind="tokenizer")
     sd, _ = extract_state_dict(read_checkpoint(path), source=str(path))
     return sd, str(path)
 
@@ -137,9 +172,9 @@ class TokenizerTask(Task):
         cfg: Any,
         *,
         data: str | Path | Dataset,
-        frozen: Mapping[str, Path],
+        frozen: Mapping[str, Path | None],
         init: str | Path | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = 0,
     ) -> None:
         """``data``: a folder, or the dataset :func:`training_images` made of it."""
         from gigatok_core.data.folder import collate_skip
@@ -152,7 +187,9 @@ class TokenizerTask(Task):
             )
         self.train_set = data if isinstance(data, Dataset) else training_images(cfg, data)
         self.collate_fn = collate_skip
-        self.num_workers = num_workers
+        from gigatok_core.data.folder import default_workers
+
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.tokens_per_sample = 0
         self._named_unreadable: set[str] = set()
 
@@ -170,7 +207,9 @@ class TokenizerTask(Task):
         ema = EMA(model, recipe.ema_decay) if cfg.ema else None  # whole tensors, before any sharding
         layers = [*model.vit_encoder.transformer, *model.vit_decoder.transformer]
         wrapped = engine.wrap(model, units=layers)
-        lpips = build_lpips(self.frozen["vgg"], device=dev) if "vgg" in self.frozen else None
+        lpips = None
+        if "vgg" in self.frozen:  # None: a seeded random VGG16 (smoke runs of a random preset)
+            lpips = build_lpips(self.frozen["vgg"], device=dev, random=self.frozen["vgg"] is None)
         self.disc = self._build_disc(dev)
         disc_forward = self.disc
         if engine.ctx.distributed:  # the discriminator stays under DDP, also with FSDP (docs/recipes.md#fsdp)
@@ -180,9 +219,14 @@ class TokenizerTask(Task):
             disc_forward = DistributedDataParallel(self.disc, device_ids=ids)
         teacher = None
         if "teacher" in self.frozen:
-            from gigatok_core.train.tokenizer.frozen import load_teacher
+            from gigatok_core.train.tokenizer.frozen import load_teacher, random_teacher
 
-            teacher = load_teacher(self.frozen["teacher"], grid=cfg.model.grid_size, device=dev)
+            path, grid = self.frozen["teacher"], cfg.model.grid_size
+            teacher = (
+                random_teacher(cfg.model.distill_dim, grid=grid, device=dev)
+                if path is None
+                else load_teacher(path, grid=grid, device=dev)
+            )
         optim = OptimSettings(
             lr=cfg.lr,
             end_lr=recipe.end_lr,
@@ -215,9 +259,15 @@ class TokenizerTask(Task):
         recipe = self.cfg.recipe
         if recipe.disc_type == "dinodisc":
             from gigatok_core.train.tokenizer.dinodisc import DinoDiscriminator
-            from gigatok_core.train.tokenizer.frozen import load_dino_backbone
+            from gigatok_core.train.tokenizer.frozen import load_dino_backbone, random_dino_backbone
 
-            return DinoDiscriminator(load_dino_backbone(self.frozen["dino"], device=device)).to(device)
+            path = self.frozen["dino"]
+            backbone = (
+                random_dino_backbone(device=device)
+                if path is None
+                else load_dino_backbone(path, device=device)
+            )
+            return DinoDiscriminator(backbone).to(device)
         from gigatok_core.train.tokenizer.patchgan import PatchGAN
 
         disc = PatchGAN(ndf=recipe.disc_dim, n_layers=recipe.disc_num_layers, kernel=recipe.disc_kw)
@@ -259,7 +309,7 @@ class TokenizerTask(Task):
             for bad in batch.skipped:
                 if bad.path not in self._named_unreadable:
                     self._named_unreadable.add(bad.path)
-                    log.warning("skipping unreadable image %s (%s)", bad.path, bad.reason)
+                    log.warning("skipping an image: %s", bad.reason)  # the reason names the file
             if batch.images.numel():
                 out.append(batch.images.to(engine.device, non_blocking=True))
         return out
@@ -330,15 +380,16 @@ def prefetch_tokenizer_training(
     frozen: Mapping[str, str | Path | None] | None = None,
     init: str | Path | None = None,
     data: str | Path | None = None,
-) -> dict[str, Path]:
+) -> dict[str, Path | None]:
     """What a launcher's parent runs before any worker starts: the data folder's check, then the
-    frozen networks (and released ``--init`` weights) into the download cache. Returns the frozen
-    networks' files."""
+    frozen networks (and released ``--init`` weights) into the download cache, the teacher's width
+    checked. Returns the frozen networks' files (None: seeded random)."""
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
 
     if data is not None:
         training_images(cfg, data)  # an unusable folder is refused before any download
-    files = resolve_frozen(cfg.recipe, frozen)
+    files = resolve_frozen(cfg.recipe, frozen, preset=cfg.preset)
+    fit_teacher_width(cfg, files.get("teacher"))
     if init is not None and str(init) in tokenizer_names() and not Path(str(init)).exists():
         weights = tokenizer_preset(str(init)).weights
         if weights is not None:  # a preset without released weights fails in the workers, clearly
@@ -355,7 +406,7 @@ def train_tokenizer(
     output: str | Path,
     init: str | Path | None = None,
     frozen: Mapping[str, str | Path | None] | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     resume: str = "auto",
     overwrite: bool = False,
     on_step: OnStep | None = None,
@@ -364,12 +415,14 @@ def train_tokenizer(
     """Train a tokenizer (``cfg``: a resolved ``TokenizerTrainConfig``) on the images in ``data``
     into the run folder ``output``. ``frozen``: local files for "teacher", "dino", "vgg" (else
     the download cache)."""
+    images = training_images(cfg, data)  # an unusable folder is refused before any download
+    files = resolve_frozen(cfg.recipe, frozen, preset=cfg.preset)
+    cfg = fit_teacher_width(cfg, files.get("teacher"))  # before any work: never a crash at step 1
     settings = LoopSettings.from_train_config(cfg)
-    images = training_images(cfg, data)  # before any download
-    files = resolve_frozen(cfg.recipe, frozen)
     task = TokenizerTask(cfg, data=images, frozen=files, init=init, num_workers=num_workers)
     record = {"data": str(Path(data).resolve()), "init": str(init) if init is not None else None}
     config = train_config_dict(cfg, record)
-    return Engine(settings).fit(
-        task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
-    )
+    with released_on_failed_start(output):
+        return Engine(settings).fit(
+            task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
+        )
