@@ -35,7 +35,7 @@ def test_tree_labels_follow_sorted_folders_and_torchvision_walk_order(tmp_path: 
         "b/z.png",
     ]
     assert ds.labels == [0, 0, 1, 1]
-    x, y = ds[2]
+    x, y, _key = ds[2]
     assert x.shape == (3, 8, 8) and y == 1
     assert torch.allclose(x, torch.full_like(x, 20 / 127.5 - 1))
 
@@ -110,7 +110,8 @@ def test_make_loader_validates(tmp_path: Path) -> None:
 
 def test_augmentation_is_drawn_per_sample_whatever_the_workers(tmp_path: Path) -> None:
     """With a seed, sample i's crop and flip depend on (seed, epoch, i) only: 0 or 2 DataLoader
-    workers, any order, give the same tensors; another epoch or seed draws others (issue 17)."""
+    workers, any order, give the same tensors and keys; another epoch or seed draws others (issue 17)."""
+    from gigatok_core.data.draws import sample_key
     from gigatok_core.data.transforms import TrainAugment
 
     rng = np.random.default_rng(0)
@@ -119,12 +120,15 @@ def test_augmentation_is_drawn_per_sample_whatever_the_workers(tmp_path: Path) -
     ds = ImageFolderDataset(tmp_path, transform=TrainAugment(16), seed=3)
     ds.set_epoch(1)
 
-    def batches(workers: int) -> torch.Tensor:
+    def batches(workers: int) -> tuple[torch.Tensor, list[int]]:
         loader = make_loader(ds, 2, workers=workers, sampler=[5, 0, 3, 1, 4, 2])
-        return torch.cat([images for images, _ in loader])
+        raw = list(loader.loader)  # the collated ImageBatch objects
+        return torch.cat([b.images for b in raw]), [k for b in raw for k in b.keys]
 
-    zero, two = batches(0), batches(2)
+    (zero, keys0), (two, keys2) = batches(0), batches(2)
     assert torch.equal(zero, two)
+    # each sample's key travels with it to the training step (the discriminator's draws)
+    assert keys0 == keys2 == [sample_key(3, 1, i) for i in (5, 0, 3, 1, 4, 2)]
     assert torch.equal(zero[0], ds[5][0]) and torch.equal(zero[1], ds[0][0])  # not the position in the order
     ds.set_epoch(2)
     assert not torch.equal(torch.stack([ds[i][0] for i in (5, 0, 3, 1, 4, 2)]), zero)

@@ -49,7 +49,8 @@ def _env(kit: dict[str, Path]) -> dict[str, str]:
     }
 
 
-def _train(kit: dict[str, Path], output: Path, *args: str) -> object:
+def _train(kit: dict[str, Path], output: Path, *args: str, workers: str | None = "0") -> object:
+    """``workers=None``: the default DataLoader worker count."""
     cmd = [
         "train",
         "tokenizer",
@@ -63,8 +64,7 @@ def _train(kit: dict[str, Path], output: Path, *args: str) -> object:
         "cpu",
         "--precision",
         "fp32",
-        "--workers",
-        "0",
+        *(["--workers", workers] if workers is not None else []),
         *args,
     ]
     return CliRunner().invoke(app, cmd, env=_env(kit))
@@ -144,26 +144,39 @@ def test_reconstruct_from_run_dir(trained: Path, kit: dict[str, Path], tmp_path:
     assert len(list(out.glob("*.png"))) == 6  # the broken file is reported and skipped
 
 
-def test_dino_discriminator_and_resume(kit: dict[str, Path], tmp_path: Path) -> None:
-    """The b-l-dino recipe's discriminator (DiffAug, frozen DINO taps, five heads) on `tiny`; a
-    second invocation resumes the run and continues to the new --max-steps."""
+def test_dino_discriminator_and_resume(kit: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """The b-l-dino recipe's discriminator (DiffAug, frozen DINO taps, five heads) on `tiny`, with
+    the default DataLoader workers: stopped after step 2 and run again to step 3, it logs the losses
+    of the uninterrupted run. Every discriminator call gets its images' keys (the DiffAug and crop
+    draws per sample, step and call, issue 17)."""
+    from gigatok_core.train.tokenizer.dinodisc import DinoDiscriminator
+
+    calls: list[int | None] = []  # per discriminator call: how many keys it got
+    forward = DinoDiscriminator.forward
+
+    def spy(self, x, keys=None):
+        calls.append(None if keys is None else len(keys))
+        return forward(self, x, keys)
+
+    monkeypatch.setattr(DinoDiscriminator, "forward", spy)
+    common = [*SMALL, "recipe.disc_type=dinodisc", "recipe.disc_start=1", "recipe.aux_loss_end=3"]
+    common += ["recipe.warmup=10", "--batch-size", "2", "--log-every", "1", "--save-every", "2"]
+    res = _train(kit, tmp_path / "full", *common, "--max-steps", "3", workers=None)
+    assert res.exit_code == 0, res.output
+    # the keys of the step's readable images (the folder's broken file leaves one), every call;
+    # steps 1-2 with the aux window open: 5 calls; step 3: 3
+    assert len(calls) == 2 * 5 + 3 and None not in calls and set(calls) <= {1, 2}, calls
     run = tmp_path / "dino"
-    common = [
-        *SMALL,
-        "recipe.disc_type=dinodisc",
-        "recipe.disc_start=1",
-        "--batch-size",
-        "2",
-        "--log-every",
-        "1",
-    ]
-    res = _train(kit, run, *common, "--max-steps", "2")
+    res = _train(kit, run, *common, "--max-steps", "2", workers=None)
     assert res.exit_code == 0, res.output
-    res = _train(kit, run, *common, "--max-steps", "3")
+    res = _train(kit, run, *common, "--max-steps", "3", workers=None)
     assert res.exit_code == 0, res.output
-    recs = _records(run)
-    assert [r["step"] for r in recs] == [1, 2, 3]
-    assert all(r["d_loss"] > 0 for r in recs)
+    full, resumed = _records(tmp_path / "full"), _records(run)
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    assert all(r["d_loss"] > 0 for r in resumed)
+    for a, b in zip(full, resumed, strict=True):
+        for key in ("loss", "gen_adv", "d_loss", "d_adv", "grad_norm", "d_grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6), (a["step"], key)
 
 
 @pytest.mark.parametrize(

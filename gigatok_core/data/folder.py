@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gigatok_core.data.draws import sample_rng
+from gigatok_core.data.draws import sample_key
 from gigatok_core.errors import GigatokError
 from gigatok_core.images import IMAGE_EXTENSIONS, MAX_ASPECT, ImageReadError, read_image
 
@@ -131,14 +132,16 @@ class Unreadable:
 class ImageFolderDataset(Dataset):
     """Images of an ImageFolder tree (label = sorted class index) or a flat folder (label -1).
 
-    Items are ``(transform(image), label)``, or :class:`Unreadable` for a file that does not decode
+    Items are ``(transform(image), label, key)``, or :class:`Unreadable` for a file that does not decode
     (or is over :data:`~gigatok_core.images.MAX_ASPECT` times longer than wide). ``require_labels``
     refuses a folder without class sub-folders, naming ``purpose`` (the command that needs labels).
 
-    With a ``seed``, a random transform (one with ``takes_rng``) draws from sample ``i``'s own
-    generator, seeded from (seed, epoch, i): the same augmentation whatever the worker, the number of
-    workers or processes, or the step a run resumed at. Call :meth:`set_epoch` before each epoch
-    (workers copy the dataset when a DataLoader iterator starts: no ``persistent_workers``).
+    With a ``seed``, sample ``i``'s key is :func:`~gigatok_core.data.draws.sample_key` (seed, epoch,
+    i) (else None), and a random transform (one with ``takes_rng``) draws from the generator seeded
+    with it: the same augmentation whatever the worker, the number of workers or processes, or the
+    step a run resumed at. The key travels in the batch (:attr:`ImageBatch.keys`) for the training
+    step's own draws. Call :meth:`set_epoch` before each epoch (workers copy the dataset when a
+    DataLoader iterator starts: no ``persistent_workers``).
     """
 
     def __init__(
@@ -175,15 +178,16 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | Unreadable:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int | None] | Unreadable:
         path = self.files[i]
+        key = sample_key(self.seed, self.epoch, i) if self.seed is not None else None
         try:
             img = read_image(path)
             if max(img.size) > MAX_ASPECT * min(img.size):
                 raise ImageReadError(f"{path} is {img.size[0]}x{img.size[1]}: too elongated to crop")
-            if self.seed is not None and getattr(self.transform, "takes_rng", False):
-                return self.transform(img, rng=sample_rng(self.seed, self.epoch, i)), self.labels[i]
-            return self.transform(img), self.labels[i]
+            if key is not None and getattr(self.transform, "takes_rng", False):
+                return self.transform(img, rng=random.Random(key)), self.labels[i], key
+            return self.transform(img), self.labels[i], key
         except ImageReadError as err:
             return Unreadable(str(path), err.message)
 
@@ -229,25 +233,28 @@ def require_readable(dataset: ImageFolderDataset, *, command: str) -> None:
 
 @dataclass
 class ImageBatch:
-    """A collated batch: images (B, ...), labels (B,); ``skipped``: this batch's unreadable files."""
+    """A collated batch: images (B, ...), labels (B,); ``skipped``: this batch's unreadable files;
+    ``keys``: the images' sample keys (64-bit ints, in row order), None for a dataset without seed."""
 
     images: torch.Tensor
     labels: torch.Tensor
     skipped: list[Unreadable]
+    keys: tuple[int, ...] | None = None
 
     def pin_memory(self) -> ImageBatch:  # called by DataLoader(pin_memory=True)
-        return ImageBatch(self.images.pin_memory(), self.labels.pin_memory(), self.skipped)
+        return ImageBatch(self.images.pin_memory(), self.labels.pin_memory(), self.skipped, self.keys)
 
 
-def collate_skip(items: Sequence[tuple[torch.Tensor, int] | Unreadable]) -> ImageBatch:
+def collate_skip(items: Sequence[tuple[torch.Tensor, int, int | None] | Unreadable]) -> ImageBatch:
     """Stack the readable items; keep the unreadable ones aside (runs in the worker)."""
     good = [it for it in items if not isinstance(it, Unreadable)]
     bad = [it for it in items if isinstance(it, Unreadable)]
     if not good:
-        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.long), bad)
-    images = torch.stack([x for x, _ in good])  # (B, ...)
-    labels = torch.tensor([y for _, y in good], dtype=torch.long)  # (B,)
-    return ImageBatch(images, labels, bad)
+        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.long), bad, ())
+    images = torch.stack([it[0] for it in good])  # (B, ...)
+    labels = torch.tensor([it[1] for it in good], dtype=torch.long)  # (B,)
+    keys = tuple(it[2] for it in good)
+    return ImageBatch(images, labels, bad, None if None in keys else keys)
 
 
 class ImageLoader:

@@ -10,18 +10,47 @@ The ``*_direct`` terms live only while the aux window is open (g < aux_loss_end,
 ``use_direct_rec_loss``); the adversarial terms from g >= disc_start. The real images go
 through D once per D step and count in both hinge terms; real and fake go through D in
 separate calls (BatchNorm statistics per call).
+
+With the samples' keys (``keys``: one per image, from the dataset), a discriminator that draws
+(the DINO one: DiffAug and crop) gets per image ``fold(key, g, call)``, ``call`` naming which of
+the step's discriminator calls it is (:class:`DiscCall`): its draws are a function of (sample,
+step, call), whatever the number of processes or micro-batches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gigatok_core.data.draws import fold
 from gigatok_core.tokenizer.model import TokenizerOutput
+
+
+class DiscCall(IntEnum):
+    """Which discriminator call of a training step (folded into the images' keys)."""
+
+    GEN_FAKE = 0  # generator side, on x_hat
+    GEN_DIRECT = 1  # generator side, on x_hat_direct
+    REAL = 2  # D step, on x
+    FAKE = 3  # D step, on x_hat
+    DIRECT = 4  # D step, on x_hat_direct
+
+
+def call_disc(
+    disc: nn.Module, x: torch.Tensor, keys: Sequence[int] | None, g: int, call: DiscCall
+) -> torch.Tensor:
+    """``disc(x)``, with per-image keys for (g, call) when there are keys and ``disc`` (or the
+    module a DDP wrapper holds) takes them."""
+    module = getattr(disc, "module", disc)
+    if keys is None or not getattr(module, "takes_keys", False):
+        return disc(x)
+    return disc(x, keys=fold(keys, g, int(call)))
 
 
 @dataclass(frozen=True)
@@ -101,8 +130,14 @@ class VQLoss(nn.Module):
         return self.lpips(x.float().contiguous(), y.float().contiguous()).mean()
 
     def generator(
-        self, x: torch.Tensor, out: TokenizerOutput, g: int, teacher_feat: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        out: TokenizerOutput,
+        g: int,
+        teacher_feat: torch.Tensor | None = None,
+        keys: Sequence[int] | None = None,
     ) -> GeneratorLoss:
+        """``keys``: the images' sample keys (None: the discriminator draws globally)."""
         s = self.settings
         zero = x.new_zeros((), dtype=torch.float32)
         direct = out.direct_recon if (s.use_direct_rec_loss and s.aux_open(g)) else None
@@ -117,10 +152,11 @@ class VQLoss(nn.Module):
         logits_fake = None
         disc_w = s.disc_weight if (s.adversarial(g) and self.discriminator is not None) else 0.0
         if disc_w:
-            logits_fake = self.discriminator(out.recon.float())
+            logits_fake = call_disc(self.discriminator, out.recon.float(), keys, g, DiscCall.GEN_FAKE)
             t["gen_adv"] = -logits_fake.float().mean()
             if direct is not None:
-                t["gen_adv_direct"] = -self.discriminator(direct.float()).float().mean()
+                d_direct = call_disc(self.discriminator, direct.float(), keys, g, DiscCall.GEN_DIRECT)
+                t["gen_adv_direct"] = -d_direct.float().mean()
         t["vq"], t["commit"], t["entropy"] = out.vq_loss, out.commit_loss, out.entropy_loss
         fea = out.fea_rec_loss if (out.fea_rec_loss is not None and s.aux_open(g)) else zero
         t["fea_rec"] = fea
@@ -145,18 +181,20 @@ class VQLoss(nn.Module):
         g: int,
         *,
         disc: nn.Module | None = None,
+        keys: Sequence[int] | None = None,
     ) -> DiscriminatorLoss:
         """The D loss on detached reconstructions; ``direct`` only while the aux window is open.
-        ``disc``: the (DDP-wrapped) discriminator to call, default the unwrapped one."""
+        ``disc``: the (DDP-wrapped) discriminator to call, default the unwrapped one; ``keys``: the
+        images' sample keys."""
         s = self.settings
         d = disc if disc is not None else self.discriminator
         direct = direct if (direct is not None and s.use_direct_rec_loss and s.aux_open(g)) else None
-        real = d(x.detach().float())
-        fake = d(recon.detach().float())
+        real = call_disc(d, x.detach().float(), keys, g, DiscCall.REAL)
+        fake = call_disc(d, recon.detach().float(), keys, g, DiscCall.FAKE)
         logits = {"real": real, "fake": fake}
         terms = {"d_adv": s.disc_weight * hinge_d(real.float(), fake.float())}
         if direct is not None:
-            logits["direct_fake"] = d(direct.detach().float())
+            logits["direct_fake"] = call_disc(d, direct.detach().float(), keys, g, DiscCall.DIRECT)
             terms["d_adv_direct"] = s.disc_weight * hinge_d(real.float(), logits["direct_fake"].float())
         else:
             terms["d_adv_direct"] = terms["d_adv"].new_zeros(())

@@ -303,8 +303,10 @@ class TokenizerTask(Task):
         r = self.cfg.recipe
         return OfficialLR(self.cfg.lr, r.end_lr, r.warmup, max_steps, r.disc_start).generator(step)
 
-    def _images(self, engine: Engine, micro_batches: list[Any]) -> list[torch.Tensor]:
-        out = []
+    def _images(self, engine: Engine, micro_batches: list[Any]) -> tuple[list[torch.Tensor], list[Any]]:
+        """The micro-batches' images on the device, and per micro-batch its samples' keys (None
+        for a dataset without seed); unreadable images named once."""
+        out, keys = [], []
         for batch in micro_batches:
             for bad in batch.skipped:
                 if bad.path not in self._named_unreadable:
@@ -312,14 +314,15 @@ class TokenizerTask(Task):
                     log.warning("skipping an image: %s", bad.reason)  # the reason names the file
             if batch.images.numel():
                 out.append(batch.images.to(engine.device, non_blocking=True))
-        return out
+                keys.append(getattr(batch, "keys", None))
+        return out, keys
 
     def train_step(self, engine: Engine, micro_batches: list[Any]) -> dict[str, Any]:
         tr, t = self.trainer, engine.step
-        images = self._images(engine, micro_batches)
+        images, keys = self._images(engine, micro_batches)
         if not images:
             return {"skipped": 1}  # every image of this step was unreadable
-        metrics, cache = tr.generator_backward(t, images)
+        metrics, cache = tr.generator_backward(t, images, keys)
         if not engine.check_finite(metrics):
             tr.opt.zero_grad(set_to_none=True)
             return {**metrics, "skipped": 1}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +47,7 @@ class _Cache:
     """What the D step needs from the generator step: per micro-batch (x, recon, direct)."""
 
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    keys: list[Sequence[int] | None] = field(default_factory=list)  # per micro-batch: the samples' keys
 
 
 def _clip(params, max_norm: float) -> torch.Tensor:
@@ -126,9 +127,13 @@ class TokenizerTrainer:
         return self.teacher is not None and self.loss.settings.proj_weight != 0
 
     def generator_backward(
-        self, t: int, micro_batches: list[torch.Tensor]
+        self,
+        t: int,
+        micro_batches: list[torch.Tensor],
+        keys: Sequence[Sequence[int] | None] | None = None,
     ) -> tuple[dict[str, float], _Cache]:
-        """Zero grads, forward and backward every micro-batch (loss / n). Returns mean terms."""
+        """Zero grads, forward and backward every micro-batch (loss / n). Returns mean terms.
+        ``keys``: per micro-batch, its samples' keys (the discriminator's draws follow them)."""
         g, s = t + 1, self.loss.settings
         self.opt.zero_grad(set_to_none=True)
         disc = self.loss.discriminator
@@ -145,12 +150,14 @@ class TokenizerTrainer:
                     out = self.forward_model(
                         x, rec_loss=s.aux_open(g), distill=distill, direct=s.use_direct_rec_loss
                     )
-                    res = self.loss.generator(x, out, g, feat)
+                    k = keys[i] if keys is not None else None
+                    res = self.loss.generator(x, out, g, feat, keys=k)
                     self.scaler.scale(res.total / n).backward()
                 _accumulate(metrics, {"loss": res.total, **res.terms}, n)
                 metrics["codebook_usage"] = float(out.usage)
                 direct = out.direct_recon.detach() if out.direct_recon is not None else None
                 cache.batches.append((x, out.recon.detach(), direct))
+                cache.keys.append(k)
                 self.last_codes, self.last_logits_fake = out.codes, res.logits_fake
         finally:
             if disc is not None:
@@ -176,7 +183,10 @@ class TokenizerTrainer:
         n = len(cache.batches)
         for i, (x, recon, direct) in enumerate(cache.batches):
             with self._accumulating(self.disc_forward, i == n - 1), self._autocast():
-                res = self.loss.discriminator_step_loss(x, recon, direct, g, disc=self.disc_forward)
+                keys = cache.keys[i] if i < len(cache.keys) else None
+                res = self.loss.discriminator_step_loss(
+                    x, recon, direct, g, disc=self.disc_forward, keys=keys
+                )
                 self.scaler_d.scale(res.total / n).backward()
             _accumulate(metrics, {"d_loss": res.total, **res.terms}, n)
             self.last_d_logits = res.logits
@@ -195,9 +205,14 @@ class TokenizerTrainer:
     def discriminator_active(self, t: int) -> bool:
         return self.opt_d is not None and self.loss.settings.adversarial(t + 1)
 
-    def step(self, t: int, micro_batches: list[torch.Tensor]) -> dict[str, float]:
+    def step(
+        self,
+        t: int,
+        micro_batches: list[torch.Tensor],
+        keys: Sequence[Sequence[int] | None] | None = None,
+    ) -> dict[str, float]:
         """One full training step at loop counter t; returns the logged metrics."""
-        metrics, cache = self.generator_backward(t, micro_batches)
+        metrics, cache = self.generator_backward(t, micro_batches, keys)
         metrics.update(self.generator_update(t))
         if self.discriminator_active(t):
             metrics.update(self.discriminator_backward(t, cache))
