@@ -90,13 +90,12 @@ class TokenizerTrainer:
         self.disc_forward = disc_forward or loss.discriminator
         s = loss.settings
         self.schedule = OfficialLR(optim.lr, optim.end_lr, optim.warmup, optim.total_steps, s.disc_start)
-        fused = True if model.device.type == "cuda" else None
         groups = param_groups(model, optim.weight_decay, split_norm=optim.split_norm_decay)
-        self.opt = adamw(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused)
+        self.opt = adamw(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         disc = loss.discriminator
         d_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
         self.opt_d = (
-            adamw(d_params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused)
+            adamw(d_params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
             if d_params
             else None
         )
