@@ -23,38 +23,12 @@ import argparse
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-
-PHASES = ("forward", "backward", "optimizer", "rest")
-
-
-class Phases:
-    """Wall time between marks, attributed to the phase named at each mark."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.totals: dict[str, float] = defaultdict(float)
-        self._last = 0.0
-
-    def start(self) -> None:
-        self.totals.clear()
-        self._sync()
-        self._last = time.perf_counter()
-
-    def mark(self, phase: str) -> None:
-        self._sync()
-        now = time.perf_counter()
-        self.totals[phase] += now - self._last
-        self._last = now
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when run as a script
 
 
 def gigatok_step(
@@ -79,21 +53,7 @@ def gigatok_step(
     task = GPTTask(cfg, TensorDataset(codes, labels))
     task.setup(engine)
     batch = [engine.to_device((codes, labels))]
-    backward, optimizer_step = engine.backward, engine.optimizer_step
-
-    def timed_backward(loss: torch.Tensor) -> None:
-        phases.mark("forward")
-        backward(loss)
-        phases.mark("backward")
-
-    def timed_optimizer_step(*a: Any, **k: Any) -> Any:
-        phases.mark("rest")
-        out = optimizer_step(*a, **k)
-        phases.mark("optimizer")
-        return out
-
-    engine.backward = timed_backward  # type: ignore[method-assign]
-    engine.optimizer_step = timed_optimizer_step  # type: ignore[method-assign]
+    instrument(engine, phases)
 
     def step() -> float:
         terms = task.train_step(engine, batch)

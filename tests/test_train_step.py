@@ -16,7 +16,7 @@ from gigatok_core.config import GPTTrainConfig, TokenizerTrainConfig, epochs_to_
 from gigatok_core.dist import get_context
 from gigatok_core.train import parallel
 from gigatok_core.train.gpt import update_ema
-from gigatok_core.train.optim import adamw, ema_update, kernel
+from gigatok_core.train.optim import adamw, clip_and_step, ema_update, kernel
 from gigatok_core.train.state import LoopSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,3 +154,25 @@ def test_run_length_divides_the_epoch_first_as_the_official_scripts() -> None:
     assert (
         TokenizerTrainConfig.from_name("b-l", overrides=["run.batch_size=384"]).total_steps == 200 * 3333
     )  # b-l: 200 epochs
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipping active / inactive
+def test_clipping_inside_the_fused_step_is_clip_grad_norm(max_norm: float) -> None:
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    models = [_model(), _model()]
+    fused = adamw(models[0].parameters(), lr=1e-2, weight_decay=0.05)
+    plain = torch.optim.AdamW(models[1].parameters(), lr=1e-2, weight_decay=0.05, fused=True)
+    for _ in range(3):
+        for m in models:
+            m(x).square().mean().backward()
+        norm = clip_and_step(fused, models[0].parameters(), max_norm)
+        want = torch.nn.utils.clip_grad_norm_(models[1].parameters(), max_norm)
+        plain.step()
+        for opt in (fused, plain):
+            opt.zero_grad(set_to_none=True)
+        assert norm.shape == () and float(norm) == float(want)
+    for a, b in zip(*(m.parameters() for m in models), strict=True):
+        if max_norm > 1:
+            assert torch.equal(a, b)  # no clipping: the fold divides by exactly 1
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

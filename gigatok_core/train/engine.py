@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from gigatok_core.dist import EpochSampler, get_context, resolve_device, resolve_precision
 from gigatok_core.errors import GigatokError
 from gigatok_core.train import parallel
+from gigatok_core.train.optim import clip_and_step
 from gigatok_core.train.run_dir import MetricsLog, prepare_run_dir
 from gigatok_core.train.state import LoopSettings, capture_rng, restore_rng, seed_everything
 from gigatok_core.train_checkpoint import load_checkpoint, save_checkpoint
@@ -158,11 +159,7 @@ class Engine:
     def optimizer_step(self, optimizer: torch.optim.Optimizer, params: Any, max_norm: float | None) -> Tensor:
         """Unscale (fp16), clip to ``max_norm``, step, zero the gradients; returns the pre-clip
         gradient norm as a 0-d tensor on the device (read it when logging: no host sync per step)."""
-        params = [p for p in params if p.grad is not None]
-        self.scaler.unscale_(optimizer)
-        norm = parallel.clip_grad_norm(params, max_norm)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        norm = clip_and_step(optimizer, params, max_norm, self.scaler)
         optimizer.zero_grad(set_to_none=True)
         return norm
 

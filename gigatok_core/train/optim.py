@@ -123,3 +123,72 @@ def ema_update(ema: list[Tensor], live: list[Tensor], decay: float, *, lerp: boo
             dst.lerp_(src, 1.0 - decay)
         else:
             dst.mul_(decay).add_(src, alpha=1.0 - decay)
+
+
+def clip_grad_norm(params: list[Tensor], max_norm: float | None) -> Tensor:
+    """Total gradient norm before clipping, as a 0-d tensor on the gradients' device (no host
+    sync); the gradients are clipped to ``max_norm`` when given. Multi-tensor kernels where the
+    device has them (torch's default); works on FSDP2 DTensor gradients (the norm made whole)."""
+    if not params:
+        return torch.zeros(())
+    if max_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    elif hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: no pass scaling by 1.0
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return norm
+
+
+def _folds_clipping(optimizer: torch.optim.Optimizer, grads: list[Tensor], scaler: Any) -> bool:
+    """Whether clipping can ride in the fused AdamW kernel: every group fused, no fp16 scaler
+    (it owns the kernel's scale argument then), plain tensors, torch >= 2.6 (``get_total_norm``)."""
+    if scaler is not None and scaler.is_enabled():
+        return False
+    if not hasattr(torch.nn.utils, "get_total_norm") or not getattr(
+        optimizer, "_step_supports_amp_scaling", False
+    ):
+        return False
+    if not all(g.get("fused") for g in optimizer.param_groups):
+        return False
+    return bool(grads) and all(type(g) is Tensor for g in grads)
+
+
+def clip_and_step(
+    optimizer: torch.optim.Optimizer, params: Iterable[Tensor], max_norm: float | None, scaler: Any = None
+) -> Tensor:
+    """Unscale (fp16 ``scaler``), clip the gradients to ``max_norm``, step; returns the pre-clip
+    total norm as a 0-d tensor on the device (no host sync). ``clip_grad_norm_`` semantics: the
+    gradients are scaled by ``min(1, max_norm / (norm + 1e-6))``.
+
+    With a fused AdamW and no fp16 scaler the scaling is not a separate pass over every gradient:
+    the kernel's gradient-scale argument (the one GradScaler uses to unscale) divides by
+    ``max(1, (norm + 1e-6) / max_norm)`` as it reads each gradient. The update is the same up to
+    float rounding; with the norm under ``max_norm`` it is bit-identical. The gradients are left
+    unclipped in ``.grad`` (the step zeroes them next).
+    """
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params]
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if max_norm and _folds_clipping(optimizer, grads, scaler):
+        norm = torch.nn.utils.get_total_norm(grads)
+        divisor = torch.clamp((norm.float() + 1e-6) / max_norm, min=1.0)
+        optimizer.grad_scale = divisor  # type: ignore[attr-defined]
+        optimizer.found_inf = torch.zeros((), dtype=torch.float32, device=divisor.device)  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.grad_scale, optimizer.found_inf  # type: ignore[attr-defined]
+        if scaler is not None:
+            scaler.update()
+        return norm
+    norm = clip_grad_norm(params, max_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return norm

@@ -129,23 +129,6 @@ def _is_sharded(module: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in module.parameters())
 
 
-def clip_grad_norm(params: list[Tensor], max_norm: float | None) -> Tensor:
-    """Total gradient norm before clipping, as a 0-d tensor on the gradients' device (no host
-    sync); the gradients are clipped to ``max_norm`` when given. Multi-tensor kernels where the
-    device has them (torch's default); works on FSDP2 DTensor gradients (the norm made whole)."""
-    if not params:
-        return torch.zeros(())
-    if max_norm:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    elif hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: no pass scaling by 1.0
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    else:
-        norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return norm
-
-
 def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """The unsharded state dict (a collective under FSDP: every rank calls it)."""
     if _is_sharded(module):

@@ -1,7 +1,7 @@
 """One official tokenizer training step, in the order of ``vq_train.py`` (spec tokenizer §14.4).
 
     for each micro-batch: teacher(x) -> model(x) (train) -> generator loss -> backward
-    unscale, clip to max_grad_norm, AdamW step (LR of spec §14.7), EMA
+    unscale, clip to max_grad_norm, AdamW step (LR of spec §14.7), EMA (clipping rides in the fused step)
     if g >= disc_start: for each micro-batch: D loss on the SAME (detached) reconstructions
     -> backward; clip; AdamW step
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gigatok_core.tokenizer.model import VQTokenizer
+from gigatok_core.train.optim import clip_and_step
 from gigatok_core.train.tokenizer.loss import VQLoss
 from gigatok_core.train.tokenizer.optim import EMA, adamw, param_groups, set_lr
 from gigatok_core.train.tokenizer.schedule import OfficialLR
@@ -47,12 +48,6 @@ class _Cache:
     """What the D step needs from the generator step: per micro-batch (x, recon, direct)."""
 
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
-
-
-def _clip(params, max_norm: float) -> torch.Tensor:
-    """clip_grad_norm_ (pre-clip total norm returned); FSDP2 DTensor norms made whole."""
-    norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def _accumulate(metrics: dict[str, float], terms: dict[str, torch.Tensor], n: int) -> None:
@@ -159,10 +154,7 @@ class TokenizerTrainer:
         """Unscale, clip (pre-clip norm returned), AdamW at the official LR, EMA."""
         lr = self.schedule.generator(t)
         set_lr(self.opt, lr)
-        self.scaler.unscale_(self.opt)
-        norm = _clip(self.model.parameters(), self.settings.max_grad_norm)
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        norm = clip_and_step(self.opt, self.model.parameters(), self.settings.max_grad_norm, self.scaler)
         if self.ema is not None:
             self.ema.update(self.model)
         return {"grad_norm": float(norm), "lr": lr}
@@ -183,11 +175,8 @@ class TokenizerTrainer:
     def discriminator_update(self, t: int) -> dict[str, float]:
         lr = self.schedule.discriminator(t)
         set_lr(self.opt_d, lr)
-        self.scaler_d.unscale_(self.opt_d)
         params = [p for group in self.opt_d.param_groups for p in group["params"]]
-        norm = _clip(params, self.settings.disc_max_grad_norm)
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        norm = clip_and_step(self.opt_d, params, self.settings.disc_max_grad_norm, self.scaler_d)
         return {"d_grad_norm": float(norm), "d_lr": lr}
 
     def discriminator_active(self, t: int) -> bool:
