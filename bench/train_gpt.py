@@ -1,11 +1,18 @@
-"""GPT training-step speed: tokens/s, peak memory and model FLOPs utilisation per preset.
+"""GPT training-step speed: tokens/s, peak memory, MFU, and where the step's time goes.
 
 Runs the real training step (``GPTTask.train_step`` through the engine: autocast, GradScaler for
 fp16, clipping, AdamW, EMA when asked) on random codes, for each preset and with/without
 ``torch.compile``. MFU = 6 * parameters * tokens per step / step time / device peak FLOP/s
 (the 6N rule: forward 2N + backward 4N per token; attention FLOPs left out, as usual).
 
+Each step is split into forward (model and loss), backward, optimizer (unscale, clipping, AdamW,
+zeroing) and the rest (finite check, scheduler, EMA, the logging read), synchronising CUDA at each
+boundary; the table gives each part's median milliseconds and share of the step. ``--before DIR``
+(another gigatok checkout, e.g. ``git worktree add /tmp/before <commit>``) measures that tree too,
+in subprocesses that alternate with this tree's, and prints both splits side by side.
+
     python bench/train_gpt.py --preset gpt-b gpt-xxl --batch-size 32 --precision bf16 --compile both
+    python bench/train_gpt.py --preset gpt-b --device cpu --precision fp32 --batch-size 4 --before /tmp/before
     python bench/train_gpt.py --smoke          # gpt-tiny on CPU, a few steps (CI)
 
 Single process only (per-device numbers); use ``--batch-size`` for the per-device batch.
@@ -15,12 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
+import subprocess
+import sys
 import time
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
+
+PHASES = ("forward", "backward", "optimizer", "rest")
 
 # Dense peak FLOP/s per device name fragment and precision (vendor datasheets; bf16/fp16 tensor
 # cores, fp32 = TF32 tensor cores on Ampere and later, since the trainer enables TF32).
@@ -43,6 +58,62 @@ def peak_flops(device: torch.device, precision: str, override: float | None) -> 
         if key in name:
             return table[precision] * 1e12
     return None
+
+
+class Phases:
+    """Wall time between marks, attributed to the phase named at each mark (CUDA synchronised)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.totals: dict[str, float] = defaultdict(float)
+        self._last = 0.0
+
+    def start(self) -> None:
+        self.totals = defaultdict(float)
+        self._sync()
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.totals[phase] += now - self._last
+        self._last = now
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def instrument(engine: Any, phases: Phases) -> None:
+    """Mark the phases around the engine's ``backward`` and ``optimizer_step`` (the task calls both)."""
+    backward, optimizer_step = engine.backward, engine.optimizer_step
+
+    def timed_backward(loss: torch.Tensor) -> None:
+        phases.mark("forward")
+        backward(loss)
+        phases.mark("backward")
+
+    def timed_optimizer_step(*a: Any, **k: Any) -> Any:
+        phases.mark("rest")
+        out = optimizer_step(*a, **k)
+        phases.mark("optimizer")
+        return out
+
+    engine.backward = timed_backward
+    engine.optimizer_step = timed_optimizer_step
+
+
+def split_table(columns: dict[str, dict[str, float]]) -> str:
+    """Rows: the phases and the step; columns: ms and share per measured tree."""
+    head = f"{'':10}" + "".join(f"{name:>22}" for name in columns)
+    lines = [head]
+    for phase in (*PHASES, "step"):
+        cells = ""
+        for m in columns.values():
+            share = f"{100 * m[phase] / m['step']:5.1f}%" if phase != "step" else "      "
+            cells += f"{1000 * m[phase]:>13.1f} ms {share}"
+        lines.append(f"{phase:10}{cells}")
+    return "\n".join(lines)
 
 
 def bench_one(preset: str, args: argparse.Namespace, compile: bool) -> dict[str, Any]:
@@ -76,16 +147,26 @@ def bench_one(preset: str, args: argparse.Namespace, compile: bool) -> dict[str,
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
+    phases = Phases(dev)
+    instrument(engine, phases)
     for _ in range(args.warmup):
+        phases.start()
         task.train_step(engine, batch)
     sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
+    times, splits = [], []
     for _ in range(args.steps):
+        phases.start()
+        start = time.perf_counter()
         terms = task.train_step(engine, batch)
-    sync()
-    step_s = (time.perf_counter() - start) / args.steps
+        loss = float(terms["loss"])  # what the engine's logging reads every log_every steps
+        phases.mark("rest")
+        times.append(time.perf_counter() - start)
+        splits.append(dict(phases.totals))
+    step_s = statistics.median(times)
+    split = {p: statistics.median(s.get(p, 0.0) for s in splits) for p in PHASES}
+    split["step"] = step_s
     tokens = n * t
     peak = peak_flops(dev, args.precision, args.peak_tflops)
     if dev.type == "cuda":
@@ -100,10 +181,42 @@ def bench_one(preset: str, args: argparse.Namespace, compile: bool) -> dict[str,
         "compile": compile,
         "batch_per_device": n,
         "step_s": step_s,
+        "split": split,
+        "optimizer_kernel": _kernel(task.opt),
         "tokens_per_s": tokens / step_s,
         "peak_mem_gib": mem,
         "mfu": (6 * params * tokens / step_s / peak) if peak else None,
-        "loss": float(terms["loss"]),
+        "loss": loss,
+    }
+
+
+def _kernel(opt: torch.optim.Optimizer) -> str:
+    group = opt.param_groups[0]
+    return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "for-loop"
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> dict[str, dict[str, float]]:
+    """This tree and ``--before`` in alternating subprocesses; median split per tree."""
+    here = Path(__file__).resolve().parents[1]
+    trees = {"before": args.before.resolve(), "after": here}
+    worker = [a for a in argv if a not in ("--json",)]
+    i = worker.index("--before")
+    worker = [*worker[:i], *worker[i + 2 :], "--worker"]
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
+    for r in range(args.rounds):
+        for name in list(trees) if r % 2 == 0 else list(reversed(trees)):
+            env = {**os.environ, "PYTHONPATH": str(trees[name])}
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *worker],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            rows[name].extend(json.loads(out.strip().splitlines()[-1]))
+    return {
+        name: {k: statistics.median(r["split"][k] for r in rs) for k in (*PHASES, "step")}
+        for name, rs in rows.items()
     }
 
 
@@ -121,14 +234,31 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak, for MFU off the table")
     ap.add_argument("--smoke", action="store_true", help="gpt-tiny, CPU, fp32, 3 steps")
     ap.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    ap.add_argument("--before", type=Path, help="another gigatok checkout to measure side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: alternating rounds per tree")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.smoke:
         args.preset, args.device, args.precision, args.batch_size = ["gpt-tiny"], "cpu", "fp32", 4
         args.steps, args.warmup, args.compile = 3, 1, "off"
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    if args.before is not None:
+        if len(args.preset) != 1 or len(modes) != 1:
+            ap.error("--before compares one preset in one compile mode")
+        if not (args.before / "gigatok_core").is_dir():
+            ap.error(f"--before {args.before}: not a gigatok checkout (no gigatok_core/)")
+        columns = compare(args, list(argv if argv is not None else sys.argv[1:]))
+        print(
+            f"{args.preset[0]} train step, {args.device}, {args.precision}, batch {args.batch_size}, "
+            f"compile {args.compile}, {torch.get_num_threads()} threads: medians of {args.rounds} alternating "
+            f"rounds x {args.steps} steps; before = {args.before}"
+        )
+        print(split_table(columns))
+        print(f"speed-up: {columns['before']['step'] / columns['after']['step']:.3f}x")
+        return [columns]
     rows = [bench_one(p, args, c) for p in args.preset for c in modes]
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if args.json or args.worker:
+        print(json.dumps(rows, indent=None if args.worker else 2))
     else:
         print(
             f"{'preset':10} {'compile':7} {'batch':>5} {'step ms':>9} {'tokens/s':>11} {'mem GiB':>8} {'MFU':>6}"
@@ -139,6 +269,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f"{r['preset']:10} {r['compile']!s:7} {r['batch_per_device']:>5} {1000 * r['step_s']:>9.1f} "
                 f"{r['tokens_per_s']:>11.0f} {r['peak_mem_gib']:>8.2f} {mfu:>6}"
             )
+        for r in rows:
+            print(f"\n{r['preset']} compile={r['compile']} (AdamW {r['optimizer_kernel']}):")
+            print(split_table({"this tree": r["split"]}))
     return rows
 
 

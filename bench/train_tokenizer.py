@@ -10,12 +10,20 @@ discriminator, LPIPS-VGG and the DINOv2 teacher (full size unless ``--smoke``). 
 the whole recipe (aux window open, discriminator on, teacher on), the heaviest phase. The split:
 teacher, model forward, LPIPS, discriminator (both sides), backward, optimizer (both AdamWs), and
 with ``--data`` the loader's own images/s (official augmentation, ``--workers`` processes).
+The headline split: forward (every module forward), backward (with the loss maths), optimizer
+(clipping and both AdamW updates) and the rest, with each one's share of the step. ``--before
+DIR`` (another gigatok checkout) measures that tree too, in alternating subprocesses.
+
+    python bench/train_tokenizer.py --preset s-s --batch-size 2 --before /tmp/before --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,12 +145,19 @@ def bench_one(args: argparse.Namespace) -> dict:
         timer.span("optimizer", lambda t=t: tr.generator_update(t))
         timer.span("disc_step", lambda t=t, c=cache: tr.discriminator_backward(t, c))
         timer.span("optimizer", lambda t=t: tr.discriminator_update(t))
+        wall = time.perf_counter() - t0
         row = dict(timer.totals)
+        # The headline split: every module forward (teacher, tokenizer, LPIPS, both D passes),
+        # every backward (with the loss maths), both optimizer updates, and the rest of the wall time.
+        all_fwd = row["teacher"] + row["forward"] + row["lpips"] + row.get("discriminator", 0.0)
+        row["fwd_all"] = all_fwd
+        row["bwd_all"] = row["generator"] + row["disc_step"] - all_fwd
+        row["rest"] = wall - row["generator"] - row["disc_step"] - row["optimizer"]
         forwards = gen["teacher"] + gen["forward"] + gen["lpips"] + gen.get("discriminator", 0.0)
         row["backward"] = gen["generator"] - forwards
         row["discriminator"] = gen.get("discriminator", 0.0) + row["disc_step"]
         if t:  # the first step warms up
-            steps.append((time.perf_counter() - t0, row))
+            steps.append((wall, row))
     wall = statistics.median(s for s, _ in steps)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {
@@ -151,6 +166,43 @@ def bench_one(args: argparse.Namespace) -> dict:
         "step_s": wall,
         "split": {k: statistics.median(s[k] for _, s in steps) for k in steps[0][1]},
         "peak_mem_gib": peak,
+    }
+
+
+HEADLINE = {"forward": "fwd_all", "backward": "bwd_all", "optimizer": "optimizer", "rest": "rest"}
+
+
+def headline(split: dict[str, float], step: float) -> dict[str, float]:
+    return {**{name: split[key] for name, key in HEADLINE.items()}, "step": step}
+
+
+def split_table(columns: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'':10}" + "".join(f"{name:>22}" for name in columns)]
+    for phase in (*HEADLINE, "step"):
+        cells = ""
+        for m in columns.values():
+            share = f"{100 * m[phase] / m['step']:5.1f}%" if phase != "step" else "      "
+            cells += f"{1000 * m[phase]:>13.1f} ms {share}"
+        lines.append(f"{phase:10}{cells}")
+    return "\n".join(lines)
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> dict[str, dict[str, float]]:
+    """This tree and ``--before`` in alternating subprocesses; the median headline split of each."""
+    here = Path(__file__).resolve().parents[1]
+    trees = {"before": args.before.resolve(), "after": here}
+    i = argv.index("--before")
+    worker = [*argv[:i], *argv[i + 2 :], "--worker"]
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
+    for r in range(args.rounds):
+        for name in list(trees) if r % 2 == 0 else list(reversed(trees)):
+            env = {**os.environ, "PYTHONPATH": str(trees[name])}
+            cmd = [sys.executable, str(Path(__file__).resolve()), *worker]
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+            rows[name].append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        name: {k: statistics.median(r[k] for r in rs) for k in (*HEADLINE, "step")}
+        for name, rs in rows.items()
     }
 
 
@@ -166,13 +218,32 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="an image folder: also measure the loader's images/s")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--loader-batches", type=int, default=20)
+    ap.add_argument("--before", type=Path, help="another gigatok checkout: measure both, side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: alternating rounds per tree")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.before is not None:
+        if not (args.before / "gigatok_core").is_dir():
+            ap.error(f"--before {args.before}: not a gigatok checkout (no gigatok_core/)")
+        columns = compare(args, sys.argv[1:])
+        print(
+            f"{args.preset} train step, batch {args.batch_size}, {args.device}, {args.precision}, "
+            f"{torch.get_num_threads()} threads: medians of {args.rounds} alternating rounds x {args.steps} steps; "
+            f"before = {args.before}"
+        )
+        print(split_table(columns))
+        print(f"speed-up: {columns['before']['step'] / columns['after']['step']:.3f}x")
+        return
     r = bench_one(args)
+    if args.worker:
+        print(json.dumps(headline(r["split"], r["step_s"])))
+        return
     print(
         f"{args.preset} batch {args.batch_size} {r['device']} {args.precision}: {r['images_per_s']:.2f} images/s"
     )
     parts = ("teacher", "forward", "lpips", "discriminator", "backward", "optimizer")
     print(f"  step {r['step_s']:.3f}s: " + "  ".join(f"{k} {r['split'][k]:.3f}" for k in parts))
+    print(split_table({"this tree": headline(r["split"], r["step_s"])}))
     if r["peak_mem_gib"] is not None:
         print(f"  peak memory {r['peak_mem_gib']:.2f} GiB")
     if args.data is not None:

@@ -78,7 +78,14 @@ def gpt(
     precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16 or fp16.")] = None,
     grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="ddp or fsdp.")] = None,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model [default: on CUDA as the official recipe; off on CPU and under FSDP].",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
     overwrite: Annotated[
         bool,
@@ -95,8 +102,8 @@ def gpt(
 
     given = {k: v for k, v in locals().items() if k != "launch"}
     dotlist = [*(overrides or []), *run_overrides(given)]
-    if compile:
-        dotlist.append("run.compile=true")
+    if compile is not None:
+        dotlist.append(f"run.compile={str(compile).lower()}")
     cfg = GPTTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
     check_batch_split(cfg, launch)  # options are checked before any worker starts
     if maybe_launch(launch, prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes)):

@@ -80,7 +80,14 @@ def tokenizer(
     grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="ddp or fsdp.")] = None,
     ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help="Keep an EMA of the weights.")] = None,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model [default: off, as the official recipe].",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
     overwrite: Annotated[
         bool,
@@ -98,8 +105,8 @@ def tokenizer(
 
     given = dict(locals())
     dotlist = [*(overrides or []), *run_overrides(given)]
-    if compile:
-        dotlist.append("run.compile=true")
+    if compile is not None:
+        dotlist.append(f"run.compile={str(compile).lower()}")
     if ema is not None:
         dotlist.append(f"run.ema={str(ema).lower()}")
     cfg = TokenizerTrainConfig.from_name(preset, config_file=config, overrides=dotlist)

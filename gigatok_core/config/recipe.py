@@ -14,14 +14,17 @@ from gigatok_core.config.build import check
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
-# One official "epoch" is 5000 steps at batch 256 (docs/recipes.md#loop-and-data, #gpt):
-# iterations = epochs * 5000 * 256 / global_batch_size.
+# One official "epoch" is 5000 steps at batch 256 (docs/recipes.md#loop-and-data, #gpt).
 STEPS_PER_EPOCH_AT_256 = 5000
 
 
 def epochs_to_steps(epochs: int, global_batch_size: int) -> int:
-    """The composite scripts' conversion from "epochs" to iterations (docs/recipes.md#loop-and-data)."""
-    return epochs * STEPS_PER_EPOCH_AT_256 * 256 // global_batch_size
+    """The composite scripts' conversion from "epochs" to iterations: the steps of one epoch
+    first, ``256 * 5000 // batch`` (shell integer division), then times the epochs
+    (``scripts/composite_cmd/train_c2i_and_eval.sh``, ``EPOCH_TO_ITER_FACTOR``; the tokenizer's
+    ``TOK_ITER`` alike). At a batch that does not divide 1,280,000 the run is slightly shorter than
+    ``epochs * 1,280,000 / batch``: 300 epochs at batch 384 are 999,900 steps, not 1,000,000."""
+    return epochs * (STEPS_PER_EPOCH_AT_256 * 256 // global_batch_size)
 
 
 def _common(r: TokenizerRecipe | GPTRecipe) -> None:
@@ -150,7 +153,7 @@ class GPTRecipe:
     # Execution defaults of the recipe (the run config can override them).
     precision: str = "fp16"  # composite scripts' PRECISION default (argparse says bf16)
     fsdp: bool = False
-    compile: bool = True  # on by default in the DDP script, refused under FSDP
+    compile: bool = True  # the DDP script compiles unless --no-compile; refused under FSDP
 
     def __post_init__(self) -> None:
         _common(self)

@@ -43,7 +43,7 @@ class RunConfig:
     val_every: int | None = None  # steps between validation passes; None: never
     precision: str | None = None  # fp32 | bf16 | fp16; None: the recipe's
     strategy: str | None = None  # ddp | fsdp; None: fsdp when the recipe says so
-    compile: bool = False
+    compile: bool | None = None  # None: the recipe's (GPT: on CUDA under DDP; tokenizer: off)
     activation_checkpointing: bool = False
     ema: bool | None = None  # None: the recipe's
     on_nan: str = "stop"  # stop | skip (skip the update of a step whose loss is not finite)
@@ -105,6 +105,14 @@ class _Resolved:
     @property
     def strategy(self) -> str:
         return self.run.strategy or ("fsdp" if self.recipe.fsdp else "ddp")
+
+    @property
+    def compile(self) -> bool | None:
+        """``run.compile`` when given; else None ("where the recipe compiles and it helps", decided
+        on the device by the engine) for a recipe that compiles, False for one that does not."""
+        if self.run.compile is not None:
+            return self.run.compile
+        return None if getattr(self.recipe, "compile", False) else False
 
     @property
     def ema(self) -> bool:

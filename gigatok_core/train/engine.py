@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from gigatok_core.dist import EpochSampler, get_context, resolve_device, resolve_precision
 from gigatok_core.errors import GigatokError
 from gigatok_core.train import parallel
+from gigatok_core.train.optim import clip_and_step
 from gigatok_core.train.run_dir import MetricsLog, prepare_run_dir
 from gigatok_core.train.state import LoopSettings, capture_rng, restore_rng, seed_everything
 from gigatok_core.train_checkpoint import load_checkpoint, save_checkpoint
@@ -116,9 +117,9 @@ class Engine:
     """Device, precision, distribution and the loop for one run (see the module docstring)."""
 
     def __init__(self, settings: LoopSettings) -> None:
-        self.settings = settings
         self.device = resolve_device(settings.device)
         self.ctx = get_context(self.device)
+        self.settings = settings = parallel.resolve_compile(settings, self.ctx, self.device)
         self.micro_batch = settings.micro_batch(self.ctx.world_size)
         self.dtype = resolve_precision(settings.precision, self.device)
         parallel.check_strategy(settings, self.ctx, self.device)
@@ -149,10 +150,8 @@ class Engine:
     def check_finite(self, terms: Mapping[str, Tensor]) -> bool:
         """False (skip this update) or an error when a term is NaN/inf on any rank (``--on-nan``)."""
         names = list(terms)
-        bad = torch.tensor(
-            [not torch.isfinite(torch.as_tensor(terms[k])).all() for k in names], dtype=torch.float32
-        )
-        bad = self.ctx.all_reduce(bad.to(self.device), "max").cpu()
+        flags = [~torch.isfinite(torch.as_tensor(terms[k], device=self.device).detach()).all() for k in names]
+        bad = self.ctx.all_reduce(torch.stack(flags).float(), "max").cpu()  # the step's one host sync
         if not bad.any():
             return True
         name = names[int(bad.nonzero()[0])]
@@ -171,13 +170,10 @@ class Engine:
         )
         return False
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, params: Any, max_norm: float | None) -> float:
-        """Unscale (fp16), clip to ``max_norm``, step, zero the gradients; returns the gradient norm."""
-        params = [p for p in params if p.grad is not None]
-        self.scaler.unscale_(optimizer)
-        norm = parallel.clip_grad_norm(params, max_norm)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, params: Any, max_norm: float | None) -> Tensor:
+        """Unscale (fp16), clip to ``max_norm``, step, zero the gradients; returns the pre-clip
+        gradient norm as a 0-d tensor on the device (read it when logging: no host sync per step)."""
+        norm = clip_and_step(optimizer, params, max_norm, self.scaler)
         optimizer.zero_grad(set_to_none=True)
         return norm
 
@@ -425,8 +421,7 @@ class Engine:
                         if s.sample_every and self.step % s.sample_every == 0:
                             with self._side_rng():
                                 task.sample(self, run_dir / "samples")
-                        stop = torch.tensor([float(self._stop is not None)], device=self.device)
-                        if self.ctx.all_reduce(stop, "max").item() > 0:
+                        if self._stop_requested():
                             result.stopped = self._stop or "SIGTERM"
                         if self.step % s.save_every == 0 or self.step == s.max_steps or result.stopped:
                             result.checkpoint = self.save(task, run_dir, config, data)
@@ -443,6 +438,13 @@ class Engine:
         result.trained = self.step - first_step
         return result
 
+    def _stop_requested(self) -> bool:
+        """A signal reached this rank or another one (one tiny all-reduce; none on one process)."""
+        if not self.ctx.distributed:
+            return self._stop is not None
+        stop = torch.tensor([float(self._stop is not None)], device=self.device)
+        return self.ctx.all_reduce(stop, "max").item() > 0
+
     @contextlib.contextmanager
     def _side_rng(self) -> Iterator[None]:
         """Validation and sampling draw from their own seeded stream: the training RNG is untouched."""
@@ -454,8 +456,8 @@ class Engine:
     def _reduce(self, terms: Mapping[str, Any]) -> dict[str, float]:
         """Scalar terms averaged over ranks (one all-reduce)."""
         keys = [k for k, v in terms.items() if isinstance(v, (Tensor, int, float))]
-        values = torch.tensor(
-            [float(torch.as_tensor(terms[k]).detach().double()) for k in keys], dtype=torch.float64
+        values = torch.stack(
+            [torch.as_tensor(terms[k], device=self.device).detach().double().reshape(()) for k in keys]
         )
-        values = self.ctx.all_reduce(values.to(self.device), "mean").cpu()
+        values = self.ctx.all_reduce(values, "mean").cpu()  # one host sync per logged step
         return dict(zip(keys, values.tolist(), strict=True))

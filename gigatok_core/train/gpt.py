@@ -28,6 +28,7 @@ from gigatok_core.errors import GigatokError
 from gigatok_core.recorded import relative_to
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
 from gigatok_core.train.run_dir import released_on_failed_start
+from gigatok_core.train.optim import adamw, ema_update
 from gigatok_core.train.state import LoopSettings
 
 SAMPLE_CLASSES = 4  # classes in the training sample grid, evenly spread over the label range
@@ -75,13 +76,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * model, parameter by parameter (the official update)."""
-    model_params = dict(model.named_parameters())
-    for name, p in ema.named_parameters():
-        src = model_params[name].detach()
-        if hasattr(src, "full_tensor"):  # an FSDP2 shard: the EMA copy is kept whole on every rank
-            src = src.full_tensor()
-        p.mul_(decay).add_(src, alpha=1 - decay)
+    """ema = decay * ema + (1 - decay) * model over every parameter (the official update), as one
+    multi-tensor lerp where the device has it. Under FSDP2 the EMA keeps whole tensors on every
+    rank, so each shard is gathered (one collective per parameter, as the official FSDP EMA)."""
+    live = dict(model.named_parameters())
+    names = [name for name, _ in ema.named_parameters()]
+    srcs = [live[name].detach() for name in names]
+    srcs = [s.full_tensor() if hasattr(s, "full_tensor") else s for s in srcs]
+    ema_update([p for _, p in ema.named_parameters()], srcs, decay)
 
 
 def check_codes_fit(manifest: Any, model_cfg: Any, *, preset: str | None) -> None:
@@ -174,10 +176,7 @@ class GPTTask(Task):
         if cfg.ema:
             self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.wrapped = engine.wrap(self.model, units=self.model.layers)
-        fused = engine.device.type == "cuda"
-        self.opt = torch.optim.AdamW(
-            param_groups(self.model, recipe.weight_decay), lr=cfg.lr, betas=tuple(recipe.betas), fused=fused
-        )
+        self.opt = adamw(param_groups(self.model, recipe.weight_decay), lr=cfg.lr, betas=tuple(recipe.betas))
         lam = official_lr_lambda(total=cfg.total_steps, warmup=recipe.warmup, fract_decay=recipe.fract_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lam)
         if engine.settings.sample_every and engine.ctx.is_main and self.manifest is not None:

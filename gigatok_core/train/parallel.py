@@ -10,7 +10,9 @@ Activation checkpointing replaces a unit's ``forward`` in place, so parameter na
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import logging
 from typing import Any
 
 import torch
@@ -19,6 +21,9 @@ from torch.utils.checkpoint import checkpoint
 
 from gigatok_core.dist import DistContext
 from gigatok_core.errors import GigatokError
+from gigatok_core.train.optim import keep_kernel, kernel_flags
+
+log = logging.getLogger("gigatok")
 
 
 def _has_fsdp2() -> bool:
@@ -27,6 +32,24 @@ def _has_fsdp2() -> bool:
     except ImportError:
         return False
     return True
+
+
+def resolve_compile(settings: Any, ctx: DistContext, device: torch.device) -> Any:
+    """``settings`` with ``compile`` decided: an explicit True/False stands; None (the recipe's
+    default) compiles where the official recipe does and it pays off: CUDA under DDP or on one
+    process. Not under FSDP (the official FSDP trainer refuses it) nor on CPU (compiling a GPT-B step
+    takes minutes there; ``--compile`` still asks for it), with a note in the log."""
+    if settings.compile is not None:
+        return settings
+    if settings.strategy == "fsdp":
+        on, why = False, "off: the official FSDP trainers do not compile"
+    elif device.type != "cuda":
+        on, why = False, f"off on {device.type}: the recipe compiles on CUDA only; --compile asks for it here"
+    else:
+        on, why = True, "on: the recipe's default on CUDA; --no-compile runs eagerly"
+    if ctx.is_main:
+        log.info("torch.compile %s", why)
+    return dataclasses.replace(settings, compile=on)
 
 
 def check_strategy(settings: Any, ctx: DistContext, device: torch.device) -> None:
@@ -106,16 +129,6 @@ def _is_sharded(module: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in module.parameters())
 
 
-def clip_grad_norm(params: list[Tensor], max_norm: float | None) -> float:
-    """Total gradient norm (clipped to ``max_norm`` when given); works on FSDP2 DTensor grads."""
-    if not params:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return float(norm)
-
-
 def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """The unsharded state dict (a collective under FSDP: every rank calls it)."""
     if _is_sharded(module):
@@ -160,16 +173,22 @@ def load_optim_state_dict(opt: torch.optim.Optimizer, module: nn.Module, saved: 
             "the checkpoint's optimizer state has an unknown layout", hint="start the run again"
         )
     state = saved["state"]
+    flags = kernel_flags(opt)  # the saved groups' fused/foreach flags must not switch the kernel
     if _is_sharded(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(module, opt, state, options=StateDictOptions(full_state_dict=True))
-        return
-    names = {id(p): n for n, p in module.named_parameters()}
-    index = {names[id(p)]: i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
-    opt.load_state_dict(
-        {
-            "state": {index[k]: v for k, v in state["state"].items()},
-            "param_groups": [{**g, "params": [index[k] for k in g["params"]]} for g in state["param_groups"]],
-        }
-    )
+    else:
+        names = {id(p): n for n, p in module.named_parameters()}
+        index = {names[id(p)]: i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+        groups = state["param_groups"]
+        opt.load_state_dict(
+            {
+                "state": {index[k]: v for k, v in state["state"].items()},
+                "param_groups": [
+                    {**g, **f, "params": [index[k] for k in g["params"]]}
+                    for g, f in zip(groups, flags, strict=True)
+                ],
+            }
+        )
+    keep_kernel(opt, flags)

@@ -29,7 +29,7 @@ class LoopSettings:
     val_every: int | None = None
     precision: str = "fp32"
     strategy: str = "ddp"
-    compile: bool = False
+    compile: bool | None = False  # None: on where it helps (CUDA, not FSDP), see resolve_compile
     activation_checkpointing: bool = False
     on_nan: str = "stop"
     device: str = "auto"
@@ -63,7 +63,7 @@ class LoopSettings:
             val_every=run.val_every,
             precision=cfg.precision,
             strategy=cfg.strategy,
-            compile=run.compile,
+            compile=cfg.compile,
             activation_checkpointing=run.activation_checkpointing,
             on_nan=run.on_nan,
             device=run.device,

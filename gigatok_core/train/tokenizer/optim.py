@@ -12,6 +12,9 @@ import copy
 import torch
 from torch import nn
 
+from gigatok_core.train.optim import adamw as fast_adamw
+from gigatok_core.train.optim import ema_update
+
 
 def param_groups(model: nn.Module, weight_decay: float, *, split_norm: bool = False) -> list[dict]:
     """One decayed group (DDP recipe), or decay / no-decay by "norm" in the name (FSDP recipe)."""
@@ -29,10 +32,10 @@ def adamw(
     lr: float,
     betas: tuple[float, float],
     weight_decay: float,
-    fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    """torch AdamW; fused on CUDA (the FSDP recipe uses it; same update up to rounding)."""
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
+    """torch AdamW, fused wherever torch has the kernel (CUDA, CPU), else foreach (see
+    :func:`gigatok_core.train.optim.adamw`); the same update up to rounding."""
+    return fast_adamw(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -52,11 +55,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         live = dict(model.named_parameters())
-        for name, p in self.model.named_parameters():
-            src = live[name].detach()
-            if hasattr(src, "full_tensor"):  # an FSDP2 shard: the EMA keeps whole tensors
-                src = src.full_tensor()
-            p.lerp_(src.to(p.dtype), 1.0 - self.decay)
+        names = [name for name, _ in self.model.named_parameters()]
+        srcs = [live[name].detach() for name in names]
+        srcs = [s.full_tensor() if hasattr(s, "full_tensor") else s for s in srcs]  # FSDP2: whole tensors
+        ema_update([p for _, p in self.model.named_parameters()], srcs, self.decay, lerp=True)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

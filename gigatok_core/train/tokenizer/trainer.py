@@ -2,6 +2,7 @@
 
     for each micro-batch: teacher(x) -> model(x) (train) -> generator loss -> backward
     unscale, clip to max_grad_norm, AdamW step (LR of docs/recipes.md#details-pinned-by-the-training-fixture), EMA
+    (clipping rides in the fused step)
     if g >= disc_start: for each micro-batch: D loss on the SAME (detached) reconstructions
     -> backward; clip; AdamW step
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from gigatok_core.tokenizer.model import VQTokenizer
+from gigatok_core.train.optim import clip_and_step
 from gigatok_core.train.tokenizer.loss import VQLoss
 from gigatok_core.train.tokenizer.optim import EMA, adamw, param_groups, set_lr
 from gigatok_core.train.tokenizer.schedule import OfficialLR
@@ -48,12 +50,6 @@ class _Cache:
 
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
     keys: list[Sequence[int] | None] = field(default_factory=list)  # per micro-batch: the samples' keys
-
-
-def _clip(params, max_norm: float) -> torch.Tensor:
-    """clip_grad_norm_ (pre-clip total norm returned); FSDP2 DTensor norms made whole."""
-    norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def _accumulate(metrics: dict[str, float], terms: dict[str, torch.Tensor], n: int) -> None:
@@ -91,13 +87,12 @@ class TokenizerTrainer:
         self.disc_forward = disc_forward or loss.discriminator
         s = loss.settings
         self.schedule = OfficialLR(optim.lr, optim.end_lr, optim.warmup, optim.total_steps, s.disc_start)
-        fused = True if model.device.type == "cuda" else None
         groups = param_groups(model, optim.weight_decay, split_norm=optim.split_norm_decay)
-        self.opt = adamw(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused)
+        self.opt = adamw(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         disc = loss.discriminator
         d_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
         self.opt_d = (
-            adamw(d_params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused)
+            adamw(d_params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
             if d_params
             else None
         )
@@ -168,10 +163,7 @@ class TokenizerTrainer:
         """Unscale, clip (pre-clip norm returned), AdamW at the official LR, EMA."""
         lr = self.schedule.generator(t)
         set_lr(self.opt, lr)
-        self.scaler.unscale_(self.opt)
-        norm = _clip(self.model.parameters(), self.settings.max_grad_norm)
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        norm = clip_and_step(self.opt, self.model.parameters(), self.settings.max_grad_norm, self.scaler)
         if self.ema is not None:
             self.ema.update(self.model)
         return {"grad_norm": float(norm), "lr": lr}
@@ -195,11 +187,8 @@ class TokenizerTrainer:
     def discriminator_update(self, t: int) -> dict[str, float]:
         lr = self.schedule.discriminator(t)
         set_lr(self.opt_d, lr)
-        self.scaler_d.unscale_(self.opt_d)
         params = [p for group in self.opt_d.param_groups for p in group["params"]]
-        norm = _clip(params, self.settings.disc_max_grad_norm)
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        norm = clip_and_step(self.opt_d, params, self.settings.disc_max_grad_norm, self.scaler_d)
         return {"d_grad_norm": float(norm), "d_lr": lr}
 
     def discriminator_active(self, t: int) -> bool:

@@ -1,0 +1,168 @@
+"""gigatok's GPT training step against the official one, side by side in one process.
+
+    python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok          # GPT-B, CPU, fp32, batch 4
+    python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok --rounds 7 --steps 2
+
+The official code is imported only from ``--official-repo`` (a checkout of
+https://github.com/SilentView/GigaTok; nothing of it is copied here). Both sides train GPT-B from
+random weights in train mode (all dropouts on), fp32, on the same random codes, with the official
+optimizer setup of ``autoregressive/train/train_c2i.py`` ``creat_optimizer()``: AdamW
+``fused=True``, betas (0.9, 0.95), weight decay 0.05 on tensors with two or more dimensions, 0 on
+the rest; clipping 1.0; the loss read back with ``.item()`` every step as its loop logs it.
+gigatok runs :meth:`GPTTask.train_step` through its engine (clipping, AdamW, the WSD scheduler).
+
+Rounds interleave the two sides (the order alternates), with the same torch threads; the figures are
+medians over all timed steps, so a machine shared with other work biases neither side. Each step
+is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
+rest (schedule, logging reads, loop overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when run as a script
+
+
+def gigatok_step(
+    args: argparse.Namespace, codes: torch.Tensor, labels: torch.Tensor, phases: Phases
+) -> Callable:
+    from torch.utils.data import TensorDataset
+
+    from gigatok_core.config import GPTTrainConfig
+    from gigatok_core.train.engine import Engine
+    from gigatok_core.train.gpt import GPTTask
+    from gigatok_core.train.state import LoopSettings
+
+    overrides = [
+        f"run.batch_size={args.batch_size}",
+        "run.precision=fp32",
+        f"run.device={args.device}",
+        "run.compile=false",
+        "run.max_steps=1000000",
+    ]
+    cfg = GPTTrainConfig.from_name("gpt-b", overrides=overrides)
+    engine = Engine(LoopSettings.from_train_config(cfg))
+    task = GPTTask(cfg, TensorDataset(codes, labels))
+    task.setup(engine)
+    batch = [engine.to_device((codes, labels))]
+    instrument(engine, phases)
+
+    def step() -> float:
+        terms = task.train_step(engine, batch)
+        loss = float(terms["loss"])  # what the engine's logging reads (every log_every steps)
+        phases.mark("rest")
+        return loss
+
+    return step
+
+
+def official_step(
+    args: argparse.Namespace, codes: torch.Tensor, labels: torch.Tensor, phases: Phases
+) -> Callable:
+    sys.path.insert(0, str(args.official_repo))
+    from autoregressive.models.gpt_1d import GPT_models  # the official model, from --official-repo
+
+    device = torch.device(args.device)
+    model = GPT_models["GPT-B"](
+        vocab_size=16384,
+        block_size=256,
+        num_classes=1000,
+        cls_token_num=1,
+        model_type="c2i",
+        resid_dropout_p=0.1,
+        ffn_dropout_p=0.1,
+        drop_path_rate=0.0,
+        token_dropout_p=0.1,
+    ).to(device)
+    model.train()
+    params = [p for _, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.05},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # fp32: the official scaler is a no-op
+    z, c = codes.to(device), labels.to(device)
+    running = [0.0]
+
+    def step() -> float:
+        _, loss = model(cond_idx=c, idx=z[:, :-1], targets=z)
+        phases.mark("forward")
+        scaler.scale(loss).backward()
+        phases.mark("backward")
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        phases.mark("optimizer")
+        value = loss.item()
+        running[0] += value  # the official loop's per-step read
+        phases.mark("rest")
+        return value
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official-repo", type=Path, required=True, help="a checkout of SilentView/GigaTok")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per side and round")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not (args.official_repo / "autoregressive" / "models" / "gpt_1d.py").is_file():
+        ap.error(f"{args.official_repo} is not a GigaTok checkout (no autoregressive/models/gpt_1d.py)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(args.seed)
+    codes = torch.randint(0, 16384, (args.batch_size, 256), generator=gen)
+    labels = torch.randint(0, 1000, (args.batch_size,), generator=gen)
+    phases = Phases(device)
+    torch.manual_seed(args.seed)
+    sides = {"gigatok": gigatok_step(args, codes, labels, phases)}
+    torch.manual_seed(args.seed)
+    sides["official"] = official_step(args, codes, labels, phases)
+    for fn in sides.values():  # warm-up: allocator, first-touch of the optimizer states
+        phases.start()
+        fn()
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    for r in range(args.rounds):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for name in order:
+            for _ in range(args.steps):
+                phases.start()
+                t0 = time.perf_counter()
+                sides[name]()
+                rows[name].append({"total": time.perf_counter() - t0, **phases.totals})
+    med = {
+        n: {k: statistics.median(x.get(k, 0.0) for x in rs) for k in ("total", *PHASES)}
+        for n, rs in rows.items()
+    }
+    print(
+        f"GPT-B train step, {device}, fp32, batch {args.batch_size} x 256 tokens, {torch.get_num_threads()} threads, "
+        f"{args.rounds} interleaved rounds x {args.steps} steps (medians)"
+    )
+    print(f"{'':9} {'step ms':>9} " + " ".join(f"{p:>16}" for p in PHASES))
+    for name, m in med.items():
+        cells = " ".join(f"{1000 * m[p]:>8.1f} ({100 * m[p] / m['total']:>4.1f}%)" for p in PHASES)
+        print(f"{name:9} {1000 * m['total']:>9.1f} {cells}")
+    speedup = med["official"]["total"] / med["gigatok"]["total"]
+    print(f"gigatok step speed vs official: {speedup:.3f}x")
+    return {"median": med, "speedup": speedup}
+
+
+if __name__ == "__main__":
+    main()
