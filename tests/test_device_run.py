@@ -225,3 +225,15 @@ def test_smoke_run_in_the_clean_environment_writes_every_case(machine: dict) -> 
         assert case["status"] == "done", case
         rows = [r for r in data["rows"] if r["group"] == case["name"]]
         assert rows and not any(r["note"].startswith("failed") for r in rows), (case, rows)
+
+
+def test_the_readme_gives_the_one_command_and_what_to_carry() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### The GPU suite") :]
+    section = section[: section.index("\n## ")]
+    assert "bash bench/device_prepare.sh" in section and "carry `.whl`" in section
+    assert "bash bench/device_run.sh\n" in section and "timeout of 420 s" in section
+    script = (ROOT / "bench" / "device_run.sh").read_text()
+    suite_timeout = int(script.split("SUITE_TIMEOUT_S=${SUITE_TIMEOUT_S:-")[1].split("}")[0])
+    assert suite_timeout + 30 <= 420  # install, preflight and versions fit in the rest
+    assert "timeout_s: 420" in (ROOT / "bench" / "device_prepare.sh").read_text()
