@@ -155,3 +155,23 @@ def test_eager_step_keeps_no_cache(tiny) -> None:
     with torch.inference_mode():
         a, b = step.new_cache(2, 8), step.new_cache(2, 8)
     assert a.k[0].data_ptr() != b.k[0].data_ptr() and tiny not in _STATIC_CACHES
+
+
+def test_uniforms_reach_the_device_once_per_block() -> None:
+    """The per-row uniforms are copied to the probabilities' device once per block of 256, not
+    once per step (a host-to-device copy from pageable memory syncs the host)."""
+    drawer = _drawer()
+    probs = torch.full((3, 1024), 1 / 1024)
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        copies.append(args)
+        return real_to(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.Tensor, "to", counting_to)
+        first = [drawer(probs) for _ in range(Drawer.BLOCK + 1)]
+    assert len(copies) == 2  # blocks 1 and 2
+    ref = _drawer()
+    assert all(torch.equal(a, ref(probs)) for a in first)  # same stream as ever
