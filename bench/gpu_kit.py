@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import signal
@@ -24,6 +25,20 @@ from typing import Any
 import torch
 
 GB = 1e9
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(name: str) -> Any:
+    """bench/NAME.py as a module (bench/ is a folder of scripts, not a package), loaded once."""
+    key = f"gigatok_bench_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,11 @@ the fused attention reads the KV cache at ~35 GB/s. Measured (same machine, idle
     bf16, 2 images (4 rows)    24-25 ms/step, 3.1-3.2 s/image   (AMX)
     bf16, 8 images (16 rows)   32 ms/step,    1.0 s/image
 
+``--step-profile`` (with ``--compile``) also times one compiled step early (position 8) and late
+(the last position) in the sequence: the step reads its cache-length bucket (64, 128, 192 or 256
+slots, ``gigatok_core/ar/decode.py``), so an early step is cheaper than a late one; the same two
+positions reading the whole cache (one bucket, as before the buckets) are printed beside them.
+
 No GPU figures yet.
 """
 

@@ -15,7 +15,7 @@ is used where it pays, under ``torch.compile``. Both agree to float rounding
 - On CUDA the step compiles with ``mode="reduce-overhead"`` (CUDA graphs: one replay per step
   instead of ~10 kernel launches per layer), elsewhere with the default mode. ``fullgraph=True``
   (a graph break is a bug) and ``dynamic=False`` (each batch size gets its own specialised graph;
-  a new batch size recompiles once).
+  a new batch size compiles once per length bucket).
 - ``torch.compile`` keeps its graphs on the function's code object, guarded on the model's
   parameter shapes/dtypes and the input shapes, so the compiled step is built once per process and
   reused by every batch of the same size (also across model instances of one config).
