@@ -247,12 +247,13 @@ def test_static_cache_is_reused_per_batch_size_and_rebuilt_for_another() -> None
     two, three = [1, 2], [1, 2, 3]
     a = run(two, True)
     ptr = _STATIC_CACHES[model].k[0].data_ptr()
+    assert torch.equal(run(two, True), a) and _STATIC_CACHES[model].k[0].data_ptr() == ptr  # reused
     b = run(three, True)  # another batch size: a new cache (and graphs)
-    assert _STATIC_CACHES[model].k[0].shape[0] == 3
+    assert _STATIC_CACHES[model].k[0].shape[0] == 6  # cond + uncond rows (CFG on by default)
     c = run(two, True)
     assert torch.equal(a, c) and torch.equal(b[:2], a)  # per-sample: batch mates change nothing
     assert torch.equal(a, run(two, False))
-    assert _STATIC_CACHES[model].k[0].shape[0] == 2 and ptr is not None
+    assert _STATIC_CACHES[model].k[0].shape[0] == 4
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
