@@ -34,6 +34,11 @@ the fused attention reads the KV cache at ~35 GB/s. Measured (same machine, idle
     bf16, 2 images (4 rows)    24-25 ms/step, 3.1-3.2 s/image   (AMX)
     bf16, 8 images (16 rows)   32 ms/step,    1.0 s/image
 
+``--step-profile`` (with ``--compile``) also times one compiled step early (position 8) and late
+(the last position) in the sequence: the step reads its cache-length bucket (64, 128, 192 or 256
+slots, ``gigatok_core/ar/decode.py``), so an early step is cheaper than a late one; the same two
+positions reading the whole cache (one bucket, as before the buckets) are printed beside them.
+
 No GPU figures yet.
 """
 
@@ -105,6 +110,29 @@ def read_bandwidth(device: torch.device) -> float:
     return n * 4 / seconds
 
 
+def step_profile(
+    model: torch.nn.Module, rows: int, n_tokens: int, device: torch.device, iters: int = 20
+) -> dict[str, float]:
+    """ms of one compiled decode step early (position 8) and late (n_tokens - 1) in the sequence,
+    reading its cache-length bucket (the default) or the whole cache (one bucket: every step
+    reads all slots, as before the buckets)."""
+    from gigatok_core.ar.decode import DecodeStep, bucket_length, length_buckets
+
+    out = {}
+    with torch.inference_mode():
+        for label, buckets in (("bucketed", None), ("whole_cache", 1)):
+            step = DecodeStep(model, compile=True, **({} if buckets is None else {"buckets": buckets}))
+            cache = step.new_cache(rows, n_tokens)
+            prev = torch.zeros(rows, 1, dtype=torch.long, device=device)
+            for where, j in (("early", 8), ("late", n_tokens - 1)):
+                ends = length_buckets(n_tokens, step.buckets)
+                out[f"{label}_{where}_slots"] = bucket_length(j, ends)
+                out[f"{label}_{where}_ms"] = 1e3 * _timed(
+                    lambda j=j, step=step, prev=prev, cache=cache: step(prev, j, cache), device, iters
+                )
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpt", default="gpt-b", choices=gpt_names())
@@ -123,6 +151,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--compile", action="store_true", help="torch.compile the decode step (compiled in the warm-up)"
     )
     ap.add_argument("--no-tokenizer", action="store_true", help="decode loop only")
+    ap.add_argument(
+        "--step-profile",
+        action="store_true",
+        help="also time one compiled step early vs late in the sequence (length buckets vs whole cache)",
+    )
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = ap.parse_args(argv)
 
@@ -175,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     res["weight_mb_per_step"], res["kv_mb_per_step"] = weight_bytes / 1e6, kv_bytes / 1e6
     res["floor_ms_per_step"] = (weight_bytes + kv_bytes) / 1e6 / res["read_gb_per_s"]
     res["x_floor"] = res["gen_ms_per_step"] / res["floor_ms_per_step"]
+    if args.step_profile:
+        res |= step_profile(model, rows, n_tokens, device)
     tok_name = args.tokenizer or default_tokenizer_for(args.gpt)
     if not args.no_tokenizer:
         from gigatok_core.tokenizer import build_tokenizer, init_weights
@@ -224,6 +259,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f" = {res['floor_ms_per_step']:.1f} ms/step; "
             f"decode step = {res['x_floor']:.2f}x the floor"
         )
+        if args.step_profile:
+            print(
+                "  compiled step, early (position 8) vs late (last): "
+                f"{res['bucketed_early_ms']:.2f} ms reading {res['bucketed_early_slots']} slots vs "
+                f"{res['bucketed_late_ms']:.2f} ms reading {res['bucketed_late_slots']}; "
+                f"reading the whole cache: {res['whole_cache_early_ms']:.2f} vs {res['whole_cache_late_ms']:.2f} ms"
+            )
         if "e2e_s_per_call" in res:
             print(
                 f"  end to end with {tok_name}: {res['e2e_s_per_call']:.2f} s/call, "

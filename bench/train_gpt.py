@@ -131,6 +131,8 @@ def bench_one(preset: str, args: argparse.Namespace, compile: bool) -> dict[str,
         f"run.max_steps={args.steps + args.warmup}",
         f"run.activation_checkpointing={str(args.activation_checkpointing).lower()}",
     ]
+    if getattr(args, "strategy", None):  # bench/gpu_suite.py: ddp for one process (FSDP refuses compile)
+        overrides.append(f"run.strategy={args.strategy}")
     cfg = GPTTrainConfig.from_name(preset, overrides=overrides)
     engine = Engine(LoopSettings.from_train_config(cfg))
     dev = engine.device

@@ -7,7 +7,13 @@ import torch
 from torch._dynamo.utils import counters
 
 from gigatok_core.ar import CFGSchedule, Drawer, SamplingParams, build_gpt, generate, sample_generators
-from gigatok_core.ar.decode import _STATIC_CACHES, DecodeStep, release_static_cache
+from gigatok_core.ar.decode import (
+    _STATIC_CACHES,
+    DecodeStep,
+    bucket_length,
+    length_buckets,
+    release_static_cache,
+)
 from gigatok_core.ar.gpt import Attention
 from gigatok_core.ar.load import seeded_random_weights
 from gigatok_core.errors import GigatokError
@@ -50,6 +56,33 @@ def test_static_step_equals_sliced_cache_path(tiny) -> None:
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
+def test_length_buckets_cover_the_cache() -> None:
+    assert length_buckets(256) == [64, 128, 192, 256]
+    assert length_buckets(256, 1) == [256]
+    assert length_buckets(8) == [8]  # a short cache: one bucket
+    assert length_buckets(41, 2) == [32, 41]
+    ends = length_buckets(256)
+    assert [bucket_length(j, ends) for j in (1, 63, 64, 200, 255)] == [64, 64, 128, 256, 256]
+    with pytest.raises(ValueError, match="outside"):
+        bucket_length(256, ends)
+
+
+def test_static_step_reading_a_length_bucket_equals_the_full_cache(tiny) -> None:
+    """Reading only the first ``length`` slots (the filled part and some) changes nothing."""
+    rows, n = 2, 40
+    labels, tokens = torch.tensor([3, 1000]), torch.randint(0, 1024, (rows, n))
+    ends = length_buckets(n + 1, 3)
+    with torch.inference_mode():
+        c_full, c_part = tiny.new_cache(rows, n + 1), tiny.new_cache(rows, n + 1)
+        tiny(labels, None, cache=c_full, start=0)
+        tiny(labels, None, cache=c_part, start=0)
+        pos = torch.zeros(1, dtype=torch.long)
+        for j in range(1, n + 1):
+            full = tiny.decode_step(tokens[:, j - 1 : j], pos.fill_(j), c_full)
+            part = tiny.decode_step(tokens[:, j - 1 : j], pos.fill_(j), c_part, bucket_length(j, ends))
+            torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
+
+
 def test_static_attention_masks_unwritten_slots() -> None:
     """Several positions at once; garbage in slots past a query's position must not leak in."""
     cfg = gpt_preset("gpt-tiny").config
@@ -78,7 +111,8 @@ def test_compile_needs_the_cache(tiny) -> None:
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def compiled_greedy(tiny) -> dict:
-    """One compiled greedy generation from a clean dynamo state, with the compile count."""
+    """One compiled greedy generation from a clean dynamo state, with the compile count (one
+    graph per cache-length bucket)."""
     torch._dynamo.reset()
     counters.clear()
     release_static_cache(tiny)
@@ -88,7 +122,8 @@ def compiled_greedy(tiny) -> dict:
 
 def test_compiled_greedy_equals_eager(tiny, compiled_greedy) -> None:
     eager = generate(tiny, LABELS, _drawer(), cfg=CFG, sampling=SamplingParams(top_k=1))
-    assert compiled_greedy["graphs"] == 1  # one graph for all 255 decode steps
+    # one graph per length bucket (64, 128, 192, 256 slots) for all 255 decode steps
+    assert compiled_greedy["graphs"] == len(length_buckets(256))
     assert torch.equal(compiled_greedy["tokens"], eager)
 
 
@@ -110,7 +145,7 @@ def test_new_batch_size_recompiles_once_then_matches_eager(tiny, compiled_greedy
     drawer = lambda: Drawer("per-sample", generators=sample_generators(0, [42, 7], [0, 0]))  # noqa: E731
     before = counters["stats"]["unique_graphs"]
     got = generate(tiny, labels, drawer(), cfg=CFG, sampling=sampling, num_tokens=32, compile=True)
-    assert counters["stats"]["unique_graphs"] == before + 1
+    assert counters["stats"]["unique_graphs"] == before + len(length_buckets(32))
     assert torch.equal(got, generate(tiny, labels, drawer(), cfg=CFG, sampling=sampling, num_tokens=32))
 
 
@@ -120,3 +155,23 @@ def test_eager_step_keeps_no_cache(tiny) -> None:
     with torch.inference_mode():
         a, b = step.new_cache(2, 8), step.new_cache(2, 8)
     assert a.k[0].data_ptr() != b.k[0].data_ptr() and tiny not in _STATIC_CACHES
+
+
+def test_uniforms_reach_the_device_once_per_block() -> None:
+    """The per-row uniforms are copied to the probabilities' device once per block of 256, not
+    once per step (a host-to-device copy from pageable memory syncs the host)."""
+    drawer = _drawer()
+    probs = torch.full((3, 1024), 1 / 1024)
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        copies.append(args)
+        return real_to(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.Tensor, "to", counting_to)
+        first = [drawer(probs) for _ in range(Drawer.BLOCK + 1)]
+    assert len(copies) == 2  # blocks 1 and 2
+    ref = _drawer()
+    assert all(torch.equal(a, ref(probs)) for a in first)  # same stream as ever

@@ -1,8 +1,11 @@
 """The GPT decode step, eager or compiled with ``torch.compile`` (docs/ar.md#precision-and-compilation).
 
 :meth:`GPT.decode_step` has static shapes: the position is a (1,) int64 tensor, the new keys/values
-go to that cache slot with ``index_copy_`` and attention masks the whole cache. One compiled graph
-therefore serves all 255 decode steps of a generation (no recompilation per step).
+go to that cache slot with ``index_copy_`` and attention masks the first ``length`` slots. The
+length comes from a few buckets (:func:`length_buckets`: 4 by default, 64/128/192/256 slots for a
+256-token generation): step ``j`` reads the smallest bucket above ``j``, so a step reads about the
+filled part of the cache (on average 5/8 of it instead of all of it, where the memory floor
+assumes 1/2), and a generation compiles one graph per bucket (no recompilation per step).
 
 The eager step keeps the sliced cache path (``GPT.forward(start=j)``: attention over the written
 slots only, about half the attention work on average, results bitwise as before); the static step
@@ -12,7 +15,7 @@ is used where it pays, under ``torch.compile``. Both agree to float rounding
 - On CUDA the step compiles with ``mode="reduce-overhead"`` (CUDA graphs: one replay per step
   instead of ~10 kernel launches per layer), elsewhere with the default mode. ``fullgraph=True``
   (a graph break is a bug) and ``dynamic=False`` (each batch size gets its own specialised graph;
-  a new batch size recompiles once).
+  a new batch size compiles once per length bucket).
 - ``torch.compile`` keeps its graphs on the function's code object, guarded on the model's
   parameter shapes/dtypes and the input shapes, so the compiled step is built once per process and
   reused by every batch of the same size (also across model instances of one config).
@@ -38,6 +41,33 @@ from gigatok_core.ar.gpt import GPT, KVCache
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}  # compile mode -> torch.compile(GPT.decode_step)
 _STATIC_CACHES: weakref.WeakKeyDictionary[GPT, KVCache] = weakref.WeakKeyDictionary()
+LENGTH_BUCKETS = 4  # cache lengths a compiled step is specialised for (one graph each)
+_BUCKET_MULTIPLE = 16  # bucket ends are multiples of this (or the cache length)
+
+
+def length_buckets(max_len: int, buckets: int = LENGTH_BUCKETS) -> list[int]:
+    """The cache lengths compiled steps read: ``buckets`` ends evenly spread up to ``max_len``.
+
+    >>> length_buckets(256)
+    [64, 128, 192, 256]
+    """
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    ends = []
+    for i in range(1, buckets + 1):
+        end = -(-max_len * i // buckets)  # ceil
+        end = min(max_len, -(-end // _BUCKET_MULTIPLE) * _BUCKET_MULTIPLE)
+        if not ends or end > ends[-1]:
+            ends.append(end)
+    return ends
+
+
+def bucket_length(j: int, ends: list[int]) -> int:
+    """The smallest bucket end above position ``j`` (the slots a step at ``j`` reads)."""
+    for end in ends:
+        if end > j:
+            return end
+    raise ValueError(f"position {j} is outside a cache of {ends[-1]} slots")
 
 
 def compile_mode(device: torch.device) -> str:
@@ -47,6 +77,9 @@ def compile_mode(device: torch.device) -> str:
 
 def _compiled_step(mode: str) -> Callable[..., Tensor]:
     if mode not in _COMPILED:
+        # one graph per (batch size, length bucket): room for several batch sizes in one process
+        limit = max(torch._dynamo.config.recompile_limit, 8 * LENGTH_BUCKETS)
+        torch._dynamo.config.recompile_limit = limit
         _COMPILED[mode] = torch.compile(GPT.decode_step, mode=mode, fullgraph=True, dynamic=False)
     return _COMPILED[mode]
 
@@ -59,8 +92,9 @@ def release_static_cache(model: GPT) -> None:
 class DecodeStep:
     """``step(tokens (B, 1), j, cache) -> logits (B, V)`` for image tokens at position ``j``."""
 
-    def __init__(self, model: GPT, *, compile: bool = False) -> None:
+    def __init__(self, model: GPT, *, compile: bool = False, buckets: int = LENGTH_BUCKETS) -> None:
         self.model = model
+        self.buckets = buckets
         self.compiled = compile
         self.device = model.tok_embeddings.weight.device
         self.mode = compile_mode(self.device) if compile else "eager"
@@ -93,9 +127,10 @@ class DecodeStep:
     def __call__(self, tokens: Tensor, j: int, cache: KVCache) -> Tensor:
         if self._fn is None:
             return self.model(None, tokens, cache=cache, start=j, last_only=True)[:, -1]
-        pos = self._pos.fill_(j)
+        pos = self._pos.fill_(j)  # a device-side fill: no host sync
+        length = bucket_length(j, length_buckets(cache.max_len, self.buckets))
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
             # the output buffer is overwritten by the next replay: hand out a copy
-            return self._fn(self.model, tokens, pos, cache).clone()
-        return self._fn(self.model, tokens, pos, cache)
+            return self._fn(self.model, tokens, pos, cache, length).clone()
+        return self._fn(self.model, tokens, pos, cache, length)

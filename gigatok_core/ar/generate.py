@@ -124,12 +124,20 @@ class Drawer:
         self._uniforms = torch.empty(len(self.generators), 0, dtype=torch.float64)
         self._used = 0
 
-    def _next_uniforms(self) -> Tensor:
-        """(B,) float64 uniforms in [0, 1), one per row, each from that row's own stream."""
-        if self._used == self._uniforms.shape[1]:
-            self._uniforms = torch.stack(
-                [torch.rand(self.BLOCK, generator=g, dtype=torch.float64) for g in self.generators]
-            )  # (B, BLOCK)
+    def _next_uniforms(self, device: torch.device) -> Tensor:
+        """(B,) float64 uniforms in [0, 1) on ``device``, one per row, each from that row's own stream.
+
+        The CPU generators fill a (B, BLOCK) block, copied to the device once per block: the
+        decode loop makes no host-to-device copy (a host sync from pageable memory) per step.
+        """
+        if self._used == self._uniforms.shape[1] or self._uniforms.device != device:
+            if self._used < self._uniforms.shape[1]:  # a device change mid-block keeps the stream
+                block = self._uniforms[:, self._used :].cpu()
+            else:
+                block = torch.stack(
+                    [torch.rand(self.BLOCK, generator=g, dtype=torch.float64) for g in self.generators]
+                )  # (B, BLOCK)
+            self._uniforms = block.to(device)
             self._used = 0
         self._used += 1
         return self._uniforms[:, self._used - 1]
@@ -139,7 +147,7 @@ class Drawer:
             return torch.multinomial(probs, 1, generator=self.official)[:, 0]
         assert len(self.generators) == probs.shape[0], "one generator per row"
         cdf = probs.double().cumsum(dim=-1)  # (B, V)
-        target = (self._next_uniforms().to(probs.device) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
+        target = (self._next_uniforms(probs.device) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
         # first index whose cumulative mass exceeds the target: never a zero-probability token
         idx = torch.searchsorted(cdf, target, right=True)[:, 0]
         return idx.clamp_(max=probs.shape[-1] - 1)

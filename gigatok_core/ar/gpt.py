@@ -45,7 +45,8 @@ class KVCache:
 
     Slots are written at the positions being computed. With an int ``start`` attention reads only
     slots ``< end`` (no padding mask; the official cache pads to a multiple of 8 and masks: same
-    result); with a tensor of positions (:meth:`GPT.decode_step`) it reads every slot under a mask.
+    result); with a tensor of positions (:meth:`GPT.decode_step`) it reads the first ``length``
+    slots (a static int, by default every slot) under a mask.
     """
 
     k: list[Tensor]
@@ -77,15 +78,20 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
 
     def forward(
-        self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0
+        self,
+        x: Tensor,
+        cache: tuple[Tensor, Tensor] | None = None,
+        start: int | Tensor = 0,
+        length: int | None = None,
     ) -> Tensor:
-        """``start``: first absolute position (int), or the (T,) int64 positions of a static-shape step."""
+        """``start``: first absolute position (int), or the (T,) int64 positions of a static-shape
+        step, which then reads the first ``length`` cache slots (None: all)."""
         t = x.shape[1]
         q, k, v = rearrange(self.wqkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
         elif isinstance(start, Tensor):
-            out = _static_cached_attention(q, k, v, cache, start)
+            out = _static_cached_attention(q, k, v, cache, start, length)
         else:
             k_cache, v_cache = cache
             end = start + t
@@ -102,18 +108,23 @@ class Attention(nn.Module):
 
 
 def _static_cached_attention(
-    q: Tensor, k: Tensor, v: Tensor, cache: tuple[Tensor, Tensor], pos: Tensor
+    q: Tensor, k: Tensor, v: Tensor, cache: tuple[Tensor, Tensor], pos: Tensor, length: int | None = None
 ) -> Tensor:
-    """Attention over the whole cache at positions ``pos`` (T,) int64: every shape is fixed.
+    """Attention over the first ``length`` cache slots at positions ``pos`` (T,) int64: every shape
+    is fixed by ``length`` (a Python int; None = the whole cache), never by the position.
 
     The new keys/values go to slots ``pos`` with ``index_copy_`` and query i sees slots <= pos[i]
-    through a boolean mask, so one traced graph (``torch.compile`` / CUDA graphs) serves every decode
-    step; the position is data, not a Python int. Same result as the sliced path: masked slots get
-    zero weight (their contents must be finite, as in a zero-initialised cache).
+    through a boolean mask, so one traced graph (``torch.compile`` / CUDA graphs) per ``length``
+    serves every decode step with ``pos < length``; the position is data, not a Python int. Same
+    result as the sliced path: masked slots get zero weight (their contents must be finite, as in
+    a zero-initialised cache). Reading only the first ``length`` slots keeps the traffic near the
+    filled part of the cache (see ``ar/decode.py``, length buckets).
     """
     k_cache, v_cache = cache  # (B, H, L, D)
     k_cache.index_copy_(2, pos, k)
     v_cache.index_copy_(2, pos, v)
+    if length is not None:
+        k_cache, v_cache = k_cache[:, :, :length], v_cache[:, :, :length]  # (B, H, length, D) views
     slots = torch.arange(k_cache.shape[2], device=pos.device)  # (L,)
     mask = slots[None, :] <= pos[:, None]  # (T, L)
     return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
@@ -145,9 +156,13 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(
-        self, h: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int | Tensor = 0
+        self,
+        h: Tensor,
+        cache: tuple[Tensor, Tensor] | None = None,
+        start: int | Tensor = 0,
+        length: int | None = None,
     ) -> Tensor:
-        h = h + self.attention(self.attention_norm(h), cache, start)
+        h = h + self.attention(self.attention_norm(h), cache, start, length)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -251,17 +266,18 @@ class GPT(nn.Module):
             h = h[:, -1:]
         return self.output(self.norm(h)).float()
 
-    def decode_step(self, tokens: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
+    def decode_step(self, tokens: Tensor, pos: Tensor, cache: KVCache, length: int | None = None) -> Tensor:
         """One static-shape decode step: logits (B, vocab) float32 for image tokens (B, 1) at ``pos``.
 
         ``pos`` is a (1,) int64 tensor holding the absolute position (>= 1) of ``tokens``; the keys
-        and values go to that cache slot and attention masks the whole cache, so no shape depends
-        on the position and a compiled graph is reused for every step (see ``ar/decode.py``).
+        and values go to that cache slot and attention reads the first ``length`` slots (an int
+        > ``pos``; None = the whole cache) under a mask, so no shape depends on the position and
+        one compiled graph per ``length`` serves every step below it (see ``ar/decode.py``).
         """
         h = self.tok_embeddings(tokens) + self.positional_embedding.index_select(0, pos)  # (B, 1, C)
         h = self.tok_dropout(h)
         for layer, k, v in zip(self.layers, cache.k, cache.v, strict=True):
-            h = layer(h, (k, v), pos)
+            h = layer(h, (k, v), pos, length)
         return self.output(self.norm(h[:, -1])).float()  # (B, V)
 
     def num_params(self) -> int:

@@ -27,8 +27,8 @@ from gigatok_core.ar.loss import token_loss, token_losses
 from gigatok_core.errors import GigatokError
 from gigatok_core.recorded import relative_to
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
-from gigatok_core.train.run_dir import released_on_failed_start
 from gigatok_core.train.optim import adamw, ema_update
+from gigatok_core.train.run_dir import released_on_failed_start
 from gigatok_core.train.state import LoopSettings
 
 SAMPLE_CLASSES = 4  # classes in the training sample grid, evenly spread over the label range
