@@ -164,3 +164,16 @@ def test_an_image_does_not_depend_on_its_batch_mates(tiny) -> None:
 def test_bad_window_is_a_clear_error(tiny) -> None:
     with pytest.raises(GigatokError, match="window must be at least 1"):
         generate_sjd(tiny, torch.tensor([1]), sample_generators(0, [1], [0]), window=0)
+
+
+@pytest.mark.slow  # one torch.compile of the window pass: ~45 s on a busy 2-core CPU
+def test_compiled_window_pass_equals_eager(tiny) -> None:
+    """``compile=True`` compiles ``GPT.forward_rows`` once (fixed shapes per window length) and draws
+    the same tokens as the eager pass at the same seeds."""
+    labels = torch.tensor([1, 5, 9])
+    kw = dict(cfg=CFGSchedule(2.0), sampling=SamplingParams(top_k=10), window=4)
+    eager = generate_sjd(tiny, labels, sample_generators(0, [1, 5, 9], [0, 1, 2]), **kw)
+    torch._dynamo.reset()
+    compiled = generate_sjd(tiny, labels, sample_generators(0, [1, 5, 9], [0, 1, 2]), compile=True, **kw)
+    again = generate_sjd(tiny, labels, sample_generators(0, [1, 5, 9], [0, 1, 2]), compile=True, **kw)
+    assert torch.equal(compiled, eager) and torch.equal(again, eager)
