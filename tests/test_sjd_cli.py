@@ -90,3 +90,21 @@ def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     multi, single = np.load(tmp_path / "multi" / "codes.npz"), np.load(tmp_path / "single" / "codes.npz")
     np.testing.assert_array_equal(multi["codes"], single["codes"])
+
+
+def test_bench_compares_the_samplers(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_sample", REPO / "bench" / "sample.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--gpt", "gpt-tiny", "--tokens", "12", "--compare", "1,3", "--iters", "1", "--sjd-window", "4"]
+    table = bench.main([*args, "--top-k", "20"])["compare"]
+    assert [r["batch"] for r in table] == [1, 3]
+    for r in table:
+        assert r["standard_passes"] == 12 and 3 <= r["sjd_passes"] <= 12  # >= tokens / (window + 1)
+        assert r["sjd_row_passes"] <= r["sjd_passes"] and 0 <= r["sjd_acceptance"] <= 1
+        assert r["pass_reduction"] == pytest.approx(12 / r["sjd_passes"])
+    assert "reduction" in capsys.readouterr().out
