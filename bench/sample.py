@@ -167,6 +167,8 @@ def compare_samplers(
                 "sjd_row_passes": stats.mean_row_passes,
                 "sjd_acceptance": stats.acceptance,
                 "sjd_s_per_image": t_sjd / b,
+                "standard_ms_per_pass": 1000 * t_std / n_tokens,
+                "sjd_ms_per_pass": 1000 * t_sjd / stats.passes,
                 "pass_reduction": n_tokens / stats.passes,
                 "speedup": t_std / t_sjd,
             }
@@ -248,12 +250,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"top-k {args.top_k}, top-p {args.top_p}, SJD window {args.sjd_window}"
             )
             print(
-                "  batch | passes std -> sjd (row mean) | reduction | acceptance | s/image std -> sjd | speed-up"
+                "  batch | passes std -> sjd (row mean) | reduction | acceptance | ms/pass std -> sjd"
+                " | s/image std -> sjd | speed-up"
             )
             for r in table:
                 print(
                     f"  {r['batch']:5d} | {r['standard_passes']:4d} -> {r['sjd_passes']:4d} ({r['sjd_row_passes']:6.1f})"
                     f"    | {r['pass_reduction']:8.2f}x | {r['sjd_acceptance']:10.3f} | "
+                    f"{r['standard_ms_per_pass']:7.1f} -> {r['sjd_ms_per_pass']:7.1f} | "
                     f"{r['standard_s_per_image']:7.3f} -> {r['sjd_s_per_image']:7.3f} | {r['speedup']:7.2f}x"
                 )
         return {"compare": table}  # type: ignore[dict-item]

@@ -257,6 +257,8 @@ def generate_sjd(
     stats = stats if stats is not None else SJDStats()
     stats.num_tokens = n
     done_at = torch.zeros(b, dtype=torch.long, device=device)
+    verified = torch.zeros(b, dtype=torch.long, device=device)  # drafts verified / accepted per row
+    accepted = torch.zeros(b, dtype=torch.long, device=device)
 
     while True:
         # ---- one forward pass over [last accepted, drafts] at each row's positions -----------
@@ -287,8 +289,8 @@ def generate_sjd(
         has_extra = rejected | bonus
         at = (acc + k)[:, None]
         tokens.scatter_(1, at, torch.where(has_extra[:, None], extra[:, None], tokens.gather(1, at)))
-        stats.drafts_verified += int((k + rejected.long()).sum())
-        stats.drafts_accepted += int(k.sum())
+        verified += k + rejected.long()
+        accepted += k
         new_acc = acc + k + has_extra.long()
 
         # ---- refresh the window from this pass's p (its new q), uniform past its outputs --------
@@ -299,7 +301,8 @@ def generate_sjd(
         tokens.scatter_(1, new_acc[:, None] + steps_l, inverse_cdf(q, u[:, win + 1 :]))
         done_at = torch.where((new_acc >= n) & (acc < n), stats.passes, done_at)
         acc = new_acc
-        if bool((acc >= n).all()):
+        if bool((acc >= n).all()):  # the one host sync per pass
             break
     stats.row_passes = done_at.tolist()
+    stats.drafts_verified, stats.drafts_accepted = int(verified.sum()), int(accepted.sum())
     return tokens[:, :n].clone()
