@@ -40,11 +40,27 @@ slots, ``gigatok_core/ar/decode.py``), so an early step is cheaper than a late o
 positions reading the whole cache (one bucket, as before the buckets) are printed beside them.
 
 No GPU figures yet.
+
+``--compare 1,8,64`` runs the standard sampler and speculative Jacobi decoding (``--sampler sjd``,
+``gigatok_core/ar/sjd.py``) side by side at each batch size: forward passes per batch (what every
+image of it waits for), SJD's acceptance, ms per pass and s per image. Random weights make the
+acceptance meaningless (near-uniform conditionals accept almost every draft); pass
+``--gpt-checkpoint RUN_DIR`` for a trained GPT. Shared 2-core CPU (heavily loaded), gpt-tiny trained
+here 200 steps on codes of scikit-image photos (``tiny`` tokenizer after 3 steps: 4 codes used),
+fp32, CFG 4, window 16, ``--iters 1``:
+
+    batch 1:  256 -> 50 passes (5.1x), 81% accepted, 14.8 -> 50.5 ms/pass, 3.80 -> 2.53 s/image
+    batch 8:  256 -> 53 passes (4.8x), 83% accepted, 42.7 -> 601 ms/pass,  1.37 -> 3.98 s/image
+    batch 64: 256 -> 63 passes (4.1x), 83% accepted, 119 -> 486 ms/pass,   0.47 -> 0.48 s/image
+
+A pass of ``window + 1`` positions per row costs several decode steps on a CPU, so the fewer passes
+pay off only at one image; on a GPU at small batches (memory-bound steps) they should pay more.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -54,8 +70,18 @@ from collections.abc import Callable
 
 import torch
 
-from gigatok_core.ar import CFGSchedule, Drawer, SamplingParams, build_gpt, generate, sample_generators
+from gigatok_core.ar import (
+    CFGSchedule,
+    Drawer,
+    SamplingParams,
+    SJDStats,
+    build_gpt,
+    generate,
+    generate_sjd,
+    sample_generators,
+)
 from gigatok_core.ar.load import seeded_random_weights
+from gigatok_core.ar.sjd import DEFAULT_WINDOW
 from gigatok_core.dist import resolve_device, resolve_precision
 from gigatok_core.images import to_uint8
 from gigatok_core.registry import (
@@ -133,6 +159,66 @@ def step_profile(
     return out
 
 
+def _draw_batch(
+    model: torch.nn.Module, classes: list[int], window: int | None, stats: SJDStats | None, kw: dict
+) -> torch.Tensor:
+    """One batch with the standard sampler (``window`` None) or SJD (``stats`` keeps the last call's
+    figures; every call draws the same tokens)."""
+    gens = sample_generators(0, classes, list(range(len(classes))))
+    labels = torch.tensor(classes)
+    if window is None:
+        return generate(model, labels, Drawer("per-sample", generators=gens), **kw)
+    assert stats is not None
+    stats.__init__()
+    return generate_sjd(model, labels, gens, window=window, stats=stats, **kw)
+
+
+def compare_samplers(
+    model: torch.nn.Module,
+    batches: list[int],
+    *,
+    device: torch.device,
+    cfg: CFGSchedule,
+    sampling: SamplingParams,
+    n_tokens: int,
+    window: int,
+    iters: int,
+    compile: bool,
+) -> list[dict[str, float]]:
+    """Standard sampler against SJD at each batch size: forward passes and wall time per image.
+
+    ``passes`` is the number of sequential GPT forward passes a batch takes (what each of its images
+    waits for; the standard sampler needs one per token), ``row_passes`` the mean pass after which
+    a row was complete (the batch waits for its slowest row), ``acceptance`` the share of verified
+    drafts SJD accepted. Wall times: the median of ``iters`` calls after one warm-up call.
+    """
+    rows = []
+    num_classes = model.config.num_classes
+    for b in batches:
+        classes = [(22 + 366 * i) % num_classes for i in range(b)]
+        stats = SJDStats()
+        kw = dict(cfg=cfg, sampling=sampling, num_tokens=n_tokens, compile=compile)
+        standard = functools.partial(_draw_batch, model, classes, None, None, kw)
+        sjd = functools.partial(_draw_batch, model, classes, window, stats, kw)
+        t_std, t_sjd = _timed(standard, device, iters), _timed(sjd, device, iters)
+        rows.append(
+            {
+                "batch": b,
+                "standard_passes": n_tokens,
+                "standard_s_per_image": t_std / b,
+                "sjd_passes": stats.passes,
+                "sjd_row_passes": stats.mean_row_passes,
+                "sjd_acceptance": stats.acceptance,
+                "sjd_s_per_image": t_sjd / b,
+                "standard_ms_per_pass": 1000 * t_std / n_tokens,
+                "sjd_ms_per_pass": 1000 * t_sjd / stats.passes,
+                "pass_reduction": n_tokens / stats.passes,
+                "speedup": t_std / t_sjd,
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpt", default="gpt-b", choices=gpt_names())
@@ -157,20 +243,72 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         help="also time one compiled step early vs late in the sequence (length buckets vs whole cache)",
     )
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    ap.add_argument(
+        "--compare",
+        default=None,
+        metavar="BATCHES",
+        help="comma-separated images per call, e.g. 1,8,64: standard sampler vs --sampler sjd at each "
+        "(forward passes and wall time per image; decode loop only)",
+    )
+    ap.add_argument("--sjd-window", type=int, default=DEFAULT_WINDOW, help="SJD draft tokens per pass")
+    ap.add_argument("--top-k", type=int, default=0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument(
+        "--gpt-checkpoint", default=None, help="trained weights (file or run folder) instead of random ones"
+    )
     args = ap.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
-    gpt_cfg = gpt_preset(args.gpt).config
-    model = seeded_random_weights(build_gpt(gpt_cfg, device="meta").to_empty(device="cpu"))
+    if args.gpt_checkpoint:
+        from gigatok_core.ar.load import load_gpt
+
+        model, _ = load_gpt(args.gpt, tokenizer=args.tokenizer, checkpoint=args.gpt_checkpoint)
+        gpt_cfg = model.config
+    else:
+        gpt_cfg = gpt_preset(args.gpt).config
+        model = seeded_random_weights(build_gpt(gpt_cfg, device="meta").to_empty(device="cpu"))
     model = model.to(device=device, dtype=dtype).eval()
     n_tokens = args.tokens or gpt_cfg.block_size
     base = [22, 388, 90, 978, 207, 360, 387, 974]
     classes = [base[i % len(base)] for i in range(args.images)]
     labels = torch.tensor(classes)
-    cfg, sampling = CFGSchedule(args.cfg_scale), SamplingParams()
+    cfg, sampling = CFGSchedule(args.cfg_scale), SamplingParams(top_k=args.top_k, top_p=args.top_p)
+    if args.compare:
+        table = compare_samplers(
+            model,
+            [int(x) for x in args.compare.split(",")],
+            device=device,
+            cfg=cfg,
+            sampling=sampling,
+            n_tokens=n_tokens,
+            window=args.sjd_window,
+            iters=args.iters,
+            compile=args.compile,
+        )
+        weights = "trained " + args.gpt_checkpoint if args.gpt_checkpoint else "random weights"
+        if args.json:
+            print(json.dumps(table, indent=2))
+        else:
+            print(
+                f"{args.gpt} ({weights}) on {device} ({args.precision}, {torch.get_num_threads()} threads"
+                f"{', compiled' if args.compile else ''}): {n_tokens} tokens, CFG {args.cfg_scale}, "
+                f"top-k {args.top_k}, top-p {args.top_p}, SJD window {args.sjd_window}"
+            )
+            print(
+                "  batch | passes std -> sjd (row mean) | reduction | acceptance | ms/pass std -> sjd"
+                " | s/image std -> sjd | speed-up"
+            )
+            for r in table:
+                print(
+                    f"  {r['batch']:5d} | {r['standard_passes']:4d} -> {r['sjd_passes']:4d} ({r['sjd_row_passes']:6.1f})"
+                    f"    | {r['pass_reduction']:8.2f}x | {r['sjd_acceptance']:10.3f} | "
+                    f"{r['standard_ms_per_pass']:7.1f} -> {r['sjd_ms_per_pass']:7.1f} | "
+                    f"{r['standard_s_per_image']:7.3f} -> {r['sjd_s_per_image']:7.3f} | {r['speedup']:7.2f}x"
+                )
+        return {"compare": table}  # type: ignore[dict-item]
 
     def decode_loop() -> torch.Tensor:
         drawer = (

@@ -55,6 +55,8 @@ _gigatok() {
         "eval gfid|--seed") COMPREPLY=(); return ;;
         "eval gfid|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "eval gfid|--sample-batch-size") COMPREPLY=(); return ;;
+        "eval gfid|--sampler") COMPREPLY=($(compgen -W "standard sjd" -- "$cur")); return ;;
+        "eval gfid|--sjd-window") COMPREPLY=(); return ;;
         "eval gfid|--inception-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--batch-size") COMPREPLY=(); return ;;
         "eval gfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
@@ -174,6 +176,8 @@ _gigatok() {
         "sample|--top-p") COMPREPLY=(); return ;;
         "sample|--seed") COMPREPLY=(); return ;;
         "sample|--rng") COMPREPLY=($(compgen -W "per-sample official" -- "$cur")); return ;;
+        "sample|--sampler") COMPREPLY=($(compgen -W "standard sjd" -- "$cur")); return ;;
+        "sample|--sjd-window") COMPREPLY=(); return ;;
         "sample|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "sample|--batch-size"|"sample|-b") COMPREPLY=(); return ;;
         "sample|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
@@ -270,14 +274,14 @@ _gigatok() {
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval gfid") COMPREPLY=($(compgen -W "--output --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "eval gfid") COMPREPLY=($(compgen -W "--output --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --sampler --sjd-window --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--data --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
         "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --device --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --sampler --sjd-window --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --format --to-hub --private --revision --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;

@@ -33,6 +33,8 @@ from gigatok_cli.options import (
     PrecisionOpt,
     PROpt,
     RunGptOpt,
+    SamplerOpt,
+    SjdWindowOpt,
     TokenizerCheckpointOpt,
 )
 from gigatok_cli.report import is_main, render_report
@@ -117,6 +119,8 @@ def gfid(
     sample_batch_size: Annotated[
         int, typer.Option("--sample-batch-size", help="Images per generation batch.")
     ] = 32,
+    sampler: SamplerOpt = "standard",
+    sjd_window: SjdWindowOpt = 16,
     force: ForceOpt = False,
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
@@ -176,6 +180,8 @@ def gfid(
             seed=seed,
             precision=precision,
             sample_batch_size=sample_batch_size,
+            sampler=sampler,
+            sjd_window=sjd_window,
             force=force,
             inception_weights=inception_weights,
             batch_size=batch_size,

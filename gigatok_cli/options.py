@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from gigatok_core import registry
-from gigatok_core.choices import DEVICE_CHOICES, PRECISION_NAMES, RNG_MODES, SCHEDULES
+from gigatok_core.choices import DEVICE_CHOICES, PRECISION_NAMES, RNG_MODES, SAMPLERS, SCHEDULES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,6 +42,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--cfg-schedule": lambda: list(SCHEDULES),
     "--rng": lambda: list(RNG_MODES),
     "--format": lambda: ["safetensors", "hub"],  # gigatok train export
+    "--sampler": lambda: list(SAMPLERS),
 }
 
 
@@ -200,6 +201,19 @@ RngOpt = Annotated[
         "(one torch.multinomial stream, as the official sampler).",
         autocompletion=completer("--rng"),
     ),
+]
+SamplerOpt = Annotated[
+    str,
+    typer.Option(
+        "--sampler",
+        help="standard (one token per GPT forward pass) or sjd (speculative Jacobi decoding: several "
+        "tokens per pass, the same distribution, other images for a seed; needs --rng per-sample).",
+        autocompletion=completer("--sampler"),
+    ),
+]
+SjdWindowOpt = Annotated[
+    int,
+    typer.Option("--sjd-window", min=1, help="--sampler sjd: draft tokens per forward pass."),
 ]
 
 # ---------------------------------------------------------------------------------------------

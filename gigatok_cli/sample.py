@@ -22,7 +22,9 @@ from gigatok_cli.options import (
     PrecisionOpt,
     RngOpt,
     RunGptOpt,
+    SamplerOpt,
     SeedOpt,
+    SjdWindowOpt,
     TokenizerCheckpointOpt,
 )
 
@@ -60,6 +62,8 @@ def sample(
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1.0: off).")] = 1.0,
     seed: SeedOpt = 0,
     rng: RngOpt = "per-sample",
+    sampler: SamplerOpt = "standard",
+    sjd_window: SjdWindowOpt = 16,
     precision: PrecisionOpt = "fp32",
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per generation batch.")
@@ -142,6 +146,8 @@ def sample(
             overwrite=overwrite,
             on_progress=on_progress,
             compile=compile,
+            sampler=sampler,
+            sjd_window=sjd_window,
         )
     if not info.is_main:
         return
@@ -153,3 +159,11 @@ def sample(
     )
     for f in result.files:
         out.print(f"wrote {f}", highlight=False, soft_wrap=True)
+    if sampler == "sjd" and result.forward_passes:
+        out.print(
+            f"sjd: {result.forward_passes} GPT forward passes where the standard sampler runs "
+            f"{result.standard_passes} ({result.standard_passes / result.forward_passes:.2f}x fewer"
+            f"{', this process' if info.world_size > 1 else ''})",
+            highlight=False,
+            soft_wrap=True,
+        )

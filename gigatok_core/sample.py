@@ -24,6 +24,8 @@ from gigatok_core import dist
 from gigatok_core.ar.classes import class_name, parse_classes
 from gigatok_core.ar.generate import RNG_MODES, Drawer, SamplingParams, generate, sample_generators
 from gigatok_core.ar.guidance import CFGSchedule
+from gigatok_core.ar.sjd import DEFAULT_WINDOW, SJDStats, generate_sjd
+from gigatok_core.choices import SAMPLERS
 from gigatok_core.config import config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.images import check_writable, ensure_output_dir, save_npz, save_png, to_uint8
@@ -73,6 +75,8 @@ class SampleResult:
     settings: dict[str, Any] = field(default_factory=dict)
     generated_total: int = 0  # over all ranks
     skipped_total: int = 0
+    forward_passes: int = 0  # GPT forward passes this process ran
+    standard_passes: int = 0  # what the standard sampler runs for the same batches (tokens per batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +104,8 @@ def sample_images(
     ctx: dist.DistContext | None = None,
     on_progress: ProgressFn | None = None,
     compile: bool = False,
+    sampler: str = "standard",
+    sjd_window: int = DEFAULT_WINDOW,
 ) -> SampleResult:
     """Generate ``num_per_class`` images for each class into ``output``.
 
@@ -108,6 +114,9 @@ def sample_images(
     summaries). ``on_progress(done, total, stage="sample")``
     counts this process's images. ``compile=True`` compiles the GPT decode step with ``torch.compile`` (CUDA graphs
     on CUDA; the first batch, and a smaller last batch, pay the compilation).
+    ``sampler="sjd"`` draws with speculative Jacobi decoding (:mod:`gigatok_core.ar.sjd`,
+    ``sjd_window`` draft tokens per pass): the same distribution in fewer forward passes, but other
+    images than the standard sampler's for a seed (needs the per-sample ``rng``).
     """
     from gigatok_core.ar.load import load_gpt, resolve_gpt
     from gigatok_core.ar.trained import resolve_pairing
@@ -125,6 +134,18 @@ def sample_images(
         raise GigatokError(f"--batch-size must be at least 1, got {batch_size}")
     if rng not in RNG_MODES:
         raise GigatokError(f"unknown --rng {rng!r}", hint=f"use one of {', '.join(RNG_MODES)}")
+    if sampler not in SAMPLERS:
+        raise GigatokError(f"unknown --sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}")
+    if sampler == "sjd" and sjd_window < 1:
+        raise GigatokError(
+            f"--sjd-window must be at least 1, got {sjd_window}", hint=f"the default is {DEFAULT_WINDOW}"
+        )
+    if sampler == "sjd" and rng != "per-sample":
+        raise GigatokError(
+            "--sampler sjd draws from per-sample generators; --rng official replays the official "
+            "sampler's single torch.multinomial stream, which SJD does not use",
+            hint="leave out --rng (per-sample is the default), or use the standard sampler",
+        )
     cfg = cfg or CFGSchedule()
     sampling = sampling or SamplingParams()
     dev = dist.resolve_device(device)
@@ -157,6 +178,7 @@ def sample_images(
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p},
         "seed": seed,
         "rng": rng,
+        **({"sampler": {"name": "sjd", "window": sjd_window}} if sampler == "sjd" else {}),
         "precision": precision,
         "batch_size": batch_size,
         "compile": compile,
@@ -220,7 +242,23 @@ def sample_images(
             "per-sample",
             generators=sample_generators(seed, [it.class_idx for it in batch], [it.index for it in batch]),
         )
-        codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling, compile=compile)  # (B, N) int64
+        if sampler == "sjd":
+            stats = SJDStats()
+            codes = generate_sjd(
+                model,
+                labels,
+                drawer.generators,
+                cfg=cfg,
+                sampling=sampling,
+                window=sjd_window,
+                compile=compile,
+                stats=stats,
+            )  # (B, N) int64
+            result.forward_passes += stats.passes
+        else:
+            codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling, compile=compile)
+            result.forward_passes += codes.shape[1]
+        result.standard_passes += codes.shape[1]
         pixels = decode_fixed_batches(tok, codes)
         for it, px in zip(batch, pixels, strict=True):
             save_png(output / f"{it.stem}.png", px)

@@ -42,6 +42,7 @@ OUTPUT_KEYS = (
     "sampling",
     "seed",
     "rng",
+    "sampler",  # recorded for --sampler sjd only (absent = the standard sampler)
     "precision",
 )
 

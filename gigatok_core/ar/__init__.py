@@ -12,6 +12,7 @@ from gigatok_core.ar.generate import (
 from gigatok_core.ar.gpt import GPT, KVCache
 from gigatok_core.ar.guidance import SCHEDULES, CFGSchedule
 from gigatok_core.ar.load import build_gpt, check_fits_tokenizer, load_gpt
+from gigatok_core.ar.sjd import SJDStats, generate_sjd
 
 __all__ = [
     "GPT",
@@ -19,6 +20,7 @@ __all__ = [
     "CFGSchedule",
     "Drawer",
     "KVCache",
+    "SJDStats",
     "SamplingParams",
     "build_gpt",
     "check_fits_tokenizer",
@@ -26,6 +28,7 @@ __all__ = [
     "class_names",
     "filter_logits",
     "generate",
+    "generate_sjd",
     "load_gpt",
     "parse_classes",
     "resolve_class",

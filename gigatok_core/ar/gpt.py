@@ -84,12 +84,15 @@ class Attention(nn.Module):
         start: int | Tensor = 0,
         length: int | None = None,
     ) -> Tensor:
-        """``start``: first absolute position (int), or the (T,) int64 positions of a static-shape
-        step, which then reads the first ``length`` cache slots (None: all)."""
+        """``start``: first absolute position (int); the (T,) int64 positions of a static-shape
+        step, which then reads the first ``length`` cache slots (None: all); or (B, T) per-row
+        positions (:meth:`GPT.forward_rows`, which reads the whole cache)."""
         t = x.shape[1]
         q, k, v = rearrange(self.wqkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+        elif isinstance(start, Tensor) and start.ndim == 2:
+            out = _rowwise_cached_attention(q, k, v, cache, start)
         elif isinstance(start, Tensor):
             out = _static_cached_attention(q, k, v, cache, start, length)
         else:
@@ -128,6 +131,25 @@ def _static_cached_attention(
     slots = torch.arange(k_cache.shape[2], device=pos.device)  # (L,)
     mask = slots[None, :] <= pos[:, None]  # (T, L)
     return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
+
+
+def _rowwise_cached_attention(
+    q: Tensor, k: Tensor, v: Tensor, cache: tuple[Tensor, Tensor], pos: Tensor
+) -> Tensor:
+    """Attention over the whole cache with per-row positions ``pos`` (B, T) int64 (a window per row).
+
+    Row b's keys/values go to slots ``pos[b]`` (``scatter_``) and its query t sees slots
+    ``<= pos[b, t]``; every shape is fixed, as in :func:`_static_cached_attention`. Used by
+    :meth:`GPT.forward_rows` (speculative Jacobi decoding, ``ar/sjd.py``).
+    """
+    k_cache, v_cache = cache  # (B, H, L, D)
+    b, h, t, d = k.shape
+    index = pos[:, None, :, None].expand(b, h, t, d)  # (B, H, T, D)
+    k_cache.scatter_(2, index, k)
+    v_cache.scatter_(2, index, v)
+    slots = torch.arange(k_cache.shape[2], device=pos.device)  # (L,)
+    mask = slots[None, None, :] <= pos[:, :, None]  # (B, T, L)
+    return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask[:, None])
 
 
 class FeedForward(nn.Module):
@@ -279,6 +301,23 @@ class GPT(nn.Module):
         for layer, k, v in zip(self.layers, cache.k, cache.v, strict=True):
             h = layer(h, (k, v), pos, length)
         return self.output(self.norm(h[:, -1])).float()  # (B, V)
+
+    def forward_rows(self, labels: Tensor, tokens: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
+        """Logits (B, T, vocab) float32 for inputs ``tokens`` (B, T) at per-row positions ``pos`` (B, T).
+
+        Position 0 is the class token (its ``tokens`` entry is ignored, ``labels`` (B,) gives the
+        class); position p >= 1 holds image token p - 1. Keys/values are written at slot ``pos``
+        (several rows may point padding at one spare slot no real query reads), and query t of row b
+        attends to slots ``<= pos[b, t]``. Static shapes, so one compiled graph serves every call.
+        """
+        emb = self.tok_embeddings(tokens)  # (B, T, C)
+        cls = self.cls_embedding(labels)[:, None].to(emb.dtype)  # (B, 1, C)
+        h = torch.where((pos == 0)[..., None], cls, emb)
+        h = h + self.positional_embedding[pos.clamp(max=self.positional_embedding.shape[0] - 1)]
+        h = self.tok_dropout(h)
+        for layer, k, v in zip(self.layers, cache.k, cache.v, strict=True):
+            h = layer(h, (k, v), pos)
+        return self.output(self.norm(h)).float()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -40,6 +40,8 @@ def gfid(
     seed: int = 0,
     precision: str = "fp32",
     sample_batch_size: int = 32,
+    sampler: str = "standard",
+    sjd_window: int = 16,
     force: bool = False,
     inception_weights: str | Path | None = None,
     batch_size: int = 64,
@@ -96,6 +98,8 @@ def gfid(
         save_npz=save_npz,
         output=output,
     )
+    if sampler != "standard":  # recorded only when used: standard runs keep their settings as before
+        common |= {"sampler": sampler, "sjd_window": sjd_window}
     settings: dict[str, Any] = {
         "gpt": gpt,
         "tokenizer": tokenizer,

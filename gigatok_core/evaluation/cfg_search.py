@@ -154,6 +154,8 @@ SEARCH_SETTINGS = (
     "num_classes",
     "reference",
     "sampling",
+    "sampler",  # set for --sampler sjd only
+    "sjd_window",
 )
 
 
