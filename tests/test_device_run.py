@@ -6,7 +6,8 @@ points at a folder of links to the installed distributions the GPU machine has
 (``device_wheels.GPU_MACHINE_HAS`` and what they require): torch and the rest come from this
 interpreter without a multi-GB install, and everything else (omegaconf, platformdirs, lpips, this
 project's editable install) is absent until the carried wheels are installed. The working tree is
-copied without ``../shared`` (``git ls-files``: tracked and untracked, not ignored).
+copied as the GPU machine gets it (``git ls-files``: tracked and untracked, not ignored), and nothing
+beside it.
 
 The wheel fetch: ``device_prepare.sh`` runs for real, with pip pointed (``PIP_NO_INDEX``,
 ``PIP_FIND_LINKS``) at a local stand-in index made by repacking the installed distributions as
