@@ -26,6 +26,7 @@ def _bench():
     return module
 
 
+@pytest.mark.slow  # a bench script's run (~25 s): the evaluator's maths is tested in test_eval_*
 def test_eval_adm_bench_prints_and_writes_differences(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     weights = random_inception(tmp_path / "inception.pth")
     rng = np.random.default_rng(0)

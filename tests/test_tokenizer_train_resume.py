@@ -107,6 +107,7 @@ def test_sigkill_and_resume_log_the_uninterrupted_losses(kit: dict[str, Path], t
     _same_losses(ref, read_metrics(run), 1e-6, "sigkill")
 
 
+@pytest.mark.slow  # ~45 s; the engine's world-size resume is in the default run for the GPT
 @pytest.mark.spawn
 def test_one_process_run_continues_on_two_under_ddp_and_fsdp(kit: dict[str, Path], tmp_path: Path) -> None:
     """Steps 1-4 in one process, 5-6 on two (same global batch of 4, same data order): DDP through
