@@ -156,6 +156,19 @@ class Drawer:
 # ---------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------
+
+
+def checked_request(model: GPT, labels: Tensor, num_tokens: int | None) -> int:
+    """The number of tokens to draw (``num_tokens`` or the model's block size), after checking it
+    and the class ``labels`` (B,) against the model; shared by both samplers."""
+    n = num_tokens or model.config.block_size
+    if not 1 <= n <= model.config.block_size:
+        raise GigatokError(f"num_tokens must be in 1..{model.config.block_size}, got {n}")
+    if labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) >= model.config.num_classes:
+        raise GigatokError(f"class labels must be a 1-D tensor of ints in 0..{model.config.num_classes - 1}")
+    return n
+
+
 @torch.inference_mode()
 def generate(
     model: GPT,
@@ -179,11 +192,7 @@ def generate(
     """
     cfg = cfg or CFGSchedule()
     sampling = sampling or SamplingParams()
-    n = num_tokens or model.config.block_size
-    if not 1 <= n <= model.config.block_size:
-        raise GigatokError(f"num_tokens must be in 1..{model.config.block_size}, got {n}")
-    if labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) >= model.config.num_classes:
-        raise GigatokError(f"class labels must be a 1-D tensor of ints in 0..{model.config.num_classes - 1}")
+    n = checked_request(model, labels, num_tokens)
     if compile and not use_cache:
         raise GigatokError("compile=True needs the KV cache (use_cache=True)")
     device = model.tok_embeddings.weight.device

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from gigatok_core.ar.decode import compile_mode
-from gigatok_core.ar.generate import SamplingParams, filter_logits
+from gigatok_core.ar.generate import SamplingParams, checked_request, filter_logits
 from gigatok_core.ar.gpt import GPT, KVCache
 from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.errors import GigatokError
@@ -226,11 +226,7 @@ def generate_sjd(
     """
     cfg = cfg or CFGSchedule()
     sampling = sampling or SamplingParams()
-    n = num_tokens or model.config.block_size
-    if not 1 <= n <= model.config.block_size:
-        raise GigatokError(f"num_tokens must be in 1..{model.config.block_size}, got {n}")
-    if labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) >= model.config.num_classes:
-        raise GigatokError(f"class labels must be a 1-D tensor of ints in 0..{model.config.num_classes - 1}")
+    n = checked_request(model, labels, num_tokens)
     if window < 1:
         raise GigatokError(f"the SJD window must be at least 1 token, got {window}", hint="the default is 16")
     if len(generators) != labels.shape[0]:
