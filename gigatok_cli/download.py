@@ -170,38 +170,39 @@ def _list(as_json: bool) -> None:
             f"no known source yet: {', '.join(unsure)} (tried on the Hub; "
             "if it is not there, download it by hand and use --import)"
         )
-    table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})", caption="\n".join(notes) or None)
-    for col, justify in (
-        ("preset", "left"),
-        ("kind", "left"),
-        ("params", "right"),
-        ("size", "right"),
-        ("cached", "center"),
-        ("source", "left"),
-        ("hash", "left"),
-        ("paper", "left"),
-        ("file", "left"),
-    ):
-        # names and numbers never wrap; the free text and file names fold on narrow terminals
+    # a terminal too narrow for every column drops the free-text ones first (rich would squeeze
+    # them to nothing): paper numbers and file names below 150 columns, the hash basis below 110
+    shown = ["preset", "kind", "params", "size", "cached", "source", "hash", "paper", "file"]
+    if out.width < 150:
+        shown = shown[:-2]
+        notes.append("paper numbers and file names: a terminal of 150+ columns, or --json")
+    if out.width < 110:
+        shown = shown[:-1]
+        notes[0] = "the hash each file is checked against: a terminal of 110+ columns, or --json"
+    table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})", caption="\n".join(notes))
+    right = ("params", "size")
+    for col in shown:
+        # names and numbers never wrap; the free text and file names fold
         table.add_column(
             col,
-            justify=justify,
-            no_wrap=col not in ("paper", "file", "hash"),  # type: ignore[arg-type]
+            justify="right" if col in right else "center" if col == "cached" else "left",
+            no_wrap=col not in ("paper", "file", "hash"),
             overflow="fold",
         )
     for r in rows:
         paper = ", ".join(f"{k} {v}" for k, v in r["paper"].items()) or r["description"]
-        table.add_row(
-            r["preset"],
-            r["kind"],
-            _params(r["params"]),
-            _size(r["size"]),
-            _state(r["state"], r["size"]),
-            r["source"] + ("" if r["known_source"] else " [yellow](no known source)[/]"),
-            r["hash"],
-            paper,
-            r["file"],
-        )
+        cells = {
+            "preset": r["preset"],
+            "kind": r["kind"],
+            "params": _params(r["params"]),
+            "size": _size(r["size"]),
+            "cached": _state(r["state"], r["size"]),
+            "source": r["source"] + ("" if r["known_source"] else " [yellow](no known source)[/]"),
+            "hash": r["hash"],
+            "paper": paper,
+            "file": r["file"],
+        }
+        table.add_row(*(cells[c] for c in shown))
     out.print(table)
 
 

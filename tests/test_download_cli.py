@@ -158,3 +158,25 @@ def test_list_sizes_are_known_or_blank_with_a_reason(tmp_path: Path, monkeypatch
     assert lines["s-s"][4].strip() == f"{len(body) / 1000:.1f} KB" and lines["s-b"][4].strip() == ""
     assert "?" not in "".join(cells[4] for cells in lines.values())
     assert "blank size: not published with the release" in " ".join(table.split())
+
+
+@pytest.mark.parametrize(
+    ("columns", "headers", "dropped"),
+    [
+        ("80", ["preset", "params", "cached", "source"], ["hash", "paper", "file"]),
+        ("120", ["preset", "source", "hash"], ["paper", "file"]),
+        ("250", ["preset", "source", "hash", "paper", "file"], []),
+    ],
+)
+def test_list_fits_the_terminal(columns: str, headers: list[str], dropped: list[str]) -> None:
+    """A narrow terminal drops the free-text columns (and says where they are) instead of squeezing
+    every column to nothing; each row still shows its preset and source."""
+    res = runner.invoke(app, ["download", "--list"], env={"COLUMNS": columns})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    header = next(line for line in lines if "preset" in line and "kind" in line)
+    cells = [c.strip() for c in header.strip("┃ ").split("┃")]
+    assert all(h in cells for h in headers) and not any(d in cells for d in dropped), cells
+    assert all(len(line) <= int(columns) for line in lines)
+    assert any(line.startswith("│ s-s ") and "hub → drive" in line for line in lines)
+    assert ("a terminal of 150+ columns" in " ".join(res.output.split())) == ("paper" in dropped)
