@@ -33,6 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the random-file kit
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench scripts
+
+from train_gpt import PHASES, split_table  # one table for both trainers' step splits
 
 from gigatok_core.dist import PRECISIONS, resolve_device
 from gigatok_core.registry import tokenizer_names, tokenizer_preset
@@ -169,22 +172,11 @@ def bench_one(args: argparse.Namespace) -> dict:
     }
 
 
-HEADLINE = {"forward": "fwd_all", "backward": "bwd_all", "optimizer": "optimizer", "rest": "rest"}
+HEADLINE = dict(zip(PHASES, ("fwd_all", "bwd_all", "optimizer", "rest"), strict=True))  # phase -> split key
 
 
 def headline(split: dict[str, float], step: float) -> dict[str, float]:
     return {**{name: split[key] for name, key in HEADLINE.items()}, "step": step}
-
-
-def split_table(columns: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'':10}" + "".join(f"{name:>22}" for name in columns)]
-    for phase in (*HEADLINE, "step"):
-        cells = ""
-        for m in columns.values():
-            share = f"{100 * m[phase] / m['step']:5.1f}%" if phase != "step" else "      "
-            cells += f"{1000 * m[phase]:>13.1f} ms {share}"
-        lines.append(f"{phase:10}{cells}")
-    return "\n".join(lines)
 
 
 def compare(args: argparse.Namespace, argv: list[str]) -> dict[str, dict[str, float]]:
