@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     timings: dict[str, float] = {}
     counts: dict[str, int] = {}
 
-    def progress(done: int, total: int | None, *, stage: str = "") -> None:  # gigatok_core.progress
+    def progress(done: int, total: int | None, *, stage: str = "") -> None:  # gigatok_core.utils.progress
         counts[stage.removeprefix("inception: ")] = done
 
     ev = Evaluator(

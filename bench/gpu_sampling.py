@@ -188,7 +188,7 @@ def case_decode(s: Suite) -> None:
 # 2. Peak memory of sampling
 # ---------------------------------------------------------------------------------------------
 def case_peak_memory(s: Suite) -> None:
-    from gigatok_core.sample import decode_fixed_batches
+    from gigatok_core.tasks.sample import decode_fixed_batches
 
     s.keep("gpt", f"tokenizer:{s.sizes['gpt_tokenizer']}")
     model, tok, b = gpt(s), tokenizer(s), s.sizes["batch"]
@@ -226,9 +226,9 @@ def _flops(fn: Any) -> float:
 
 
 def case_gfid(s: Suite) -> None:
+    from gigatok_core.data.images import save_png
     from gigatok_core.evaluation.features import extract_features, iter_folder, rebatch
-    from gigatok_core.images import save_png
-    from gigatok_core.sample import decode_fixed_batches
+    from gigatok_core.tasks.sample import decode_fixed_batches
 
     sample = bench("sample")
     model, tok, net = gpt(s), tokenizer(s), inception(s)

@@ -82,8 +82,8 @@ from gigatok_core.ar import (
 )
 from gigatok_core.ar.load import seeded_random_weights
 from gigatok_core.ar.sjd import DEFAULT_WINDOW
+from gigatok_core.data.images import to_uint8
 from gigatok_core.dist import resolve_device, resolve_precision
-from gigatok_core.images import to_uint8
 from gigatok_core.registry import (
     default_tokenizer_for,
     gpt_names,

@@ -75,7 +75,7 @@ class Timer:
 
 
 def build(args: argparse.Namespace, device: torch.device, files: dict[str, Path]) -> TokenizerTrainer:
-    from gigatok_core.image_metrics import build_lpips
+    from gigatok_core.tasks.image_metrics import build_lpips
     from gigatok_core.train.tokenizer.frozen import load_teacher
 
     preset = tokenizer_preset(args.preset)

@@ -28,7 +28,7 @@ from rich.text import Text
 from gigatok_cli import _help  # noqa: F401  (flags show no <bool> in --help)
 from gigatok_cli.options import PrecisionOpt
 from gigatok_core.errors import GigatokError, NotImplementedYet
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 console = Console(stderr=True)
 out = Console()
@@ -105,7 +105,7 @@ def disk_hint(err: OSError) -> str:
     when the disk is full)."""
     import errno
 
-    from gigatok_core.fileio import free_bytes, human_bytes
+    from gigatok_core.utils.fileio import free_bytes, human_bytes
 
     where = Path(os.fsdecode(err.filename)).absolute().parent if err.filename else None
     if where is None:
@@ -134,7 +134,7 @@ class _Rate(ProgressColumn):
 
 @contextlib.contextmanager
 def progress_bar(label: str = "", *, enabled: bool = True, rate: str | None = None) -> Iterator[ProgressFn]:
-    """The one renderer of :mod:`gigatok_core.progress`: transient rich bars on stderr, one per stage.
+    """The one renderer of :mod:`gigatok_core.utils.progress`: transient rich bars on stderr, one per stage.
 
     Yields ``on_progress(done, total, *, stage="")``; a stage left empty is shown as ``label``.
     A smaller ``done`` than before restarts that stage's bar (a CFG search samples once per scale).

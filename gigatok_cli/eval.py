@@ -172,8 +172,8 @@ def rfid(
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core import prefetch
     from gigatok_core.evaluation import commands
+    from gigatok_core.tasks import prefetch
 
     fetch = functools.partial(
         prefetch.rfid_files,

@@ -139,8 +139,8 @@ def gfid(
     ] = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core import prefetch
     from gigatok_core.evaluation import ar_commands
+    from gigatok_core.tasks import prefetch
 
     def show(scale: float, metrics: dict[str, Any]) -> None:
         console.print(f"cfg {scale:g}: FID {metrics.get('fid')}")
@@ -235,8 +235,8 @@ def val_loss(
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core import prefetch
     from gigatok_core.evaluation import ar_commands
+    from gigatok_core.tasks import prefetch
 
     fetch = functools.partial(
         prefetch.val_loss_files,

@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 LAUNCH_DIR_ENV = "GIGATOK_LAUNCH_DIR"  # set by the parent for its workers: errors and progress go there
 
@@ -84,7 +84,7 @@ def worker_errors_reported() -> Iterator[None]:
 
 
 def global_progress(on_progress: ProgressFn) -> ProgressFn:
-    """Wrap a rank-local ``on_progress(done, total, *, stage)`` (:mod:`gigatok_core.progress`) so that
+    """Wrap a rank-local ``on_progress(done, total, *, stage)`` (:mod:`gigatok_core.utils.progress`) so that
     rank 0's bars count every local rank's items.
 
     In a launched worker each rank records its counts per stage in the shared folder and rank 0

@@ -71,8 +71,9 @@ def reconstruct(
 
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
-    from gigatok_core import dist, prefetch
-    from gigatok_core.reconstruct import reconstruct as run_reconstruct
+    from gigatok_core import dist
+    from gigatok_core.tasks import prefetch
+    from gigatok_core.tasks.reconstruct import reconstruct as run_reconstruct
 
     for word in inputs:  # `--grid true`: the flag takes no value, so "true" became an input
         if word.lower() in FLAG_WORDS and not Path(word).exists():

@@ -98,10 +98,11 @@ def sample(
 
     Example: gigatok sample --gpt gpt-xxl --tokenizer xl-xxl --classes 22,388 --output samples --grid
     """
-    from gigatok_core import dist, prefetch
+    from gigatok_core import dist
     from gigatok_core.ar.generate import SamplingParams
     from gigatok_core.ar.guidance import CFGSchedule
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks import prefetch
+    from gigatok_core.tasks.sample import sample_images
 
     cfg = CFGSchedule(
         4.0 if cfg_scale is None else cfg_scale,

@@ -81,9 +81,9 @@ def extract_codes(
     A killed run resumes when started again with the same options.
     Example: gigatok train extract-codes --tokenizer xl-xxl --data imagenet/train --output codes --ten-crop
     """
-    from gigatok_core import prefetch
     from gigatok_core.data.extract import extract_codes as run_extract
     from gigatok_core.dist import get_context
+    from gigatok_core.tasks import prefetch
 
     fetch = functools.partial(
         prefetch.extract_codes_files,

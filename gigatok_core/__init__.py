@@ -7,8 +7,8 @@ command                     library
 ==========================  ===============================================================
 ``gigatok download``        :func:`gigatok_core.weights.fetch_weights`, :func:`~gigatok_core.weights.import_weights`,
                             :func:`~gigatok_core.hub.verify_cache`, :func:`~gigatok_core.hub.catalog_rows`
-``gigatok reconstruct``     :func:`gigatok_core.reconstruct.reconstruct`
-``gigatok sample``          :func:`gigatok_core.sample.sample_images`
+``gigatok reconstruct``     :func:`gigatok_core.tasks.reconstruct.reconstruct`
+``gigatok sample``          :func:`gigatok_core.tasks.sample.sample_images`
 ``gigatok eval fid``        :func:`gigatok_core.evaluation.commands.fid`
 ``gigatok eval build-ref``  :func:`gigatok_core.evaluation.commands.build_reference`
 ``gigatok eval rfid``       :func:`gigatok_core.evaluation.commands.rfid`
@@ -20,8 +20,8 @@ Building blocks: :func:`gigatok_core.tokenizer.load_tokenizer` (a preset name ->
 :class:`~gigatok_core.tokenizer.VQTokenizer` with ``encode``/``decode_codes``),
 :func:`gigatok_core.ar.load.load_gpt` and :func:`gigatok_core.ar.generate.generate`,
 :mod:`gigatok_core.registry` (presets), :mod:`gigatok_core.config` (typed configs and overrides),
-:mod:`gigatok_core.images` (pre/post-processing as the official code), :mod:`gigatok_core.progress`
-(the ``on_progress(done, total, stage=...)`` protocol), :mod:`gigatok_core.runinfo` (the settings
+:mod:`gigatok_core.data.images` (pre/post-processing as the official code), :mod:`gigatok_core.utils.progress`
+(the ``on_progress(done, total, stage=...)`` protocol), :mod:`gigatok_core.runs.settings` (the settings
 file every run writes).
 """
 

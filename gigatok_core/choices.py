@@ -1,7 +1,7 @@
 """The fixed value sets of command options, importable without torch (help and completion use them).
 
 The modules that act on these values import them from here: guidance schedules
-(:mod:`gigatok_core.ar.guidance`), sampling randomness (:mod:`gigatok_core.ar.generate`), samplers (:mod:`gigatok_core.sample`); the
+(:mod:`gigatok_core.ar.guidance`), sampling randomness (:mod:`gigatok_core.ar.generate`), samplers (:mod:`gigatok_core.tasks.sample`); the
 precision names are the keys of :data:`gigatok_core.dist.PRECISIONS` (a test keeps them equal).
 """
 

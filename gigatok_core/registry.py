@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
+from gigatok_core.config.preset_files import load_preset_yaml
+from gigatok_core.config.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
+from gigatok_core.config.preset_files import unknown_name_error as unknown_name_error
 from gigatok_core.errors import GigatokError
-from gigatok_core.preset_files import load_preset_yaml
-from gigatok_core.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
-from gigatok_core.preset_files import unknown_name_error as unknown_name_error
 
 
 def _load_yaml(name: str) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]
 # What a registered weights file is, for the header of the safetensors gigatok writes from it
 # ---------------------------------------------------------------------------------------------
 def weights_meta(key: str) -> dict[str, Any]:
-    """The self-describing metadata (:func:`gigatok_core.checkpoint.save_weights`) of weights file
+    """The self-describing metadata (:func:`gigatok_core.checkpoints.files.save_weights`) of weights file
     ``key``: kind, preset, architecture dict and, for a GPT, its tokenizer pairing.
 
     What a loader reads instead of guessing the preset from shapes (``b-l`` and ``b-l-dino`` share

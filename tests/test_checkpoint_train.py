@@ -9,10 +9,10 @@ import logging
 import pytest
 import torch
 
-from gigatok_core import train_checkpoint as ck
-from gigatok_core.checkpoint import read_weights_meta
+from gigatok_core.checkpoints import training as ck
+from gigatok_core.checkpoints.files import read_weights_meta
+from gigatok_core.checkpoints.training import load_checkpoint, save_checkpoint
 from gigatok_core.errors import GigatokError
-from gigatok_core.train_checkpoint import load_checkpoint, save_checkpoint
 
 
 def _save(root, step, keep=None, value=None):

@@ -16,9 +16,9 @@ from gigatok_cli.options import CHOICES
 from gigatok_core import registry
 from gigatok_core.ar import CFGSchedule
 from gigatok_core.choices import PRECISION_NAMES, RNG_MODES, SCHEDULES
+from gigatok_core.data.images import Tile, contact_sheet, wrap_label
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import Tile, contact_sheet, wrap_label
-from gigatok_core.runinfo import PROVENANCE_KEYS, write_run_settings
+from gigatok_core.runs.settings import PROVENANCE_KEYS, write_run_settings
 
 runner = CliRunner()
 KW = {"gpt": "gpt-tiny", "cfg": CFGSchedule(2.0, "step"), "device": "cpu"}
@@ -107,7 +107,7 @@ def test_release_names_resolve_like_preset_plus_tokenizer() -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_sample_accepts_a_release_name(tmp_path: Path) -> None:
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks.sample import sample_images
 
     res = sample_images("22", output=tmp_path, **{**KW, "gpt": "gpt-tiny@tiny"})
     settings = json.loads((tmp_path / "sample.json").read_text())
@@ -119,7 +119,7 @@ def test_sample_accepts_a_release_name(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("one_thread")
 def test_a_folder_of_another_run_is_refused_and_overwrite_removes_exactly_its_files(tmp_path: Path) -> None:
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks.sample import sample_images
 
     calls: list[tuple[int, int | None, str]] = []
     sample_images(
@@ -147,9 +147,9 @@ def test_a_folder_of_another_run_is_refused_and_overwrite_removes_exactly_its_fi
 
 
 def test_an_unwritable_output_is_refused_before_the_models_load(tmp_path: Path, monkeypatch) -> None:
-    import gigatok_core.images as images
+    import gigatok_core.data.images as images
     import gigatok_core.tokenizer as tokenizer
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks.sample import sample_images
 
     def no_load(*args, **kwargs):
         raise AssertionError("the models must not load")

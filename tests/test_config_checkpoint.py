@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from gigatok_core.checkpoint import save_weights
+from gigatok_core.checkpoints.files import save_weights
 from gigatok_core.config import GPTConfig, GPTTrainConfig, TokenizerConfig, config_to_dict
 from gigatok_core.config.source import OfficialCheckpoint
 from gigatok_core.errors import GigatokError

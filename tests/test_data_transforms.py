@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gigatok_core.data.images import to_tensor
 from gigatok_core.data.transforms import (
     CenterCrop,
     CenterFlip,
@@ -18,7 +19,6 @@ from gigatok_core.data.transforms import (
     random_crop_arr,
     ten_crop_arr,
 )
-from gigatok_core.images import to_tensor
 
 
 def _image(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -61,7 +61,7 @@ def test_random_crop_arr_without_halving_and_draw_bounds() -> None:
 
 
 def test_center_crop_is_the_images_module_one() -> None:
-    from gigatok_core import images
+    from gigatok_core.data import images
 
     assert center_crop_arr is images.center_crop_arr
     out = CenterCrop(32)(_image(80, 50))

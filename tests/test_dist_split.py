@@ -15,8 +15,8 @@ def _entry_points() -> dict[str, object]:
     from gigatok_core.evaluation.generation import evaluate_generation
     from gigatok_core.evaluation.reconstruction import evaluate_reconstruction
     from gigatok_core.evaluation.val_loss import validation_loss
-    from gigatok_core.reconstruct import reconstruct
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks.reconstruct import reconstruct
+    from gigatok_core.tasks.sample import sample_images
 
     return {
         "reconstruct": reconstruct,

@@ -89,7 +89,7 @@ def test_bad_inputs_are_user_errors(tmp_path) -> None:
 
 
 def test_gfid_refuses_rfid_reference_before_sampling(tmp_path, monkeypatch) -> None:
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
 
     def boom(*args, **kwargs):
         raise AssertionError("sampling must not start with the wrong reference")
@@ -101,7 +101,7 @@ def test_gfid_refuses_rfid_reference_before_sampling(tmp_path, monkeypatch) -> N
 
 
 def test_gfid_calls_sampler_then_scores(tmp_path, monkeypatch) -> None:
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
     from gigatok_core.evaluation import evaluate as evaluate_mod
 
     calls = {}

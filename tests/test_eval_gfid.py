@@ -17,7 +17,7 @@ from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.dist import HandSplit
 from gigatok_core.evaluation import EvalStats, Features, frechet_distance, load_statistics, save_statistics
 from gigatok_core.evaluation.generation import evaluate_generation, sample_paths, write_sample_npz
-from gigatok_core.sample import sample_images
+from gigatok_core.tasks.sample import sample_images
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count_generate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
 
     labels: list[int] = []
     real = sample_mod.generate
@@ -133,7 +133,7 @@ def test_gfid_resumes_packs_npz_and_scores(
 
 
 def test_only_rank_zero_scores(tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
 
     calls: list[dict] = []
     monkeypatch.setattr(sample_mod, "sample_images", lambda classes, **kw: calls.append(kw))

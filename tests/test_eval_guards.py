@@ -52,7 +52,7 @@ def _boom(*args: object, **kwargs: object) -> None:
 def test_gfid_missing_reference_fails_before_sampling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
 
     monkeypatch.setattr(sample_mod, "sample_images", _boom)
     res = _invoke("gfid", "--gpt", "gpt-b", "--output", tmp_path / "o", "--reference", tmp_path / "no.npz")
@@ -214,7 +214,7 @@ def test_metrics_that_cannot_be_computed_say_why(tmp_path: Path) -> None:
 # build-ref --with-images: a reference ADM's evaluator can read (it needs arr_0)
 # ---------------------------------------------------------------------------------------------
 def test_reference_with_images_holds_the_crops_and_the_statistics(tmp_path: Path) -> None:
-    from gigatok_core.images import load_image
+    from gigatok_core.data.images import load_image
 
     files = write_images(tmp_path / "val", 3, seed=1, size=48)
     ev = tiny_evaluator(batch_size=2)
@@ -245,7 +245,7 @@ def test_reference_with_images_leaves_nothing_behind_on_failure(tmp_path: Path) 
 def test_gfid_overwrite_replaces_outputs_regenerate_resamples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, resample: bool
 ) -> None:
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
     from gigatok_core.evaluation.generation import sample_paths
 
     seen: dict[str, object] = {}

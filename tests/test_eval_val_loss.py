@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from gigatok_cli.main import app
 from gigatok_core.ar.load import load_gpt
+from gigatok_core.data.images import load_image, to_tensor
 from gigatok_core.dist import HandSplit
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.val_loss import validation_loss
-from gigatok_core.images import load_image, to_tensor
 from gigatok_core.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

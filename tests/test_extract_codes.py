@@ -94,7 +94,7 @@ def test_extract_end_to_end_resume_and_refusals(tmp_path: Path, tiny: torch.nn.M
     # other settings or another tokenizer's weights: refused, nothing lost
     res = _run("--data", str(data), "--output", str(out), "--shard-size", "3")
     assert res.exit_code == 1 and "other settings" in res.output and "shard_size" in res.output
-    from gigatok_core.checkpoint import save_weights
+    from gigatok_core.checkpoints.files import save_weights
 
     ckpt = tmp_path / "tok.safetensors"
     save_weights(
@@ -136,13 +136,13 @@ def test_ten_crop_rows_are_the_ten_crops(tmp_path: Path, tiny: torch.nn.Module) 
 
 
 def test_encoder_from_a_checkpoint_never_builds_the_decoder(tmp_path: Path, tiny: torch.nn.Module) -> None:
-    from gigatok_core.checkpoint import save_weights
+    from gigatok_core.checkpoints.files import save_weights
 
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(GigatokError, match="without tokenizer weights"):
         resolve_tokenizer_checkpoint(run)
-    from gigatok_core.train_checkpoint import save_checkpoint
+    from gigatok_core.checkpoints.training import save_checkpoint
 
     meta = {"step": 5, "kind": "tokenizer"}
     step = save_checkpoint(run / "checkpoints", weights={"model": tiny.state_dict()}, state={}, meta=meta)
@@ -189,11 +189,11 @@ def test_two_ranks_share_the_shards(tmp_path: Path, one_thread: None) -> None:
 def test_a_trained_tokenizer_with_its_own_codebook_size_extracts(tmp_path: Path, one_thread: None) -> None:
     # a gigatok-trained tokenizer whose run overrode the preset's codebook size: its file (or its
     # run folder) says so, and extract-codes builds that architecture, not the preset's
-    from gigatok_core.checkpoint import save_weights
+    from gigatok_core.checkpoints.files import save_weights
+    from gigatok_core.checkpoints.training import save_checkpoint
     from gigatok_core.config import TokenizerConfig, config_to_dict
     from gigatok_core.tokenizer import build_tokenizer
     from gigatok_core.tokenizer.model import init_weights
-    from gigatok_core.train_checkpoint import save_checkpoint
 
     cfg = TokenizerConfig.from_name("tiny", codebook_size=64)
     model = build_tokenizer(cfg)

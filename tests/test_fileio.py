@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from gigatok_core.checkpoint import read_weights_meta, save_weights
+from gigatok_core.checkpoints.files import read_weights_meta, save_weights
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.reference import ImageNpz, atomic_npz
-from gigatok_core.fileio import (
+from gigatok_core.utils.fileio import (
     atomic_path,
     atomic_write,
     sha256_file,

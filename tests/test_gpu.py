@@ -144,7 +144,7 @@ def test_compiled_decode_with_cuda_graphs(dtype: torch.dtype) -> None:
 
 def test_sample_pngs_do_not_depend_on_the_batch_size_on_cuda(tmp_path: Path) -> None:
     from gigatok_core.ar import CFGSchedule
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks.sample import sample_images
 
     kw = dict(gpt="gpt-tiny", cfg=CFGSchedule(2.0, "step"), device="cuda", num_per_class=5)
     sample_images("22,388", output=tmp_path / "b1", batch_size=1, **kw)

@@ -13,7 +13,7 @@ from conftest import fixture_path
 from hub_server import FAKE_SHAPES, QUOTA_PAGE, drive_warning_page, fake_checkpoint
 
 from gigatok_core import registry, weights
-from gigatok_core.checkpoint import read_checkpoint
+from gigatok_core.checkpoints.files import read_checkpoint
 from gigatok_core.errors import GigatokError
 from gigatok_core.hub import (
     cache,

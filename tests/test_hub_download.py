@@ -21,7 +21,7 @@ from hub_server import (
     fetch_worker,
 )
 
-from gigatok_core.checkpoint import read_checkpoint
+from gigatok_core.checkpoints.files import read_checkpoint
 from gigatok_core.errors import GigatokError
 from gigatok_core.hub import cache, fetch_record
 from gigatok_core.registry import WeightsRecord

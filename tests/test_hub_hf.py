@@ -18,12 +18,12 @@ from hub_server import FAKE_SHAPES, FileServer, HubRepo, Route, fake_checkpoint
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.checkpoint import read_checkpoint
+from gigatok_core.checkpoints.files import read_checkpoint
+from gigatok_core.checkpoints.training import save_checkpoint
 from gigatok_core.config import config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.hub import cache, fetch_record, resolve_hub_ref
 from gigatok_core.registry import WeightsRecord, gpt_preset, tokenizer_preset
-from gigatok_core.train_checkpoint import save_checkpoint
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -259,7 +259,7 @@ def test_gpt_export_loads_back_with_identical_codes(
     gpt, tok = load_gpt("gpt-tiny", checkpoint="hf://OWNER/REPO")
     assert tok == "tiny" and gpt.config.dim == gpt_preset("gpt-tiny").config.dim
 
-    from gigatok_core.sample import sample_images  # the Python API of `gigatok sample`
+    from gigatok_core.tasks.sample import sample_images  # the Python API of `gigatok sample`
 
     sample_images(
         "0", output=tmp_path / "api", gpt="gpt-tiny", gpt_checkpoint="hf://OWNER/REPO", save_codes=True

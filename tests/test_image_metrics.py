@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.image_metrics import build_lpips, lpips_distance, official_psnr_ssim, standard_psnr_ssim
+from gigatok_core.tasks.image_metrics import (
+    build_lpips,
+    lpips_distance,
+    official_psnr_ssim,
+    standard_psnr_ssim,
+)
 
 
 def _pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

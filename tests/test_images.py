@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gigatok_core.errors import GigatokError
-from gigatok_core.images import (
+from gigatok_core.data.images import (
     ImageReadError,
     center_crop_arr,
     list_images,
@@ -20,6 +19,7 @@ from gigatok_core.images import (
     to_uint8,
     unique_stems,
 )
+from gigatok_core.errors import GigatokError
 
 
 def _rgb(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -162,7 +162,7 @@ def test_extremely_elongated_images_are_refused_not_upscaled(tmp_path: Path) -> 
     ],
 )
 def test_float_and_32bit_images_keep_their_contrast(values: list, mode: str, want: list) -> None:
-    from gigatok_core.images import to_rgb
+    from gigatok_core.data.images import to_rgb
 
     dtype = np.float32 if mode == "F" else np.int32
     img = Image.fromarray(np.array([values], dtype=dtype), mode)

@@ -326,8 +326,8 @@ def test_bad_splits_are_refused(tmp_path: Path) -> None:
 
 def test_gpt_checkpoint_may_be_a_training_run_folder(tmp_path: Path) -> None:
     from gigatok_core.ar.load import load_gpt
+    from gigatok_core.checkpoints.training import save_checkpoint
     from gigatok_core.probe.api import gpt_weights_file
-    from gigatok_core.train_checkpoint import save_checkpoint
 
     gpt = small_gpt(block_size=256)  # gpt-tiny's own shape
     for step in (1, 2):

@@ -192,7 +192,7 @@ def test_probe_with_two_processes_through_the_launcher(data: Path, tmp_path: Pat
 def test_probe_gpt_of_a_training_run_needs_no_gpt_flag(data: Path, tmp_path: Path) -> None:
     from probekit import small_gpt
 
-    from gigatok_core.train_checkpoint import save_checkpoint
+    from gigatok_core.checkpoints.training import save_checkpoint
 
     gpt = small_gpt(block_size=256)  # gpt-tiny's own shape
     tok = {"preset": "tiny", "checkpoint": None, "sha256": None, "codebook_size": 1024, "num_tokens": 256}

@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.images import load_image, to_tensor
-from gigatok_core.reconstruct import reconstruct
+from gigatok_core.data.images import load_image, to_tensor
+from gigatok_core.tasks.reconstruct import reconstruct
 from gigatok_core.tokenizer import load_tokenizer
 
 runner = CliRunner()
@@ -241,7 +241,7 @@ def test_checkpoint_keys_left_out_are_shown(images: Path, tmp_path: Path) -> Non
 
 
 def test_metrics_json_is_strict_json_for_exact_reconstructions() -> None:
-    from gigatok_core.runinfo import json_safe
+    from gigatok_core.runs.settings import json_safe
 
     payload = {
         "mean": {"psnr": float("inf")},

@@ -12,7 +12,7 @@ from PIL import Image
 from gigatok_core.ar import CFGSchedule, SamplingParams
 from gigatok_core.dist import HandSplit
 from gigatok_core.errors import GigatokError
-from gigatok_core.sample import plan, sample_images
+from gigatok_core.tasks.sample import plan, sample_images
 
 CLASSES = "22,giant panda"
 STEMS = ["022_bald-eagle_0000", "022_bald-eagle_0001", "388_giant-panda_0000", "388_giant-panda_0001"]

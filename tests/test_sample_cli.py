@@ -80,11 +80,11 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
     def fake(classes, **kw):
         seen.update(kw, classes=classes)
-        from gigatok_core.sample import SampleResult
+        from gigatok_core.tasks.sample import SampleResult
 
         return SampleResult(output_dir=str(kw["output"]), total=0, generated=[], skipped=0)  # nothing to do
 
-    monkeypatch.setattr("gigatok_core.sample.sample_images", fake)  # the CLI imports it when it runs
+    monkeypatch.setattr("gigatok_core.tasks.sample.sample_images", fake)  # the CLI imports it when it runs
     res = invoke(
         "--gpt",
         "gpt-xxl",

@@ -14,7 +14,7 @@ from gigatok_core.ar import CFGSchedule, SamplingParams
 from gigatok_core.ar.classes import parse_classes, resolve_class
 from gigatok_core.dist import resolve_device
 from gigatok_core.errors import GigatokError
-from gigatok_core.sample import PARTIAL_CODES, SETTINGS_FILE, sample_images
+from gigatok_core.tasks.sample import PARTIAL_CODES, SETTINGS_FILE, sample_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KW = {
@@ -165,7 +165,7 @@ def test_grid_says_what_it_leaves_out(tmp_path: Path, caplog: pytest.LogCaptureF
 def test_decoding_uses_one_batch_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
     from gigatok_core.tokenizer import load_tokenizer
 
     tok = load_tokenizer("tiny")
@@ -187,7 +187,7 @@ def test_pixels_across_thread_counts_stay_within_one_level() -> None:
     thread count; another thread count (a torchrun worker runs one) moves a pixel by one level at most."""
     import torch
 
-    import gigatok_core.sample as sample_mod
+    import gigatok_core.tasks.sample as sample_mod
     from gigatok_core.tokenizer import load_tokenizer
 
     tok = load_tokenizer("tiny")

@@ -9,12 +9,12 @@ import torch
 
 from gigatok_core.ar import load_gpt
 from gigatok_core.ar.load import resolve_gpt
-from gigatok_core.checkpoint import save_weights
+from gigatok_core.checkpoints.files import save_weights
+from gigatok_core.checkpoints.training import save_checkpoint
 from gigatok_core.config import GPTConfig, TokenizerConfig, TokenizerTrainConfig, config_to_dict
 from gigatok_core.errors import GigatokError
 from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
 from gigatok_core.tokenizer.load import checkpoint_config
-from gigatok_core.train_checkpoint import save_checkpoint
 
 
 def _tokenizer_file(path: Path, cfg: TokenizerConfig, preset: str | None) -> dict[str, torch.Tensor]:
@@ -104,7 +104,7 @@ def test_gpt_metadata_gives_vocab_and_the_paired_tokenizer(tmp_path: Path) -> No
 
 def test_download_conversion_writes_self_describing_files(tmp_path: Path) -> None:
     """The cache's safetensors (download / --import) say which preset they are: b-l-dino is not b-l."""
-    from gigatok_core.checkpoint import read_weights_meta
+    from gigatok_core.checkpoints.files import read_weights_meta
     from gigatok_core.hub import structure
     from gigatok_core.registry import tokenizer_preset
 

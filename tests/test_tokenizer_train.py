@@ -294,8 +294,8 @@ def test_resume_continues_exactly(kit: dict[str, Path], tmp_path: Path) -> None:
 
 def test_init_from_run_dir(trained: Path, kit: dict[str, Path], tmp_path: Path) -> None:
     """--init RUN_DIR starts from a run's weights (EMA preferred); a wrong --init is a clear error."""
+    from gigatok_core.checkpoints.training import load_checkpoint
     from gigatok_core.train.tokenizer.task import read_init_weights
-    from gigatok_core.train_checkpoint import load_checkpoint
 
     sd, source = read_init_weights(trained)
     assert source.endswith("ema.safetensors")  # the resolver: the newest checkpoint, EMA preferred

@@ -22,8 +22,8 @@ from conftest import fixture_path
 from toktrain_kit import dinov2_entries, vgg_entries
 from weightfill import entries_of, fill_state_dict
 
-from gigatok_core.image_metrics import build_lpips
 from gigatok_core.registry import tokenizer_preset
+from gigatok_core.tasks.image_metrics import build_lpips
 from gigatok_core.tokenizer import build_tokenizer
 from gigatok_core.train.tokenizer import LossSettings, OptimSettings, PatchGAN, TokenizerTrainer, VQLoss
 from gigatok_core.train.tokenizer.frozen import load_teacher

@@ -22,8 +22,8 @@ from conftest import run_torchrun
 from test_tokenizer_train import SMALL, _env
 from toktrain_kit import write_frozen, write_images
 
+from gigatok_core.checkpoints.training import load_checkpoint
 from gigatok_core.train.run_dir import read_metrics
-from gigatok_core.train_checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 COMPARED = ("loss", "rec", "perceptual", "gen_adv", "d_loss", "grad_norm", "d_grad_norm")

@@ -62,9 +62,9 @@ def test_eval_rfid_on_a_run_folder(run: Path, kit: dict[str, Path], tmp_path: Pa
 
 
 def test_export_then_reconstruct_from_the_file(run: Path, kit: dict[str, Path], tmp_path: Path) -> None:
-    from gigatok_core.checkpoint import read_weights_meta
+    from gigatok_core.checkpoints.files import read_weights_meta
+    from gigatok_core.checkpoints.training import load_checkpoint
     from gigatok_core.tokenizer.load import load_tokenizer
-    from gigatok_core.train_checkpoint import load_checkpoint
 
     dest = tmp_path / "mine.safetensors"
     res = _invoke(kit, "train", "export", run, dest)

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from gigatok_core.checkpoints.training import load_checkpoint
 from gigatok_core.errors import GigatokError
 from gigatok_core.train.engine import Engine, Task
 from gigatok_core.train.run_dir import read_metrics
 from gigatok_core.train.state import LoopSettings
-from gigatok_core.train_checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,11 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.checkpoint import read_weights_meta
+from gigatok_core.checkpoints.files import read_weights_meta
+from gigatok_core.checkpoints.training import load_checkpoint
 from gigatok_core.data.codes_format import CodesTokenizer, write_manifest, write_shard
 from gigatok_core.train.gpt import official_lr_lambda, param_groups, wsd_factor
 from gigatok_core.train.run_dir import read_metrics
-from gigatok_core.train_checkpoint import load_checkpoint
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny steps: one thread avoids OpenMP stalls
@@ -428,8 +428,8 @@ def test_a_local_tokenizer_checkpoint_is_found_by_path_and_hash(tmp_path):
     from gigatok_core.ar.load import resolve_gpt
     from gigatok_core.ar.trained import paired_tokenizer_checkpoint
     from gigatok_core.errors import GigatokError
-    from gigatok_core.fileio import sha256_file
     from gigatok_core.tokenizer import load_tokenizer
+    from gigatok_core.utils.fileio import sha256_file
 
     tok_file = tmp_path / "tok.safetensors"
     save_file(load_tokenizer("tiny").state_dict(), str(tok_file))

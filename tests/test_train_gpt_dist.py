@@ -14,8 +14,8 @@ from conftest import run_torchrun
 from test_train_gpt import make_codes, runner
 
 from gigatok_cli.main import app
+from gigatok_core.checkpoints.training import load_checkpoint
 from gigatok_core.train.run_dir import read_metrics
-from gigatok_core.train_checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NO_DROPOUT = [

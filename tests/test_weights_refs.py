@@ -18,7 +18,7 @@ import gigatok_core.evaluation.commands as eval_commands
 from gigatok_cli.main import app
 from gigatok_core.config.source import weights_file
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import sha256_file
+from gigatok_core.utils.fileio import sha256_file
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -213,7 +213,7 @@ def test_one_resolver_takes_files_run_folders_export_folders(tree: Path, tmp_pat
 
 def test_tokenizer_checkpoint_takes_a_run_folder(tree: Path, tmp_path: Path) -> None:
     """`--tokenizer-checkpoint RUN_DIR` (also an export folder) works as `--checkpoint` does elsewhere."""
-    from gigatok_core.checkpoint import save_weights
+    from gigatok_core.checkpoints.files import save_weights
     from gigatok_core.tokenizer import load_tokenizer
 
     folder = tmp_path / "tokrun"
@@ -299,7 +299,7 @@ def test_rfid_results_name_the_tokenizer_weights(tmp_path: Path, monkeypatch) ->
     from types import SimpleNamespace
 
     import gigatok_core.evaluation.reconstruction as reconstruction
-    from gigatok_core.checkpoint import save_weights
+    from gigatok_core.checkpoints.files import save_weights
     from gigatok_core.evaluation.commands import rfid
     from gigatok_core.tokenizer import load_tokenizer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from gigatok_core.ar.gpt import GPT
-from gigatok_core.checkpoint import GPT_ENTRIES, extract_state_dict, load_strict, read_checkpoint
+from gigatok_core.checkpoints.files import GPT_ENTRIES, extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import GPTConfig, TokenizerConfig
 from gigatok_core.config.source import describe_checkpoint, weights_file
 from gigatok_core.errors import GigatokError

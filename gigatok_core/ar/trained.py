@@ -55,7 +55,7 @@ def _recorded_tokenizer(meta: Mapping[str, Any] | None) -> dict[str, Any] | None
 
 def recorded_tokenizer_file(checkpoint: str | Path, rec: Mapping[str, Any]) -> Path:
     """The tokenizer checkpoint a GPT run recorded, found from anywhere and checked by its hash."""
-    from gigatok_core.recorded import find_recorded, record_fields, run_folder_of
+    from gigatok_core.weights import find_recorded, record_fields, run_folder_of
 
     path, relative, sha = record_fields(rec)
     return find_recorded(

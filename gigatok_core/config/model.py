@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gigatok_core.config.build import build_config, check
+from gigatok_core.config.preset_files import declared
 from gigatok_core.config.sizes import GPT_SIZES, VIT_SIZES
-from gigatok_core.preset_files import declared
 
 
 # ---------------------------------------------------------------------------------------------

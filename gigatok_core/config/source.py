@@ -37,8 +37,8 @@ def _read_meta_json(path: Path) -> dict[str, Any]:
 
 def newest_checkpoint(path: str | Path, what: str | None = None) -> Path:
     """The checkpoint folder to read for ``path``: a step folder itself, else the latest checkpoint
-    of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.train_checkpoint.latest_checkpoint`)."""
-    from gigatok_core.train_checkpoint import latest_checkpoint
+    of a run folder or of its ``checkpoints/`` (:func:`gigatok_core.checkpoints.training.latest_checkpoint`)."""
+    from gigatok_core.checkpoints.training import latest_checkpoint
 
     path = Path(path)
     if (path / META_JSON).is_file():
@@ -131,7 +131,7 @@ def _no_hub(ref: str | Path, what: str) -> None:
 
 def _exported(folder: Path, kind: str | None) -> Path | None:
     """The newest gigatok-exported ``*.safetensors`` of ``kind`` directly in ``folder`` (None: none)."""
-    from gigatok_core.checkpoint import read_weights_meta
+    from gigatok_core.checkpoints.files import read_weights_meta
 
     if kind is None:
         return None
@@ -148,7 +148,7 @@ def weights_file(ref: str | Path, what: str = "checkpoint", *, kind: str | None 
       the folder; an exported file wins), else the ``ema`` (else ``model``) weights of its newest
       training checkpoint (a run folder, its ``checkpoints/``, or one step folder).
     """
-    from gigatok_core.checkpoint import check_checkpoint_file
+    from gigatok_core.checkpoints.files import check_checkpoint_file
 
     _no_hub(ref, what)
     path = Path(ref)
@@ -157,7 +157,7 @@ def weights_file(ref: str | Path, what: str = "checkpoint", *, kind: str | None 
     exported = _exported(path, kind)
     if exported is not None:
         return exported
-    from gigatok_core.train_checkpoint import latest_checkpoint
+    from gigatok_core.checkpoints.training import latest_checkpoint
 
     if not (path / META_JSON).is_file() and latest_checkpoint(path, quiet=True) is None:
         raise GigatokError(
@@ -180,7 +180,7 @@ def describe_checkpoint(path: str | Path, *, kind: str, what: str = "checkpoint"
     """What a checkpoint says about itself (gigatok metadata or a run's ``meta.json``), checked to
     be a ``kind`` checkpoint; None for an official or foreign file. ``path`` is anything
     :func:`weights_file` takes."""
-    from gigatok_core.checkpoint import read_weights_meta
+    from gigatok_core.checkpoints.files import read_weights_meta
 
     _no_hub(path, what)
     path = Path(path)
@@ -204,7 +204,7 @@ def describe_checkpoint(path: str | Path, *, kind: str, what: str = "checkpoint"
 
 def config_from_checkpoint(cls: type[C], path: str | Path, *, kind: str) -> C:
     """``cls`` (TokenizerConfig or GPTConfig) for the checkpoint at ``path``; ``kind`` is tokenizer|gpt."""
-    from gigatok_core.checkpoint import GPT_ENTRIES, extract_state_dict, read_checkpoint
+    from gigatok_core.checkpoints.files import GPT_ENTRIES, extract_state_dict, read_checkpoint
 
     meta = describe_checkpoint(path, kind=kind)
     if meta is not None:

@@ -21,8 +21,8 @@ from gigatok_core.config.build import (
     parse_dotlist,
 )
 from gigatok_core.config.model import GPTConfig, TokenizerConfig
+from gigatok_core.config.preset_files import declared
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
-from gigatok_core.preset_files import declared
 
 STRATEGIES = ("ddp", "fsdp")
 

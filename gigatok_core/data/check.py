@@ -27,7 +27,7 @@ def write_check_grid(
     max_rows: int = 16,
 ) -> Path:
     """Write ``CODES_DIR/check_codes.png`` and return its path."""
-    from gigatok_core.images import Tile, contact_sheet, save_png, to_uint8
+    from gigatok_core.data.images import Tile, contact_sheet, save_png, to_uint8
     from gigatok_core.tokenizer import load_tokenizer
 
     shards = [k for k, s in enumerate(manifest.shards) if s.count]

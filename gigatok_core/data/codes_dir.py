@@ -21,7 +21,7 @@ from gigatok_core.data.codes_format import (
     write_manifest,
 )
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_json
+from gigatok_core.utils.fileio import write_json
 
 SETTINGS_NAME = "extract.json"
 CHECK_GRID_NAME = "check_codes.png"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import atomic_write, sha256_file, write_json
+from gigatok_core.utils.fileio import atomic_write, sha256_file, write_json
 
 CODES_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -47,7 +47,7 @@ def codes_dtype(codebook_size: int) -> np.dtype:
 
 def _holds_images(root: Path) -> bool:
     """True when ``root`` or one of its sub-folders (an ImageFolder tree) holds an image file."""
-    from gigatok_core.images import IMAGE_EXTENSIONS
+    from gigatok_core.data.images import IMAGE_EXTENSIONS
 
     folders = [root, *(p for p in root.iterdir() if p.is_dir())]
     return any(p.suffix.lower() in IMAGE_EXTENSIONS for f in folders for p in f.iterdir() if p.is_file())
@@ -57,7 +57,7 @@ def _holds_images(root: Path) -> bool:
 @dataclass(frozen=True)
 class CodesTokenizer:
     """Which tokenizer produced the codes: a preset name and/or a checkpoint (sha256, its absolute
-    path and its path relative to the codes folder: :func:`gigatok_core.recorded.find_recorded`)."""
+    path and its path relative to the codes folder: :func:`gigatok_core.weights.find_recorded`)."""
 
     codebook_size: int
     num_tokens: int
@@ -85,7 +85,7 @@ class CodesTokenizer:
     def locate(self, base: str | Path) -> Path | None:
         """The recorded checkpoint file, found from anywhere (absolute path, else relative to
         ``base``, the folder holding the record) and checked by its sha256; None for a preset."""
-        from gigatok_core.recorded import find_recorded
+        from gigatok_core.weights import find_recorded
 
         if not self.checkpoint:
             return None

@@ -57,8 +57,8 @@ def tokenizer_record(
 
     Without ``checkpoint`` the released file is named by the preset (its registered sha256, if any).
     """
-    from gigatok_core.fileio import sha256_file
     from gigatok_core.registry import tokenizer_preset
+    from gigatok_core.utils.fileio import sha256_file
 
     preset = tokenizer_preset(tokenizer)
     ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
@@ -84,7 +84,7 @@ def load_encoder(
     strictly; the decoder is never built. A preset without released weights (``tiny``) gets its
     seeded random weights.
     """
-    from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
+    from gigatok_core.checkpoints.files import extract_state_dict, load_strict, read_checkpoint
     from gigatok_core.registry import tokenizer_preset
     from gigatok_core.tokenizer import build_tokenizer, load_tokenizer
 

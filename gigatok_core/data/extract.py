@@ -32,8 +32,8 @@ from gigatok_core.data.encoder import (
     tokenizer_architecture,
 )
 from gigatok_core.errors import GigatokError
-from gigatok_core.progress import ProgressFn
-from gigatok_core.recorded import relative_to
+from gigatok_core.utils.progress import ProgressFn
+from gigatok_core.weights import relative_to
 
 STAGE = "extract-codes"  # the progress stage: this rank's images
 

@@ -21,8 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gigatok_core.data.draws import sample_key
+from gigatok_core.data.images import IMAGE_EXTENSIONS, MAX_ASPECT, ImageReadError, read_image
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import IMAGE_EXTENSIONS, MAX_ASPECT, ImageReadError, read_image
 
 log = logging.getLogger("gigatok")
 
@@ -133,7 +133,7 @@ class ImageFolderDataset(Dataset):
     """Images of an ImageFolder tree (label = sorted class index) or a flat folder (label -1).
 
     Items are ``(transform(image), label, key)``, or :class:`Unreadable` for a file that does not decode
-    (or is over :data:`~gigatok_core.images.MAX_ASPECT` times longer than wide). ``require_labels``
+    (or is over :data:`~gigatok_core.data.images.MAX_ASPECT` times longer than wide). ``require_labels``
     refuses a folder without class sub-folders, naming ``purpose`` (the command that needs labels).
 
     With a ``seed``, sample ``i``'s key is :func:`~gigatok_core.data.draws.sample_key` (seed, epoch,

@@ -20,7 +20,7 @@ from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_out
 from gigatok_core.data.codes_format import scan_shard, write_shard
 from gigatok_core.data.encoder import tokenizer_record
 from gigatok_core.errors import GigatokError
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 CODES_SUBDIR = "imagenet256_codes"
 LABELS_SUBDIR = "imagenet256_labels"

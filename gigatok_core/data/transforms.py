@@ -5,7 +5,7 @@
   that, BICUBIC to it, a random S crop), then a horizontal flip with p = 0.5, ToTensor,
   Normalize(0.5, 0.5).
 - Evaluation / validation: the ADM centre crop (one implementation,
-  :func:`gigatok_core.images.center_crop_arr`).
+  :func:`gigatok_core.data.images.center_crop_arr`).
 - Code extraction (docs/recipes.md#gpt, ``extract_codes_c2i.py``): ``--ten-crop``: the ADM centre crop to
   int(S · crop_range) (281 for 1.1) and torchvision ``TenCrop(S)`` = the five crops (top-left,
   top-right, bottom-left, bottom-right, centre) of the image then of its mirror; without it the
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gigatok_core.images import center_crop_arr, to_tensor
+from gigatok_core.data.images import center_crop_arr, to_tensor
 
 __all__ = [
     "CenterCrop",

@@ -6,7 +6,7 @@
 - :mod:`.reference`: statistics files, references, the protocol guard;
 - :mod:`.evaluate`: :class:`Evaluator` and :func:`compute_metrics`;
 - :mod:`.reconstruction`: rFID + PSNR / SSIM / LPIPS / codebook usage of a tokenizer;
-- :mod:`.generation`: gFID of a GPT (class-balanced samples via :mod:`gigatok_core.sample`);
+- :mod:`.generation`: gFID of a GPT (class-balanced samples via :mod:`gigatok_core.tasks.sample`);
 - :mod:`.commands`, :mod:`.ar_commands`: one function per ``gigatok eval`` command (checks, defaults,
   the report and its ``--json``).
 """

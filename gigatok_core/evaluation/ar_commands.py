@@ -16,7 +16,7 @@ from gigatok_core.evaluation.commands import (
     finish,
     per_class,
 )
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 
 def gfid(
@@ -64,7 +64,7 @@ def gfid(
     from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.evaluation.cfg_search import results_csv, run_gfid_search
     from gigatok_core.evaluation.generation import evaluate_generation
-    from gigatok_core.sample import weights_identity
+    from gigatok_core.tasks.sample import weights_identity
 
     check_json_target(json_path, overwrite)
     pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
@@ -153,7 +153,7 @@ def val_loss(
     """``gigatok eval val-loss``: the GPT's cross-entropy on the tokenizer's codes of ``data``."""
     from gigatok_core.ar.trained import resolve_pairing
     from gigatok_core.evaluation.val_loss import validation_loss
-    from gigatok_core.sample import weights_identity
+    from gigatok_core.tasks.sample import weights_identity
 
     check_json_target(json_path, overwrite)
     data = check_folder(data, "--data")

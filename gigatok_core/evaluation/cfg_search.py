@@ -188,7 +188,7 @@ def check_search_settings(csv_path: Path, settings: dict[str, Any], *, write: bo
                 ".settings.json away",
             )
     elif write and not csv_path.is_file():
-        from gigatok_core.images import atomic_write_bytes
+        from gigatok_core.data.images import atomic_write_bytes
 
         atomic_write_bytes(record, json.dumps(settings, indent=2, sort_keys=True).encode())
 
@@ -226,7 +226,7 @@ def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:
 
 def append_row(path: Path, cfg: CFGSchedule, metrics: dict[str, Any]) -> None:
     """Append one result row (header when new), rewriting the file atomically."""
-    from gigatok_core.images import atomic_write_bytes
+    from gigatok_core.data.images import atomic_write_bytes
 
     old = path.read_text() if path.is_file() else ""
     buf = io.StringIO()

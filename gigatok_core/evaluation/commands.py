@@ -14,8 +14,8 @@ from typing import Any
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.reference import PROTOCOLS, EvalStats
-from gigatok_core.progress import ProgressFn
-from gigatok_core.runinfo import write_run_settings
+from gigatok_core.runs.settings import write_run_settings
+from gigatok_core.utils.progress import ProgressFn
 
 # gFID defaults of the paper's evaluation (docs/evaluation.md#generation): CFG 1.75 with the step schedule, 50 images
 # per class (50k samples over the 1000 ImageNet classes).
@@ -244,7 +244,7 @@ def rfid(
         return None
     messages = [f"reference statistics cached at {report.reference}"] if report.reference_built else []
     from gigatok_core.data.encoder import resolve_tokenizer_checkpoint
-    from gigatok_core.recorded import tokenizer_identity
+    from gigatok_core.weights import tokenizer_identity
 
     ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
     settings = {

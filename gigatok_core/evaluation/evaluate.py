@@ -39,7 +39,7 @@ from gigatok_core.evaluation.reference import (
     statistics_arrays,
     weights_id,
 )
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")
 
@@ -99,7 +99,7 @@ class Evaluator:
         A statistics npz is used as stored (ADM's batch: ``mu``/``sigma`` are train-set statistics);
         with ``need_features`` its ``arr_0`` images, if any, are also run for precision/recall / IS.
         """
-        from gigatok_core.images import list_images
+        from gigatok_core.data.images import list_images
 
         path = Path(source)
         label = label or path.name
@@ -166,7 +166,7 @@ class Evaluator:
         ``with_images`` also stores the crops as ``arr_0`` (uint8 NHWC), as the official rFID
         reference does, so ADM's TensorFlow evaluator can read the file too (it needs ``arr_0``).
         """
-        from gigatok_core.images import list_images
+        from gigatok_core.data.images import list_images
 
         output = check_statistics_target(output, overwrite)  # before the extraction, not after
         paths = list_images([data])

@@ -19,7 +19,7 @@ import torch
 
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.inception import FIDInception
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def extract_features(
 ) -> Features:
     """Run ``model`` over uint8-range image batches (NHWC numpy or NCHW tensors), in order.
 
-    ``progress(done, total, stage=stage)`` is called after each batch (:mod:`gigatok_core.progress`).
+    ``progress(done, total, stage=stage)`` is called after each batch (:mod:`gigatok_core.utils.progress`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -116,7 +116,7 @@ def rebatch(images: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarra
 # ---------------------------------------------------------------------------------------------
 def iter_folder(paths: Sequence[Path], image_size: int | None = None) -> Iterator[np.ndarray]:
     """Decode images to uint8 (H, W, 3); with ``image_size``, ADM centre-crop them to that size."""
-    from gigatok_core.images import load_image, read_image
+    from gigatok_core.data.images import load_image, read_image
 
     for p in paths:
         yield load_image(p, image_size) if image_size else np.asarray(read_image(p))

@@ -3,7 +3,7 @@
 Protocol differences from the official ``sample_c2i_cfg_search.py`` (docs/evaluation.md#generation), stated so
 numbers are read correctly: labels are class-balanced (``num_per_class`` per class, 50 -> 50k)
 instead of uniform-random ``torch.randint`` labels, and each image is seeded from
-(seed, class, index) by :func:`gigatok_core.sample.sample_images` (resumable, world-size
+(seed, class, index) by :func:`gigatok_core.tasks.sample.sample_images` (resumable, world-size
 independent). The evaluator is ours (same Inception weights and metric definitions as ADM's).
 
 Under torchrun the sampling is sharded by ``sample_images``; after it (a collective, so every
@@ -44,9 +44,9 @@ def sample_paths(
     in class order each split would see only 100 classes and the IS would come out far too low
     (the official script's labels are uniform-random, so its splits mix all classes). The npz of
     ``--save-npz`` uses the same order. ``names``: the GPT's own class names (see
-    :func:`gigatok_core.sample_output.plan`).
+    :func:`gigatok_core.tasks.sample_output.plan`).
     """
-    from gigatok_core.sample import SampleItem
+    from gigatok_core.tasks.sample import SampleItem
 
     return [
         Path(output) / f"{SampleItem(c, k, names[c] if names is not None else None).stem}.png"
@@ -77,7 +77,7 @@ def evaluate_generation(
     Returns the metrics on the main rank, ``None`` on the others. ``num_classes`` < 1000 keeps
     the first classes only (smoke runs). ``save_npz`` also writes the ADM-style sample batch
     (``arr_0`` uint8 (N, 256, 256, 3), in :func:`sample_paths` order). ``sample_kwargs`` go to
-    :func:`gigatok_core.sample.sample_images` (cfg, sampling, seed, precision, batch_size,
+    :func:`gigatok_core.tasks.sample.sample_images` (cfg, sampling, seed, precision, batch_size,
     device, checkpoints, on_progress); ``overwrite`` replaces an existing npz, ``regenerate`` samples
     again instead of reusing the PNGs already in ``output``. ``ctx``: the ranks (default: this
     process's :func:`gigatok_core.dist.get_context`, created by the sampler).
@@ -91,7 +91,7 @@ def evaluate_generation(
         )
     reference = Path(reference) if reference is not None else default_reference()
     check_protocol(reference, PROTOCOL, force=force)  # before hours of sampling
-    from gigatok_core.sample import sample_images
+    from gigatok_core.tasks.sample import sample_images
 
     classes = list(range(num_classes))
     sample_images(
@@ -106,7 +106,7 @@ def evaluate_generation(
     )
     if not (ctx or dist.get_context(init=False)).is_main:
         return None  # sample_images ends with a collective: every PNG exists once rank 0 gets here
-    from gigatok_core.sample_output import read_previous
+    from gigatok_core.tasks.sample_output import read_previous
 
     names = read_previous(Path(output)).get("run_class_names")  # the file names the sampler used
     paths = sample_paths(output, classes, num_per_class, names)
@@ -151,7 +151,7 @@ def write_sample_npz(
     Streamed image by image (:class:`~gigatok_core.evaluation.reference.ImageNpz`: atomic, 50k
     images never sit in memory at once). Every image must already be S x S RGB.
     """
-    from gigatok_core.images import read_image
+    from gigatok_core.data.images import read_image
 
     with ImageNpz(path, len(paths), image_size) as npz:
         for i, p in enumerate(paths):

@@ -266,7 +266,7 @@ def load_fid_inception(weights: str | Path | None = None, device: torch.device |
     Loaded with ``weights_only=True`` and strictly; a file without the ``num_batches_tracked``
     buffers (older PyTorch exports) gets them filled in, since evaluation never reads them.
     """
-    from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
+    from gigatok_core.checkpoints.files import extract_state_dict, load_strict, read_checkpoint
 
     if weights is None:
         from gigatok_core.hub import fetch_weights

@@ -2,7 +2,7 @@
 
 The in-process version of the quantitative mode of the official ``reconstruction_ddp.py``
 (docs/evaluation.md#reconstruction): ADM centre crop to the tokenizer's size, ``encode`` -> ``decode_codes``,
-uint8 by the official rounding, the official PSNR/SSIM quirks (``gigatok_core.image_metrics``),
+uint8 by the official rounding, the official PSNR/SSIM quirks (``gigatok_core.tasks.image_metrics``),
 LPIPS-VGG on the unclamped reconstruction, codebook usage = distinct codes / codebook size, and
 FID/sFID of the uint8 reconstructions against the ``rfid-imagenet-val`` reference.
 
@@ -38,7 +38,7 @@ from gigatok_core.evaluation.reference import (
     reference_meta,
     save_statistics,
 )
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 PROTOCOL = "rfid-imagenet-val"
 
@@ -94,7 +94,7 @@ def evaluate_reconstruction(
     splits a run by hand, its main rank's ``gather`` returning every rank's :class:`ShardResult`.
     ``on_progress(done, total, stage="reconstruct")`` counts this rank's images.
     """
-    from gigatok_core.images import list_images
+    from gigatok_core.data.images import list_images
     from gigatok_core.tokenizer import load_tokenizer
 
     if batch_size < 1:
@@ -136,7 +136,7 @@ def evaluate_reconstruction(
 
     lpips_model = None
     if lpips:
-        from gigatok_core.image_metrics import build_lpips
+        from gigatok_core.tasks.image_metrics import build_lpips
 
         lpips_model = build_lpips(vgg_weights, device=dev)
 
@@ -200,7 +200,7 @@ def evaluate_reconstruction(
             f"{len(merged.skipped)} image(s) left out of both sides (first: {files[first]}: {why})"
         )
     if out_dir is not None:  # which source each NNNNNN.png reconstructs
-        from gigatok_core.images import atomic_write_bytes
+        from gigatok_core.data.images import atomic_write_bytes
 
         index = {f"{i:06d}.png": str(files[i]) for i in merged.indices.tolist()}
         atomic_write_bytes(out_dir / "samples.json", json.dumps(index, indent=1).encode())
@@ -227,7 +227,7 @@ def _reconstruct_shard(
     out_dir: Path | None,
     on_progress: ProgressFn | None,
 ) -> ShardResult:
-    from gigatok_core.images import ImageReadError, load_image, save_png
+    from gigatok_core.data.images import ImageReadError, load_image, save_png
 
     dev = torch.device(evaluator.device)
     size = model.config.image_size
@@ -312,8 +312,8 @@ def merge_shards(parts: list[ShardResult]) -> ShardResult:
 def _reconstruct_batch(
     model: torch.nn.Module, pixels: np.ndarray, dev: torch.device, lpips_model: torch.nn.Module | None
 ) -> dict[str, Any]:
-    from gigatok_core.image_metrics import official_psnr_ssim
-    from gigatok_core.images import to_tensor, to_uint8
+    from gigatok_core.data.images import to_tensor, to_uint8
+    from gigatok_core.tasks.image_metrics import official_psnr_ssim
 
     x = to_tensor(pixels).to(dev)  # (B, 3, S, S) in [-1, 1]
     dtype = next(model.parameters()).dtype
@@ -324,7 +324,7 @@ def _reconstruct_batch(
     pairs = [official_psnr_ssim(recon_u8[j], x_hwc[j]) for j in range(len(pixels))]
     lp: list[float] = []
     if lpips_model is not None:
-        from gigatok_core.image_metrics import lpips_distance
+        from gigatok_core.tasks.image_metrics import lpips_distance
 
         lp = lpips_distance(lpips_model, x, recon).cpu().tolist()
     return {

@@ -27,7 +27,7 @@ import numpy as np
 from gigatok_core.errors import GigatokError
 from gigatok_core.evaluation.features import Features
 from gigatok_core.evaluation.metrics import GaussianStats
-from gigatok_core.fileio import atomic_write, sha256_file, write_npz
+from gigatok_core.utils.fileio import atomic_write, sha256_file, write_npz
 
 PROTOCOLS = {
     "gfid-adm": "generation FID against ADM's ImageNet-256 reference batch (VIRTUAL_imagenet256_labeled.npz)",
@@ -71,7 +71,7 @@ class EvalStats:
 # Reading and writing
 # ---------------------------------------------------------------------------------------------
 def atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an npz atomically (:func:`gigatok_core.fileio.write_npz`)."""
+    """Write ``arrays`` as an npz atomically (:func:`gigatok_core.utils.fileio.write_npz`)."""
     write_npz(path, arrays)
 
 

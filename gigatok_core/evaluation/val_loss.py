@@ -27,7 +27,7 @@ from gigatok_core import dist
 from gigatok_core.ar.loss import token_losses
 from gigatok_core.data.folder import image_folder
 from gigatok_core.errors import GigatokError
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 __all__ = ["ValLossReport", "image_folder", "token_losses", "validation_loss"]
 
@@ -77,7 +77,7 @@ def validation_loss(
     """
     from gigatok_core.ar.load import load_gpt, resolve_gpt
     from gigatok_core.ar.trained import paired_tokenizer_checkpoint
-    from gigatok_core.images import load_image, to_tensor
+    from gigatok_core.data.images import load_image, to_tensor
     from gigatok_core.tokenizer import load_tokenizer
 
     if batch_size < 1:

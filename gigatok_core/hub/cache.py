@@ -29,9 +29,9 @@ from typing import Any
 import platformdirs
 
 from gigatok_core import registry
-from gigatok_core.fileio import CHUNK, atomic_write, write_json
 from gigatok_core.hub.lock import RemovableLock
 from gigatok_core.registry import WeightsRecord
+from gigatok_core.utils.fileio import CHUNK, atomic_write, write_json
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -80,7 +80,7 @@ def offline() -> bool:
 # Copies into the cache (hashed on the way)
 # ---------------------------------------------------------------------------------------------
 def copy_hashing(src: Path, dst: Path) -> str:
-    """Copy ``src`` to ``dst`` atomically (:func:`~gigatok_core.fileio.atomic_write`); returns the
+    """Copy ``src`` to ``dst`` atomically (:func:`~gigatok_core.utils.fileio.atomic_write`); returns the
     sha256 of the bytes, computed on the way (one read of a multi-GB file, not two)."""
     h = hashlib.sha256()
     with open(src, "rb") as fi, atomic_write(dst, "wb") as fo:

@@ -27,12 +27,12 @@ from pathlib import Path
 
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import sha256_file
 from gigatok_core.hub import cache, hf, structure
 from gigatok_core.hub.sources import SourceFailed, fetch_source, human_urls, local_candidates, source_label
 from gigatok_core.hub.structure import ShapesFn
 from gigatok_core.hub.transfer import session
 from gigatok_core.registry import WeightsRecord
+from gigatok_core.utils.fileio import sha256_file
 
 
 class Rejected(Exception):
@@ -55,7 +55,7 @@ def fetch_weights(
     """Local path of the verified file registered as ``name`` in presets/weights.yaml.
 
     Tokenizer and GPT checkpoints come back as safetensors holding their weights entry (read by
-    :func:`gigatok_core.checkpoint.read_checkpoint` as ``{"model": tensors}``); aux files as
+    :func:`gigatok_core.checkpoints.files.read_checkpoint` as ``{"model": tensors}``); aux files as
     downloaded. ``shapes(record)`` gives the keys/shapes a model checkpoint must have (None: no
     structural check; :func:`gigatok_core.weights.fetch_weights` passes the presets' check).
     ``or_option`` names the command-line option that takes a local file instead; a failure's hint

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import sha256_file
+from gigatok_core.utils.fileio import sha256_file
 
 SCHEME = "hf://"
 DEFAULT_FILE = "model.safetensors"  # what `gigatok train export --to-hub` writes

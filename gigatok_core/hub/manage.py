@@ -15,11 +15,11 @@ from pathlib import Path
 
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import sha256_file
 from gigatok_core.hub import cache, structure
 from gigatok_core.hub.fetch import Rejected, accept, check_cached, identity_problem, locked, where_to_get
 from gigatok_core.hub.structure import ShapesFn
 from gigatok_core.registry import WeightsRecord
+from gigatok_core.utils.fileio import sha256_file
 
 log = logging.getLogger("gigatok")
 

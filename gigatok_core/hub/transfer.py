@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from gigatok_core.fileio import CHUNK, sha256_file
+from gigatok_core.utils.fileio import CHUNK, sha256_file
 
 TIMEOUT = (15, 60)  # (connect, read) seconds
 RETRIES = 4

@@ -17,7 +17,7 @@ from gigatok_core.errors import GigatokError
 from gigatok_core.probe.data import Split, check_same_classes, read_split
 from gigatok_core.probe.features import GPTFeatures, TokenizerFeatures
 from gigatok_core.probe.run import EpochCallback, ProbeConfig, ProbeResult, run_probe
-from gigatok_core.progress import ProgressFn
+from gigatok_core.utils.progress import ProgressFn
 
 
 def file_identity(path: str | Path | None) -> dict[str, Any] | None:
@@ -48,7 +48,7 @@ def probe_gpt_files(
     tokenizer_checkpoint: str | Path | None = None,
 ) -> list[Path]:
     """Check the splits and fetch every weights file a GPT probe reads (the launcher's parent step)."""
-    from gigatok_core import prefetch
+    from gigatok_core.tasks import prefetch
 
     read_splits(train_dir, val_dir, subset)
     return prefetch.gpt_files(
@@ -68,7 +68,7 @@ def probe_tokenizer_files(
     checkpoint: str | Path | None = None,
 ) -> list[Path]:
     """Check the splits and fetch the tokenizer weights a tokenizer probe reads (none for a local one)."""
-    from gigatok_core import prefetch
+    from gigatok_core.tasks import prefetch
 
     read_splits(train_dir, val_dir, subset)
     if checkpoint is not None and Path(checkpoint).is_dir():

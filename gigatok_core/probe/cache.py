@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from gigatok_core.dist import DistContext
-from gigatok_core.fileio import atomic_write, write_json
 from gigatok_core.probe.data import ProbeImages, Split, collate
+from gigatok_core.utils.fileio import atomic_write, write_json
 
 CACHE_FORMAT = 1
 SHARD = 4096  # images per cache file

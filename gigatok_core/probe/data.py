@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from gigatok_core.data.images import MAX_ASPECT, ImageReadError, center_crop_arr, read_image
 from gigatok_core.data.transforms import random_crop_arr
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import MAX_ASPECT, ImageReadError, center_crop_arr, read_image
 
 log = logging.getLogger("gigatok")
 _named: set[Path] = set()  # unreadable files already reported by this process

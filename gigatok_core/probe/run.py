@@ -28,23 +28,23 @@ import torch
 from torch import nn
 
 from gigatok_core import dist
-from gigatok_core.dist import DistContext
-from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_json, write_text_atomic
-from gigatok_core.probe.cache import cached_features, open_cache
-from gigatok_core.probe.data import ProbeImages, Split, check_same_classes
-from gigatok_core.probe.features import feature_spec
-from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
-from gigatok_core.probe.loop import epoch_batches, evaluate, image_batches, sync_buffers, train_epoch
-from gigatok_core.progress import ProgressFn
-from gigatok_core.train_checkpoint import (
+from gigatok_core.checkpoints.training import (
     TrainingCheckpoint,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from gigatok_core.dist import DistContext
+from gigatok_core.errors import GigatokError
+from gigatok_core.probe.cache import cached_features, open_cache
+from gigatok_core.probe.data import ProbeImages, Split, check_same_classes
+from gigatok_core.probe.features import feature_spec
+from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
+from gigatok_core.probe.loop import epoch_batches, evaluate, image_batches, sync_buffers, train_epoch
+from gigatok_core.utils.fileio import write_json, write_text_atomic
+from gigatok_core.utils.progress import ProgressFn
 
-CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_core.checkpoint)
+CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/step-{epoch:08d}/ (gigatok_core.checkpoints.files)
 
 
 @dataclass
@@ -203,7 +203,7 @@ def run_probe(
     """Probe ``extractor`` (a module mapping (B,3,S,S) images to (B,D) features, see features.py).
 
     Returns the result on rank 0 (None elsewhere). ``on_epoch`` gets each epoch's metrics line;
-    ``on_progress(done, total, stage=...)`` (:mod:`gigatok_core.progress`) reports the feature
+    ``on_progress(done, total, stage=...)`` (:mod:`gigatok_core.utils.progress`) reports the feature
     cache shards (stages "features: train", "features: val") and each epoch's batches (stage "train",
     restarting every epoch). Resumes from ``RUN_DIR/checkpoints``.
     """

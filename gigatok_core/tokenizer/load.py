@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from gigatok_core.checkpoint import extract_state_dict, load_strict, read_checkpoint
+from gigatok_core.checkpoints.files import extract_state_dict, load_strict, read_checkpoint
 from gigatok_core.config import TokenizerConfig
 from gigatok_core.config.source import describe_checkpoint, is_hub_ref, weights_file
 from gigatok_core.errors import GigatokError

@@ -9,7 +9,7 @@ micro-batches in :meth:`Task.train_step`, using the engine's helpers:
 
 The engine owns everything else: the global batch (``micro = batch / (world x accum)``), the data
 order (:class:`~gigatok_core.dist.EpochSampler`, resumable mid-epoch at the exact sample), seeding
-and per-rank RNG states, checkpoints (:func:`~gigatok_core.train_checkpoint.save_checkpoint`) and resume,
+and per-rank RNG states, checkpoints (:func:`~gigatok_core.checkpoints.training.save_checkpoint`) and resume,
 SIGTERM/SIGINT (checkpoint, then a return whose ``exit_code`` is 128 + the signal), logs (``metrics.jsonl``, TensorBoard, a callback
 for the CLI's progress bar). nanoGPT's train.py is the model: one loop, torchrun detected, the main
 rank logs and saves.
@@ -31,13 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from gigatok_core.checkpoints.training import load_checkpoint, save_checkpoint
 from gigatok_core.dist import EpochSampler, get_context, resolve_device, resolve_precision
 from gigatok_core.errors import GigatokError
 from gigatok_core.train import parallel
 from gigatok_core.train.optim import clip_and_step
 from gigatok_core.train.run_dir import MetricsLog, prepare_run_dir
 from gigatok_core.train.state import LoopSettings, capture_rng, restore_rng, seed_everything
-from gigatok_core.train_checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("gigatok")
 OnStep = Callable[[int, int, Mapping[str, float]], None]  # (step, max_steps, last logged record)
@@ -289,7 +289,7 @@ class Engine:
         phase, goes on: the schedule of the new length from the next step."""
         import json
 
-        from gigatok_core.train_checkpoint import META_FILE, latest_checkpoint
+        from gigatok_core.checkpoints.training import META_FILE, latest_checkpoint
 
         folder = latest_checkpoint(run_dir, quiet=True) if (run_dir / "checkpoints").is_dir() else None
         try:

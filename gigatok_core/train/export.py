@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.checkpoint import save_weights
+from gigatok_core.checkpoints.files import save_weights
+from gigatok_core.checkpoints.training import load_checkpoint
 from gigatok_core.errors import GigatokError
-from gigatok_core.train_checkpoint import load_checkpoint
 
 PREFERRED = ("ema", "model")  # EMA weights when the run kept them (docs/recipes.md#gpt: EMA is optional)
 

@@ -25,11 +25,11 @@ from torch import Tensor, nn
 
 from gigatok_core.ar.loss import token_loss, token_losses
 from gigatok_core.errors import GigatokError
-from gigatok_core.recorded import relative_to
 from gigatok_core.train.engine import Engine, FitResult, OnStart, OnStep, Task
 from gigatok_core.train.optim import adamw, ema_update
 from gigatok_core.train.run_dir import released_on_failed_start
 from gigatok_core.train.state import LoopSettings
+from gigatok_core.weights import relative_to
 
 SAMPLE_CLASSES = 4  # classes in the training sample grid, evenly spread over the label range
 SAMPLES_PER_CLASS = 2
@@ -262,8 +262,8 @@ class GPTTask(Task):
         """A PNG grid: a few fixed classes, ``SAMPLES_PER_CLASS`` each, EMA weights when kept."""
         from gigatok_core.ar.generate import Drawer, generate, sample_generators
         from gigatok_core.ar.guidance import CFGSchedule
-        from gigatok_core.images import Tile, contact_sheet, save_png
-        from gigatok_core.sample import decode_fixed_batches
+        from gigatok_core.data.images import Tile, contact_sheet, save_png
+        from gigatok_core.tasks.sample import decode_fixed_batches
 
         if self.manifest is None:
             return  # no tokenizer to decode with

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.checkpoint import save_weights
+from gigatok_core.checkpoints.files import save_weights
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_text_atomic
 from gigatok_core.train.export import export_meta, run_weights
+from gigatok_core.utils.fileio import write_text_atomic
 
 HUB_FILES = ("model.safetensors", "config.json", "README.md")
 SCORES = ("rfid", "val_rfid", "fid", "val_loss", "loss", "rec_loss", "lpips", "psnr")  # logged keys shown

@@ -4,7 +4,7 @@ RUN_DIR/
   config.yaml        the resolved config (written once, before step 1)
   metrics.jsonl      one JSON object per logged step
   tb/                TensorBoard event files (`tensorboard --logdir RUN_DIR/tb`)
-  checkpoints/       step-XXXXXXXX/ folders and the `latest` pointer (gigatok_core.checkpoint)
+  checkpoints/       step-XXXXXXXX/ folders and the `latest` pointer (gigatok_core.checkpoints.files)
   samples/           PNG grids written by the task
 
 A folder holding another config's run is refused (``--overwrite`` starts over, removing exactly the
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_text_atomic
+from gigatok_core.utils.fileio import write_text_atomic
 
 log = logging.getLogger("gigatok")
 CONFIG_FILE = "config.yaml"

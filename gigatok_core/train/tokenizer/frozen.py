@@ -35,7 +35,7 @@ DINO_DISC_FILE = "dino_deitsmall16_pretrain.pth"
 
 
 def _read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    from gigatok_core.checkpoint import read_checkpoint
+    from gigatok_core.checkpoints.files import read_checkpoint
 
     ckpt = read_checkpoint(path)
     for key in ("model", "state_dict", "teacher"):  # plain files are the state_dict itself

@@ -118,7 +118,7 @@ def read_init_weights(init: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """State dict of ``--init``: a tokenizer preset (its released weights), or anything the weights
     resolver takes (:func:`gigatok_core.weights.resolve_weights`: a file, a run or export folder,
     EMA preferred, a hub id)."""
-    from gigatok_core.checkpoint import extract_state_dict, read_checkpoint
+    from gigatok_core.checkpoints.files import extract_state_dict, read_checkpoint
     from gigatok_core.registry import tokenizer_names, tokenizer_preset
     from gigatok_core.weights import resolve_weights
 
@@ -194,7 +194,7 @@ class TokenizerTask(Task):
         self._named_unreadable: set[str] = set()
 
     def setup(self, engine: Engine) -> None:
-        from gigatok_core.image_metrics import build_lpips
+        from gigatok_core.tasks.image_metrics import build_lpips
         from gigatok_core.tokenizer import build_tokenizer, init_weights
 
         cfg, recipe, dev = self.cfg, self.cfg.recipe, engine.device
@@ -339,8 +339,15 @@ class TokenizerTask(Task):
         """A PNG grid: a fixed batch of training images (centre crop), original | reconstruction."""
         if not engine.ctx.is_main:
             return
+        from gigatok_core.data.images import (
+            ImageReadError,
+            Tile,
+            contact_sheet,
+            read_image,
+            save_png,
+            to_uint8,
+        )
         from gigatok_core.data.transforms import CenterCrop
-        from gigatok_core.images import ImageReadError, Tile, contact_sheet, read_image, save_png, to_uint8
 
         crop, images = CenterCrop(self.cfg.model.image_size), []
         for path in self.train_set.files:  # the first readable images: the same batch every time

@@ -1,7 +1,7 @@
 """The output folder of a sampling run: which run owns it, resuming, and its summaries.
 
 A folder holds at most one run. Its ``sample.json`` (written through
-:func:`gigatok_core.runinfo.write_run_settings`) records the settings and every file the run
+:func:`gigatok_core.runs.settings.write_run_settings`) records the settings and every file the run
 wrote or will write (``outputs``). A new run in that folder must have the same pixel settings and
 include every sample of the previous one (a continuation: more classes or more per class);
 anything else is another run and is refused. ``overwrite=True`` first removes exactly the files the
@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from gigatok_core.ar.classes import class_name, slug, slugify
+from gigatok_core.data.images import Tile, contact_sheet, save_npz, save_png
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import Tile, contact_sheet, save_npz, save_png
 
 SETTINGS_FILE = "sample.json"
 CODES_FILE = "codes.npz"

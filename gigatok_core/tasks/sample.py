@@ -27,11 +27,10 @@ from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.ar.sjd import DEFAULT_WINDOW, SJDStats, generate_sjd
 from gigatok_core.choices import SAMPLERS
 from gigatok_core.config import config_to_dict
+from gigatok_core.data.images import check_writable, ensure_output_dir, save_npz, save_png, to_uint8
 from gigatok_core.errors import GigatokError
-from gigatok_core.images import check_writable, ensure_output_dir, save_npz, save_png, to_uint8
-from gigatok_core.progress import ProgressFn
-from gigatok_core.runinfo import write_run_settings
-from gigatok_core.sample_output import (
+from gigatok_core.runs.settings import write_run_settings
+from gigatok_core.tasks.sample_output import (
     CODES_FILE,
     GRID_FILE,
     GRID_MAX_CLASSES,
@@ -47,6 +46,7 @@ from gigatok_core.sample_output import (
     write_codes,
     write_grid,
 )
+from gigatok_core.utils.progress import ProgressFn
 
 __all__ = [
     "CODES_FILE",
@@ -289,7 +289,7 @@ def sample_images(
 def weights_identity(pairing: Any) -> dict[str, Any]:
     """The exact weights of a :class:`gigatok_core.ar.trained.Pairing`: path and sha256 of each file
     (a released file: its registered sha256, verified when it was fetched; ``tiny``: seeded random)."""
-    from gigatok_core.recorded import file_record, released_record, tokenizer_identity
+    from gigatok_core.weights import file_record, released_record, tokenizer_identity
 
     if pairing.gpt_checkpoint is not None:
         gpt = file_record(pairing.gpt_checkpoint)

@@ -18,9 +18,7 @@ import torch
 
 from gigatok_core import dist
 from gigatok_core.config import config_to_dict
-from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_json
-from gigatok_core.images import (
+from gigatok_core.data.images import (
     ImageReadError,
     Tile,
     check_writable,
@@ -34,9 +32,11 @@ from gigatok_core.images import (
     to_uint8,
     unique_stems,
 )
-from gigatok_core.progress import ProgressFn
+from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_preset
-from gigatok_core.runinfo import json_safe, write_run_settings
+from gigatok_core.runs.settings import json_safe, write_run_settings
+from gigatok_core.utils.fileio import write_json
+from gigatok_core.utils.progress import ProgressFn
 
 GRID_MAX_IMAGES = 64  # the --grid sheet shows the first 64 images
 SETTINGS_FILE = "reconstruct.json"  # the resolved settings, written next to the outputs
@@ -146,7 +146,7 @@ def reconstruct(
     size = model.config.image_size
     lpips_model = None
     if metrics:
-        from gigatok_core.image_metrics import build_lpips
+        from gigatok_core.tasks.image_metrics import build_lpips
 
         lpips_model = build_lpips(vgg_weights, device=dev)
     ensure_output_dir(output)  # only now: a failed weights fetch leaves no empty folder behind
@@ -251,7 +251,7 @@ def _run_batch(
     out = []
     lp = None
     if with_metrics and lpips_model is not None:
-        from gigatok_core.image_metrics import lpips_distance
+        from gigatok_core.tasks.image_metrics import lpips_distance
 
         lp = lpips_distance(lpips_model, x, recon).cpu().numpy()
     x_hwc = x.permute(0, 2, 3, 1).cpu().numpy()
@@ -259,7 +259,7 @@ def _run_batch(
         save_png(output / f"{names[i]}.png", recon_u8[j])
         rec: dict[str, Any] = {"index": i, "codes": codes[j].cpu().numpy().astype(np.int64), "metrics": {}}
         if with_metrics:
-            from gigatok_core.image_metrics import official_psnr_ssim, standard_psnr_ssim
+            from gigatok_core.tasks.image_metrics import official_psnr_ssim, standard_psnr_ssim
 
             psnr_o, ssim_o = official_psnr_ssim(recon_u8[j], x_hwc[j])
             psnr_s, ssim_s = standard_psnr_ssim(recon_u8[j], pixels[j])

@@ -3,7 +3,7 @@
 Pre-processing follows the official code (docs/tokenizer.md#pre-and-post-processing): PIL -> RGB, ADM centre crop
 (BOX halving while the short side >= 2S, BICUBIC to short side S, centre crop), then
 ``x = v / 127.5 - 1``. Post-processing: ``clamp(127.5 * y + 128, 0, 255)`` truncated to uint8.
-Outputs are written atomically (:mod:`gigatok_core.fileio`: temp file beside the target, then ``os.replace``).
+Outputs are written atomically (:mod:`gigatok_core.utils.fileio`: temp file beside the target, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from gigatok_core.errors import GigatokError
-from gigatok_core.fileio import write_bytes_atomic, write_npz
+from gigatok_core.utils.fileio import write_bytes_atomic, write_npz
 
 IMAGE_EXTENSIONS = (
     ".png",
@@ -207,7 +207,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 # Writing
 # ---------------------------------------------------------------------------------------------
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`gigatok_core.fileio.write_bytes_atomic`)."""
+    """Write ``data`` to ``path`` atomically (:func:`gigatok_core.utils.fileio.write_bytes_atomic`)."""
     write_bytes_atomic(path, data)
 
 
@@ -259,7 +259,7 @@ def save_png(path: str | Path, pixels: np.ndarray) -> None:
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an ``.npz``, atomically and safe for any key (:func:`gigatok_core.fileio.write_npz`)."""
+    """Write ``arrays`` as an ``.npz``, atomically and safe for any key (:func:`gigatok_core.utils.fileio.write_npz`)."""
     write_npz(path, arrays)
 
 

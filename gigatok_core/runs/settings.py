@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.fileio import write_json
+from gigatok_core.utils.fileio import write_json
 
 PROVENANCE_KEYS = ("gigatok_version", "command_line", "created")
 

@@ -21,8 +21,8 @@ from gigatok_core.errors import GigatokError
 
 def presets_dir() -> Path:
     """The folder holding the preset YAML files (source checkout, or the copy inside the wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_presets", here.parent / "presets"):
+    package = Path(__file__).resolve().parents[1]  # gigatok_core/
+    for candidate in (package / "_presets", package.parent / "presets"):
         if (candidate / "tokenizers.yaml").is_file():
             return candidate
     raise GigatokError("the preset files are missing from this installation", hint="reinstall gigatok-vision")

@@ -1,6 +1,6 @@
 """Training checkpoints: a folder per step, written atomically, with a ``latest`` pointer written last.
 
-Weights groups are self-describing safetensors (:func:`gigatok_core.checkpoint.save_weights`); the
+Weights groups are self-describing safetensors (:func:`gigatok_core.checkpoints.files.save_weights`); the
 rest of the training state is a ``weights_only``-loadable ``state.pt``. Used by the trainers
 (``gigatok_core.train``) and by linear probing (``gigatok_core.probe``), hence its place here.
 """
@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from gigatok_core.checkpoint import META_FORMAT, save_weights
+from gigatok_core.checkpoints.files import META_FORMAT, save_weights
 from gigatok_core.errors import GigatokError
 
 log = logging.getLogger("gigatok")
@@ -83,7 +83,7 @@ def _tensor_bytes(obj: Any) -> int:
 
 
 def _disk_error(err: OSError, target: Path, previous: Path | None, need: int) -> GigatokError:
-    from gigatok_core.fileio import free_bytes, human_bytes
+    from gigatok_core.utils.fileio import free_bytes, human_bytes
 
     kept = (
         f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
@@ -122,7 +122,7 @@ def save_checkpoint(
     import tempfile
 
     from gigatok_core import __version__
-    from gigatok_core.fileio import atomic_write, write_json, write_text_atomic
+    from gigatok_core.utils.fileio import atomic_write, write_json, write_text_atomic
 
     step = meta.get("step")
     if not isinstance(step, int) or step < 0:

@@ -5,7 +5,7 @@ Official files are dicts holding ``ema`` / ``model`` / ``state_dict`` (weights),
 We read them with ``torch.load(weights_only=True)``, allow-listing only ``argparse.Namespace``, and
 load strictly: every key must match, and the keys we deliberately drop are named.
 Files we write ourselves are safetensors (weights) plus a JSON-able header. Training checkpoint
-folders (one per step, with a ``latest`` pointer) live in :mod:`gigatok_core.train_checkpoint`.
+folders (one per step, with a ``latest`` pointer) live in :mod:`gigatok_core.checkpoints.training`.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Ma
     from safetensors.torch import save_file
 
     from gigatok_core import __version__
-    from gigatok_core.fileio import atomic_path
+    from gigatok_core.utils.fileio import atomic_path
 
     header = {"format": META_FORMAT, "gigatok_version": __version__, **dict(meta)}
     plain: dict[str, torch.Tensor] = {}

@@ -80,7 +80,7 @@ def build_lpips(
     """
     import lpips
 
-    from gigatok_core.checkpoint import read_checkpoint
+    from gigatok_core.checkpoints.files import read_checkpoint
 
     if random:
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):

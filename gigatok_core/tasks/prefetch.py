@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gigatok_core.errors import GigatokError
 
-VGG_WEIGHTS = "vgg16-397923af.pth"  # LPIPS backbone (gigatok_core.image_metrics)
+VGG_WEIGHTS = "vgg16-397923af.pth"  # LPIPS backbone (gigatok_core.tasks.image_metrics)
 ADM_REFERENCE = "VIRTUAL_imagenet256_labeled.npz"  # gFID reference batch (evaluation.generation)
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # FID Inception (evaluation.inception)
 

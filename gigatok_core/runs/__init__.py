@@ -1,0 +1,5 @@
+"""Run folders: what every command writes beside its outputs to say what produced them.
+
+- :mod:`~gigatok_core.runs.settings`: one writer of a run's resolved settings with its provenance
+  (gigatok version, command line, time).
+"""

@@ -1,0 +1,11 @@
+"""The inference tasks behind ``gigatok reconstruct`` and ``gigatok sample``.
+
+- :mod:`~gigatok_core.tasks.reconstruct`: images -> codes -> images, with per-image metrics
+  (:mod:`~gigatok_core.tasks.image_metrics`).
+- :mod:`~gigatok_core.tasks.sample`: class-conditional sampling, GPT -> codes -> tokenizer -> PNGs,
+  into a sampling run's folder (:mod:`~gigatok_core.tasks.sample_output`).
+- :mod:`~gigatok_core.tasks.prefetch`: the files a run will read, fetched by the launcher's parent.
+
+Each runs alone or under torchrun (:mod:`gigatok_core.dist`). The evaluations built on them are in
+:mod:`gigatok_core.evaluation`.
+"""
