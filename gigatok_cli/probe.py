@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -27,6 +28,8 @@ from gigatok_cli.options import (
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 app = typer.Typer(
     help="Linear probing (the official protocol, docs/recipes.md#linear-probing): a BatchNorm + linear head trained with LARS on "
     "frozen features, 90 epochs with 10 of warm-up then cosine, top-1/top-5 on the val split every epoch. "
@@ -40,37 +43,6 @@ app = typer.Typer(
 TrainOpt = Annotated[Path, typer.Option("--train-split", help="ImageFolder tree to train the head on.")]
 ValOpt = Annotated[Path, typer.Option("--val-split", help="ImageFolder tree with the same class folders.")]
 OutputOpt = Annotated[Path, typer.Option("--output", help="RUN_DIR: metrics, results, checkpoint, features.")]
-EpochsOpt = Annotated[int, typer.Option("--max-epochs", help="Epochs of the schedule (official 90).")]
-WarmupOpt = Annotated[
-    float | None, typer.Option("--warmup-epochs", help="Warm-up epochs (default: 10 of every 90).")
-]
-SubsetOpt = Annotated[int | None, typer.Option("--subset", help="Use only the first N images per class.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch per process (official 128).")]
-BlrOpt = Annotated[
-    float, typer.Option("--blr", help="Base lr: lr = blr x global batch / 256 (official 0.1).")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Head init, data order and augmentation seed.")]
-CacheOpt = Annotated[
-    bool,
-    typer.Option(
-        "--cache-features",
-        help="Compute the frozen features once (backbone in eval mode) and reuse them; default: the "
-        "official online protocol (every epoch re-augments and re-encodes).",
-    ),
-]
-DrawsOpt = Annotated[
-    int,
-    typer.Option(
-        "--cache-draws", help="With --cache-features: augmented draws per train image (0: centre crop)."
-    ),
-]
-CacheDirOpt = Annotated[
-    Path | None, typer.Option("--cache-dir", help="Feature cache folder (default RUN_DIR/features).")
-]
-AugmentOpt = Annotated[
-    bool, typer.Option("--augment/--no-augment", help="Online train augmentation (ADM random crop + flip).")
-]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader workers decoding images.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of probe settings.")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Restart a run folder holding another probe.")
@@ -83,58 +55,73 @@ OverridesArg = Annotated[
 ]
 
 
-def _config(
-    *,
-    precision: str,
-    max_epochs: int,
-    warmup_epochs: float | None,
-    subset: int | None,
-    batch_size: int,
-    blr: float,
-    seed: int,
-    cache_features: bool,
-    cache_draws: int,
-    cache_dir: Path | None,
-    augment: bool,
-    workers: int,
-    layer: int | None,
-    config_file: Path | None,
-    overrides: list[str] | None,
-):
-    """Command-line options -> a validated ProbeConfig (options, then --config, then key=value)."""
-    from gigatok_core.config import build_config
-    from gigatok_core.probe import ProbeConfig
-
-    base = {
-        "epochs": max_epochs,
-        "warmup_epochs": warmup_epochs,
-        "subset": subset,
-        "batch_size": batch_size,
-        "blr": blr,
-        "seed": seed,
-        "precision": precision,
-        "cache_features": cache_features,
-        "cache_draws": cache_draws,
-        "cache_dir": str(cache_dir) if cache_dir else None,
-        "augment": augment,
-        "workers": workers,
-        "layer": layer,
-    }
-    bad = [o for o in overrides or [] if "=" not in o]
-    if bad:
-        raise GigatokError(
-            f"unexpected argument {bad[0]!r}", hint="settings are written key=value, e.g. momentum=0.95"
-        )
-    return build_config(ProbeConfig, base, config_file, list(overrides or []))
+def _option(flag: str, kind: Any, default: Any, text: str) -> tuple[Any, Any]:
+    return Annotated[kind, typer.Option(flag, help=text, rich_help_panel="Recipe")], default
 
 
-def _default_precision(precision: str | None, device: str | None, gpt: bool) -> str:
-    """Official: fp16 autocast for GPT probes (on CUDA), fp32 for tokenizer probes and on CPU."""
-    if precision:
-        return precision
-    from gigatok_core.dist import resolve_device
+# The recipe options of both commands: ProbeConfig field -> (annotation, default). The defaults are
+# ProbeConfig's (tests/test_probe_cli.py checks), written here so that --help needs no torch import.
+_RECIPE: dict[str, tuple[Any, Any]] = {
+    "epochs": _option("--max-epochs", int, 90, "Epochs of the schedule (official 90)."),
+    "warmup_epochs": _option(
+        "--warmup-epochs", float | None, None, "Warm-up epochs (default: 10 of every 90)."
+    ),
+    "subset": _option("--subset", int | None, None, "Use only the first N images per class."),
+    "batch_size": _option("--batch-size", int, 128, "Images per batch per process (official 128)."),
+    "blr": _option("--blr", float, 0.1, "Base lr: lr = blr x global batch / 256 (official 0.1)."),
+    "precision": _option(
+        "--precision",
+        str | None,
+        None,
+        "fp32, bf16, fp16 (default: the official one, fp16 for GPT probes on CUDA, else fp32).",
+    ),
+    "cache_features": _option(
+        "--cache-features",
+        bool,
+        False,
+        "Compute the frozen features once (backbone in eval mode) and reuse them; default: the "
+        "official online protocol (every epoch re-augments and re-encodes).",
+    ),
+    "cache_draws": _option(
+        "--cache-draws", int, 0, "With --cache-features: augmented draws per train image (0: centre crop)."
+    ),
+    "cache_dir": _option(
+        "--cache-dir", Path | None, None, "Feature cache folder (default RUN_DIR/features)."
+    ),
+    "augment": _option(
+        "--augment/--no-augment", bool, True, "Online train augmentation (ADM random crop + flip)."
+    ),
+    "workers": _option("--workers", int, 0, "DataLoader workers decoding images."),
+    "seed": _option("--seed", int, 0, "Head init, data order and augmentation seed."),
+}
 
-    return "fp16" if gpt and resolve_device(device).type == "cuda" else "fp32"
+
+def _recipe_options(fn: F) -> F:
+    """Declare the recipe options once for both commands: they take the place of ``fn``'s
+    ``recipe`` parameter, which receives them as a dict of ProbeConfig settings.
+
+    Typer has no option groups shared between commands; like :func:`gigatok_cli.launch.launch_options`,
+    this rewrites the signature Typer reads (``__signature__``, a documented ``inspect`` hook).
+    """
+    sig = inspect.signature(fn, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for p in sig.parameters.values():
+        if p.name != "recipe":
+            params.append(p)
+            continue
+        params += [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+            for name, (ann, default) in _RECIPE.items()
+        ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        recipe = {name: kwargs.pop(name, default) for name, (_, default) in _RECIPE.items()}
+        return fn(*args, recipe=recipe, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+    return wrapper  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
@@ -177,25 +164,26 @@ def _render(title: str, result: Any, output: Path) -> None:
     )
 
 
-def _preset_of(checkpoint: Path | None) -> str | None:
-    """The GPT preset a gigatok GPT checkpoint (file, run or checkpoint folder) records; its paired
-    tokenizer is found by the loader (:func:`gigatok_core.ar.load.resolve_gpt`)."""
-    from gigatok_core.config.source import describe_checkpoint
-
-    meta = describe_checkpoint(checkpoint, kind="gpt") if checkpoint is not None else None
-    preset = (meta or {}).get("preset")
-    return preset if isinstance(preset, str) else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
+def _probe(request: Any, launch: LaunchOptions) -> None:
+    """Fetch the weights and launch the workers if asked, then probe with a progress bar and render."""
+    if maybe_launch(launch, prefetch=request.required_files):
+        return
+    with _progress() as (on_progress, on_epoch):
+        result = request.run(on_epoch=on_epoch, on_progress=on_progress)
+    if result is not None:
+        _render(request.title, result, request.output)
+
+
 @app.command(
     "gpt",
     help="Probe a GPT: null-class input, block n_layer//2 mean-pooled (docs/recipes.md#linear-probing).",
 )
 @handle_errors
 @launch_options
+@_recipe_options
 def gpt(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -226,79 +214,30 @@ def gpt(
     layer: Annotated[
         int | None, typer.Option("--layer", help="Feature block, 1-based (default n_layer // 2).")
     ] = None,
-    max_epochs: EpochsOpt = 90,
-    warmup_epochs: WarmupOpt = None,
-    subset: SubsetOpt = None,
-    batch_size: BatchOpt = 128,
-    blr: BlrOpt = 0.1,
+    recipe: dict[str, Any],
     device: DeviceOpt = "auto",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="fp32, bf16, fp16 (default: fp16 on CUDA as official, fp32 on CPU)."
-        ),
-    ] = None,
-    cache_features: CacheOpt = False,
-    cache_draws: DrawsOpt = 0,
-    cache_dir: CacheDirOpt = None,
-    augment: AugmentOpt = True,
-    workers: WorkersOpt = 0,
-    seed: SeedOpt = 0,
     config_file: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.probe import probe_gpt, probe_gpt_files
+    from gigatok_core.probe import ProbeRequest
 
-    gpt = gpt or _preset_of(gpt_checkpoint)
-    if gpt is None:
-        raise GigatokError("--gpt is required", hint="name the GPT preset, e.g. --gpt gpt-b@xl-xxl")
-    cfg = _config(
-        precision=_default_precision(precision, device, True),
-        max_epochs=max_epochs,
-        warmup_epochs=warmup_epochs,
-        subset=subset,
-        batch_size=batch_size,
-        blr=blr,
-        seed=seed,
-        cache_features=cache_features,
-        cache_draws=cache_draws,
-        cache_dir=cache_dir,
-        augment=augment,
-        workers=workers,
-        layer=layer,
-        config_file=config_file,
-        overrides=overrides,
-    )
-    fetch = functools.partial(
-        probe_gpt_files,
-        gpt,
+    request = ProbeRequest.build(
+        "gpt",
         train_split,
         val_split,
-        subset=cfg.subset,
-        tokenizer=tokenizer,
+        output,
+        settings={**recipe, "layer": layer},
+        config_file=config_file,
+        overrides=overrides or [],
+        device=device,
+        gpt=gpt,
         gpt_checkpoint=gpt_checkpoint,
+        tokenizer=tokenizer,
         tokenizer_checkpoint=tokenizer_checkpoint,
+        overwrite=overwrite,
     )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with _progress() as (on_progress, on_epoch):
-        result = probe_gpt(
-            gpt,
-            train_split,
-            val_split,
-            output,
-            config=cfg,
-            tokenizer=tokenizer,
-            gpt_checkpoint=gpt_checkpoint,
-            tokenizer_checkpoint=tokenizer_checkpoint,
-            device=device,
-            overwrite=overwrite,
-            on_epoch=on_epoch,
-            on_progress=on_progress,
-        )
-    if result is not None:
-        _render(f"linear probe: {gpt}", result, output)
+    _probe(request, launch)
 
 
 @app.command(
@@ -307,6 +246,7 @@ def gpt(
 )
 @handle_errors
 @launch_options
+@_recipe_options
 def tokenizer(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -329,65 +269,30 @@ def tokenizer(
     from_decoder: Annotated[
         bool, typer.Option("--from-decoder", help="Features of the ViT decoder (after its ln_post).")
     ] = False,
-    max_epochs: EpochsOpt = 90,
-    warmup_epochs: WarmupOpt = None,
-    subset: SubsetOpt = None,
-    batch_size: BatchOpt = 128,
-    blr: BlrOpt = 0.1,
+    recipe: dict[str, Any],
     device: DeviceOpt = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 (official), bf16, fp16.")] = "fp32",
-    cache_features: CacheOpt = False,
-    cache_draws: DrawsOpt = 0,
-    cache_dir: CacheDirOpt = None,
-    augment: AugmentOpt = True,
-    workers: WorkersOpt = 0,
-    seed: SeedOpt = 0,
     config_file: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.probe import probe_tokenizer, probe_tokenizer_files
+    from gigatok_core.probe import ProbeRequest
 
     if fix_dim and from_decoder:
         raise GigatokError(
             "--fix-dim and --from-decoder exclude each other", hint="pick one feature location"
         )
-    mode = "fix_dim" if fix_dim else "decoder" if from_decoder else "encoder"
-    cfg = _config(
-        precision=precision,
-        max_epochs=max_epochs,
-        warmup_epochs=warmup_epochs,
-        subset=subset,
-        batch_size=batch_size,
-        blr=blr,
-        seed=seed,
-        cache_features=cache_features,
-        cache_draws=cache_draws,
-        cache_dir=cache_dir,
-        augment=augment,
-        workers=workers,
-        layer=None,
+    request = ProbeRequest.build(
+        "tokenizer",
+        train_split,
+        val_split,
+        output,
+        settings=recipe,
         config_file=config_file,
-        overrides=overrides,
+        overrides=overrides or [],
+        device=device,
+        tokenizer=tokenizer,
+        tokenizer_checkpoint=checkpoint,
+        mode="fix_dim" if fix_dim else "decoder" if from_decoder else "encoder",
+        overwrite=overwrite,
     )
-    fetch = functools.partial(
-        probe_tokenizer_files, tokenizer, train_split, val_split, subset=cfg.subset, checkpoint=checkpoint
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with _progress() as (on_progress, on_epoch):
-        result = probe_tokenizer(
-            tokenizer,
-            train_split,
-            val_split,
-            output,
-            config=cfg,
-            checkpoint=checkpoint,
-            mode=mode,
-            device=device,
-            overwrite=overwrite,
-            on_epoch=on_epoch,
-            on_progress=on_progress,
-        )
-    if result is not None:
-        _render(f"linear probe: tokenizer {tokenizer} ({mode})", result, output)
+    _probe(request, launch)

@@ -347,6 +347,76 @@ def test_gpt_checkpoint_may_be_a_training_run_folder(tmp_path: Path) -> None:
     assert gpt_weights_file(path) == path and gpt_weights_file(None) is None
 
 
+# ---------------------------------------------------------------------------------------------
+# The request: the decisions a Python user and the CLI share
+# ---------------------------------------------------------------------------------------------
+def test_request_builds_the_recipe_in_order_with_the_official_precision(tmp_path: Path, monkeypatch) -> None:
+    from gigatok_core import dist
+    from gigatok_core.probe import ProbeRequest, default_precision
+
+    (tmp_path / "p.yaml").write_text("epochs: 5\nmomentum: 0.8\n")
+    req = ProbeRequest.build(
+        "gpt",
+        "tr",
+        "va",
+        tmp_path / "run",
+        settings={"epochs": 90, "blr": 0.2, "precision": None, "cache_dir": tmp_path / "c"},
+        config_file=tmp_path / "p.yaml",
+        overrides=["momentum=0.95"],
+        device="cpu",
+        gpt="gpt-tiny@tiny",
+    )
+    cfg = req.config  # options, then the file, then key=value
+    assert (cfg.epochs, cfg.blr, cfg.momentum, cfg.cache_dir) == (5, 0.2, 0.95, str(tmp_path / "c"))
+    assert cfg.precision == "fp32" and req.title == "linear probe: gpt-tiny@tiny"
+    assert req.train_split == Path("tr") and req.output == tmp_path / "run"
+    explicit = ProbeRequest.build("gpt", "tr", "va", "o", settings={"precision": "bf16"}, gpt="gpt-tiny")
+    assert explicit.config.precision == "bf16"
+    monkeypatch.setattr(dist, "resolve_device", lambda device: torch.device("cuda"))
+    assert default_precision("gpt", "cuda") == "fp16" and default_precision("tokenizer", "cuda") == "fp32"
+    tok = ProbeRequest.build("tokenizer", "tr", "va", "o", tokenizer="tiny", mode="decoder", device="cuda")
+    assert tok.config.precision == "fp32" and tok.title == "linear probe: tokenizer tiny (decoder)"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backbone": "vae", "gpt": "gpt-tiny"}, "backbone must be gpt or tokenizer"),
+        ({"backbone": "gpt"}, "no GPT preset to probe"),
+        ({"backbone": "tokenizer"}, "needs the tokenizer preset"),
+        ({"backbone": "tokenizer", "tokenizer": "tiny", "mode": "conv"}, "mode must be one of"),
+        ({"backbone": "tokenizer", "tokenizer": "tiny", "settings": {"layer": 2}}, "GPT probes only"),
+        ({"backbone": "gpt", "gpt": "gpt-tiny", "overrides": ["momentum"]}, "unexpected argument"),
+        ({"backbone": "gpt", "gpt": "gpt-tiny", "overrides": ["momentun=0.5"]}, "known keys"),
+    ],
+)
+def test_request_refuses_bad_settings_by_name(kwargs: dict, message: str) -> None:
+    from gigatok_core.probe import ProbeRequest
+
+    backbone = kwargs.pop("backbone")
+    with pytest.raises(GigatokError, match=message):
+        ProbeRequest.build(backbone, "tr", "va", "o", device="cpu", **kwargs)
+
+
+def test_request_takes_the_gpt_a_training_run_records(splits, tmp_path: Path) -> None:
+    from gigatok_core.checkpoints.training import save_checkpoint
+    from gigatok_core.probe import ProbeRequest
+
+    meta = {"step": 1, "kind": "gpt", "preset": "gpt-tiny"}
+    save_checkpoint(
+        tmp_path / "gptrun" / "checkpoints", weights={"model": small_gpt().state_dict()}, state={}, meta=meta
+    )
+    train, val = (s.root for s in splits)
+    req = ProbeRequest.build(
+        "gpt", train, val, tmp_path / "o", gpt_checkpoint=tmp_path / "gptrun", device="cpu"
+    )
+    assert req.gpt == "gpt-tiny"
+    assert req.required_files() == []  # gpt-tiny and tiny: seeded random weights, nothing to fetch
+    missing = ProbeRequest.build("tokenizer", tmp_path / "nope", val, "o", tokenizer="tiny", device="cpu")
+    with pytest.raises(GigatokError, match="is not a folder"):
+        missing.required_files()  # the splits are checked before anything is fetched
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("cached", [False, True])
 def test_fp16_probe_on_cuda_learns(splits, tmp_path: Path, cached: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -124,6 +125,16 @@ def test_bad_splits_exit_1(data: Path, tmp_path: Path) -> None:
     )
     assert res.exit_code == 1 and "hold no image" in res.output
     assert not (tmp_path / "o").exists()  # nothing written for refused input
+
+
+def test_recipe_option_defaults_are_probe_config_defaults() -> None:
+    from gigatok_cli.probe import _RECIPE
+    from gigatok_core.probe import ProbeConfig
+
+    defaults = ProbeConfig()
+    assert set(_RECIPE) <= {f.name for f in dataclasses.fields(ProbeConfig)}
+    for name, (_, default) in _RECIPE.items():
+        assert default == (None if name == "precision" else getattr(defaults, name)), name
 
 
 def test_bench_probe_smoke(tmp_path: Path) -> None:

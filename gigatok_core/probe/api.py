@@ -37,8 +37,29 @@ def gpt_weights_file(path: str | Path | None) -> Path | None:
     return None if path is None else resolve_weights(path, "--gpt-checkpoint", kind="gpt")
 
 
+def gpt_to_probe(gpt: str | None, gpt_checkpoint: str | Path | None) -> str:
+    """``gpt``, or when it is left out the GPT preset a gigatok checkpoint (file, run or checkpoint
+    folder) records; its paired tokenizer is found by :func:`gigatok_core.ar.load.resolve_gpt`."""
+    from gigatok_core.config.source import describe_checkpoint
+    from gigatok_core.weights import local_weights
+
+    if gpt is not None:
+        return gpt
+    meta = None
+    if gpt_checkpoint is not None:
+        meta = describe_checkpoint(local_weights(gpt_checkpoint, "GPT checkpoint"), kind="gpt")
+    preset = (meta or {}).get("preset")
+    if not isinstance(preset, str):
+        raise GigatokError(
+            "no GPT preset to probe: none is given"
+            + (f" and {gpt_checkpoint} records none" if gpt_checkpoint is not None else ""),
+            hint="name the GPT preset, e.g. --gpt gpt-b@xl-xxl",
+        )
+    return preset
+
+
 def probe_gpt_files(
-    gpt: str,
+    gpt: str | None,
     train_dir: str | Path,
     val_dir: str | Path,
     *,
@@ -52,7 +73,7 @@ def probe_gpt_files(
 
     read_splits(train_dir, val_dir, subset)
     return prefetch.gpt_files(
-        gpt,
+        gpt_to_probe(gpt, gpt_checkpoint),
         tokenizer,
         gpt_checkpoint=gpt_weights_file(gpt_checkpoint),
         tokenizer_checkpoint=tokenizer_checkpoint,
@@ -83,8 +104,15 @@ def read_splits(train_dir: str | Path, val_dir: str | Path, subset: int | None) 
     return train, val
 
 
+def _device(device: str | None, config: ProbeConfig) -> tuple[torch.device, dist.DistContext]:
+    """The run's device (checked to run ``config.precision``) and its process group."""
+    dev = dist.resolve_device(device)
+    dist.resolve_precision(config.precision, dev)
+    return dev, dist.get_context(dev)
+
+
 def probe_gpt(
-    gpt: str,
+    gpt: str | None,
     train_dir: str | Path,
     val_dir: str | Path,
     output: str | Path,
@@ -98,19 +126,20 @@ def probe_gpt(
     on_epoch: EpochCallback | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ProbeResult | None:
-    """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class (docs/recipes.md#linear-probing)."""
+    """Linear probe of a GPT's block ``config.layer`` (default n_layer // 2) on the null class
+    (docs/recipes.md#linear-probing). ``gpt`` None: the preset ``gpt_checkpoint`` records."""
     from gigatok_core.ar.load import load_gpt, resolve_gpt, split_gpt_name
     from gigatok_core.ar.trained import paired_tokenizer_checkpoint
     from gigatok_core.tokenizer import load_tokenizer
 
     train, val = read_splits(train_dir, val_dir, config.subset)
-    gpt, tokenizer = split_gpt_name(gpt, tokenizer)  # "gpt-b@xl-xxl" -> ("gpt-b", "xl-xxl")
+    gpt, tokenizer = split_gpt_name(
+        gpt_to_probe(gpt, gpt_checkpoint), tokenizer
+    )  # "gpt-b@xl-xxl" -> ("gpt-b", "xl-xxl")
     _, tok_name, _ = resolve_gpt(gpt, tokenizer, gpt_checkpoint)  # refuses a GPT that does not fit
     if gpt_checkpoint is not None and tokenizer_checkpoint is None:  # a gigatok run's own tokenizer
         tokenizer_checkpoint = paired_tokenizer_checkpoint(gpt_checkpoint, tokenizer)
-    dev = dist.resolve_device(device)
-    dist.resolve_precision(config.precision, dev)
-    ctx = dist.get_context(dev)
+    dev, ctx = _device(device, config)
     tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev)
     model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev)
     extractor = GPTFeatures(model, tok, layer=config.layer)
@@ -121,19 +150,8 @@ def probe_gpt(
         "gpt_checkpoint": file_identity(gpt_weights_file(gpt_checkpoint)),
         "tokenizer_checkpoint": file_identity(tokenizer_checkpoint),
     }
-    return run_probe(
-        extractor,
-        train,
-        val,
-        config,
-        output,
-        device=dev,
-        meta=meta,
-        overwrite=overwrite,
-        on_epoch=on_epoch,
-        on_progress=on_progress,
-        ctx=ctx,
-    )
+    hooks = {"overwrite": overwrite, "on_epoch": on_epoch, "on_progress": on_progress}
+    return run_probe(extractor, train, val, config, output, meta=meta, device=dev, ctx=ctx, **hooks)
 
 
 def probe_tokenizer(
@@ -156,9 +174,7 @@ def probe_tokenizer(
     if config.layer is not None:
         raise GigatokError("layer applies to GPT probes only", hint="use --fix-dim / --from-decoder instead")
     train, val = read_splits(train_dir, val_dir, config.subset)
-    dev = dist.resolve_device(device)
-    dist.resolve_precision(config.precision, dev)
-    ctx = dist.get_context(dev)
+    dev, ctx = _device(device, config)
     tok = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=torch.float32)
     extractor = TokenizerFeatures(tok, mode)
     meta = {
@@ -167,16 +183,5 @@ def probe_tokenizer(
         "checkpoint": file_identity(checkpoint),
         "mode": mode,
     }
-    return run_probe(
-        extractor,
-        train,
-        val,
-        config,
-        output,
-        device=dev,
-        meta=meta,
-        overwrite=overwrite,
-        on_epoch=on_epoch,
-        on_progress=on_progress,
-        ctx=ctx,
-    )
+    hooks = {"overwrite": overwrite, "on_epoch": on_epoch, "on_progress": on_progress}
+    return run_probe(extractor, train, val, config, output, meta=meta, device=dev, ctx=ctx, **hooks)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from gigatok_core.dist import DistContext
 from gigatok_core.probe.data import ProbeImages, Split, collate
 from gigatok_core.utils.fileio import atomic_write, write_json
+from gigatok_core.utils.progress import ProgressFn
 
 CACHE_FORMAT = 1
 SHARD = 4096  # images per cache file
@@ -136,3 +137,52 @@ def open_cache(cache_dir: Path, fingerprint: dict[str, Any], ctx: DistContext) -
             write_json(folder / "fingerprint.json", json.loads(json.dumps(fingerprint, default=str)))
     ctx.barrier()
     return folder
+
+
+def cached_splits(
+    extractor: nn.Module,
+    train: Split,
+    val: Split,
+    cache_dir: Path,
+    *,
+    fingerprint: dict[str, Any],
+    draws: int,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype,
+    ctx: DistContext,
+    workers: int = 0,
+    on_progress: ProgressFn | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train features (max(draws, 1), N, D), val features (N_val, D)) on ``device``, read from the
+    cache folder of ``fingerprint`` under ``cache_dir`` after computing what it lacks (progress
+    stages "features: train" and "features: val"). The val split is always the centre crop."""
+    folder = open_cache(cache_dir, fingerprint, ctx)
+    common: dict[str, Any] = {
+        "folder": folder,
+        "seed": seed,
+        "image_size": extractor.image_size,
+        "dim": extractor.dim,
+        "batch_size": batch_size,
+        "device": device,
+        "amp_dtype": amp_dtype,
+        "workers": workers,
+        "ctx": ctx,
+    }
+    feats = [
+        cached_features(
+            extractor,
+            split,
+            name=f"{name}-{split.digest[:12]}",
+            draws=split_draws,
+            on_progress=_stage(on_progress, f"features: {name}"),
+            **common,
+        )
+        for name, split, split_draws in (("train", train, draws), ("val", val, 0))
+    ]
+    return feats[0].to(device), feats[1][0].to(device)
+
+
+def _stage(on_progress: ProgressFn | None, stage: str) -> Callable[[int, int], None] | None:
+    return None if on_progress is None else (lambda done, total: on_progress(done, total, stage=stage))

@@ -36,7 +36,7 @@ from gigatok_core.checkpoints.training import (
 )
 from gigatok_core.dist import DistContext
 from gigatok_core.errors import GigatokError
-from gigatok_core.probe.cache import cached_features, open_cache
+from gigatok_core.probe.cache import cached_splits
 from gigatok_core.probe.data import ProbeImages, Split, check_same_classes
 from gigatok_core.probe.features import feature_spec
 from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
@@ -117,6 +117,29 @@ EpochCallback = Callable[[dict[str, Any]], None]
 # ---------------------------------------------------------------------------------------------
 # Run folder
 # ---------------------------------------------------------------------------------------------
+def _run_settings(
+    extractor: nn.Module,
+    train: Split,
+    val: Split,
+    cfg: ProbeConfig,
+    meta: dict[str, Any],
+    *,
+    lr: float,
+    world: int,
+) -> dict[str, Any]:
+    """What RUN_DIR/config.json records: a rerun with the same settings resumes, others are refused."""
+    return {
+        "probe": dataclasses.asdict(cfg),
+        "features": feature_spec(extractor),
+        "meta": meta,
+        "lr": lr,
+        "world_size": world,
+        "train": {"root": str(train.root), "images": len(train), "digest": train.digest},
+        "val": {"root": str(val.root), "images": len(val), "digest": val.digest},
+        "classes": list(train.classes),
+    }
+
+
 def _run_dir_problem(output: Path, settings: dict[str, Any], *, overwrite: bool) -> GigatokError | None:
     """Why ``output`` cannot hold this probe (None when it can: new, the same run, or --overwrite)."""
     cfg_path = output / "config.json"
@@ -163,17 +186,6 @@ def _prepare_run_dir(
     return load_checkpoint(output / CHECKPOINTS)
 
 
-def _save_state(output: Path, epoch: int, head: nn.Module, opt: LARS, scaler: Any, settings: dict) -> None:
-    """One checkpoint per epoch (the newest two kept): head weights, optimiser and scaler state."""
-    save_checkpoint(
-        output / CHECKPOINTS,
-        weights={"head": head.state_dict()},
-        state={"epoch": epoch, "optimizer": opt.state_dict(), "scaler": scaler.state_dict()},
-        meta={"step": epoch, "kind": "probe", "config": json.loads(json.dumps(settings, default=str))},
-        keep=2,
-    )
-
-
 def _history(output: Path, upto: int) -> list[dict[str, Any]]:
     """The metric lines of epochs <= ``upto`` (lines of epochs a kill interrupted are dropped)."""
     path = output / "metrics.jsonl"
@@ -184,7 +196,137 @@ def _history(output: Path, upto: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The loop
+# The head's state: what a checkpoint holds
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _HeadState:
+    """The trained state: the head, its LARS optimiser and the fp16 loss scaler."""
+
+    head: ProbeHead
+    opt: LARS
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(
+        cls,
+        dim: int,
+        num_classes: int,
+        cfg: ProbeConfig,
+        lr: float,
+        device: torch.device,
+        amp_dtype: torch.dtype,
+        ckpt: TrainingCheckpoint | None,
+    ) -> _HeadState:
+        """A fresh head (seeded by ``cfg.seed``), or the one ``ckpt`` saved."""
+        head = ProbeHead(dim, num_classes, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+        opt = LARS(
+            head.parameters(),
+            lr,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            trust_coefficient=cfg.trust_coefficient,
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        if ckpt is not None:
+            head.load_state_dict(ckpt.weights["head"])
+            opt.load_state_dict(ckpt.state["optimizer"])
+            scaler.load_state_dict(ckpt.state["scaler"])
+        return cls(head, opt, scaler)
+
+    def save(self, output: Path, epoch: int, settings: dict[str, Any]) -> None:
+        """One checkpoint per epoch (the newest two kept): head weights, optimiser and scaler state."""
+        save_checkpoint(
+            output / CHECKPOINTS,
+            weights={"head": self.head.state_dict()},
+            state={"epoch": epoch, "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict()},
+            meta={"step": epoch, "kind": "probe", "config": json.loads(json.dumps(settings, default=str))},
+            keep=2,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch: train the head, then evaluate
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Epochs:
+    """What every epoch of a run shares; :meth:`run` trains one epoch and evaluates it."""
+
+    extractor: nn.Module
+    train: Split
+    val: Split
+    cfg: ProbeConfig
+    lr: float
+    device: torch.device
+    amp_dtype: torch.dtype
+    ctx: DistContext
+    state: _HeadState
+    feats: tuple[torch.Tensor, torch.Tensor] | None  # cached (train draws, val) features, or online
+
+    def __post_init__(self) -> None:
+        self.images = ProbeImages(
+            self.train, self.extractor.image_size, augment=self.cfg.augment, seed=self.cfg.seed
+        )
+        self.labels = torch.tensor(self.train.labels, device=self.device)
+
+    def _source(self, epoch: int, batches: list[np.ndarray]) -> Any:
+        """This epoch's (inputs, labels) batches: cached features of draw ``epoch mod K``, or images."""
+        if self.feats is not None:
+            train_feats = self.feats[0]
+            draw = epoch % train_feats.shape[0]
+            return ((train_feats[draw, b], self.labels[b]) for b in map(torch.as_tensor, batches))
+        self.images.set_draw(epoch)
+        return image_batches(self.images, batches, self.cfg.workers)
+
+    def run(self, epoch: int, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Train epoch ``epoch`` (0-based) and evaluate: its metrics line."""
+        cfg, ctx, state, t0 = self.cfg, self.ctx, self.state, time.perf_counter()
+        torch.manual_seed(cfg.seed * 100003 + epoch * ctx.world_size + ctx.rank)  # the backbone's dropout
+        batches = epoch_batches(len(self.train), cfg.batch_size, ctx, cfg.seed, epoch)
+        self.extractor.train(cfg.backbone_train_mode)
+        state.head.train()
+        steps = len(batches)
+        loss_sum, seen = train_epoch(
+            state.head,
+            state.opt,
+            state.scaler,
+            self._source(epoch, batches),
+            steps=steps,
+            lr=lambda t: lr_at(epoch + t, lr=self.lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup),
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            ctx=ctx,
+            extractor=self.extractor if self.feats is None else None,
+            on_step=None if on_progress is None else lambda k: on_progress(k, steps, stage="train"),
+        )
+        if not np.isfinite(loss_sum):
+            raise GigatokError(f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr")
+        sync_buffers(state.head, ctx)
+        top1, top5, val_loss = evaluate(
+            self.extractor,
+            state.head,
+            self.val,
+            None if self.feats is None else self.feats[1],
+            ctx=ctx,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            size=self.extractor.image_size,
+        )
+        totals = ctx.gather_objects((loss_sum, seen))
+        return {
+            "epoch": epoch + 1,
+            "top1": top1,
+            "top5": top5,
+            "loss": sum(t[0] for t in totals) / max(1, sum(t[1] for t in totals)),  # type: ignore[index]
+            "val_loss": val_loss,
+            "lr": state.opt.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
 # ---------------------------------------------------------------------------------------------
 def run_probe(
     extractor: nn.Module,
@@ -209,147 +351,63 @@ def run_probe(
     """
     check_same_classes(train, val)
     ctx = ctx or dist.get_context(device)
-    info, world, rank = ctx, ctx.world_size, ctx.rank
     amp_dtype = dist.resolve_precision(cfg.precision, device)
-    per_step = cfg.batch_size * world
+    per_step, meta = cfg.batch_size * ctx.world_size, meta or {}
     if len(train) < per_step:
         raise GigatokError(
-            f"the train split has {len(train)} images, fewer than one batch ({cfg.batch_size} x {world} processes)",
-            hint=f"pass --batch-size {max(1, len(train) // world)} or less, or add images",
+            f"the train split has {len(train)} images, fewer than one batch ({cfg.batch_size} x {ctx.world_size} processes)",
+            hint=f"pass --batch-size {max(1, len(train) // ctx.world_size)} or less, or add images",
         )
     output = Path(output)
     lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, per_step)
-    size, dim, num_classes = extractor.image_size, extractor.dim, len(train.classes)
-    spec = feature_spec(extractor)
-    settings = {
-        "probe": dataclasses.asdict(cfg),
-        "features": spec,
-        "meta": meta or {},
-        "lr": lr,
-        "world_size": world,
-        "train": {"root": str(train.root), "images": len(train), "digest": train.digest},
-        "val": {"root": str(val.root), "images": len(val), "digest": val.digest},
-        "classes": list(train.classes),
-    }
+    settings = _run_settings(extractor, train, val, cfg, meta, lr=lr, world=ctx.world_size)
     ckpt = _prepare_run_dir(output, settings, ctx, overwrite=overwrite)
     start = int(ckpt.state["epoch"]) if ckpt is not None else 0
     extractor.to(device)
-
-    gen = torch.Generator().manual_seed(cfg.seed)
-    head = ProbeHead(dim, num_classes, generator=gen).to(device)
-    opt = LARS(
-        head.parameters(),
-        lr,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        trust_coefficient=cfg.trust_coefficient,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    if ckpt is not None:
-        head.load_state_dict(ckpt.weights["head"])
-        opt.load_state_dict(ckpt.state["optimizer"])
-        scaler.load_state_dict(ckpt.state["scaler"])
+    state = _HeadState.create(extractor.dim, len(train.classes), cfg, lr, device, amp_dtype, ckpt)
     history = _history(output, start)
-
-    # Feature sources.
-    train_feats = val_feats = None
+    feats = None
     if cfg.cache_features and start < cfg.epochs:
-        fingerprint = {"features": spec, "meta": meta or {}, "precision": cfg.precision, "image_size": size}
-        folder = open_cache(Path(cfg.cache_dir or output / "features"), fingerprint, ctx)
-        common = {
-            "folder": folder,
-            "seed": cfg.seed,
-            "image_size": size,
-            "dim": dim,
-            "batch_size": cfg.batch_size,
-            "device": device,
-            "amp_dtype": amp_dtype,
-            "workers": cfg.workers,
-            "ctx": ctx,
-        }
-        train_feats = cached_features(
+        feats = cached_splits(
             extractor,
             train,
-            name=f"train-{train.digest[:12]}",
-            draws=cfg.cache_draws,
-            on_progress=_stage(on_progress, "features: train"),
-            **common,
-        )
-        val_feats = cached_features(
-            extractor,
             val,
-            name=f"val-{val.digest[:12]}",
-            draws=0,
-            on_progress=_stage(on_progress, "features: val"),
-            **common,
-        )[0]
-        train_feats, val_feats = train_feats.to(device), val_feats.to(device)
-    train_images = ProbeImages(train, size, augment=cfg.augment, seed=cfg.seed)
-    train_labels = torch.tensor(train.labels, device=device)
-
+            Path(cfg.cache_dir or output / "features"),
+            fingerprint={
+                "features": settings["features"],
+                "meta": meta,
+                "precision": cfg.precision,
+                "image_size": extractor.image_size,
+            },
+            draws=cfg.cache_draws,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            device=device,
+            amp_dtype=amp_dtype,
+            workers=cfg.workers,
+            ctx=ctx,
+            on_progress=on_progress,
+        )
+    epochs = _Epochs(extractor, train, val, cfg, lr, device, amp_dtype, ctx, state, feats)
     # The epoch seeds the global RNG (the backbone's dropout), so a resumed epoch draws the same
     # noise; the caller's RNG state is restored afterwards.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)
-            batches = epoch_batches(len(train), cfg.batch_size, ctx, cfg.seed, epoch)
-            extractor.train(cfg.backbone_train_mode)
-            head.train()
-            if train_feats is not None:
-                draw = epoch % train_feats.shape[0]
-                source: Any = ((train_feats[draw, b], train_labels[b]) for b in map(torch.as_tensor, batches))
-            else:
-                train_images.set_draw(epoch)
-                source = image_batches(train_images, batches, cfg.workers)
-            steps = len(batches)
-            loss_sum, seen = train_epoch(
-                head,
-                opt,
-                scaler,
-                source,
-                steps=steps,
-                lr=lambda t, e=epoch: lr_at(e + t, lr=lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup),
-                device=device,
-                amp_dtype=amp_dtype,
-                ctx=ctx,
-                extractor=extractor if train_feats is None else None,
-                on_step=None if on_progress is None else lambda k, n=steps: on_progress(k, n, stage="train"),
-            )
-            if not np.isfinite(loss_sum):
-                raise GigatokError(
-                    f"the probe loss became {loss_sum} in epoch {epoch + 1}", hint="lower --blr"
-                )
-            sync_buffers(head, ctx)
-            top1, top5, val_loss = evaluate(
-                extractor,
-                head,
-                val,
-                val_feats,
-                ctx=ctx,
-                batch_size=cfg.batch_size,
-                workers=cfg.workers,
-                device=device,
-                amp_dtype=amp_dtype,
-                size=size,
-            )
-            totals = ctx.gather_objects((loss_sum, seen))
-            row = {
-                "epoch": epoch + 1,
-                "top1": top1,
-                "top5": top5,
-                "loss": sum(t[0] for t in totals) / max(1, sum(t[1] for t in totals)),  # type: ignore[index]
-                "val_loss": val_loss,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
+            row = epochs.run(epoch, on_progress)
             history.append(row)
-            if info.is_main:  # metrics first: a kill between the two only repeats this epoch
+            if ctx.is_main:  # metrics first: a kill between the two only repeats this epoch
                 write_text_atomic(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-                _save_state(output, epoch + 1, head, opt, scaler, settings)
+                state.save(output, epoch + 1, settings)
             ctx.barrier()
             if on_epoch:
                 on_epoch(row)
+    return _results(output, history, start, settings=settings, is_main=ctx.is_main)
+
+
+def _results(
+    output: Path, history: list[dict[str, Any]], start: int, *, settings: dict[str, Any], is_main: bool
+) -> ProbeResult | None:
+    """The run's result from its metrics lines; ``RUN_DIR/results.json`` written on the main rank."""
     if not history:
         raise GigatokError(f"{output} already finished {start} epochs but has no metrics.jsonl")
     last = history[-1]
@@ -361,18 +419,9 @@ def run_probe(
         best_top1=max(r["top1"] for r in history),
         history=history,
     )
-    if info.is_main:
-        write_json(
-            output / "results.json",
-            {
-                **{k: v for k, v in result.to_dict().items() if k != "history"},
-                "lr": lr,
-                "features": spec,
-                "meta": meta or {},
-            },
-        )
-    return result if info.is_main else None
-
-
-def _stage(on_progress: ProgressFn | None, stage: str) -> Callable[[int, int], None] | None:
-    return None if on_progress is None else (lambda done, total: on_progress(done, total, stage=stage))
+    if not is_main:
+        return None
+    summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+    extra = {k: settings[k] for k in ("lr", "features", "meta")}
+    write_json(output / "results.json", {**summary, **extra})
+    return result
