@@ -46,19 +46,20 @@ def default_precision(backbone: str, device: str | None) -> str:
 def probe_config(
     settings: Mapping[str, Any] | None = None,
     config_file: str | Path | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] | None = None,
 ) -> ProbeConfig:
     """The recipe: ``settings`` (:class:`ProbeConfig` fields), then a YAML file, then ``key=value``
     items (later wins; unknown keys and bad values are refused by name)."""
     from gigatok_core.config import build_config
 
+    overrides = list(overrides or [])
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise GigatokError(
             f"unexpected argument {bad[0]!r}", hint="probe settings are written key=value, e.g. momentum=0.95"
         )
     base = {k: str(v) if isinstance(v, Path) else v for k, v in (settings or {}).items()}  # cache_dir
-    return build_config(ProbeConfig, base, config_file, list(overrides))
+    return build_config(ProbeConfig, base, config_file, overrides)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class ProbeRequest:
         *,
         settings: Mapping[str, Any] | None = None,
         config_file: str | Path | None = None,
-        overrides: Sequence[str] = (),
+        overrides: Sequence[str] | None = None,
         device: str | None = None,
         **fields: Any,
     ) -> ProbeRequest:
