@@ -17,14 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
-from gigatok_core.config.preset_files import load_preset_yaml
-from gigatok_core.config.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
-from gigatok_core.config.preset_files import unknown_name_error as unknown_name_error
+from gigatok_core.config.preset_files import load_preset_yaml, unknown_name_error
 from gigatok_core.errors import GigatokError
-
-
-def _load_yaml(name: str) -> dict[str, Any]:
-    return load_preset_yaml(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +94,7 @@ class GPTRelease:
 @functools.cache
 def _weights() -> dict[str, WeightsRecord]:
     out = {}
-    for key, rec in _load_yaml("weights.yaml").items():
+    for key, rec in load_preset_yaml("weights.yaml").items():
         rec = dict(rec)
         rec["sources"] = tuple(rec["sources"])
         out[key] = WeightsRecord(file=rec.pop("file", key), **rec)
@@ -110,7 +104,7 @@ def _weights() -> dict[str, WeightsRecord]:
 @functools.cache
 def _tokenizers() -> dict[str, TokenizerPreset]:
     out = {}
-    for name, rec in _load_yaml("tokenizers.yaml").items():
+    for name, rec in load_preset_yaml("tokenizers.yaml").items():
         rec = dict(rec)
         declared = {"config": rec.pop("config"), "recipe": rec.pop("recipe", {})}
         out[name] = TokenizerPreset(
@@ -126,7 +120,7 @@ def _tokenizers() -> dict[str, TokenizerPreset]:
 
 @functools.cache
 def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]:
-    data = _load_yaml("gpt.yaml")
+    data = load_preset_yaml("gpt.yaml")
     archs = {
         name: GPTPreset(
             name=name,

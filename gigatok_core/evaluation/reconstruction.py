@@ -200,10 +200,10 @@ def evaluate_reconstruction(
             f"{len(merged.skipped)} image(s) left out of both sides (first: {files[first]}: {why})"
         )
     if out_dir is not None:  # which source each NNNNNN.png reconstructs
-        from gigatok_core.data.images import atomic_write_bytes
+        from gigatok_core.utils.fileio import write_bytes_atomic
 
         index = {f"{i:06d}.png": str(files[i]) for i in merged.indices.tolist()}
-        atomic_write_bytes(out_dir / "samples.json", json.dumps(index, indent=1).encode())
+        write_bytes_atomic(out_dir / "samples.json", json.dumps(index, indent=1).encode())
     return RFIDReport(
         metrics=metrics,
         reference=str(ref_path),

@@ -18,7 +18,7 @@ safetensors conversion), ``fetch`` (the orchestration), ``manage`` (import, veri
 from gigatok_core.hub.cache import cache_dir, cached_path, offline, stored_path
 from gigatok_core.hub.catalog import catalog_rows
 from gigatok_core.hub.fetch import fetch_record, fetch_weights
-from gigatok_core.hub.hf import is_hub_ref, parse_hub_ref, resolve_hub_ref
+from gigatok_core.hub.hf import parse_hub_ref, resolve_hub_ref
 from gigatok_core.hub.manage import VerifyResult, clear_weights, import_weights, verify_cache
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "fetch_record",
     "fetch_weights",
     "import_weights",
-    "is_hub_ref",
     "offline",
     "parse_hub_ref",
     "resolve_hub_ref",
