@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
 from gigatok_core.config.preset_files import load_preset_yaml, unknown_name_error
 from gigatok_core.errors import GigatokError
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,32 +199,28 @@ def weights_names() -> list[str]:
     return list(_weights())
 
 
-def tokenizer_preset(name: str) -> TokenizerPreset:
+def _find(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, else the error naming the closest known name."""
     try:
-        return _tokenizers()[name]
+        return table[name]
     except KeyError:
-        raise unknown_name_error("tokenizer preset", name, tokenizer_names()) from None
+        raise unknown_name_error(what, name, list(table)) from None
+
+
+def tokenizer_preset(name: str) -> TokenizerPreset:
+    return _find(_tokenizers(), name, "tokenizer preset")
 
 
 def gpt_preset(name: str) -> GPTPreset:
-    try:
-        return _gpt()[0][name]
-    except KeyError:
-        raise unknown_name_error("GPT preset", name, gpt_names()) from None
+    return _find(_gpt()[0], name, "GPT preset")
 
 
 def weights_record(name: str) -> WeightsRecord:
-    try:
-        return _weights()[name]
-    except KeyError:
-        raise unknown_name_error("weights file", name, weights_names()) from None
+    return _find(_weights(), name, "weights file")
 
 
 def gpt_release(name: str) -> GPTRelease:
-    try:
-        return _gpt()[1][name]
-    except KeyError:
-        raise unknown_name_error("GPT checkpoint", name, release_names()) from None
+    return _find(_gpt()[1], name, "GPT checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------
