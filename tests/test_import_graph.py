@@ -132,30 +132,39 @@ def test_the_package_imports_form_no_circle() -> None:
     assert not cycles, "import circles:\n" + "\n".join("  " + " -> ".join(c) for c in cycles)
 
 
+def fake_graph(root: Path, files: dict[str, str]) -> dict[str, set[str]]:
+    """Write ``files`` (path under a fake ``gigatok_core`` -> source) and walk their imports."""
+    for name, text in {"__init__.py": "", **files}.items():
+        path = root / "gigatok_core" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return import_graph(root, ("gigatok_core",))
+
+
 def test_a_circle_through_a_function_level_import_is_found(tmp_path: Path) -> None:
-    pkg = tmp_path / "gigatok_core"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("from gigatok_core.sub.a import f\n")
-    (pkg / "sub" / "a.py").write_text("from . import b\n\ndef f():\n    return b\n")
-    (pkg / "sub" / "b.py").write_text("def g():\n    from gigatok_core.c import h\n    return h\n")
-    (pkg / "c.py").write_text("def h():\n    import gigatok_core.sub.a.f\n")  # a name inside a module
-    graph = import_graph(tmp_path, ("gigatok_core",))
+    graph = fake_graph(
+        tmp_path,
+        {
+            "sub/__init__.py": "from gigatok_core.sub.a import f\n",
+            "sub/a.py": "from . import b\n\ndef f():\n    return b\n",
+            "sub/b.py": "def g():\n    from gigatok_core.c import h\n    return h\n",
+            "c.py": "def h():\n    import gigatok_core.sub.a.f\n",  # a name inside a module
+        },
+    )
     assert graph["gigatok_core.sub.a"] == {"gigatok_core.sub.b"}
     assert graph["gigatok_core.c"] == {"gigatok_core.sub.a"}
     assert find_cycles(graph) == [
         ["gigatok_core.c", "gigatok_core.sub.a", "gigatok_core.sub.b", "gigatok_core.c"]
     ]
-    (pkg / "c.py").write_text("def h():\n    return 1\n")
-    assert find_cycles(import_graph(tmp_path, ("gigatok_core",))) == []
+    assert find_cycles(fake_graph(tmp_path, {"c.py": "def h():\n    return 1\n"})) == []
 
 
 def test_a_circle_through_an_init_is_found(tmp_path: Path) -> None:
-    pkg = tmp_path / "gigatok_core"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("from gigatok_core.sub.a import f\n")
-    (pkg / "sub" / "a.py").write_text("def f():\n    from gigatok_core.sub import f\n    return f\n")
-    assert find_cycles(import_graph(tmp_path, ("gigatok_core",))) == [
-        ["gigatok_core.sub", "gigatok_core.sub.a", "gigatok_core.sub"]
-    ]
+    graph = fake_graph(
+        tmp_path,
+        {
+            "sub/__init__.py": "from gigatok_core.sub.a import f\n",
+            "sub/a.py": "def f():\n    from gigatok_core.sub import f\n    return f\n",
+        },
+    )
+    assert find_cycles(graph) == [["gigatok_core.sub", "gigatok_core.sub.a", "gigatok_core.sub"]]
