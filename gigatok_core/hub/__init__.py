@@ -13,6 +13,9 @@ Drive and HTTPS sources), ``gdrive`` (Drive confirmation and error pages),
 ``sources`` (source URLs, torch hub's cache), ``structure`` (keys/shapes check,
 safetensors conversion), ``fetch`` (the orchestration), ``manage`` (import, verify, clear),
 ``catalog`` (the ``--list`` table). Importing it does not import torch.
+
+Layer: above :mod:`gigatok_core.registry` and ``config``, below the model packages (``ar``,
+``tokenizer``) and :mod:`gigatok_core.weights`; the import contract keeps model code out.
 """
 
 from gigatok_core.hub.cache import cache_dir, cached_path, offline, stored_path
