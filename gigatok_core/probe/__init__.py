@@ -6,9 +6,6 @@ result.top1                                  # % on the val split after the last
 Pieces: :mod:`features` (where the features are taken), :mod:`head` (BatchNorm + linear head,
 LARS, the lr schedule), :mod:`data` (splits and augmentation), :mod:`cache` (``--cache-features``),
 :mod:`run` (the loop, checkpoints, metrics), :mod:`api` (presets -> backbone -> loop).
-
-Layer: the top of the library beside ``evaluation`` and ``train`` (the three import none of
-each other), above ``tasks``, below ``gigatok_cli``.
 """
 
 from gigatok_core.probe.api import (
