@@ -65,8 +65,9 @@ def hub_weights(value: Any) -> Any:
     """Callback of every option that takes weights: a Hugging Face Hub reference
     (``hf://OWNER/REPO[@REVISION]``, ``hf://OWNER/REPO/FILE``) becomes the verified file in the shared
     Hugging Face cache (:func:`gigatok_core.hub.resolve_hub_ref`); anything else passes unchanged."""
+    from gigatok_core.config.source import is_hub_ref
     from gigatok_core.errors import GigatokError
-    from gigatok_core.hub.hf import is_hub_ref, resolve_hub_ref
+    from gigatok_core.hub.hf import resolve_hub_ref
 
     if value is None or not is_hub_ref(value):
         return value

@@ -23,6 +23,23 @@ Building blocks: :func:`gigatok_core.tokenizer.load_tokenizer` (a preset name ->
 :mod:`gigatok_core.data.images` (pre/post-processing as the official code), :mod:`gigatok_core.utils.progress`
 (the ``on_progress(done, total, stage=...)`` protocol), :mod:`gigatok_core.runs.settings` (the settings
 file every run writes).
+
+The packages are layers; a module imports only from its own layer and those below (an
+import-linter contract, ``[tool.importlinter]`` in pyproject.toml, checks it). Bottom to top:
+
+1. ``errors``; then ``utils`` (atomic writes, hashing, progress) and ``choices`` (option values)
+2. ``dist`` (ranks, collectives, devices)
+3. ``runs`` (a run's folder and settings)
+4. ``checkpoints`` (official files, self-describing safetensors, training step folders)
+5. ``config`` (typed configs, the override grammar, the preset files)
+6. ``registry`` (presets and weights records)
+7. ``hub`` (storage: download, cache, ``hf://``; it knows no model)
+8. ``tokenizer``, ``ar`` and ``weights`` (the models, their loaders, and the weights resolver)
+9. ``data`` (image folders, codes, extraction)
+10. ``tasks`` (reconstruct, sample)
+11. ``evaluation``, ``probe``, ``train`` (independent of each other)
+
+and ``gigatok_cli`` above them all.
 """
 
 __version__ = "0.1.0"

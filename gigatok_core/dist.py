@@ -66,9 +66,14 @@ def init_distributed(device: torch.device | str | None = None) -> DistInfo:
     return info
 
 
+def _group_ready() -> bool:
+    """Whether this process has joined a process group."""
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
 def destroy_distributed() -> None:
     """Destroy the default process group if one exists (idempotent)."""
-    if torch_dist.is_available() and torch_dist.is_initialized():
+    if _group_ready():
         torch_dist.destroy_process_group()
 
 
@@ -82,7 +87,7 @@ def exit_process(code: int | str | None = 0) -> None:
     After a failure the group is left alone: destroying it waits for peers that may be stuck in a
     collective. Outside a process group this returns and the caller exits as usual.
     """
-    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+    if not _group_ready():
         return
     if isinstance(code, str):  # SystemExit("message"): print it and exit 1, as Python does
         print(code, file=sys.stderr)
@@ -98,31 +103,9 @@ def exit_process(code: int | str | None = 0) -> None:
     os._exit(code)
 
 
-def shard(items: Sequence[T], info: DistInfo | None = None) -> list[T]:
-    """The items this rank handles: every ``world_size``-th one, starting at ``rank``."""
-    info = info or dist_info()
-    return list(items[info.rank :: info.world_size])
-
-
-def barrier() -> None:
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
-
-
-def all_gather_objects(obj: object) -> list[object]:
-    """Gather one picklable object per rank (a list of one without a process group)."""
-    if not (torch_dist.is_available() and torch_dist.is_initialized()):
-        return [obj]
-    out: list[object] = [None] * torch_dist.get_world_size()
-    torch_dist.all_gather_object(out, obj)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # The context a trainer holds: rank facts + collectives (no-ops without a process group)
 # ---------------------------------------------------------------------------------------------
-def _group_ready() -> bool:
-    return torch_dist.is_available() and torch_dist.is_initialized()
 
 
 @dataclass(frozen=True)
@@ -142,7 +125,8 @@ class DistContext(DistInfo):
         return list(items[self.rank :: self.world_size])
 
     def barrier(self) -> None:
-        barrier()
+        if _group_ready():
+            torch_dist.barrier()
 
     def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Reduce ``t`` in place over ranks (``op``: sum | mean | max | min) and return it."""
@@ -156,8 +140,12 @@ class DistContext(DistInfo):
         return t
 
     def gather_objects(self, obj: T) -> list[T]:
-        """One picklable object per rank, in rank order, on every rank."""
-        return all_gather_objects(obj)  # type: ignore[return-value]
+        """One picklable object per rank, in rank order, on every rank (``[obj]`` without a group)."""
+        if not _group_ready():
+            return [obj]
+        out: list[Any] = [None] * torch_dist.get_world_size()
+        torch_dist.all_gather_object(out, obj)
+        return out
 
     def broadcast_object(self, obj: T, src: int = 0) -> T:
         """Rank ``src``'s ``obj`` on every rank (``obj`` is ignored elsewhere)."""

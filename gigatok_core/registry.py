@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gigatok_core.config import GPTConfig, GPTRecipe, TokenizerConfig, TokenizerRecipe, build_config
-from gigatok_core.config.preset_files import load_preset_yaml
-from gigatok_core.config.preset_files import presets_dir as presets_dir  # re-exported (lived here before)
-from gigatok_core.config.preset_files import unknown_name_error as unknown_name_error
+from gigatok_core.config.preset_files import load_preset_yaml, unknown_name_error
 from gigatok_core.errors import GigatokError
 
-
-def _load_yaml(name: str) -> dict[str, Any]:
-    return load_preset_yaml(name)
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +97,7 @@ class GPTRelease:
 @functools.cache
 def _weights() -> dict[str, WeightsRecord]:
     out = {}
-    for key, rec in _load_yaml("weights.yaml").items():
+    for key, rec in load_preset_yaml("weights.yaml").items():
         rec = dict(rec)
         rec["sources"] = tuple(rec["sources"])
         out[key] = WeightsRecord(file=rec.pop("file", key), **rec)
@@ -110,7 +107,7 @@ def _weights() -> dict[str, WeightsRecord]:
 @functools.cache
 def _tokenizers() -> dict[str, TokenizerPreset]:
     out = {}
-    for name, rec in _load_yaml("tokenizers.yaml").items():
+    for name, rec in load_preset_yaml("tokenizers.yaml").items():
         rec = dict(rec)
         declared = {"config": rec.pop("config"), "recipe": rec.pop("recipe", {})}
         out[name] = TokenizerPreset(
@@ -126,7 +123,7 @@ def _tokenizers() -> dict[str, TokenizerPreset]:
 
 @functools.cache
 def _gpt() -> tuple[dict[str, GPTPreset], dict[str, GPTRelease], dict[str, str]]:
-    data = _load_yaml("gpt.yaml")
+    data = load_preset_yaml("gpt.yaml")
     archs = {
         name: GPTPreset(
             name=name,
@@ -202,32 +199,28 @@ def weights_names() -> list[str]:
     return list(_weights())
 
 
-def tokenizer_preset(name: str) -> TokenizerPreset:
+def _find(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, else the error naming the closest known name."""
     try:
-        return _tokenizers()[name]
+        return table[name]
     except KeyError:
-        raise unknown_name_error("tokenizer preset", name, tokenizer_names()) from None
+        raise unknown_name_error(what, name, list(table)) from None
+
+
+def tokenizer_preset(name: str) -> TokenizerPreset:
+    return _find(_tokenizers(), name, "tokenizer preset")
 
 
 def gpt_preset(name: str) -> GPTPreset:
-    try:
-        return _gpt()[0][name]
-    except KeyError:
-        raise unknown_name_error("GPT preset", name, gpt_names()) from None
+    return _find(_gpt()[0], name, "GPT preset")
 
 
 def weights_record(name: str) -> WeightsRecord:
-    try:
-        return _weights()[name]
-    except KeyError:
-        raise unknown_name_error("weights file", name, weights_names()) from None
+    return _find(_weights(), name, "weights file")
 
 
 def gpt_release(name: str) -> GPTRelease:
-    try:
-        return _gpt()[1][name]
-    except KeyError:
-        raise unknown_name_error("GPT checkpoint", name, release_names()) from None
+    return _find(_gpt()[1], name, "GPT checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------

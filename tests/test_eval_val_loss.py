@@ -115,7 +115,7 @@ def test_folder_errors(tmp_path: Path) -> None:
         app, ["eval", "val-loss", "--gpt", "gpt-tiny", "--data", str(tmp_path / "holey")]
     )  # 3 folders for a 1000-class GPT: the labels would not be the GPT's classes
     assert res.exit_code == 1 and "3 class folders" in res.output and "--class-subset" in res.output
-    from gigatok_core.evaluation.val_loss import image_folder
+    from gigatok_core.data.folder import image_folder
 
     files, labels, classes = image_folder(tmp_path / "holey", 1000, class_subset=True)
     assert classes == ["a", "b", "c"] and labels == [0, 2]  # the empty folder keeps label 1

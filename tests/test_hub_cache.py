@@ -14,6 +14,7 @@ from hub_server import FAKE_SHAPES, QUOTA_PAGE, drive_warning_page, fake_checkpo
 
 from gigatok_core import registry, weights
 from gigatok_core.checkpoints.files import read_checkpoint
+from gigatok_core.config.source import is_hub_ref
 from gigatok_core.errors import GigatokError
 from gigatok_core.hub import (
     cache,
@@ -25,7 +26,7 @@ from gigatok_core.hub import (
     verify_cache,
 )
 from gigatok_core.hub.gdrive import drive_urls, parse_drive_page
-from gigatok_core.hub.hf import HubRef, is_hub_ref, parse_hub_ref, resolve_hub_ref
+from gigatok_core.hub.hf import HubRef, parse_hub_ref, resolve_hub_ref
 from gigatok_core.registry import WeightsRecord
 
 DATA = b"weights of an auxiliary network" * 1000

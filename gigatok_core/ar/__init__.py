@@ -1,4 +1,9 @@
-"""The class-conditional AR half: GPT model, generation with CFG, loading, class names."""
+"""The class-conditional AR half: GPT model, generation with CFG, loading, class names.
+
+Layer: a sibling of ``tokenizer`` and :mod:`gigatok_core.weights` (they may import each other:
+the loaders fetch through ``weights``, which builds the model classes for its shape check), above
+``hub``, below ``data``.
+"""
 
 from gigatok_core.ar.classes import class_name, class_names, parse_classes, resolve_class
 from gigatok_core.ar.generate import (

@@ -7,4 +7,6 @@
 
 Which weights a command uses (a preset name, a file, a run folder, an ``hf://`` id) is decided one
 level up, in :mod:`gigatok_core.weights`; exporting a run's weights is :mod:`gigatok_core.train.export`.
+
+Layer: above ``runs``, below ``config``: files only, it knows no preset.
 """

@@ -7,7 +7,11 @@ to train it* (:class:`TokenizerRecipe`, :class:`GPTRecipe`, :class:`RunConfig`, 
 by :func:`build_config`: ``preset -> --config file.yaml -> key=value``, unknown keys are errors.
 
 Modules: ``sizes`` (the size tables), ``model`` (architectures), ``recipe``, ``train`` (run + train
-configs), ``build`` (the merge), ``source`` (``from_checkpoint``).
+configs), ``build`` (the merge), ``source`` (``from_checkpoint``), ``preset_files`` (reading
+``presets/*.yaml``).
+
+Layer: above ``checkpoints`` (``source`` reads a checkpoint's metadata), below
+:mod:`gigatok_core.registry`, which reads the preset files through ``preset_files``.
 """
 
 from gigatok_core.config.build import build_config, config_to_dict, load_yaml, parse_dotlist

@@ -11,24 +11,53 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from gigatok_core.config.build import build_config, check
 from gigatok_core.config.preset_files import declared
 from gigatok_core.config.sizes import GPT_SIZES, VIT_SIZES
+
+C = TypeVar("C", bound="Architecture")
+
+
+class Architecture:
+    """The litgpt-style constructors of an architecture config, once for both: ``KIND`` names the
+    presets (``presets/tokenizers.yaml`` or ``presets/gpt.yaml``) and the checkpoints it reads."""
+
+    KIND: ClassVar[str]
+
+    @classmethod
+    def from_name(cls: type[C], name: str, **overrides: Any) -> C:
+        """Preset ``name`` with field overrides: ``TokenizerConfig.from_name("s-s", codebook_size=1024)``,
+        ``GPTConfig.from_name("gpt-b", n_layer=2)``."""
+        return build_config(cls, declared(cls.KIND, name)["config"], overrides=overrides)
+
+    @classmethod
+    def from_file(cls: type[C], path: str | Path, **overrides: Any) -> C:
+        """A YAML file of this config's fields."""
+        return build_config(cls, config_file=path, overrides=overrides)
+
+    @classmethod
+    def from_checkpoint(cls: type[C], path: str | Path) -> C:
+        """The architecture a checkpoint was trained with: gigatok metadata, a run folder or an official file."""
+        from gigatok_core.config.source import config_from_checkpoint
+
+        return config_from_checkpoint(cls, path, kind=cls.KIND)
 
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(Architecture):
     """Architecture of a GigaTok VQ tokenizer (1D latent queries, or the 2D variant).
 
     Field names follow the official YAML where one exists. ``encoder_size``/``decoder_size`` are
     size names from :data:`VIT_SIZES`; ``*_width``/``*_depth``/``*_heads`` override one entry
     (used by the ``tiny`` preset and by tests that shrink a real preset).
     """
+
+    KIND: ClassVar[str] = "tokenizer"
 
     arch: str = "1d"  # "1d" (VQVitModelPlus) or "2d" (VQVitModel2DPlus)
     image_size: int = 256
@@ -128,36 +157,20 @@ class TokenizerConfig:
         given = [getattr(self, f"{side}_{part}") for part in ("width", "depth", "heads")]
         return tuple(d if g is None else g for g, d in zip(given, (width, depth, heads), strict=True))  # type: ignore[return-value]
 
-    # litgpt-style constructors -----------------------------------------------------------------
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> TokenizerConfig:
-        """Tokenizer preset ``name`` with field overrides: ``from_name("s-s", codebook_size=1024)``."""
-        return build_config(cls, declared("tokenizer", name)["config"], overrides=overrides)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> TokenizerConfig:
-        """A YAML file of TokenizerConfig fields."""
-        return build_config(cls, config_file=path, overrides=overrides)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> TokenizerConfig:
-        """The architecture a checkpoint was trained with: gigatok metadata, a run folder or an official file."""
-        from gigatok_core.config.source import config_from_checkpoint
-
-        return config_from_checkpoint(cls, path, kind="tokenizer")
-
 
 # ---------------------------------------------------------------------------------------------
 # GPT
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class GPTConfig:
+class GPTConfig(Architecture):
     """Architecture of the class-conditional GPT (official gpt_1d, rope=False; docs/ar.md#architecture).
 
     ``size`` names a row of :data:`GPT_SIZES`; ``dim``/``n_layer``/``n_head`` (the official
     ``ModelArgs`` names) are filled from that row in ``__post_init__`` unless given (``gpt-tiny``
     and tests that shrink a real preset give them).
     """
+
+    KIND: ClassVar[str] = "gpt"
 
     size: str = "gpt-b"
     dim: int | None = None
@@ -202,21 +215,3 @@ class GPTConfig:
         assert self.dim is not None
         hidden = int(2 * (4 * self.dim) / 3)
         return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
-
-    # litgpt-style constructors -----------------------------------------------------------------
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
-        """GPT preset ``name`` (``gpt-b``, ``gpt-tiny`` ...) with field overrides: ``from_name("gpt-b", n_layer=2)``."""
-        return build_config(cls, declared("gpt", name)["config"], overrides=overrides)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> GPTConfig:
-        """A YAML file of GPTConfig fields."""
-        return build_config(cls, config_file=path, overrides=overrides)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> GPTConfig:
-        """The architecture a checkpoint was trained with: gigatok metadata, a run folder or an official file."""
-        from gigatok_core.config.source import config_from_checkpoint
-
-        return config_from_checkpoint(cls, path, kind="gpt")

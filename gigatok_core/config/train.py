@@ -8,9 +8,11 @@ recipe; the resolved values are the properties of the train config (``total_step
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from gigatok_core.config.build import (
     build_config,
@@ -25,6 +27,7 @@ from gigatok_core.config.preset_files import declared
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
 
 STRATEGIES = ("ddp", "fsdp")
+T = TypeVar("T", bound="_TrainConfig")
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,16 @@ class RunConfig:
         )
 
 
-class _Resolved:
-    """The run's effective values: the run setting when given, else the recipe's."""
+class _TrainConfig:
+    """What the two training configs share: their constructors (``KIND`` names the presets) and the
+    run's effective values (the run setting when given, else the recipe's)."""
 
+    KIND: ClassVar[str]
+
+    model: TokenizerConfig | GPTConfig
     recipe: TokenizerRecipe | GPTRecipe
     run: RunConfig
+    preset: str | None
 
     @property
     def batch_size(self) -> int:
@@ -118,82 +126,72 @@ class _Resolved:
     def ema(self) -> bool:
         return self.recipe.ema if self.run.ema is None else self.run.ema
 
+    @classmethod
+    def from_name(
+        cls: type[T],
+        preset: str,
+        *,
+        config_file: str | Path | None = None,
+        overrides: list[str] | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
+        entry = declared(cls.KIND, preset)
+        base = {"preset": preset, "model": entry["config"], "recipe": entry["recipe"]}
+        if isinstance(overrides, (list, tuple)):  # e.g. run.max_steps=abc before the --max-steps option's
+            check_shadowed(
+                overrides,
+                lambda kept: build_config(
+                    cls,
+                    base,
+                    config_file=config_file,
+                    overrides=merge_mappings(parse_dotlist(kept), kwargs or {}),
+                ),
+            )
+        layer = parse_dotlist(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
+        if kwargs:
+            layer = merge_mappings(layer, kwargs)
+        return build_config(cls, base, config_file=config_file, overrides=layer)
 
-def _from_name(
-    cls: type, preset: str, entry: dict[str, Any], config_file: Any, overrides: Any, kwargs: Any
-) -> Any:
-    base = {"preset": preset, "model": entry["config"], "recipe": entry["recipe"]}
-    if isinstance(overrides, (list, tuple)):  # e.g. run.max_steps=abc before the --max-steps option's
-        check_shadowed(
-            overrides,
-            lambda kept: build_config(
-                cls,
-                base,
-                config_file=config_file,
-                overrides=merge_mappings(parse_dotlist(kept), kwargs or {}),
-            ),
-        )
-    layer = parse_dotlist(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
-    if kwargs:
-        layer = merge_mappings(layer, kwargs)
-    return build_config(cls, base, config_file=config_file, overrides=layer)
+    @classmethod
+    def from_file(cls: type[T], path: str | Path, **kwargs: Any) -> T:
+        """A YAML train config; a top-level ``preset:`` key starts from that preset."""
+        preset = load_yaml(path).get("preset")
+        if preset is not None:
+            return cls.from_name(str(preset), config_file=path, overrides=kwargs or None)
+        return build_config(cls, config_file=path, overrides=kwargs or None)
+
+    def to_dict(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The resolved config as a plain dict with the run's ``data`` settings beside it (the run's
+        config.yaml, its checkpoints' meta)."""
+        return {
+            "preset": self.preset,
+            "model": dataclasses.asdict(self.model),
+            "recipe": dataclasses.asdict(self.recipe),
+            "run": dataclasses.asdict(self.run),
+            "data": dict(data),
+        }
 
 
 @dataclass(frozen=True)
-class TokenizerTrainConfig(_Resolved):
+class TokenizerTrainConfig(_TrainConfig):
     """Everything ``gigatok train tokenizer`` needs (docs/recipes.md#tokenizer)."""
+
+    KIND: ClassVar[str] = "tokenizer"
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     recipe: TokenizerRecipe = field(default_factory=TokenizerRecipe)
     run: RunConfig = field(default_factory=RunConfig)
     preset: str | None = None  # the tokenizer preset this config started from
 
-    @classmethod
-    def from_name(
-        cls,
-        preset: str,
-        *,
-        config_file: str | Path | None = None,
-        overrides: list[str] | dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> TokenizerTrainConfig:
-        """Tokenizer preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
-        return _from_name(cls, preset, declared("tokenizer", preset), config_file, overrides, kwargs)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **kwargs: Any) -> TokenizerTrainConfig:
-        """A YAML train config; a top-level ``preset:`` key starts from that preset."""
-        preset = load_yaml(path).get("preset")
-        if preset is not None:
-            return cls.from_name(str(preset), config_file=path, overrides=kwargs or None)
-        return build_config(cls, config_file=path, overrides=kwargs or None)
-
 
 @dataclass(frozen=True)
-class GPTTrainConfig(_Resolved):
+class GPTTrainConfig(_TrainConfig):
     """Everything ``gigatok train gpt`` needs (docs/recipes.md#gpt)."""
+
+    KIND: ClassVar[str] = "gpt"
 
     model: GPTConfig = field(default_factory=GPTConfig)
     recipe: GPTRecipe = field(default_factory=GPTRecipe)
     run: RunConfig = field(default_factory=RunConfig)
     preset: str | None = None  # the GPT preset this config started from
-
-    @classmethod
-    def from_name(
-        cls,
-        preset: str,
-        *,
-        config_file: str | Path | None = None,
-        overrides: list[str] | dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> GPTTrainConfig:
-        """GPT preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``kwargs`` (nested mappings)."""
-        return _from_name(cls, preset, declared("gpt", preset), config_file, overrides, kwargs)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **kwargs: Any) -> GPTTrainConfig:
-        """A YAML train config; a top-level ``preset:`` key starts from that preset."""
-        preset = load_yaml(path).get("preset")
-        if preset is not None:
-            return cls.from_name(str(preset), config_file=path, overrides=kwargs or None)
-        return build_config(cls, config_file=path, overrides=kwargs or None)

@@ -8,4 +8,6 @@
 - :mod:`gigatok_core.data.extract`: ``gigatok train extract-codes``.
 
 Import the submodules directly (this package imports nothing, so ``import gigatok_core.data`` is free).
+
+Layer: above the model packages (extraction encodes with the tokenizer), below ``tasks``.
 """

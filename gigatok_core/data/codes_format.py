@@ -118,6 +118,14 @@ class ShardEntry:
     sha256_codes: str
     sha256_labels: str
 
+    @classmethod
+    def hashed(cls, root: Path, k: int, count: int) -> ShardEntry:
+        """The entry of shard ``k`` of the folder ``root``, its two files hashed now."""
+        codes_name, labels_name = shard_files(k)
+        return cls(
+            codes_name, labels_name, count, sha256_file(root / codes_name), sha256_file(root / labels_name)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "codes": self.codes,
@@ -184,13 +192,7 @@ def write_shard(
     ):
         with atomic_write(root / name, "wb") as f:
             np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-    return ShardEntry(
-        codes_name,
-        labels_name,
-        int(codes.shape[0]),
-        sha256_file(root / codes_name),
-        sha256_file(root / labels_name),
-    )
+    return ShardEntry.hashed(root, k, int(codes.shape[0]))
 
 
 def scan_shard(codes_dir: str | Path, k: int, *, crops: int, num_tokens: int) -> ShardEntry | None:
@@ -209,13 +211,7 @@ def scan_shard(codes_dir: str | Path, k: int, *, crops: int, num_tokens: int) ->
         return None
     if codes.ndim != 3 or codes.shape[1:] != (crops, num_tokens) or labels.shape != (codes.shape[0],):
         return None
-    return ShardEntry(
-        codes_name,
-        labels_name,
-        int(codes.shape[0]),
-        sha256_file(root / codes_name),
-        sha256_file(root / labels_name),
-    )
+    return ShardEntry.hashed(root, k, int(codes.shape[0]))
 
 
 def write_manifest(

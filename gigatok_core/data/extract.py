@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from gigatok_core import dist
 from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
-from gigatok_core.data.codes_format import ShardEntry, scan_shard, write_shard
+from gigatok_core.data.codes_format import CodesTokenizer, ShardEntry, scan_shard, write_shard
 from gigatok_core.data.encoder import (
     encode_batch,
     load_encoder,
@@ -135,7 +135,7 @@ def _extract(
     on_progress: ProgressFn | None,
     ctx: dist.DistContext | None,
 ) -> ExtractReport | None:
-    from gigatok_core.data.folder import ImageFolderDataset, make_loader, require_readable
+    from gigatok_core.data.folder import ImageFolderDataset, require_readable
     from gigatok_core.data.transforms import CenterFlip, TenCrop
 
     amp_dtype = dist.resolve_precision(precision, dev)
@@ -176,13 +176,59 @@ def _extract(
 
     start = time.perf_counter()
     n_shards = -(-len(dataset) // shard_size)
-    mine = ctx.shard(range(n_shards))
-    total = sum(min(shard_size, len(dataset) - k * shard_size) for k in mine)
+    part = _encode_shards(
+        model,
+        dataset,
+        output,
+        ctx.shard(range(n_shards)),
+        shard_size=shard_size,
+        record=record,
+        crops=crops,
+        amp_dtype=amp_dtype,
+        batch_size=batch_size,
+        workers=workers,
+        dev=dev,
+        on_progress=on_progress,
+    )
+    parts = ctx.gather_objects(part)
+    ctx.barrier()
+    if not ctx.is_main:
+        return None
+    report = finish_codes(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
+    report.seconds = time.perf_counter() - start
+    if check_images and report.manifest.num_images:
+        del model
+        from gigatok_core.data.check import check_grid
+
+        report.check_grid = check_grid(report.manifest, tokenizer, checkpoint, dev, check_images)
+    return report
+
+
+def _encode_shards(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    output: Path,
+    shards: list[int],
+    *,
+    shard_size: int,
+    record: CodesTokenizer,
+    crops: int,
+    amp_dtype: torch.dtype,
+    batch_size: int,
+    workers: int | None,
+    dev: torch.device,
+    on_progress: ProgressFn | None,
+) -> tuple[dict[int, ShardEntry], dict[str, str], list[int], int]:
+    """This rank's ``shards``: a complete one on disk is kept (resume), the others encoded and
+    written. Returns (entries by shard, unreadable files -> why, shards written, shards kept)."""
+    from gigatok_core.data.folder import make_loader
+
+    total = sum(min(shard_size, len(dataset) - k * shard_size) for k in shards)
     entries: dict[int, ShardEntry] = {}
     skipped: dict[str, str] = {}
     written: list[int] = []
     reused = seen = 0
-    for k in mine:
+    for k in shards:
         lo, hi = k * shard_size, min((k + 1) * shard_size, len(dataset))
         entry = scan_shard(output, k, crops=crops, num_tokens=record.num_tokens)
         if entry is None:
@@ -208,16 +254,4 @@ def _extract(
         entries[k] = entry
         if on_progress:
             on_progress(seen, total, stage=STAGE)
-
-    parts = ctx.gather_objects((entries, skipped, written, reused))
-    ctx.barrier()
-    if not ctx.is_main:
-        return None
-    report = finish_codes(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
-    report.seconds = time.perf_counter() - start
-    if check_images and report.manifest.num_images:
-        del model
-        from gigatok_core.data.check import check_grid
-
-        report.check_grid = check_grid(report.manifest, tokenizer, checkpoint, dev, check_images)
-    return report
+    return entries, skipped, written, reused

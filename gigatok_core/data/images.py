@@ -206,11 +206,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`gigatok_core.utils.fileio.write_bytes_atomic`)."""
-    write_bytes_atomic(path, data)
-
-
 def check_writable(output: str | Path, *, option: str = "--output") -> Path:
     """Fail now, before any compute or download, if ``output`` cannot become a writable folder.
 
@@ -255,7 +250,7 @@ def save_png(path: str | Path, pixels: np.ndarray) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

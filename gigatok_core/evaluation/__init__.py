@@ -9,6 +9,9 @@
 - :mod:`.generation`: gFID of a GPT (class-balanced samples via :mod:`gigatok_core.tasks.sample`);
 - :mod:`.commands`, :mod:`.ar_commands`: one function per ``gigatok eval`` command (checks, defaults,
   the report and its ``--json``).
+
+Layer: the top of the library beside ``probe`` and ``train`` (the three import none of each
+other), above ``tasks``, below ``gigatok_cli``.
 """
 
 from gigatok_core.evaluation.evaluate import METRIC_KEYS, Evaluator, compute_metrics

@@ -188,9 +188,9 @@ def check_search_settings(csv_path: Path, settings: dict[str, Any], *, write: bo
                 ".settings.json away",
             )
     elif write and not csv_path.is_file():
-        from gigatok_core.data.images import atomic_write_bytes
+        from gigatok_core.utils.fileio import write_bytes_atomic
 
-        atomic_write_bytes(record, json.dumps(settings, indent=2, sort_keys=True).encode())
+        write_bytes_atomic(record, json.dumps(settings, indent=2, sort_keys=True).encode())
 
 
 def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:
@@ -226,7 +226,7 @@ def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:
 
 def append_row(path: Path, cfg: CFGSchedule, metrics: dict[str, Any]) -> None:
     """Append one result row (header when new), rewriting the file atomically."""
-    from gigatok_core.data.images import atomic_write_bytes
+    from gigatok_core.utils.fileio import write_bytes_atomic
 
     old = path.read_text() if path.is_file() else ""
     buf = io.StringIO()
@@ -243,7 +243,7 @@ def append_row(path: Path, cfg: CFGSchedule, metrics: dict[str, Any]) -> None:
             *("" if metrics.get(k) is None else repr(float(metrics[k])) for k in METRIC_COLUMNS.values()),
         ]
     )
-    atomic_write_bytes(path, (old + buf.getvalue()).encode())
+    write_bytes_atomic(path, (old + buf.getvalue()).encode())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from gigatok_core.evaluation.metrics import (
 from gigatok_core.evaluation.reference import (
     EvalStats,
     ImageNpz,
-    atomic_npz,
     check_statistics_target,
     detect_protocol,
     load_statistics,
@@ -39,6 +38,7 @@ from gigatok_core.evaluation.reference import (
     statistics_arrays,
     weights_id,
 )
+from gigatok_core.utils.fileio import write_npz
 from gigatok_core.utils.progress import ProgressFn
 
 METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")
@@ -147,7 +147,7 @@ class Evaluator:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable (e.g. cut short): compute again
         feats = self.npz_features(path, label)
-        atomic_npz(cached, {"pool": feats.pool, "logits": feats.logits})
+        write_npz(cached, {"pool": feats.pool, "logits": feats.logits})
         return feats.pool, feats.logits
 
     # -- references ----------------------------------------------------------------------------

@@ -106,20 +106,10 @@ def evaluate_reconstruction(
     dtype = dist.resolve_precision(precision, dev)
     ctx = ctx or dist.get_context(dev)
     mine = ctx.shard(list(range(len(files))))
-    # -- samples folder: every rank checks every file, then waits, so none has written yet ------
     out_dir = Path(save_samples) if save_samples is not None else None
-    if out_dir is not None and not overwrite:
-        check = range(len(files)) if ctx.concurrent else mine  # by hand: ranks run one after another
-        clash = [out_dir / f"{i:06d}.png" for i in check if (out_dir / f"{i:06d}.png").exists()]
-        if clash:
-            raise GigatokError(
-                f"{clash[0]} (and {len(clash) - 1} more) already exist",
-                hint="pass --overwrite, or choose another --save-samples folder",
-            )
-    if out_dir is not None and overwrite and ctx.is_main and ctx.concurrent:
-        for old in out_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):  # an earlier, larger run's
-            old.unlink(missing_ok=True)
-    ctx.barrier()
+    if out_dir is not None:
+        _claim_samples_folder(out_dir, range(len(files)), mine, ctx, overwrite=overwrite)
+    ctx.barrier()  # every rank has checked every file before any writes
     model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
     size = model.config.image_size
 
@@ -129,10 +119,8 @@ def evaluate_reconstruction(
         if reference is not None
         else default_reference_path(files, size, PROTOCOL, weights=evaluator.weights_id)
     )
-    build_ref = reference is None and not ref_path.is_file()
-    build_ref = ctx.broadcast_object(
-        build_ref
-    )  # rank 0 decides: a cache that differs between nodes must not split the ranks
+    # rank 0 decides: a cache that differs between nodes must not split the ranks
+    build_ref = ctx.broadcast_object(reference is None and not ref_path.is_file())
 
     lpips_model = None
     if lpips:
@@ -140,7 +128,7 @@ def evaluate_reconstruction(
 
         lpips_model = build_lpips(vgg_weights, device=dev)
 
-    # -- this rank's images ---------------------------------------------------------------------
+    # -- this rank's images, then all of them on the main rank ----------------------------------
     part = _reconstruct_shard(
         model,
         [files[i] for i in mine],
@@ -155,7 +143,50 @@ def evaluate_reconstruction(
     parts = ctx.gather_objects(part)  # a collective: also a barrier
     if not ctx.is_main:
         return None
-    merged = merge_shards(parts)  # type: ignore[arg-type]
+    merged = _merge_all(parts, files, data)  # type: ignore[arg-type]
+
+    # -- statistics (main rank) -----------------------------------------------------------------
+    if build_ref:
+        ref_stats = _build_reference(merged, ref_path, files, size, str(data), evaluator.weights_id)
+    else:
+        ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
+    metrics = _scores(
+        merged, ref_stats, files, with_precision_recall=with_precision_recall, device=dev, ctx=ctx
+    )
+    if out_dir is not None:  # which source each NNNNNN.png reconstructs
+        from gigatok_core.utils.fileio import write_bytes_atomic
+
+        index = {f"{i:06d}.png": str(files[i]) for i in merged.indices.tolist()}
+        write_bytes_atomic(out_dir / "samples.json", json.dumps(index, indent=1).encode())
+    return RFIDReport(
+        metrics=metrics,
+        reference=str(ref_path),
+        reference_built=build_ref,
+        samples_dir=str(out_dir) if out_dir else None,
+    )
+
+
+def _claim_samples_folder(
+    out_dir: Path, every: range, mine: list[int], ctx: dist.DistContext, *, overwrite: bool
+) -> None:
+    """``--save-samples``: refuse a folder holding reconstructions of these indices unless
+    ``overwrite``; with it, the main rank removes an earlier (maybe larger) run's ``NNNNNN.png``."""
+    if not overwrite:
+        check = every if ctx.concurrent else mine  # by hand: ranks run one after another
+        clash = [out_dir / f"{i:06d}.png" for i in check if (out_dir / f"{i:06d}.png").exists()]
+        if clash:
+            raise GigatokError(
+                f"{clash[0]} (and {len(clash) - 1} more) already exist",
+                hint="pass --overwrite, or choose another --save-samples folder",
+            )
+    elif ctx.is_main and ctx.concurrent:
+        for old in out_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+            old.unlink(missing_ok=True)
+
+
+def _merge_all(parts: list[ShardResult], files: list[Path], data: str | Path) -> ShardResult:
+    """The ranks' shards in image order, checked to cover every image once (read or skipped)."""
+    merged = merge_shards(parts)
     seen = np.sort(np.concatenate([merged.indices, np.asarray([i for i, _ in merged.skipped], np.int64)]))
     if not np.array_equal(seen, np.arange(len(files))):
         raise GigatokError(
@@ -164,26 +195,38 @@ def evaluate_reconstruction(
         )
     if not len(merged.indices):
         raise GigatokError(f"none of the {len(files)} images under {data} could be read")
+    return merged
 
-    # -- statistics (main rank) -----------------------------------------------------------------
-    if build_ref:
-        assert merged.orig is not None
-        ref_stats = EvalStats.from_features(
-            merged.orig,
-            protocol=PROTOCOL,
-            meta={
-                **reference_meta(files, size, str(data), evaluator.weights_id),
-                "skipped": [str(files[i]) for i, _ in merged.skipped],
-            },
-        )
-        save_statistics(ref_path, ref_stats, overwrite=True)
-    else:
-        ref_stats = evaluator.load(ref_path, need_features=with_precision_recall, label="reference")
+
+def _build_reference(
+    merged: ShardResult, path: Path, files: list[Path], size: int, data: str, weights_id: str
+) -> EvalStats:
+    """The reference statistics of the originals (read in the same pass), cached at ``path``."""
+    assert merged.orig is not None
+    meta = {
+        **reference_meta(files, size, data, weights_id),
+        "skipped": [str(files[i]) for i, _ in merged.skipped],
+    }
+    stats = EvalStats.from_features(merged.orig, protocol=PROTOCOL, meta=meta)
+    save_statistics(path, stats, overwrite=True)
+    return stats
+
+
+def _scores(
+    merged: ShardResult,
+    ref_stats: EvalStats,
+    files: list[Path],
+    *,
+    with_precision_recall: bool,
+    device: torch.device,
+    ctx: dist.DistContext,
+) -> dict[str, Any]:
+    """The FID family of the reconstructions against the reference, and the per-image metrics."""
     samples = EvalStats.from_features(merged.recon)
     # IS is taken over consecutive splits of 5000: shuffle (fixed seed) so that a val folder sorted by
     # class does not give each split only 100 classes. FID, sFID and precision/recall ignore order.
     samples.logits = samples.logits[np.random.default_rng(0).permutation(len(samples.logits))]
-    metrics = compute_metrics(samples, ref_stats, with_precision_recall=with_precision_recall, device=dev)
+    metrics = compute_metrics(samples, ref_stats, with_precision_recall=with_precision_recall, device=device)
     metrics |= {
         "psnr": float(np.mean(merged.psnr)),
         "ssim": float(np.mean(merged.ssim)),
@@ -199,17 +242,7 @@ def evaluate_reconstruction(
         metrics.setdefault("notes", []).append(
             f"{len(merged.skipped)} image(s) left out of both sides (first: {files[first]}: {why})"
         )
-    if out_dir is not None:  # which source each NNNNNN.png reconstructs
-        from gigatok_core.data.images import atomic_write_bytes
-
-        index = {f"{i:06d}.png": str(files[i]) for i in merged.indices.tolist()}
-        atomic_write_bytes(out_dir / "samples.json", json.dumps(index, indent=1).encode())
-    return RFIDReport(
-        metrics=metrics,
-        reference=str(ref_path),
-        reference_built=build_ref,
-        samples_dir=str(out_dir) if out_dir else None,
-    )
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,11 +70,6 @@ class EvalStats:
 # ---------------------------------------------------------------------------------------------
 # Reading and writing
 # ---------------------------------------------------------------------------------------------
-def atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an npz atomically (:func:`gigatok_core.utils.fileio.write_npz`)."""
-    write_npz(path, arrays)
-
-
 def check_statistics_target(path: str | Path, overwrite: bool) -> Path:
     """Where statistics may be written: an .npz path, not an existing file unless ``overwrite``."""
     path = Path(path)
@@ -164,7 +159,7 @@ def save_statistics(
 ) -> Path:
     """Write ``stats`` in the npz layout above (atomically; refuses to replace a file unless ``overwrite``)."""
     path = check_statistics_target(path, overwrite)
-    atomic_npz(path, statistics_arrays(stats, keep_pool=keep_pool))
+    write_npz(path, statistics_arrays(stats, keep_pool=keep_pool))
     return path
 
 

@@ -29,7 +29,7 @@ from gigatok_core.data.folder import image_folder
 from gigatok_core.errors import GigatokError
 from gigatok_core.utils.progress import ProgressFn
 
-__all__ = ["ValLossReport", "image_folder", "token_losses", "validation_loss"]
+__all__ = ["ValLossReport", "validation_loss"]
 
 log = logging.getLogger("gigatok")
 

@@ -124,8 +124,10 @@ def check_cached(rec: WeightsRecord, key: str, shapes: ShapesFn | None) -> Path 
             return None
     expected = shapes(rec) if shapes else None
     try:
-        if expected is not None:
-            structure.check_shapes(
+        if expected is not None:  # shapes of a model: torch is loaded by now
+            from gigatok_core.checkpoints.files import check_shapes
+
+            check_shapes(
                 structure.safetensors_shapes(stored),
                 expected,
                 source=stored.name,

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gigatok_core.config.source import is_hub_ref
 from gigatok_core.errors import GigatokError
 from gigatok_core.utils.fileio import sha256_file
 
@@ -84,11 +85,6 @@ def hub_cache() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Parsing references
 # ---------------------------------------------------------------------------------------------
-def is_hub_ref(ref: object) -> bool:
-    """``ref`` is written as a Hub id (``hf://...``; ``pathlib`` folds the ``//``, so ``hf:/`` too)."""
-    return isinstance(ref, (str, os.PathLike)) and str(ref).startswith("hf:/")
-
-
 def parse_hub_ref(ref: str | os.PathLike[str], *, default_file: str = DEFAULT_FILE) -> HubRef:
     """``hf://OWNER/REPO[/path/in/repo][@REVISION]`` -> :class:`HubRef` (a bare repo means
     ``default_file``). Raises :class:`GigatokError` for a malformed id."""

@@ -70,8 +70,10 @@ def _import_converted(src: Path, rec: WeightsRecord, key: str, shapes: ShapesFn 
             f"{src} is not a readable safetensors file ({str(err).splitlines()[0][:200]})",
             hint=f"import the original {rec.file}, or a .safetensors from a gigatok cache",
         ) from None
-    if expected is not None:
-        structure.check_shapes(found_shapes, expected, source=src.name, what=registry.display_name(key))
+    if expected is not None:  # shapes of a model: torch is loaded by now
+        from gigatok_core.checkpoints.files import check_shapes
+
+        check_shapes(found_shapes, expected, source=src.name, what=registry.display_name(key))
     with locked(rec, False):
         stored = cache.stored_path(rec)
         incoming = stored.with_name(stored.name + ".import")

@@ -33,13 +33,6 @@ PREFER: dict[str, tuple[str, ...]] = {
 # ---------------------------------------------------------------------------------------------
 # Conversion
 # ---------------------------------------------------------------------------------------------
-def check_shapes(found: Shapes, expected: Shapes, *, source: str, what: str) -> None:
-    """:func:`gigatok_core.checkpoints.files.check_shapes` (imported on use: the hub loads without torch)."""
-    from gigatok_core.checkpoints.files import check_shapes as check
-
-    check(found, expected, source=source, what=what)
-
-
 def convert(
     raw: Path,
     out: Path,
@@ -53,7 +46,7 @@ def convert(
     atomically). Returns the entry name used. Raises :class:`GigatokError` for a wrong file."""
     import torch
 
-    from gigatok_core.checkpoints.files import extract_state_dict, read_checkpoint, save_weights
+    from gigatok_core.checkpoints.files import check_shapes, extract_state_dict, read_checkpoint, save_weights
     from gigatok_core.registry import weights_meta
 
     with open(raw, "rb") as f:

@@ -8,4 +8,7 @@
 
 Each runs alone or under torchrun (:mod:`gigatok_core.dist`). The evaluations built on them are in
 :mod:`gigatok_core.evaluation`.
+
+Layer: above ``data`` and the model packages, below ``evaluation``, ``probe`` and ``train``,
+which build on these tasks.
 """

@@ -3,6 +3,9 @@
 tok = load_tokenizer("s-s")                 # official weights via the cache
 codes = tok.encode(images)                  # (B,3,256,256) in [-1,1] -> (B,256) int64
 recon = tok.decode_codes(codes)             # -> (B,3,256,256), unclamped
+
+Layer: a sibling of ``ar`` and :mod:`gigatok_core.weights` (the loader fetches through
+``weights``, which builds the model class for its shape check), above ``hub``, below ``data``.
 """
 
 from gigatok_core.tokenizer.load import build_tokenizer, guess_preset, load_tokenizer

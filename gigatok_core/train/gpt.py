@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -308,17 +307,6 @@ class GPTTask(Task):
 # ---------------------------------------------------------------------------------------------
 # The entry point of `gigatok train gpt`
 # ---------------------------------------------------------------------------------------------
-def train_config_dict(cfg: Any, data: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config as a plain dict (config.yaml, checkpoint meta)."""
-    return {
-        "preset": cfg.preset,
-        "model": dataclasses.asdict(cfg.model),
-        "recipe": dataclasses.asdict(cfg.recipe),
-        "run": dataclasses.asdict(cfg.run),
-        "data": dict(data),
-    }
-
-
 def prefetch_gpt_training(cfg: Any, codes: str | Path, *, val_codes: str | Path | None = None) -> list[Path]:
     """Check the codes against the GPT config and fetch what the run will read from the cache (the
     tokenizer weights its sample grids decode with): run once in the launcher's parent process, so
@@ -361,7 +349,7 @@ def train_gpt(
     }
     task.run_dir = Path(output).resolve()
     engine = Engine(settings)
-    config = train_config_dict(cfg, data)
+    config = cfg.to_dict(data)
     with released_on_failed_start(output):
         return engine.fit(
             task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start

@@ -374,16 +374,6 @@ class TokenizerTask(Task):
 # ---------------------------------------------------------------------------------------------
 # The entry point of `gigatok train tokenizer`
 # ---------------------------------------------------------------------------------------------
-def train_config_dict(cfg: Any, data: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "preset": cfg.preset,
-        "model": dataclasses.asdict(cfg.model),
-        "recipe": dataclasses.asdict(cfg.recipe),
-        "run": dataclasses.asdict(cfg.run),
-        "data": dict(data),
-    }
-
-
 def prefetch_tokenizer_training(
     cfg: Any,
     *,
@@ -431,7 +421,7 @@ def train_tokenizer(
     settings = LoopSettings.from_train_config(cfg)
     task = TokenizerTask(cfg, data=images, frozen=files, init=init, num_workers=num_workers)
     record = {"data": str(Path(data).resolve()), "init": str(init) if init is not None else None}
-    config = train_config_dict(cfg, record)
+    config = cfg.to_dict(record)
     with released_on_failed_start(output):
         return Engine(settings).fit(
             task, output, config, resume=resume, overwrite=overwrite, on_step=on_step, on_start=on_start
