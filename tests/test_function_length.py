@@ -19,14 +19,12 @@ BEING_SPLIT = {
     "gigatok_core/tasks/sample.py::sample_images",
     "gigatok_core/tasks/reconstruct.py::reconstruct",
     "gigatok_core/evaluation/ar_commands.py::gfid",
-    "gigatok_core/probe/run.py::run_probe",
     "gigatok_cli/eval_ar.py::gfid",
     "gigatok_cli/sample.py::sample",
     "gigatok_cli/train_codes.py::extract_codes",
     "gigatok_cli/reconstruct.py::reconstruct",
     "gigatok_cli/train_tokenizer.py::tokenizer",
     "gigatok_cli/download.py::download",
-    "gigatok_cli/probe.py::gpt",
 }
 
 

@@ -23,6 +23,9 @@ features, whose gradients are one all-reduce; and moving would change the checkp
 probe runs written before could no longer resume. What both need is shared below them already:
 :mod:`gigatok_core.checkpoints.training` (step folders) and :mod:`gigatok_core.dist` (the
 epoch sampler, the process group, precision).
+
+Layer: the top of the library beside :mod:`~gigatok_core.evaluation` and :mod:`~gigatok_core.train`
+(the three import none of each other), above :mod:`~gigatok_core.tasks`, below ``gigatok_cli``.
 """
 
 from gigatok_core.probe.api import (
