@@ -28,6 +28,7 @@ from gigatok_core import __version__
 # command (``-`` -> ``_``) is the command.
 COMMANDS: dict[str, str] = {
     "download": "gigatok_cli.download",
+    "cache": "gigatok_cli.cache",
     "reconstruct": "gigatok_cli.reconstruct",
     "sample": "gigatok_cli.sample",
     "train": "gigatok_cli.train",
@@ -146,7 +147,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """GigaTok tokenizers and AR generation: download, reconstruct, sample, train, eval, probe."""
+    """GigaTok tokenizers and AR generation: download, cache, reconstruct, sample, train, eval, probe."""
 
 
 def main() -> None:

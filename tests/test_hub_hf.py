@@ -367,15 +367,15 @@ def test_every_weights_option_takes_hub_references(server: FileServer, args: lis
     assert any(p == "/me/nope/resolve/main/model.safetensors" for _, p in server.calls)
 
 
-def test_download_list_says_source_and_hash() -> None:
-    res = runner.invoke(app, ["download", "--list", "--json"])
+def test_cache_list_says_source_and_hash() -> None:
+    res = runner.invoke(app, ["cache", "list", "--json"])
     assert res.exit_code == 0, res.output
     rows = {r["preset"]: r for r in json.loads(res.output)}
     assert rows["s-s"]["sources"] == ["hub", "drive"] and rows["s-s"]["hash"].startswith("published")
     assert rows["s-s-2d"]["sources"] == ["hub", "drive"] and rows["s-s-2d"]["known_source"]
     assert rows["b-l-2d"]["sources"] == ["hub"] and not rows["b-l-2d"]["known_source"]
     assert rows["inception"]["hash"] == "name prefix" and rows["adm-ref"]["hash"] == "first use"
-    res = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "200"})
+    res = runner.invoke(app, ["cache", "list"], env={"COLUMNS": "200"})
     assert "no known source yet: b-l-2d" in " ".join(re.sub("[│╭╮╰╯─]", " ", res.output).split())
 
 
