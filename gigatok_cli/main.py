@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand
 
-from gigatok_cli import _help  # noqa: F401  (flags show no <bool> in --help)
+from gigatok_cli import _help
 from gigatok_core import __version__
 
 # name -> module, in help order. A module holding a ``typer.Typer`` named ``app`` is a command group
@@ -45,10 +45,10 @@ def load_command(name: str) -> Any:
     module = importlib.import_module(COMMANDS[name])
     group = getattr(module, "app", None)
     if isinstance(group, typer.Typer):
-        cmd = typer.main.get_group(group)
+        cmd = typer.main.get_group(_help.plain_flags(group))
     else:
         single = typer.Typer(add_completion=False)
-        single.command(name)(getattr(module, name.replace("-", "_")))
+        single.command(name, cls=_help.Command)(getattr(module, name.replace("-", "_")))
         cmd = typer.main.get_command(single)
     cmd.name = name
     return cmd
@@ -96,7 +96,7 @@ class _LazyCommands(Mapping[str, Any]):
         return load_command(name)
 
 
-class LazyGroup(TyperGroup):
+class LazyGroup(_help.Group):
     """The root group: subcommands imported on use; ``--help`` lists them from their source."""
 
     def __init__(self, **kwargs: Any) -> None:
