@@ -222,8 +222,10 @@ _gigatok() {
         "train gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--val-codes") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--val-fraction") COMPREPLY=(); return ;;
+        "train gpt|--resume") COMPREPLY=(); return ;;
         "train gpt|--max-steps") COMPREPLY=(); return ;;
         "train gpt|--batch-size") COMPREPLY=(); return ;;
+        "train gpt|--grad-accum") COMPREPLY=(); return ;;
         "train gpt|--lr") COMPREPLY=(); return ;;
         "train gpt|--seed") COMPREPLY=(); return ;;
         "train gpt|--save-every") COMPREPLY=(); return ;;
@@ -233,9 +235,7 @@ _gigatok() {
         "train gpt|--sample-every") COMPREPLY=(); return ;;
         "train gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "train gpt|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
-        "train gpt|--grad-accum") COMPREPLY=(); return ;;
         "train gpt|--strategy") COMPREPLY=(); return ;;
-        "train gpt|--resume") COMPREPLY=(); return ;;
         "train gpt|--on-nan") COMPREPLY=(); return ;;
         "train gpt|--nproc-per-node") COMPREPLY=(); return ;;
         "train gpt|--nnodes") COMPREPLY=(); return ;;
@@ -252,8 +252,10 @@ _gigatok() {
         "train tokenizer|--dino-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--vgg-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--workers") COMPREPLY=(); return ;;
+        "train tokenizer|--resume") COMPREPLY=(); return ;;
         "train tokenizer|--max-steps") COMPREPLY=(); return ;;
         "train tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
         "train tokenizer|--lr") COMPREPLY=(); return ;;
         "train tokenizer|--seed") COMPREPLY=(); return ;;
         "train tokenizer|--save-every") COMPREPLY=(); return ;;
@@ -262,9 +264,7 @@ _gigatok() {
         "train tokenizer|--sample-every") COMPREPLY=(); return ;;
         "train tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "train tokenizer|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
-        "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
         "train tokenizer|--strategy") COMPREPLY=(); return ;;
-        "train tokenizer|--resume") COMPREPLY=(); return ;;
         "train tokenizer|--on-nan") COMPREPLY=(); return ;;
         "train tokenizer|--nproc-per-node") COMPREPLY=(); return ;;
         "train tokenizer|--nnodes") COMPREPLY=(); return ;;
@@ -296,8 +296,8 @@ _gigatok() {
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --format --to-hub --private --revision --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --max-steps --batch-size --lr --seed --save-every --keep --log-every --sample-every --device --precision --grad-accum --strategy --no-ema --ema --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --strategy --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --sample-every --device --precision --strategy --no-ema --ema --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

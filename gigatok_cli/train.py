@@ -3,16 +3,15 @@ own modules, registered at the bottom)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+from gigatok_cli._common import handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import completer
-from gigatok_cli.train_common import check_batch_split, report_fit, run_overrides, training_progress
+from gigatok_cli.train_common import run_options, run_training
 from gigatok_core import registry  # presets as data: no torch import
 from gigatok_core.errors import GigatokError
 
@@ -24,6 +23,13 @@ app = typer.Typer(
 )
 
 
+# the run settings `train gpt` takes as options (the others: run.KEY=VALUE)
+GPT_RUN_OPTIONS = (
+    "max_steps", "batch_size", "lr", "seed", "save_every", "keep", "log_every", "val_every",
+    "sample_every", "device", "precision", "grad_accum", "strategy", "compile", "on_nan",
+)  # fmt: skip
+
+
 def _complete_gpt(incomplete: str) -> list[str]:
     return [n for n in registry.gpt_names() if n.startswith(incomplete)]
 
@@ -31,6 +37,13 @@ def _complete_gpt(incomplete: str) -> list[str]:
 @app.command("gpt")
 @handle_errors
 @launch_options
+@run_options(
+    *GPT_RUN_OPTIONS,
+    help={
+        "compile": "torch.compile the model (default: on CUDA as the official recipe; off on CPU and "
+        "under FSDP)."
+    },
+)
 def gpt(
     *,
     preset: Annotated[
@@ -59,63 +72,27 @@ def gpt(
         float | None,
         typer.Option("--val-fraction", help="Hold out this fraction of --codes for the validation loss."),
     ] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Global batch (all processes and accumulation).")
-    ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Base learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    save_every: Annotated[int | None, typer.Option("--save-every", help="Steps between checkpoints.")] = None,
-    keep: Annotated[int | None, typer.Option("--keep", help="Checkpoints kept (newest).")] = None,
-    log_every: Annotated[int | None, typer.Option("--log-every", help="Steps between log records.")] = None,
-    val_every: Annotated[
-        int | None, typer.Option("--val-every", help="Steps between validation passes.")
-    ] = None,
-    sample_every: Annotated[
-        int | None, typer.Option("--sample-every", help="Steps between sample grids (RUN_DIR/samples).")
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16 or fp16.")] = None,
-    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="ddp or fsdp.")] = None,
-    compile: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile/--no-compile",
-            help="torch.compile the model [default: on CUDA as the official recipe; off on CPU and under FSDP].",
-            show_default=False,
-        ),
-    ] = None,
     resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first."),
     ] = False,
-    on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
+    run: dict[str, Any],
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a class-conditional GPT on pre-extracted codes (the official recipe, docs/recipes.md#gpt)."""
     from gigatok_core.config import GPTTrainConfig
-    from gigatok_core.dist import dist_info
     from gigatok_core.train.gpt import prefetch_gpt_training, train_gpt
-    from gigatok_core.train.run_dir import config_yaml
 
-    given = {k: v for k, v in locals().items() if k != "launch"}
-    dotlist = [*(overrides or []), *run_overrides(given)]
-    if compile is not None:
-        dotlist.append(f"run.compile={str(compile).lower()}")
-    cfg = GPTTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
-    check_batch_split(cfg, launch)  # options are checked before any worker starts
-    if maybe_launch(launch, prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes)):
-        return  # the workers trained; this (parent) process is done
-    is_main = dist_info().is_main
-
-    def on_start(resolved: Mapping[str, Any], resumed: bool) -> None:
-        console.print(f"[bold]{'resuming' if resumed else 'training'}[/] {preset} in {output}")
-        console.print(config_yaml(resolved), highlight=False, markup=False)
-
-    with training_progress("gpt", enabled=is_main) as on_step:
-        result = train_gpt(
+    cfg = GPTTrainConfig.from_options(preset, config_file=config, overrides=overrides or [], **run)
+    run_training(
+        cfg,
+        launch,
+        label="gpt",
+        what=preset,
+        output=output,
+        prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes),
+        train=lambda **show: train_gpt(
             cfg,
             codes=codes,
             output=output,
@@ -123,12 +100,9 @@ def gpt(
             val_fraction=val_fraction,
             resume=resume,
             overwrite=overwrite,
-            on_step=on_step,
-            on_start=on_start if is_main else None,
-        )
-    if not is_main:
-        return
-    report_fit(result)
+            **show,
+        ),
+    )
 
 
 @app.command("export")

@@ -108,7 +108,7 @@ def test_choices_come_from_the_library() -> None:
 def test_static_completion_covers_rng_and_preset() -> None:
     text = (Path(__file__).resolve().parents[1] / "completions" / "gigatok.bash").read_text()
     assert '"sample|--rng") COMPREPLY=($(compgen -W "per-sample official"' in text
-    assert '"download|--preset") COMPREPLY=($(compgen -W "s-s ' in text
+    assert '"cache import|--preset") COMPREPLY=($(compgen -W "s-s ' in text
 
 
 # ---------------------------------------------------------------------------------------------

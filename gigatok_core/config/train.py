@@ -4,13 +4,20 @@
 the preset's architecture and recipe, then a YAML file, then ``key=value`` overrides (one grammar,
 :func:`gigatok_core.config.build_config`). ``RunConfig`` fields left ``None`` fall back to the
 recipe; the resolved values are the properties of the train config (``total_steps``, ``lr`` ...).
+
+``from_options`` is the training commands' grammar in one call: the same layers, then run settings
+given one by one (``max_steps=5, lr=None``: None is "not given"), which win over the overrides as the
+command-line options ``--max-steps`` ... do::
+
+    cfg = GPTTrainConfig.from_options("gpt-b", overrides=["recipe.warmup=0"], max_steps=100, lr=None)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gigatok_core.config.build import (
     build_config,
@@ -23,6 +30,7 @@ from gigatok_core.config.build import (
 from gigatok_core.config.model import GPTConfig, TokenizerConfig
 from gigatok_core.config.preset_files import declared
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
+from gigatok_core.errors import GigatokError
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -79,11 +87,46 @@ class RunConfig:
         )
 
 
+def run_dotlist(settings: Mapping[str, Any]) -> list[str]:
+    """``run.KEY=VALUE`` for each :class:`RunConfig` setting given (None: not given), in the override
+    grammar, so that an earlier ``run.KEY=...`` override it replaces is still checked."""
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise GigatokError(
+            f"unknown run setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}",
+            hint=f"run settings: {', '.join(sorted(known))}",
+        )
+    return [
+        f"run.{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in settings.items()
+        if value is not None
+    ]
+
+
+_T = TypeVar("_T", bound="_Resolved")
+
+
 class _Resolved:
     """The run's effective values: the run setting when given, else the recipe's."""
 
     recipe: TokenizerRecipe | GPTRecipe
     run: RunConfig
+
+    @classmethod
+    def from_options(
+        cls: type[_T],
+        preset: str,
+        *,
+        config_file: str | Path | None = None,
+        overrides: Sequence[str] = (),
+        **run: Any,
+    ) -> _T:
+        """The preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``run`` settings given one by
+        one (:class:`RunConfig` names; None: not given), as ``gigatok train gpt|tokenizer`` take them
+        (its ``--max-steps``, ``--lr`` ... win over a ``run.KEY=`` override)."""
+        dotlist = [*overrides, *run_dotlist(run)]
+        return cls.from_name(preset, config_file=config_file, overrides=dotlist)  # type: ignore[attr-defined]
 
     @property
     def batch_size(self) -> int:
