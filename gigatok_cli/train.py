@@ -11,9 +11,15 @@ import typer
 from gigatok_cli._common import handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import completer
-from gigatok_cli.train_common import run_options, run_training
+from gigatok_cli.train_common import (
+    ConfigFileOpt,
+    ResumeOpt,
+    RunDirOpt,
+    StartOverOpt,
+    run_options,
+    run_training,
+)
 from gigatok_core import registry  # presets as data: no torch import
-from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
     name="train",
@@ -58,13 +64,11 @@ def gpt(
     codes: Annotated[
         Path, typer.Option("--codes", help="CODES_DIR written by `gigatok train extract-codes`.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")],
+    output: RunDirOpt,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value settings, e.g. recipe.warmup=0 run.ema=true.")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
-    ] = None,
+    config: ConfigFileOpt = None,
     val_codes: Annotated[
         Path | None, typer.Option("--val-codes", help="Held-out CODES_DIR for the validation loss.")
     ] = None,
@@ -72,11 +76,8 @@ def gpt(
         float | None,
         typer.Option("--val-fraction", help="Hold out this fraction of --codes for the validation loss."),
     ] = None,
-    resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first."),
-    ] = False,
+    resume: ResumeOpt = "auto",
+    overwrite: StartOverOpt = False,
     run: dict[str, Any],
     launch: LaunchOptions = SINGLE,
 ) -> None:
@@ -157,50 +158,31 @@ def export(
     Examples: gigatok train export runs/gpt mine.safetensors | gigatok train export runs/tok hub-folder --format hub |
     gigatok train export runs/tok --to-hub alice/my-tokenizer --private
     """
-    if format_ not in ("safetensors", "hub"):
-        raise GigatokError(f"--format {format_}: want safetensors or hub", hint="e.g. --format hub")
-    if to_hub is None and (private or revision):
-        raise GigatokError("--private and --revision go with --to-hub", hint="add --to-hub OWNER/REPO")
-    if to_hub is not None:
-        from gigatok_core.train.hub_export import push_run
+    from gigatok_core.train.export import ExportResult, export_run
 
-        if dest is not None and dest.suffix == ".safetensors":
-            raise GigatokError(
-                f"--to-hub uploads a repository folder; {dest} names a file",
-                hint="drop DEST (a temporary folder is used), or name a folder to keep a copy",
-            )
-        res = push_run(
-            run_dir, to_hub, group=weights, private=private, revision=revision, keep=dest, overwrite=overwrite
-        )
-        out.print(
-            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {to_hub}: {res.url}\n"
-            f"load them with hf://{to_hub}" + (f"@{revision}" if revision else ""),
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    if dest is None:
-        raise GigatokError(
-            "name the file (or folder) to write", hint="gigatok train export RUN_DIR OUT.safetensors"
-        )
-    if format_ == "hub":
-        from gigatok_core.train.hub_export import write_hub_folder
-
-        res = write_hub_folder(run_dir, dest, group=weights, overwrite=overwrite)
-        out.print(
-            f"wrote {res.folder} ({res.group} weights of step {res.step}: model.safetensors, config.json, "
-            f"README.md); upload it with `hf upload OWNER/REPO {res.folder}`",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    from gigatok_core.train.export import export_weights
-
-    res = export_weights(run_dir, dest, group=weights, overwrite=overwrite)
-    out.print(
-        f"wrote {res.path} ({res.group} weights of step {res.step}, {res.num_tensors} tensors)",
-        highlight=False,
+    res = export_run(
+        run_dir,
+        dest,
+        format=format_,
+        to_hub=to_hub,
+        group=weights,
+        private=private,
+        revision=revision,
+        overwrite=overwrite,
     )
+    if isinstance(res, ExportResult):
+        text = f"wrote {res.path} ({res.group} weights of step {res.step}, {res.num_tensors} tensors)"
+    elif to_hub is not None:
+        text = (
+            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {to_hub}: {res.url}\n"
+            f"load them with hf://{to_hub}" + (f"@{revision}" if revision else "")
+        )
+    else:
+        text = (
+            f"wrote {res.folder} ({res.group} weights of step {res.step}: model.safetensors, config.json, "
+            f"README.md); upload it with `hf upload OWNER/REPO {res.folder}`"
+        )
+    out.print(text, highlight=False, soft_wrap=True)
 
 
 # Subcommands live in their own modules and are registered here (they never import this module).

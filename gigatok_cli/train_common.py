@@ -20,6 +20,17 @@ from gigatok_cli._common import console
 from gigatok_cli.launch import maybe_launch
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The run-folder options of both training commands, declared once.
+RunDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")]
+ConfigFileOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
+]
+ResumeOpt = Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")]
+StartOverOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first.")
+]
+
 PANEL = "Run settings (run.KEY=VALUE overrides, applied last)"
 
 # The conveniences over `run.KEY=VALUE` overrides, declared once: RunConfig name -> (type, flags,

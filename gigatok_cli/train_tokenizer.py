@@ -14,7 +14,14 @@ import typer
 from gigatok_cli._common import handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import HUB_HELP, DinoWeightsOpt, TeacherWeightsOpt, VggWeightsOpt, hub_weights
-from gigatok_cli.train_common import run_options, run_training
+from gigatok_cli.train_common import (
+    ConfigFileOpt,
+    ResumeOpt,
+    RunDirOpt,
+    StartOverOpt,
+    run_options,
+    run_training,
+)
 
 # the run settings `train tokenizer` takes as options (the others: run.KEY=VALUE)
 TOKENIZER_RUN_OPTIONS = (
@@ -47,7 +54,7 @@ def tokenizer(
         ),
     ],
     data: Annotated[Path, typer.Option("--data", help="An ImageFolder tree or a flat folder of images.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")],
+    output: RunDirOpt,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="key=value settings, e.g. recipe.disc_start=0 model.codebook_size=4096."),
@@ -60,9 +67,7 @@ def tokenizer(
             callback=hub_weights,
         ),
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
-    ] = None,
+    config: ConfigFileOpt = None,
     teacher_weights: TeacherWeightsOpt = None,
     dino_weights: DinoWeightsOpt = None,
     vgg_weights: VggWeightsOpt = None,
@@ -75,11 +80,8 @@ def tokenizer(
             show_default=False,
         ),
     ] = None,
-    resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first."),
-    ] = False,
+    resume: ResumeOpt = "auto",
+    overwrite: StartOverOpt = False,
     run: dict[str, Any],
     launch: LaunchOptions = SINGLE,
 ) -> None:

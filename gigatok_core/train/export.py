@@ -1,15 +1,28 @@
-"""`gigatok train export`: a run's inference weights alone, as one self-describing safetensors file."""
+"""`gigatok train export`: a run's inference weights alone, as one self-describing safetensors file,
+or (:mod:`gigatok_core.train.hub_export`) a Hugging Face model repository folder, uploaded or not.
+
+:func:`export_run` is the command's one entry: it checks the combination asked for and picks the
+writer, so Python code exports as the command does::
+
+    export_run("runs/tok", "tok.safetensors")                    # one file
+    export_run("runs/tok", "hub-folder", format="hub")           # a repository folder
+    export_run("runs/tok", to_hub="alice/my-tokenizer", private=True)   # uploaded
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gigatok_core.checkpoints.files import save_weights
 from gigatok_core.checkpoints.training import load_checkpoint
 from gigatok_core.errors import GigatokError
 
+if TYPE_CHECKING:
+    from gigatok_core.train.hub_export import HubExport
+
+FORMATS = ("safetensors", "hub")
 PREFERRED = ("ema", "model")  # EMA weights when the run kept them (docs/recipes.md#gpt: EMA is optional)
 
 
@@ -61,3 +74,44 @@ def export_weights(
     sd, meta, used = run_weights(run_dir, group)
     save_weights(dest, sd, export_meta(meta, used, Path(run_dir)))
     return ExportResult(dest, used, int(meta.get("step", 0)), len(sd))
+
+
+def export_run(
+    run_dir: str | Path,
+    dest: str | Path | None = None,
+    *,
+    format: str = "safetensors",
+    to_hub: str | None = None,
+    group: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    overwrite: bool = False,
+) -> ExportResult | HubExport:
+    """Export ``run_dir``'s inference weights (``group``; default EMA when kept): to ``dest`` as one
+    .safetensors file (``format="safetensors"``) or a repository folder (``format="hub"``), or
+    uploaded to the Hub repo ``to_hub`` (``dest``, optional then, keeps a copy of the folder;
+    ``private`` and ``revision`` go with it). Every combination is checked before any work."""
+    if format not in FORMATS:
+        raise GigatokError(f"--format {format}: want safetensors or hub", hint="e.g. --format hub")
+    if to_hub is None and (private or revision):
+        raise GigatokError("--private and --revision go with --to-hub", hint="add --to-hub OWNER/REPO")
+    if to_hub is not None:
+        from gigatok_core.train.hub_export import push_run
+
+        if dest is not None and Path(dest).suffix == ".safetensors":
+            raise GigatokError(
+                f"--to-hub uploads a repository folder; {dest} names a file",
+                hint="drop DEST (a temporary folder is used), or name a folder to keep a copy",
+            )
+        return push_run(
+            run_dir, to_hub, group=group, private=private, revision=revision, keep=dest, overwrite=overwrite
+        )
+    if dest is None:
+        raise GigatokError(
+            "name the file (or folder) to write", hint="gigatok train export RUN_DIR OUT.safetensors"
+        )
+    if format == "hub":
+        from gigatok_core.train.hub_export import write_hub_folder
+
+        return write_hub_folder(run_dir, dest, group=group, overwrite=overwrite)
+    return export_weights(run_dir, dest, group=group, overwrite=overwrite)
