@@ -140,13 +140,9 @@ def render_clear(names: list[str] | None, *, yes: bool) -> None:
 
 
 def _size(n: float | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
+    from gigatok_core.utils.fileio import human_bytes
+
+    return "" if n is None else human_bytes(n)
 
 
 def _params(n: int | None) -> str:
