@@ -120,7 +120,12 @@ def render_clear(names: list[str] | None, *, yes: bool) -> None:
     keys = registry.resolve_targets(names, with_tokenizer=False) if names else None
     files = hub.cached_files(keys)
     if not files:
-        out.print("nothing to delete: " + ("those files are" if names else "the cache is") + " not cached")
+        what = (
+            f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} not cached"
+            if names
+            else "no weights cached"
+        )
+        out.print(f"nothing to delete: {what}", highlight=False)
         return
     if not yes:
         out.print("\n".join(str(p) for p in files), highlight=False, soft_wrap=True)
