@@ -4,12 +4,18 @@ _gigatok() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path|$w" in
+            "|cache") path="cache" ;;
             "|download") path="download" ;;
             "|eval") path="eval" ;;
             "|probe") path="probe" ;;
             "|reconstruct") path="reconstruct" ;;
             "|sample") path="sample" ;;
             "|train") path="train" ;;
+            "cache|clear") path="cache clear" ;;
+            "cache|import") path="cache import" ;;
+            "cache|list") path="cache list" ;;
+            "cache|verify") path="cache verify" ;;
+            "cache|where") path="cache where" ;;
             "eval|build-ref") path="eval build-ref" ;;
             "eval|fid") path="eval fid" ;;
             "eval|gfid") path="eval gfid" ;;
@@ -24,8 +30,7 @@ _gigatok() {
         esac
     done
     case "$path|$prev" in
-        "download|--import") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "download|--preset") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt VQ_SS256_2d_e100.pt VQ_SB256_2d_e200.pt VQ_BL256_2d_e200.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
+        "cache import|--preset") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt VQ_SS256_2d_e100.pt VQ_SB256_2d_e200.pt VQ_BL256_2d_e200.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "eval build-ref|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--image-size") COMPREPLY=(); return ;;
@@ -217,8 +222,10 @@ _gigatok() {
         "train gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--val-codes") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train gpt|--val-fraction") COMPREPLY=(); return ;;
+        "train gpt|--resume") COMPREPLY=(); return ;;
         "train gpt|--max-steps") COMPREPLY=(); return ;;
         "train gpt|--batch-size") COMPREPLY=(); return ;;
+        "train gpt|--grad-accum") COMPREPLY=(); return ;;
         "train gpt|--lr") COMPREPLY=(); return ;;
         "train gpt|--seed") COMPREPLY=(); return ;;
         "train gpt|--save-every") COMPREPLY=(); return ;;
@@ -228,9 +235,7 @@ _gigatok() {
         "train gpt|--sample-every") COMPREPLY=(); return ;;
         "train gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "train gpt|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
-        "train gpt|--grad-accum") COMPREPLY=(); return ;;
         "train gpt|--strategy") COMPREPLY=(); return ;;
-        "train gpt|--resume") COMPREPLY=(); return ;;
         "train gpt|--on-nan") COMPREPLY=(); return ;;
         "train gpt|--nproc-per-node") COMPREPLY=(); return ;;
         "train gpt|--nnodes") COMPREPLY=(); return ;;
@@ -247,8 +252,10 @@ _gigatok() {
         "train tokenizer|--dino-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--vgg-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train tokenizer|--workers") COMPREPLY=(); return ;;
+        "train tokenizer|--resume") COMPREPLY=(); return ;;
         "train tokenizer|--max-steps") COMPREPLY=(); return ;;
         "train tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
         "train tokenizer|--lr") COMPREPLY=(); return ;;
         "train tokenizer|--seed") COMPREPLY=(); return ;;
         "train tokenizer|--save-every") COMPREPLY=(); return ;;
@@ -257,9 +264,7 @@ _gigatok() {
         "train tokenizer|--sample-every") COMPREPLY=(); return ;;
         "train tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "train tokenizer|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
-        "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
         "train tokenizer|--strategy") COMPREPLY=(); return ;;
-        "train tokenizer|--resume") COMPREPLY=(); return ;;
         "train tokenizer|--on-nan") COMPREPLY=(); return ;;
         "train tokenizer|--nproc-per-node") COMPREPLY=(); return ;;
         "train tokenizer|--nnodes") COMPREPLY=(); return ;;
@@ -269,8 +274,14 @@ _gigatok() {
         "train tokenizer|--rdzv-endpoint") COMPREPLY=(); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
-        "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl s-s-2d s-b-2d b-l-2d gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --list --json --all --where --import --preset --verify --clear --quiet -q --help -h" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "cache download eval probe reconstruct sample train --version --help -h" -- "$cur")) ;;
+        "cache") COMPREPLY=($(compgen -W "clear import list verify where --help -h" -- "$cur")) ;;
+        "cache clear") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl s-s-2d s-b-2d b-l-2d gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --yes -y --help -h" -- "$cur")) ;;
+        "cache import") COMPREPLY=($(compgen -W "--preset --help -h" -- "$cur")) ;;
+        "cache list") COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")) ;;
+        "cache verify") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl s-s-2d s-b-2d b-l-2d gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --help -h" -- "$cur")) ;;
+        "cache where") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
+        "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl s-s-2d s-b-2d b-l-2d gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --all --quiet -q --help -h" -- "$cur")) ;;
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
         "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
         "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
@@ -285,8 +296,8 @@ _gigatok() {
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --format --to-hub --private --revision --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --max-steps --batch-size --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --grad-accum --strategy --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --max-steps --batch-size --lr --seed --save-every --keep --log-every --sample-every --device --precision --grad-accum --strategy --no-ema --ema --no-compile --compile --resume --overwrite --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --strategy --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --sample-every --device --precision --strategy --no-ema --ema --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

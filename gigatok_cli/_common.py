@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error rendering, the console, the progress renderer, flag display."""
+"""Shared CLI plumbing: error rendering, the console, the progress renderer."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gigatok_cli import _help  # noqa: F401  (flags show no <bool> in --help)
 from gigatok_cli.options import PrecisionOpt
 from gigatok_core.errors import GigatokError, NotImplementedYet
 from gigatok_core.utils.progress import ProgressFn

@@ -1,4 +1,9 @@
-"""`gigatok download`: fetch, list, import, verify and clear official weights in the cache.
+"""`gigatok download NAME...`: fetch official weights into the cache (the cache itself:
+:mod:`gigatok_cli.cache`).
+
+The mode flags of earlier releases (``--list``, ``--json``, ``--where``, ``--import``/``--preset``,
+``--verify``, ``--clear``) still work for one release, hidden from ``--help``: each prints a one-line
+note naming its ``gigatok cache`` command, then does what that command does.
 
 Heavy modules (the hub, requests, torch through the structural check) are imported inside the
 command, so ``gigatok download --help`` and completion answer at once.
@@ -6,38 +11,72 @@ command, so ``gigatok download --help`` and completion answer at once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from gigatok_cli import cache
 from gigatok_cli._common import console, handle_errors, out
-from gigatok_cli.options import ARGUMENT_CHOICES
+from gigatok_cli.cache import complete_names
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
-
-def complete_names(incomplete: str) -> list[str]:
-    """Completion of NAMES / --preset: the registry's downloadable names (no torch, no network;
-    the static scripts list the same, :data:`gigatok_cli.options.ARGUMENT_CHOICES`)."""
-    return [n for n in ARGUMENT_CHOICES["download"]() if n.startswith(incomplete)]
+__all__ = ["complete_names", "download"]
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
+def _old(flag: str, new: str) -> None:
+    """The one-line note of an old mode flag (stderr, so stdout stays what the new command prints)."""
+    console.print(
+        f"[dim]note:[/] `download {flag}` is now `{new}` (the old flag goes in the next release)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
-def _params(n: int | None) -> str:
-    if n is None:
-        return ""
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+def _old_modes(
+    names: list[str],
+    *,
+    list_: bool,
+    json_: bool,
+    where: bool,
+    import_file: Path | None,
+    preset: str | None,
+    verify: bool,
+    clear: bool,
+) -> bool:
+    """Run the old mode flag given, if any (True when one ran)."""
+    if where:
+        _old("--where", "gigatok cache where")
+        cache.render_where()
+    elif list_ or json_:
+        _old("--list", "gigatok cache list" + (" --json" if json_ else ""))
+        cache.render_list(json_)
+    elif import_file is not None or preset is not None:
+        _old("--import FILE --preset NAME", "gigatok cache import FILE --preset NAME")
+        if import_file is None or preset is None:
+            raise GigatokError(
+                "--import and --preset go together",
+                hint="gigatok cache import FILE --preset NAME (see `gigatok cache list`)",
+            )
+        cache.render_import(import_file, preset)
+    elif verify:
+        _old("--verify", "gigatok cache verify")
+        cache.render_verify(registry.resolve_targets(names) if names else None)
+    elif clear:
+        _old("--clear NAMES", "gigatok cache clear NAMES --yes")
+        if not names:
+            raise GigatokError(
+                "--clear needs the names to delete", hint="for example: gigatok cache clear s-s"
+            )
+        cache.render_clear(names, yes=True)  # the old flag never asked
+    else:
+        return False
+    return True
+
+
+def _hidden(*decls: str, help: str) -> typer.models.OptionInfo:
+    return typer.Option(*decls, help=help, hidden=True, show_default=False)
 
 
 @handle_errors
@@ -53,81 +92,41 @@ def download(
         ),
     ] = None,
     *,
-    list_: Annotated[
-        bool, typer.Option("--list", help="List the downloadable weights and what is cached.")
-    ] = False,
-    json_: Annotated[
-        bool, typer.Option("--json", help="With --list: print JSON instead of a table.")
-    ] = False,
     all_: Annotated[bool, typer.Option("--all", help="Download every registered file (tens of GB).")] = False,
-    where: Annotated[
-        bool, typer.Option("--where", help="Print the cache folder (GIGATOK_CACHE overrides it).")
-    ] = False,
-    import_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--import",
-            help="A file you downloaded by hand (Drive quota): verify it and "
-            "copy it into the cache. Needs --preset.",
-            show_default=False,
-        ),
-    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    list_: Annotated[bool, _hidden("--list", help="Old: gigatok cache list.")] = False,
+    json_: Annotated[bool, _hidden("--json", help="Old: gigatok cache list --json.")] = False,
+    where: Annotated[bool, _hidden("--where", help="Old: gigatok cache where.")] = False,
+    import_file: Annotated[Path | None, _hidden("--import", help="Old: gigatok cache import FILE.")] = None,
     preset: Annotated[
         str | None,
         typer.Option(
             "--preset",
-            help="With --import: whose weights the file is.",
+            help="Old: with --import.",
             autocompletion=complete_names,
+            hidden=True,
             show_default=False,
         ),
     ] = None,
-    verify: Annotated[
-        bool,
-        typer.Option(
-            "--verify", help="Re-hash cached files (all, or the NAMES given); corrupted ones are deleted."
-        ),
-    ] = False,
-    clear: Annotated[bool, typer.Option("--clear", help="Delete the NAMES' files from the cache.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    verify: Annotated[bool, _hidden("--verify", help="Old: gigatok cache verify.")] = False,
+    clear: Annotated[bool, _hidden("--clear", help="Old: gigatok cache clear.")] = False,
 ) -> None:
     """Download official GigaTok weights into the cache (verified, resumable, shared by parallel runs).
 
-    Examples: gigatok download s-s gpt-b@s-s | gigatok download --list |
-    gigatok download --import ~/Downloads/VQ_BL256_e200.pt --preset b-l
+    Examples: gigatok download s-s gpt-b@s-s | gigatok download gpt-xxl inception.
+    The cache itself (list, where, verify, import, clear): gigatok cache --help
     """
-    from gigatok_core import hub, weights
+    from gigatok_core import weights
 
     names = list(names or [])
-    if where:
-        out.print(str(hub.cache_dir()), highlight=False, soft_wrap=True)
-        return
-    if list_ or json_:
-        _list(json_)
-        return
-    if import_file is not None or preset is not None:
-        if import_file is None or preset is None:
-            raise GigatokError(
-                "--import and --preset go together",
-                hint="gigatok download --import FILE --preset NAME (see `gigatok download --list`)",
-            )
-        path = weights.import_weights(import_file, preset)
-        out.print(f"imported {import_file} as {preset}: {path}", highlight=False, soft_wrap=True)
-        return
-    if verify:
-        _verify(registry.resolve_targets(names) if names else None)
-        return
-    if clear:
-        if not names:
-            raise GigatokError(
-                "--clear needs the names to delete", hint="for example: gigatok download --clear s-s"
-            )
-        removed = hub.clear_weights(registry.resolve_targets(names, with_tokenizer=False))
-        out.print(f"removed {len(removed)} files" + "".join(f"\n  {p}" for p in removed), highlight=False)
+    old = {"list_": list_, "json_": json_, "where": where, "verify": verify, "clear": clear}
+    if _old_modes(names, import_file=import_file, preset=preset, **old):
         return
     keys = registry.weights_names() if all_ else registry.resolve_targets(names)
     if not keys:
         raise GigatokError(
-            "nothing to download", hint="name presets (gigatok download s-s), or see --list / --all"
+            "nothing to download",
+            hint="name presets (gigatok download s-s), see `gigatok cache list`, or --all",
         )
     failed: list[str] = []
     for key in keys:
@@ -147,100 +146,3 @@ def download(
             f"{len(failed)} of {len(keys)} files could not be fetched: {', '.join(failed)}",
             hint="see the messages above",
         )
-
-
-def _list(as_json: bool) -> None:
-    from rich.table import Table
-
-    from gigatok_core import hub
-
-    rows = hub.catalog_rows()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=1))
-        return
-    unknown = sorted({r["size_note"] for r in rows if r["size"] is None})
-    notes = [
-        "hash: published = checked against the sha256 the Hub publishes; first use = trusted on "
-        "first download, then re-checked on every use; pinned / name prefix = from the registry"
-    ]
-    notes += [f"blank size: {note}" for note in unknown[:1]]
-    unsure = [r["preset"] for r in rows if not r["known_source"]]
-    if unsure:
-        notes.append(
-            f"no known source yet: {', '.join(unsure)} (tried on the Hub; "
-            "if it is not there, download it by hand and use --import)"
-        )
-    # a terminal too narrow for every column drops the free-text ones first (rich would squeeze
-    # them to nothing): paper numbers and file names below 150 columns, the hash basis below 110
-    shown = ["preset", "kind", "params", "size", "cached", "source", "hash", "paper", "file"]
-    if out.width < 150:
-        shown = shown[:-2]
-        notes.append("paper numbers and file names: a terminal of 150+ columns, or --json")
-    if out.width < 110:
-        shown = shown[:-1]
-        notes[0] = "the hash each file is checked against: a terminal of 110+ columns, or --json"
-    table = Table(title=f"GigaTok weights (cache: {hub.cache_dir()})", caption="\n".join(notes))
-    right = ("params", "size")
-    for col in shown:
-        # names and numbers never wrap; the free text and file names fold
-        table.add_column(
-            col,
-            justify="right" if col in right else "center" if col == "cached" else "left",
-            no_wrap=col not in ("paper", "file", "hash"),
-            overflow="fold",
-        )
-    for r in rows:
-        paper = ", ".join(f"{k} {v}" for k, v in r["paper"].items()) or r["description"]
-        cells = {
-            "preset": r["preset"],
-            "kind": r["kind"],
-            "params": _params(r["params"]),
-            "size": _size(r["size"]),
-            "cached": _state(r["state"], r["size"]),
-            "source": r["source"] + ("" if r["known_source"] else " [yellow](no known source)[/]"),
-            "hash": r["hash"],
-            "paper": paper,
-            "file": r["file"],
-        }
-        table.add_row(*(cells[c] for c in shown))
-    out.print(table)
-
-
-def _state(state: str, size: int | None) -> str:
-    """The 'cached' cell: yes / unverified / partial (with progress) / no."""
-    if state == "yes":
-        return "[green]yes[/]"
-    if state == "unverified":
-        return "[yellow]unverified[/]"
-    if state.startswith("partial"):
-        done = int(state.split()[1])
-        return f"[yellow]partial {done / size:.0%}[/]" if size else f"[yellow]partial {_size(done)}[/]"
-    return "no"
-
-
-def _verify(keys: list[str] | None) -> None:
-    from rich.table import Table
-
-    from gigatok_core import hub
-
-    results = hub.verify_cache(keys)
-    if not results:
-        out.print("the cache is empty")
-        return
-    table = Table(title="cache verification")
-    for col in ("file", "status", "detail"):
-        table.add_column(col)
-    colour = {"ok": "green", "not cached": "dim"}
-    for r in results:
-        table.add_row(r.key, f"[{colour.get(r.status, 'red')}]{r.status}[/]", r.detail)
-    out.print(table)
-    bad = [r.key for r in results if r.status in ("corrupt", "missing")]
-    if bad:
-        console.print(
-            f"[bold red]error:[/] {len(bad)} cached files were damaged and removed: {', '.join(bad)}",
-            highlight=False,
-        )
-        console.print(
-            "[dim]hint:[/] run `gigatok download` with their names to fetch them again", highlight=False
-        )
-        raise typer.Exit(1)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand
 
-from gigatok_cli import _help  # noqa: F401  (flags show no <bool> in --help)
+from gigatok_cli import _help
 from gigatok_core import __version__
 
 # name -> module, in help order. A module holding a ``typer.Typer`` named ``app`` is a command group
@@ -28,6 +28,7 @@ from gigatok_core import __version__
 # command (``-`` -> ``_``) is the command.
 COMMANDS: dict[str, str] = {
     "download": "gigatok_cli.download",
+    "cache": "gigatok_cli.cache",
     "reconstruct": "gigatok_cli.reconstruct",
     "sample": "gigatok_cli.sample",
     "train": "gigatok_cli.train",
@@ -44,10 +45,10 @@ def load_command(name: str) -> Any:
     module = importlib.import_module(COMMANDS[name])
     group = getattr(module, "app", None)
     if isinstance(group, typer.Typer):
-        cmd = typer.main.get_group(group)
+        cmd = typer.main.get_group(_help.plain_flags(group))
     else:
         single = typer.Typer(add_completion=False)
-        single.command(name)(getattr(module, name.replace("-", "_")))
+        single.command(name, cls=_help.Command)(getattr(module, name.replace("-", "_")))
         cmd = typer.main.get_command(single)
     cmd.name = name
     return cmd
@@ -95,7 +96,7 @@ class _LazyCommands(Mapping[str, Any]):
         return load_command(name)
 
 
-class LazyGroup(TyperGroup):
+class LazyGroup(_help.Group):
     """The root group: subcommands imported on use; ``--help`` lists them from their source."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -146,7 +147,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """GigaTok tokenizers and AR generation: download, reconstruct, sample, train, eval, probe."""
+    """GigaTok tokenizers and AR generation: download, cache, reconstruct, sample, train, eval, probe."""
 
 
 def main() -> None:

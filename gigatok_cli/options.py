@@ -49,6 +49,8 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
 # command path -> the value set of its positional arguments (``gigatok download NAME``)
 ARGUMENT_CHOICES: dict[str, Callable[[], list[str]]] = {
     "download": registry.downloadable_names,
+    "cache verify": registry.downloadable_names,
+    "cache clear": registry.downloadable_names,
 }
 
 

@@ -3,18 +3,23 @@ own modules, registered at the bottom)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
+from gigatok_cli._common import handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import completer
-from gigatok_cli.train_common import check_batch_split, report_fit, run_overrides, training_progress
+from gigatok_cli.train_common import (
+    ConfigFileOpt,
+    ResumeOpt,
+    RunDirOpt,
+    StartOverOpt,
+    run_options,
+    run_training,
+)
 from gigatok_core import registry  # presets as data: no torch import
-from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
     name="train",
@@ -24,6 +29,13 @@ app = typer.Typer(
 )
 
 
+# the run settings `train gpt` takes as options (the others: run.KEY=VALUE)
+GPT_RUN_OPTIONS = (
+    "max_steps", "batch_size", "lr", "seed", "save_every", "keep", "log_every", "val_every",
+    "sample_every", "device", "precision", "grad_accum", "strategy", "compile", "on_nan",
+)  # fmt: skip
+
+
 def _complete_gpt(incomplete: str) -> list[str]:
     return [n for n in registry.gpt_names() if n.startswith(incomplete)]
 
@@ -31,6 +43,13 @@ def _complete_gpt(incomplete: str) -> list[str]:
 @app.command("gpt")
 @handle_errors
 @launch_options
+@run_options(
+    *GPT_RUN_OPTIONS,
+    help={
+        "compile": "torch.compile the model (default: on CUDA as the official recipe; off on CPU and "
+        "under FSDP)."
+    },
+)
 def gpt(
     *,
     preset: Annotated[
@@ -45,13 +64,11 @@ def gpt(
     codes: Annotated[
         Path, typer.Option("--codes", help="CODES_DIR written by `gigatok train extract-codes`.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")],
+    output: RunDirOpt,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value settings, e.g. recipe.warmup=0 run.ema=true.")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
-    ] = None,
+    config: ConfigFileOpt = None,
     val_codes: Annotated[
         Path | None, typer.Option("--val-codes", help="Held-out CODES_DIR for the validation loss.")
     ] = None,
@@ -59,63 +76,24 @@ def gpt(
         float | None,
         typer.Option("--val-fraction", help="Hold out this fraction of --codes for the validation loss."),
     ] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Global batch (all processes and accumulation).")
-    ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Base learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    save_every: Annotated[int | None, typer.Option("--save-every", help="Steps between checkpoints.")] = None,
-    keep: Annotated[int | None, typer.Option("--keep", help="Checkpoints kept (newest).")] = None,
-    log_every: Annotated[int | None, typer.Option("--log-every", help="Steps between log records.")] = None,
-    val_every: Annotated[
-        int | None, typer.Option("--val-every", help="Steps between validation passes.")
-    ] = None,
-    sample_every: Annotated[
-        int | None, typer.Option("--sample-every", help="Steps between sample grids (RUN_DIR/samples).")
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16 or fp16.")] = None,
-    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="ddp or fsdp.")] = None,
-    compile: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile/--no-compile",
-            help="torch.compile the model [default: on CUDA as the official recipe; off on CPU and under FSDP].",
-            show_default=False,
-        ),
-    ] = None,
-    resume: Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")] = "auto",
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first."),
-    ] = False,
-    on_nan: Annotated[str | None, typer.Option("--on-nan", help="stop or skip a non-finite step.")] = None,
+    resume: ResumeOpt = "auto",
+    overwrite: StartOverOpt = False,
+    run: dict[str, Any],
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Train a class-conditional GPT on pre-extracted codes (the official recipe, docs/recipes.md#gpt)."""
     from gigatok_core.config import GPTTrainConfig
-    from gigatok_core.dist import dist_info
     from gigatok_core.train.gpt import prefetch_gpt_training, train_gpt
-    from gigatok_core.train.run_dir import config_yaml
 
-    given = {k: v for k, v in locals().items() if k != "launch"}
-    dotlist = [*(overrides or []), *run_overrides(given)]
-    if compile is not None:
-        dotlist.append(f"run.compile={str(compile).lower()}")
-    cfg = GPTTrainConfig.from_name(preset, config_file=config, overrides=dotlist)
-    check_batch_split(cfg, launch)  # options are checked before any worker starts
-    if maybe_launch(launch, prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes)):
-        return  # the workers trained; this (parent) process is done
-    is_main = dist_info().is_main
-
-    def on_start(resolved: Mapping[str, Any], resumed: bool) -> None:
-        console.print(f"[bold]{'resuming' if resumed else 'training'}[/] {preset} in {output}")
-        console.print(config_yaml(resolved), highlight=False, markup=False)
-
-    with training_progress("gpt", enabled=is_main) as on_step:
-        result = train_gpt(
+    cfg = GPTTrainConfig.from_options(preset, config_file=config, overrides=overrides or [], **run)
+    run_training(
+        cfg,
+        launch,
+        label="gpt",
+        what=preset,
+        output=output,
+        prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes),
+        train=lambda **show: train_gpt(
             cfg,
             codes=codes,
             output=output,
@@ -123,12 +101,9 @@ def gpt(
             val_fraction=val_fraction,
             resume=resume,
             overwrite=overwrite,
-            on_step=on_step,
-            on_start=on_start if is_main else None,
-        )
-    if not is_main:
-        return
-    report_fit(result)
+            **show,
+        ),
+    )
 
 
 @app.command("export")
@@ -183,50 +158,31 @@ def export(
     Examples: gigatok train export runs/gpt mine.safetensors | gigatok train export runs/tok hub-folder --format hub |
     gigatok train export runs/tok --to-hub alice/my-tokenizer --private
     """
-    if format_ not in ("safetensors", "hub"):
-        raise GigatokError(f"--format {format_}: want safetensors or hub", hint="e.g. --format hub")
-    if to_hub is None and (private or revision):
-        raise GigatokError("--private and --revision go with --to-hub", hint="add --to-hub OWNER/REPO")
-    if to_hub is not None:
-        from gigatok_core.train.hub_export import push_run
+    from gigatok_core.train.export import ExportResult, export_run
 
-        if dest is not None and dest.suffix == ".safetensors":
-            raise GigatokError(
-                f"--to-hub uploads a repository folder; {dest} names a file",
-                hint="drop DEST (a temporary folder is used), or name a folder to keep a copy",
-            )
-        res = push_run(
-            run_dir, to_hub, group=weights, private=private, revision=revision, keep=dest, overwrite=overwrite
-        )
-        out.print(
-            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {to_hub}: {res.url}\n"
-            f"load them with hf://{to_hub}" + (f"@{revision}" if revision else ""),
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    if dest is None:
-        raise GigatokError(
-            "name the file (or folder) to write", hint="gigatok train export RUN_DIR OUT.safetensors"
-        )
-    if format_ == "hub":
-        from gigatok_core.train.hub_export import write_hub_folder
-
-        res = write_hub_folder(run_dir, dest, group=weights, overwrite=overwrite)
-        out.print(
-            f"wrote {res.folder} ({res.group} weights of step {res.step}: model.safetensors, config.json, "
-            f"README.md); upload it with `hf upload OWNER/REPO {res.folder}`",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    from gigatok_core.train.export import export_weights
-
-    res = export_weights(run_dir, dest, group=weights, overwrite=overwrite)
-    out.print(
-        f"wrote {res.path} ({res.group} weights of step {res.step}, {res.num_tensors} tensors)",
-        highlight=False,
+    res = export_run(
+        run_dir,
+        dest,
+        format=format_,
+        to_hub=to_hub,
+        group=weights,
+        private=private,
+        revision=revision,
+        overwrite=overwrite,
     )
+    if isinstance(res, ExportResult):
+        text = f"wrote {res.path} ({res.group} weights of step {res.step}, {res.num_tensors} tensors)"
+    elif to_hub is not None:
+        text = (
+            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {to_hub}: {res.url}\n"
+            f"load them with hf://{to_hub}" + (f"@{revision}" if revision else "")
+        )
+    else:
+        text = (
+            f"wrote {res.folder} ({res.group} weights of step {res.step}: model.safetensors, config.json, "
+            f"README.md); upload it with `hf upload OWNER/REPO {res.folder}`"
+        )
+    out.print(text, highlight=False, soft_wrap=True)
 
 
 # Subcommands live in their own modules and are registered here (they never import this module).

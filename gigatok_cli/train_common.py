@@ -1,4 +1,4 @@
-"""What the training commands share: the run-setting conveniences and the progress bar.
+"""What the training commands share: the run-setting options, the run sequence, the progress bar.
 
 ``gigatok train gpt`` and ``gigatok train tokenizer`` both use these; they live apart from
 :mod:`gigatok_cli.train` (the group, which registers the subcommand modules) so that no
@@ -8,41 +8,129 @@ subcommand module imports the group.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
 
 from gigatok_cli._common import console
+from gigatok_cli.launch import maybe_launch
 
-# The conveniences over `key=value` overrides: option -> run.* key (spec: one grammar, preset ->
-# --config FILE -> key=value; the options are applied last).
-RUN_OPTIONS = (
-    "max_steps",
-    "batch_size",
-    "lr",
-    "seed",
-    "save_every",
-    "keep",
-    "log_every",
-    "val_every",
-    "sample_every",
-    "device",
-    "precision",
-    "grad_accum",
-    "strategy",
-    "on_nan",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The run-folder options of both training commands, declared once.
+RunDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")]
+ConfigFileOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
+]
+ResumeOpt = Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")]
+StartOverOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first.")
+]
+
+PANEL = "Run settings (run.KEY=VALUE overrides, applied last)"
+
+# The conveniences over `run.KEY=VALUE` overrides, declared once: RunConfig name -> (type, flags,
+# help). Each command takes the ones it offers with @run_options (in this order in --help).
+_RUN_OPTIONS: dict[str, tuple[Any, tuple[str, ...], str]] = {
+    "max_steps": (int, ("--max-steps",), "Optimizer steps."),
+    "batch_size": (int, ("--batch-size",), "Global batch (all processes and accumulation)."),
+    "grad_accum": (int, ("--grad-accum",), "Micro-batches per step."),
+    "lr": (float, ("--lr",), "Base learning rate."),
+    "seed": (int, ("--seed",), "Random seed."),
+    "save_every": (int, ("--save-every",), "Steps between checkpoints."),
+    "keep": (int, ("--keep",), "Checkpoints kept (newest)."),
+    "log_every": (int, ("--log-every",), "Steps between log records."),
+    "val_every": (int, ("--val-every",), "Steps between validation passes."),
+    "sample_every": (int, ("--sample-every",), "Steps between sample grids (RUN_DIR/samples)."),
+    "device": (str, ("--device",), "auto, cpu, cuda or cuda:N."),
+    "precision": (str, ("--precision",), "fp32, bf16 or fp16."),
+    "strategy": (str, ("--strategy",), "ddp or fsdp."),
+    "ema": (bool, ("--ema/--no-ema",), "Keep an EMA of the weights."),
+    "compile": (bool, ("--compile/--no-compile",), "torch.compile the model."),
+    "on_nan": (str, ("--on-nan",), "stop or skip a non-finite step."),
+}
 
 
-def run_overrides(values: Mapping[str, Any]) -> list[str]:
-    """``run.KEY=VALUE`` for each convenience option that was given (None = not given)."""
-    return [f"run.{key}={values[key]}" for key in RUN_OPTIONS if values.get(key) is not None]
+def run_options(*names: str, help: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Add the run-setting options ``names`` (:class:`gigatok_core.config.RunConfig` names) to a
+    command that takes them as ``run: dict[str, Any]`` (None: not given), the mapping
+    :meth:`gigatok_core.config.GPTTrainConfig.from_options` takes. ``help`` replaces an option's
+    help for this command. Put it below ``@launch_options``."""
+    unknown = set(names) - set(_RUN_OPTIONS)
+    assert not unknown, f"no run option {unknown}"
+    texts = dict(help or {})
+    extra = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                kind | None,
+                typer.Option(*flags, help=texts.get(name, text), rich_help_panel=PANEL, show_default=False),
+            ],
+        )
+        for name in _RUN_OPTIONS
+        if name in names
+        for kind, flags, text in [_RUN_OPTIONS[name]]
+    ]
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        params = [p for p in sig.parameters.values() if p.name != "run"]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = {p.name: kwargs.pop(p.name) for p in extra}
+            return fn(*args, run=run, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params + extra} | {
+            "return": sig.return_annotation
+        }
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def run_training(
+    cfg: Any,
+    launch: Any,
+    *,
+    label: str,
+    what: str,
+    output: Path,
+    prefetch: Callable[[], object],
+    train: Callable[..., Any],
+) -> None:
+    """The sequence of a training command: check the batch split over the processes asked for,
+    launch the workers (the parent fetches what they read first), show the resolved config and a
+    progress bar (``label``) on the main process, train (``train(on_step=..., on_start=...)``), report.
+    ``what`` names the model in "training WHAT in OUTPUT"."""
+    from gigatok_core.dist import dist_info
+    from gigatok_core.train.run_dir import config_yaml
+
+    check_batch_split(cfg, launch)  # options are checked before any worker starts
+    if maybe_launch(launch, prefetch=prefetch):
+        return  # the workers trained; this (parent) process is done
+    is_main = dist_info().is_main
+
+    def on_start(resolved: Mapping[str, Any], resumed: bool) -> None:
+        console.print(f"[bold]{'resuming' if resumed else 'training'}[/] {what} in {output}")
+        console.print(config_yaml(resolved), highlight=False, markup=False)
+
+    with training_progress(label, enabled=is_main) as on_step:
+        result = train(on_step=on_step, on_start=on_start if is_main else None)
+    if is_main:
+        report_fit(result)
 
 
 def report_fit(result: Any) -> None:
     """The last lines of a training command (a :class:`~gigatok_core.train.engine.FitResult`); a run
     stopped by a signal exits with 128 + its number once the checkpoint is safe (SIGTERM: 143)."""
-    import typer
-
     from gigatok_cli._common import out, plural
 
     if result.stopped:

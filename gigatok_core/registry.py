@@ -224,7 +224,7 @@ def gpt_release(name: str) -> GPTRelease:
 
 
 # ---------------------------------------------------------------------------------------------
-# Names a person types -> weights files, and back (`gigatok download NAME`, `--import --preset`)
+# Names a person types -> weights files, and back (`gigatok download NAME`, `gigatok cache import FILE --preset`)
 #   tokenizer presets (``s-s``), GPT releases (``gpt-b@xl-xxl``), bare GPT presets (``gpt-xxl``:
 #   its paper pairing), weights file names (``VQ_SS256_e100.pt``) and the aliases below.
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def weights_for(name: str, *, with_tokenizer: bool = True) -> list[str]:
         if weights is None:
             raise GigatokError(
                 f"tokenizer preset {name!r} has no released weights",
-                hint="train it with `gigatok train`, or pick one listed by `gigatok download --list`",
+                hint="train it with `gigatok train`, or pick one listed by `gigatok cache list`",
             )
         return [weights]
     if name in release_names() or name in gpt_names():
@@ -286,7 +286,7 @@ def weights_for(name: str, *, with_tokenizer: bool = True) -> list[str]:
         if rel is None:
             raise GigatokError(
                 f"GPT preset {name!r} has no released weights",
-                hint="see `gigatok download --list` for the released (GPT, tokenizer) pairs",
+                hint="see `gigatok cache list` for the released (GPT, tokenizer) pairs",
             )
         return [rel.weights, *(weights_for(rel.tokenizer) if with_tokenizer else [])]
     err = unknown_name_error("preset or weights name", name, downloadable_names())
@@ -305,7 +305,7 @@ def resolve_targets(names: list[str], *, with_tokenizer: bool = True) -> list[st
 
 
 def import_target(name: str) -> str:
-    """The one weights key that ``--import FILE --preset name`` fills."""
+    """The one weights key that ``gigatok cache import FILE --preset name`` fills."""
     return weights_for(name, with_tokenizer=False)[0]
 
 

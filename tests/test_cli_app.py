@@ -19,7 +19,7 @@ def test_version_and_help_list_every_subcommand() -> None:
     assert res.exit_code == 0 and res.output.strip() == f"gigatok {__version__}"
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for name in ("download", "reconstruct", "sample", "train", "eval", "probe"):
+    for name in ("download", "cache", "reconstruct", "sample", "train", "eval", "probe"):
         assert name in res.output
 
 
@@ -38,7 +38,7 @@ def test_version_and_help_answer_without_importing_torch() -> None:
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from gigatok_cli.main import app\n"
-        "for args in (['--version'], ['--help'], ['download', '--help']):\n"
+        "for args in (['--version'], ['--help'], ['download', '--help'], ['cache', '--help']):\n"
         "    res = CliRunner().invoke(app, args)\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
         "print('torch' in sys.modules, 'gigatok_core.hub' in sys.modules)\n"
@@ -63,11 +63,7 @@ def test_download_names_complete_from_the_registry() -> None:
     env = {"_GIGATOK_COMPLETE": "complete_bash", "COMP_WORDS": "gigatok download gpt-b@", "COMP_CWORD": "2"}
     res = runner.invoke(app, [], prog_name="gigatok", env=env)
     assert res.output.split() == ["gpt-b@s-s", "gpt-b@s-b", "gpt-b@b-l", "gpt-b@b-l-dino", "gpt-b@xl-xxl"]
-    env["COMP_WORDS"] = "gigatok download --import f.pt --preset s-"
-    env["COMP_CWORD"] = "5"
-    assert runner.invoke(app, [], prog_name="gigatok", env=env).output.split() == [
-        "s-s",
-        "s-b",
-        "s-s-2d",
-        "s-b-2d",
-    ]
+    for words in ("gigatok download --import f.pt --preset s-", "gigatok cache import f.pt --preset s-"):
+        env["COMP_WORDS"], env["COMP_CWORD"] = words, "5"  # the old flag and its cache command
+        out = runner.invoke(app, [], prog_name="gigatok", env=env).output.split()
+        assert out == ["s-s", "s-b", "s-s-2d", "s-b-2d"], words

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -71,6 +73,26 @@ def test_flags_show_no_value_type_and_registry_names_are_listed(cmd: tuple[str, 
         assert "xl-xxl" in flat and "b-l-dino" in flat
 
 
+def test_flags_show_no_type_without_patching_typer() -> None:
+    """Our commands render flags plainly through Typer's `cls=` and `metavar`; Typer's own classes
+    are untouched, so another Typer app in the process keeps its display."""
+    from typer.core import TyperOption
+
+    from gigatok_cli import _help
+
+    assert not hasattr(TyperOption.display_type_rich, "_gigatok_flags")  # the patch of old
+    other = typer.Typer(add_completion=False)
+
+    @other.command()
+    def cmd(grid: Annotated[bool, typer.Option("--grid")] = False, n: int = 1) -> None: ...
+
+    assert "<bool>" in CliRunner().invoke(other, ["--help"], env={"COLUMNS": "120"}).output
+    ours = typer.Typer(add_completion=False)
+    ours.command()(cmd)
+    text = CliRunner().invoke(_help.plain_flags(ours), ["--help"], env={"COLUMNS": "120"}).output
+    assert "<bool>" not in text and "<int>" in text and "--grid" in text
+
+
 def test_choices_come_from_the_library() -> None:
     import gigatok_core.dist as dist
     from gigatok_core.ar.generate import RNG_MODES as GENERATE_RNG
@@ -86,7 +108,7 @@ def test_choices_come_from_the_library() -> None:
 def test_static_completion_covers_rng_and_preset() -> None:
     text = (Path(__file__).resolve().parents[1] / "completions" / "gigatok.bash").read_text()
     assert '"sample|--rng") COMPREPLY=($(compgen -W "per-sample official"' in text
-    assert '"download|--preset") COMPREPLY=($(compgen -W "s-s ' in text
+    assert '"cache import|--preset") COMPREPLY=($(compgen -W "s-s ' in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,11 @@ def test_bash_completes_download_names_from_the_registry() -> None:
     offered = _bash_complete(["gigatok", "download", ""])
     assert [n for n in offered if not n.startswith("-")] == registry.downloadable_names()
     assert complete_names("") == registry.downloadable_names()  # --install-completion: the same set
-    assert _bash_complete(["gigatok", "download", "--li"]) == ["--list"]
+    assert _bash_complete(["gigatok", "download", "--al"]) == ["--all"]
+    assert _bash_complete(["gigatok", "download", "--li"]) == []  # the old mode flags are hidden
+    assert _bash_complete(["gigatok", "cache", "l"]) == ["list"]
+    assert _bash_complete(["gigatok", "cache", "clear", "gpt-b@x"]) == ["gpt-b@xl-xxl"]
+    assert _bash_complete(["gigatok", "cache", "import", "f.pt", "--preset", "s-s-"]) == ["s-s-2d"]
 
 
 def test_fish_completes_download_names() -> None:

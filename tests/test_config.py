@@ -224,6 +224,29 @@ def test_recipes_are_frozen() -> None:
         TokenizerRecipe().lr = 1.0  # type: ignore[misc]
 
 
+def test_from_options_is_the_training_commands_grammar(tmp_path) -> None:
+    """Preset -> file -> overrides -> run settings one by one (None: not given), the last winning,
+    as `gigatok train gpt|tokenizer` takes them; an override a setting replaces is still checked."""
+    (tmp_path / "c.yaml").write_text("run:\n  seed: 3\n  log_every: 7\n")
+    cfg = GPTTrainConfig.from_options(
+        "gpt-tiny",
+        config_file=tmp_path / "c.yaml",
+        overrides=["run.max_steps=2", "run.log_every=9"],
+        max_steps=5,
+        lr=None,
+        compile=False,
+    )
+    assert (cfg.run.max_steps, cfg.run.log_every, cfg.run.seed, cfg.run.compile) == (5, 9, 3, False)
+    assert cfg.lr == cfg.recipe.lr  # not given: the recipe's
+    tok = TokenizerTrainConfig.from_options("tiny", ema=True, batch_size=4, grad_accum=2)
+    assert tok.ema and (tok.batch_size, tok.run.grad_accum) == (4, 2)
+    with pytest.raises(GigatokError, match="unknown run setting: max_step") as info:
+        GPTTrainConfig.from_options("gpt-tiny", max_step=3)
+    assert "max_steps" in (info.value.hint or "")
+    with pytest.raises(GigatokError, match=r"which 'run\.max_steps=3' replaces"):
+        GPTTrainConfig.from_options("gpt-tiny", overrides=["run.max_steps=abc"], max_steps=3)
+
+
 def test_every_override_is_checked_even_when_a_later_one_replaces_it() -> None:
     """issue 17: an override replaced by a later one of the same key (an option's) is still checked;
     values valid only together with later overrides stay accepted."""

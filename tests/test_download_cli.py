@@ -1,4 +1,6 @@
-"""CLI contract of `gigatok download` (typer CliRunner on gigatok_cli.main.app; offline)."""
+"""CLI contract of `gigatok download` and `gigatok cache` (typer CliRunner on gigatok_cli.main.app;
+offline). The old mode flags of `download` (--list, --where, --import, --verify, --clear) keep
+working for one release, each with a note naming its `cache` command."""
 
 from __future__ import annotations
 
@@ -107,7 +109,7 @@ def test_import_wrong_preset_and_missing_preset_flag(tmp_path: Path, monkeypatch
 
 def test_nothing_requested_is_an_error() -> None:
     res = runner.invoke(app, ["download"])
-    assert res.exit_code == 1 and "--list" in res.output
+    assert res.exit_code == 1 and "gigatok cache list" in res.output and "--all" in res.output
 
 
 def test_several_names_report_every_failure() -> None:
@@ -171,7 +173,7 @@ def test_list_sizes_are_known_or_blank_with_a_reason(tmp_path: Path, monkeypatch
 def test_list_fits_the_terminal(columns: str, headers: list[str], dropped: list[str]) -> None:
     """A narrow terminal drops the free-text columns (and says where they are) instead of squeezing
     every column to nothing; each row still shows its preset and source."""
-    res = runner.invoke(app, ["download", "--list"], env={"COLUMNS": columns})
+    res = runner.invoke(app, ["cache", "list"], env={"COLUMNS": columns})
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     header = next(line for line in lines if "preset" in line and "kind" in line)
@@ -180,3 +182,98 @@ def test_list_fits_the_terminal(columns: str, headers: list[str], dropped: list[
     assert all(len(line) <= int(columns) for line in lines)
     assert any(line.startswith("│ s-s ") and "hub → drive" in line for line in lines)
     assert ("a terminal of 150+ columns" in " ".join(res.output.split())) == ("paper" in dropped)
+
+
+# ---------------------------------------------------------------------------------------------
+# `gigatok cache` and the notes of the old flags
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["--where"], "gigatok cache where"),
+        (["--list", "--json"], "gigatok cache list --json"),
+        (["--verify", "s-s"], "gigatok cache verify"),
+        (["--clear", "s-s"], "gigatok cache clear NAMES --yes"),
+        (["--import", "missing.pt", "--preset", "s-s"], "gigatok cache import FILE --preset NAME"),
+    ],
+)
+def test_old_flags_work_with_a_one_line_note(old: list[str], new: str) -> None:
+    res = runner.invoke(app, ["download", *old])
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and f"is now `{new}`" in notes[0] and "next release" in notes[0], res.stderr
+    assert "note:" not in res.stdout  # stdout stays what the new command prints
+    if old[0] == "--import":  # the old flag ran the import: its error, not a parse error
+        assert res.exit_code == 1 and "missing.pt does not exist" in res.output
+    else:
+        assert res.exit_code == 0, res.output
+
+
+def test_old_flags_are_hidden_from_help() -> None:
+    text = runner.invoke(app, ["download", "--help"], env={"COLUMNS": "200"}).output
+    assert "--all" in text and "gigatok cache --help" in text
+    assert not any(flag in text for flag in ("--list", "--where", "--verify", "--clear", "--import"))
+
+
+def test_cache_where_list_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIGATOK_CACHE", str(tmp_path / "here"))
+    res = runner.invoke(app, ["cache", "where"])
+    assert res.exit_code == 0 and res.stdout.strip() == str(tmp_path / "here") and not res.stderr
+    rows = json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)
+    assert {r["file"] for r in rows} == set(registry.weights_names())
+    res = runner.invoke(app, ["cache", "list"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0 and "GigaTok weights" in res.stdout and "VQ_SS256_e100.pt" in res.stdout
+    res = runner.invoke(app, ["cache", "verify"])
+    assert res.exit_code == 0 and "the cache is empty" in res.stdout
+    res = runner.invoke(app, ["cache", "verify", "s-s"])
+    assert res.exit_code == 0 and "not cached" in res.stdout
+    res = runner.invoke(app, ["cache", "verify", "s-x"])
+    assert res.exit_code == 1 and "unknown preset or weights name 's-x'" in res.output
+
+
+def _imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str = "s-s") -> Path:
+    monkeypatch.setattr(weights, "expected_shapes", lambda rec: FAKE_SHAPES)
+    body, _, _ = fake_checkpoint()
+    (tmp_path / "f.pt").write_bytes(body)
+    res = runner.invoke(app, ["cache", "import", str(tmp_path / "f.pt"), "--preset", preset])
+    assert res.exit_code == 0 and f"imported {tmp_path / 'f.pt'} as {preset}" in res.stdout, res.output
+    stored = hub.stored_path(registry.weights_record(registry.import_target(preset)))
+    assert stored.is_file()
+    return stored
+
+
+def test_cache_import_then_verify_then_clear_asks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = _imported(tmp_path, monkeypatch)
+    rows = {r["preset"]: r for r in json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)}
+    assert rows["s-s"]["state"] == "yes"
+    res = runner.invoke(app, ["cache", "verify", "s-s"])
+    assert res.exit_code == 0 and "ok" in res.stdout
+    res = runner.invoke(app, ["cache", "clear", "s-s"], input="n\n")  # shown, asked, refused
+    assert res.exit_code == 0 and str(stored) in res.stdout and "nothing deleted" in res.stdout
+    assert "delete these 1 files?" in res.stderr and stored.is_file()
+    res = runner.invoke(app, ["cache", "clear", "s-s"], input="")  # no answer: a clear error, kept
+    assert res.exit_code == 1 and "--yes" in res.output and "Traceback" not in res.output
+    assert stored.is_file()
+    res = runner.invoke(app, ["cache", "clear", "s-s"], input="y\n")
+    assert res.exit_code == 0 and "removed 1 files" in res.stdout and not stored.exists()
+    res = runner.invoke(app, ["cache", "clear", "s-s", "--yes"])
+    assert res.exit_code == 0 and "not cached" in res.stdout
+
+
+def test_cache_clear_all_keeps_the_users_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cache clear` with no names deletes every registered file, and nothing else in the cache."""
+    stored = _imported(tmp_path, monkeypatch, "s-s")
+    other = _imported(tmp_path, monkeypatch, "s-b")
+    mine = [stored.parent / "my_notes.txt", cache.cache_dir() / "keep.pt", stored.parent / "VQ_SS256.pt"]
+    for path in mine:
+        path.write_text("mine")
+    res = runner.invoke(app, ["cache", "clear", "--yes"])
+    assert res.exit_code == 0 and "removed 2 files" in res.stdout, res.output
+    assert not stored.exists() and not other.exists() and all(p.read_text() == "mine" for p in mine)
+    assert json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)[0]["state"] == "no"
+
+
+def test_cache_import_needs_a_preset_and_an_existing_file(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["cache", "import", str(tmp_path / "f.pt")])
+    assert res.exit_code == 2 and "--preset" in res.output
+    res = runner.invoke(app, ["cache", "import", str(tmp_path / "f.pt"), "--preset", "s-s"])
+    assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output

@@ -23,8 +23,6 @@ BEING_SPLIT = {
     "gigatok_cli/sample.py::sample",
     "gigatok_cli/train_codes.py::extract_codes",
     "gigatok_cli/reconstruct.py::reconstruct",
-    "gigatok_cli/train_tokenizer.py::tokenizer",
-    "gigatok_cli/download.py::download",
 }
 
 

@@ -160,7 +160,8 @@ def test_drive_quota_page_is_an_error_and_never_saved(server: FileServer) -> Non
         fetch_record(rec, key="VQ_SS256_e100.pt", progress=False, shapes=fake_shapes)
     assert "quota" in info.value.message
     assert (
-        "--import FILE --preset s-s" in info.value.hint and "drive.google.com/file/d/QID" in info.value.hint
+        "gigatok cache import FILE --preset s-s" in info.value.hint
+        and "drive.google.com/file/d/QID" in info.value.hint
     )
     assert [p.name for p in cache.weights_dir().iterdir()] == []
 
@@ -207,7 +208,10 @@ def test_offline_mode_names_file_urls_and_command(monkeypatch: pytest.MonkeyPatc
     err = info.value
     assert "GPT_B256_e300_VQ_SS.pt" in err.message and "offline" in err.message
     assert "https://drive.google.com/file/d/1VTaBPP-UUE6wc148vQQejfYNVjyYm4IS/view" in err.message
-    assert "gigatok download gpt-b@s-s" in err.hint and "--import FILE --preset gpt-b@s-s" in err.hint
+    assert (
+        "gigatok download gpt-b@s-s" in err.hint
+        and "gigatok cache import FILE --preset gpt-b@s-s" in err.hint
+    )
 
 
 def test_partial_download_is_kept_for_a_later_resume(
@@ -265,7 +269,7 @@ def test_drive_confirmation_loop_is_a_clear_refusal(server: FileServer) -> None:
     rec = WeightsRecord(file="VQ_loop.pt", kind="tokenizer", sources=("gdrive://LID",))
     with pytest.raises(GigatokError) as info:
         fetch_record(rec, progress=False, shapes=fake_shapes)
-    assert "unexpected web page" in info.value.message and "--import" in info.value.hint
+    assert "unexpected web page" in info.value.message and "cache import" in info.value.hint
 
 
 def test_unreachable_source_names_the_url_once_and_leaves_nothing(

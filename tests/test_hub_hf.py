@@ -367,15 +367,15 @@ def test_every_weights_option_takes_hub_references(server: FileServer, args: lis
     assert any(p == "/me/nope/resolve/main/model.safetensors" for _, p in server.calls)
 
 
-def test_download_list_says_source_and_hash() -> None:
-    res = runner.invoke(app, ["download", "--list", "--json"])
+def test_cache_list_says_source_and_hash() -> None:
+    res = runner.invoke(app, ["cache", "list", "--json"])
     assert res.exit_code == 0, res.output
     rows = {r["preset"]: r for r in json.loads(res.output)}
     assert rows["s-s"]["sources"] == ["hub", "drive"] and rows["s-s"]["hash"].startswith("published")
     assert rows["s-s-2d"]["sources"] == ["hub", "drive"] and rows["s-s-2d"]["known_source"]
     assert rows["b-l-2d"]["sources"] == ["hub"] and not rows["b-l-2d"]["known_source"]
     assert rows["inception"]["hash"] == "name prefix" and rows["adm-ref"]["hash"] == "first use"
-    res = runner.invoke(app, ["download", "--list"], env={"COLUMNS": "200"})
+    res = runner.invoke(app, ["cache", "list"], env={"COLUMNS": "200"})
     assert "no known source yet: b-l-2d" in " ".join(re.sub("[│╭╮╰╯─]", " ", res.output).split())
 
 
@@ -407,3 +407,22 @@ def test_2d_records_pass_the_structural_check_of_the_official_model() -> None:
 def test_export_option_errors(tmp_path: Path, extra: list[str], message: str) -> None:
     res = runner.invoke(app, ["train", "export", str(tmp_path), *extra])
     assert res.exit_code == 1 and message in " ".join(res.output.split()), res.output
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dest": "out", "private": True}, "--private and --revision go with --to-hub"),
+        ({"dest": "out", "format": "zip"}, "--format zip: want safetensors or hub"),
+        ({"dest": "out.safetensors", "to_hub": "me/x"}, "names a file"),
+        ({}, "name the file (or folder) to write"),
+    ],
+)
+def test_export_run_checks_the_combination_before_any_work(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    """The library's one export entry refuses what the command refuses (no run folder is read)."""
+    from gigatok_core.train.export import export_run
+
+    with pytest.raises(GigatokError, match=re.escape(message)):
+        export_run(tmp_path / "no-run", **kwargs)  # type: ignore[arg-type]

@@ -169,7 +169,7 @@ def test_warnings_show_as_warnings_and_brackets_as_written() -> None:
 
 
 def test_suggestions_and_checks_before_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gigatok_cli.train as train_cli
+    import gigatok_cli.train_common as train_cli
 
     res = runner.invoke(app, ["train", "tokenizer", "--preset", "TINY", "--data", ".", "--output", "x"])
     assert res.exit_code == 1 and "did you mean 'tiny'?" in res.output

@@ -107,7 +107,7 @@ def load_gpt_state(model: GPT, checkpoint: str | Path, *, expected: str) -> str:
 # The one entry point
 # ---------------------------------------------------------------------------------------------
 def split_gpt_name(name: str, tokenizer: str | None = None) -> tuple[str, str | None]:
-    """``"gpt-b@xl-xxl"`` (a release name, as ``gigatok download --list`` shows) -> ``("gpt-b", "xl-xxl")``.
+    """``"gpt-b@xl-xxl"`` (a release name, as ``gigatok cache list`` shows) -> ``("gpt-b", "xl-xxl")``.
 
     A plain preset name passes through with ``tokenizer``; a release name given together with a
     different ``tokenizer`` is refused (the two disagree).

@@ -175,7 +175,7 @@ def check_shapes(
         parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
     raise GigatokError(
         f"{source} does not fit {what}: " + "; ".join(parts),
-        hint="check that the checkpoint belongs to this preset (see `gigatok download --list`)",
+        hint="check that the checkpoint belongs to this preset (see `gigatok cache list`)",
     )
 
 

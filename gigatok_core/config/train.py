@@ -4,13 +4,19 @@
 the preset's architecture and recipe, then a YAML file, then ``key=value`` overrides (one grammar,
 :func:`gigatok_core.config.build_config`). ``RunConfig`` fields left ``None`` fall back to the
 recipe; the resolved values are the properties of the train config (``total_steps``, ``lr`` ...).
+
+``from_options`` is the training commands' grammar in one call: the same layers, then run settings
+given one by one (``max_steps=5, lr=None``: None is "not given"), which win over the overrides as the
+command-line options ``--max-steps`` ... do::
+
+    cfg = GPTTrainConfig.from_options("gpt-b", overrides=["recipe.warmup=0"], max_steps=100, lr=None)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,6 +31,7 @@ from gigatok_core.config.build import (
 from gigatok_core.config.model import GPTConfig, TokenizerConfig
 from gigatok_core.config.preset_files import declared
 from gigatok_core.config.recipe import PRECISIONS, GPTRecipe, TokenizerRecipe, epochs_to_steps
+from gigatok_core.errors import GigatokError
 
 STRATEGIES = ("ddp", "fsdp")
 T = TypeVar("T", bound="_TrainConfig")
@@ -82,6 +89,23 @@ class RunConfig:
         )
 
 
+def run_dotlist(settings: Mapping[str, Any]) -> list[str]:
+    """``run.KEY=VALUE`` for each :class:`RunConfig` setting given (None: not given), in the override
+    grammar, so that an earlier ``run.KEY=...`` override it replaces is still checked."""
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise GigatokError(
+            f"unknown run setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}",
+            hint=f"run settings: {', '.join(sorted(known))}",
+        )
+    return [
+        f"run.{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in settings.items()
+        if value is not None
+    ]
+
+
 class _TrainConfig:
     """What the two training configs share: their constructors (``KIND`` names the presets) and the
     run's effective values (the run setting when given, else the recipe's)."""
@@ -92,6 +116,21 @@ class _TrainConfig:
     recipe: TokenizerRecipe | GPTRecipe
     run: RunConfig
     preset: str | None
+
+    @classmethod
+    def from_options(
+        cls: type[T],
+        preset: str,
+        *,
+        config_file: str | Path | None = None,
+        overrides: Sequence[str] = (),
+        **run: Any,
+    ) -> T:
+        """The preset -> ``config_file`` -> ``overrides`` (dotlist) -> ``run`` settings given one by
+        one (:class:`RunConfig` names; None: not given), as ``gigatok train gpt|tokenizer`` take them
+        (its ``--max-steps``, ``--lr`` ... win over a ``run.KEY=`` override)."""
+        dotlist = [*overrides, *run_dotlist(run)]
+        return cls.from_name(preset, config_file=config_file, overrides=dotlist)
 
     @property
     def batch_size(self) -> int:

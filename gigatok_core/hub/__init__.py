@@ -12,7 +12,7 @@ references every weights option takes, :func:`resolve_hub_ref`), ``transfer`` (H
 Drive and HTTPS sources), ``gdrive`` (Drive confirmation and error pages),
 ``sources`` (source URLs, torch hub's cache), ``structure`` (keys/shapes check,
 safetensors conversion), ``fetch`` (the orchestration), ``manage`` (import, verify, clear),
-``catalog`` (the ``--list`` table). Importing it does not import torch.
+``catalog`` (the ``gigatok cache list`` table). Importing it does not import torch.
 
 Layer: above :mod:`gigatok_core.registry` and ``config``, below the model packages (``ar``,
 ``tokenizer``) and :mod:`gigatok_core.weights`; the import contract keeps model code out.
@@ -22,11 +22,12 @@ from gigatok_core.hub.cache import cache_dir, cached_path, offline, stored_path
 from gigatok_core.hub.catalog import catalog_rows
 from gigatok_core.hub.fetch import fetch_record, fetch_weights
 from gigatok_core.hub.hf import parse_hub_ref, resolve_hub_ref
-from gigatok_core.hub.manage import VerifyResult, clear_weights, import_weights, verify_cache
+from gigatok_core.hub.manage import VerifyResult, cached_files, clear_weights, import_weights, verify_cache
 
 __all__ = [
     "VerifyResult",
     "cache_dir",
+    "cached_files",
     "cached_path",
     "catalog_rows",
     "clear_weights",

@@ -11,7 +11,7 @@ Layout under :func:`cache_dir` (``$GIGATOK_CACHE`` or platformdirs' ``user_cache
 Integrity policy: a file is hashed in full when it enters the cache (download, import, reuse of
 another cache) and its size, sha256 and mtime are written to the manifest. Every later use only
 compares size and mtime with the manifest (re-hashing multi-GB files on every load is too slow);
-an mtime change triggers a full re-hash, and ``gigatok download --verify`` re-hashes everything.
+an mtime change triggers a full re-hash, and ``gigatok cache verify`` re-hashes everything.
 """
 
 from __future__ import annotations

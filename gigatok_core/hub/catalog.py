@@ -1,4 +1,4 @@
-"""The table of ``gigatok download --list``: every registered file, its preset and what is cached.
+"""The table of ``gigatok cache list``: every registered file, its preset and what is cached.
 
 Names a person types (presets, releases, aliases) are resolved by :mod:`gigatok_core.registry`
 (:func:`~gigatok_core.registry.resolve_targets`, :func:`~gigatok_core.registry.display_name`).

@@ -311,7 +311,7 @@ def _offline_error(rec: WeightsRecord, key: str, notes: list[str]) -> GigatokErr
         f"(GIGATOK_OFFLINE / HF_HUB_OFFLINE){extra}; it comes from {where_to_get(rec)}",
         hint=f"on a machine with internet run `gigatok download {name}` and copy "
         f"{cache.stored_path(rec).name} into {cache.weights_dir()}, or download the file by hand "
-        f"and run `gigatok download --import FILE --preset {name}`",
+        f"and run `gigatok cache import FILE --preset {name}`",
     )
 
 
@@ -323,7 +323,7 @@ def _download_error(
     name = registry.display_name(key)
     by_hand = (
         f"download {rec.file} by hand from {where_to_get(rec)} and run "
-        f"`gigatok download --import FILE --preset {name}`"
+        f"`gigatok cache import FILE --preset {name}`"
     )
     what = "; ".join([str(f) for f in failures] + notes)
     part = cache.part_path(rec)
@@ -332,7 +332,7 @@ def _download_error(
     if drive:
         hint = (
             f"open {where_to_get(rec)} in a browser, download {rec.file}, then run "
-            f"`gigatok download --import FILE --preset {name}`"
+            f"`gigatok cache import FILE --preset {name}`"
         )
         if any(f.drive_problem == "quota" for f in drive):
             hint += " (or retry in 24 hours: Drive resets the quota daily)"

@@ -1,7 +1,7 @@
 """Cache maintenance: import a file downloaded by hand, re-verify, clear.
 
-``import_weights(path, preset, shapes=...)`` is the Drive-quota workaround (``gigatok download
---import FILE --preset NAME``): the file is checked like a download (pinned size / hash, the
+``import_weights(path, preset, shapes=...)`` is the Drive-quota workaround (``gigatok cache
+import FILE --preset NAME``): the file is checked like a download (pinned size / hash, the
 structural check ``shapes`` when given) before anything in the cache is replaced.
 """
 
@@ -148,19 +148,33 @@ def verify_cache(keys: list[str] | None = None) -> list[VerifyResult]:
     return out
 
 
-def clear_weights(keys: list[str]) -> list[Path]:
-    """Delete ``keys``' files (original, safetensors, partial download) from the cache."""
+def _files_of(rec: WeightsRecord) -> list[Path]:
+    """Every file the cache may hold for ``rec``: original, safetensors, partial download, and the
+    leftovers of a killed conversion, copy or import. All inside :func:`cache.weights_dir`."""
+    stored, raw = cache.stored_path(rec), cache.raw_path(rec)
+    leftovers = [
+        *cache.leftovers(stored),
+        *cache.leftovers(raw),
+        *(p.with_name(p.name + ".import") for p in (raw, stored)),
+    ]
+    return sorted({raw, stored, cache.part_path(rec), *leftovers})
+
+
+def cached_files(keys: list[str] | None = None) -> list[Path]:
+    """The files :func:`clear_weights` would delete for ``keys`` (every registered file when None):
+    what to show before asking."""
+    keys = registry.weights_names() if keys is None else keys
+    return [p for key in keys for p in _files_of(registry.weights_record(key)) if p.is_file()]
+
+
+def clear_weights(keys: list[str] | None = None) -> list[Path]:
+    """Delete ``keys``' files (every registered file when None) from the cache. Only the registry's
+    own file names inside the weights folder are touched: anything else there is left alone."""
     removed = []
-    for key in keys:
+    for key in registry.weights_names() if keys is None else keys:
         rec = registry.weights_record(key)
         with locked(rec, False):
-            stored, raw = cache.stored_path(rec), cache.raw_path(rec)
-            leftovers = [  # of a killed conversion, copy or import
-                *cache.leftovers(stored),
-                *cache.leftovers(raw),
-                *(p.with_name(p.name + ".import") for p in (raw, stored)),
-            ]
-            for p in {raw, stored, cache.part_path(rec), *leftovers}:
+            for p in _files_of(rec):
                 if p.is_file():
                     p.unlink()
                     removed.append(p)

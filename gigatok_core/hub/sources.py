@@ -45,7 +45,7 @@ def human_urls(src: str) -> list[str]:
 
 
 def source_label(src: str) -> str:
-    """What a source is called in messages and ``download --list``: hub, drive or the host."""
+    """What a source is called in messages and ``gigatok cache list``: hub, drive or the host."""
     if src.startswith("hf://"):
         return f"Hugging Face Hub ({parse_hub_ref(src).repo})"
     if src.startswith("gdrive://"):

@@ -1,5 +1,9 @@
 """Training: one loop for every model (:mod:`~gigatok_core.train.engine`), the GPT task
-(:mod:`~gigatok_core.train.gpt`) and the tokenizer task (:mod:`~gigatok_core.train.tokenizer`).
+(:mod:`~gigatok_core.train.gpt`) and the tokenizer task (:mod:`~gigatok_core.train.tokenizer`);
+a finished run's weights leave through :func:`~gigatok_core.train.export.export_run` (one
+self-describing file, or a Hugging Face repository folder, uploaded or not). A train config is built
+from a preset, a file, overrides and run settings by ``GPTTrainConfig.from_options`` /
+``TokenizerTrainConfig.from_options`` (:mod:`gigatok_core.config`).
 
 Import the submodules directly; this package imports nothing heavy.
 
