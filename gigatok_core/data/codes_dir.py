@@ -1,14 +1,14 @@
 """The output side of a codes folder: what a run wrote, resuming it, refusing another run's folder.
 
 Beside the shards and ``manifest.json`` (see :mod:`gigatok_core.data.codes_format`) an extraction keeps
-``extract.json``: its resolved settings, written first. A rerun with the same settings resumes (keeps
-the complete shards); other settings, or codes of another tokenizer, are refused unless
-``overwrite``, which removes exactly the files a codes run writes, nothing else in the folder.
+``extract.json``: its resolved settings, written first. The folder is a
+:class:`~gigatok_core.runs.folder.RunFolder` (:func:`codes_folder`): a rerun with the same settings
+resumes (keeps the complete shards); other settings, or codes of another tokenizer, are refused
+unless ``overwrite``, which removes exactly the files a codes run writes, nothing else in the folder.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,40 +21,40 @@ from gigatok_core.data.codes_format import (
     write_manifest,
 )
 from gigatok_core.errors import GigatokError
-from gigatok_core.utils.fileio import write_json
+from gigatok_core.runs.folder import RunFolder
 
 SETTINGS_NAME = "extract.json"
 CHECK_GRID_NAME = "check_codes.png"
 # Where the inputs were read from: a moved or differently spelled folder may resume a run (the
-# file count and class names still have to agree).
+# file count and class names still have to agree); the tokenizer's path, when its weights agree.
 WHERE_KEYS = frozenset({"data", "import_official", "classes_from"})
-_PATTERNS = (
-    "shard-*.codes.npy",
-    "shard-*.labels.npy",
-    ".shard-*.tmp",
-    MANIFEST_NAME,
-    SETTINGS_NAME,
-    CHECK_GRID_NAME,
-)
+TOKENIZER_PATHS = ("checkpoint", "checkpoint_relative")
+OUTPUTS = ("shard-*.codes.npy", "shard-*.labels.npy", MANIFEST_NAME, CHECK_GRID_NAME)
+SCRATCH = (".shard-*.tmp",)
 
 
-def codes_files(output: Path) -> list[Path]:
-    """The files in ``output`` that a codes run writes (shards, temp files, manifest, settings, grid)."""
-    return sorted({p for pattern in _PATTERNS for p in output.glob(pattern) if p.is_file()})
-
-
-def clear_codes(output: Path) -> int:
-    """Remove the files of a previous codes run from ``output``; return how many."""
-    files = codes_files(output)
-    for p in files:
-        p.unlink()
-    return len(files)
+def codes_folder(output: str | Path, settings: dict[str, Any] | None = None) -> RunFolder:
+    """The output folder of a codes run with ``settings`` (see :class:`RunFolder`)."""
+    return RunFolder(
+        output,
+        "codes extraction",
+        settings,
+        settings_file=SETTINGS_NAME,
+        outputs=OUTPUTS,
+        scratch=SCRATCH,
+        may_differ={*WHERE_KEYS, *(f"tokenizer.{k}" for k in TOKENIZER_PATHS)},
+        hint="rerun with the settings of that run to resume it, pass --overwrite to start over, "
+        "or choose another --output",
+    )
 
 
 def _weights(tokenizer: Any) -> Any:
     """A tokenizer record without the checkpoint's path: the preset and sha256 name the weights."""
-    paths = ("checkpoint", "checkpoint_relative")
-    return {k: v for k, v in tokenizer.items() if k not in paths} if isinstance(tokenizer, dict) else None
+    return (
+        {k: v for k, v in tokenizer.items() if k not in TOKENIZER_PATHS}
+        if isinstance(tokenizer, dict)
+        else None
+    )
 
 
 def _describe(tokenizer: dict[str, Any]) -> str:
@@ -70,58 +70,18 @@ def prepare_output(output: str | Path, settings: dict[str, Any], *, overwrite: b
     Returns True when the folder already holds the finished run with these settings (nothing to do).
     Refuses (GigatokError) a folder holding another run's codes unless ``overwrite``.
     """
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise GigatokError(f"--output {output} exists and is not a folder", hint="choose another --output")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+    folder = codes_folder(output, settings)
+    old = None if overwrite or not folder.path.is_dir() else folder.previous()
+    if old is not None and _weights(old.get("tokenizer")) != _weights(settings["tokenizer"]):
         raise GigatokError(
-            f"cannot create the output folder {output} ({err.strerror})", hint="choose another --output"
-        ) from None
-    previous = codes_files(output)
-    if overwrite:
-        clear_codes(output)
-    elif previous:
-        old = _read_settings(output)
-        if old is None:
-            raise GigatokError(
-                f"{output} holds codes files ({previous[0].name}, ...) without {SETTINGS_NAME}: not a run to resume",
-                hint="pass --overwrite to replace them, or choose another --output",
-            )
-        if _weights(old.get("tokenizer")) != _weights(settings["tokenizer"]):
-            raise GigatokError(
-                f"{output} holds codes of another tokenizer: {_describe(old.get('tokenizer') or {})}, "
-                f"not {_describe(settings['tokenizer'])}",
-                hint="pass --overwrite to replace them, or choose another --output",
-            )
-        differ = sorted(
-            k for k in set(old) | set(settings) if k not in WHERE_KEYS and old.get(k) != settings.get(k)
+            f"{output} holds codes of another tokenizer: {_describe(old.get('tokenizer') or {})}, "
+            f"not {_describe(settings['tokenizer'])}",
+            hint="pass --overwrite to replace them, or choose another --output",
         )
-        if differ:
-            raise GigatokError(
-                f"{output} holds codes extracted with other settings (differing: {', '.join(differ)})",
-                hint="rerun with the settings of that run to resume it, pass --overwrite to start over, "
-                "or choose another --output",
-            )
-        if (output / MANIFEST_NAME).is_file():
-            return True
-    try:
-        write_json(output / SETTINGS_NAME, settings)
-    except OSError as err:
-        raise GigatokError(
-            f"cannot write to {output} ({err.strerror})",
-            hint="check the folder's permissions or choose another --output",
-        ) from None
+    if folder.check(overwrite=overwrite) and (folder.path / MANIFEST_NAME).is_file():
+        return True
+    folder.claim(overwrite=overwrite)
     return False
-
-
-def _read_settings(output: Path) -> dict[str, Any] | None:
-    try:
-        raw = json.loads((output / SETTINGS_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
 
 
 @dataclass

@@ -7,8 +7,11 @@ RUN_DIR/
   checkpoints/       step-XXXXXXXX/ folders and the `latest` pointer (gigatok_core.checkpoints.files)
   samples/           PNG grids written by the task
 
-A folder holding another config's run is refused (``--overwrite`` starts over, removing exactly the
-entries above and nothing else); settings that only change how a run executes may differ on resume.
+The folder is a :class:`~gigatok_core.runs.folder.RunFolder` (:func:`training_folder`): another
+config's run is refused, ``--overwrite`` starts over removing exactly the entries above and nothing
+else, settings that only change how a run executes may differ on resume, and a start that fails
+before its first checkpoint leaves the folder as it found it. ``config.yaml`` carries the run's
+provenance (gigatok version, command line, time) as comments, so it still loads as a config.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import contextlib
 import json
 import logging
 import math
-import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gigatok_core.errors import GigatokError
+from gigatok_core.runs.folder import RunFolder
 from gigatok_core.utils.fileio import write_text_atomic
 
 log = logging.getLogger("gigatok")
@@ -55,22 +58,19 @@ def config_yaml(config: Mapping[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(dict(config)))
 
 
-def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without the resumable run settings (what must match to continue a run)."""
-    out = json.loads(json.dumps(dict(config), default=str))
-    run = out.get("run")
-    if isinstance(run, dict):
-        out["run"] = {k: v for k, v in run.items() if k not in RESUMABLE_KEYS}
-    return out
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        diffs: list[str] = []
-        for key in sorted(set(a) | set(b), key=str):
-            diffs += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
-        return diffs
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+def training_folder(run_dir: str | Path, config: Mapping[str, Any] | None = None) -> RunFolder:
+    """The folder of a training run with the resolved ``config`` (see :class:`RunFolder`)."""
+    return RunFolder(
+        run_dir,
+        "training run",
+        config,
+        settings_file=CONFIG_FILE,
+        outputs=RUN_ENTRIES,
+        may_differ=[f"run.{key}" for key in RESUMABLE_KEYS],
+        phrase="another config",
+        hint="pass the same config to resume it, --overwrite to start over (removes that run's files "
+        "only), or pick another --output",
+    )
 
 
 def prepare_run_dir(
@@ -89,46 +89,21 @@ def prepare_run_dir(
     the previous run's entries (:data:`RUN_ENTRIES`) are removed, nothing else in the folder.
     ``check_resume`` runs when a run of the same config is to be resumed, before anything is written.
     """
-    from omegaconf import OmegaConf
-
     if resume not in ("auto", "never"):
         raise GigatokError(f"--resume must be auto or never, got {resume!r}", hint="use auto or never")
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GigatokError(f"output {run_dir} is a file, not a folder", hint="pass a folder for --output")
-    existing = [name for name in RUN_ENTRIES if (run_dir / name).exists()]
-    if existing and (resume == "never" or overwrite):
-        if not overwrite:
-            raise GigatokError(
-                f"{run_dir} already holds a training run ({', '.join(existing)})",
-                hint="use --resume auto to continue it, or --overwrite to start over (removes it)",
-            )
-        if is_main:
-            for name in existing:
-                path = run_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            log.warning("--overwrite: removed the previous run in %s (%s)", run_dir, ", ".join(existing))
-        existing = []
-    if existing and (run_dir / CONFIG_FILE).is_file():
-        old = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
-        diffs = _differences(_identity(old), _identity(config))  # type: ignore[arg-type]
-        if diffs:
-            shown = "; ".join(diffs[:3]) + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
-            raise GigatokError(
-                f"{run_dir} holds a run with another config ({shown})",
-                hint="pick another --output, or --overwrite to start over (removes that run)",
-            )
-    elif existing:
+    folder = training_folder(run_dir, config)
+    existing = folder.held() if folder.path.is_dir() else []
+    if existing and resume == "never" and not overwrite:
         raise GigatokError(
-            f"{run_dir} holds training files ({', '.join(existing)}) but no {CONFIG_FILE}",
-            hint="pick another --output, or --overwrite to start over (removes them)",
+            f"{run_dir} already holds a training run ({', '.join(p.name for p in existing)})",
+            hint="use --resume auto to continue it, or --overwrite to start over (removes it)",
         )
-    if existing and check_resume is not None:
+    resuming = folder.check(overwrite=overwrite)
+    if resuming and check_resume is not None:
         check_resume()
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / CONFIG_FILE, config_yaml(config))
-    return bool(existing)
+        folder.claim(overwrite=overwrite)
+    return resuming
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,29 +178,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@contextlib.contextmanager
-def released_on_failed_start(run_dir: str | Path) -> Iterator[None]:
-    """A run that fails before its first checkpoint leaves the folder as it found it.
-
-    Without this, a start that dies (a frozen network that does not fit, a bad file) leaves a
-    ``config.yaml`` behind that then refuses the corrected command as "another config's run". On
-    an exception, when the folder held no run before and holds no checkpoint now, the run entries
-    this start created are removed (the main rank only), and the folder too if it is left empty.
-    """
-    from gigatok_core.dist import dist_info
-
-    run_dir = Path(run_dir)
-    fresh = not (run_dir / CONFIG_FILE).exists()
-    try:
-        yield
-    except BaseException:
-        if fresh and dist_info().is_main and not (run_dir / "checkpoints" / "latest").exists():
-            for name in RUN_ENTRIES:
-                entry = run_dir / name
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()  # only when empty: never a user's other files
-        raise
+def released_on_failed_start(run_dir: str | Path) -> contextlib.AbstractContextManager[None]:
+    """A training start that fails before its first checkpoint leaves ``run_dir`` as it found it
+    (:meth:`RunFolder.released_on_failed_start`; a run has started once ``checkpoints/latest`` exists)."""
+    latest = Path(run_dir) / "checkpoints" / "latest"
+    return training_folder(run_dir).released_on_failed_start(started=latest.exists)
