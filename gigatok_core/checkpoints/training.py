@@ -119,10 +119,9 @@ def save_checkpoint(
     """
     import json
     import shutil
-    import tempfile
 
     from gigatok_core import __version__
-    from gigatok_core.utils.fileio import atomic_write, write_json, write_text_atomic
+    from gigatok_core.utils.fileio import atomic_write, temp_dir, write_json, write_text_atomic
 
     step = meta.get("step")
     if not isinstance(step, int) or step < 0:
@@ -149,7 +148,7 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".step-*.tmp"):  # left by a run killed while saving
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
+        tmp = temp_dir(root, prefix=f".{target.name}.")
         for name, tensors in weights.items():
             save_weights(tmp / f"{name}.safetensors", tensors, {**full_meta, "group": name})
         with atomic_write(tmp / STATE_FILE, "wb") as f:  # streamed: no second copy in memory

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from gigatok_core import dist
 from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.errors import GigatokError
+from gigatok_core.runs.folder import RunFolder
 
 STEP = 0.25
 LOWER_BOUND = 1.0
@@ -172,25 +172,24 @@ def search_settings(gpt: str, tokenizer: str | None, gen_kwargs: dict[str, Any])
 
 def check_search_settings(csv_path: Path, settings: dict[str, Any], *, write: bool) -> None:
     """Refuse to reuse the rows of ``csv_path`` if they were made with other settings; record them
-    (``<csv>.settings.json``) for a new CSV. A CSV without a record (e.g. the official script's) is
-    reused as it is."""
-    record = csv_path.with_suffix(".settings.json")
-    if record.is_file():
-        try:
-            previous = json.loads(record.read_text())
-        except (OSError, ValueError):
-            previous = {}
-        diff = sorted(k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k))
-        if diff:
-            raise GigatokError(
-                f"{csv_path} holds the results of a search with other settings ({', '.join(diff)})",
-                hint="choose another --output (the CSV is named after it), or move that CSV and its "
-                ".settings.json away",
-            )
+    (``<csv>.settings.json``, with the search's provenance) for a new CSV. A CSV without a record
+    (e.g. the official script's) is reused as it is."""
+    record = RunFolder(
+        csv_path.parent,
+        "CFG search",
+        settings,
+        settings_file=csv_path.with_suffix(".settings.json").name,
+        outputs=(csv_path.name,),
+        hint="choose another --output (the CSV is named after it), or move that CSV and its .settings.json away",
+    )
+    try:
+        previous = record.previous()
+    except GigatokError:
+        previous = {}  # an unreadable record: every setting differs
+    if previous is not None:
+        record.refuse_if_different(previous, where=csv_path)
     elif write and not csv_path.is_file():
-        from gigatok_core.utils.fileio import write_bytes_atomic
-
-        write_bytes_atomic(record, json.dumps(settings, indent=2, sort_keys=True).encode())
+        record.write_settings()
 
 
 def read_history(path: Path, cfg: CFGSchedule) -> dict[float, dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from gigatok_core.probe.data import ProbeImages, Split, check_same_classes
 from gigatok_core.probe.features import feature_spec
 from gigatok_core.probe.head import LARS, ProbeHead, lr_at, scaled_lr
 from gigatok_core.probe.loop import epoch_batches, evaluate, image_batches, sync_buffers, train_epoch
+from gigatok_core.runs.folder import RunFolder
 from gigatok_core.utils.fileio import write_json, write_text_atomic
 from gigatok_core.utils.progress import ProgressFn
 
@@ -140,26 +140,16 @@ def _run_settings(
     }
 
 
-def _run_dir_problem(output: Path, settings: dict[str, Any], *, overwrite: bool) -> GigatokError | None:
-    """Why ``output`` cannot hold this probe (None when it can: new, the same run, or --overwrite)."""
-    cfg_path = output / "config.json"
-    if output.exists() and not output.is_dir():
-        return GigatokError(f"--output {output} exists and is not a folder", hint="choose another --output")
-    if overwrite or not output.exists():
-        return None
-    if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        if old != json.loads(json.dumps(settings, default=str)):
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            return GigatokError(
-                f"{output} holds a probe run with other settings (differing: {', '.join(changed)})",
-                hint="pass the same options to resume it, choose another --output, or --overwrite to restart",
-            )
-    elif any(output.iterdir()):
-        return GigatokError(
-            f"--output {output} is not empty and holds no probe run", hint="choose another --output"
-        )
-    return None
+def probe_folder(output: str | Path, settings: dict[str, Any] | None = None) -> RunFolder:
+    """The folder of a probe run with ``settings`` (see :class:`RunFolder`); the feature cache
+    (``features/``) keeps its own fingerprint and survives ``--overwrite``."""
+    return RunFolder(
+        output,
+        "probe run",
+        settings,
+        settings_file="config.json",
+        outputs=("metrics.jsonl", "results.json", CHECKPOINTS),
+    )
 
 
 def _prepare_run_dir(
@@ -169,17 +159,18 @@ def _prepare_run_dir(
 
     Rank 0 decides and prepares the folder; the others learn its verdict (no race on the folder).
     """
-    problem = _run_dir_problem(output, settings, overwrite=overwrite) if ctx.is_main else None
+    folder = probe_folder(output, settings)
+    problem = None
+    if ctx.is_main:
+        try:
+            folder.check(overwrite=overwrite)
+        except GigatokError as err:
+            problem = err
     verdict = ctx.broadcast_object(None if problem is None else (problem.message, problem.hint))
     if verdict is not None:
         raise GigatokError(verdict[0], hint=verdict[1])
     if ctx.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            for name in ("metrics.jsonl", "results.json"):
-                (output / name).unlink(missing_ok=True)
-            shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
-        write_json(output / "config.json", json.loads(json.dumps(settings, default=str)))
+        folder.claim(overwrite=overwrite)
     ctx.barrier()
     if latest_checkpoint(output / CHECKPOINTS, quiet=True) is None:
         return None

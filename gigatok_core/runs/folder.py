@@ -200,9 +200,9 @@ class RunFolder:
             return True
         files = self.held()
         if files:
-            more = f", and {len(files) - 1} more" if len(files) > 1 else ""
+            more = f" and {len(files) - 1} more" if len(files) > 1 else ""
             raise GigatokError(
-                f"{self.path} holds {self.kind} files ({files[0].name}{more}) but no "
+                f"{files[0]}{more} already exist (files of a {self.kind}), and {self.path} has no "
                 f"{self.settings_file} to resume from",
                 hint=f"pass --overwrite to replace them, or choose another {self.option}",
             )

@@ -27,9 +27,8 @@ from gigatok_core.ar.guidance import CFGSchedule
 from gigatok_core.ar.sjd import DEFAULT_WINDOW, SJDStats, generate_sjd
 from gigatok_core.choices import SAMPLERS
 from gigatok_core.config import config_to_dict
-from gigatok_core.data.images import check_writable, ensure_output_dir, save_npz, save_png, to_uint8
+from gigatok_core.data.images import check_writable, save_npz, save_png, to_uint8
 from gigatok_core.errors import GigatokError
-from gigatok_core.runs.settings import write_run_settings
 from gigatok_core.tasks.sample_output import (
     CODES_FILE,
     GRID_FILE,
@@ -195,10 +194,9 @@ def sample_images(
             f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
         )
     items = plan(class_ids, num_per_class, run_names)
-    resuming, owned = check_output(
+    folder, resuming = check_output(
         output, items, settings, overwrite=overwrite, save_codes=save_codes, grid=grid
     )
-    settings["outputs"] = owned  # what --overwrite removes later
     if resuming and rng == "official" and not overwrite:
         raise GigatokError(
             f"{output} holds part of a run, and --rng official cannot resume (its random stream "
@@ -209,10 +207,13 @@ def sample_images(
     tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev, dtype=dtype)
     model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev, dtype=dtype)
 
-    # Every rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
-    ensure_output_dir(output)
-    write_run_settings(output, SETTINGS_FILE, settings)
+    # The main rank claims the folder (--overwrite: removes the previous run's files); then every
+    # rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
+    if ctx.is_main:
+        folder.claim(overwrite=overwrite)
     ctx.barrier()
+    if not ctx.is_main:
+        folder.claim()
 
     # ---- this rank's work ----------------------------------------------------------------------
     mine = ctx.shard(items)

@@ -1,16 +1,15 @@
 """The output folder of a sampling run: which run owns it, resuming, and its summaries.
 
-A folder holds at most one run. Its ``sample.json`` (written through
-:func:`gigatok_core.runs.settings.write_run_settings`) records the settings and every file the run
-wrote or will write (``outputs``). A new run in that folder must have the same pixel settings and
-include every sample of the previous one (a continuation: more classes or more per class);
-anything else is another run and is refused. ``overwrite=True`` first removes exactly the files the
-previous run recorded, nothing else.
+A folder holds at most one run: a :class:`~gigatok_core.runs.folder.RunFolder`
+(:func:`sample_folder`). Its ``sample.json`` records the settings and every file the run wrote or
+will write (``outputs``). A new run in that folder must have the same pixel settings and include
+every sample of the previous one (a continuation: more classes or more per class); anything else is
+another run and is refused. ``overwrite=True`` first removes exactly the files the previous run
+recorded, nothing else.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from PIL import Image
 from gigatok_core.ar.classes import class_name, slug, slugify
 from gigatok_core.data.images import Tile, contact_sheet, save_npz, save_png
 from gigatok_core.errors import GigatokError
+from gigatok_core.runs.folder import RunFolder
 
 SETTINGS_FILE = "sample.json"
 CODES_FILE = "codes.npz"
@@ -86,17 +86,32 @@ def planned_outputs(items: Sequence[SampleItem], *, grid: bool, save_codes: bool
 def read_previous(output: Path) -> dict[str, Any]:
     """The previous run's settings in ``output`` (empty when there are none or they are unreadable)."""
     try:
-        return json.loads((output / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
+        return sample_folder(output).previous() or {}
+    except GigatokError:
         return {}
 
 
-def recorded_outputs(previous: dict[str, Any]) -> list[str]:
-    """The files a previous run recorded (older settings files: derived from its plan)."""
-    outputs = previous.get("outputs")
-    if isinstance(outputs, list) and all(isinstance(n, str) for n in outputs):
-        return outputs
-    return planned_outputs(_previous_plan(previous), grid=True, save_codes=True)
+def sample_folder(
+    output: Path,
+    items: Sequence[SampleItem] = (),
+    settings: dict[str, Any] | None = None,
+    *,
+    grid: bool = True,
+    save_codes: bool = True,
+) -> RunFolder:
+    """The output folder of a sampling run of ``items`` (see :class:`RunFolder`)."""
+    return RunFolder(
+        output,
+        "sampling run",
+        settings,
+        settings_file=SETTINGS_FILE,
+        outputs=planned_outputs(items, grid=grid, save_codes=save_codes),
+        scratch=(PARTIAL_CODES,),
+        compare=OUTPUT_KEYS,
+        legacy_outputs=lambda previous: planned_outputs(_previous_plan(previous), grid=True, save_codes=True),
+        phrase="different settings",
+        hint="choose another --output, or pass --overwrite to replace that run's files",
+    )
 
 
 def check_output(
@@ -107,55 +122,35 @@ def check_output(
     overwrite: bool,
     save_codes: bool,
     grid: bool,
-) -> tuple[bool, list[str]]:
-    """Refuse to touch files of another run; returns (resuming, the files the folder's run owns).
+) -> tuple[RunFolder, bool]:
+    """Refuse to touch files of another run; returns (the folder, whether a part of it is done).
 
-    With ``overwrite`` the previous run's files (those its sample.json records) are removed first,
-    so nothing of it can be mistaken for this run's later. Without it, a folder whose run has other
-    pixel settings, or samples this run does not include, is refused.
+    Nothing is written: :meth:`RunFolder.claim` does that once the models are loaded (with
+    ``overwrite``, it first removes the previous run's files, those its sample.json records).
+    Without it, a folder whose run has other pixel settings, or samples this run does not include,
+    is refused.
     """
-    mine = planned_outputs(items, grid=grid, save_codes=save_codes)
-    if not output.is_dir():
-        return False, mine
-    previous = read_previous(output)
-    if overwrite:
-        remove_run(output, previous)
-        return False, mine
-    pngs = [output / f"{it.stem}.png" for it in items if (output / f"{it.stem}.png").exists()]
-    summaries = [
-        output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on and (output / n).exists()
-    ]
-    if (output / SETTINGS_FILE).exists():
-        diff = [k for k in OUTPUT_KEYS if previous.get(k) != settings.get(k)]
-        if diff:
+    folder = sample_folder(output, items, settings, grid=grid, save_codes=save_codes)
+    if not folder.check(overwrite=overwrite):  # new, or overwrite
+        return folder, False
+    previous = folder.previous() or {}
+    earlier = {it.stem for it in _previous_plan(previous)}
+    if not earlier <= {it.stem for it in items}:
+        what = f"classes {previous.get('classes')}, {previous.get('num_per_class')} each"
+        summaries = [output / n for n, on in ((GRID_FILE, grid), (CODES_FILE, save_codes)) if on]
+        summaries = [p for p in summaries if p.exists()]
+        if summaries:
             raise GigatokError(
-                f"{output} holds a sampling run with different settings ({', '.join(diff)})",
-                hint="choose another --output, or pass --overwrite to replace that run's files",
+                f"{summaries[0]} covers samples this run does not include ({what}); writing it "
+                "again would drop them",
+                hint="include those classes again, pass --overwrite to start over, or choose another --output",
             )
-        earlier = {it.stem for it in _previous_plan(previous)}
-        if not earlier <= {it.stem for it in items}:
-            what = f"classes {previous.get('classes')}, {previous.get('num_per_class')} each"
-            if summaries:
-                raise GigatokError(
-                    f"{summaries[0]} covers samples this run does not include ({what}); writing it "
-                    "again would drop them",
-                    hint="include those classes again, pass --overwrite to start over, or choose another --output",
-                )
-            raise GigatokError(
-                f"{output} holds another sampling run ({what}) that this one does not continue",
-                hint="choose another --output, include those samples again, or pass --overwrite to "
-                "replace that run's files",
-            )
-        owned = [n for n in recorded_outputs(previous) if (output / n).exists()]
-        return bool(pngs), list(dict.fromkeys([*owned, *mine]))
-    clash = pngs + summaries
-    if clash:
-        more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
         raise GigatokError(
-            f"{clash[0]}{more} already exist (and {output} has no {SETTINGS_FILE} to resume from)",
-            hint="pass --overwrite to replace them, or choose another --output",
+            f"{output} holds another sampling run ({what}) that this one does not continue",
+            hint="choose another --output, include those samples again, or pass --overwrite to "
+            "replace that run's files",
         )
-    return False, mine
+    return folder, any((output / f"{it.stem}.png").exists() for it in items)
 
 
 def _previous_plan(previous: dict[str, Any]) -> list[SampleItem]:
@@ -169,15 +164,6 @@ def _previous_plan(previous: dict[str, Any]) -> list[SampleItem]:
         )
     except (TypeError, ValueError, IndexError):
         return []
-
-
-def remove_run(output: Path, previous: dict[str, Any]) -> None:
-    """Delete exactly what a previous run recorded here (plain file names inside ``output``)."""
-    for name in recorded_outputs(previous):
-        if Path(name).name == name:  # never follow a path out of the folder
-            (output / name).unlink(missing_ok=True)
-    (output / SETTINGS_FILE).unlink(missing_ok=True)
-    shutil.rmtree(output / PARTIAL_CODES, ignore_errors=True)
 
 
 def known_codes(output: Path) -> dict[str, np.ndarray]:

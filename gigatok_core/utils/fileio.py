@@ -3,7 +3,8 @@
 Every file gigatok writes (images, JSON settings, npz arrays (:func:`write_npz`), checkpoints,
 cache entries) goes through :func:`atomic_write`: a temp file in the destination folder, flushed and fsynced, then
 ``os.replace`` over the target. A crash or a full disk leaves the previous file (or none) in place,
-never a truncated one. Files get the usual permissions (``0666 & ~umask``), not ``mkstemp``'s 0600.
+never a truncated one. Files get the usual permissions (``0666 & ~umask``), not ``mkstemp``'s 0600,
+and folders made through :func:`temp_dir` ``0777 & ~umask``, not ``mkdtemp``'s 0700.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_dir(parent: str | Path, *, prefix: str, suffix: str = ".tmp") -> Path:
+    """A new, uniquely named folder in ``parent`` with a folder's usual permissions
+    (``0777 & ~umask``), not ``mkdtemp``'s 0700: what is renamed into place from it (a checkpoint's
+    step folder) reads like any folder the user made."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
