@@ -237,7 +237,7 @@ class RunFolder:
                 hint=f"choose another {self.option}",
             ) from None
         previous = None if overwrite else self.previous()
-        kept = [] if previous is None else [p.name for p in self._matches(self.recorded(previous))]
+        kept = [] if previous is None else [n for n in self.recorded(previous) if self._matches([n])]
         try:
             self.write_settings([*kept, *self.outputs])
         except OSError as err:
