@@ -246,9 +246,7 @@ class RunFolder:
                 hint=f"check the folder's permissions or choose another {self.option}",
             ) from None
         if removed:
-            log.warning(
-                "--overwrite: removed the previous %s in %s (%s)", self.kind, self.path, ", ".join(removed)
-            )
+            log.warning("--overwrite: removed the previous run in %s (%s)", self.path, ", ".join(removed))
         return removed
 
     def write_settings(self, outputs: Sequence[str] | None = None) -> Path:
