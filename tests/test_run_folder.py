@@ -107,9 +107,19 @@ def test_a_resumed_run_keeps_the_record_of_what_was_written_before(tmp_path: Pat
     _folder(tmp_path, outputs=("a.png", "shard-*.npy")).claim()
     (tmp_path / "a.png").write_bytes(b"a")
     (tmp_path / "shard-0.npy").write_bytes(b"0")
-    _folder(tmp_path, outputs=("b.png",)).claim()  # the same run, continued with more files
+    _folder(tmp_path, outputs=("b.png", "shard-*.npy")).claim()  # the same run, continued
     recorded = json.loads((tmp_path / "run.json").read_text())["outputs"]
     assert recorded == ["a.png", "shard-*.npy", "b.png", "run.json"]  # patterns stay patterns
+
+
+def test_an_edited_record_never_reaches_a_users_files(tmp_path: Path) -> None:
+    _folder(tmp_path).claim()
+    saved = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**saved, "outputs": ["*", "../x", "metrics.jsonl"]}))
+    (tmp_path / "my_notes.txt").write_text("mine")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    assert sorted(_folder(tmp_path).remove_previous()) == ["metrics.jsonl", "run.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["my_notes.txt"]
 
 
 def test_files_of_the_kind_without_settings_are_refused(tmp_path: Path) -> None:

@@ -61,6 +61,10 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
 def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
@@ -165,14 +169,18 @@ class RunFolder:
             owned = list(self.legacy_outputs(previous))
         else:
             owned = [*self.outputs, *self.scratch]
-        return [n for n in dict.fromkeys([*owned, *self.scratch]) if _is_plain_name(n)]
+        # A recorded pattern counts only when this kind writes it: an edited record ("*") never
+        # reaches a user's files.
+        known = {*self.outputs, *self.scratch}
+        owned = [n for n in owned if _is_plain_name(n) and (n in known or not _is_pattern(n))]
+        return list(dict.fromkeys([*owned, *self.scratch]))
 
     def _matches(self, names: Sequence[str]) -> list[Path]:
         if not self.path.is_dir():
             return []
         found: dict[Path, None] = {}
         for name in names:
-            for p in sorted(self.path.glob(name)) if any(c in name for c in "*?[") else [self.path / name]:
+            for p in sorted(self.path.glob(name)) if _is_pattern(name) else [self.path / name]:
                 if (p.exists() or p.is_symlink()) and p.parent == self.path:
                     found[p] = None
         return list(found)
