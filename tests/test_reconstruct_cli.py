@@ -86,6 +86,18 @@ def test_existing_outputs_are_not_overwritten_without_flag(images: Path, tmp_pat
     assert Image.open(out / "a.png").size == (256, 256)
 
 
+def test_overwrite_removes_the_previous_runs_files_only(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    reconstruct([images / "a.png", images / "sub" / "b.jpg"], output=out, tokenizer="tiny", grid=True)
+    (out / "notes.txt").write_text("mine")
+    reconstruct([images / "a.png"], output=out, tokenizer="tiny", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "notes.txt", "reconstruct.json"]
+    settings = json.loads((out / "reconstruct.json").read_text())
+    assert settings["outputs"] == ["a.png", "reconstruct.json"] and settings["command_line"].startswith(
+        "gigatok"
+    )
+
+
 def test_missing_released_weights_say_what_to_do(images: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["reconstruct", str(images / "a.png"), "-t", "s-s", "-o", str(tmp_path / "o")])
     assert res.exit_code == 1

@@ -275,14 +275,19 @@ class RunFolder:
             write_json(self.settings_path, {**plain(self.settings), OUTPUTS_KEY: names, **provenance()})
         return self.settings_path
 
-    def remove_previous(self) -> list[str]:
+    def remove_previous(self, *, keep: Collection[str] = ()) -> list[str]:
         """Remove what the folder's previous run recorded (or, for an unreadable or missing record,
-        what a run of this kind writes), its settings file last; returns the names removed."""
+        what a run of this kind writes), its settings file last; returns the names removed.
+        ``keep``: names not to remove (files this run has already written again)."""
         try:
             previous = self.previous()
         except GigatokError:
             previous = None
-        victims = [p for p in self._matches(self.recorded(previous)) if p != self.settings_path]
+        victims = [
+            p
+            for p in self._matches(self.recorded(previous))
+            if p != self.settings_path and p.name not in keep
+        ]
         victims += self._matches([self.settings_file])
         for p in victims:
             if p.is_dir() and not p.is_symlink():

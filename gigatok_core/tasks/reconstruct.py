@@ -34,7 +34,8 @@ from gigatok_core.data.images import (
 )
 from gigatok_core.errors import GigatokError
 from gigatok_core.registry import tokenizer_preset
-from gigatok_core.runs.settings import json_safe, write_run_settings
+from gigatok_core.runs.folder import RunFolder
+from gigatok_core.runs.settings import json_safe
 from gigatok_core.utils.fileio import write_json
 from gigatok_core.utils.progress import ProgressFn
 
@@ -225,7 +226,12 @@ def reconstruct(
             "images": len(records),
             "skipped": len(all_skipped),
         }
-        write_run_settings(output, SETTINGS_FILE, settings)
+        folder = RunFolder(
+            output, "reconstruction", settings, settings_file=SETTINGS_FILE, outputs=[p.name for p in planned]
+        )
+        if overwrite:  # an earlier run's files that this one did not write again (never a user's)
+            folder.remove_previous(keep=folder.outputs)
+        folder.write_settings()
         _write_summaries(result, records, names, output, grid, save_codes, metrics, tokenizer, checkpoint)
     return result
 
