@@ -51,6 +51,23 @@ def test_claim_writes_settings_outputs_and_provenance(tmp_path: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # written atomically
 
 
+def test_a_dataclass_request_is_saved_as_the_settings(tmp_path: Path) -> None:
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Request:
+        seed: int = 0
+        model: dict = field(default_factory=lambda: {"width": 8, "depth": 2})
+        device: str = "cpu"
+        out: Path = Path("x")
+
+    _folder(tmp_path, Request()).claim()
+    assert json.loads((tmp_path / "run.json").read_text())["out"] == "x"
+    assert _folder(tmp_path, Request(device="cuda")).check() is True
+    with pytest.raises(GigatokError, match="seed: 1 vs 0"):
+        _folder(tmp_path, Request(seed=1)).check()
+
+
 def test_own_run_resumes_and_execution_settings_may_differ(tmp_path: Path) -> None:
     _folder(tmp_path).claim()
     _write_run(tmp_path)

@@ -22,6 +22,7 @@ checkpoints) stays in its own module; this module only knows names and glob patt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -70,7 +71,8 @@ def _is_plain_name(name: str) -> bool:
 
 
 class RunFolder:
-    """The output folder ``path`` of one run of ``kind`` (e.g. "sampling run") with ``settings``.
+    """The output folder ``path`` of one run of ``kind`` (e.g. "sampling run") with ``settings``
+    (a mapping, or a dataclass such as a command's request).
 
     ``settings_file``: its name in the folder (``.yaml``: YAML with the provenance as comments,
     else JSON). ``outputs``: names or glob patterns (plain names, no folders) of what this run writes,
@@ -88,7 +90,7 @@ class RunFolder:
         self,
         path: str | Path,
         kind: str,
-        settings: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | Any = None,
         *,
         settings_file: str,
         outputs: Sequence[str] = (),
@@ -105,6 +107,8 @@ class RunFolder:
                 raise ValueError(f"run folder entries are plain names or patterns, got {name!r}")
         self.path = Path(path)
         self.kind = kind
+        if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+            settings = dataclasses.asdict(settings)  # a request object saved as the run's settings
         self.settings = dict(settings or {})
         self.settings_file = settings_file
         self.outputs = [n for n in dict.fromkeys(outputs) if n != settings_file]
