@@ -240,6 +240,12 @@ def test_a_failed_start_releases_only_what_it_wrote(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), _folder(started).released_on_failed_start(is_main=True):
         raise RuntimeError("a resumed run that fails")
     assert (started / "run.json").exists()  # the folder held a run before: nothing removed
+    unclaimed = tmp_path / "unclaimed"
+    unclaimed.mkdir()
+    (unclaimed / "metrics.jsonl").write_text("{}\n")  # a kind's file without settings: refused, kept
+    with pytest.raises(GigatokError), _folder(unclaimed).released_on_failed_start(is_main=True):
+        _folder(unclaimed).check()
+    assert (unclaimed / "metrics.jsonl").read_text() == "{}\n"
 
 
 def test_checkpoint_step_folders_honour_the_umask(tmp_path: Path) -> None:

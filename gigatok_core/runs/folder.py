@@ -309,14 +309,14 @@ class RunFolder:
 
         Without this, a start that dies (a model that does not fit, a bad file) leaves a settings
         file behind that then refuses the corrected command as another run's. On an exception,
-        when the folder held no run before, the files this start wrote are removed (main process
-        only), and the folder too if that leaves it empty: never a user's other files.
+        when the folder held no file of this kind before, the files this start wrote are removed
+        (main process only), and the folder too if that leaves it empty: never a user's other files.
         """
         if is_main is None:
             from gigatok_core.dist import dist_info
 
             is_main = dist_info().is_main
-        fresh = not self.settings_path.exists()
+        fresh = not self.held()  # a folder holding a run (or files a refusal protects) keeps them
         try:
             yield
         except BaseException:
