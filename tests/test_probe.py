@@ -290,6 +290,15 @@ def test_resume_after_a_kill_continues_exactly(splits, tmp_path: Path) -> None:
     with pytest.raises(GigatokError, match="other settings"):
         run_probe(ex, *splits, ProbeConfig(epochs=4, **FAST), tmp_path / "cut", device=CPU)
 
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        run_probe(ex, *splits, cfg, tmp_path / "failed", device=CPU, on_progress=out_of_memory)
+    assert [p.name for p in (tmp_path / "failed").iterdir()] == ["notes.txt"]  # released: no config.json
+
 
 # ---------------------------------------------------------------------------------------------
 # Bad input

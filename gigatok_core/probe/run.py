@@ -352,46 +352,51 @@ def run_probe(
     output = Path(output)
     lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, per_step)
     settings = _run_settings(extractor, train, val, cfg, meta, lr=lr, world=ctx.world_size)
-    ckpt = _prepare_run_dir(output, settings, ctx, overwrite=overwrite)
-    start = int(ckpt.state["epoch"]) if ckpt is not None else 0
-    extractor.to(device)
-    state = _HeadState.create(extractor.dim, len(train.classes), cfg, lr, device, amp_dtype, ckpt)
-    history = _history(output, start)
-    feats = None
-    if cfg.cache_features and start < cfg.epochs:
-        feats = cached_splits(
-            extractor,
-            train,
-            val,
-            Path(cfg.cache_dir or output / "features"),
-            fingerprint={
-                "features": settings["features"],
-                "meta": meta,
-                "precision": cfg.precision,
-                "image_size": extractor.image_size,
-            },
-            draws=cfg.cache_draws,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            device=device,
-            amp_dtype=amp_dtype,
-            workers=cfg.workers,
-            ctx=ctx,
-            on_progress=on_progress,
-        )
-    epochs = _Epochs(extractor, train, val, cfg, lr, device, amp_dtype, ctx, state, feats)
-    # The epoch seeds the global RNG (the backbone's dropout), so a resumed epoch draws the same
-    # noise; the caller's RNG state is restored afterwards.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for epoch in range(start, cfg.epochs):
-            row = epochs.run(epoch, on_progress)
-            history.append(row)
-            if ctx.is_main:  # metrics first: a kill between the two only repeats this epoch
-                write_text_atomic(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-                state.save(output, epoch + 1, settings)
-            ctx.barrier()
-            if on_epoch:
-                on_epoch(row)
+    # A start that fails before the first epoch's checkpoint leaves the folder as it found it.
+    started = (output / CHECKPOINTS / "latest").exists
+    with probe_folder(output).released_on_failed_start(started=started, is_main=ctx.is_main):
+        ckpt = _prepare_run_dir(output, settings, ctx, overwrite=overwrite)
+        start = int(ckpt.state["epoch"]) if ckpt is not None else 0
+        extractor.to(device)
+        state = _HeadState.create(extractor.dim, len(train.classes), cfg, lr, device, amp_dtype, ckpt)
+        history = _history(output, start)
+        feats = None
+        if cfg.cache_features and start < cfg.epochs:
+            feats = cached_splits(
+                extractor,
+                train,
+                val,
+                Path(cfg.cache_dir or output / "features"),
+                fingerprint={
+                    "features": settings["features"],
+                    "meta": meta,
+                    "precision": cfg.precision,
+                    "image_size": extractor.image_size,
+                },
+                draws=cfg.cache_draws,
+                seed=cfg.seed,
+                batch_size=cfg.batch_size,
+                device=device,
+                amp_dtype=amp_dtype,
+                workers=cfg.workers,
+                ctx=ctx,
+                on_progress=on_progress,
+            )
+        epochs = _Epochs(extractor, train, val, cfg, lr, device, amp_dtype, ctx, state, feats)
+        # The epoch seeds the global RNG (the backbone's dropout), so a resumed epoch draws the same
+        # noise; the caller's RNG state is restored afterwards.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for epoch in range(start, cfg.epochs):
+                row = epochs.run(epoch, on_progress)
+                history.append(row)
+                if ctx.is_main:  # metrics first: a kill between the two only repeats this epoch
+                    write_text_atomic(
+                        output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
+                    )
+                    state.save(output, epoch + 1, settings)
+                ctx.barrier()
+                if on_epoch:
+                    on_epoch(row)
     return _results(output, history, start, settings=settings, is_main=ctx.is_main)
 
 
