@@ -3,7 +3,9 @@
 a finished run's weights leave through :func:`~gigatok_core.train.export.export_run` (one
 self-describing file, or a Hugging Face repository folder, uploaded or not). A train config is built
 from a preset, a file, overrides and run settings by ``GPTTrainConfig.from_options`` /
-``TokenizerTrainConfig.from_options`` (:mod:`gigatok_core.config`).
+``TokenizerTrainConfig.from_options`` (:mod:`gigatok_core.config`). A run writes into its run
+folder (:mod:`~gigatok_core.train.run_dir`: a :class:`~gigatok_core.runs.folder.RunFolder` named by
+``config.yaml``, and the metrics log).
 
 Import the submodules directly; this package imports nothing heavy.
 
