@@ -1,7 +1,7 @@
 """`gigatok eval`: FID-family metrics in one process (no TensorFlow, no second Python).
 
-Each command parses its options, calls one function of :mod:`gigatok_core.evaluation.commands`
-and renders the returned report. The GPT evaluations (gfid, val-loss) are in :mod:`gigatok_cli.eval_ar`.
+Each command builds its request (:mod:`gigatok_core.config.requests`) and hands it with one function
+of :mod:`gigatok_core.evaluation.commands` and the report's renderer to :func:`gigatok_cli.run.run_request`. The GPT evaluations (gfid, val-loss) are in :mod:`gigatok_cli.eval_ar`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import handle_errors, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import handle_errors
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
     BatchOpt,
@@ -30,7 +29,8 @@ from gigatok_cli.options import (
     VggWeightsOpt,
     hub_weights,
 )
-from gigatok_cli.report import is_main, render_report
+from gigatok_cli.report import render_report
+from gigatok_cli.run import run_request
 
 app = typer.Typer(
     help="Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), "
@@ -66,21 +66,19 @@ def fid(
     """FID, sFID, Inception Score, precision and recall of SAMPLES against REFERENCE (ADM's evaluator)."""
     from gigatok_core.evaluation import commands
 
-    with progress_bar(enabled=is_main()) as on_progress:
-        report = commands.fid(
-            samples,
-            reference,
-            protocol=protocol,
-            force=force,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            with_precision_recall=with_pr,
-            json_path=json_path,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report)
+    request = commands.FIDRequest(
+        samples,
+        reference,
+        protocol=protocol,
+        force=force,
+        inception_weights=inception_weights,
+        batch_size=batch_size,
+        device=device,
+        with_precision_recall=with_pr,
+        json_path=json_path,
+        overwrite=overwrite,
+    )
+    run_request(request, commands.fid, render_report)
 
 
 @app.command("build-ref")
@@ -109,20 +107,18 @@ def build_ref(
     """Build a reference (mu/sigma/mu_s/sigma_s + pool features) from a folder, ADM centre crop."""
     from gigatok_core.evaluation import commands
 
-    with progress_bar(enabled=is_main()) as on_progress:
-        report = commands.build_reference(
-            data,
-            output,
-            image_size=image_size,
-            protocol=protocol,
-            with_images=with_images,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report, table=False)
+    request = commands.BuildRefRequest(
+        data,
+        output,
+        image_size=image_size,
+        protocol=protocol,
+        with_images=with_images,
+        inception_weights=inception_weights,
+        batch_size=batch_size,
+        device=device,
+        overwrite=overwrite,
+    )
+    run_request(request, commands.build_reference, functools.partial(render_report, table=False))
 
 
 @app.command(
@@ -173,42 +169,25 @@ def rfid(
     launch: LaunchOptions = SINGLE,
 ) -> None:
     from gigatok_core.evaluation import commands
-    from gigatok_core.tasks import prefetch
 
-    fetch = functools.partial(
-        prefetch.rfid_files,
+    request = commands.RFIDRequest(
         tokenizer,
-        checkpoint,
+        data,
+        checkpoint=checkpoint,
         reference=reference,
+        save_samples=save_samples,
+        precision=precision,
         lpips=lpips,
         vgg_weights=vgg_weights,
+        force=force,
         inception_weights=inception_weights,
+        batch_size=batch_size,
         device=device,
-        precision=precision,
+        with_precision_recall=with_pr,
+        json_path=json_path,
+        overwrite=overwrite,
     )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with progress_bar(enabled=is_main()) as on_progress:
-        on_progress = global_progress(on_progress)
-        report = commands.rfid(
-            tokenizer,
-            data,
-            checkpoint=checkpoint,
-            reference=reference,
-            save_samples=save_samples,
-            precision=precision,
-            lpips=lpips,
-            vgg_weights=vgg_weights,
-            force=force,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            with_precision_recall=with_pr,
-            json_path=json_path,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report)
+    run_request(request, commands.rfid, render_report, launch=launch)
 
 
 # The GPT evaluations live in their own module and are registered here (it never imports this one).

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import console, handle_errors, out, plural
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import HUB_HELP, AutoPrecisionOpt, DeviceOpt, TokenizerOpt, hub_weights
+from gigatok_cli.run import run_request
+
+if TYPE_CHECKING:
+    from gigatok_core.data.extract import ExtractReport
 
 
 @handle_errors
@@ -81,42 +83,29 @@ def extract_codes(
     A killed run resumes when started again with the same options.
     Example: gigatok train extract-codes --tokenizer xl-xxl --data imagenet/train --output codes --ten-crop
     """
+    from gigatok_core.data.extract import ExtractCodesRequest
     from gigatok_core.data.extract import extract_codes as run_extract
-    from gigatok_core.dist import get_context
-    from gigatok_core.tasks import prefetch
 
-    fetch = functools.partial(
-        prefetch.extract_codes_files,
+    request = ExtractCodesRequest(
         tokenizer,
-        checkpoint,
+        output,
         data=data,
-        import_official=import_official,
+        checkpoint=checkpoint,
+        ten_crop=ten_crop,
+        crop_range=crop_range,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        workers=workers,
         device=device,
         precision=precision,
+        overwrite=overwrite,
+        check_images=check_images,
+        import_official=import_official,
     )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with progress_bar(enabled=get_context(init=False).is_main, rate="img/s") as on_progress:
-        on_progress = global_progress(on_progress)
-        report = run_extract(
-            tokenizer,
-            output,
-            data=data,
-            checkpoint=checkpoint,
-            ten_crop=ten_crop,
-            crop_range=crop_range,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            workers=workers,
-            device=device,
-            precision=precision,
-            overwrite=overwrite,
-            check_images=check_images,
-            import_official=import_official,
-            on_progress=on_progress,
-        )
-    if report is None:
-        return
+    run_request(request, run_extract, _render, launch=launch, rate="img/s")
+
+
+def _render(report: ExtractReport) -> None:
     m = report.manifest
     if report.already_complete:
         out.print(

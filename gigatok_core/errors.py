@@ -21,3 +21,30 @@ class GigatokError(Exception):
 
 class NotImplementedYet(GigatokError):
     """A registered command whose implementation has not landed; the CLI exits with code 2."""
+
+
+class SettingError(GigatokError):
+    """A bad setting of a request (:mod:`gigatok_core.config.requests`), named as Python writes it.
+
+    ``template`` names settings in braces (``"{num_per_class} must be at least 1, got 0"``);
+    ``message`` fills in the setting names (``num_per_class must be ...``) and :meth:`phrased` the
+    names a caller uses for them, e.g. the CLI's flags from ``flags`` (``--num-per-class must be ...``).
+    """
+
+    def __init__(self, template: str, *, flags: dict[str, str], hint: str | None = None) -> None:
+        self.template, self.hint_template, self.flags = template, hint, flags
+        super().__init__(self.phrased(), hint=self._fill(hint, None) if hint else None)
+
+    def _fill(self, text: str, names: dict[str, str] | None) -> str:
+        import re
+
+        return re.sub(r"\{([a-z_]+)\}", lambda m: (names or {}).get(m[1], m[1]), text)
+
+    def phrased(self, names: dict[str, str] | None = None) -> str:
+        """The message with each setting called by ``names`` (default: its Python name)."""
+        return self._fill(self.template, names)
+
+    def for_cli(self) -> GigatokError:
+        """The same error naming the command line's flags (``--num-per-class``)."""
+        hint = self._fill(self.hint_template, self.flags) if self.hint_template else None
+        return GigatokError(self.phrased(self.flags), hint=hint)

@@ -7,7 +7,9 @@ to train it* (:class:`TokenizerRecipe`, :class:`GPTRecipe`, :class:`RunConfig`, 
 by :func:`build_config`: ``preset -> --config file.yaml -> key=value``, unknown keys are errors.
 
 Modules: ``sizes`` (the size tables), ``model`` (architectures), ``recipe``, ``train`` (run + train
-configs), ``build`` (the merge), ``source`` (``from_checkpoint``).
+configs), ``build`` (the merge), ``source`` (``from_checkpoint``), ``requests`` (one typed request
+per command that is not training: ``SampleRequest``, ``ReconstructRequest``, ``RFIDRequest`` ...,
+each checked once and listing the files its run reads).
 """
 
 from gigatok_core.config.build import build_config, config_to_dict, load_yaml, parse_dotlist

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Subset
 
 from gigatok_core import dist
+from gigatok_core.config.requests import ExtractCodesRequest
 from gigatok_core.data.codes_dir import ExtractReport, finish_codes, prepare_output
 from gigatok_core.data.codes_format import ShardEntry, scan_shard, write_shard
 from gigatok_core.data.encoder import (
@@ -38,80 +39,55 @@ from gigatok_core.weights import relative_to
 STAGE = "extract-codes"  # the progress stage: this rank's images
 
 
-__all__ = ["ExtractReport", "extract_codes"]
+__all__ = ["ExtractCodesRequest", "ExtractReport", "extract_codes"]
 
 
 # ---------------------------------------------------------------------------- the run
 def extract_codes(
-    tokenizer: str,
-    output: str | Path,
+    request: ExtractCodesRequest,
     *,
-    data: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    ten_crop: bool = False,
-    crop_range: float = 1.1,
-    batch_size: int = 32,
-    shard_size: int = 10_000,
-    workers: int | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    overwrite: bool = False,
-    check_images: int = 4,
-    import_official: str | Path | None = None,
     on_progress: ProgressFn | None = None,
     ctx: dist.DistContext | None = None,
 ) -> ExtractReport | None:
-    """Encode ``data`` (an ImageFolder tree) into the codes folder ``output``; see the module doc.
+    """Encode ``request.data`` (an ImageFolder tree) into the codes folder ``request.output``; see the
+    module doc and :class:`~gigatok_core.config.requests.ExtractCodesRequest`.
 
-    ``import_official`` converts the official per-image layout instead (``data`` then only names the
-    classes). ``check_images`` images per shard go into ``check_codes.png`` (0: no grid).
     Returns the report on the main rank, None on the others. ``on_progress(done, total,
     stage="extract-codes")`` counts this rank's images (``stage="import-official"``: files).
     ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
-    if batch_size < 1 or shard_size < 1 or (workers or 0) < 0 or check_images < 0:
-        raise GigatokError(
-            "--batch-size and --shard-size must be >= 1, --workers and --check-images >= 0",
-            hint=f"got batch {batch_size}, shard {shard_size}, workers {workers}, check {check_images}",
-        )
-    if crop_range < 1.0:
-        raise GigatokError(
-            f"--crop-range must be at least 1.0, got {crop_range}", hint="the official value is 1.1"
-        )
-    dev = dist.resolve_device(device)
-    if import_official is not None:
+    r = request
+    dev = dist.resolve_device(r.device)
+    if r.import_official is not None:
         from gigatok_core.data.official import import_official_codes
 
         return import_official_codes(
-            import_official,
-            output,
-            tokenizer=tokenizer,
-            checkpoint=checkpoint,
-            classes_from=data,
-            shard_size=shard_size,
-            overwrite=overwrite,
-            check_images=check_images,
+            r.import_official,
+            r.output,
+            tokenizer=r.tokenizer,
+            checkpoint=r.checkpoint,
+            classes_from=r.data,
+            shard_size=r.shard_size,
+            overwrite=r.overwrite,
+            check_images=r.check_images,
             device=dev,
             on_progress=on_progress,
         )
-    if data is None:
-        raise GigatokError(
-            "--data is required", hint="pass the ImageFolder tree to encode (one sub-folder per class)"
-        )
+    assert r.data is not None  # the request refuses neither data nor import_official
     return _extract(
-        tokenizer,
-        Path(output),
-        Path(data),
-        checkpoint=checkpoint,
-        ten_crop=ten_crop,
-        crop_range=crop_range,
-        batch_size=batch_size,
-        shard_size=shard_size,
-        workers=workers,
+        r.tokenizer,
+        Path(r.output),
+        Path(r.data),
+        checkpoint=r.checkpoint,
+        ten_crop=r.ten_crop,
+        crop_range=r.crop_range,
+        batch_size=r.batch_size,
+        shard_size=r.shard_size,
+        workers=r.workers,
         dev=dev,
-        precision=precision or ("bf16" if dev.type == "cuda" else "fp32"),
-        overwrite=overwrite,
-        check_images=check_images,
+        precision=r.precision or ("bf16" if dev.type == "cuda" else "fp32"),
+        overwrite=r.overwrite,
+        check_images=r.check_images,
         on_progress=on_progress,
         ctx=ctx,
     )
