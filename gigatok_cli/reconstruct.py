@@ -18,7 +18,7 @@ from gigatok_cli.options import (
     VggWeightsOpt,
     hub_weights,
 )
-from gigatok_cli.run import run_request
+from gigatok_cli.run import runs_request
 from gigatok_core.errors import GigatokError
 
 if TYPE_CHECKING:
@@ -27,8 +27,45 @@ if TYPE_CHECKING:
 FLAG_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
+def _skipped(path: str, reason: str) -> None:
+    console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
+
+
+def _render(result: ReconstructResult) -> None:
+    if result.mean_metrics and result.images:
+        table = Table(title=f"{result.tokenizer} reconstruction metrics")
+        keys = list(result.images[0].metrics)
+        table.add_column("image")
+        for k in keys:
+            table.add_column(k, justify="right")
+        for img in result.images[:50]:
+            table.add_row(Path(img.output).stem, *(f"{img.metrics[k]:.4f}" for k in keys))
+        if len(result.images) > 50:
+            table.add_row(f"... {len(result.images) - 50} more", *("" for _ in keys))
+        table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
+        out.print(table)
+    if not result.images:
+        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
+        raise typer.Exit(1)
+    usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
+    out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
+    for f in result.files:
+        out.print(f"wrote {f}", highlight=False)
+    if result.skipped:
+        console.print(
+            f"[yellow]{plural(len(result.skipped), 'input')} skipped[/] (unreadable or too elongated)"
+        )
+
+
 @handle_errors
 @launch_options
+@runs_request(
+    "ReconstructRequest",
+    "gigatok_core.tasks.reconstruct:reconstruct",
+    _render,
+    label="reconstruct",
+    hooks={"on_skip": _skipped},
+)
 def reconstruct(
     inputs: Annotated[
         list[str],
@@ -72,57 +109,9 @@ def reconstruct(
 
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
-    from gigatok_core.tasks.reconstruct import ReconstructRequest, reconstruct
-
     for word in inputs:  # `--grid true`: the flag takes no value, so "true" became an input
         if word.lower() in FLAG_WORDS and not Path(word).exists():
             raise GigatokError(
                 f"input {word!r} does not exist",
                 hint="flags such as --grid, --metrics and --save-codes take no value: write --grid, not --grid true",
             )
-    request = ReconstructRequest(
-        inputs,
-        output=output,
-        tokenizer=tokenizer,
-        checkpoint=checkpoint,
-        grid=grid,
-        save_codes=save_codes,
-        metrics=metrics,
-        vgg_weights=vgg_weights,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        strict=strict,
-        overwrite=overwrite,
-    )
-    run_request(request, reconstruct, _render, launch=launch, label="reconstruct", on_skip=_skipped)
-
-
-def _skipped(path: str, reason: str) -> None:
-    console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
-
-
-def _render(result: ReconstructResult) -> None:
-    if result.mean_metrics and result.images:
-        table = Table(title=f"{result.tokenizer} reconstruction metrics")
-        keys = list(result.images[0].metrics)
-        table.add_column("image")
-        for k in keys:
-            table.add_column(k, justify="right")
-        for img in result.images[:50]:
-            table.add_row(Path(img.output).stem, *(f"{img.metrics[k]:.4f}" for k in keys))
-        if len(result.images) > 50:
-            table.add_row(f"... {len(result.images) - 50} more", *("" for _ in keys))
-        table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
-        out.print(table)
-    if not result.images:
-        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
-        raise typer.Exit(1)
-    usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
-    out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
-    for f in result.files:
-        out.print(f"wrote {f}", highlight=False)
-    if result.skipped:
-        console.print(
-            f"[yellow]{plural(len(result.skipped), 'input')} skipped[/] (unreadable or too elongated)"
-        )

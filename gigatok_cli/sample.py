@@ -25,14 +25,36 @@ from gigatok_cli.options import (
     SjdWindowOpt,
     TokenizerCheckpointOpt,
 )
-from gigatok_cli.run import run_request
+from gigatok_cli.run import runs_request
 
 if TYPE_CHECKING:
     from gigatok_core.tasks.sample import SampleResult
 
 
+def _render(result: SampleResult) -> None:
+    from gigatok_core.dist import dist_info
+
+    skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
+    out.print(
+        f"wrote {plural(result.generated_total, 'image')} to {result.output_dir}{skipped}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for f in result.files:
+        out.print(f"wrote {f}", highlight=False, soft_wrap=True)
+    if "sampler" in result.settings and result.forward_passes:  # sample.json names only sjd
+        out.print(
+            f"sjd: {result.forward_passes} GPT forward passes where the standard sampler runs "
+            f"{result.standard_passes} ({result.standard_passes / result.forward_passes:.2f}x fewer"
+            f"{', this process' if dist_info().world_size > 1 else ''})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @handle_errors
 @launch_options
+@runs_request("SampleRequest", "gigatok_core.tasks.sample:sample_images", _render, label="sample")
 def sample(
     *,
     classes: Annotated[
@@ -100,55 +122,3 @@ def sample(
 
     Example: gigatok sample --gpt gpt-xxl --tokenizer xl-xxl --classes 22,388 --output samples --grid
     """
-    from gigatok_core.tasks.sample import SampleRequest, sample_images
-
-    request = SampleRequest(
-        classes,
-        output=output,
-        gpt=gpt,
-        tokenizer=tokenizer,
-        num_per_class=num_per_class,
-        cfg_scale=4.0 if cfg_scale is None else cfg_scale,
-        cfg_schedule=cfg_schedule,
-        cfg_start_ratio=cfg_start_ratio,
-        cfg_end_ratio=cfg_end_ratio,
-        cfg_interval=cfg_interval,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        rng=rng,
-        sampler=sampler,
-        sjd_window=sjd_window,
-        precision=precision,
-        batch_size=batch_size,
-        device=device,
-        gpt_checkpoint=gpt_checkpoint,
-        tokenizer_checkpoint=tokenizer_checkpoint,
-        grid=grid,
-        save_codes=save_codes,
-        overwrite=overwrite,
-        compile=compile,
-    )
-    run_request(request, sample_images, _render, launch=launch, label="sample")
-
-
-def _render(result: SampleResult) -> None:
-    from gigatok_core.dist import dist_info
-
-    skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
-    out.print(
-        f"wrote {plural(result.generated_total, 'image')} to {result.output_dir}{skipped}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for f in result.files:
-        out.print(f"wrote {f}", highlight=False, soft_wrap=True)
-    if "sampler" in result.settings and result.forward_passes:  # sample.json names only sjd
-        out.print(
-            f"sjd: {result.forward_passes} GPT forward passes where the standard sampler runs "
-            f"{result.standard_passes} ({result.standard_passes / result.forward_passes:.2f}x fewer"
-            f"{', this process' if dist_info().world_size > 1 else ''})",
-            highlight=False,
-            soft_wrap=True,
-        )
