@@ -109,6 +109,12 @@ class Request:
 
     #: the command line's name of each setting whose flag is not ``--`` + the name with dashes
     FLAGS: ClassVar[dict[str, str]] = {}
+    #: the smallest value of each count setting (``None`` is left to the library's default)
+    AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1}
+
+    def __post_init__(self) -> None:
+        for name, low in self.AT_LEAST.items():
+            self.check_at_least(name, low)
 
     @classmethod
     def flags(cls) -> dict[str, str]:
@@ -194,9 +200,10 @@ class SampleRequest(Request):
     overwrite: bool = False
     compile: bool = False
 
+    AT_LEAST: ClassVar[dict[str, int]] = {"num_per_class": 1, "batch_size": 1}
+
     def __post_init__(self) -> None:
-        self.check_at_least("num_per_class", 1)
-        self.check_at_least("batch_size", 1)
+        super().__post_init__()
         if self.rng not in RNG_MODES:
             raise self.error(f"unknown {{rng}} {self.rng!r}", hint=f"use one of {', '.join(RNG_MODES)}")
         _check_sampler(self)
@@ -248,7 +255,7 @@ class ReconstructRequest(Request):
             object.__setattr__(self, "inputs", [self.inputs])
         if not self.inputs:
             raise self.error("no {inputs} given", hint="pass image files, folders or glob patterns")
-        self.check_at_least("batch_size", 1)
+        super().__post_init__()
 
     def required_files(self) -> tuple[Need, ...]:
         name = self.tokenizer or DEFAULT_TOKENIZER  # with a checkpoint nothing is fetched for the name
@@ -280,9 +287,6 @@ class FIDRequest(Request):
 
     FLAGS: ClassVar[dict[str, str]] = {**EVAL_FLAGS, "samples": "SAMPLES", "reference": "REFERENCE"}
 
-    def __post_init__(self) -> None:
-        self.check_at_least("batch_size", 1)
-
 
 @dataclass(frozen=True)
 class BuildRefRequest(Request):
@@ -298,9 +302,7 @@ class BuildRefRequest(Request):
     device: str | None = None
     overwrite: bool = False
 
-    def __post_init__(self) -> None:
-        self.check_at_least("batch_size", 1)
-        self.check_at_least("image_size", 1)
+    AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1, "image_size": 1}
 
 
 @dataclass(frozen=True)
@@ -325,9 +327,6 @@ class RFIDRequest(Request):
     overwrite: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
-
-    def __post_init__(self) -> None:
-        self.check_at_least("batch_size", 1)
 
     def required_files(self) -> tuple[Need, ...]:
         aux = [AuxFile(INCEPTION_WEIGHTS, self.inception_weights, "inception_weights")]
@@ -381,10 +380,12 @@ class GFIDRequest(Request):
     regenerate: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+    AT_LEAST: ClassVar[dict[str, int]] = dict.fromkeys(
+        ("num_classes", "sample_batch_size", "batch_size", "num_per_class"), 1
+    )
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "sample_batch_size", "batch_size", "num_per_class"):
-            self.check_at_least(name, 1)
+        super().__post_init__()
         _check_sampler(self)
         if self.window_grid and not (self.search and self.cfg_schedule == "rectangular"):
             raise self.error(
@@ -439,9 +440,6 @@ class ValLossRequest(Request):
 
     FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
 
-    def __post_init__(self) -> None:
-        self.check_at_least("batch_size", 1)
-
     def required_files(self) -> tuple[Need, ...]:
         return (
             Device(self.device),
@@ -478,9 +476,10 @@ class ExtractCodesRequest(Request):
     check_images: int = 4
     import_official: PathLike | None = None
 
+    AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1, "shard_size": 1, "workers": 0, "check_images": 0}
+
     def __post_init__(self) -> None:
-        for name, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0), ("check_images", 0)):
-            self.check_at_least(name, low)
+        super().__post_init__()
         if self.crop_range < 1.0:
             raise self.error(
                 f"{{crop_range}} must be at least 1.0, got {self.crop_range}",

@@ -74,55 +74,30 @@ def extract_codes(
             on_progress=on_progress,
         )
     assert r.data is not None  # the request refuses neither data nor import_official
-    return _extract(
-        r.tokenizer,
-        Path(r.output),
-        Path(r.data),
-        checkpoint=r.checkpoint,
-        ten_crop=r.ten_crop,
-        crop_range=r.crop_range,
-        batch_size=r.batch_size,
-        shard_size=r.shard_size,
-        workers=r.workers,
-        dev=dev,
-        precision=r.precision or ("bf16" if dev.type == "cuda" else "fp32"),
-        overwrite=r.overwrite,
-        check_images=r.check_images,
-        on_progress=on_progress,
-        ctx=ctx,
-    )
+    return _extract(r, Path(r.output), Path(r.data), dev, on_progress, ctx)
 
 
 def _extract(
-    tokenizer: str,
+    r: ExtractCodesRequest,
     output: Path,
     data: Path,
-    *,
-    checkpoint: str | Path | None,
-    ten_crop: bool,
-    crop_range: float,
-    batch_size: int,
-    shard_size: int,
-    workers: int | None,
     dev: torch.device,
-    precision: str,
-    overwrite: bool,
-    check_images: int,
     on_progress: ProgressFn | None,
     ctx: dist.DistContext | None,
 ) -> ExtractReport | None:
-    from gigatok_core.data.folder import ImageFolderDataset, make_loader, require_readable
+    from gigatok_core.data.folder import ImageFolderDataset, require_readable
     from gigatok_core.data.transforms import CenterFlip, TenCrop
 
-    amp_dtype = dist.resolve_precision(precision, dev)
+    checkpoint, ten_crop, crop_range, shard_size = r.checkpoint, r.ten_crop, r.crop_range, r.shard_size
+    amp_dtype = dist.resolve_precision(r.precision or ("bf16" if dev.type == "cuda" else "fp32"), dev)
     ckpt = resolve_tokenizer_checkpoint(checkpoint) if checkpoint is not None else None
-    size = tokenizer_architecture(tokenizer, ckpt)[0].image_size  # the checkpoint's own, if it says
+    size = tokenizer_architecture(r.tokenizer, ckpt)[0].image_size  # the checkpoint's own, if it says
     transform = TenCrop(size, crop_range) if ten_crop else CenterFlip(size)
     crops = 10 if ten_crop else 2
     dataset = ImageFolderDataset(data, transform=transform, require_labels=True, purpose="extract-codes")
     require_readable(dataset, command="train extract-codes")
     ctx = ctx or dist.get_context(dev)
-    model, record = load_encoder(tokenizer, checkpoint=ckpt, device=dev)
+    model, record = load_encoder(r.tokenizer, checkpoint=ckpt, device=dev)
     if ckpt is not None:  # found again from anywhere, also after the tree is moved
         record = dataclasses.replace(record, checkpoint_relative=relative_to(ckpt, output))
     settings: dict[str, Any] = {
@@ -136,6 +111,7 @@ def _extract(
         "num_files": len(dataset),
         "classes": list(dataset.classes),
     }
+    overwrite = r.overwrite
     done, problem = False, None
     if ctx.is_main:
         try:
@@ -152,7 +128,42 @@ def _extract(
 
     start = time.perf_counter()
     n_shards = -(-len(dataset) // shard_size)
-    mine = ctx.shard(range(n_shards))
+    entries, skipped, written, reused = _encode_shards(
+        r, output, dataset, ctx.shard(range(n_shards)), (model, amp_dtype), record, crops, dev, on_progress
+    )
+    parts = ctx.gather_objects((entries, skipped, written, reused))
+    ctx.barrier()
+    if not ctx.is_main:
+        return None
+    report = finish_codes(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
+    report.seconds = time.perf_counter() - start
+    if r.check_images and report.manifest.num_images:
+        del model
+        from gigatok_core.data.check import check_grid
+
+        report.check_grid = check_grid(report.manifest, r.tokenizer, checkpoint, dev, r.check_images)
+    return report
+
+
+def _encode_shards(
+    r: ExtractCodesRequest,
+    output: Path,
+    dataset: Any,
+    mine: list[int],
+    encoder: tuple[torch.nn.Module, torch.dtype],
+    record: Any,
+    crops: int,
+    dev: torch.device,
+    on_progress: ProgressFn | None,
+) -> tuple[dict[int, ShardEntry], dict[str, str], list[int], int]:
+    """This rank's shards: each one already complete is kept, the others encoded (``encoder``: the
+    model and its autocast dtype) and written.
+
+    Returns (entries by shard, skipped files -> reason, shards written, shards kept)."""
+    from gigatok_core.data.folder import make_loader
+
+    model, amp_dtype = encoder
+    shard_size = r.shard_size
     total = sum(min(shard_size, len(dataset) - k * shard_size) for k in mine)
     entries: dict[int, ShardEntry] = {}
     skipped: dict[str, str] = {}
@@ -163,7 +174,7 @@ def _extract(
         entry = scan_shard(output, k, crops=crops, num_tokens=record.num_tokens)
         if entry is None:
             loader = make_loader(
-                Subset(dataset, range(lo, hi)), batch_size, workers=workers, pin_memory=dev.type == "cuda"
+                Subset(dataset, range(lo, hi)), r.batch_size, workers=r.workers, pin_memory=dev.type == "cuda"
             )
             codes, labels = [], []
             for images, y in loader:  # (B, crops, 3, S, S), (B,)
@@ -184,16 +195,4 @@ def _extract(
         entries[k] = entry
         if on_progress:
             on_progress(seen, total, stage=STAGE)
-
-    parts = ctx.gather_objects((entries, skipped, written, reused))
-    ctx.barrier()
-    if not ctx.is_main:
-        return None
-    report = finish_codes(output, parts, n_shards, record, crops, dataset.classes, {"data": str(data)})
-    report.seconds = time.perf_counter() - start
-    if check_images and report.manifest.num_images:
-        del model
-        from gigatok_core.data.check import check_grid
-
-        report.check_grid = check_grid(report.manifest, tokenizer, checkpoint, dev, check_images)
-    return report
+    return entries, skipped, written, reused
