@@ -102,6 +102,7 @@ def runs_request(
             built = getattr(requests, request)(**settings)
             run_request(built, core, render, launch=launch, label=label, rate=rate, **(hooks or {}))
 
+        wrapper.request_name = request  # type: ignore[attr-defined]  (a test checks the names match)
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -35,6 +35,9 @@ class SettingError(GigatokError):
         self.template, self.hint_template, self.flags = template, hint, flags
         super().__init__(self.phrased(), hint=self._fill(hint, None) if hint else None)
 
+    def __reduce__(self) -> tuple:  # picklable (ranks exchange errors): rebuilt from its parts
+        return (_setting_error, (self.template, self.flags, self.hint_template))
+
     def _fill(self, text: str, names: dict[str, str] | None) -> str:
         import re
 
@@ -48,3 +51,7 @@ class SettingError(GigatokError):
         """The same error naming the command line's flags (``--num-per-class``)."""
         hint = self._fill(self.hint_template, self.flags) if self.hint_template else None
         return GigatokError(self.phrased(self.flags), hint=hint)
+
+
+def _setting_error(template: str, flags: dict[str, str], hint: str | None) -> SettingError:
+    return SettingError(template, flags=flags, hint=hint)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -77,11 +78,14 @@ def test_a_bad_setting_is_named_by_setting_in_python_and_by_flag_in_the_cli(
     assert err.value.for_cli().message.startswith(cli)
 
 
-def test_the_hint_names_flags_too() -> None:
+def test_the_hint_names_flags_too_and_the_error_survives_pickling() -> None:
     with pytest.raises(SettingError) as err:
         GFIDRequest("o", window_grid=True)
     assert err.value.hint == "use it with search cfg_schedule rectangular"
     assert err.value.for_cli().hint == "use it with --search --cfg-schedule rectangular"
+    again = pickle.loads(pickle.dumps(err.value))  # ranks exchange errors as pickles
+    assert (again.message, again.hint) == (err.value.message, err.value.hint)
+    assert again.for_cli().message == "--window-grid is a search over rectangular windows"
 
 
 def test_the_cli_prints_the_flag(tmp_path: Path) -> None:
@@ -152,3 +156,34 @@ def test_settings_and_request_round_trip() -> None:
         RFIDRequest.flags()["with_precision_recall"] == "--precision-recall"
         and RFIDRequest.flags()["json_path"] == "--json"
     )
+
+
+def test_every_request_command_declares_only_settings_of_its_request() -> None:
+    import dataclasses
+    import inspect
+
+    import typer.main
+
+    from gigatok_core.config import requests
+
+    def commands(group):  # (name, callback) of every command in the click tree
+        for name, cmd in getattr(group, "commands", {}).items():
+            yield from commands(cmd) if hasattr(cmd, "commands") else [(name, cmd.callback)]
+
+    seen = {}
+    for name, callback in commands(typer.main.get_command(app)):
+        if getattr(callback, "request_name", None):
+            fields = {f.name for f in dataclasses.fields(getattr(requests, callback.request_name))}
+            params = set(inspect.signature(inspect.unwrap(callback)).parameters) - {"launch"}
+            assert params == fields, (name, params ^ fields)
+            seen[name] = callback.request_name
+    assert seen == {
+        "sample": "SampleRequest",
+        "reconstruct": "ReconstructRequest",
+        "fid": "FIDRequest",
+        "build-ref": "BuildRefRequest",
+        "rfid": "RFIDRequest",
+        "gfid": "GFIDRequest",
+        "val-loss": "ValLossRequest",
+        "extract-codes": "ExtractCodesRequest",
+    }
