@@ -26,7 +26,8 @@ class NotImplementedYet(GigatokError):
 class SettingError(GigatokError):
     """A bad setting of a request (:mod:`gigatok_core.config.requests`), named as Python writes it.
 
-    ``template`` names settings in braces (``"{num_per_class} must be at least 1, got 0"``);
+    ``template`` names settings in braces (``"{num_per_class} must be at least 1, got 0"``), and
+    writes a user's value (a path) through :func:`literal`, which doubles its braces;
     ``message`` fills in the setting names (``num_per_class must be ...``) and :meth:`phrased` the
     names a caller uses for them, e.g. the CLI's flags from ``flags`` (``--num-per-class must be ...``).
     """
@@ -41,7 +42,12 @@ class SettingError(GigatokError):
     def _fill(self, text: str, names: dict[str, str] | None) -> str:
         import re
 
-        return re.sub(r"\{([a-z_]+)\}", lambda m: (names or {}).get(m[1], m[1]), text)
+        def sub(m: re.Match[str]) -> str:
+            if m[1] is None:  # "{{" or "}}": a literal brace (see :func:`literal`)
+                return m[0][0]
+            return (names or {}).get(m[1], m[1]) if m[1] in self.flags else m[0]
+
+        return re.sub(r"\{\{|\}\}|\{([a-z_]+)\}", sub, text)
 
     def phrased(self, names: dict[str, str] | None = None) -> str:
         """The message with each setting called by ``names`` (default: its Python name)."""
@@ -55,3 +61,8 @@ class SettingError(GigatokError):
 
 def _setting_error(template: str, flags: dict[str, str], hint: str | None) -> SettingError:
     return SettingError(template, flags=flags, hint=hint)
+
+
+def literal(value: object) -> str:
+    """``value`` as text inside a :class:`SettingError` template (its braces kept as written)."""
+    return str(value).replace("{", "{{").replace("}", "}}")

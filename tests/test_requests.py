@@ -88,6 +88,14 @@ def test_the_hint_names_flags_too_and_the_error_survives_pickling() -> None:
     assert again.for_cli().message == "--window-grid is a search over rectangular windows"
 
 
+def test_braces_in_a_users_value_are_kept(tmp_path: Path) -> None:
+    odd = tmp_path / "{data}" / "{x}"
+    with pytest.raises(SettingError) as err:
+        fetch_required(ValLossRequest(odd, gpt="gpt-tiny", device="cpu"))
+    assert err.value.message == f"data {odd} is not a folder"
+    assert err.value.for_cli().message == f"--data {odd} is not a folder"
+
+
 def test_the_cli_prints_the_flag(tmp_path: Path) -> None:
     res = runner.invoke(
         app, ["eval", "gfid", "--output", str(tmp_path / "o"), "--gpt", "gpt-tiny", "--num-samples", "999"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gigatok_core.choices import RNG_MODES, SAMPLERS
-from gigatok_core.errors import SettingError
+from gigatok_core.errors import SettingError, literal
 
 PathLike = str | Path
 
@@ -151,7 +151,9 @@ class Request:
 def _check_sampler(req: Any) -> None:
     """The sampler settings shared by ``sample`` and ``eval gfid``."""
     if req.sampler not in SAMPLERS:
-        raise req.error(f"unknown {{sampler}} {req.sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}")
+        raise req.error(
+            f"unknown {{sampler}} {literal(repr(req.sampler))}", hint=f"use one of {', '.join(SAMPLERS)}"
+        )
     if req.sampler == "sjd" and req.sjd_window < 1:
         raise req.error(
             f"{{sjd_window}} must be at least 1, got {req.sjd_window}",
@@ -205,7 +207,9 @@ class SampleRequest(Request):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.rng not in RNG_MODES:
-            raise self.error(f"unknown {{rng}} {self.rng!r}", hint=f"use one of {', '.join(RNG_MODES)}")
+            raise self.error(
+                f"unknown {{rng}} {literal(repr(self.rng))}", hint=f"use one of {', '.join(RNG_MODES)}"
+            )
         _check_sampler(self)
         if self.sampler == "sjd" and self.rng != "per-sample":
             raise self.error(

@@ -37,7 +37,7 @@ def gfid(
     from gigatok_core.tasks.sample import weights_identity
 
     r = request
-    check_json_target(r.json_path, r.overwrite)
+    check_json_target(r)
     pairing = resolve_pairing(r.gpt, r.tokenizer, r.gpt_checkpoint, r.tokenizer_checkpoint)
     sched = CFGSchedule(
         DEFAULT_CFG_SCALE if r.cfg_scale is None else r.cfg_scale,
@@ -116,8 +116,8 @@ def val_loss(request: ValLossRequest, *, on_progress: ProgressFn | None = None) 
     from gigatok_core.tasks.sample import weights_identity
 
     r = request
-    check_json_target(r.json_path, r.overwrite)
-    data = check_folder(r.data, "--data")
+    check_json_target(r)
+    data = check_folder(r)
     pairing = resolve_pairing(
         r.gpt, r.tokenizer, r.gpt_checkpoint, r.tokenizer_checkpoint
     )  # --gpt may be left out

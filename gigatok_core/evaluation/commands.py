@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gigatok_core.config.requests import BuildRefRequest, FIDRequest, RFIDRequest
-from gigatok_core.errors import GigatokError
+from gigatok_core.config.requests import BuildRefRequest, FIDRequest, Request, RFIDRequest
+from gigatok_core.errors import GigatokError, literal
 from gigatok_core.evaluation.reference import PROTOCOLS, EvalStats
 from gigatok_core.runs.settings import write_run_settings
 from gigatok_core.utils.progress import ProgressFn
@@ -35,16 +35,19 @@ class EvalReport:
 # ---------------------------------------------------------------------------------------------
 # Checks shared by the commands
 # ---------------------------------------------------------------------------------------------
-def check_json_target(path: str | Path | None, overwrite: bool) -> None:
-    """Refuse a ``--json`` path that is a folder, or an existing file without ``overwrite``."""
-    if path is None:
+def check_json_target(request: Request) -> None:
+    """Refuse a ``json_path`` that is a folder, or an existing file without ``overwrite``."""
+    if request.json_path is None:  # type: ignore[attr-defined]
         return
-    path = Path(path)
+    path = Path(request.json_path)  # type: ignore[attr-defined]
     if path.is_dir():
-        raise GigatokError(f"--json {path} is a folder", hint="give a file path, e.g. scores.json")
-    if path.exists() and not overwrite:
-        raise GigatokError(
-            f"{path} already exists", hint="pass --overwrite to replace it, or choose another --json path"
+        raise request.error(
+            f"{{json_path}} {literal(path)} is a folder", hint="give a file path, e.g. scores.json"
+        )
+    if path.exists() and not request.overwrite:  # type: ignore[attr-defined]
+        raise request.error(
+            f"{literal(path)} already exists",
+            hint="pass {overwrite} to replace it, or choose another {json_path} path",
         )
 
 
@@ -54,28 +57,32 @@ def check_protocol_name(protocol: str) -> str:
     return protocol
 
 
-def check_source(path: str | Path, what: str) -> Path:
+def check_source(request: Request, setting: str) -> Path:
     """An evaluation side must exist (a folder of images or an .npz) before the Inception is fetched."""
-    path = Path(path)
+    path = Path(getattr(request, setting))
     if path.is_dir():
         return path
     if not path.exists():
-        raise GigatokError(
-            f"{what} {path} does not exist", hint="pass a folder of images, an image npz or a statistics npz"
+        raise request.error(
+            f"{{{setting}}} {literal(path)} does not exist",
+            hint="pass a folder of images, an image npz or a statistics npz",
         )
     if path.suffix != ".npz":
-        raise GigatokError(
-            f"{what} {path.name} is neither a folder nor an .npz file",
+        raise request.error(
+            f"{{{setting}}} {literal(path.name)} is neither a folder nor an .npz file",
             hint="pass a folder of images, an ADM-style npz (arr_0) or a statistics npz",
         )
     return path
 
 
-def check_folder(path: str | Path, option: str) -> Path:
-    path = Path(path)
+def check_folder(request: Request, setting: str = "data") -> Path:
+    """The request's folder of images (``data``) must exist."""
+    path = Path(getattr(request, setting))
     if not path.is_dir():
         state = "is not a folder" if path.exists() else "does not exist"
-        raise GigatokError(f"{option} {path} {state}", hint=f"pass the folder of images as {option}")
+        raise request.error(
+            f"{{{setting}}} {literal(path)} {state}", hint=f"pass the folder of images as {{{setting}}}"
+        )
     return path
 
 
@@ -111,8 +118,8 @@ def fid(request: FIDRequest, *, on_progress: ProgressFn | None = None) -> EvalRe
     from gigatok_core.evaluation.reference import check_protocol
 
     r = request
-    check_json_target(r.json_path, r.overwrite)
-    samples, reference = check_source(r.samples, "SAMPLES"), check_source(r.reference, "REFERENCE")
+    check_json_target(r)
+    samples, reference = check_source(r, "samples"), check_source(r, "reference")
     if r.protocol is not None:
         check_protocol(reference, check_protocol_name(r.protocol), force=r.force)
     ev = make_evaluator(r.inception_weights, r.device, r.batch_size, on_progress)
@@ -129,7 +136,7 @@ def build_reference(request: BuildRefRequest, *, on_progress: ProgressFn | None 
     """``gigatok eval build-ref``: reference statistics of a folder (ADM centre crop)."""
     r = request
     check_protocol_name(r.protocol)
-    data = check_folder(r.data, "--data")
+    data = check_folder(r)
     ev = make_evaluator(r.inception_weights, r.device, r.batch_size, on_progress)
     stats = ev.build_reference(
         data,
@@ -154,8 +161,8 @@ def rfid(request: RFIDRequest, *, on_progress: ProgressFn | None = None) -> Eval
     from gigatok_core.weights import tokenizer_identity
 
     r = request
-    check_json_target(r.json_path, r.overwrite)
-    data = check_folder(r.data, "--data")
+    check_json_target(r)
+    data = check_folder(r)
     ev = make_evaluator(r.inception_weights, r.device, r.batch_size, on_progress)
     report = evaluate_reconstruction(
         r.tokenizer,

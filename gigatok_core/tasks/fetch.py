@@ -22,7 +22,7 @@ from gigatok_core.config.requests import (
     Request,
     TokenizerWeights,
 )
-from gigatok_core.errors import SettingError
+from gigatok_core.errors import SettingError, literal
 
 
 def fetch_required(request: Request) -> list[Path]:
@@ -35,7 +35,8 @@ def fetch_required(request: Request) -> list[Path]:
 
 def fetch_needs(needs: Iterable[Need], flags: dict[str, str] | None = None) -> list[Path]:
     """:func:`fetch_required` for a list of needs; ``flags``: how errors name the settings."""
-    names = flags or {}
+    needs = list(needs)
+    names = flags or {n.setting: n.setting for n in needs if hasattr(n, "setting")}
     files: list[Path] = []
     for need in needs:
         if isinstance(need, Device):
@@ -57,7 +58,7 @@ def fetch_needs(needs: Iterable[Need], flags: dict[str, str] | None = None) -> l
         elif isinstance(need, Folder):
             if not Path(need.path).is_dir():
                 raise SettingError(
-                    f"{{{need.setting}}} {need.path} is not a folder", flags=names, hint=need.hint
+                    f"{{{need.setting}}} {literal(need.path)} is not a folder", flags=names, hint=need.hint
                 )
     return files
 
@@ -106,7 +107,9 @@ def _local(path: str | Path | None, setting: str, flags: dict[str, str]) -> bool
     if path is None:
         return False
     if not Path(path).is_file():
-        raise SettingError(f"{path} does not exist", flags=flags, hint=f"check the {{{setting}}} path")
+        raise SettingError(
+            f"{literal(path)} does not exist", flags=flags, hint=f"check the {{{setting}}} path"
+        )
     return True
 
 

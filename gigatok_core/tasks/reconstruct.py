@@ -33,7 +33,7 @@ from gigatok_core.data.images import (
     to_uint8,
     unique_stems,
 )
-from gigatok_core.errors import GigatokError
+from gigatok_core.errors import GigatokError, literal
 from gigatok_core.registry import tokenizer_preset
 from gigatok_core.runs.settings import json_safe, write_run_settings
 from gigatok_core.utils.fileio import write_json
@@ -187,16 +187,16 @@ def _check_outputs(r: ReconstructRequest, output: Path) -> tuple[list[Path], lis
     sources = {f.resolve() for f in files}
     clobber = [p for p in planned if p.resolve() in sources]
     if clobber:  # even with --overwrite: never replace an input image by its reconstruction
-        raise GigatokError(
-            f"the output {clobber[0]} would replace the input image itself",
-            hint="choose an --output folder that holds no input images",
+        raise r.error(
+            f"the output {literal(clobber[0])} would replace the input image itself",
+            hint="choose an {output} folder that holds no input images",
         )
     existing = [p for p in planned if p.exists()]
     if existing and not r.overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise GigatokError(
-            f"{existing[0]}{more} already exist",
-            hint="pass --overwrite to replace them, or choose another --output",
+        raise r.error(
+            f"{literal(existing[0])}{more} already exist",
+            hint="pass {overwrite} to replace them, or choose another {output}",
         )
     return files, names
 

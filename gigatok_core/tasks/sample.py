@@ -28,7 +28,7 @@ from gigatok_core.ar.sjd import SJDStats, generate_sjd
 from gigatok_core.config import config_to_dict
 from gigatok_core.config.requests import SampleRequest
 from gigatok_core.data.images import check_writable, ensure_output_dir, save_npz, save_png, to_uint8
-from gigatok_core.errors import GigatokError
+from gigatok_core.errors import literal
 from gigatok_core.runs.settings import write_run_settings
 from gigatok_core.tasks.sample_output import (
     CODES_FILE,
@@ -128,10 +128,10 @@ def sample_images(
     )
     settings_["outputs"] = owned  # what --overwrite removes later
     if resuming and request.rng == "official" and not request.overwrite:
-        raise GigatokError(
-            f"{output} holds part of a run, and --rng official cannot resume (its random stream "
-            "depends on every earlier batch)",
-            hint="pass --overwrite, or use the default per-sample rng",
+        raise request.error(
+            f"{literal(output)} holds part of a run, and {{rng}} official cannot resume (its random "
+            "stream depends on every earlier batch)",
+            hint="pass {overwrite}, or use the default per-sample rng",
         )
     # ---- models (before sample.json: a run that cannot start leaves no settings behind) ---------
     pairing = run.pairing
