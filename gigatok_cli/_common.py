@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from gigatok_cli.options import PrecisionOpt
-from gigatok_core.errors import GigatokError, NotImplementedYet
+from gigatok_core.errors import GigatokError, NotImplementedYet, SettingError
 from gigatok_core.utils.progress import ProgressFn
 
 console = Console(stderr=True)
@@ -72,6 +72,8 @@ def handle_errors(fn: F) -> F:
             console.print(f"[yellow]not implemented yet:[/] {err.message}")
             raise typer.Exit(2) from None
         except GigatokError as err:
+            if isinstance(err, SettingError):  # the library names settings, the CLI its flags
+                err = err.for_cli()
             # the text is printed as written: "[lists]" is not rich markup (it printed ", )")
             console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
             if err.hint:

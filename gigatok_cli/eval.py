@@ -1,7 +1,8 @@
 """`gigatok eval`: FID-family metrics in one process (no TensorFlow, no second Python).
 
-Each command parses its options, calls one function of :mod:`gigatok_core.evaluation.commands`
-and renders the returned report. The GPT evaluations (gfid, val-loss) are in :mod:`gigatok_cli.eval_ar`.
+Each command declares the settings of its request (:mod:`gigatok_core.config.requests`) as options
+and runs one function of :mod:`gigatok_core.evaluation.commands` with the report's renderer
+(:func:`gigatok_cli.run.runs_request`). The GPT evaluations (gfid, val-loss) are in :mod:`gigatok_cli.eval_ar`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import handle_errors, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import handle_errors
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
     BatchOpt,
@@ -30,7 +30,8 @@ from gigatok_cli.options import (
     VggWeightsOpt,
     hub_weights,
 )
-from gigatok_cli.report import is_main, render_report
+from gigatok_cli.report import render_report
+from gigatok_cli.run import runs_request
 
 app = typer.Typer(
     help="Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), "
@@ -46,6 +47,7 @@ app = typer.Typer(
 # ---------------------------------------------------------------------------------------------
 @app.command("fid")
 @handle_errors
+@runs_request("FIDRequest", "gigatok_core.evaluation.commands:fid", render_report)
 def fid(
     samples: Annotated[
         Path, typer.Argument(help="Folder of images, image npz (arr_0 uint8 NHWC) or statistics npz.")
@@ -59,32 +61,20 @@ def fid(
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = "auto",
-    with_pr: PROpt = True,
+    with_precision_recall: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """FID, sFID, Inception Score, precision and recall of SAMPLES against REFERENCE (ADM's evaluator)."""
-    from gigatok_core.evaluation import commands
-
-    with progress_bar(enabled=is_main()) as on_progress:
-        report = commands.fid(
-            samples,
-            reference,
-            protocol=protocol,
-            force=force,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            with_precision_recall=with_pr,
-            json_path=json_path,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report)
 
 
 @app.command("build-ref")
 @handle_errors
+@runs_request(
+    "BuildRefRequest",
+    "gigatok_core.evaluation.commands:build_reference",
+    functools.partial(render_report, table=False),
+)
 def build_ref(
     data: Annotated[Path, typer.Option("--data", help="Folder of reference images (e.g. ImageNet val).")],
     output: Annotated[Path, typer.Option("--output", help="Statistics npz to write.")],
@@ -107,22 +97,6 @@ def build_ref(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a reference (mu/sigma/mu_s/sigma_s + pool features) from a folder, ADM centre crop."""
-    from gigatok_core.evaluation import commands
-
-    with progress_bar(enabled=is_main()) as on_progress:
-        report = commands.build_reference(
-            data,
-            output,
-            image_size=image_size,
-            protocol=protocol,
-            with_images=with_images,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report, table=False)
 
 
 @app.command(
@@ -136,6 +110,7 @@ def build_ref(
 )
 @handle_errors
 @launch_options
+@runs_request("RFIDRequest", "gigatok_core.evaluation.commands:rfid", render_report)
 def rfid(
     tokenizer: TokenizerOpt,
     data: Annotated[
@@ -167,48 +142,12 @@ def rfid(
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
-    with_pr: PROpt = True,
+    with_precision_recall: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.evaluation import commands
-    from gigatok_core.tasks import prefetch
-
-    fetch = functools.partial(
-        prefetch.rfid_files,
-        tokenizer,
-        checkpoint,
-        reference=reference,
-        lpips=lpips,
-        vgg_weights=vgg_weights,
-        inception_weights=inception_weights,
-        device=device,
-        precision=precision,
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with progress_bar(enabled=is_main()) as on_progress:
-        on_progress = global_progress(on_progress)
-        report = commands.rfid(
-            tokenizer,
-            data,
-            checkpoint=checkpoint,
-            reference=reference,
-            save_samples=save_samples,
-            precision=precision,
-            lpips=lpips,
-            vgg_weights=vgg_weights,
-            force=force,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            with_precision_recall=with_pr,
-            json_path=json_path,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report)
+    """Reconstruction FID of a tokenizer (the --help text is the command's help= above)."""
 
 
 # The GPT evaluations live in their own module and are registered here (it never imports this one).

@@ -1,21 +1,19 @@
 """`gigatok eval gfid` and `gigatok eval val-loss`: the GPT evaluations.
 
 Registered on the eval group by :mod:`gigatok_cli.eval` (this module never imports it). Each command
-parses its options, calls one function of :mod:`gigatok_core.evaluation.ar_commands` and renders the
-returned report.
+declares the settings of its request as options and runs one function of
+:mod:`gigatok_core.evaluation.ar_commands` (:func:`gigatok_cli.run.runs_request`).
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import console, handle_errors
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     AutoPrecisionOpt,
     BatchOpt,
@@ -37,7 +35,8 @@ from gigatok_cli.options import (
     SjdWindowOpt,
     TokenizerCheckpointOpt,
 )
-from gigatok_cli.report import is_main, render_report
+from gigatok_cli.report import render_report
+from gigatok_cli.run import runs_request
 
 GFID_HELP = (
     "Generation FID: class-balanced samples of a GPT vs ADM's ImageNet-256 batch (+ sFID, IS, P/R).\n\n"
@@ -49,8 +48,15 @@ GFID_HELP = (
 )
 
 
+def _show_scale(scale: float, metrics: dict[str, Any]) -> None:
+    console.print(f"cfg {scale:g}: FID {metrics.get('fid')}")
+
+
 @handle_errors
 @launch_options
+@runs_request(
+    "GFIDRequest", "gigatok_core.evaluation.ar_commands:gfid", render_report, hooks={"on_result": _show_scale}
+)
 def gfid(
     output: Annotated[
         Path,
@@ -125,7 +131,7 @@ def gfid(
     inception_weights: InceptionOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = "auto",
-    with_pr: PROpt = True,
+    with_precision_recall: PROpt = True,
     json_path: JsonOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing --json / --save-npz files.")
@@ -139,61 +145,7 @@ def gfid(
     ] = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.evaluation import ar_commands
-    from gigatok_core.tasks import prefetch
-
-    def show(scale: float, metrics: dict[str, Any]) -> None:
-        console.print(f"cfg {scale:g}: FID {metrics.get('fid')}")
-
-    fetch = functools.partial(
-        prefetch.gfid_files,
-        gpt,
-        tokenizer,
-        gpt_checkpoint=gpt_checkpoint,
-        tokenizer_checkpoint=tokenizer_checkpoint,
-        reference=reference,
-        inception_weights=inception_weights,
-        device=device,
-        precision=precision,
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with progress_bar(enabled=is_main()) as on_progress:
-        on_progress = global_progress(on_progress)
-        report = ar_commands.gfid(
-            gpt,
-            output,
-            tokenizer=tokenizer,
-            gpt_checkpoint=gpt_checkpoint,
-            tokenizer_checkpoint=tokenizer_checkpoint,
-            reference=reference,
-            num_samples=num_samples,
-            num_per_class=num_per_class,
-            num_classes=num_classes,
-            cfg_scale=cfg_scale,
-            cfg_schedule=cfg_schedule,
-            cfg_start_ratio=cfg_start_ratio,
-            cfg_end_ratio=cfg_end_ratio,
-            search=search,
-            window_grid=window_grid,
-            save_npz=save_npz,
-            seed=seed,
-            precision=precision,
-            sample_batch_size=sample_batch_size,
-            sampler=sampler,
-            sjd_window=sjd_window,
-            force=force,
-            inception_weights=inception_weights,
-            batch_size=batch_size,
-            device=device,
-            with_precision_recall=with_pr,
-            json_path=json_path,
-            overwrite=overwrite,
-            regenerate=regenerate,
-            on_progress=on_progress,
-            on_result=show,
-        )
-    render_report(report)
+    """Generation FID of a GPT (the --help text is GFID_HELP)."""
 
 
 VAL_LOSS_HELP = (
@@ -206,6 +158,7 @@ VAL_LOSS_HELP = (
 
 @handle_errors
 @launch_options
+@runs_request("ValLossRequest", "gigatok_core.evaluation.ar_commands:val_loss", render_report)
 def val_loss(
     data: Annotated[
         Path,
@@ -235,34 +188,4 @@ def val_loss(
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
-    from gigatok_core.evaluation import ar_commands
-    from gigatok_core.tasks import prefetch
-
-    fetch = functools.partial(
-        prefetch.val_loss_files,
-        gpt,
-        tokenizer,
-        gpt_checkpoint=gpt_checkpoint,
-        tokenizer_checkpoint=tokenizer_checkpoint,
-        device=device,
-        data=data,
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with progress_bar(enabled=is_main()) as on_progress:
-        on_progress = global_progress(on_progress)
-        report = ar_commands.val_loss(
-            gpt,
-            data,
-            tokenizer=tokenizer,
-            gpt_checkpoint=gpt_checkpoint,
-            tokenizer_checkpoint=tokenizer_checkpoint,
-            precision=precision,
-            batch_size=batch_size,
-            class_subset=class_subset,
-            device=device,
-            json_path=json_path,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-    render_report(report)
+    """Validation loss of a GPT (the --help text is VAL_LOSS_HELP)."""

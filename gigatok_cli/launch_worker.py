@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from gigatok_core.errors import GigatokError
+from gigatok_core.errors import GigatokError, SettingError
 from gigatok_core.utils.progress import ProgressFn
 
 LAUNCH_DIR_ENV = "GIGATOK_LAUNCH_DIR"  # set by the parent for its workers: errors and progress go there
@@ -59,6 +59,8 @@ def worker_errors_reported() -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as err:
         report: dict[str, Any] = {"rank": env_rank(), "time": time.time()}
+        if isinstance(err, SettingError):  # named by its flags, as the parent prints it
+            err = err.for_cli()
         if isinstance(err, GigatokError):
             report |= {"message": err.message, "hint": err.hint}
         elif isinstance(err, OSError) and err.strerror:

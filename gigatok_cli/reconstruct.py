@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import console, handle_errors, out, plural
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
     CheckpointTokenizerOpt,
@@ -20,14 +18,54 @@ from gigatok_cli.options import (
     VggWeightsOpt,
     hub_weights,
 )
+from gigatok_cli.run import runs_request
 from gigatok_core.errors import GigatokError
 
-DEFAULT_TOKENIZER = "s-s"
+if TYPE_CHECKING:
+    from gigatok_core.tasks.reconstruct import ReconstructResult
+
 FLAG_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+
+
+def _skipped(path: str, reason: str) -> None:
+    console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
+
+
+def _render(result: ReconstructResult) -> None:
+    if result.mean_metrics and result.images:
+        table = Table(title=f"{result.tokenizer} reconstruction metrics")
+        keys = list(result.images[0].metrics)
+        table.add_column("image")
+        for k in keys:
+            table.add_column(k, justify="right")
+        for img in result.images[:50]:
+            table.add_row(Path(img.output).stem, *(f"{img.metrics[k]:.4f}" for k in keys))
+        if len(result.images) > 50:
+            table.add_row(f"... {len(result.images) - 50} more", *("" for _ in keys))
+        table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
+        out.print(table)
+    if not result.images:
+        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
+        raise typer.Exit(1)
+    usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
+    out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
+    for f in result.files:
+        out.print(f"wrote {f}", highlight=False)
+    if result.skipped:
+        console.print(
+            f"[yellow]{plural(len(result.skipped), 'input')} skipped[/] (unreadable or too elongated)"
+        )
 
 
 @handle_errors
 @launch_options
+@runs_request(
+    "ReconstructRequest",
+    "gigatok_core.tasks.reconstruct:reconstruct",
+    _render,
+    label="reconstruct",
+    hooks={"on_skip": _skipped},
+)
 def reconstruct(
     inputs: Annotated[
         list[str],
@@ -71,77 +109,9 @@ def reconstruct(
 
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics
     """
-    from gigatok_core import dist
-    from gigatok_core.tasks import prefetch
-    from gigatok_core.tasks.reconstruct import reconstruct as run_reconstruct
-
     for word in inputs:  # `--grid true`: the flag takes no value, so "true" became an input
         if word.lower() in FLAG_WORDS and not Path(word).exists():
             raise GigatokError(
                 f"input {word!r} does not exist",
                 hint="flags such as --grid, --metrics and --save-codes take no value: write --grid, not --grid true",
             )
-    if tokenizer is None:  # a self-describing checkpoint names its preset (spec: issue 11)
-        from gigatok_core.tokenizer.load import checkpoint_preset
-
-        tokenizer = checkpoint_preset(checkpoint) or DEFAULT_TOKENIZER
-    fetch = functools.partial(
-        prefetch.reconstruct_files,
-        tokenizer,
-        checkpoint,
-        metrics=metrics,
-        vgg_weights=vgg_weights,
-        device=device,
-        precision=precision,
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    info = dist.dist_info()
-    with progress_bar("reconstruct", enabled=info.is_main) as on_progress:
-        on_progress = global_progress(on_progress)
-
-        def on_skip(path: str, reason: str) -> None:
-            console.print(f"[yellow]skipped:[/] {reason}", highlight=False, soft_wrap=True)
-
-        result = run_reconstruct(
-            inputs,
-            output=output,
-            tokenizer=tokenizer,
-            checkpoint=checkpoint,
-            grid=grid,
-            save_codes=save_codes,
-            metrics=metrics,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            strict=strict,
-            overwrite=overwrite,
-            vgg_weights=vgg_weights,
-            on_progress=on_progress,
-            on_skip=on_skip,
-        )
-    if not info.is_main:
-        return
-    if metrics and result.images:
-        table = Table(title=f"{tokenizer} reconstruction metrics")
-        keys = list(result.images[0].metrics)
-        table.add_column("image")
-        for k in keys:
-            table.add_column(k, justify="right")
-        for img in result.images[:50]:
-            table.add_row(Path(img.output).stem, *(f"{img.metrics[k]:.4f}" for k in keys))
-        if len(result.images) > 50:
-            table.add_row(f"... {len(result.images) - 50} more", *("" for _ in keys))
-        table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
-        out.print(table)
-    if not result.images:
-        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
-        raise typer.Exit(1)
-    usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
-    out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
-    for f in result.files:
-        out.print(f"wrote {f}", highlight=False)
-    if result.skipped:
-        console.print(
-            f"[yellow]{plural(len(result.skipped), 'input')} skipped[/] (unreadable or too elongated)"
-        )

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gigatok_cli._common import handle_errors, out, plural, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import handle_errors, out, plural
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     CfgEndOpt,
     CfgScaleOpt,
@@ -27,10 +25,36 @@ from gigatok_cli.options import (
     SjdWindowOpt,
     TokenizerCheckpointOpt,
 )
+from gigatok_cli.run import runs_request
+
+if TYPE_CHECKING:
+    from gigatok_core.tasks.sample import SampleResult
+
+
+def _render(result: SampleResult) -> None:
+    from gigatok_core.dist import dist_info
+
+    skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
+    out.print(
+        f"wrote {plural(result.generated_total, 'image')} to {result.output_dir}{skipped}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for f in result.files:
+        out.print(f"wrote {f}", highlight=False, soft_wrap=True)
+    if "sampler" in result.settings and result.forward_passes:  # sample.json names only sjd
+        out.print(
+            f"sjd: {result.forward_passes} GPT forward passes where the standard sampler runs "
+            f"{result.standard_passes} ({result.standard_passes / result.forward_passes:.2f}x fewer"
+            f"{', this process' if dist_info().world_size > 1 else ''})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @handle_errors
 @launch_options
+@runs_request("SampleRequest", "gigatok_core.tasks.sample:sample_images", _render, label="sample")
 def sample(
     *,
     classes: Annotated[
@@ -98,73 +122,3 @@ def sample(
 
     Example: gigatok sample --gpt gpt-xxl --tokenizer xl-xxl --classes 22,388 --output samples --grid
     """
-    from gigatok_core import dist
-    from gigatok_core.ar.generate import SamplingParams
-    from gigatok_core.ar.guidance import CFGSchedule
-    from gigatok_core.tasks import prefetch
-    from gigatok_core.tasks.sample import sample_images
-
-    cfg = CFGSchedule(
-        4.0 if cfg_scale is None else cfg_scale,
-        cfg_schedule,
-        window_start=cfg_start_ratio,
-        window_end=cfg_end_ratio,
-        interval=cfg_interval,
-    )
-    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
-    fetch = functools.partial(
-        prefetch.sample_files,
-        classes,
-        gpt,
-        tokenizer,
-        gpt_checkpoint=gpt_checkpoint,
-        tokenizer_checkpoint=tokenizer_checkpoint,
-        device=device,
-        precision=precision,
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    info = dist.dist_info()
-    with progress_bar("sample", enabled=info.is_main) as on_progress:
-        on_progress = global_progress(on_progress)
-        result = sample_images(
-            classes,
-            output=output,
-            gpt=gpt,
-            tokenizer=tokenizer,
-            num_per_class=num_per_class,
-            cfg=cfg,
-            sampling=sampling,
-            seed=seed,
-            rng=rng,
-            precision=precision,
-            batch_size=batch_size,
-            device=device,
-            gpt_checkpoint=gpt_checkpoint,
-            tokenizer_checkpoint=tokenizer_checkpoint,
-            grid=grid,
-            save_codes=save_codes,
-            overwrite=overwrite,
-            on_progress=on_progress,
-            compile=compile,
-            sampler=sampler,
-            sjd_window=sjd_window,
-        )
-    if not info.is_main:
-        return
-    skipped = f" ({result.skipped_total} already there, skipped)" if result.skipped_total else ""
-    out.print(
-        f"wrote {plural(result.generated_total, 'image')} to {result.output_dir}{skipped}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for f in result.files:
-        out.print(f"wrote {f}", highlight=False, soft_wrap=True)
-    if sampler == "sjd" and result.forward_passes:
-        out.print(
-            f"sjd: {result.forward_passes} GPT forward passes where the standard sampler runs "
-            f"{result.standard_passes} ({result.standard_passes / result.forward_passes:.2f}x fewer"
-            f"{', this process' if info.world_size > 1 else ''})",
-            highlight=False,
-            soft_wrap=True,
-        )

@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out, plural, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import console, handle_errors, out, plural
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import HUB_HELP, AutoPrecisionOpt, DeviceOpt, TokenizerOpt, hub_weights
+from gigatok_cli.run import runs_request
+
+if TYPE_CHECKING:
+    from gigatok_core.data.extract import ExtractReport
+
+
+def _render(report: ExtractReport) -> None:
+    m = report.manifest
+    if report.already_complete:
+        out.print(
+            f"{m.root} already holds these codes ({plural(m.num_images, 'image')}); nothing to do",
+            highlight=False,
+        )
+        return
+    if report.skipped:
+        console.print(
+            f"[yellow]{plural(len(report.skipped), 'image')} skipped[/] (unreadable or too elongated; listed in manifest.json)"
+        )
+    resumed = f", {report.reused_shards} kept from an earlier run" if report.reused_shards else ""
+    out.print(
+        f"wrote {plural(m.num_images, 'image')} x {m.crops} crops in {plural(len(m.shards), 'shard')} to {m.root}"
+        f" ({report.encoded_shards} written{resumed}; {report.images_per_second:,.1f} images/s)",
+        highlight=False,
+    )
+    if report.check_grid is not None:
+        out.print(f"wrote {report.check_grid}", highlight=False)
 
 
 @handle_errors
 @launch_options
+@runs_request("ExtractCodesRequest", "gigatok_core.data.extract:extract_codes", _render, rate="img/s")
 def extract_codes(
     *,
     tokenizer: TokenizerOpt,
@@ -81,58 +106,3 @@ def extract_codes(
     A killed run resumes when started again with the same options.
     Example: gigatok train extract-codes --tokenizer xl-xxl --data imagenet/train --output codes --ten-crop
     """
-    from gigatok_core.data.extract import extract_codes as run_extract
-    from gigatok_core.dist import get_context
-    from gigatok_core.tasks import prefetch
-
-    fetch = functools.partial(
-        prefetch.extract_codes_files,
-        tokenizer,
-        checkpoint,
-        data=data,
-        import_official=import_official,
-        device=device,
-        precision=precision,
-    )
-    if maybe_launch(launch, prefetch=fetch):
-        return
-    with progress_bar(enabled=get_context(init=False).is_main, rate="img/s") as on_progress:
-        on_progress = global_progress(on_progress)
-        report = run_extract(
-            tokenizer,
-            output,
-            data=data,
-            checkpoint=checkpoint,
-            ten_crop=ten_crop,
-            crop_range=crop_range,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            workers=workers,
-            device=device,
-            precision=precision,
-            overwrite=overwrite,
-            check_images=check_images,
-            import_official=import_official,
-            on_progress=on_progress,
-        )
-    if report is None:
-        return
-    m = report.manifest
-    if report.already_complete:
-        out.print(
-            f"{m.root} already holds these codes ({plural(m.num_images, 'image')}); nothing to do",
-            highlight=False,
-        )
-        return
-    if report.skipped:
-        console.print(
-            f"[yellow]{plural(len(report.skipped), 'image')} skipped[/] (unreadable or too elongated; listed in manifest.json)"
-        )
-    resumed = f", {report.reused_shards} kept from an earlier run" if report.reused_shards else ""
-    out.print(
-        f"wrote {plural(m.num_images, 'image')} x {m.crops} crops in {plural(len(m.shards), 'shard')} to {m.root}"
-        f" ({report.encoded_shards} written{resumed}; {report.images_per_second:,.1f} images/s)",
-        highlight=False,
-    )
-    if report.check_grid is not None:
-        out.print(f"wrote {report.check_grid}", highlight=False)

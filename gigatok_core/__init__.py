@@ -1,20 +1,22 @@
 """gigatok: GigaTok visual tokenizers and class-conditional autoregressive image generation.
 
-The library behind the ``gigatok`` command; every command is a function here.
+The library behind the ``gigatok`` command; every command is a function here that takes the
+command's typed request (:mod:`gigatok_core.config.requests`: ``SampleRequest``, ``RFIDRequest``, ...).
 
-==========================  ===============================================================
-command                     library
-==========================  ===============================================================
-``gigatok download``        :func:`gigatok_core.weights.fetch_weights`, :func:`~gigatok_core.weights.import_weights`,
-                            :func:`~gigatok_core.hub.verify_cache`, :func:`~gigatok_core.hub.catalog_rows`
-``gigatok reconstruct``     :func:`gigatok_core.tasks.reconstruct.reconstruct`
-``gigatok sample``          :func:`gigatok_core.tasks.sample.sample_images`
-``gigatok eval fid``        :func:`gigatok_core.evaluation.commands.fid`
-``gigatok eval build-ref``  :func:`gigatok_core.evaluation.commands.build_reference`
-``gigatok eval rfid``       :func:`gigatok_core.evaluation.commands.rfid`
-``gigatok eval gfid``       :func:`gigatok_core.evaluation.ar_commands.gfid`
-``gigatok eval val-loss``   :func:`gigatok_core.evaluation.ar_commands.val_loss`
-==========================  ===============================================================
+===============================  ===============================================================
+command                          library
+===============================  ===============================================================
+``gigatok download``             :func:`gigatok_core.weights.fetch_weights`, :func:`~gigatok_core.weights.import_weights`,
+                                 :func:`~gigatok_core.hub.verify_cache`, :func:`~gigatok_core.hub.catalog_rows`
+``gigatok reconstruct``          :func:`gigatok_core.tasks.reconstruct.reconstruct`
+``gigatok sample``               :func:`gigatok_core.tasks.sample.sample_images`
+``gigatok eval fid``             :func:`gigatok_core.evaluation.commands.fid`
+``gigatok eval build-ref``       :func:`gigatok_core.evaluation.commands.build_reference`
+``gigatok eval rfid``            :func:`gigatok_core.evaluation.commands.rfid`
+``gigatok eval gfid``            :func:`gigatok_core.evaluation.ar_commands.gfid`
+``gigatok eval val-loss``        :func:`gigatok_core.evaluation.ar_commands.val_loss`
+``gigatok train extract-codes``  :func:`gigatok_core.data.extract.extract_codes`
+===============================  ===============================================================
 
 Building blocks: :func:`gigatok_core.tokenizer.load_tokenizer` (a preset name -> a ready
 :class:`~gigatok_core.tokenizer.VQTokenizer` with ``encode``/``decode_codes``),

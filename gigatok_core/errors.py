@@ -21,3 +21,48 @@ class GigatokError(Exception):
 
 class NotImplementedYet(GigatokError):
     """A registered command whose implementation has not landed; the CLI exits with code 2."""
+
+
+class SettingError(GigatokError):
+    """A bad setting of a request (:mod:`gigatok_core.config.requests`), named as Python writes it.
+
+    ``template`` names settings in braces (``"{num_per_class} must be at least 1, got 0"``), and
+    writes a user's value (a path) through :func:`literal`, which doubles its braces;
+    ``message`` fills in the setting names (``num_per_class must be ...``) and :meth:`phrased` the
+    names a caller uses for them, e.g. the CLI's flags from ``flags`` (``--num-per-class must be ...``).
+    """
+
+    def __init__(self, template: str, *, flags: dict[str, str], hint: str | None = None) -> None:
+        self.template, self.hint_template, self.flags = template, hint, flags
+        super().__init__(self.phrased(), hint=self._fill(hint, None) if hint else None)
+
+    def __reduce__(self) -> tuple:  # picklable (ranks exchange errors): rebuilt from its parts
+        return (_setting_error, (self.template, self.flags, self.hint_template))
+
+    def _fill(self, text: str, names: dict[str, str] | None) -> str:
+        import re
+
+        def sub(m: re.Match[str]) -> str:
+            if m[1] is None:  # "{{" or "}}": a literal brace (see :func:`literal`)
+                return m[0][0]
+            return (names or {}).get(m[1], m[1]) if m[1] in self.flags else m[0]
+
+        return re.sub(r"\{\{|\}\}|\{([a-z_]+)\}", sub, text)
+
+    def phrased(self, names: dict[str, str] | None = None) -> str:
+        """The message with each setting called by ``names`` (default: its Python name)."""
+        return self._fill(self.template, names)
+
+    def for_cli(self) -> GigatokError:
+        """The same error naming the command line's flags (``--num-per-class``)."""
+        hint = self._fill(self.hint_template, self.flags) if self.hint_template else None
+        return GigatokError(self.phrased(self.flags), hint=hint)
+
+
+def _setting_error(template: str, flags: dict[str, str], hint: str | None) -> SettingError:
+    return SettingError(template, flags=flags, hint=hint)
+
+
+def literal(value: object) -> str:
+    """``value`` as text inside a :class:`SettingError` template (its braces kept as written)."""
+    return str(value).replace("{", "{{").replace("}", "}}")

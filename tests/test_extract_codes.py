@@ -16,7 +16,7 @@ from gigatok_cli.main import app
 from gigatok_core.data.codes import CodesDataset
 from gigatok_core.data.codes_format import MANIFEST_NAME, read_manifest
 from gigatok_core.data.encoder import load_encoder, resolve_tokenizer_checkpoint
-from gigatok_core.data.extract import extract_codes
+from gigatok_core.data.extract import ExtractCodesRequest, extract_codes
 from gigatok_core.data.transforms import CenterFlip, TenCrop
 from gigatok_core.errors import GigatokError
 
@@ -124,9 +124,10 @@ def test_bad_inputs_are_clear(tmp_path: Path) -> None:
 
 def test_ten_crop_rows_are_the_ten_crops(tmp_path: Path, tiny: torch.nn.Module) -> None:
     data = _folder(tmp_path / "img", {"only": 1}, seed=1)
-    report = extract_codes(
+    request = ExtractCodesRequest(
         "tiny", tmp_path / "codes", data=data, ten_crop=True, workers=0, check_images=0, device="cpu"
     )
+    report = extract_codes(request)
     assert report is not None and report.manifest.crops == 10 and report.check_grid is None
     codes = np.load(tmp_path / "codes" / "shard-00000.codes.npy")
     assert codes.shape == (1, 10, 256) and codes.dtype == np.uint16

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from gigatok_cli.main import app
 from gigatok_core.data.images import load_image, to_tensor
-from gigatok_core.tasks.reconstruct import reconstruct
+from gigatok_core.tasks.reconstruct import ReconstructRequest, reconstruct
 from gigatok_core.tokenizer import load_tokenizer
 
 runner = CliRunner()
@@ -164,7 +164,7 @@ def test_metrics_table_and_json(images: Path, tmp_path: Path) -> None:
 
 
 def test_library_api_returns_results(images: Path, tmp_path: Path) -> None:
-    result = reconstruct([images], output=tmp_path / "o", tokenizer="tiny", batch_size=3)
+    result = reconstruct(ReconstructRequest([images], output=tmp_path / "o", tokenizer="tiny", batch_size=3))
     assert [Path(r.source).name for r in result.images] == ["a.png", "b.jpg"]
     assert [Path(s).name for s, _ in result.skipped] == ["broken.png"]
     assert 0 < (result.codebook_usage or 0) <= 1
@@ -184,7 +184,9 @@ def test_torchrun_two_ranks_shard_and_match_single_process(images: Path, tmp_pat
         "cpu",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    single = reconstruct([images], output=tmp_path / "single", tokenizer="tiny", save_codes=True)
+    single = reconstruct(
+        ReconstructRequest([images], output=tmp_path / "single", tokenizer="tiny", save_codes=True)
+    )
     assert len(single.images) == 2
     multi, one = np.load(tmp_path / "multi" / "codes.npz"), np.load(tmp_path / "single" / "codes.npz")
     assert sorted(multi.files) == sorted(one.files) == ["a", "b"]

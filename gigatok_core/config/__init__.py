@@ -7,7 +7,9 @@ to train it* (:class:`TokenizerRecipe`, :class:`GPTRecipe`, :class:`RunConfig`, 
 by :func:`build_config`: ``preset -> --config file.yaml -> key=value``, unknown keys are errors.
 
 Modules: ``sizes`` (the size tables), ``model`` (architectures), ``recipe``, ``train`` (run + train
-configs), ``build`` (the merge), ``source`` (``from_checkpoint``), ``preset_files`` (reading
+configs), ``build`` (the merge), ``source`` (``from_checkpoint``), ``requests`` (one typed request
+per command that is not training: ``SampleRequest``, ``ReconstructRequest``, ``RFIDRequest`` ...,
+each checked once and listing the files its run reads), ``preset_files`` (reading
 ``presets/*.yaml``).
 
 Layer: above ``checkpoints`` (``source`` reads a checkpoint's metadata), below

@@ -69,10 +69,10 @@ def probe_gpt_files(
     tokenizer_checkpoint: str | Path | None = None,
 ) -> list[Path]:
     """Check the splits and fetch every weights file a GPT probe reads (the launcher's parent step)."""
-    from gigatok_core.tasks import prefetch
+    from gigatok_core.tasks import fetch
 
     read_splits(train_dir, val_dir, subset)
-    return prefetch.gpt_files(
+    return fetch.gpt_files(
         gpt_to_probe(gpt, gpt_checkpoint),
         tokenizer,
         gpt_checkpoint=gpt_weights_file(gpt_checkpoint),
@@ -89,12 +89,12 @@ def probe_tokenizer_files(
     checkpoint: str | Path | None = None,
 ) -> list[Path]:
     """Check the splits and fetch the tokenizer weights a tokenizer probe reads (none for a local one)."""
-    from gigatok_core.tasks import prefetch
+    from gigatok_core.tasks import fetch
 
     read_splits(train_dir, val_dir, subset)
     if checkpoint is not None and Path(checkpoint).is_dir():
         return []  # a local run folder: nothing to fetch
-    return prefetch.tokenizer_files(tokenizer, checkpoint)
+    return fetch.tokenizer_files(tokenizer, checkpoint)
 
 
 def read_splits(train_dir: str | Path, val_dir: str | Path, subset: int | None) -> tuple[Split, Split]:

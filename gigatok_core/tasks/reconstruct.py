@@ -18,6 +18,7 @@ import torch
 
 from gigatok_core import dist
 from gigatok_core.config import config_to_dict
+from gigatok_core.config.requests import DEFAULT_TOKENIZER, ReconstructRequest
 from gigatok_core.data.images import (
     ImageReadError,
     Tile,
@@ -32,7 +33,7 @@ from gigatok_core.data.images import (
     to_uint8,
     unique_stems,
 )
-from gigatok_core.errors import GigatokError
+from gigatok_core.errors import GigatokError, literal
 from gigatok_core.registry import tokenizer_preset
 from gigatok_core.runs.folder import RunFolder
 from gigatok_core.runs.settings import json_safe
@@ -58,6 +59,7 @@ class ReconstructResult:
     mean_metrics: dict[str, float]
     codebook_usage: float | None
     files: list[str]  # summary files written (codes, grid, metrics, settings)
+    tokenizer: str = ""  # the tokenizer preset that ran (resolved from the checkpoint when not given)
 
 
 def _inputs_outside(files: list[Path], output: Path) -> list[Path]:
@@ -87,152 +89,190 @@ def _planned_outputs(
 
 
 def reconstruct(
-    inputs: Sequence[str | Path],
+    request: ReconstructRequest,
     *,
-    output: str | Path,
-    tokenizer: str = "s-s",
-    checkpoint: str | Path | None = None,
-    grid: bool = False,
-    save_codes: bool = False,
-    metrics: bool = False,
-    device: str | None = None,
-    precision: str = "fp32",
-    batch_size: int = 8,
-    strict: bool = False,
-    overwrite: bool = False,
-    vgg_weights: str | Path | None = None,
     on_progress: ProgressFn | None = None,
     on_skip: Callable[[str, str], None] | None = None,
     ctx: dist.DistContext | None = None,
 ) -> ReconstructResult:
-    """Reconstruct every image of ``inputs`` (files, folders, globs) into ``output``.
+    """Reconstruct every image of ``request.inputs`` (files, folders, globs) into ``request.output``.
 
     Writes ``<stem>.png`` per image; ``grid`` adds original|reconstruction sheets, ``save_codes``
     one ``codes.npz`` (one int array per image, keyed by output stem), ``metrics`` a
     ``metrics.json`` with PSNR/SSIM (official protocol and standard definitions) and LPIPS.
-    ``on_progress(done, total, stage="reconstruct")`` is called after each batch of this rank.
+    ``on_progress(done, total, stage="reconstruct")`` is called after each batch of this rank,
+    ``on_skip(file, reason)`` for each unreadable image (without ``strict``).
     Nothing is created before the inputs, the output folder's permissions and the models are checked.
     ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`).
     """
     from gigatok_core.tokenizer import load_tokenizer
 
-    if batch_size < 1:
-        raise GigatokError(f"--batch-size must be at least 1, got {batch_size}")
+    r = request
+    tokenizer = resolved_tokenizer(r)
     tokenizer_preset(tokenizer)  # fail fast on a bad name, device or precision, before any work
-    dev = dist.resolve_device(device)
-    dtype = dist.resolve_precision(precision, dev)
-    output = Path(output)
-    files = _inputs_outside(list_images(inputs), output)
-    names = unique_stems(files, reserved=["grid"])  # grid.png is the --grid sheet
-    planned = _planned_outputs(output, names, grid, save_codes, metrics)
-    sources = {f.resolve() for f in files}
-    clobber = [p for p in planned if p.resolve() in sources]
-    if clobber:  # even with --overwrite: never replace an input image by its reconstruction
-        raise GigatokError(
-            f"the output {clobber[0]} would replace the input image itself",
-            hint="choose an --output folder that holds no input images",
-        )
-    existing = [p for p in planned if p.exists()]
-    if existing and not overwrite:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise GigatokError(
-            f"{existing[0]}{more} already exist",
-            hint="pass --overwrite to replace them, or choose another --output",
-        )
-
+    dev = dist.resolve_device(r.device)
+    dtype = dist.resolve_precision(r.precision, dev)
+    output = Path(r.output)
+    files, names = _check_outputs(r, output)
     check_writable(output)  # a read-only folder is reported now, not after the compute
 
     ctx = ctx or dist.get_context(dev)
-    model = load_tokenizer(tokenizer, checkpoint=checkpoint, device=dev, dtype=dtype)
-    size = model.config.image_size
+    model = load_tokenizer(tokenizer, checkpoint=r.checkpoint, device=dev, dtype=dtype)
     lpips_model = None
-    if metrics:
+    if r.metrics:
         from gigatok_core.tasks.image_metrics import build_lpips
 
-        lpips_model = build_lpips(vgg_weights, device=dev)
+        lpips_model = build_lpips(r.vgg_weights, device=dev)
     ensure_output_dir(output)  # only now: a failed weights fetch leaves no empty folder behind
 
-    my_idx = ctx.shard(list(range(len(files))))
+    def run_batch(idx: list[int], pixels: np.ndarray) -> list[dict[str, Any]]:
+        keep = r.grid and idx[0] < GRID_MAX_IMAGES
+        return _run_batch(
+            model,
+            lpips_model,
+            idx,
+            pixels,
+            names,
+            output,
+            dev,
+            dtype,
+            with_metrics=r.metrics,
+            keep_pixels=keep,
+        )
+
+    local, skipped = _reconstruct_shard(
+        r, files, ctx.shard(list(range(len(files)))), model.config.image_size, run_batch, on_progress, on_skip
+    )
+    gathered = ctx.gather_objects((local, skipped))
+    ctx.barrier()
+    records = sorted((x for part, _ in gathered for x in part), key=lambda x: x["index"])  # type: ignore[attr-defined]
+    all_skipped = [s for _, part in gathered for s in part]  # type: ignore[attr-defined]
+    result = _result(
+        tokenizer, output, files, names, records, all_skipped, model.config.codebook_size, r.metrics
+    )
+    if ctx.is_main and records:
+        settings = {
+            "command": "reconstruct",
+            "tokenizer": tokenizer,
+            "checkpoint": str(r.checkpoint) if r.checkpoint else None,
+            "tokenizer_config": config_to_dict(model.config),
+            "precision": r.precision,
+            "device": str(dev),
+            "batch_size": r.batch_size,
+            "world_size": ctx.world_size,
+            "inputs": [str(p) for p in r.inputs],
+            "images": len(records),
+            "skipped": len(all_skipped),
+        }
+        planned = _planned_outputs(output, names, r.grid, r.save_codes, r.metrics)
+        folder = RunFolder(
+            output, "reconstruction", settings, settings_file=SETTINGS_FILE, outputs=[p.name for p in planned]
+        )
+        if r.overwrite:  # an earlier run's files that this one did not write again (never a user's)
+            folder.remove_previous(keep=folder.outputs)
+        folder.write_settings()
+        _write_summaries(
+            result, records, names, output, r.grid, r.save_codes, r.metrics, tokenizer, r.checkpoint
+        )
+    return result
+
+
+def resolved_tokenizer(request: ReconstructRequest) -> str:
+    """The request's tokenizer, else the preset its gigatok checkpoint names, else ``s-s``."""
+    if request.tokenizer is not None:
+        return request.tokenizer
+    from gigatok_core.tokenizer.load import checkpoint_preset
+
+    return checkpoint_preset(request.checkpoint) or DEFAULT_TOKENIZER
+
+
+def _check_outputs(r: ReconstructRequest, output: Path) -> tuple[list[Path], list[str]]:
+    """The input files and their output names; refuses replacing an input, or another run's files."""
+    files = _inputs_outside(list_images(r.inputs), output)
+    names = unique_stems(files, reserved=["grid"])  # grid.png is the --grid sheet
+    planned = _planned_outputs(output, names, r.grid, r.save_codes, r.metrics)
+    sources = {f.resolve() for f in files}
+    clobber = [p for p in planned if p.resolve() in sources]
+    if clobber:  # even with --overwrite: never replace an input image by its reconstruction
+        raise r.error(
+            f"the output {literal(clobber[0])} would replace the input image itself",
+            hint="choose an {output} folder that holds no input images",
+        )
+    existing = [p for p in planned if p.exists()]
+    if existing and not r.overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise r.error(
+            f"{literal(existing[0])}{more} already exist",
+            hint="pass {overwrite} to replace them, or choose another {output}",
+        )
+    return files, names
+
+
+def _reconstruct_shard(
+    r: ReconstructRequest,
+    files: list[Path],
+    my_idx: list[int],
+    size: int,
+    run_batch: Callable[[list[int], np.ndarray], list[dict[str, Any]]],
+    on_progress: ProgressFn | None,
+    on_skip: Callable[[str, str], None] | None,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """This rank's images, batch by batch: (records, skipped (file, reason))."""
     local: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     done = 0
-    for start in range(0, len(my_idx), batch_size):
+    for start in range(0, len(my_idx), r.batch_size):
         batch_idx, pixels = [], []
-        for i in my_idx[start : start + batch_size]:
+        for i in my_idx[start : start + r.batch_size]:
             try:
                 pixels.append(load_image(files[i], size))
                 batch_idx.append(i)
             except ImageReadError as err:
-                if strict:
+                if r.strict:
                     raise
                 skipped.append((str(files[i]), err.message))
                 if on_skip:
                     on_skip(str(files[i]), err.message)
         if batch_idx:
-            local.extend(
-                _run_batch(
-                    model,
-                    lpips_model,
-                    batch_idx,
-                    np.stack(pixels),
-                    names,
-                    output,
-                    dev,
-                    dtype,
-                    with_metrics=metrics,
-                    keep_pixels=grid and batch_idx[0] < GRID_MAX_IMAGES,
-                )
-            )
-        done += len(my_idx[start : start + batch_size])
+            local.extend(run_batch(batch_idx, np.stack(pixels)))
+        done += len(my_idx[start : start + r.batch_size])
         if on_progress:
             on_progress(done, len(my_idx), stage="reconstruct")
+    return local, skipped
 
-    gathered = ctx.gather_objects((local, skipped))
-    ctx.barrier()
-    records = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])  # type: ignore[attr-defined]
-    all_skipped = [s for _, part in gathered for s in part]  # type: ignore[attr-defined]
+
+def _result(
+    tokenizer: str,
+    output: Path,
+    files: list[Path],
+    names: Sequence[str],
+    records: list[dict[str, Any]],
+    skipped: list[tuple[str, str]],
+    codebook_size: int,
+    metrics: bool,
+) -> ReconstructResult:
     result = ReconstructResult(
         output_dir=str(output),
         images=[
             ImageResult(
-                source=str(files[r["index"]]),
-                output=str(output / f"{names[r['index']]}.png"),
-                metrics=r["metrics"],
+                source=str(files[x["index"]]),
+                output=str(output / f"{names[x['index']]}.png"),
+                metrics=x["metrics"],
             )
-            for r in records
+            for x in records
         ],
-        skipped=all_skipped,
+        skipped=skipped,
         mean_metrics={},
         codebook_usage=None,
         files=[],
+        tokenizer=tokenizer,
     )
     if records:
-        codes = np.concatenate([r["codes"][None] for r in records])
-        result.codebook_usage = float(len(np.unique(codes)) / model.config.codebook_size)
+        codes = np.concatenate([x["codes"][None] for x in records])
+        result.codebook_usage = float(len(np.unique(codes)) / codebook_size)
         if metrics:
             keys = records[0]["metrics"].keys()
-            result.mean_metrics = {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys}
-    if ctx.is_main and records:
-        settings = {
-            "command": "reconstruct",
-            "tokenizer": tokenizer,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "tokenizer_config": config_to_dict(model.config),
-            "precision": precision,
-            "device": str(dev),
-            "batch_size": batch_size,
-            "world_size": ctx.world_size,
-            "inputs": [str(p) for p in inputs],
-            "images": len(records),
-            "skipped": len(all_skipped),
-        }
-        folder = RunFolder(
-            output, "reconstruction", settings, settings_file=SETTINGS_FILE, outputs=[p.name for p in planned]
-        )
-        if overwrite:  # an earlier run's files that this one did not write again (never a user's)
-            folder.remove_previous(keep=folder.outputs)
-        folder.write_settings()
-        _write_summaries(result, records, names, output, grid, save_codes, metrics, tokenizer, checkpoint)
+            result.mean_metrics = {k: float(np.mean([x["metrics"][k] for x in records])) for k in keys}
     return result
 
 

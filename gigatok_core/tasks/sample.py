@@ -22,13 +22,13 @@ import torch
 
 from gigatok_core import dist
 from gigatok_core.ar.classes import class_name, parse_classes
-from gigatok_core.ar.generate import RNG_MODES, Drawer, SamplingParams, generate, sample_generators
+from gigatok_core.ar.generate import Drawer, SamplingParams, generate, sample_generators
 from gigatok_core.ar.guidance import CFGSchedule
-from gigatok_core.ar.sjd import DEFAULT_WINDOW, SJDStats, generate_sjd
-from gigatok_core.choices import SAMPLERS
+from gigatok_core.ar.sjd import SJDStats, generate_sjd
 from gigatok_core.config import config_to_dict
+from gigatok_core.config.requests import SampleRequest
 from gigatok_core.data.images import check_writable, save_npz, save_png, to_uint8
-from gigatok_core.errors import GigatokError
+from gigatok_core.errors import literal
 from gigatok_core.tasks.sample_output import (
     CODES_FILE,
     GRID_FILE,
@@ -56,11 +56,13 @@ __all__ = [
     "PARTIAL_CODES",
     "SETTINGS_FILE",
     "SampleItem",
+    "SampleRequest",
     "SampleResult",
     "decode_fixed_batches",
     "grid_shape",
     "plan",
     "sample_images",
+    "sample_request",
 ]
 
 
@@ -82,83 +84,158 @@ class SampleResult:
 # The entry point
 # ---------------------------------------------------------------------------------------------
 def sample_images(
-    classes: str | Sequence[int | str],
+    request: SampleRequest | str | Sequence[int | str],
     *,
-    output: str | Path,
-    gpt: str | None = None,
-    tokenizer: str | None = None,
-    num_per_class: int = 1,
-    cfg: CFGSchedule | None = None,
-    sampling: SamplingParams | None = None,
-    seed: int = 0,
-    rng: str = "per-sample",
-    precision: str = "fp32",
-    batch_size: int = 8,
-    device: str | None = None,
-    gpt_checkpoint: str | Path | None = None,
-    tokenizer_checkpoint: str | Path | None = None,
-    grid: bool = False,
-    save_codes: bool = False,
-    overwrite: bool = False,
     ctx: dist.DistContext | None = None,
     on_progress: ProgressFn | None = None,
-    compile: bool = False,
-    sampler: str = "standard",
-    sjd_window: int = DEFAULT_WINDOW,
+    cfg: CFGSchedule | None = None,
+    sampling: SamplingParams | None = None,
+    **settings: Any,
 ) -> SampleResult:
-    """Generate ``num_per_class`` images for each class into ``output``.
+    """Generate ``num_per_class`` images for each class into ``output``: the :class:`SampleRequest`
+    ``request`` (:mod:`gigatok_core.config.requests` documents the settings).
+
+    Or in keyword form: ``sample_images([22, 388], output="samples", gpt="gpt-b", grid=True)``
+    takes the classes and the request's other settings, with ``cfg`` a
+    :class:`~gigatok_core.ar.CFGSchedule` and ``sampling`` a :class:`~gigatok_core.ar.SamplingParams`
+    in place of the ``cfg_*`` and ``temperature``/``top_k``/``top_p`` settings.
 
     ``ctx``: the ranks (default: this process's :func:`gigatok_core.dist.get_context`; a
     :class:`gigatok_core.dist.HandSplit` splits a run by hand, the main rank last, as it writes the
-    summaries). ``on_progress(done, total, stage="sample")``
-    counts this process's images. ``compile=True`` compiles the GPT decode step with ``torch.compile`` (CUDA graphs
-    on CUDA; the first batch, and a smaller last batch, pay the compilation).
-    ``sampler="sjd"`` draws with speculative Jacobi decoding (:mod:`gigatok_core.ar.sjd`,
-    ``sjd_window`` draft tokens per pass): the same distribution in fewer forward passes, but other
-    images than the standard sampler's for a seed (needs the per-sample ``rng``).
+    summaries). ``on_progress(done, total, stage="sample")`` counts this process's images.
+    ``compile=True`` compiles the GPT decode step with ``torch.compile`` (CUDA graphs on CUDA; the
+    first batch, and a smaller last batch, pay the compilation). ``sampler="sjd"`` draws with
+    speculative Jacobi decoding (:mod:`gigatok_core.ar.sjd`): the same distribution in fewer forward
+    passes, but other images than the standard sampler's for a seed.
     """
-    from gigatok_core.ar.load import load_gpt, resolve_gpt
-    from gigatok_core.ar.trained import resolve_pairing
+    from gigatok_core.ar.load import load_gpt
     from gigatok_core.tokenizer import load_tokenizer
 
-    # ---- validate everything before any heavy work ----------------------------------------
-    pairing = resolve_pairing(gpt, tokenizer, gpt_checkpoint, tokenizer_checkpoint)
-    gpt, tok_name, release = pairing.gpt, pairing.tokenizer, pairing.release
-    gpt_checkpoint, tokenizer_checkpoint = pairing.gpt_checkpoint, pairing.tokenizer_checkpoint
-    run_names = pairing.class_names
-    class_ids = parse_classes(classes, run_names)
-    if num_per_class < 1:
-        raise GigatokError(f"--num-per-class must be at least 1, got {num_per_class}")
-    if batch_size < 1:
-        raise GigatokError(f"--batch-size must be at least 1, got {batch_size}")
-    if rng not in RNG_MODES:
-        raise GigatokError(f"unknown --rng {rng!r}", hint=f"use one of {', '.join(RNG_MODES)}")
-    if sampler not in SAMPLERS:
-        raise GigatokError(f"unknown --sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}")
-    if sampler == "sjd" and sjd_window < 1:
-        raise GigatokError(
-            f"--sjd-window must be at least 1, got {sjd_window}", hint=f"the default is {DEFAULT_WINDOW}"
+    if not isinstance(request, SampleRequest):
+        request = sample_request(request, cfg=cfg, sampling=sampling, **settings)
+    elif cfg or sampling or settings:
+        raise TypeError("sample_images(request) takes its settings from the request alone")
+    run = _prepare(request, ctx)
+    output, settings_ = run.output, run.settings
+    folder, resuming = check_output(
+        output,
+        run.items,
+        settings_,
+        overwrite=request.overwrite,
+        save_codes=request.save_codes,
+        grid=request.grid,
+    )
+    if resuming and request.rng == "official" and not request.overwrite:
+        raise request.error(
+            f"{literal(output)} holds part of a run, and {{rng}} official cannot resume (its random "
+            "stream depends on every earlier batch)",
+            hint="pass {overwrite}, or use the default per-sample rng",
         )
-    if sampler == "sjd" and rng != "per-sample":
-        raise GigatokError(
-            "--sampler sjd draws from per-sample generators; --rng official replays the official "
-            "sampler's single torch.multinomial stream, which SJD does not use",
-            hint="leave out --rng (per-sample is the default), or use the standard sampler",
-        )
-    cfg = cfg or CFGSchedule()
-    sampling = sampling or SamplingParams()
-    dev = dist.resolve_device(device)
-    dtype = dist.resolve_precision(precision, dev)
-    gpt_cfg, _, _ = resolve_gpt(gpt, tok_name, gpt_checkpoint)
-    if not 0 <= seed < 2**63:
-        raise GigatokError(f"--seed must lie in 0 .. 2^63-1, got {seed}")
-    output = check_writable(output)  # nothing is created before the models are loaded
+    # ---- models (before sample.json: a run that cannot start leaves no settings behind) ---------
+    pairing = run.pairing
+    tok = load_tokenizer(
+        pairing.tokenizer, checkpoint=pairing.tokenizer_checkpoint, device=run.dev, dtype=run.dtype
+    )
+    model, _ = load_gpt(
+        pairing.gpt,
+        tokenizer=pairing.tokenizer,
+        checkpoint=pairing.gpt_checkpoint,
+        device=run.dev,
+        dtype=run.dtype,
+    )
+    # The main rank claims the folder (--overwrite: removes the previous run's files); then every
+    # rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
+    if run.ctx.is_main:
+        folder.claim(overwrite=request.overwrite)
+    run.ctx.barrier()
+    if not run.ctx.is_main:
+        folder.claim()
+    result = _sample_shard(request, run, model, tok, on_progress)
+    _write_summaries(request, run, result)
+    return result
 
+
+def sample_request(
+    classes: str | Sequence[int | str],
+    *,
+    cfg: CFGSchedule | None = None,
+    sampling: SamplingParams | None = None,
+    **settings: Any,
+) -> SampleRequest:
+    """The :class:`SampleRequest` of :func:`sample_images`'s keyword form."""
+    if cfg is not None:
+        settings |= {
+            "cfg_scale": cfg.scale,
+            "cfg_schedule": cfg.name,
+            "cfg_start_ratio": cfg.window_start,
+            "cfg_end_ratio": cfg.window_end,
+            "cfg_interval": cfg.interval,
+        }
+    if sampling is not None:
+        settings |= {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p}
+    return SampleRequest(classes, **settings)
+
+
+@dataclass
+class _Run:
+    """A request resolved: the pairing, the plan, the device and the settings sample.json records."""
+
+    pairing: Any
+    class_ids: list[int]
+    cfg: CFGSchedule
+    sampling: SamplingParams
+    dev: torch.device
+    dtype: torch.dtype
+    ctx: dist.DistContext
+    output: Path
+    items: list[SampleItem]
+    settings: dict[str, Any]
+
+
+def _prepare(request: SampleRequest, ctx: dist.DistContext | None) -> _Run:
+    """Everything checked before any heavy work: the pairing, classes, guidance, device, output folder."""
+    from gigatok_core.ar.load import resolve_gpt
+    from gigatok_core.ar.trained import resolve_pairing
+
+    r = request
+    pairing = resolve_pairing(r.gpt, r.tokenizer, r.gpt_checkpoint, r.tokenizer_checkpoint)
+    class_ids = parse_classes(r.classes, pairing.class_names)
+    cfg = CFGSchedule(
+        r.cfg_scale,
+        r.cfg_schedule,
+        window_start=r.cfg_start_ratio,
+        window_end=r.cfg_end_ratio,
+        interval=r.cfg_interval,
+    )
+    sampling = SamplingParams(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
+    dev = dist.resolve_device(r.device)
+    dtype = dist.resolve_precision(r.precision, dev)
+    gpt_cfg, _, _ = resolve_gpt(pairing.gpt, pairing.tokenizer, pairing.gpt_checkpoint)
+    output = check_writable(r.output)  # nothing is created before the models are loaded
+    ctx = ctx or dist.get_context(dev)
+    settings = run_settings(r, pairing, class_ids, cfg, sampling, dev, gpt_cfg, ctx.world_size)
+    items = plan(class_ids, r.num_per_class, pairing.class_names)
+    return _Run(pairing, class_ids, cfg, sampling, dev, dtype, ctx, output, items, settings)
+
+
+def run_settings(
+    r: SampleRequest,
+    pairing: Any,
+    class_ids: list[int],
+    cfg: CFGSchedule,
+    sampling: SamplingParams,
+    dev: torch.device,
+    gpt_cfg: Any,
+    world_size: int,
+) -> dict[str, Any]:
+    """What ``sample.json`` records of a run: the request resolved (the keys older folders have)."""
+    run_names = pairing.class_names
+    gpt_checkpoint, tokenizer_checkpoint = pairing.gpt_checkpoint, pairing.tokenizer_checkpoint
     settings = {
         "command": "sample",
-        "gpt": gpt,
-        "tokenizer": tok_name,
-        "release": release.name if release else None,
+        "gpt": pairing.gpt,
+        "tokenizer": pairing.tokenizer,
+        "release": pairing.release.name if pairing.release else None,
         "gpt_checkpoint": str(gpt_checkpoint.resolve()) if gpt_checkpoint else None,
         "tokenizer_checkpoint": str(tokenizer_checkpoint.resolve()) if tokenizer_checkpoint else None,
         "tokenizer_weights": pairing.tokenizer_weights,
@@ -166,7 +243,7 @@ def sample_images(
         "classes": class_ids,
         "class_names": [run_names[c] if run_names else class_name(c) for c in class_ids],
         "run_class_names": list(run_names) if run_names else None,
-        "num_per_class": num_per_class,
+        "num_per_class": r.num_per_class,
         "cfg": {
             "scale": cfg.scale,
             "schedule": cfg.name,
@@ -175,96 +252,67 @@ def sample_images(
             "interval": cfg.interval,
         },
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p},
-        "seed": seed,
-        "rng": rng,
-        **({"sampler": {"name": "sjd", "window": sjd_window}} if sampler == "sjd" else {}),
-        "precision": precision,
-        "batch_size": batch_size,
-        "compile": compile,
+        "seed": r.seed,
+        "rng": r.rng,
+        **({"sampler": {"name": "sjd", "window": r.sjd_window}} if r.sampler == "sjd" else {}),
+        "precision": r.precision,
+        "batch_size": r.batch_size,
+        "compile": r.compile,
         "device": dev.type,
         "file_names": "{class:03d}_{name-slug}_{k:04d}.png",
         "pixels": "clamp(127.5 * x + 128, 0, 255) truncated to uint8",
-        "gpt_config": {"preset": gpt, **config_to_dict(gpt_cfg)},
+        "gpt_config": {"preset": pairing.gpt, **config_to_dict(gpt_cfg)},
+        "world_size": world_size,
     }
-    ctx = ctx or dist.get_context(dev)
-    settings["world_size"] = ctx.world_size
     # official stream: depends on batch size and ranks (docs/ar.md#reproducible-per-sample-randomness)
-    if rng == "official":
+    if r.rng == "official":
         settings["rng_note"] = (
-            f"torch.multinomial on one generator seeded seed*world+rank; batch {batch_size}"
+            f"torch.multinomial on one generator seeded seed*world+rank; batch {r.batch_size}"
         )
-    items = plan(class_ids, num_per_class, run_names)
-    folder, resuming = check_output(
-        output, items, settings, overwrite=overwrite, save_codes=save_codes, grid=grid
-    )
-    if resuming and rng == "official" and not overwrite:
-        raise GigatokError(
-            f"{output} holds part of a run, and --rng official cannot resume (its random stream "
-            "depends on every earlier batch)",
-            hint="pass --overwrite, or use the default per-sample rng",
-        )
-    # ---- models (before sample.json: a run that cannot start leaves no settings behind) ---------
-    tok = load_tokenizer(tok_name, checkpoint=tokenizer_checkpoint, device=dev, dtype=dtype)
-    model, _ = load_gpt(gpt, tokenizer=tok_name, checkpoint=gpt_checkpoint, device=dev, dtype=dtype)
+    return settings
 
-    # The main rank claims the folder (--overwrite: removes the previous run's files); then every
-    # rank writes the same settings before its first PNG, so whoever sees a PNG sees them.
-    if ctx.is_main:
-        folder.claim(overwrite=overwrite)
-    ctx.barrier()
-    if not ctx.is_main:
-        folder.claim()
 
-    # ---- this rank's work ----------------------------------------------------------------------
-    mine = ctx.shard(items)
-    have_codes = known_codes(output) if save_codes and not overwrite else {}
+def _sample_shard(
+    r: SampleRequest, run: _Run, model: torch.nn.Module, tok: torch.nn.Module, on_progress: ProgressFn | None
+) -> SampleResult:
+    """This rank's share of the plan: the samples whose PNG (or codes) are missing, batch by batch."""
+    output, ctx = run.output, run.ctx
+    mine = ctx.shard(run.items)
+    have_codes = known_codes(output) if r.save_codes and not r.overwrite else {}
     todo = [
         it
         for it in mine
-        if overwrite or not (output / f"{it.stem}.png").exists() or (save_codes and it.stem not in have_codes)
+        if r.overwrite
+        or not (output / f"{it.stem}.png").exists()
+        or (r.save_codes and it.stem not in have_codes)
     ]
     result = SampleResult(
         output_dir=str(output),
-        total=len(items),
+        total=len(run.items),
         generated=[],
         skipped=len(mine) - len(todo),
-        settings=settings,
+        settings=run.settings,
     )
     official = (
-        Drawer("official", seed=seed * ctx.world_size + ctx.rank, device=dev) if rng == "official" else None
+        Drawer("official", seed=r.seed * ctx.world_size + ctx.rank, device=run.dev)
+        if r.rng == "official"
+        else None
     )
     done = len(mine) - len(todo)
     if on_progress:
         on_progress(done, len(mine), stage="sample")
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        labels = torch.tensor([it.class_idx for it in batch])
+    for start in range(0, len(todo), r.batch_size):
+        batch = todo[start : start + r.batch_size]
         drawer = official or Drawer(
             "per-sample",
-            generators=sample_generators(seed, [it.class_idx for it in batch], [it.index for it in batch]),
+            generators=sample_generators(r.seed, [it.class_idx for it in batch], [it.index for it in batch]),
         )
-        if sampler == "sjd":
-            stats = SJDStats()
-            codes = generate_sjd(
-                model,
-                labels,
-                drawer.generators,
-                cfg=cfg,
-                sampling=sampling,
-                window=sjd_window,
-                compile=compile,
-                stats=stats,
-            )  # (B, N) int64
-            result.forward_passes += stats.passes
-        else:
-            codes = generate(model, labels, drawer, cfg=cfg, sampling=sampling, compile=compile)
-            result.forward_passes += codes.shape[1]
-        result.standard_passes += codes.shape[1]
+        codes = _generate(r, run, model, batch, drawer, result)
         pixels = decode_fixed_batches(tok, codes)
         for it, px in zip(batch, pixels, strict=True):
             save_png(output / f"{it.stem}.png", px)
             result.generated.append(str(output / f"{it.stem}.png"))
-        if save_codes:
+        if r.save_codes:
             save_npz(
                 output / PARTIAL_CODES / f"{batch[0].stem}.r{ctx.rank}.npz",
                 {"names": np.array([it.stem for it in batch]), "codes": codes.cpu().numpy()},
@@ -272,19 +320,50 @@ def sample_images(
         done += len(batch)
         if on_progress:
             on_progress(done, len(mine), stage="sample")
+    return result
 
-    # ---- summaries (main rank, after everyone) ---------------------------------------------------
-    local = (len(result.generated), result.skipped)
-    counts = ctx.gather_objects(local)  # a collective: also a barrier
+
+def _generate(
+    r: SampleRequest,
+    run: _Run,
+    model: torch.nn.Module,
+    batch: list[SampleItem],
+    drawer: Drawer,
+    result: SampleResult,
+) -> torch.Tensor:
+    """One batch of codes (B, N) int64 with the request's sampler; counts its forward passes."""
+    labels = torch.tensor([it.class_idx for it in batch])
+    if r.sampler == "sjd":
+        stats = SJDStats()
+        codes = generate_sjd(
+            model,
+            labels,
+            drawer.generators,
+            cfg=run.cfg,
+            sampling=run.sampling,
+            window=r.sjd_window,
+            compile=r.compile,
+            stats=stats,
+        )
+        result.forward_passes += stats.passes
+    else:
+        codes = generate(model, labels, drawer, cfg=run.cfg, sampling=run.sampling, compile=r.compile)
+        result.forward_passes += codes.shape[1]
+    result.standard_passes += codes.shape[1]
+    return codes
+
+
+def _write_summaries(r: SampleRequest, run: _Run, result: SampleResult) -> None:
+    """Totals over the ranks; the main rank (after everyone) writes codes.npz and grid.png."""
+    counts = run.ctx.gather_objects((len(result.generated), result.skipped))  # a collective: also a barrier
     result.generated_total = sum(c[0] for c in counts)  # type: ignore[index]
     result.skipped_total = sum(c[1] for c in counts)  # type: ignore[index]
-    result.files.append(str(output / SETTINGS_FILE))
-    if ctx.is_main:
-        if save_codes:
-            result.files.append(str(write_codes(output, items)))
-        if grid:
-            result.files.append(str(write_grid(output, items)))
-    return result
+    result.files.append(str(run.output / SETTINGS_FILE))
+    if run.ctx.is_main:
+        if r.save_codes:
+            result.files.append(str(write_codes(run.output, run.items)))
+        if r.grid:
+            result.files.append(str(write_grid(run.output, run.items)))
 
 
 def weights_identity(pairing: Any) -> dict[str, Any]:

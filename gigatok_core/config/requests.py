@@ -1,0 +1,531 @@
+"""Typed requests of the commands that are not training: one frozen dataclass per command.
+
+A request holds every setting of one run, as the CLI or Python code gives it (``None`` where the
+library resolves the value: the preset a checkpoint names, the tokenizer a GPT pairs with). It is
+built once, checked in ``__post_init__`` (a :class:`~gigatok_core.errors.SettingError` names the
+setting, ``num_per_class must be at least 1``; the CLI phrases the same error with its flag through
+:attr:`Request.FLAGS`), handed to the command's function (``sample_images(request)``,
+``reconstruct(request)``, ``evaluation.commands.rfid(request)`` ...), and answers
+:meth:`Request.required_files`: what the run reads, so that a launcher's parent process fetches
+each file once before its workers start (:func:`gigatok_core.tasks.fetch.fetch_required`).
+
+The files a run writes record the resolved settings (``sample.json``, ``reconstruct.json``, the
+``--json`` of ``eval``), with the keys they had before these requests existed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gigatok_core.choices import RNG_MODES, SAMPLERS
+from gigatok_core.errors import SettingError, literal
+
+PathLike = str | Path
+
+# Auxiliary files of the registry (``presets/weights.yaml``) that the evaluations read
+VGG_WEIGHTS = "vgg16-397923af.pth"  # LPIPS backbone (gigatok_core.tasks.image_metrics)
+ADM_REFERENCE = "VIRTUAL_imagenet256_labeled.npz"  # gFID reference batch (evaluation.generation)
+INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # FID Inception (evaluation.inception)
+DEFAULT_TOKENIZER = "s-s"  # reconstruct's tokenizer when neither a preset nor a gigatok checkpoint names one
+DEFAULT_SJD_WINDOW = 16  # draft tokens per pass of speculative Jacobi decoding (gigatok_core.ar.sjd)
+# gFID defaults of the paper's evaluation (docs/evaluation.md#generation): CFG 1.75 with the step
+# schedule, 50 images per class (50k samples over the 1000 ImageNet classes)
+DEFAULT_CFG_SCALE = 1.75
+DEFAULT_CFG_SCHEDULE = "step"
+DEFAULT_NUM_PER_CLASS = 50
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run reads (answers of ``required_files``; fetched by gigatok_core.tasks.fetch)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Device:
+    """The device (and precision) must work here: checked before any worker starts."""
+
+    device: str | None
+    precision: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenizerWeights:
+    """A tokenizer preset's released weights; none to fetch for a local ``checkpoint`` (file, run
+    or export folder, ``hf://``: checked to exist) or a preset with random weights."""
+
+    name: str
+    checkpoint: PathLike | None = None
+    setting: str = "checkpoint"
+
+
+@dataclass(frozen=True)
+class GPTWeights:
+    """A GPT's released weights and its tokenizer's, paired as :func:`gigatok_core.ar.load.load_gpt`
+    pairs them; ``classes`` (if given) must name classes of that GPT."""
+
+    gpt: str | None
+    tokenizer: str | None
+    gpt_checkpoint: PathLike | None = None
+    tokenizer_checkpoint: PathLike | None = None
+    classes: str | Sequence[int | str] | None = None
+
+
+@dataclass(frozen=True)
+class AuxFile:
+    """An auxiliary file of the registry (``name``), or the ``local`` file that replaces it."""
+
+    name: str
+    local: PathLike | None
+    setting: str
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file given by the user that must exist (``None``: not given)."""
+
+    path: PathLike | None
+    setting: str
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder given by the user that must exist."""
+
+    path: PathLike
+    setting: str
+    hint: str
+
+
+Need = Device | TokenizerWeights | GPTWeights | AuxFile | LocalFile | Folder
+
+
+# ---------------------------------------------------------------------------------------------
+# The base
+# ---------------------------------------------------------------------------------------------
+class Request:
+    """What every request shares: settings named for errors, the files it reads, its settings dict."""
+
+    #: the command line's name of each setting whose flag is not ``--`` + the name with dashes
+    FLAGS: ClassVar[dict[str, str]] = {}
+    #: the smallest value of each count setting (``None`` is left to the library's default)
+    AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1}
+
+    def __post_init__(self) -> None:
+        for name, low in self.AT_LEAST.items():
+            self.check_at_least(name, low)
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """setting -> CLI flag, for every setting of the request."""
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        return {n: cls.FLAGS.get(n, "--" + n.replace("_", "-")) for n in names}
+
+    def error(self, template: str, hint: str | None = None) -> SettingError:
+        """A :class:`SettingError` naming settings in braces: ``self.error("{seed} must be >= 0")``."""
+        return SettingError(template, flags=self.flags(), hint=hint)
+
+    def check_at_least(self, name: str, low: int | float) -> None:
+        value = getattr(self, name)
+        if value is not None and value < low:
+            raise self.error(f"{{{name}}} must be at least {low}, got {value}")
+
+    def required_files(self) -> tuple[Need, ...]:
+        """What the run reads: the device it runs on, weights, auxiliary files, input folders."""
+        return ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON values (paths as strings)."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, list | tuple):
+                return [plain(x) for x in v]
+            return v
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+def _check_sampler(req: Any) -> None:
+    """The sampler settings shared by ``sample`` and ``eval gfid``."""
+    if req.sampler not in SAMPLERS:
+        raise req.error(
+            f"unknown {{sampler}} {literal(repr(req.sampler))}", hint=f"use one of {', '.join(SAMPLERS)}"
+        )
+    if req.sampler == "sjd" and req.sjd_window < 1:
+        raise req.error(
+            f"{{sjd_window}} must be at least 1, got {req.sjd_window}",
+            hint=f"the default is {DEFAULT_SJD_WINDOW}",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# gigatok sample / gigatok reconstruct
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleRequest(Request):
+    """``gigatok sample``: ``num_per_class`` images of each class into ``output``.
+
+    ``gpt`` is a preset or a release (``gpt-b@xl-xxl``), or None: the preset a gigatok
+    ``gpt_checkpoint`` names; ``tokenizer`` None: the GPT's paper tokenizer (or its run's).
+    Guidance: ``cfg_*`` (:class:`gigatok_core.ar.CFGSchedule`); ``cfg_interval``: decode steps after
+    which only the conditional logits are used (-1: never). ``sampler="sjd"`` draws with speculative
+    Jacobi decoding (``sjd_window`` draft tokens per pass; needs the per-sample ``rng``).
+    """
+
+    classes: str | Sequence[int | str]
+    output: PathLike = Path("samples")
+    gpt: str | None = None
+    tokenizer: str | None = None
+    num_per_class: int = 1
+    cfg_scale: float = 4.0
+    cfg_schedule: str = "constant"
+    cfg_start_ratio: float | None = None
+    cfg_end_ratio: float | None = None
+    cfg_interval: int = -1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    rng: str = "per-sample"
+    sampler: str = "standard"
+    sjd_window: int = DEFAULT_SJD_WINDOW
+    precision: str = "fp32"
+    batch_size: int = 8
+    device: str | None = None
+    gpt_checkpoint: PathLike | None = None
+    tokenizer_checkpoint: PathLike | None = None
+    grid: bool = False
+    save_codes: bool = False
+    overwrite: bool = False
+    compile: bool = False
+
+    AT_LEAST: ClassVar[dict[str, int]] = {"num_per_class": 1, "batch_size": 1}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rng not in RNG_MODES:
+            raise self.error(
+                f"unknown {{rng}} {literal(repr(self.rng))}", hint=f"use one of {', '.join(RNG_MODES)}"
+            )
+        _check_sampler(self)
+        if self.sampler == "sjd" and self.rng != "per-sample":
+            raise self.error(
+                "{sampler} sjd draws from per-sample generators; {rng} official replays the official "
+                "sampler's single torch.multinomial stream, which SJD does not use",
+                hint="leave out {rng} (per-sample is the default), or use the standard sampler",
+            )
+        if not 0 <= self.seed < 2**63:
+            raise self.error(f"{{seed}} must lie in 0 .. 2^63-1, got {self.seed}")
+
+    def required_files(self) -> tuple[Need, ...]:
+        return (
+            Device(self.device, self.precision),
+            GPTWeights(
+                self.gpt, self.tokenizer, self.gpt_checkpoint, self.tokenizer_checkpoint, self.classes
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ReconstructRequest(Request):
+    """``gigatok reconstruct``: every image of ``inputs`` (files, folders, globs) through a tokenizer.
+
+    ``tokenizer`` None: the preset a gigatok ``checkpoint`` names, else ``s-s``. ``grid`` adds
+    original|reconstruction sheets, ``save_codes`` a ``codes.npz``, ``metrics`` a ``metrics.json``
+    (PSNR/SSIM, LPIPS with the VGG weights ``vgg_weights`` or the cached ones).
+    """
+
+    inputs: Sequence[PathLike]
+    output: PathLike = Path("reconstructions")
+    tokenizer: str | None = None
+    checkpoint: PathLike | None = None
+    grid: bool = False
+    save_codes: bool = False
+    metrics: bool = False
+    vgg_weights: PathLike | None = None
+    device: str | None = None
+    precision: str = "fp32"
+    batch_size: int = 8
+    strict: bool = False
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = {"inputs": "INPUTS"}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, str | Path):
+            object.__setattr__(self, "inputs", [self.inputs])
+        if not self.inputs:
+            raise self.error("no {inputs} given", hint="pass image files, folders or glob patterns")
+        super().__post_init__()
+
+    def required_files(self) -> tuple[Need, ...]:
+        name = self.tokenizer or DEFAULT_TOKENIZER  # with a checkpoint nothing is fetched for the name
+        aux = (AuxFile(VGG_WEIGHTS, self.vgg_weights, "vgg_weights"),) if self.metrics else ()
+        return (Device(self.device, self.precision), TokenizerWeights(name, self.checkpoint), *aux)
+
+
+# ---------------------------------------------------------------------------------------------
+# gigatok eval
+# ---------------------------------------------------------------------------------------------
+EVAL_FLAGS = {"with_precision_recall": "--precision-recall", "json_path": "--json"}
+
+
+@dataclass(frozen=True)
+class FIDRequest(Request):
+    """``gigatok eval fid``: FID, sFID, IS, precision and recall of ``samples`` against ``reference``
+    (each a folder of images, an image npz or a statistics npz)."""
+
+    samples: PathLike
+    reference: PathLike
+    protocol: str | None = None
+    force: bool = False
+    inception_weights: PathLike | None = None
+    batch_size: int = 64
+    device: str | None = None
+    with_precision_recall: bool = True
+    json_path: PathLike | None = None
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = {**EVAL_FLAGS, "samples": "SAMPLES", "reference": "REFERENCE"}
+
+
+@dataclass(frozen=True)
+class BuildRefRequest(Request):
+    """``gigatok eval build-ref``: reference statistics of the images under ``data`` (ADM centre crop)."""
+
+    data: PathLike
+    output: PathLike
+    image_size: int = 256
+    protocol: str = "rfid-imagenet-val"
+    with_images: bool = False
+    inception_weights: PathLike | None = None
+    batch_size: int = 64
+    device: str | None = None
+    overwrite: bool = False
+
+    AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1, "image_size": 1}
+
+
+@dataclass(frozen=True)
+class RFIDRequest(Request):
+    """``gigatok eval rfid``: reconstruction FID (and PSNR, SSIM, LPIPS, codebook usage) of a tokenizer
+    on the images under ``data``; ``reference`` None: statistics built from ``data`` and cached."""
+
+    tokenizer: str
+    data: PathLike
+    checkpoint: PathLike | None = None
+    reference: PathLike | None = None
+    save_samples: PathLike | None = None
+    precision: str = "fp32"
+    lpips: bool = True
+    vgg_weights: PathLike | None = None
+    force: bool = False
+    inception_weights: PathLike | None = None
+    batch_size: int = 32
+    device: str | None = None
+    with_precision_recall: bool = True
+    json_path: PathLike | None = None
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+
+    def required_files(self) -> tuple[Need, ...]:
+        aux = [AuxFile(INCEPTION_WEIGHTS, self.inception_weights, "inception_weights")]
+        aux += [AuxFile(VGG_WEIGHTS, self.vgg_weights, "vgg_weights")] if self.lpips else []
+        return (
+            Device(self.device, self.precision),
+            LocalFile(self.reference, "reference"),
+            TokenizerWeights(self.tokenizer, self.checkpoint),
+            *aux,
+        )
+
+
+@dataclass(frozen=True)
+class GFIDRequest(Request):
+    """``gigatok eval gfid``: class-balanced samples of a GPT into ``output``, scored against ADM's batch.
+
+    ``num_samples`` or ``num_per_class`` (default 50 per class) over the first ``num_classes``
+    classes. ``cfg_scale`` None: 1.75, or with ``search`` the official empirical start for the GPT
+    and schedule. ``search`` runs the official CFG search (``window_grid``: over every official
+    rectangular window).
+    """
+
+    output: PathLike
+    gpt: str | None = None
+    tokenizer: str | None = None
+    gpt_checkpoint: PathLike | None = None
+    tokenizer_checkpoint: PathLike | None = None
+    reference: PathLike | None = None
+    num_samples: int | None = None
+    num_per_class: int | None = None
+    num_classes: int = 1000
+    cfg_scale: float | None = None
+    cfg_schedule: str = DEFAULT_CFG_SCHEDULE
+    cfg_start_ratio: float | None = None
+    cfg_end_ratio: float | None = None
+    search: bool = False
+    window_grid: bool = False
+    save_npz: PathLike | None = None
+    seed: int = 0
+    precision: str = "fp32"
+    sample_batch_size: int = 32
+    sampler: str = "standard"
+    sjd_window: int = DEFAULT_SJD_WINDOW
+    force: bool = False
+    inception_weights: PathLike | None = None
+    batch_size: int = 64
+    device: str | None = None
+    with_precision_recall: bool = True
+    json_path: PathLike | None = None
+    overwrite: bool = False
+    regenerate: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+    AT_LEAST: ClassVar[dict[str, int]] = dict.fromkeys(
+        ("num_classes", "sample_batch_size", "batch_size", "num_per_class"), 1
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_sampler(self)
+        if self.window_grid and not (self.search and self.cfg_schedule == "rectangular"):
+            raise self.error(
+                "{window_grid} is a search over rectangular windows",
+                hint="use it with {search} {cfg_schedule} rectangular",
+            )
+        self.images_per_class  # noqa: B018 - checks that the counts agree
+
+    @property
+    def images_per_class(self) -> int:
+        """Images per class (gFID labels are class-balanced, so a total must split evenly)."""
+        n, k, per = self.num_samples, self.num_classes, self.num_per_class
+        if n is None:
+            return DEFAULT_NUM_PER_CLASS if per is None else per
+        if n < 1 or n % k:
+            raise self.error(
+                f"{{num_samples}} {n} does not split evenly over {k} classes",
+                hint=f"use a multiple of {k} (e.g. {DEFAULT_NUM_PER_CLASS * k}), so the classes stay balanced",
+            )
+        if per is not None and per * k != n:
+            raise self.error(
+                f"{{num_samples}} {n} and {{num_per_class}} {per} disagree ({k} classes)",
+                hint="pass only one of them",
+            )
+        return n // k
+
+    def required_files(self) -> tuple[Need, ...]:
+        return (
+            Device(self.device, self.precision),
+            GPTWeights(self.gpt, self.tokenizer, self.gpt_checkpoint, self.tokenizer_checkpoint),
+            AuxFile(INCEPTION_WEIGHTS, self.inception_weights, "inception_weights"),
+            AuxFile(ADM_REFERENCE, self.reference, "reference"),
+        )
+
+
+@dataclass(frozen=True)
+class ValLossRequest(Request):
+    """``gigatok eval val-loss``: a GPT's cross-entropy on the tokenizer's codes of ``data`` (an
+    ImageFolder tree; ``class_subset``: folders for only the first classes, in order)."""
+
+    data: PathLike
+    gpt: str | None = None
+    tokenizer: str | None = None
+    gpt_checkpoint: PathLike | None = None
+    tokenizer_checkpoint: PathLike | None = None
+    precision: str | None = None
+    batch_size: int = 32
+    class_subset: bool = False
+    device: str | None = None
+    json_path: PathLike | None = None
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+
+    def required_files(self) -> tuple[Need, ...]:
+        return (
+            Device(self.device),
+            Folder(self.data, "data", "pass the ImageNet val ImageFolder tree"),
+            GPTWeights(self.gpt, self.tokenizer, self.gpt_checkpoint, self.tokenizer_checkpoint),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# gigatok train extract-codes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExtractCodesRequest(Request):
+    """``gigatok train extract-codes``: encode ``data`` (an ImageFolder tree) into the codes folder
+    ``output`` once, for GPT training.
+
+    ``import_official`` converts the official per-image layout instead (``data`` then only names the
+    classes). ``check_images`` images per shard go into ``check_codes.png`` (0: none); ``workers``
+    None: min(4, CPU cores - 1) image-decoding processes.
+    """
+
+    tokenizer: str
+    output: PathLike
+    data: PathLike | None = None
+    checkpoint: PathLike | None = None
+    ten_crop: bool = False
+    crop_range: float = 1.1
+    batch_size: int = 32
+    shard_size: int = 10_000
+    workers: int | None = None
+    device: str | None = None
+    precision: str | None = None
+    overwrite: bool = False
+    check_images: int = 4
+    import_official: PathLike | None = None
+
+    AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1, "shard_size": 1, "workers": 0, "check_images": 0}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crop_range < 1.0:
+            raise self.error(
+                f"{{crop_range}} must be at least 1.0, got {self.crop_range}",
+                hint="the official value is 1.1",
+            )
+        if self.import_official is None and self.data is None:
+            raise self.error(
+                "{data} is required",
+                hint="pass the ImageFolder tree to encode (one sub-folder per class), "
+                "or {import_official} DIR",
+            )
+
+    def required_files(self) -> tuple[Need, ...]:
+        source, setting = (
+            (self.import_official, "import_official") if self.import_official else (self.data, "data")
+        )
+        assert source is not None  # __post_init__
+        return (
+            Device(self.device, self.precision),
+            Folder(source, setting, f"check the {{{setting}}} path"),
+            TokenizerWeights(self.tokenizer, self.checkpoint),
+        )
+
+
+__all__ = [
+    "ADM_REFERENCE",
+    "INCEPTION_WEIGHTS",
+    "VGG_WEIGHTS",
+    "AuxFile",
+    "BuildRefRequest",
+    "Device",
+    "ExtractCodesRequest",
+    "FIDRequest",
+    "Folder",
+    "GFIDRequest",
+    "GPTWeights",
+    "LocalFile",
+    "Need",
+    "RFIDRequest",
+    "ReconstructRequest",
+    "Request",
+    "SampleRequest",
+    "TokenizerWeights",
+    "ValLossRequest",
+]
