@@ -13,18 +13,6 @@ from conftest import REPO
 
 MAX_LINES = 100
 
-# Being split in issue 16 by another branch (the CLI commands, the typed requests, the probe):
-# the integrator empties this list after the merge. Never add to it.
-BEING_SPLIT = {
-    "gigatok_core/tasks/sample.py::sample_images",
-    "gigatok_core/tasks/reconstruct.py::reconstruct",
-    "gigatok_core/evaluation/ar_commands.py::gfid",
-    "gigatok_cli/eval_ar.py::gfid",
-    "gigatok_cli/sample.py::sample",
-    "gigatok_cli/train_codes.py::extract_codes",
-    "gigatok_cli/reconstruct.py::reconstruct",
-}
-
 
 def long_functions(root: Path, max_lines: int = MAX_LINES) -> dict[str, int]:
     """``path::name`` -> length in lines of every function (methods and nested ones too) longer
@@ -42,12 +30,9 @@ def long_functions(root: Path, max_lines: int = MAX_LINES) -> dict[str, int]:
 
 def test_no_function_is_over_100_lines() -> None:
     found = long_functions(REPO)
-    new = {k: v for k, v in found.items() if k not in BEING_SPLIT}
-    assert not new, "functions over 100 lines (split them by concept):\n" + "\n".join(
-        f"  {k}: {v} lines" for k, v in sorted(new.items(), key=lambda kv: -kv[1])
+    assert not found, "functions over 100 lines (split them by concept):\n" + "\n".join(
+        f"  {k}: {v} lines" for k, v in sorted(found.items(), key=lambda kv: -kv[1])
     )
-    done = sorted(BEING_SPLIT - found.keys())
-    assert not done, f"split now: take them off BEING_SPLIT: {done}"
 
 
 def test_a_long_method_is_found(tmp_path: Path) -> None:

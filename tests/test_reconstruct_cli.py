@@ -88,9 +88,13 @@ def test_existing_outputs_are_not_overwritten_without_flag(images: Path, tmp_pat
 
 def test_overwrite_removes_the_previous_runs_files_only(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    reconstruct([images / "a.png", images / "sub" / "b.jpg"], output=out, tokenizer="tiny", grid=True)
+    reconstruct(
+        ReconstructRequest(
+            [images / "a.png", images / "sub" / "b.jpg"], output=out, tokenizer="tiny", grid=True
+        )
+    )
     (out / "notes.txt").write_text("mine")
-    reconstruct([images / "a.png"], output=out, tokenizer="tiny", overwrite=True)
+    reconstruct(ReconstructRequest([images / "a.png"], output=out, tokenizer="tiny", overwrite=True))
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "notes.txt", "reconstruct.json"]
     settings = json.loads((out / "reconstruct.json").read_text())
     assert settings["outputs"] == ["a.png", "reconstruct.json"] and settings["command_line"].startswith(

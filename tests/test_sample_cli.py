@@ -11,7 +11,6 @@ from conftest import run_torchrun
 from typer.testing import CliRunner
 
 from gigatok_cli.main import app
-from gigatok_core.ar import CFGSchedule, SamplingParams
 
 runner = CliRunner()
 
@@ -78,11 +77,11 @@ def test_end_to_end_tiny(tmp_path: Path) -> None:
 def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen = {}
 
-    def fake(classes, **kw):
-        seen.update(kw, classes=classes)
+    def fake(request, **kw):
         from gigatok_core.tasks.sample import SampleResult
 
-        return SampleResult(output_dir=str(kw["output"]), total=0, generated=[], skipped=0)  # nothing to do
+        seen.update(vars(request))  # the CLI hands the library one SampleRequest
+        return SampleResult(output_dir=str(request.output), total=0, generated=[], skipped=0)  # nothing to do
 
     monkeypatch.setattr("gigatok_core.tasks.sample.sample_images", fake)  # the CLI imports it when it runs
     res = invoke(
@@ -127,8 +126,9 @@ def test_options_reach_the_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     )
     assert res.exit_code == 0, res.output
     assert seen["classes"] == "22,388" and seen["gpt"] == "gpt-xxl" and seen["tokenizer"] == "xl-xxl"
-    assert seen["cfg"] == CFGSchedule(1.75, "step", window_start=0.2)
-    assert seen["sampling"] == SamplingParams(temperature=0.9, top_k=5, top_p=0.95)
+    cfg = (seen["cfg_scale"], seen["cfg_schedule"], seen["cfg_start_ratio"], seen["cfg_end_ratio"])
+    assert cfg == (1.75, "step", 0.2, None)
+    assert (seen["temperature"], seen["top_k"], seen["top_p"]) == (0.9, 5, 0.95)
     assert (seen["num_per_class"], seen["seed"], seen["batch_size"], seen["device"]) == (3, 7, 2, "cpu")
     assert seen["gpt_checkpoint"] == Path("g.pt") and seen["tokenizer_checkpoint"] == Path("t.pt")
     assert seen["overwrite"] and seen["rng"] == "official" and not seen["grid"] and not seen["save_codes"]
