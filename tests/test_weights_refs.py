@@ -300,6 +300,7 @@ def test_rfid_results_name_the_tokenizer_weights(tmp_path: Path, monkeypatch) ->
 
     import gigatok_core.evaluation.reconstruction as reconstruction
     from gigatok_core.checkpoints.files import save_weights
+    from gigatok_core.config.requests import RFIDRequest
     from gigatok_core.evaluation.commands import rfid
     from gigatok_core.tokenizer import load_tokenizer
 
@@ -311,9 +312,9 @@ def test_rfid_results_name_the_tokenizer_weights(tmp_path: Path, monkeypatch) ->
     fake = SimpleNamespace(metrics={"fid": 1.0}, reference="ref.npz", reference_built=False)
     monkeypatch.setattr(reconstruction, "evaluate_reconstruction", lambda *a, **k: fake)
     monkeypatch.setattr(eval_commands, "make_evaluator", lambda *a, **k: None)
-    rfid("tiny", tmp_path / "data", checkpoint=folder, json_path=tmp_path / "r.json")
+    rfid(RFIDRequest("tiny", tmp_path / "data", checkpoint=folder, json_path=tmp_path / "r.json"))
     got = json.loads((tmp_path / "r.json").read_text())["weights"]["tokenizer"]
     assert got["path"] == str((folder / "t.safetensors").resolve())
     assert got["sha256"] == sha256_file(folder / "t.safetensors")
-    rfid("tiny", tmp_path / "data", json_path=tmp_path / "s.json")
+    rfid(RFIDRequest("tiny", tmp_path / "data", json_path=tmp_path / "s.json"))
     assert json.loads((tmp_path / "s.json").read_text())["weights"]["tokenizer"]["random"] == "seeded (tiny)"
