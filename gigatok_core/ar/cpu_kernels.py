@@ -6,11 +6,12 @@ path does not apply, so checkpoints, FSDP/DDP wrapping, ``torch.compile`` and CU
 - :class:`Dropout` draws its keep mask as ``uniform >= p`` with ``torch.rand`` (about half the time
   of the ``bernoulli_`` call ``F.dropout`` makes on the CPU): the same distribution and scaling,
   from the same generator.
-- :class:`Linear` runs its three matrix products (output, input gradient, weight gradient) through
-  oneDNN (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor uses for CPU linears) instead
-  of the BLAS ``mm`` behind ``F.linear``: the same float32 products, measured 5-15% faster at the
-  GPT-B training shapes on an AVX-512 AMD EPYC (docs/benchmarks.md). It applies in float32 on the
-  CPU, with gradients enabled, outside autocast and ``torch.compile``.
+- :class:`Linear` runs its output and input-gradient products through oneDNN
+  (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor uses for CPU linears) instead of the
+  BLAS ``mm`` behind ``F.linear``: the same float32 products, measured 5-15% faster at the GPT-B
+  training shapes on an AVX-512 AMD EPYC (docs/benchmarks.md). The weight gradient stays on ``mm``
+  (as fast there, and oneDNN would first copy the transposed gradient). It applies in float32 on
+  the CPU, with gradients enabled, outside autocast and ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class _CPUDropout(torch.autograd.Function):
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``x @ weight.T`` with its gradients, every product on oneDNN; ``x`` (..., I), ``weight`` (O, I)."""
+    """``x @ weight.T`` and the input gradient on oneDNN, the weight gradient on ``mm``; ``x`` (..., I), ``weight`` (O, I)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
@@ -65,7 +66,7 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = onednn_linear(g2, weight.t()).view(*ctx.lead, weight.shape[1])  # (N, O) @ (O, I)
         if ctx.needs_input_grad[1]:
-            grad_w = onednn_linear(g2.t(), x2.t())  # (O, N) @ (N, I)
+            grad_w = torch.mm(g2.t(), x2)  # (O, N) @ (N, I): BLAS reads the transpose in place
         return grad_x, grad_w
 
 
