@@ -12,7 +12,7 @@ optimizer setup of ``autoregressive/train/train_c2i.py`` ``creat_optimizer()``: 
 the rest; clipping 1.0; the loss read back with ``.item()`` every step as its loop logs it.
 gigatok runs :meth:`GPTTask.train_step` through its engine (clipping, AdamW, the WSD scheduler).
 
-Rounds interleave the two sides (the order alternates), with the same torch threads; the figures are
+Rounds interleave the sides (each takes each place in the order in turn), with the same torch threads; the figures are
 medians over all timed steps, so a machine shared with other work biases neither side. Each step
 is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
 rest (schedule, logging reads, loop overhead). ``--plain`` adds a third side: gigatok with its CPU
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fn()
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for r in range(args.rounds):
-        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        names = list(sides)
+        order = names[r % len(names) :] + names[: r % len(names)]  # each side takes each place in turn
         for name in order:
             for _ in range(args.steps):
                 phases.start()

@@ -48,7 +48,9 @@ def test_linear_cross_entropy_without_gradients() -> None:
     torch.testing.assert_close(loss, F.cross_entropy(h.detach() @ w.detach().t(), t), **TOL)
     only_h = linear_cross_entropy(h, w.detach(), t)  # a frozen head: only the input's gradient
     (grad_h,) = torch.autograd.grad(only_h, h)
-    torch.testing.assert_close(grad_h, torch.autograd.grad(F.cross_entropy(h @ w.detach().t(), t), h)[0], **TOL)
+    torch.testing.assert_close(
+        grad_h, torch.autograd.grad(F.cross_entropy(h @ w.detach().t(), t), h)[0], **TOL
+    )
 
 
 def _tiny_gpt(dropout: float = 0.0) -> nn.Module:
@@ -150,5 +152,7 @@ def test_rms_norm_equals_the_formula() -> None:
     ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
     torch.testing.assert_close(norm(x), ref, **TOL)
     xb = x.bfloat16()  # other dtypes: float32 statistics, cast back, then scaled
-    ref_b = (xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + norm.eps)).bfloat16() * norm.weight
+    ref_b = (
+        xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + norm.eps)
+    ).bfloat16() * norm.weight
     torch.testing.assert_close(norm(xb), ref_b)
