@@ -63,19 +63,22 @@ def peak_flops(device: torch.device, precision: str, override: float | None) -> 
 class Phases:
     """Wall time between marks, attributed to the phase named at each mark (CUDA synchronised)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, clock: Any = time.perf_counter) -> None:
+        """``clock``: wall time by default; ``time.process_time`` counts the CPU time of this
+        process only (a fair clock on a CPU shared with other work, at one thread)."""
         self.device = device
+        self.clock = clock
         self.totals: dict[str, float] = defaultdict(float)
         self._last = 0.0
 
     def start(self) -> None:
         self.totals = defaultdict(float)
         self._sync()
-        self._last = time.perf_counter()
+        self._last = self.clock()
 
     def mark(self, phase: str) -> None:
         self._sync()
-        now = time.perf_counter()
+        now = self.clock()
         self.totals[phase] += now - self._last
         self._last = now
 

@@ -2,6 +2,7 @@
 
     python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok          # GPT-B, CPU, fp32, batch 4
     python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok --rounds 7 --steps 2
+    python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok --threads 1 --clock cpu --plain --profile 12
 
 The official code is imported only from ``--official-repo`` (a checkout of
 https://github.com/SilentView/GigaTok; nothing of it is copied here). Both sides train GPT-B from
@@ -11,28 +12,65 @@ optimizer setup of ``autoregressive/train/train_c2i.py`` ``creat_optimizer()``: 
 the rest; clipping 1.0; the loss read back with ``.item()`` every step as its loop logs it.
 gigatok runs :meth:`GPTTask.train_step` through its engine (clipping, AdamW, the WSD scheduler).
 
-Rounds interleave the two sides (the order alternates), with the same torch threads; the figures are
+Rounds interleave the sides (each takes each place in the order in turn), with the same torch threads; the figures are
 medians over all timed steps, so a machine shared with other work biases neither side. Each step
 is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
-rest (schedule, logging reads, loop overhead).
+rest (schedule, logging reads, loop overhead). ``--plain`` adds a third side: gigatok with its CPU
+levers switched off (``nn.Dropout``'s mask, ``nn.Linear``'s BLAS products, the unfused RMSNorm
+formula, the plain head + ``F.cross_entropy``), to show what they buy; ``--profile N`` profiles one more step per side and
+prints the N costliest operators of each (self CPU time). ``--clock cpu`` times with the process's
+CPU time instead of the wall clock: on a machine shared with other work, at ``--threads 1``, it
+counts only this process's own work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when run as a script
 
 
+@contextlib.contextmanager
+def plain_levers() -> Iterator[None]:
+    """gigatok's GPT with its CPU levers off: ``nn.Dropout``, ``nn.Linear`` (BLAS ``mm``), RMSNorm
+    as four element-wise operations, the head's logits then ``F.cross_entropy`` (the code before
+    they came in)."""
+    from torch import nn
+
+    import gigatok_core.ar.gpt as gpt
+
+    def rms_norm(self: gpt.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+    def cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(F.linear(h, weight), targets)
+
+    saved = gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, gpt.linear_cross_entropy
+    gpt.RMSNorm.forward, gpt.Dropout.forward = rms_norm, nn.Dropout.forward
+    gpt.Linear.forward, gpt.linear_cross_entropy = nn.Linear.forward, cross_entropy
+    try:
+        yield
+    finally:
+        gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, gpt.linear_cross_entropy = saved
+
+
 def gigatok_step(
-    args: argparse.Namespace, codes: torch.Tensor, labels: torch.Tensor, phases: Phases
+    args: argparse.Namespace,
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    phases: Phases,
+    *,
+    plain: bool = False,
 ) -> Callable:
     from torch.utils.data import TensorDataset
 
@@ -56,7 +94,8 @@ def gigatok_step(
     instrument(engine, phases)
 
     def step() -> float:
-        terms = task.train_step(engine, batch)
+        with plain_levers() if plain else contextlib.nullcontext():
+            terms = task.train_step(engine, batch)
         loss = float(terms["loss"])  # what the engine's logging reads (every log_every steps)
         phases.mark("rest")
         return loss
@@ -121,6 +160,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per side and round")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="wall time, or this process's CPU time"
+    )
+    ap.add_argument("--plain", action="store_true", help="also time gigatok with its CPU levers off")
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="print each side's N costliest operators"
+    )
     args = ap.parse_args(argv)
     if not (args.official_repo / "autoregressive" / "models" / "gpt_1d.py").is_file():
         ap.error(f"{args.official_repo} is not a GigaTok checkout (no autoregressive/models/gpt_1d.py)")
@@ -130,30 +176,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(args.seed)
     codes = torch.randint(0, 16384, (args.batch_size, 256), generator=gen)
     labels = torch.randint(0, 1000, (args.batch_size,), generator=gen)
-    phases = Phases(device)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    phases = Phases(device, clock)
     torch.manual_seed(args.seed)
     sides = {"gigatok": gigatok_step(args, codes, labels, phases)}
     torch.manual_seed(args.seed)
     sides["official"] = official_step(args, codes, labels, phases)
+    if args.plain:
+        torch.manual_seed(args.seed)
+        sides["plain"] = gigatok_step(args, codes, labels, phases, plain=True)
     for fn in sides.values():  # warm-up: allocator, first-touch of the optimizer states
         phases.start()
         fn()
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for r in range(args.rounds):
-        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        names = list(sides)
+        order = names[r % len(names) :] + names[: r % len(names)]  # each side takes each place in turn
         for name in order:
             for _ in range(args.steps):
                 phases.start()
-                t0 = time.perf_counter()
+                t0 = clock()
                 sides[name]()
-                rows[name].append({"total": time.perf_counter() - t0, **phases.totals})
+                rows[name].append({"total": clock() - t0, **phases.totals})
     med = {
         n: {k: statistics.median(x.get(k, 0.0) for x in rs) for k in ("total", *PHASES)}
         for n, rs in rows.items()
     }
     print(
         f"GPT-B train step, {device}, fp32, batch {args.batch_size} x 256 tokens, {torch.get_num_threads()} threads, "
-        f"{args.rounds} interleaved rounds x {args.steps} steps (medians)"
+        f"{args.rounds} interleaved rounds x {args.steps} steps (medians, {args.clock} clock)"
     )
     print(f"{'':9} {'step ms':>9} " + " ".join(f"{p:>16}" for p in PHASES))
     for name, m in med.items():
@@ -161,7 +212,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name:9} {1000 * m['total']:>9.1f} {cells}")
     speedup = med["official"]["total"] / med["gigatok"]["total"]
     print(f"gigatok step speed vs official: {speedup:.3f}x")
+    if "plain" in med:
+        print(
+            f"gigatok with its CPU levers off vs official: {med['official']['total'] / med['plain']['total']:.3f}x"
+        )
+    if args.profile:
+        for name, fn in sides.items():
+            print(f"\n{name}: the {args.profile} costliest operators of one step (self CPU time)")
+            print(operator_table(fn, phases, args.profile))
     return {"median": med, "speedup": speedup}
+
+
+def operator_table(step: Callable, phases: Phases, rows: int) -> str:
+    """One profiled step: the ``rows`` operators with the most self CPU time, ms and share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    phases.start()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    lines = [f"  {'operator':48} {'calls':>6} {'ms':>9} {'share':>6}"]
+    for e in events[:rows]:
+        lines.append(
+            f"  {e.key[:48]:48} {e.count:>6} {e.self_cpu_time_total / 1000:>9.1f} {100 * e.self_cpu_time_total / total:>5.1f}%"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

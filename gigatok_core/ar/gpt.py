@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from gigatok_core.ar.cpu_kernels import Dropout, Linear
+from gigatok_core.ar.loss import linear_cross_entropy
 from gigatok_core.config import GPTConfig
 
 
@@ -34,6 +36,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused kernel, same formula
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
@@ -73,9 +77,9 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
-        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
-        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
+        self.wqkv = Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = Linear(cfg.dim, cfg.dim, bias=False)
+        self.resid_dropout = Dropout(cfg.resid_dropout_p)
 
     def forward(
         self,
@@ -158,10 +162,10 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         hidden = cfg.ffn_hidden
-        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
-        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
-        self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
+        self.w1 = Linear(cfg.dim, hidden, bias=False)
+        self.w3 = Linear(cfg.dim, hidden, bias=False)
+        self.w2 = Linear(hidden, cfg.dim, bias=False)
+        self.ffn_dropout = Dropout(cfg.ffn_dropout_p)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
@@ -223,7 +227,7 @@ class GPT(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(cfg.block_size + 1, d) * d**-0.5)
         self.cls_embedding = LabelEmbedding(cfg.num_classes, d, cfg.class_dropout_prob)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, d)
-        self.tok_dropout = nn.Dropout(cfg.token_dropout_p)
+        self.tok_dropout = Dropout(cfg.token_dropout_p)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(d, cfg.norm_eps)
         self.output = nn.Linear(d, cfg.vocab_size, bias=False)
@@ -272,8 +276,13 @@ class GPT(nn.Module):
         start: int = 0,
         last_only: bool = False,
         hidden_at: int | None = None,
+        targets: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, vocab) float32, or (B, 1, vocab) with ``last_only``.
+
+        ``targets`` (B, T) token ids: returns instead the mean cross-entropy of the logits against
+        them (the training loss, as the official ``Transformer.forward(targets=...)``), computed by
+        :meth:`loss_from_hidden`.
 
         ``hidden_at=k`` returns instead the residual stream after block k (1-based), before any later
         block or the final norm (linear probing, docs/recipes.md#linear-probing).
@@ -286,7 +295,28 @@ class GPT(nn.Module):
                 return h
         if last_only:
             h = h[:, -1:]
+        if targets is not None:
+            return self.loss_from_hidden(self.norm(h), targets)
         return self.output(self.norm(h)).float()
+
+    def loss_from_hidden(self, h: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of ``output(h)`` (B, T, vocab) against ``targets`` (B, T).
+
+        In float32 outside autocast and ``torch.compile`` (CPU training, fp32 runs) the head and the
+        loss are fused chunk by chunk (:func:`~gigatok_core.ar.loss.linear_cross_entropy`: no whole
+        (B·T, vocab) logits); otherwise ``F.cross_entropy`` over the float32 logits, the plain path.
+        """
+        assert h.shape[:2] == targets.shape, f"targets {tuple(targets.shape)} for hidden {tuple(h.shape)}"
+        weight = self.output.weight
+        fused = (
+            h.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled(h.device.type)
+            and not torch.compiler.is_compiling()
+        )
+        flat, flat_targets = h.flatten(0, 1), targets.flatten()  # (B·T, C), (B·T,)
+        if fused:
+            return linear_cross_entropy(flat, weight, flat_targets)
+        return F.cross_entropy(self.output(flat).float(), flat_targets)
 
     def decode_step(self, tokens: Tensor, pos: Tensor, cache: KVCache, length: int | None = None) -> Tensor:
         """One static-shape decode step: logits (B, vocab) float32 for image tokens (B, 1) at ``pos``.

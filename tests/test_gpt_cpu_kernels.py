@@ -1,0 +1,158 @@
+"""The GPT's CPU training kernels: fused head + cross-entropy, oneDNN linears, the cheaper dropout mask,
+the fused RMSNorm. Each equals the plain computation (loss and gradients to float32 tolerance)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gigatok_core.ar.cpu_kernels as kernels
+from gigatok_core.ar import build_gpt
+from gigatok_core.ar.cpu_kernels import Dropout, Linear, onednn_linear_available
+from gigatok_core.ar.gpt import RMSNorm
+from gigatok_core.ar.load import seeded_random_weights
+from gigatok_core.ar.loss import linear_cross_entropy, token_loss
+from gigatok_core.config import GPTConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def _head_inputs(n: int = 13, c: int = 8, v: int = 37) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(n, c, generator=g, requires_grad=True)
+    w = torch.randn(v, c, generator=g).requires_grad_()
+    return h, w, torch.randint(0, v, (n,), generator=g)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 13, None])
+def test_linear_cross_entropy_equals_the_plain_loss_and_gradients(chunk: int | None) -> None:
+    h, w, t = _head_inputs()
+    ref = F.cross_entropy(h @ w.t(), t)
+    ref_h, ref_w = torch.autograd.grad(ref * 3.0, (h, w))  # an upstream gradient other than 1
+    loss = linear_cross_entropy(h, w, t, chunk=chunk)
+    torch.testing.assert_close(loss, ref, **TOL)
+    grad_h, grad_w = torch.autograd.grad(loss * 3.0, (h, w))
+    torch.testing.assert_close(grad_h, ref_h, **TOL)
+    torch.testing.assert_close(grad_w, ref_w, **TOL)
+
+
+def test_linear_cross_entropy_without_gradients() -> None:
+    h, w, t = _head_inputs()
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, t, chunk=5)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, F.cross_entropy(h.detach() @ w.detach().t(), t), **TOL)
+    only_h = linear_cross_entropy(h, w.detach(), t)  # a frozen head: only the input's gradient
+    (grad_h,) = torch.autograd.grad(only_h, h)
+    torch.testing.assert_close(
+        grad_h, torch.autograd.grad(F.cross_entropy(h @ w.detach().t(), t), h)[0], **TOL
+    )
+
+
+def _tiny_gpt(dropout: float = 0.0) -> nn.Module:
+    cfg = GPTConfig(
+        size="gpt-b",
+        dim=32,
+        n_layer=2,
+        n_head=2,
+        vocab_size=64,
+        block_size=16,
+        num_classes=10,
+        class_dropout_prob=0.0,
+        token_dropout_p=dropout,
+        resid_dropout_p=dropout,
+        ffn_dropout_p=dropout,
+    )
+    return seeded_random_weights(build_gpt(cfg), seed=1).train()
+
+
+def _loss_and_grads(model: nn.Module, labels: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    model.zero_grad(set_to_none=True)
+    loss = token_loss(model, labels, codes)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused head + CE, oneDNN linears and the fused RMSNorm against logits -> ``F.cross_entropy``
+    with ``F.linear`` (the oneDNN path switched off) and the explicit RMSNorm formula."""
+    model = _tiny_gpt()
+    g = torch.Generator().manual_seed(2)
+    codes, labels = torch.randint(0, 64, (3, 16), generator=g), torch.randint(0, 10, (3,), generator=g)
+    loss, grads = _loss_and_grads(model, labels, codes)
+
+    def rms_formula(self: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+    monkeypatch.setattr(kernels, "onednn_linear_available", lambda: False)
+    monkeypatch.setattr(RMSNorm, "forward", rms_formula)
+    model.zero_grad(set_to_none=True)
+    logits = model(labels, codes[:, :-1])  # (B, T, V): no targets, the plain head
+    ref = F.cross_entropy(logits.flatten(0, 1), codes.flatten())
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach(), **TOL)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, **TOL, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_gpt_state_dict_keeps_plain_linear_and_dropout_names() -> None:
+    model = _tiny_gpt()
+    block = model.layers[0]
+    assert isinstance(block.attention.wqkv, nn.Linear) and isinstance(block.feed_forward.w1, Linear)
+    assert isinstance(block.attention.resid_dropout, nn.Dropout)
+    plain = {k: v.shape for k, v in model.state_dict().items()}
+    assert "layers.0.feed_forward.w1.weight" in plain and "layers.0.feed_forward.w3.weight" in plain
+    assert not any("noise" in k or "mask" in k for k in plain)
+
+
+@pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
+def test_onednn_linear_equals_f_linear() -> None:
+    g = torch.Generator().manual_seed(3)
+    lin = Linear(12, 20, bias=False)
+    x = torch.randn(2, 5, 12, generator=g, requires_grad=True)
+    out = lin(x)
+    assert out.grad_fn is not None and "OneDNN" in type(out.grad_fn).__name__  # the fast path ran
+    up = torch.randn(2, 5, 20, generator=g)
+    gx, gw = torch.autograd.grad(out, (x, lin.weight), up)
+    ref = F.linear(x, lin.weight)
+    rx, rw = torch.autograd.grad(ref, (x, lin.weight), up)
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(gx, rx, **TOL)
+    torch.testing.assert_close(gw, rw, **TOL)
+    with torch.no_grad():  # inference keeps F.linear
+        assert lin(x).grad_fn is None
+
+
+def test_dropout_mask_is_bernoulli_and_scaled() -> None:
+    drop = Dropout(0.25).train()
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005  # keep probability 1 - p (sd ~ 0.001)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, y.detach())  # the same mask and scale going back
+    torch.manual_seed(0)
+    torch.testing.assert_close(drop(x), y)  # drawn from the global generator: a seed repeats it
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_rms_norm_equals_the_formula() -> None:
+    norm = RMSNorm(16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 4, 16)
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
+    torch.testing.assert_close(norm(x), ref, **TOL)
+    xb = x.bfloat16()  # other dtypes: float32 statistics, cast back, then scaled
+    ref_b = (
+        xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + norm.eps)
+    ).bfloat16() * norm.weight
+    torch.testing.assert_close(norm(xb), ref_b)
