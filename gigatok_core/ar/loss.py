@@ -120,9 +120,9 @@ def token_loss(model: torch.nn.Module, labels: torch.Tensor, codes: torch.Tensor
     A GPT computes it in its forward pass (``targets=``: the fused head and cross-entropy of
     :func:`linear_cross_entropy` where it applies); any other model's logits go through
     ``F.cross_entropy``."""
-    from gigatok_core.ar.gpt import GPT
-
-    if isinstance(_unwrap(model), GPT):
+    # A GPT is known by its fused loss path (``loss_from_hidden``), not by isinstance: gpt.py
+    # imports this module, so importing the class here would tie the two in a circle.
+    if hasattr(_unwrap(model), "loss_from_hidden"):
         return model(labels, codes[:, :-1], targets=codes)
     logits, targets = _logits_and_targets(model, labels, codes)
     return F.cross_entropy(logits, targets)  # the mean over B·N tokens, as the official loss
