@@ -9,14 +9,51 @@ scripts (``gigatok_cli/completion.py``). Nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from gigatok_core import registry
 from gigatok_core.choices import DEVICE_CHOICES, PRECISION_NAMES, RNG_MODES, SAMPLERS, SCHEDULES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option_group(
+    param: str, options: Mapping[str, tuple[Any, Any]], build: Callable[[dict[str, Any]], Any] = dict
+) -> Callable[[F], F]:
+    """Declare a group of options once for several commands: the keyword-only options ``options``
+    (parameter name -> (``Annotated`` type, default)) take the place of the command's parameter
+    ``param``, which receives ``build(values)`` (by default the dict of their values).
+
+    Typer has no option groups shared between commands, so this rewrites the signature Typer reads
+    (``__signature__``, the documented :mod:`inspect` hook, and ``__annotations__``, which Typer
+    reads with ``typing.get_type_hints``). The launcher options, the training run settings and the
+    probe recipe are such groups.
+    """
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        for name, (ann, default) in options.items()
+    ]
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        params = [q for p in sig.parameters.values() for q in (extra if p.name == param else [p])]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name, default) for name, (_, default) in options.items()}
+            return fn(*args, **{param: build(values)}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,11 +22,10 @@ from gigatok_cli.options import (
     _listed,
     completer,
     hub_weights,
+    option_group,
 )
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     help="Linear probing (the official protocol, docs/recipes.md#linear-probing): a BatchNorm + linear head trained with LARS on "
@@ -96,34 +93,6 @@ _RECIPE: dict[str, tuple[Any, Any]] = {
 }
 
 
-def _recipe_options(fn: F) -> F:
-    """Declare the recipe options once for both commands: they take the place of ``fn``'s
-    ``recipe`` parameter, which receives them as a dict of ProbeConfig settings.
-
-    Typer has no option groups shared between commands; like :func:`gigatok_cli.launch.launch_options`,
-    this rewrites the signature Typer reads (``__signature__``, a documented ``inspect`` hook).
-    """
-    sig = inspect.signature(fn, eval_str=True)
-    params: list[inspect.Parameter] = []
-    for p in sig.parameters.values():
-        if p.name != "recipe":
-            params.append(p)
-            continue
-        params += [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-            for name, (ann, default) in _RECIPE.items()
-        ]
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        recipe = {name: kwargs.pop(name, default) for name, (_, default) in _RECIPE.items()}
-        return fn(*args, recipe=recipe, **kwargs)
-
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
-    return wrapper  # type: ignore[return-value]
-
-
 @contextlib.contextmanager
 def _progress() -> Iterator[tuple[Any, Callable[[dict[str, Any]], None]]]:
     """(on_progress, on_epoch) for the library: transient bars, one line per epoch (rank 0 only)."""
@@ -183,7 +152,7 @@ def _probe(request: Any, launch: LaunchOptions) -> None:
 )
 @handle_errors
 @launch_options
-@_recipe_options
+@option_group("recipe", _RECIPE)
 def gpt(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -246,7 +215,7 @@ def gpt(
 )
 @handle_errors
 @launch_options
-@_recipe_options
+@option_group("recipe", _RECIPE)
 def tokenizer(
     train_split: TrainOpt,
     val_split: ValOpt,
