@@ -25,14 +25,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gigatok_cli.options import PrecisionOpt
-from gigatok_core.errors import GigatokError, NotImplementedYet, SettingError
+from gigatok_core.errors import GigatokError, SettingError
 from gigatok_core.utils.progress import ProgressFn
 
 console = Console(stderr=True)
 out = Console()
 
-__all__ = ["PrecisionOpt", "console", "handle_errors", "out", "progress_bar"]
+__all__ = ["console", "handle_errors", "out", "progress_bar"]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,16 +60,13 @@ def _notes_shown() -> Iterator[None]:
 
 def handle_errors(fn: F) -> F:
     """Turn a :class:`GigatokError` (or an OS error: disk full, permissions) into a short message:
-    exit 1 (2 for 'not implemented yet', 130 when interrupted)."""
+    exit 1 (130 when interrupted)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with _notes_shown():
                 return fn(*args, **kwargs)
-        except NotImplementedYet as err:
-            console.print(f"[yellow]not implemented yet:[/] {err.message}")
-            raise typer.Exit(2) from None
         except GigatokError as err:
             if isinstance(err, SettingError):  # the library names settings, the CLI its flags
                 err = err.for_cli()
@@ -116,10 +112,6 @@ def disk_hint(err: OSError) -> str:
         left = f" ({human_bytes(free)} free)" if free is not None else ""
         return f"free space on the disk holding {where}{left}; completed outputs are kept"
     return f"check free space and permissions of {where}; completed outputs are kept"
-
-
-def not_implemented(what: str, issue: str) -> None:
-    raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet: {issue}")
 
 
 class _Rate(ProgressColumn):

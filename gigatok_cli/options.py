@@ -183,6 +183,12 @@ RunGptOpt = Annotated[
         show_default=False,
     ),
 ]
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
+    ),
+]
 GptCheckpointOpt = Annotated[
     Path | None,
     typer.Option(
@@ -228,6 +234,16 @@ DeviceOpt = Annotated[
         "--device",
         help="auto (this rank's GPU if there is one, else CPU), cpu, cuda or cuda:N.",
         autocompletion=completer("--device"),
+    ),
+]
+ForwardBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="DataLoader worker processes decoding images (default: min(4, CPU cores - 1)).",
+        show_default=False,
     ),
 ]
 SeedOpt = Annotated[

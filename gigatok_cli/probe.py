@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
+    CheckpointOpt,
     DeviceOpt,
     PairedTokenizerOpt,
     TokenizerCheckpointOpt,
@@ -24,6 +22,8 @@ from gigatok_cli.options import (
     hub_weights,
     option_group,
 )
+from gigatok_cli.report import is_main
+from gigatok_cli.run import run_request
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
@@ -93,25 +93,15 @@ _RECIPE: dict[str, tuple[Any, Any]] = {
 }
 
 
-@contextlib.contextmanager
-def _progress() -> Iterator[tuple[Any, Callable[[dict[str, Any]], None]]]:
-    """(on_progress, on_epoch) for the library: transient bars, one line per epoch (rank 0 only)."""
-    from gigatok_core.dist import dist_info
-
-    main = dist_info().is_main
-    with progress_bar("probe", enabled=main, rate="batch/s") as on_progress:
-        on_progress = global_progress(on_progress)  # a launched run's bar counts every rank
-
-        def on_epoch(row: dict[str, Any]) -> None:
-            if main:
-                console.print(
-                    f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
-                    f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
-        yield on_progress, on_epoch
+def _show_epoch(row: dict[str, Any]) -> None:
+    """One line per epoch (rank 0 only)."""
+    if is_main():
+        console.print(
+            f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
+            f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _render(title: str, result: Any, output: Path) -> None:
@@ -138,12 +128,16 @@ def _render(title: str, result: Any, output: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 def _probe(request: Any, launch: LaunchOptions) -> None:
     """Fetch the weights and launch the workers if asked, then probe with a progress bar and render."""
-    if maybe_launch(launch, prefetch=request.required_files):
-        return
-    with _progress() as (on_progress, on_epoch):
-        result = request.run(on_epoch=on_epoch, on_progress=on_progress)
-    if result is not None:
-        _render(request.title, result, request.output)
+    run_request(
+        request,
+        type(request).run,
+        lambda result: _render(request.title, result, request.output),
+        launch=launch,
+        label="probe",
+        rate="batch/s",
+        prefetch=request.required_files,
+        on_epoch=_show_epoch,
+    )
 
 
 @app.command(
@@ -223,12 +217,7 @@ def tokenizer(
     overrides: OverridesArg = None,
     *,
     tokenizer: TokenizerOpt,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
-        ),
-    ] = None,
+    checkpoint: CheckpointOpt = None,
     fix_dim: Annotated[
         bool,
         typer.Option(

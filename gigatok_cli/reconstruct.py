@@ -14,6 +14,8 @@ from gigatok_cli.options import (
     HUB_HELP,
     CheckpointTokenizerOpt,
     DeviceOpt,
+    ForwardBatchOpt,
+    OverwriteOpt,
     PrecisionOpt,
     VggWeightsOpt,
     hub_weights,
@@ -96,13 +98,11 @@ def reconstruct(
     vgg_weights: VggWeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
-    ] = 8,
+    batch_size: ForwardBatchOpt = 8,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).

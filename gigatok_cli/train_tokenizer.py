@@ -13,7 +13,14 @@ import typer
 
 from gigatok_cli._common import handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import HUB_HELP, DinoWeightsOpt, TeacherWeightsOpt, VggWeightsOpt, hub_weights
+from gigatok_cli.options import (
+    HUB_HELP,
+    DinoWeightsOpt,
+    TeacherWeightsOpt,
+    VggWeightsOpt,
+    WorkersOpt,
+    hub_weights,
+)
 from gigatok_cli.train_common import (
     ConfigFileOpt,
     ResumeOpt,
@@ -71,15 +78,7 @@ def tokenizer(
     teacher_weights: TeacherWeightsOpt = None,
     dino_weights: DinoWeightsOpt = None,
     vgg_weights: VggWeightsOpt = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            help="DataLoader worker processes (default: min(4, CPU cores - 1)).",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     resume: ResumeOpt = "auto",
     overwrite: StartOverOpt = False,
     run: dict[str, Any],
