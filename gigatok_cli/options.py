@@ -91,11 +91,13 @@ ARGUMENT_CHOICES: dict[str, Callable[[], list[str]]] = {
 }
 
 
-def completer(option: str) -> Callable[[str], list[str]]:
-    """Shell completion (``--install-completion``) for ``option``'s value set."""
+def completer(values: str | Callable[[], list[str]]) -> Callable[[str], list[str]]:
+    """Shell completion (``--install-completion``) for a value set: an option's (its long name in
+    :data:`CHOICES`) or a listing such as :func:`gigatok_core.registry.gpt_names`."""
+    names = CHOICES[values] if isinstance(values, str) else values
 
     def complete(incomplete: str) -> list[str]:
-        return [n for n in CHOICES[option]() if n.startswith(incomplete)]
+        return [n for n in names() if n.startswith(incomplete)]
 
     return complete
 
@@ -157,17 +159,6 @@ PairedTokenizerOpt = Annotated[
         help="Tokenizer preset; default: the one the GPT was trained with.",
         autocompletion=completer("--tokenizer"),
         show_default=False,
-    ),
-]
-GptOpt = Annotated[
-    str,
-    typer.Option(
-        "--gpt",
-        "-g",
-        help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
-        f"({_listed(registry.release_names())}).",
-        autocompletion=completer("--gpt"),
-        envvar="GIGATOK_GPT",
     ),
 ]
 RunGptOpt = Annotated[
