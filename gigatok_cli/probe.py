@@ -22,7 +22,6 @@ from gigatok_cli.options import (
     hub_weights,
     option_group,
 )
-from gigatok_cli.report import is_main
 from gigatok_cli.run import run_request
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
@@ -95,7 +94,9 @@ _RECIPE: dict[str, tuple[Any, Any]] = {
 
 def _show_epoch(row: dict[str, Any]) -> None:
     """One line per epoch (rank 0 only)."""
-    if is_main():
+    from gigatok_core.dist import dist_info
+
+    if dist_info().is_main:
         console.print(
             f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
             f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
