@@ -31,7 +31,7 @@ from gigatok_core.utils.progress import ProgressFn
 console = Console(stderr=True)
 out = Console()
 
-__all__ = ["console", "handle_errors", "out", "progress_bar"]
+__all__ = ["console", "handle_errors", "os_error_text", "out", "print_error", "progress_bar"]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,31 +70,33 @@ def handle_errors(fn: F) -> F:
         except GigatokError as err:
             if isinstance(err, SettingError):  # the library names settings, the CLI its flags
                 err = err.for_cli()
-            # the text is printed as written: "[lists]" is not rich markup (it printed ", )")
-            console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
-            if err.hint:
-                console.print(f"[dim]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
+            print_error(err.message, err.hint)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except OSError as err:  # disk full, read-only folder, a file where a folder should be, network
-            where = f" ({err.filename})" if err.filename else ""
-            console.print(
-                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
-            )
-            console.print(f"[dim]hint:[/] {_os_error_hint(err)}", highlight=False, soft_wrap=True)
+            print_error(*os_error_text(err))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _os_error_hint(err: OSError) -> str:
+def print_error(message: str, hint: str | None = None) -> None:
+    """``error: MESSAGE`` and ``hint: HINT`` on stderr, printed as written ("[lists]" is no markup)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def os_error_text(err: OSError) -> tuple[str, str]:
+    """The message (naming the file) and the hint of an OS error: network, disk or permissions."""
     import requests
 
+    message = f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
     if isinstance(err, requests.RequestException):  # requests' errors are OSErrors too
-        return "check the network connection and run the command again (downloads resume)"
-    return disk_hint(err)
+        return message, "check the network connection and run the command again (downloads resume)"
+    return message, disk_hint(err)
 
 
 def disk_hint(err: OSError) -> str:

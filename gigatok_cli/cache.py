@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import handle_errors, out, print_error
 from gigatok_cli.options import ARGUMENT_CHOICES, completer
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
@@ -242,11 +242,8 @@ def render_verify(keys: list[str] | None) -> None:
     out.print(table)
     bad = [r.key for r in results if r.status in ("corrupt", "missing")]
     if bad:
-        console.print(
-            f"[bold red]error:[/] {len(bad)} cached files were damaged and removed: {', '.join(bad)}",
-            highlight=False,
-        )
-        console.print(
-            "[dim]hint:[/] run `gigatok download` with their names to fetch them again", highlight=False
+        print_error(
+            f"{len(bad)} cached files were damaged and removed: {', '.join(bad)}",
+            "run `gigatok download` with their names to fetch them again",
         )
         raise typer.Exit(1)

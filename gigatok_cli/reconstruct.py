@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, plural
+from gigatok_cli._common import console, handle_errors, out, plural, print_error
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
@@ -47,7 +47,7 @@ def _render(result: ReconstructResult) -> None:
         table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
         out.print(table)
     if not result.images:
-        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
+        print_error(f"none of the {len(result.skipped)} inputs could be read")
         raise typer.Exit(1)
     usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
     out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
