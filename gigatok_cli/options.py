@@ -303,10 +303,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation (gigatok eval)
-# ---------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------
-# Frozen networks: one option and one environment variable each, the same in every command
+# Frozen networks (one option and one environment variable each) and evaluation
 # ---------------------------------------------------------------------------------------------
 def _frozen(flag: str, envvar: str, what: str) -> Any:
     return typer.Option(
