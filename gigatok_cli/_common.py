@@ -25,14 +25,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gigatok_cli.options import PrecisionOpt
-from gigatok_core.errors import GigatokError, NotImplementedYet, SettingError
+from gigatok_core.errors import GigatokError, SettingError
 from gigatok_core.utils.progress import ProgressFn
 
 console = Console(stderr=True)
 out = Console()
 
-__all__ = ["PrecisionOpt", "console", "handle_errors", "out", "progress_bar"]
+__all__ = ["console", "handle_errors", "os_error_text", "out", "print_error", "progress_bar"]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,44 +60,43 @@ def _notes_shown() -> Iterator[None]:
 
 def handle_errors(fn: F) -> F:
     """Turn a :class:`GigatokError` (or an OS error: disk full, permissions) into a short message:
-    exit 1 (2 for 'not implemented yet', 130 when interrupted)."""
+    exit 1 (130 when interrupted)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with _notes_shown():
                 return fn(*args, **kwargs)
-        except NotImplementedYet as err:
-            console.print(f"[yellow]not implemented yet:[/] {err.message}")
-            raise typer.Exit(2) from None
         except GigatokError as err:
             if isinstance(err, SettingError):  # the library names settings, the CLI its flags
                 err = err.for_cli()
-            # the text is printed as written: "[lists]" is not rich markup (it printed ", )")
-            console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
-            if err.hint:
-                console.print(f"[dim]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
+            print_error(err.message, err.hint)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except OSError as err:  # disk full, read-only folder, a file where a folder should be, network
-            where = f" ({err.filename})" if err.filename else ""
-            console.print(
-                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
-            )
-            console.print(f"[dim]hint:[/] {_os_error_hint(err)}", highlight=False, soft_wrap=True)
+            print_error(*os_error_text(err))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _os_error_hint(err: OSError) -> str:
+def print_error(message: str, hint: str | None = None) -> None:
+    """``error: MESSAGE`` and ``hint: HINT`` on stderr, printed as written ("[lists]" is no markup)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def os_error_text(err: OSError) -> tuple[str, str]:
+    """The message (naming the file) and the hint of an OS error: network, disk or permissions."""
     import requests
 
+    message = f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
     if isinstance(err, requests.RequestException):  # requests' errors are OSErrors too
-        return "check the network connection and run the command again (downloads resume)"
-    return disk_hint(err)
+        return message, "check the network connection and run the command again (downloads resume)"
+    return message, disk_hint(err)
 
 
 def disk_hint(err: OSError) -> str:
@@ -116,10 +114,6 @@ def disk_hint(err: OSError) -> str:
         left = f" ({human_bytes(free)} free)" if free is not None else ""
         return f"free space on the disk holding {where}{left}; completed outputs are kept"
     return f"check free space and permissions of {where}; completed outputs are kept"
-
-
-def not_implemented(what: str, issue: str) -> None:
-    raise NotImplementedYet(f"`gigatok {what}` is registered but not implemented yet: {issue}")
 
 
 class _Rate(ProgressColumn):

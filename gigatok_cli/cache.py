@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from gigatok_cli._common import console, handle_errors, out
-from gigatok_cli.options import ARGUMENT_CHOICES
+from gigatok_cli._common import handle_errors, out, print_error
+from gigatok_cli.options import ARGUMENT_CHOICES, completer
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
 
@@ -25,10 +25,9 @@ app = typer.Typer(
 )
 
 
-def complete_names(incomplete: str) -> list[str]:
-    """Completion of NAMES / --preset: the registry's downloadable names (no torch, no network;
-    the static scripts list the same, :data:`gigatok_cli.options.ARGUMENT_CHOICES`)."""
-    return [n for n in ARGUMENT_CHOICES["download"]() if n.startswith(incomplete)]
+# Completion of NAMES / --preset: the registry's downloadable names (no torch, no network; the
+# static scripts list the same)
+complete_names = completer(ARGUMENT_CHOICES["download"])
 
 
 NamesArg = Annotated[
@@ -243,11 +242,8 @@ def render_verify(keys: list[str] | None) -> None:
     out.print(table)
     bad = [r.key for r in results if r.status in ("corrupt", "missing")]
     if bad:
-        console.print(
-            f"[bold red]error:[/] {len(bad)} cached files were damaged and removed: {', '.join(bad)}",
-            highlight=False,
-        )
-        console.print(
-            "[dim]hint:[/] run `gigatok download` with their names to fetch them again", highlight=False
+        print_error(
+            f"{len(bad)} cached files were damaged and removed: {', '.join(bad)}",
+            "run `gigatok download` with their names to fetch them again",
         )
         raise typer.Exit(1)

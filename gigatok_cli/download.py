@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from gigatok_cli import cache
-from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli._common import console, handle_errors, out, print_error
 from gigatok_cli.cache import complete_names
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
@@ -136,9 +136,7 @@ def download(
             if len(keys) == 1:
                 raise
             failed.append(key)  # go on with the others, report at the end
-            console.print(f"[bold red]error:[/] {err.message}", highlight=False)
-            if err.hint:
-                console.print(f"[dim]hint:[/] {err.hint}", highlight=False)
+            print_error(err.message, err.hint)
             continue
         out.print(f"{registry.display_name(key):<16} {path}", highlight=False, soft_wrap=True)
     if failed:

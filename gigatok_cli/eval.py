@@ -16,8 +16,8 @@ import typer
 from gigatok_cli._common import handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
-    HUB_HELP,
     BatchOpt,
+    CheckpointOpt,
     DeviceOpt,
     ForceOpt,
     InceptionOpt,
@@ -28,7 +28,6 @@ from gigatok_cli.options import (
     ProtocolOpt,
     TokenizerOpt,
     VggWeightsOpt,
-    hub_weights,
 )
 from gigatok_cli.report import render_report
 from gigatok_cli.run import runs_request
@@ -117,12 +116,7 @@ def rfid(
         Path, typer.Option("--data", help="Folder of validation images (ImageNet val for the paper's rFID).")
     ],
     *,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
-        ),
-    ] = None,
+    checkpoint: CheckpointOpt = None,
     reference: Annotated[
         Path | None,
         typer.Option(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ import typer
 
 from gigatok_cli._common import console
 from gigatok_cli.launch_worker import LAUNCH_DIR_ENV, env_rank, first_worker_error, worker_errors_reported
+from gigatok_cli.options import option_group
 from gigatok_core.errors import GigatokError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,6 +135,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    _CTX: (typer.Context, None),  # typer fills it in; maybe_launch rebuilds the command line from it
 }
 
 
@@ -145,25 +146,13 @@ def launch_options(fn: F) -> F:
     failure into an error file for the parent (see
     :func:`gigatok_cli.launch_worker.worker_errors_reported`).
     """
-    sig = inspect.signature(fn, eval_str=True)  # typer reads a given __signature__ as it is
-    params = [p for p in sig.parameters.values() if p.name != "launch"]
-    extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-        for name, (ann, default) in _OPTIONS.items()
-    ] + [inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=typer.Context)]
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name, default) for name, (_, default) in _OPTIONS.items()}
-        opts = LaunchOptions(**values, context=kwargs.pop(_CTX, None))
+    def reported(*args: Any, **kwargs: Any) -> Any:
         with worker_errors_reported():
-            return fn(*args, launch=opts, **kwargs)
+            return fn(*args, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params + extra} | {
-        "return": sig.return_annotation
-    }
-    return wrapper  # type: ignore[return-value]
+    return option_group("launch", _OPTIONS, lambda v: LaunchOptions(context=v.pop(_CTX), **v))(reported)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import typer
 
 from gigatok_core.errors import GigatokError, SettingError
+from gigatok_core.utils.fileio import write_text_atomic
 from gigatok_core.utils.progress import ProgressFn
 
 LAUNCH_DIR_ENV = "GIGATOK_LAUNCH_DIR"  # set by the parent for its workers: errors and progress go there
@@ -64,10 +65,9 @@ def worker_errors_reported() -> Iterator[None]:
         if isinstance(err, GigatokError):
             report |= {"message": err.message, "hint": err.hint}
         elif isinstance(err, OSError) and err.strerror:
-            where = f" ({err.filename})" if err.filename else ""
-            from gigatok_cli._common import disk_hint
+            from gigatok_cli._common import os_error_text
 
-            report |= {"message": f"{err.strerror}{where}", "hint": disk_hint(err)}
+            report |= dict(zip(("message", "hint"), os_error_text(err), strict=True))
         else:  # a bug or a device error (CUDA out of memory): keep the traceback for the user
             tb = workdir / f"traceback.{env_rank()}.txt"
             tb.write_text("".join(traceback.format_exception(err)))
@@ -77,9 +77,7 @@ def worker_errors_reported() -> Iterator[None]:
                 "hint": f"the full traceback is in {tb}",
                 "traceback_file": str(tb),
             }
-        part = workdir / f"error.{env_rank()}.json.part"
-        part.write_text(json.dumps(report))
-        part.replace(workdir / f"error.{env_rank()}.json")
+        write_text_atomic(workdir / f"error.{env_rank()}.json", json.dumps(report))
         raise typer.Exit(1) from None
     finally:
         logger.setLevel(level)

@@ -9,14 +9,51 @@ scripts (``gigatok_cli/completion.py``). Nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from gigatok_core import registry
 from gigatok_core.choices import DEVICE_CHOICES, PRECISION_NAMES, RNG_MODES, SAMPLERS, SCHEDULES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option_group(
+    param: str, options: Mapping[str, tuple[Any, Any]], build: Callable[[dict[str, Any]], Any] = dict
+) -> Callable[[F], F]:
+    """Declare a group of options once for several commands: the keyword-only options ``options``
+    (parameter name -> (``Annotated`` type, default)) take the place of the command's parameter
+    ``param``, which receives ``build(values)`` (by default the dict of their values).
+
+    Typer has no option groups shared between commands, so this rewrites the signature Typer reads
+    (``__signature__``, the documented :mod:`inspect` hook, and ``__annotations__``, which Typer
+    reads with ``typing.get_type_hints``). The launcher options, the training run settings and the
+    probe recipe are such groups.
+    """
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        for name, (ann, default) in options.items()
+    ]
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        params = [q for p in sig.parameters.values() for q in (extra if p.name == param else [p])]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name, default) for name, (_, default) in options.items()}
+            return fn(*args, **{param: build(values)}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,11 +91,13 @@ ARGUMENT_CHOICES: dict[str, Callable[[], list[str]]] = {
 }
 
 
-def completer(option: str) -> Callable[[str], list[str]]:
-    """Shell completion (``--install-completion``) for ``option``'s value set."""
+def completer(values: str | Callable[[], list[str]]) -> Callable[[str], list[str]]:
+    """Shell completion (``--install-completion``) for a value set: an option's (its long name in
+    :data:`CHOICES`) or a listing such as :func:`gigatok_core.registry.gpt_names`."""
+    names = CHOICES[values] if isinstance(values, str) else values
 
     def complete(incomplete: str) -> list[str]:
-        return [n for n in CHOICES[option]() if n.startswith(incomplete)]
+        return [n for n in names() if n.startswith(incomplete)]
 
     return complete
 
@@ -122,17 +161,6 @@ PairedTokenizerOpt = Annotated[
         show_default=False,
     ),
 ]
-GptOpt = Annotated[
-    str,
-    typer.Option(
-        "--gpt",
-        "-g",
-        help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
-        f"({_listed(registry.release_names())}).",
-        autocompletion=completer("--gpt"),
-        envvar="GIGATOK_GPT",
-    ),
-]
 RunGptOpt = Annotated[
     str | None,
     typer.Option(
@@ -144,6 +172,12 @@ RunGptOpt = Annotated[
         autocompletion=completer("--gpt"),
         envvar="GIGATOK_GPT",
         show_default=False,
+    ),
+]
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
     ),
 ]
 GptCheckpointOpt = Annotated[
@@ -191,6 +225,16 @@ DeviceOpt = Annotated[
         "--device",
         help="auto (this rank's GPU if there is one, else CPU), cpu, cuda or cuda:N.",
         autocompletion=completer("--device"),
+    ),
+]
+ForwardBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="DataLoader worker processes decoding images (default: min(4, CPU cores - 1)).",
+        show_default=False,
     ),
 ]
 SeedOpt = Annotated[
@@ -259,10 +303,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation (gigatok eval)
-# ---------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------
-# Frozen networks: one option and one environment variable each, the same in every command
+# Frozen networks (one option and one environment variable each) and evaluation
 # ---------------------------------------------------------------------------------------------
 def _frozen(flag: str, envvar: str, what: str) -> Any:
     return typer.Option(

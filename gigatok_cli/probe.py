@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, progress_bar
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
-from gigatok_cli.launch_worker import global_progress
+from gigatok_cli._common import console, handle_errors, out
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
+    CheckpointOpt,
     DeviceOpt,
     PairedTokenizerOpt,
     TokenizerCheckpointOpt,
@@ -24,11 +20,11 @@ from gigatok_cli.options import (
     _listed,
     completer,
     hub_weights,
+    option_group,
 )
+from gigatok_cli.run import run_request
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     help="Linear probing (the official protocol, docs/recipes.md#linear-probing): a BatchNorm + linear head trained with LARS on "
@@ -96,53 +92,17 @@ _RECIPE: dict[str, tuple[Any, Any]] = {
 }
 
 
-def _recipe_options(fn: F) -> F:
-    """Declare the recipe options once for both commands: they take the place of ``fn``'s
-    ``recipe`` parameter, which receives them as a dict of ProbeConfig settings.
-
-    Typer has no option groups shared between commands; like :func:`gigatok_cli.launch.launch_options`,
-    this rewrites the signature Typer reads (``__signature__``, a documented ``inspect`` hook).
-    """
-    sig = inspect.signature(fn, eval_str=True)
-    params: list[inspect.Parameter] = []
-    for p in sig.parameters.values():
-        if p.name != "recipe":
-            params.append(p)
-            continue
-        params += [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-            for name, (ann, default) in _RECIPE.items()
-        ]
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        recipe = {name: kwargs.pop(name, default) for name, (_, default) in _RECIPE.items()}
-        return fn(*args, recipe=recipe, **kwargs)
-
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
-    return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def _progress() -> Iterator[tuple[Any, Callable[[dict[str, Any]], None]]]:
-    """(on_progress, on_epoch) for the library: transient bars, one line per epoch (rank 0 only)."""
+def _show_epoch(row: dict[str, Any]) -> None:
+    """One line per epoch (rank 0 only)."""
     from gigatok_core.dist import dist_info
 
-    main = dist_info().is_main
-    with progress_bar("probe", enabled=main, rate="batch/s") as on_progress:
-        on_progress = global_progress(on_progress)  # a launched run's bar counts every rank
-
-        def on_epoch(row: dict[str, Any]) -> None:
-            if main:
-                console.print(
-                    f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
-                    f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
-        yield on_progress, on_epoch
+    if dist_info().is_main:
+        console.print(
+            f"epoch {row['epoch']}: top-1 {row['top1']:.2f}%  top-5 {row['top5']:.2f}%  "
+            f"train loss {row['loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.3g}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _render(title: str, result: Any, output: Path) -> None:
@@ -169,12 +129,16 @@ def _render(title: str, result: Any, output: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 def _probe(request: Any, launch: LaunchOptions) -> None:
     """Fetch the weights and launch the workers if asked, then probe with a progress bar and render."""
-    if maybe_launch(launch, prefetch=request.required_files):
-        return
-    with _progress() as (on_progress, on_epoch):
-        result = request.run(on_epoch=on_epoch, on_progress=on_progress)
-    if result is not None:
-        _render(request.title, result, request.output)
+    run_request(
+        request,
+        type(request).run,
+        lambda result: _render(request.title, result, request.output),
+        launch=launch,
+        label="probe",
+        rate="batch/s",
+        prefetch=request.required_files,
+        on_epoch=_show_epoch,
+    )
 
 
 @app.command(
@@ -183,7 +147,7 @@ def _probe(request: Any, launch: LaunchOptions) -> None:
 )
 @handle_errors
 @launch_options
-@_recipe_options
+@option_group("recipe", _RECIPE)
 def gpt(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -246,7 +210,7 @@ def gpt(
 )
 @handle_errors
 @launch_options
-@_recipe_options
+@option_group("recipe", _RECIPE)
 def tokenizer(
     train_split: TrainOpt,
     val_split: ValOpt,
@@ -254,12 +218,7 @@ def tokenizer(
     overrides: OverridesArg = None,
     *,
     tokenizer: TokenizerOpt,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
-        ),
-    ] = None,
+    checkpoint: CheckpointOpt = None,
     fix_dim: Annotated[
         bool,
         typer.Option(

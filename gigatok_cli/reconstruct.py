@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from gigatok_cli._common import console, handle_errors, out, plural
+from gigatok_cli._common import console, handle_errors, out, plural, print_error
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
 from gigatok_cli.options import (
     HUB_HELP,
     CheckpointTokenizerOpt,
     DeviceOpt,
+    ForwardBatchOpt,
+    OverwriteOpt,
     PrecisionOpt,
     VggWeightsOpt,
     hub_weights,
@@ -45,7 +47,7 @@ def _render(result: ReconstructResult) -> None:
         table.add_row("[bold]mean[/]", *(f"[bold]{result.mean_metrics[k]:.4f}[/]" for k in keys))
         out.print(table)
     if not result.images:
-        console.print(f"[bold red]error:[/] none of the {len(result.skipped)} inputs could be read")
+        print_error(f"none of the {len(result.skipped)} inputs could be read")
         raise typer.Exit(1)
     usage = f", codebook usage {result.codebook_usage:.2%}" if result.codebook_usage is not None else ""
     out.print(f"wrote {len(result.images)} reconstructions to {result.output_dir}{usage}", highlight=False)
@@ -96,13 +98,11 @@ def reconstruct(
     vgg_weights: VggWeightsOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
-    ] = 8,
+    batch_size: ForwardBatchOpt = 8,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
     """Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).

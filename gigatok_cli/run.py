@@ -25,15 +25,18 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gigatok_cli._common import progress_bar
 from gigatok_cli.launch import LaunchOptions, maybe_launch
 from gigatok_cli.launch_worker import global_progress
 from gigatok_core.config.requests import Request
 
+if TYPE_CHECKING:
+    from gigatok_core.probe import ProbeRequest
+
 R = TypeVar("R")
-Q = TypeVar("Q", bound=Request)
+Q = TypeVar("Q", bound="Request | ProbeRequest")
 
 
 def run_request(
@@ -44,18 +47,20 @@ def run_request(
     launch: LaunchOptions | None = None,
     label: str = "",
     rate: str | None = None,
+    prefetch: Callable[[], object] | None = None,
     **hooks: Any,
 ) -> None:
     """Run ``command(request, on_progress=..., **hooks)`` (on every rank when ``launch`` asks for
     several processes) and ``render`` its result on the main rank.
 
-    ``label``/``rate``: the progress bar's stage name and unit (e.g. "img/s"); ``hooks``: the
-    command's other callbacks (``on_skip``, ``on_result``).
+    ``label``/``rate``: the progress bar's stage name and unit (e.g. "img/s"); ``prefetch``: what the
+    launcher's parent runs first (default: fetch every file ``request.required_files()`` lists);
+    ``hooks``: the command's other callbacks (``on_skip``, ``on_result``, ``on_epoch``).
     """
     from gigatok_core.dist import dist_info
     from gigatok_core.tasks.fetch import fetch_required
 
-    if launch is not None and maybe_launch(launch, prefetch=lambda: fetch_required(request)):
+    if launch is not None and maybe_launch(launch, prefetch=prefetch or (lambda: fetch_required(request))):
         return  # the workers ran; this (parent) process is done
     main = dist_info().is_main
     with progress_bar(label, enabled=main, rate=rate) as on_progress:

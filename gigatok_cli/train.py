@@ -36,10 +36,6 @@ GPT_RUN_OPTIONS = (
 )  # fmt: skip
 
 
-def _complete_gpt(incomplete: str) -> list[str]:
-    return [n for n in registry.gpt_names() if n.startswith(incomplete)]
-
-
 @app.command("gpt")
 @handle_errors
 @launch_options
@@ -58,7 +54,7 @@ def gpt(
             "--preset",
             "-p",
             help=f"GPT preset: {', '.join(registry.gpt_names())}.",
-            autocompletion=_complete_gpt,
+            autocompletion=completer(registry.gpt_names),
         ),
     ],
     codes: Annotated[

@@ -9,7 +9,15 @@ import typer
 
 from gigatok_cli._common import console, handle_errors, out, plural
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import HUB_HELP, AutoPrecisionOpt, DeviceOpt, TokenizerOpt, hub_weights
+from gigatok_cli.options import (
+    HUB_HELP,
+    AutoPrecisionOpt,
+    DeviceOpt,
+    ForwardBatchOpt,
+    TokenizerOpt,
+    WorkersOpt,
+    hub_weights,
+)
 from gigatok_cli.run import runs_request
 
 if TYPE_CHECKING:
@@ -68,19 +76,9 @@ def extract_codes(
     crop_range: Annotated[
         float, typer.Option("--crop-range", help="With --ten-crop: centre-crop to int(size x this) first.")
     ] = 1.1,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
-    ] = 32,
+    batch_size: ForwardBatchOpt = 32,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard file.")] = 10_000,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            help="DataLoader processes decoding images (default: min(4, CPU cores - 1)).",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: AutoPrecisionOpt = None,
     check_images: Annotated[

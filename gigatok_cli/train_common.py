@@ -8,8 +8,6 @@ subcommand module imports the group.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,6 +16,7 @@ import typer
 
 from gigatok_cli._common import console
 from gigatok_cli.launch import maybe_launch
+from gigatok_cli.options import option_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,37 +62,18 @@ def run_options(*names: str, help: Mapping[str, str] | None = None) -> Callable[
     unknown = set(names) - set(_RUN_OPTIONS)
     assert not unknown, f"no run option {unknown}"
     texts = dict(help or {})
-    extra = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
+    options = {
+        name: (
+            Annotated[
                 kind | None,
                 typer.Option(*flags, help=texts.get(name, text), rich_help_panel=PANEL, show_default=False),
             ],
+            None,
         )
-        for name in _RUN_OPTIONS
+        for name, (kind, flags, text) in _RUN_OPTIONS.items()
         if name in names
-        for kind, flags, text in [_RUN_OPTIONS[name]]
-    ]
-
-    def decorate(fn: F) -> F:
-        sig = inspect.signature(fn, eval_str=True)
-        params = [p for p in sig.parameters.values() if p.name != "run"]
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            run = {p.name: kwargs.pop(p.name) for p in extra}
-            return fn(*args, run=run, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in params + extra} | {
-            "return": sig.return_annotation
-        }
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    }
+    return option_group("run", options)
 
 
 def run_training(

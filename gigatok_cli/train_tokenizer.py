@@ -13,7 +13,15 @@ import typer
 
 from gigatok_cli._common import handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import HUB_HELP, DinoWeightsOpt, TeacherWeightsOpt, VggWeightsOpt, hub_weights
+from gigatok_cli.options import (
+    HUB_HELP,
+    DinoWeightsOpt,
+    TeacherWeightsOpt,
+    VggWeightsOpt,
+    WorkersOpt,
+    completer,
+    hub_weights,
+)
 from gigatok_cli.train_common import (
     ConfigFileOpt,
     ResumeOpt,
@@ -22,18 +30,13 @@ from gigatok_cli.train_common import (
     run_options,
     run_training,
 )
+from gigatok_core import registry  # presets as data: no torch import
 
 # the run settings `train tokenizer` takes as options (the others: run.KEY=VALUE)
 TOKENIZER_RUN_OPTIONS = (
     "max_steps", "batch_size", "lr", "seed", "save_every", "keep", "log_every", "sample_every",
     "device", "precision", "grad_accum", "strategy", "ema", "compile", "on_nan",
 )  # fmt: skip
-
-
-def _complete_tokenizer(incomplete: str) -> list[str]:
-    from gigatok_core import registry
-
-    return [n for n in registry.tokenizer_names() if n.startswith(incomplete)]
 
 
 @handle_errors
@@ -50,7 +53,10 @@ def tokenizer(
     preset: Annotated[
         str,
         typer.Option(
-            "--preset", "-p", help="Tokenizer preset, e.g. s-s or tiny.", autocompletion=_complete_tokenizer
+            "--preset",
+            "-p",
+            help="Tokenizer preset, e.g. s-s or tiny.",
+            autocompletion=completer(registry.tokenizer_names),
         ),
     ],
     data: Annotated[Path, typer.Option("--data", help="An ImageFolder tree or a flat folder of images.")],
@@ -71,15 +77,7 @@ def tokenizer(
     teacher_weights: TeacherWeightsOpt = None,
     dino_weights: DinoWeightsOpt = None,
     vgg_weights: VggWeightsOpt = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            help="DataLoader worker processes (default: min(4, CPU cores - 1)).",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     resume: ResumeOpt = "auto",
     overwrite: StartOverOpt = False,
     run: dict[str, Any],

@@ -251,3 +251,18 @@ def test_run_settings_carry_provenance_and_strict_json(tmp_path: Path) -> None:
     assert (
         got["gigatok_version"] and got["command_line"].startswith("gigatok") and got["created"].endswith("Z")
     )
+
+
+def test_option_group_puts_its_options_in_place_of_the_parameter() -> None:
+    import inspect
+
+    from gigatok_cli.options import option_group
+
+    group = {"a": (Annotated[int, typer.Option("--a")], 1), "b": (Annotated[str, typer.Option("--b")], "x")}
+
+    @option_group("g", group, build=lambda v: (v["a"], v["b"]))
+    def cmd(*, first: int = 0, g: tuple[int, str], last: int = 0) -> tuple[int, str]:
+        return g
+
+    assert list(inspect.signature(cmd).parameters) == ["first", "a", "b", "last"]
+    assert cmd(first=0, a=2, last=0) == (2, "x")  # an option left out takes the group's default

@@ -309,3 +309,10 @@ def test_rfid_with_tiny_tokenizer_builds_and_caches_reference(tmp_path, inceptio
         tmp_path / "recon",
     )
     assert res.exit_code == 1 and "already exist" in res.output
+
+
+def test_eval_report_rows_label_and_format_the_metrics() -> None:
+    from gigatok_core.evaluation.commands import EvalReport
+
+    report = EvalReport("t", {"fid": 1.23456, "precision": None, "num_samples": 10, "notes": ["n"]})
+    assert report.rows() == [("FID", "1.2346"), ("Precision", None), ("Samples", "10")]

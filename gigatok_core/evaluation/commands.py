@@ -20,16 +20,49 @@ from gigatok_core.evaluation.reference import PROTOCOLS, EvalStats
 from gigatok_core.runs.settings import write_run_settings
 from gigatok_core.utils.progress import ProgressFn
 
+# metric key -> its name in a report's table (keys not listed, such as "notes", are not metrics)
+METRIC_LABELS = {
+    "fid": "FID",
+    "sfid": "sFID",
+    "is": "Inception Score",
+    "precision": "Precision",
+    "recall": "Recall",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS (VGG)",
+    "codebook_usage": "Codebook usage",
+    "num_samples": "Samples",
+    "num_reference": "Reference images",
+    "num_images": "Images",
+    "val_loss": "Val loss (mean of batch means)",
+    "val_loss_per_token": "Val loss (per token)",
+    "num_batches": "Batches",
+    "num_classes": "Classes",
+    "cfg_scale": "CFG scale",
+}
+
 
 @dataclass
 class EvalReport:
     """What an evaluation returns to its caller: the numbers and what to write beside them."""
 
     title: str
-    metrics: dict[str, Any]  # metric key -> value (see gigatok_cli's labels); "notes": list[str]
+    metrics: dict[str, Any]  # metric key -> value (named in METRIC_LABELS); "notes": list[str]
     settings: dict[str, Any] = field(default_factory=dict)  # the run's resolved settings (JSON extras)
     messages: list[str] = field(default_factory=list)  # lines for the user ("reference cached at ...")
     json_path: Path | None = None  # where the report was written, if asked
+
+    def rows(self) -> list[tuple[str, str | None]]:
+        """The report as a table: (label, value) per metric, floats to 4 decimals, None where not
+        computed (e.g. precision/recall without reference features)."""
+        return [
+            (
+                METRIC_LABELS[key],
+                None if value is None else f"{value:.4f}" if isinstance(value, float) else str(value),
+            )
+            for key, value in self.metrics.items()
+            if key in METRIC_LABELS
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
