@@ -19,10 +19,6 @@ class GigatokError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
-class NotImplementedYet(GigatokError):
-    """A registered command whose implementation has not landed; the CLI exits with code 2."""
-
-
 class SettingError(GigatokError):
     """A bad setting of a request (:mod:`gigatok_core.config.requests`), named as Python writes it.
 
