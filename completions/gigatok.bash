@@ -32,25 +32,25 @@ _gigatok() {
     case "$path|$prev" in
         "cache import|--preset") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl VQ_SS256_e100.pt VQ_SB256_e200.pt VQ_BL256_e200.pt VQ_BL256_dino_disc.pt VQ_XLXXL256_e300.pt VQ_SS256_2d_e100.pt VQ_SB256_2d_e200.pt VQ_BL256_2d_e200.pt GPT_B256_e300_VQ_SS.pt GPT_B256_e300_VQ_SB.pt GPT_B256_e300_VQ_BL.pt GPT_B256_e300_VQ_BL_dino_disc.pt GPT_B256_e300_VQ_XLXXL.pt GPT_XL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_BL.pt GPT_XXL256_e300_VQ_XLXXL.pt pt_inception-2015-12-05-6726825d.pth vgg16-397923af.pth dinov2_vitb14_pretrain.pth dino_deitsmall16_pretrain.pth VIRTUAL_imagenet256_labeled.npz" -- "$cur")); return ;;
         "eval build-ref|--data") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval build-ref|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval build-ref|--output"|"eval build-ref|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval build-ref|--image-size") COMPREPLY=(); return ;;
         "eval build-ref|--protocol") COMPREPLY=(); return ;;
         "eval build-ref|--inception-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval build-ref|--batch-size") COMPREPLY=(); return ;;
+        "eval build-ref|--batch-size"|"eval build-ref|-b") COMPREPLY=(); return ;;
         "eval build-ref|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval fid|--protocol") COMPREPLY=(); return ;;
         "eval fid|--inception-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval fid|--batch-size") COMPREPLY=(); return ;;
+        "eval fid|--batch-size"|"eval fid|-b") COMPREPLY=(); return ;;
         "eval fid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval fid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval gfid|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval gfid|--output"|"eval gfid|-o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--gpt"|"eval gfid|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "eval gfid|--tokenizer"|"eval gfid|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "eval gfid|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--reference") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--num-samples") COMPREPLY=(); return ;;
-        "eval gfid|--num-per-class") COMPREPLY=(); return ;;
+        "eval gfid|--num-per-class"|"eval gfid|-n") COMPREPLY=(); return ;;
         "eval gfid|--num-classes") COMPREPLY=(); return ;;
         "eval gfid|--cfg-scale") COMPREPLY=(); return ;;
         "eval gfid|--cfg-schedule") COMPREPLY=($(compgen -W "constant linear linear_re triangular rectangular step cosine sigmoid" -- "$cur")); return ;;
@@ -63,7 +63,7 @@ _gigatok() {
         "eval gfid|--sampler") COMPREPLY=($(compgen -W "standard sjd" -- "$cur")); return ;;
         "eval gfid|--sjd-window") COMPREPLY=(); return ;;
         "eval gfid|--inception-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval gfid|--batch-size") COMPREPLY=(); return ;;
+        "eval gfid|--batch-size"|"eval gfid|-b") COMPREPLY=(); return ;;
         "eval gfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval gfid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval gfid|--nproc-per-node") COMPREPLY=(); return ;;
@@ -80,7 +80,7 @@ _gigatok() {
         "eval rfid|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "eval rfid|--vgg-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval rfid|--inception-weights") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval rfid|--batch-size") COMPREPLY=(); return ;;
+        "eval rfid|--batch-size"|"eval rfid|-b") COMPREPLY=(); return ;;
         "eval rfid|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval rfid|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval rfid|--nproc-per-node") COMPREPLY=(); return ;;
@@ -95,7 +95,7 @@ _gigatok() {
         "eval val-loss|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval val-loss|--tokenizer-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval val-loss|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
-        "eval val-loss|--batch-size") COMPREPLY=(); return ;;
+        "eval val-loss|--batch-size"|"eval val-loss|-b") COMPREPLY=(); return ;;
         "eval val-loss|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
         "eval val-loss|--json") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval val-loss|--nproc-per-node") COMPREPLY=(); return ;;
@@ -283,11 +283,11 @@ _gigatok() {
         "cache where") COMPREPLY=($(compgen -W "--help -h" -- "$cur")) ;;
         "download") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl s-s-2d s-b-2d b-l-2d gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl gpt-b gpt-xl gpt-xxl inception vgg16 dinov2-vitb14 dino-vits16 adm-ref --all --quiet -q --help -h" -- "$cur")) ;;
         "eval") COMPREPLY=($(compgen -W "build-ref fid gfid rfid val-loss --help -h" -- "$cur")) ;;
-        "eval build-ref") COMPREPLY=($(compgen -W "--data --output --image-size --protocol --with-images --inception-weights --batch-size --device --overwrite --help -h" -- "$cur")) ;;
-        "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
-        "eval gfid") COMPREPLY=($(compgen -W "--output --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --window-grid --search --save-npz --seed --precision --sample-batch-size --sampler --sjd-window --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --regenerate --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "eval val-loss") COMPREPLY=($(compgen -W "--data --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "eval build-ref") COMPREPLY=($(compgen -W "--data --output -o --image-size --protocol --with-images --inception-weights --batch-size -b --device --overwrite --help -h" -- "$cur")) ;;
+        "eval fid") COMPREPLY=($(compgen -W "--protocol --force --inception-weights --batch-size -b --device --no-precision-recall --precision-recall --json --overwrite --help -h" -- "$cur")) ;;
+        "eval gfid") COMPREPLY=($(compgen -W "--output -o --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --reference --num-samples --num-per-class -n --num-classes --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --search --window-grid --save-npz --seed --precision --sample-batch-size --sampler --sjd-window --force --inception-weights --batch-size -b --device --no-precision-recall --precision-recall --json --overwrite --regenerate --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size -b --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "eval val-loss") COMPREPLY=($(compgen -W "--data --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size -b --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
         "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
@@ -295,7 +295,7 @@ _gigatok() {
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --sampler --sjd-window --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --format --to-hub --private --revision --overwrite --help -h" -- "$cur")) ;;
-        "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --check-images --import-official --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --overwrite --check-images --import-official --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --strategy --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --sample-every --device --precision --strategy --no-ema --ema --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac

@@ -2,35 +2,19 @@
 
 Each command declares the settings of its request (:mod:`gigatok_core.config.requests`) as options
 and runs one function of :mod:`gigatok_core.evaluation.commands` with the report's renderer
-(:func:`gigatok_cli.run.runs_request`). The GPT evaluations (gfid, val-loss) are in :mod:`gigatok_cli.eval_ar`.
+(:func:`gigatok_cli.run.request_command`). The GPT evaluations (gfid, val-loss) are in :mod:`gigatok_cli.eval_ar`.
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 
 from gigatok_cli._common import handle_errors
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import (
-    BatchOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    ForceOpt,
-    InceptionOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PrecisionOpt,
-    PROpt,
-    ProtocolOpt,
-    TokenizerOpt,
-    VggWeightsOpt,
-)
 from gigatok_cli.report import render_report
-from gigatok_cli.run import runs_request
+from gigatok_cli.run import request_command
 
 app = typer.Typer(
     help="Evaluate tokenizers and generators in one Python process (no TensorFlow): fid (two sides), "
@@ -46,55 +30,20 @@ app = typer.Typer(
 # ---------------------------------------------------------------------------------------------
 @app.command("fid")
 @handle_errors
-@runs_request("FIDRequest", "gigatok_core.evaluation.commands:fid", render_report)
-def fid(
-    samples: Annotated[
-        Path, typer.Argument(help="Folder of images, image npz (arr_0 uint8 NHWC) or statistics npz.")
-    ],
-    reference: Annotated[
-        Path, typer.Argument(help="Same kinds as SAMPLES; e.g. VIRTUAL_imagenet256_labeled.npz.")
-    ],
-    *,
-    protocol: ProtocolOpt = None,
-    force: ForceOpt = False,
-    inception_weights: InceptionOpt = None,
-    batch_size: BatchOpt = 64,
-    device: DeviceOpt = "auto",
-    with_precision_recall: PROpt = True,
-    json_path: JsonOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
+@request_command("FIDRequest", "gigatok_core.evaluation.commands:fid", render_report, launch=False)
+def fid(**settings: Any) -> None:
     """FID, sFID, Inception Score, precision and recall of SAMPLES against REFERENCE (ADM's evaluator)."""
 
 
 @app.command("build-ref")
 @handle_errors
-@runs_request(
+@request_command(
     "BuildRefRequest",
     "gigatok_core.evaluation.commands:build_reference",
     functools.partial(render_report, table=False),
+    launch=False,
 )
-def build_ref(
-    data: Annotated[Path, typer.Option("--data", help="Folder of reference images (e.g. ImageNet val).")],
-    output: Annotated[Path, typer.Option("--output", help="Statistics npz to write.")],
-    *,
-    image_size: Annotated[int, typer.Option("--image-size", help="ADM centre-crop size.")] = 256,
-    protocol: Annotated[
-        str, typer.Option("--protocol", help="What the reference is for: gfid-adm or rfid-imagenet-val.")
-    ] = "rfid-imagenet-val",
-    with_images: Annotated[
-        bool,
-        typer.Option(
-            "--with-images",
-            help="Also store the crops as arr_0 (uint8), like the official val_imagenet.npz, so ADM's "
-            "TensorFlow evaluator can read the file too (196 KB per 256px image: 9.8 GB for ImageNet val).",
-        ),
-    ] = False,
-    inception_weights: InceptionOpt = None,
-    batch_size: BatchOpt = 64,
-    device: DeviceOpt = "auto",
-    overwrite: OverwriteOpt = False,
-) -> None:
+def build_ref(**settings: Any) -> None:
     """Build a reference (mu/sigma/mu_s/sigma_s + pool features) from a folder, ADM centre crop."""
 
 
@@ -108,39 +57,8 @@ def build_ref(
     ),
 )
 @handle_errors
-@launch_options
-@runs_request("RFIDRequest", "gigatok_core.evaluation.commands:rfid", render_report)
-def rfid(
-    tokenizer: TokenizerOpt,
-    data: Annotated[
-        Path, typer.Option("--data", help="Folder of validation images (ImageNet val for the paper's rFID).")
-    ],
-    *,
-    checkpoint: CheckpointOpt = None,
-    reference: Annotated[
-        Path | None,
-        typer.Option(
-            "--reference",
-            help="rfid-imagenet-val statistics; default: built from --data in the same pass and cached.",
-        ),
-    ] = None,
-    save_samples: Annotated[
-        Path | None, typer.Option("--save-samples", help="Also save reconstructions as PNGs here.")
-    ] = None,
-    precision: PrecisionOpt = "fp32",
-    lpips: Annotated[
-        bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS-VGG (needs vgg16 weights).")
-    ] = True,
-    vgg_weights: VggWeightsOpt = None,
-    force: ForceOpt = False,
-    inception_weights: InceptionOpt = None,
-    batch_size: BatchOpt = 32,
-    device: DeviceOpt = "auto",
-    with_precision_recall: PROpt = True,
-    json_path: JsonOpt = None,
-    overwrite: OverwriteOpt = False,
-    launch: LaunchOptions = SINGLE,
-) -> None:
+@request_command("RFIDRequest", "gigatok_core.evaluation.commands:rfid", render_report)
+def rfid(**settings: Any) -> None:
     """Reconstruction FID of a tokenizer (the --help text is the command's help= above)."""
 
 

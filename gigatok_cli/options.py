@@ -1,17 +1,26 @@
-"""Options shared by several commands, declared once (type, names, help, completion).
+"""Options made from the library's settings: each setting is declared once, in the library.
 
-Each is an ``Annotated`` type: a command declares ``precision: PrecisionOpt = "fp32"`` and keeps
-its own default. Value sets come from the library (:mod:`gigatok_core.choices`,
-:mod:`gigatok_core.registry`), never from lists written here; ``--help`` lists the registry names
-as DiT's ``choices=list(DiT_models)`` does, and :data:`CHOICES` feeds the static completion
-scripts (``gigatok_cli/completion.py``). Nothing here imports torch.
+A command's options are the fields of a dataclass of :mod:`gigatok_core` (a request of
+:mod:`gigatok_core.config.requests`, :class:`~gigatok_cli.launch.LaunchOptions`, the training run
+settings, the probe recipe): :func:`dataclass_options` turns each field into a Typer option or
+argument with the field's type, default and meaning (:meth:`gigatok_core.config.requests.Request.help`),
+and :data:`CLI` adds what only a command line has (short names, environment variables, value sets
+for completion, ``hf://`` references); :func:`option_group` puts such a group into a command's
+signature. Value sets come from the library (:mod:`gigatok_core.choices`, :mod:`gigatok_core.registry`),
+never from lists written here; ``--help`` lists the registry names as DiT's
+``choices=list(DiT_models)`` does, and :data:`CHOICES` feeds the static completion scripts
+(``gigatok_cli/completion.py``). Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -119,229 +128,142 @@ def hub_weights(value: Any) -> Any:
     return path if isinstance(value, Path) else str(path)
 
 
-HUB_HELP = " Also hf://OWNER/REPO[@REVISION] or hf://OWNER/REPO/FILE (Hugging Face Hub)."
-
-
-def _listed(names: list[str] | tuple[str, ...]) -> str:
-    return ", ".join(names)
+HUB_HELP = " Also hf://OWNER/REPO, hf://OWNER/REPO@REVISION or hf://OWNER/REPO/FILE (Hugging Face Hub)."
 
 
 # ---------------------------------------------------------------------------------------------
-# Models
+# Settings as options
 # ---------------------------------------------------------------------------------------------
-TokenizerOpt = Annotated[
-    str,
-    typer.Option(
-        "--tokenizer",
-        "-t",
-        help=f"Tokenizer preset: {_listed(registry.tokenizer_names())}.",
-        autocompletion=completer("--tokenizer"),
-        envvar="GIGATOK_TOKENIZER",
-    ),
-]
-CheckpointTokenizerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tokenizer",
-        "-t",
-        help=f"Tokenizer preset: {_listed(registry.tokenizer_names())}; "
-        "default: the one a gigatok --checkpoint (run folder, exported file) names, else s-s.",
-        autocompletion=completer("--tokenizer"),
-        envvar="GIGATOK_TOKENIZER",
-        show_default=False,
-    ),
-]
-PairedTokenizerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tokenizer",
-        "-t",
-        help="Tokenizer preset; default: the one the GPT was trained with.",
-        autocompletion=completer("--tokenizer"),
-        show_default=False,
-    ),
-]
-RunGptOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--gpt",
-        "-g",
-        help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
-        f"({_listed(registry.release_names())}); default: the one a gigatok --gpt-checkpoint names, "
-        "else gpt-b.",
-        autocompletion=completer("--gpt"),
-        envvar="GIGATOK_GPT",
-        show_default=False,
-    ),
-]
-CheckpointOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--checkpoint", help="Tokenizer weights instead of the preset's." + HUB_HELP, callback=hub_weights
-    ),
-]
-GptCheckpointOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--gpt-checkpoint",
-        help="GPT weights instead of the released ones: a file, or a `gigatok train gpt` RUN_DIR "
-        "(newest checkpoint, EMA preferred; it names its preset, tokenizer and classes)." + HUB_HELP,
-        callback=hub_weights,
-    ),
-]
-TokenizerCheckpointOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--tokenizer-checkpoint",
-        help="Tokenizer weights instead of the preset's: a file, or a `gigatok train tokenizer` RUN_DIR "
-        "(default: the checkpoint a gigatok GPT run recorded)." + HUB_HELP,
-        callback=hub_weights,
-    ),
-]
+@dataclass(frozen=True)
+class Cli:
+    """What a setting has on the command line beyond its flag, type, default and meaning."""
 
-# ---------------------------------------------------------------------------------------------
-# Where and how to run
-# ---------------------------------------------------------------------------------------------
-PrecisionOpt = Annotated[
-    str,
-    typer.Option(
-        "--precision",
-        help=f"{_listed(PRECISION_NAMES)} (fp16 needs a GPU; bf16 a GPU or a CPU with AVX512-BF16/AMX).",
-        autocompletion=completer("--precision"),
-    ),
-]
-AutoPrecisionOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--precision",
-        help=f"{_listed(PRECISION_NAMES)}; default bf16 on CUDA, fp32 on CPU.",
-        autocompletion=completer("--precision"),
-        show_default=False,
-    ),
-]
-DeviceOpt = Annotated[
-    str,
-    typer.Option(
-        "--device",
-        help="auto (this rank's GPU if there is one, else CPU), cpu, cuda or cuda:N.",
-        autocompletion=completer("--device"),
-    ),
-]
-ForwardBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--workers",
-        min=0,
-        help="DataLoader worker processes decoding images (default: min(4, CPU cores - 1)).",
-        show_default=False,
-    ),
-]
-SeedOpt = Annotated[
-    int, typer.Option("--seed", help="Run seed; each image is seeded from (seed, class, index).")
-]
-RngOpt = Annotated[
-    str,
-    typer.Option(
-        "--rng",
-        help="per-sample (batch/rank independent) or official "
-        "(one torch.multinomial stream, as the official sampler).",
-        autocompletion=completer("--rng"),
-    ),
-]
-SamplerOpt = Annotated[
-    str,
-    typer.Option(
-        "--sampler",
-        help="standard (one token per GPT forward pass) or sjd (speculative Jacobi decoding: several "
-        "tokens per pass, the same distribution, other images for a seed; needs --rng per-sample).",
-        autocompletion=completer("--sampler"),
-    ),
-]
-SjdWindowOpt = Annotated[
-    int,
-    typer.Option("--sjd-window", min=1, help="--sampler sjd: draft tokens per forward pass."),
-]
-
-# ---------------------------------------------------------------------------------------------
-# Classifier-free guidance (docs/ar.md#cfg-schedules)
-# ---------------------------------------------------------------------------------------------
-CfgScaleOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--cfg-scale",
-        help="Classifier-free guidance scale (<= 1: off). eval gfid: default 1.75; with --search the "
-        "start, default the official empirical start for the GPT and schedule.",
-    ),
-]
-CfgScheduleOpt = Annotated[
-    str,
-    typer.Option(
-        "--cfg-schedule",
-        help=f"CFG schedule: {_listed(SCHEDULES)}.",
-        autocompletion=completer("--cfg-schedule"),
-    ),
-]
-CfgStartOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--cfg-start-ratio",
-        help="step/sigmoid start (default 0.18); rectangular window start (default 0.05).",
-        show_default=False,
-    ),
-]
-CfgEndOpt = Annotated[
-    float | None,
-    typer.Option("--cfg-end-ratio", help="Rectangular window end (default 1.0).", show_default=False),
-]
-
-# ---------------------------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------------------------
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+    short: tuple[str, ...] = ()
+    envvar: str | None = None
+    weights: bool = False  # takes weights: an hf:// reference becomes the cached file (hub_weights)
+    listed: Callable[[], str] | None = None  # its value set, appended to the help
 
 
-# ---------------------------------------------------------------------------------------------
-# Frozen networks (one option and one environment variable each) and evaluation
-# ---------------------------------------------------------------------------------------------
-def _frozen(flag: str, envvar: str, what: str) -> Any:
-    return typer.Option(
-        flag, envvar=envvar, help=f"Local {what} weights file (default: the download cache; env {envvar})."
-    )
+def _gpt_listing() -> str:
+    return f" Presets: {', '.join(registry.gpt_names())}; releases: {', '.join(registry.release_names())}."
 
 
-VggWeightsOpt = Annotated[
-    Path | None, _frozen("--vgg-weights", "GIGATOK_VGG_WEIGHTS", "VGG16 (LPIPS, vgg16-397923af.pth)")
-]
-TeacherWeightsOpt = Annotated[
-    Path | None, _frozen("--teacher-weights", "GIGATOK_TEACHER_WEIGHTS", "DINOv2 ViT-B/14 teacher")
-]
-DinoWeightsOpt = Annotated[
-    Path | None, _frozen("--dino-weights", "GIGATOK_DINO_WEIGHTS", "DINO ViT-S/16 (dinodisc)")
-]
-InceptionOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--inception-weights",
-        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
-        envvar="GIGATOK_INCEPTION_WEIGHTS",
-    ),
-]
-BatchOpt = Annotated[
-    int, typer.Option("--batch-size", help="Images per Inception batch (results do not depend on it).")
-]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Use a reference made for another protocol anyway.")]
-PROpt = Annotated[
-    bool,
-    typer.Option(
-        "--precision-recall/--no-precision-recall",
-        help="Compute improved precision/recall (needs reference features).",
-    ),
-]
-ProtocolOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--protocol", help="Check that REFERENCE was made for this protocol: gfid-adm or rfid-imagenet-val."
-    ),
-]
+def _tokenizer_listing() -> str:
+    return f" Presets: {', '.join(registry.tokenizer_names())}."
+
+
+WEIGHTS = Cli(weights=True)
+
+#: setting name -> its command-line extras, the same in every command that has the setting
+CLI: dict[str, Cli] = {
+    "gpt": Cli(("-g",), "GIGATOK_GPT", listed=_gpt_listing),
+    "tokenizer": Cli(("-t",), "GIGATOK_TOKENIZER", listed=_tokenizer_listing),
+    "classes": Cli(("-c",)),
+    "output": Cli(("-o",)),
+    "num_per_class": Cli(("-n",)),
+    "batch_size": Cli(("-b",)),
+    "checkpoint": WEIGHTS,
+    "gpt_checkpoint": WEIGHTS,
+    "tokenizer_checkpoint": WEIGHTS,
+    "init": WEIGHTS,
+    "inception_weights": Cli(envvar="GIGATOK_INCEPTION_WEIGHTS"),
+    "vgg_weights": Cli(envvar="GIGATOK_VGG_WEIGHTS"),
+    "teacher_weights": Cli(envvar="GIGATOK_TEACHER_WEIGHTS"),
+    "dino_weights": Cli(envvar="GIGATOK_DINO_WEIGHTS"),
+}
+
+
+def cli_type(hint: Any) -> Any:
+    """The type Typer parses a setting of type ``hint`` as: a path as ``Path``, a sequence as a list
+    of words, a word-or-list (``classes``, "22,388") as the word the library parses; None dropped."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)]
+        return Path if Path in kinds else str if str in kinds else cli_type(kinds[0])
+    if typing.get_origin(hint) in (list, tuple, Sequence):
+        return list[str]
+    return hint
+
+
+def setting_option(
+    name: str,
+    flag: str,
+    hint: Any,
+    default: Any,
+    text: str,
+    *,
+    panel: str | None = None,
+    env: bool = True,
+    low: int | None = None,
+) -> Any:
+    """The ``Annotated`` type of setting ``name`` as a Typer option ``flag`` (an upper-case ``flag``
+    is a positional argument); ``default`` is the setting's (``inspect.Parameter.empty``: required),
+    ``low`` its smallest value (refused when the command line is parsed)."""
+    extra = CLI.get(name, Cli())
+    kind = cli_type(hint)
+    help = text + (extra.listed() if extra.listed else "") + (HUB_HELP if extra.weights else "")
+    if default is None:
+        kind = kind | None
+    if flag.isupper():
+        return Annotated[kind, typer.Argument(help=help, metavar=flag, show_default=False)]
+    switch = kind is bool and default is True  # --lpips/--no-lpips
+    decls = (f"{flag}/--no-{flag[2:]}" if switch else flag, *extra.short)
+    return Annotated[
+        kind,
+        typer.Option(
+            *decls,
+            help=help,
+            envvar=extra.envvar if env else None,
+            autocompletion=completer(flag) if flag in CHOICES else None,
+            callback=hub_weights if extra.weights else None,
+            rich_help_panel=panel,
+            min=low,
+            show_default=not any(default is v for v in (None, False, inspect.Parameter.empty)),
+        ),
+    ]
+
+
+def dataclass_options(
+    cls: type,
+    texts: Mapping[str, str],
+    *,
+    names: Iterable[str] | None = None,
+    flags: Mapping[str, str] | None = None,
+    panel: str | None = None,
+    unset: bool = False,
+    no_env: Iterable[str] = (),
+    at_least: Mapping[str, int] | None = None,
+) -> dict[str, tuple[Any, Any]]:
+    """The fields of dataclass ``cls`` (``names`` of them, in that order; default all) as options
+    for :func:`option_group`: name -> (``Annotated`` type, default). ``texts``: each field's help;
+    ``flags``: its flag, default ``--`` + the name with dashes; ``unset``: every option defaults to
+    None (not given: the library's default applies); ``no_env``: fields read no environment variable;
+    ``at_least``: the smallest value of count fields."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    options = {}
+    for name in list(names) if names is not None else list(fields):
+        field = fields[name]
+        if unset:
+            default = None
+        elif field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = inspect.Parameter.empty
+        flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
+        low = (at_least or {}).get(name)
+        option = setting_option(
+            name, flag, hints[name], default, texts[name], panel=panel, env=name not in no_env, low=low
+        )
+        options[name] = (option, default)
+    return options
+
+
+def shared_option(name: str, kind: Any, default: Any = None, *, env: bool = True) -> Any:
+    """The option of setting ``name`` of :data:`gigatok_core.config.requests.SETTING_HELP` (its meaning
+    in every command), of type ``kind``, for a command that builds its request itself."""
+    from gigatok_core.config.requests import SETTING_HELP
+
+    flag = "--" + name.replace("_", "-")
+    return setting_option(name, flag, kind, default, SETTING_HELP[name], env=env)

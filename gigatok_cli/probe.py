@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,18 +11,7 @@ from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import (
-    HUB_HELP,
-    CheckpointOpt,
-    DeviceOpt,
-    PairedTokenizerOpt,
-    TokenizerCheckpointOpt,
-    TokenizerOpt,
-    _listed,
-    completer,
-    hub_weights,
-    option_group,
-)
+from gigatok_cli.options import HUB_HELP, completer, hub_weights, option_group, shared_option
 from gigatok_cli.run import run_request
 from gigatok_core import registry
 from gigatok_core.errors import GigatokError
@@ -159,8 +149,8 @@ def gpt(
         typer.Option(
             "--gpt",
             "-g",
-            help=f"GPT preset ({_listed(registry.gpt_names())}) or released pair "
-            f"({_listed(registry.release_names())}); may be left out with a gigatok run's --gpt-checkpoint.",
+            help=f"GPT preset ({', '.join(registry.gpt_names())}) or released pair "
+            f"({', '.join(registry.release_names())}); may be left out with a gigatok run's --gpt-checkpoint.",
             autocompletion=completer("--gpt"),
         ),
     ] = None,
@@ -173,13 +163,21 @@ def gpt(
             callback=hub_weights,
         ),
     ] = None,
-    tokenizer: PairedTokenizerOpt = None,
-    tokenizer_checkpoint: TokenizerCheckpointOpt = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help="Tokenizer preset; default: the one the GPT was trained with.",
+            autocompletion=completer("--tokenizer"),
+        ),
+    ] = None,
+    tokenizer_checkpoint: shared_option("tokenizer_checkpoint", Path) = None,
     layer: Annotated[
         int | None, typer.Option("--layer", help="Feature block, 1-based (default n_layer // 2).")
     ] = None,
     recipe: dict[str, Any],
-    device: DeviceOpt = "auto",
+    device: shared_option("device", str) = None,
     config_file: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
@@ -217,8 +215,8 @@ def tokenizer(
     output: OutputOpt,
     overrides: OverridesArg = None,
     *,
-    tokenizer: TokenizerOpt,
-    checkpoint: CheckpointOpt = None,
+    tokenizer: shared_option("tokenizer", str, inspect.Parameter.empty),
+    checkpoint: shared_option("checkpoint", Path) = None,
     fix_dim: Annotated[
         bool,
         typer.Option(
@@ -229,7 +227,7 @@ def tokenizer(
         bool, typer.Option("--from-decoder", help="Features of the ViT decoder (after its ln_post).")
     ] = False,
     recipe: dict[str, Any],
-    device: DeviceOpt = "auto",
+    device: shared_option("device", str) = None,
     config_file: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out, plural, print_error
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import (
-    HUB_HELP,
-    CheckpointTokenizerOpt,
-    DeviceOpt,
-    ForwardBatchOpt,
-    OverwriteOpt,
-    PrecisionOpt,
-    VggWeightsOpt,
-    hub_weights,
-)
-from gigatok_cli.run import runs_request
+from gigatok_cli.run import request_command
 from gigatok_core.errors import GigatokError
 
 if TYPE_CHECKING:
@@ -60,51 +49,14 @@ def _render(result: ReconstructResult) -> None:
 
 
 @handle_errors
-@launch_options
-@runs_request(
+@request_command(
     "ReconstructRequest",
     "gigatok_core.tasks.reconstruct:reconstruct",
     _render,
     label="reconstruct",
     hooks={"on_skip": _skipped},
 )
-def reconstruct(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(help="Image files, folders (recursive) or glob patterns.", show_default=False),
-    ],
-    *,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reconstructions.")] = Path(
-        "reconstructions"
-    ),
-    tokenizer: CheckpointTokenizerOpt = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint",
-            help="Checkpoint file or run folder instead of the preset's cached weights." + HUB_HELP,
-            callback=hub_weights,
-        ),
-    ] = None,
-    grid: Annotated[
-        bool, typer.Option("--grid", help="Also write grid.png: original | reconstruction pairs.")
-    ] = False,
-    save_codes: Annotated[
-        bool, typer.Option("--save-codes", help="Also write codes.npz: code indices per image stem.")
-    ] = False,
-    metrics: Annotated[
-        bool, typer.Option("--metrics", help="PSNR, SSIM, LPIPS per image and averaged (metrics.json).")
-    ] = False,
-    vgg_weights: VggWeightsOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
-    batch_size: ForwardBatchOpt = 8,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")
-    ] = False,
-    overwrite: OverwriteOpt = False,
-    launch: LaunchOptions = SINGLE,
-) -> None:
+def reconstruct(inputs: list[str], **settings: Any) -> None:
     """Reconstruct images with a GigaTok tokenizer (resize + centre crop to 256, encode, decode).
 
     Example: gigatok reconstruct ./imgs --tokenizer xl-xxl --output recon --grid --metrics

@@ -1,17 +1,17 @@
 """The one sequence of every command that runs a request: fetch, maybe launch workers, progress, render.
 
-A command declares its options under the names of its request's settings
-(:mod:`gigatok_core.config.requests`) and lets :func:`runs_request` build the request from them
+A request command is made from its request (:mod:`gigatok_core.config.requests`) by
+:func:`request_command`: each setting becomes an option (:func:`gigatok_cli.options.dataclass_options`:
+its type, default and meaning are the library's), and running the command builds the request
 (the settings are checked there, and :func:`gigatok_cli._common.handle_errors` names a bad one by
-its flag) and run it::
+its flag) and runs it::
 
     @handle_errors
-    @launch_options
-    @runs_request("SampleRequest", "gigatok_core.tasks.sample:sample_images", render, label="sample")
-    def sample(*, classes: ..., output: ..., launch: LaunchOptions = SINGLE) -> None:
+    @request_command("SampleRequest", "gigatok_core.tasks.sample:sample_images", render, label="sample")
+    def sample(**settings: Any) -> None:
         # the docstring is the --help text; the body holds only checks of the command line itself
 
-or builds the request itself and calls :func:`run_request` with its core function and renderer.
+A command that builds its request itself calls :func:`run_request` with its core function and renderer.
 
 With ``--nproc-per-node N`` the parent fetches every file ``request.required_files()`` lists and
 starts the workers (:func:`gigatok_cli.launch.maybe_launch`); each process (or the only one) runs
@@ -21,15 +21,15 @@ and the main rank renders the result (a command returns ``None`` on the other ra
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gigatok_cli._common import progress_bar
-from gigatok_cli.launch import LaunchOptions, maybe_launch
+from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
+from gigatok_cli.options import dataclass_options
 from gigatok_core.config.requests import Request
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def run_request(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def runs_request(
+def request_command(
     request: str,
     command: str,
     render: Callable[[Any], None],
@@ -80,37 +80,47 @@ def runs_request(
     label: str = "",
     rate: str | None = None,
     hooks: dict[str, Callable[..., Any]] | None = None,
+    launch: bool = True,
+    no_env: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
-    """Make a command function that declares the options of the request class named ``request``
-    (in :mod:`gigatok_core.config.requests`) run ``command`` (``"module:function"``, imported when
-    the command runs, so that ``--help`` stays light) through :func:`run_request`.
+    """Make the command function ``fn`` (its docstring the ``--help``, its body checks of the command
+    line itself, called with every setting) take the settings of the request class named ``request``
+    as options, and run ``command`` (``"module:function"``, imported when the command runs, so that
+    ``--help`` stays light) on the request through :func:`run_request`.
 
-    Each parameter of the command is the request's setting of the same name; a ``launch`` parameter
-    (:func:`gigatok_cli.launch.launch_options`) goes to the launcher. The command's own body runs
-    first: it holds checks of the command line itself (a flag given a value), nothing else.
+    ``launch``: add the launcher options (``--nproc-per-node`` ...); ``no_env``: settings that read no
+    environment variable here (a GPT command's ``tokenizer`` defaults to the GPT's, not to
+    ``GIGATOK_TOKENIZER``).
     """
+    from gigatok_core.config import requests
+
+    cls = getattr(requests, request)
+    flags = cls.flags()
+    options = dataclass_options(cls, cls.help(flags), flags=flags, no_env=no_env, at_least=cls.AT_LEAST)
 
     def decorate(fn: F) -> F:
-        sig = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> None:
-            fn(*args, **kwargs)
-            bound = sig.bind(*args, **kwargs)
-            bound.apply_defaults()
-            settings = dict(bound.arguments)
-            launch = settings.pop("launch", None)
-            from gigatok_core.config import requests
-
+        def run(**settings: Any) -> None:
+            launcher = settings.pop("launch", None)
+            fn(**settings)
             module, name = command.split(":")
             core = getattr(importlib.import_module(module), name)
-            built = getattr(requests, request)(**settings)
-            run_request(built, core, render, launch=launch, label=label, rate=rate, **(hooks or {}))
+            built = cls(**settings)
+            run_request(built, core, render, launch=launcher, label=label, rate=rate, **(hooks or {}))
 
-        wrapper.request_name = request  # type: ignore[attr-defined]  (a test checks the names match)
-        return wrapper  # type: ignore[return-value]
+        params = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+            for name, (ann, default) in options.items()
+        ]
+        if launch:
+            params.append(inspect.Parameter("launch", inspect.Parameter.KEYWORD_ONLY, default=SINGLE))
+        run.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        run.__module__ = fn.__module__
+        run.request_name = request  # type: ignore[attr-defined]  (a test checks the names match)
+        return launch_options(run) if launch else run  # type: ignore[return-value]
 
     return decorate
 
 
-__all__ = ["run_request", "runs_request"]
+__all__ = ["request_command", "run_request"]

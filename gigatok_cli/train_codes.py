@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from gigatok_cli._common import console, handle_errors, out, plural
-from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import (
-    HUB_HELP,
-    AutoPrecisionOpt,
-    DeviceOpt,
-    ForwardBatchOpt,
-    TokenizerOpt,
-    WorkersOpt,
-    hub_weights,
-)
-from gigatok_cli.run import runs_request
+from gigatok_cli.run import request_command
 
 if TYPE_CHECKING:
     from gigatok_core.data.extract import ExtractReport
@@ -47,58 +34,8 @@ def _render(report: ExtractReport) -> None:
 
 
 @handle_errors
-@launch_options
-@runs_request("ExtractCodesRequest", "gigatok_core.data.extract:extract_codes", _render, rate="img/s")
-def extract_codes(
-    *,
-    tokenizer: TokenizerOpt,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="CODES_DIR to write (shards + manifest.json).")
-    ],
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data", help="ImageFolder tree: one sub-folder per class (labels = sorted folder names)."
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint",
-            help="Tokenizer weights file or training run folder instead of the preset's." + HUB_HELP,
-            callback=hub_weights,
-        ),
-    ] = None,
-    ten_crop: Annotated[
-        bool,
-        typer.Option("--ten-crop", help="Ten crops of the enlarged centre crop (else centre crop + flip)."),
-    ] = False,
-    crop_range: Annotated[
-        float, typer.Option("--crop-range", help="With --ten-crop: centre-crop to int(size x this) first.")
-    ] = 1.1,
-    batch_size: ForwardBatchOpt = 32,
-    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard file.")] = 10_000,
-    workers: WorkersOpt = None,
-    device: DeviceOpt = "auto",
-    precision: AutoPrecisionOpt = None,
-    check_images: Annotated[
-        int,
-        typer.Option(
-            "--check-images", min=0, help="Images per shard decoded into check_codes.png (0: none)."
-        ),
-    ] = 4,
-    import_official: Annotated[
-        Path | None,
-        typer.Option(
-            "--import-official",
-            help="Convert the official imagenet256_codes/ + imagenet256_labels/ folder instead of encoding.",
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the codes of another run in --output.")
-    ] = False,
-    launch: LaunchOptions = SINGLE,
-) -> None:
+@request_command("ExtractCodesRequest", "gigatok_core.data.extract:extract_codes", _render, rate="img/s")
+def extract_codes(**settings: Any) -> None:
     """Encode images into tokenizer codes once, for `gigatok train gpt --codes CODES_DIR`.
 
     A killed run resumes when started again with the same options.

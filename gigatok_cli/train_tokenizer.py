@@ -13,15 +13,7 @@ import typer
 
 from gigatok_cli._common import handle_errors
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import (
-    HUB_HELP,
-    DinoWeightsOpt,
-    TeacherWeightsOpt,
-    VggWeightsOpt,
-    WorkersOpt,
-    completer,
-    hub_weights,
-)
+from gigatok_cli.options import HUB_HELP, completer, hub_weights, shared_option
 from gigatok_cli.train_common import (
     ConfigFileOpt,
     ResumeOpt,
@@ -74,10 +66,10 @@ def tokenizer(
         ),
     ] = None,
     config: ConfigFileOpt = None,
-    teacher_weights: TeacherWeightsOpt = None,
-    dino_weights: DinoWeightsOpt = None,
-    vgg_weights: VggWeightsOpt = None,
-    workers: WorkersOpt = None,
+    teacher_weights: shared_option("teacher_weights", Path) = None,
+    dino_weights: shared_option("dino_weights", Path) = None,
+    vgg_weights: shared_option("vgg_weights", Path) = None,
+    workers: shared_option("workers", int) = None,
     resume: ResumeOpt = "auto",
     overwrite: StartOverOpt = False,
     run: dict[str, Any],

@@ -6,6 +6,9 @@ catch it like any exception. Never raise it for programming errors (use assert /
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
+
 
 class GigatokError(Exception):
     """A user-facing error: ``message`` says what was wrong, ``hint`` what to do."""
@@ -36,14 +39,7 @@ class SettingError(GigatokError):
         return (_setting_error, (self.template, self.flags, self.hint_template))
 
     def _fill(self, text: str, names: dict[str, str] | None) -> str:
-        import re
-
-        def sub(m: re.Match[str]) -> str:
-            if m[1] is None:  # "{{" or "}}": a literal brace (see :func:`literal`)
-                return m[0][0]
-            return (names or {}).get(m[1], m[1]) if m[1] in self.flags else m[0]
-
-        return re.sub(r"\{\{|\}\}|\{([a-z_]+)\}", sub, text)
+        return fill_settings(text, self.flags, names)
 
     def phrased(self, names: dict[str, str] | None = None) -> str:
         """The message with each setting called by ``names`` (default: its Python name)."""
@@ -57,6 +53,18 @@ class SettingError(GigatokError):
 
 def _setting_error(template: str, flags: dict[str, str], hint: str | None) -> SettingError:
     return SettingError(template, flags=flags, hint=hint)
+
+
+def fill_settings(text: str, known: Iterable[str], names: Mapping[str, str] | None = None) -> str:
+    """``text`` with each ``{setting}`` of ``known`` called by ``names`` (default: its Python name);
+    ``{{`` and ``}}`` become single braces, and other braces stay as written."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m[1] is None:  # "{{" or "}}": a literal brace (see :func:`literal`)
+            return m[0][0]
+        return (names or {}).get(m[1], m[1]) if m[1] in known else m[0]
+
+    return re.sub(r"\{\{|\}\}|\{([a-z_]+)\}", sub, text)
 
 
 def literal(value: object) -> str:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gigatok_core.choices import RNG_MODES, SAMPLERS
-from gigatok_core.errors import SettingError, literal
+from gigatok_core.choices import PRECISION_NAMES, RNG_MODES, SAMPLERS, SCHEDULES
+from gigatok_core.errors import SettingError, fill_settings, literal
 
 PathLike = str | Path
 
@@ -102,13 +102,60 @@ Need = Device | TokenizerWeights | GPTWeights | AuxFile | LocalFile | Folder
 
 
 # ---------------------------------------------------------------------------------------------
+# What each setting means
+# ---------------------------------------------------------------------------------------------
+#: The meaning of the settings that several requests share, written once; a request's ``HELP``
+#: adds its own settings and replaces a shared text where its setting means more. A text names
+#: other settings in braces (``{checkpoint}``): :meth:`Request.help` fills in Python's names or the
+#: CLI's flags. These are the ``--help`` texts of the CLI's options.
+SETTING_HELP: dict[str, str] = {
+    "gpt": "GPT preset or released pair (GPT@tokenizer); default: the one a gigatok {gpt_checkpoint} "
+    "names, else gpt-b.",
+    "tokenizer": "Tokenizer preset.",
+    "checkpoint": "Tokenizer weights instead of the preset's: a file, a training run folder or an "
+    "exported file.",
+    "gpt_checkpoint": "GPT weights instead of the released ones: a file, or a `gigatok train gpt` "
+    "RUN_DIR (newest checkpoint, EMA preferred; it names its preset, tokenizer and classes).",
+    "tokenizer_checkpoint": "Tokenizer weights instead of the preset's: a file, or a `gigatok train "
+    "tokenizer` RUN_DIR (default: the checkpoint a gigatok GPT run recorded).",
+    "device": "auto (this rank's GPU if there is one, else CPU), cpu, cuda or cuda:N.",
+    "precision": f"{', '.join(PRECISION_NAMES)} (fp16 needs a GPU; bf16 a GPU or a CPU with "
+    "AVX512-BF16/AMX).",
+    "batch_size": "Images per forward pass.",
+    "workers": "DataLoader worker processes decoding images (default: min(4, CPU cores - 1)).",
+    "seed": "Run seed; each image is seeded from (seed, class, index).",
+    "rng": "per-sample (batch/rank independent) or official (one torch.multinomial stream, as the "
+    "official sampler).",
+    "sampler": "standard (one token per GPT forward pass) or sjd (speculative Jacobi decoding: several "
+    "tokens per pass, the same distribution, other images for a seed; needs {rng} per-sample).",
+    "sjd_window": "{sampler} sjd: draft tokens per forward pass.",
+    "cfg_scale": "Classifier-free guidance scale (<= 1: off).",
+    "cfg_schedule": f"CFG schedule: {', '.join(SCHEDULES)}.",
+    "cfg_start_ratio": "step/sigmoid start (default 0.18); rectangular window start (default 0.05).",
+    "cfg_end_ratio": "Rectangular window end (default 1.0).",
+    "vgg_weights": "Local VGG16 weights for LPIPS (vgg16-397923af.pth); default: the download cache.",
+    "teacher_weights": "Local DINOv2 ViT-B/14 teacher weights; default: the download cache.",
+    "dino_weights": "Local DINO ViT-S/16 weights (dinodisc); default: the download cache.",
+    "inception_weights": "FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: the cache.",
+    "force": "Use a reference made for another protocol anyway.",
+    "with_precision_recall": "Compute improved precision/recall (needs reference features).",
+    "json_path": "Also write the numbers to this JSON file.",
+    "overwrite": "Replace existing output files.",
+}
+AUTO_PRECISION = f"{', '.join(PRECISION_NAMES)}; default bf16 on CUDA, fp32 on CPU."
+
+
+# ---------------------------------------------------------------------------------------------
 # The base
 # ---------------------------------------------------------------------------------------------
 class Request:
     """What every request shares: settings named for errors, the files it reads, its settings dict."""
 
-    #: the command line's name of each setting whose flag is not ``--`` + the name with dashes
+    #: the command line's name of each setting whose flag is not ``--`` + the name with dashes (an
+    #: upper-case name is a positional argument)
     FLAGS: ClassVar[dict[str, str]] = {}
+    #: what this request's own settings mean (and shared ones that mean more here): see SETTING_HELP
+    HELP: ClassVar[dict[str, str]] = {}
     #: the smallest value of each count setting (``None`` is left to the library's default)
     AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1}
 
@@ -121,6 +168,13 @@ class Request:
         """setting -> CLI flag, for every setting of the request."""
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         return {n: cls.FLAGS.get(n, "--" + n.replace("_", "-")) for n in names}
+
+    @classmethod
+    def help(cls, names: dict[str, str] | None = None) -> dict[str, str]:
+        """setting -> what it means (:data:`SETTING_HELP`, then ``HELP``), other settings called by
+        ``names`` (default: their Python names; the CLI passes :meth:`flags`)."""
+        texts = {n: cls.HELP.get(n, SETTING_HELP.get(n, "")) for n in cls.flags()}
+        return {n: fill_settings(t, texts, names) for n, t in texts.items()}
 
     def error(self, template: str, hint: str | None = None) -> SettingError:
         """A :class:`SettingError` naming settings in braces: ``self.error("{seed} must be >= 0")``."""
@@ -154,11 +208,6 @@ def _check_sampler(req: Any) -> None:
         raise req.error(
             f"unknown {{sampler}} {literal(repr(req.sampler))}", hint=f"use one of {', '.join(SAMPLERS)}"
         )
-    if req.sampler == "sjd" and req.sjd_window < 1:
-        raise req.error(
-            f"{{sjd_window}} must be at least 1, got {req.sjd_window}",
-            hint=f"the default is {DEFAULT_SJD_WINDOW}",
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,14 +215,8 @@ def _check_sampler(req: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampleRequest(Request):
-    """``gigatok sample``: ``num_per_class`` images of each class into ``output``.
-
-    ``gpt`` is a preset or a release (``gpt-b@xl-xxl``), or None: the preset a gigatok
-    ``gpt_checkpoint`` names; ``tokenizer`` None: the GPT's paper tokenizer (or its run's).
-    Guidance: ``cfg_*`` (:class:`gigatok_core.ar.CFGSchedule`); ``cfg_interval``: decode steps after
-    which only the conditional logits are used (-1: never). ``sampler="sjd"`` draws with speculative
-    Jacobi decoding (``sjd_window`` draft tokens per pass; needs the per-sample ``rng``).
-    """
+    """``gigatok sample``: ``num_per_class`` images of each class into ``output`` (the settings'
+    meanings: :meth:`Request.help`; guidance: :class:`gigatok_core.ar.CFGSchedule`)."""
 
     classes: str | Sequence[int | str]
     output: PathLike = Path("samples")
@@ -202,7 +245,24 @@ class SampleRequest(Request):
     overwrite: bool = False
     compile: bool = False
 
-    AT_LEAST: ClassVar[dict[str, int]] = {"num_per_class": 1, "batch_size": 1}
+    HELP: ClassVar[dict[str, str]] = {
+        "classes": "Comma-separated ImageNet class indices (0-999) or names, e.g. '22,388' or "
+        "'giant panda,bald eagle'.",
+        "output": "Folder for the PNGs.",
+        "tokenizer": "Tokenizer preset; default: the one the GPT was trained with.",
+        "num_per_class": "Images per class.",
+        "cfg_interval": "Decode steps after this use the conditional logits only (-1: never).",
+        "temperature": "Softmax temperature.",
+        "top_k": "Keep the k most likely tokens (0: off).",
+        "top_p": "Nucleus sampling mass (1.0: off).",
+        "batch_size": "Images per generation batch.",
+        "grid": "Also write grid.png, a labelled contact sheet.",
+        "save_codes": "Also write codes.npz (codes (N,256), labels).",
+        "overwrite": "Start over: first remove exactly the files the previous run in {output} recorded in "
+        "its sample.json (default: resume or extend a run of the same settings, refuse any other run).",
+        "compile": "torch.compile the GPT decode step (CUDA graphs on a GPU; the first batch compiles).",
+    }
+    AT_LEAST: ClassVar[dict[str, int]] = {"num_per_class": 1, "batch_size": 1, "sjd_window": 1}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -231,12 +291,7 @@ class SampleRequest(Request):
 
 @dataclass(frozen=True)
 class ReconstructRequest(Request):
-    """``gigatok reconstruct``: every image of ``inputs`` (files, folders, globs) through a tokenizer.
-
-    ``tokenizer`` None: the preset a gigatok ``checkpoint`` names, else ``s-s``. ``grid`` adds
-    original|reconstruction sheets, ``save_codes`` a ``codes.npz``, ``metrics`` a ``metrics.json``
-    (PSNR/SSIM, LPIPS with the VGG weights ``vgg_weights`` or the cached ones).
-    """
+    """``gigatok reconstruct``: every image of ``inputs`` (files, folders, globs) through a tokenizer."""
 
     inputs: Sequence[PathLike]
     output: PathLike = Path("reconstructions")
@@ -253,6 +308,16 @@ class ReconstructRequest(Request):
     overwrite: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = {"inputs": "INPUTS"}
+    HELP: ClassVar[dict[str, str]] = {
+        "inputs": "Image files, folders (recursive) or glob patterns.",
+        "output": "Folder for the reconstructions.",
+        "tokenizer": f"Tokenizer preset; default: the one a gigatok {{checkpoint}} (run folder, exported "
+        f"file) names, else {DEFAULT_TOKENIZER}.",
+        "grid": "Also write grid.png: original | reconstruction pairs.",
+        "save_codes": "Also write codes.npz: code indices per image stem.",
+        "metrics": "PSNR, SSIM, LPIPS per image and averaged (metrics.json).",
+        "strict": "Fail on an unreadable image instead of skipping it.",
+    }
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, str | Path):
@@ -271,6 +336,7 @@ class ReconstructRequest(Request):
 # gigatok eval
 # ---------------------------------------------------------------------------------------------
 EVAL_FLAGS = {"with_precision_recall": "--precision-recall", "json_path": "--json"}
+INCEPTION_BATCH = "Images per Inception batch (results do not depend on it)."
 
 
 @dataclass(frozen=True)
@@ -290,6 +356,12 @@ class FIDRequest(Request):
     overwrite: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = {**EVAL_FLAGS, "samples": "SAMPLES", "reference": "REFERENCE"}
+    HELP: ClassVar[dict[str, str]] = {
+        "samples": "Folder of images, image npz (arr_0 uint8 NHWC) or statistics npz.",
+        "reference": "Same kinds as {samples}; e.g. VIRTUAL_imagenet256_labeled.npz.",
+        "protocol": "Check that {reference} was made for this protocol: gfid-adm or rfid-imagenet-val.",
+        "batch_size": INCEPTION_BATCH,
+    }
 
 
 @dataclass(frozen=True)
@@ -306,6 +378,15 @@ class BuildRefRequest(Request):
     device: str | None = None
     overwrite: bool = False
 
+    HELP: ClassVar[dict[str, str]] = {
+        "data": "Folder of reference images (e.g. ImageNet val).",
+        "output": "Statistics npz to write.",
+        "image_size": "ADM centre-crop size.",
+        "protocol": "What the reference is for: gfid-adm or rfid-imagenet-val.",
+        "with_images": "Also store the crops as arr_0 (uint8), like the official val_imagenet.npz, so "
+        "ADM's TensorFlow evaluator can read the file too (196 KB per 256px image: 9.8 GB for ImageNet val).",
+        "batch_size": INCEPTION_BATCH,
+    }
     AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1, "image_size": 1}
 
 
@@ -331,6 +412,13 @@ class RFIDRequest(Request):
     overwrite: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+    HELP: ClassVar[dict[str, str]] = {
+        "data": "Folder of validation images (ImageNet val for the paper's rFID).",
+        "reference": "rfid-imagenet-val statistics; default: built from {data} in the same pass and cached.",
+        "save_samples": "Also save reconstructions as PNGs here.",
+        "lpips": "Compute LPIPS-VGG (needs vgg16 weights).",
+        "batch_size": INCEPTION_BATCH,
+    }
 
     def required_files(self) -> tuple[Need, ...]:
         aux = [AuxFile(INCEPTION_WEIGHTS, self.inception_weights, "inception_weights")]
@@ -345,13 +433,8 @@ class RFIDRequest(Request):
 
 @dataclass(frozen=True)
 class GFIDRequest(Request):
-    """``gigatok eval gfid``: class-balanced samples of a GPT into ``output``, scored against ADM's batch.
-
-    ``num_samples`` or ``num_per_class`` (default 50 per class) over the first ``num_classes``
-    classes. ``cfg_scale`` None: 1.75, or with ``search`` the official empirical start for the GPT
-    and schedule. ``search`` runs the official CFG search (``window_grid``: over every official
-    rectangular window).
-    """
+    """``gigatok eval gfid``: class-balanced samples of a GPT into ``output``, scored against ADM's
+    batch, or the official CFG search (``search``)."""
 
     output: PathLike
     gpt: str | None = None
@@ -384,8 +467,29 @@ class GFIDRequest(Request):
     regenerate: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+    HELP: ClassVar[dict[str, str]] = {
+        "output": "Folder for the samples (existing PNGs of the same settings are reused: resumable).",
+        "tokenizer": "Tokenizer preset; default: the one the GPT was trained with.",
+        "reference": f"gfid-adm reference (default: {ADM_REFERENCE} from the cache).",
+        "num_samples": "Samples in all, a multiple of the class count so every class gets as many "
+        f"(default {DEFAULT_NUM_PER_CLASS * 1000}).",
+        "num_per_class": f"Or: images per class ({DEFAULT_NUM_PER_CLASS} -> {DEFAULT_NUM_PER_CLASS}k).",
+        "num_classes": "Only the first K classes (smoke runs; the paper's gFID uses all 1000).",
+        "cfg_scale": f"Classifier-free guidance scale (<= 1: off); default {DEFAULT_CFG_SCALE}, with "
+        "{search} the start, default the official empirical start for the GPT and schedule.",
+        "search": "Official CFG search: step 0.25 from the start value until a local FID minimum; one "
+        "sub-folder of {output} per scale, results appended to <output parent>/search_results/<output name>.csv.",
+        "window_grid": "With {search} and {cfg_schedule} rectangular: search every official window "
+        "(starts 0.10-0.80, ends 0.50-1.00, step 0.05), each from the previous window's best scale.",
+        "save_npz": "Also write the ADM sample batch (arr_0 uint8 (N,256,256,3), index order).",
+        "seed": "Run seed.",
+        "sample_batch_size": "Images per generation batch.",
+        "batch_size": INCEPTION_BATCH,
+        "overwrite": "Replace existing {json_path} / {save_npz} files.",
+        "regenerate": "Sample again, replacing the PNGs in {output} (default: reuse those of the same settings).",
+    }
     AT_LEAST: ClassVar[dict[str, int]] = dict.fromkeys(
-        ("num_classes", "sample_batch_size", "batch_size", "num_per_class"), 1
+        ("num_classes", "sample_batch_size", "batch_size", "num_per_class", "sjd_window"), 1
     )
 
     def __post_init__(self) -> None:
@@ -443,6 +547,13 @@ class ValLossRequest(Request):
     overwrite: bool = False
 
     FLAGS: ClassVar[dict[str, str]] = EVAL_FLAGS
+    HELP: ClassVar[dict[str, str]] = {
+        "data": "ImageFolder tree: one sub-folder per class, sorted names -> labels (ImageNet val).",
+        "tokenizer": "Tokenizer preset; default: the one the GPT was trained with.",
+        "precision": AUTO_PRECISION,
+        "batch_size": "Images per batch (the reported mean is over batch means).",
+        "class_subset": "{data} holds folders for only the first classes, in order (default: all the GPT's classes).",
+    }
 
     def required_files(self) -> tuple[Need, ...]:
         return (
@@ -458,12 +569,7 @@ class ValLossRequest(Request):
 @dataclass(frozen=True)
 class ExtractCodesRequest(Request):
     """``gigatok train extract-codes``: encode ``data`` (an ImageFolder tree) into the codes folder
-    ``output`` once, for GPT training.
-
-    ``import_official`` converts the official per-image layout instead (``data`` then only names the
-    classes). ``check_images`` images per shard go into ``check_codes.png`` (0: none); ``workers``
-    None: min(4, CPU cores - 1) image-decoding processes.
-    """
+    ``output`` once, for GPT training; or convert the official layout (``import_official``)."""
 
     tokenizer: str
     output: PathLike
@@ -480,6 +586,18 @@ class ExtractCodesRequest(Request):
     check_images: int = 4
     import_official: PathLike | None = None
 
+    HELP: ClassVar[dict[str, str]] = {
+        "output": "CODES_DIR to write (shards + manifest.json).",
+        "data": "ImageFolder tree: one sub-folder per class (labels = sorted folder names).",
+        "ten_crop": "Ten crops of the enlarged centre crop (else centre crop + flip).",
+        "crop_range": "With {ten_crop}: centre-crop to int(size x this) first.",
+        "shard_size": "Images per shard file.",
+        "precision": AUTO_PRECISION,
+        "check_images": "Images per shard decoded into check_codes.png (0: none).",
+        "import_official": "Convert the official imagenet256_codes/ + imagenet256_labels/ folder instead "
+        "of encoding ({data} then only names the classes).",
+        "overwrite": "Replace the codes of another run in {output}.",
+    }
     AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1, "shard_size": 1, "workers": 0, "check_images": 0}
 
     def __post_init__(self) -> None:
@@ -511,6 +629,7 @@ class ExtractCodesRequest(Request):
 __all__ = [
     "ADM_REFERENCE",
     "INCEPTION_WEIGHTS",
+    "SETTING_HELP",
     "VGG_WEIGHTS",
     "AuxFile",
     "BuildRefRequest",
