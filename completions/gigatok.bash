@@ -115,11 +115,11 @@ _gigatok() {
         "probe gpt|--max-epochs") COMPREPLY=(); return ;;
         "probe gpt|--warmup-epochs") COMPREPLY=(); return ;;
         "probe gpt|--subset") COMPREPLY=(); return ;;
-        "probe gpt|--batch-size") COMPREPLY=(); return ;;
+        "probe gpt|--batch-size"|"probe gpt|-b") COMPREPLY=(); return ;;
         "probe gpt|--blr") COMPREPLY=(); return ;;
         "probe gpt|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "probe gpt|--cache-draws") COMPREPLY=(); return ;;
-        "probe gpt|--cache-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--cache-dir") COMPREPLY=(); return ;;
         "probe gpt|--workers") COMPREPLY=(); return ;;
         "probe gpt|--seed") COMPREPLY=(); return ;;
         "probe gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
@@ -138,11 +138,11 @@ _gigatok() {
         "probe tokenizer|--max-epochs") COMPREPLY=(); return ;;
         "probe tokenizer|--warmup-epochs") COMPREPLY=(); return ;;
         "probe tokenizer|--subset") COMPREPLY=(); return ;;
-        "probe tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "probe tokenizer|--batch-size"|"probe tokenizer|-b") COMPREPLY=(); return ;;
         "probe tokenizer|--blr") COMPREPLY=(); return ;;
         "probe tokenizer|--precision") COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return ;;
         "probe tokenizer|--cache-draws") COMPREPLY=(); return ;;
-        "probe tokenizer|--cache-dir") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--cache-dir") COMPREPLY=(); return ;;
         "probe tokenizer|--workers") COMPREPLY=(); return ;;
         "probe tokenizer|--seed") COMPREPLY=(); return ;;
         "probe tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
@@ -224,7 +224,7 @@ _gigatok() {
         "train gpt|--val-fraction") COMPREPLY=(); return ;;
         "train gpt|--resume") COMPREPLY=(); return ;;
         "train gpt|--max-steps") COMPREPLY=(); return ;;
-        "train gpt|--batch-size") COMPREPLY=(); return ;;
+        "train gpt|--batch-size"|"train gpt|-b") COMPREPLY=(); return ;;
         "train gpt|--grad-accum") COMPREPLY=(); return ;;
         "train gpt|--lr") COMPREPLY=(); return ;;
         "train gpt|--seed") COMPREPLY=(); return ;;
@@ -254,7 +254,7 @@ _gigatok() {
         "train tokenizer|--workers") COMPREPLY=(); return ;;
         "train tokenizer|--resume") COMPREPLY=(); return ;;
         "train tokenizer|--max-steps") COMPREPLY=(); return ;;
-        "train tokenizer|--batch-size") COMPREPLY=(); return ;;
+        "train tokenizer|--batch-size"|"train tokenizer|-b") COMPREPLY=(); return ;;
         "train tokenizer|--grad-accum") COMPREPLY=(); return ;;
         "train tokenizer|--lr") COMPREPLY=(); return ;;
         "train tokenizer|--seed") COMPREPLY=(); return ;;
@@ -289,15 +289,15 @@ _gigatok() {
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size -b --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--data --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size -b --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
-        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size -b --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size -b --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --sampler --sjd-window --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;
         "train export") COMPREPLY=($(compgen -W "--weights --format --to-hub --private --revision --overwrite --help -h" -- "$cur")) ;;
         "train extract-codes") COMPREPLY=($(compgen -W "--tokenizer -t --output -o --data --checkpoint --ten-crop --crop-range --batch-size -b --shard-size --workers --device --precision --overwrite --check-images --import-official --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --strategy --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --resume --overwrite --max-steps --batch-size --grad-accum --lr --seed --save-every --keep --log-every --sample-every --device --precision --strategy --no-ema --ema --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train gpt") COMPREPLY=($(compgen -W "--preset -p --codes --output -o --config --val-codes --val-fraction --resume --overwrite --max-steps --batch-size -b --grad-accum --lr --seed --save-every --keep --log-every --val-every --sample-every --device --precision --strategy --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "train tokenizer") COMPREPLY=($(compgen -W "--preset -p --data --output -o --init --config --teacher-weights --dino-weights --vgg-weights --workers --resume --overwrite --max-steps --batch-size -b --grad-accum --lr --seed --save-every --keep --log-every --sample-every --device --precision --strategy --no-ema --ema --no-compile --compile --on-nan --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
     esac
     if [[ ${#COMPREPLY[@]} -eq 0 && "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); fi
 }

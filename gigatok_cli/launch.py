@@ -30,13 +30,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
 from gigatok_cli._common import console
 from gigatok_cli.launch_worker import LAUNCH_DIR_ENV, env_rank, first_worker_error, worker_errors_reported
-from gigatok_cli.options import option_group
+from gigatok_cli.options import dataclass_options, option_group
 from gigatok_core.errors import GigatokError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,55 +86,18 @@ class LaunchOptions:
 SINGLE = LaunchOptions()
 _CTX = "_launch_context"  # the typer.Context parameter the decorator adds (typer fills it in)
 
-# The options, declared once (keyword-only parameters added to each command by `launch_options`).
+# What each launcher option means; the options are LaunchOptions' fields (`launch_options` adds them)
+LAUNCH_HELP = {
+    "nproc_per_node": "Processes on this machine: a number or 'auto' (every visible CUDA GPU). The parent "
+    "fetches every file first, then starts the workers with torchrun's launcher.",
+    "nnodes": "Machines in the job.",
+    "node_rank": "This machine's index (0 .. nnodes-1).",
+    "master_addr": "Address of node 0 (multi-node).",
+    "master_port": "Port on node 0 (default 29500).",
+    "rdzv_endpoint": "host:port of a c10d rendezvous (instead of --master-addr/--node-rank).",
+}
 _OPTIONS: dict[str, tuple[Any, Any]] = {
-    "nproc_per_node": (
-        Annotated[
-            str,
-            typer.Option(
-                "--nproc-per-node",
-                help="Processes on this machine: a number or 'auto' (every visible CUDA GPU). The "
-                "parent fetches every file first, then starts the workers with torchrun's launcher.",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        "1",
-    ),
-    "nnodes": (
-        Annotated[int, typer.Option("--nnodes", help="Machines in the job.", rich_help_panel=PANEL)],
-        1,
-    ),
-    "node_rank": (
-        Annotated[
-            int,
-            typer.Option("--node-rank", help="This machine's index (0 .. nnodes-1).", rich_help_panel=PANEL),
-        ],
-        0,
-    ),
-    "master_addr": (
-        Annotated[
-            str, typer.Option("--master-addr", help="Address of node 0 (multi-node).", rich_help_panel=PANEL)
-        ],
-        "127.0.0.1",
-    ),
-    "master_port": (
-        Annotated[
-            int | None,
-            typer.Option("--master-port", help="Port on node 0 (default 29500).", rich_help_panel=PANEL),
-        ],
-        None,
-    ),
-    "rdzv_endpoint": (
-        Annotated[
-            str | None,
-            typer.Option(
-                "--rdzv-endpoint",
-                help="host:port of a c10d rendezvous (instead of --master-addr/--node-rank).",
-                rich_help_panel=PANEL,
-            ),
-        ],
-        None,
-    ),
+    **dataclass_options(LaunchOptions, LAUNCH_HELP, names=LAUNCH_HELP, panel=PANEL),
     _CTX: (typer.Context, None),  # typer fills it in; maybe_launch rebuilds the command line from it
 }
 

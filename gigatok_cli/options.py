@@ -201,11 +201,11 @@ def setting_option(
     extra = CLI.get(name, Cli())
     kind = cli_type(hint)
     help = text + (extra.listed() if extra.listed else "") + (HUB_HELP if extra.weights else "")
+    switch = kind is bool and default is not False  # --lpips/--no-lpips; None: not given
     if default is None:
         kind = kind | None
     if flag.isupper():
         return Annotated[kind, typer.Argument(help=help, metavar=flag, show_default=False)]
-    switch = kind is bool and default is True  # --lpips/--no-lpips
     decls = (f"{flag}/--no-{flag[2:]}" if switch else flag, *extra.short)
     return Annotated[
         kind,

@@ -11,9 +11,17 @@ from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import HUB_HELP, completer, hub_weights, option_group, shared_option
+from gigatok_cli.options import (
+    HUB_HELP,
+    completer,
+    dataclass_options,
+    hub_weights,
+    option_group,
+    shared_option,
+)
 from gigatok_cli.run import run_request
 from gigatok_core import registry
+from gigatok_core.config.probe import PROBE_HELP, ProbeConfig
 from gigatok_core.errors import GigatokError
 
 app = typer.Typer(
@@ -41,45 +49,16 @@ OverridesArg = Annotated[
 ]
 
 
-def _option(flag: str, kind: Any, default: Any, text: str) -> tuple[Any, Any]:
-    return Annotated[kind, typer.Option(flag, help=text, rich_help_panel="Recipe")], default
-
-
-# The recipe options of both commands: ProbeConfig field -> (annotation, default). The defaults are
-# ProbeConfig's (tests/test_probe_cli.py checks), written here so that --help needs no torch import.
-_RECIPE: dict[str, tuple[Any, Any]] = {
-    "epochs": _option("--max-epochs", int, 90, "Epochs of the schedule (official 90)."),
-    "warmup_epochs": _option(
-        "--warmup-epochs", float | None, None, "Warm-up epochs (default: 10 of every 90)."
-    ),
-    "subset": _option("--subset", int | None, None, "Use only the first N images per class."),
-    "batch_size": _option("--batch-size", int, 128, "Images per batch per process (official 128)."),
-    "blr": _option("--blr", float, 0.1, "Base lr: lr = blr x global batch / 256 (official 0.1)."),
-    "precision": _option(
-        "--precision",
-        str | None,
-        None,
-        "fp32, bf16, fp16 (default: the official one, fp16 for GPT probes on CUDA, else fp32).",
-    ),
-    "cache_features": _option(
-        "--cache-features",
-        bool,
-        False,
-        "Compute the frozen features once (backbone in eval mode) and reuse them; default: the "
-        "official online protocol (every epoch re-augments and re-encodes).",
-    ),
-    "cache_draws": _option(
-        "--cache-draws", int, 0, "With --cache-features: augmented draws per train image (0: centre crop)."
-    ),
-    "cache_dir": _option(
-        "--cache-dir", Path | None, None, "Feature cache folder (default RUN_DIR/features)."
-    ),
-    "augment": _option(
-        "--augment/--no-augment", bool, True, "Online train augmentation (ADM random crop + flip)."
-    ),
-    "workers": _option("--workers", int, 0, "DataLoader workers decoding images."),
-    "seed": _option("--seed", int, 0, "Head init, data order and augmentation seed."),
-}
+# The recipe options of both commands: ProbeConfig's fields with its defaults, except precision,
+# whose default (None) is the official one for the backbone and device (ProbeRequest.build)
+_RECIPE_NAMES = ("epochs", "warmup_epochs", "subset", "batch_size", "blr", "precision", "cache_features")
+_RECIPE_NAMES += ("cache_draws", "cache_dir", "augment", "workers", "seed")
+_RECIPE: dict[str, tuple[Any, Any]] = dataclass_options(
+    ProbeConfig, PROBE_HELP, names=_RECIPE_NAMES, flags={"epochs": "--max-epochs"}, panel="Recipe"
+)
+_RECIPE["precision"] = dataclass_options(
+    ProbeConfig, PROBE_HELP, names=["precision"], panel="Recipe", unset=True
+)["precision"]
 
 
 def _show_epoch(row: dict[str, Any]) -> None:

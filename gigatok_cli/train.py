@@ -31,8 +31,8 @@ app = typer.Typer(
 
 # the run settings `train gpt` takes as options (the others: run.KEY=VALUE)
 GPT_RUN_OPTIONS = (
-    "max_steps", "batch_size", "lr", "seed", "save_every", "keep", "log_every", "val_every",
-    "sample_every", "device", "precision", "grad_accum", "strategy", "compile", "on_nan",
+    "max_steps", "batch_size", "grad_accum", "lr", "seed", "save_every", "keep", "log_every", "val_every",
+    "sample_every", "device", "precision", "strategy", "compile", "on_nan",
 )  # fmt: skip
 
 

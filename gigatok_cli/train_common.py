@@ -16,7 +16,7 @@ import typer
 
 from gigatok_cli._common import console
 from gigatok_cli.launch import maybe_launch
-from gigatok_cli.options import option_group
+from gigatok_cli.options import dataclass_options, option_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,48 +32,17 @@ StartOverOpt = Annotated[
 
 PANEL = "Run settings (run.KEY=VALUE overrides, applied last)"
 
-# The conveniences over `run.KEY=VALUE` overrides, declared once: RunConfig name -> (type, flags,
-# help). Each command takes the ones it offers with @run_options (in this order in --help).
-_RUN_OPTIONS: dict[str, tuple[Any, tuple[str, ...], str]] = {
-    "max_steps": (int, ("--max-steps",), "Optimizer steps."),
-    "batch_size": (int, ("--batch-size",), "Global batch (all processes and accumulation)."),
-    "grad_accum": (int, ("--grad-accum",), "Micro-batches per step."),
-    "lr": (float, ("--lr",), "Base learning rate."),
-    "seed": (int, ("--seed",), "Random seed."),
-    "save_every": (int, ("--save-every",), "Steps between checkpoints."),
-    "keep": (int, ("--keep",), "Checkpoints kept (newest)."),
-    "log_every": (int, ("--log-every",), "Steps between log records."),
-    "val_every": (int, ("--val-every",), "Steps between validation passes."),
-    "sample_every": (int, ("--sample-every",), "Steps between sample grids (RUN_DIR/samples)."),
-    "device": (str, ("--device",), "auto, cpu, cuda or cuda:N."),
-    "precision": (str, ("--precision",), "fp32, bf16 or fp16."),
-    "strategy": (str, ("--strategy",), "ddp or fsdp."),
-    "ema": (bool, ("--ema/--no-ema",), "Keep an EMA of the weights."),
-    "compile": (bool, ("--compile/--no-compile",), "torch.compile the model."),
-    "on_nan": (str, ("--on-nan",), "stop or skip a non-finite step."),
-}
-
 
 def run_options(*names: str, help: Mapping[str, str] | None = None) -> Callable[[F], F]:
-    """Add the run-setting options ``names`` (:class:`gigatok_core.config.RunConfig` names) to a
-    command that takes them as ``run: dict[str, Any]`` (None: not given), the mapping
-    :meth:`gigatok_core.config.GPTTrainConfig.from_options` takes. ``help`` replaces an option's
-    help for this command. Put it below ``@launch_options``."""
-    unknown = set(names) - set(_RUN_OPTIONS)
-    assert not unknown, f"no run option {unknown}"
-    texts = dict(help or {})
-    options = {
-        name: (
-            Annotated[
-                kind | None,
-                typer.Option(*flags, help=texts.get(name, text), rich_help_panel=PANEL, show_default=False),
-            ],
-            None,
-        )
-        for name, (kind, flags, text) in _RUN_OPTIONS.items()
-        if name in names
-    }
-    return option_group("run", options)
+    """Add the run-setting options ``names`` (:class:`gigatok_core.config.RunConfig` fields, in this
+    order in ``--help``) to a command that takes them as ``run: dict[str, Any]`` (None: not given),
+    the mapping :meth:`gigatok_core.config.GPTTrainConfig.from_options` takes. ``help`` replaces an
+    option's help (:data:`gigatok_core.config.train.RUN_HELP`) for this command. Put it below
+    ``@launch_options``."""
+    from gigatok_core.config.train import RUN_HELP, RunConfig
+
+    texts = {**RUN_HELP, **(help or {})}
+    return option_group("run", dataclass_options(RunConfig, texts, names=names, panel=PANEL, unset=True))
 
 
 def run_training(

@@ -26,8 +26,8 @@ from gigatok_core import registry  # presets as data: no torch import
 
 # the run settings `train tokenizer` takes as options (the others: run.KEY=VALUE)
 TOKENIZER_RUN_OPTIONS = (
-    "max_steps", "batch_size", "lr", "seed", "save_every", "keep", "log_every", "sample_every",
-    "device", "precision", "grad_accum", "strategy", "ema", "compile", "on_nan",
+    "max_steps", "batch_size", "grad_accum", "lr", "seed", "save_every", "keep", "log_every",
+    "sample_every", "device", "precision", "strategy", "ema", "compile", "on_nan",
 )  # fmt: skip
 
 

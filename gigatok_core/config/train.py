@@ -89,6 +89,27 @@ class RunConfig:
         )
 
 
+#: What each run setting means (the --help of ``gigatok train``'s run options)
+RUN_HELP = {
+    "max_steps": "Optimizer steps.",
+    "batch_size": "Global batch (all processes and accumulation).",
+    "grad_accum": "Micro-batches per step.",
+    "lr": "Base learning rate.",
+    "seed": "Random seed.",
+    "save_every": "Steps between checkpoints.",
+    "keep": "Checkpoints kept (newest).",
+    "log_every": "Steps between log records.",
+    "val_every": "Steps between validation passes.",
+    "sample_every": "Steps between sample grids (RUN_DIR/samples).",
+    "device": "auto, cpu, cuda or cuda:N.",
+    "precision": f"{', '.join(PRECISIONS)}.",
+    "strategy": f"{' or '.join(STRATEGIES)}.",
+    "ema": "Keep an EMA of the weights.",
+    "compile": "torch.compile the model.",
+    "on_nan": "stop or skip a non-finite step.",
+}
+
+
 def run_dotlist(settings: Mapping[str, Any]) -> list[str]:
     """``run.KEY=VALUE`` for each :class:`RunConfig` setting given (None: not given), in the override
     grammar, so that an earlier ``run.KEY=...`` override it replaces is still checked."""
