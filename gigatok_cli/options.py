@@ -28,6 +28,7 @@ import typer
 
 from gigatok_core import registry
 from gigatok_core.choices import DEVICE_CHOICES, PRECISION_NAMES, RNG_MODES, SAMPLERS, SCHEDULES
+from gigatok_core.config.requests import EXPORT_FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +52,13 @@ def option_group(
 
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn, eval_str=True)
-        params = [q for p in sig.parameters.values() for q in (extra if p.name == param else [p])]
+        # all keyword-only (Typer passes every parameter by name), so a group may sit anywhere
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = [
+            q.replace(kind=keyword)
+            for p in sig.parameters.values()
+            for q in (extra if p.name == param else [p])
+        ]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -87,7 +94,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--device": lambda: list(DEVICE_CHOICES),
     "--cfg-schedule": lambda: list(SCHEDULES),
     "--rng": lambda: list(RNG_MODES),
-    "--format": lambda: ["safetensors", "hub"],  # gigatok train export
+    "--format": lambda: list(EXPORT_FORMATS),  # gigatok train export
     "--sampler": lambda: list(SAMPLERS),
 }
 
@@ -158,6 +165,7 @@ WEIGHTS = Cli(weights=True)
 CLI: dict[str, Cli] = {
     "gpt": Cli(("-g",), "GIGATOK_GPT", listed=_gpt_listing),
     "tokenizer": Cli(("-t",), "GIGATOK_TOKENIZER", listed=_tokenizer_listing),
+    "preset": Cli(("-p",)),
     "classes": Cli(("-c",)),
     "output": Cli(("-o",)),
     "num_per_class": Cli(("-n",)),
@@ -205,7 +213,7 @@ def setting_option(
     if default is None:
         kind = kind | None
     if flag.isupper():
-        return Annotated[kind, typer.Argument(help=help, metavar=flag, show_default=False)]
+        return Annotated[kind, typer.Argument(help=help, show_default=False)]
     decls = (f"{flag}/--no-{flag[2:]}" if switch else flag, *extra.short)
     return Annotated[
         kind,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from gigatok_cli._common import progress_bar
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options, maybe_launch
 from gigatok_cli.launch_worker import global_progress
-from gigatok_cli.options import dataclass_options
+from gigatok_cli.options import dataclass_options, option_group
 from gigatok_core.config.requests import Request
 
 if TYPE_CHECKING:
@@ -72,6 +72,33 @@ def run_request(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def request_options(
+    request: str, *, no_env: tuple[str, ...] = (), check: Callable[..., None] | None = None
+) -> Callable[[F], F]:
+    """Put the settings of the request class named ``request`` (:mod:`gigatok_core.config.requests`)
+    as options in place of the command's parameter ``request``, which receives the request built
+    from them (and checked there). ``check(**settings)`` runs first: checks of the command line
+    itself. ``no_env``: settings that read no environment variable here (a GPT command's
+    ``tokenizer`` defaults to the GPT's, not to ``GIGATOK_TOKENIZER``)."""
+    from gigatok_core.config import requests
+
+    cls = getattr(requests, request)
+    flags = cls.flags()
+    options = dataclass_options(cls, cls.help(flags), flags=flags, no_env=no_env, at_least=cls.AT_LEAST)
+
+    def build(settings: dict[str, Any]) -> Any:
+        if check is not None:
+            check(**settings)
+        return cls(**settings)
+
+    def decorate(fn: F) -> F:
+        command = option_group("request", options, build)(fn)
+        command.request_name = request  # type: ignore[attr-defined]  (a test checks the names match)
+        return command
+
+    return decorate
+
+
 def request_command(
     request: str,
     command: str,
@@ -85,42 +112,26 @@ def request_command(
 ) -> Callable[[F], F]:
     """Make the command function ``fn`` (its docstring the ``--help``, its body checks of the command
     line itself, called with every setting) take the settings of the request class named ``request``
-    as options, and run ``command`` (``"module:function"``, imported when the command runs, so that
-    ``--help`` stays light) on the request through :func:`run_request`.
-
-    ``launch``: add the launcher options (``--nproc-per-node`` ...); ``no_env``: settings that read no
-    environment variable here (a GPT command's ``tokenizer`` defaults to the GPT's, not to
-    ``GIGATOK_TOKENIZER``).
-    """
-    from gigatok_core.config import requests
-
-    cls = getattr(requests, request)
-    flags = cls.flags()
-    options = dataclass_options(cls, cls.help(flags), flags=flags, no_env=no_env, at_least=cls.AT_LEAST)
+    as options (:func:`request_options`), and run ``command`` (``"module:function"``, imported when
+    the command runs, so that ``--help`` stays light) on the request through :func:`run_request`.
+    ``launch``: add the launcher options (``--nproc-per-node`` ...)."""
 
     def decorate(fn: F) -> F:
-        def run(**settings: Any) -> None:
-            launcher = settings.pop("launch", None)
-            fn(**settings)
+        def run(request: Any, launch: LaunchOptions | None = None) -> None:
             module, name = command.split(":")
             core = getattr(importlib.import_module(module), name)
-            built = cls(**settings)
-            run_request(built, core, render, launch=launcher, label=label, rate=rate, **(hooks or {}))
+            run_request(request, core, render, launch=launch, label=label, rate=rate, **(hooks or {}))
 
-        params = [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
-            for name, (ann, default) in options.items()
-        ]
+        params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         if launch:
             params.append(inspect.Parameter("launch", inspect.Parameter.KEYWORD_ONLY, default=SINGLE))
-        run.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in params}
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         run.__module__ = fn.__module__
-        run.request_name = request  # type: ignore[attr-defined]  (a test checks the names match)
-        return launch_options(run) if launch else run  # type: ignore[return-value]
+        made = request_options(request, no_env=no_env, check=fn)(run)  # type: ignore[arg-type]
+        return launch_options(made) if launch else made  # type: ignore[return-value]
 
     return decorate
 
 
-__all__ = ["request_command", "run_request"]
+__all__ = ["request_command", "request_options", "run_request"]

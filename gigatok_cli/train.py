@@ -4,22 +4,15 @@ own modules, registered at the bottom)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from gigatok_cli._common import handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import completer
-from gigatok_cli.train_common import (
-    ConfigFileOpt,
-    ResumeOpt,
-    RunDirOpt,
-    StartOverOpt,
-    run_options,
-    run_training,
-)
-from gigatok_core import registry  # presets as data: no torch import
+from gigatok_cli.run import request_options
+from gigatok_cli.train_common import run_options, run_training
+from gigatok_core.config.requests import ExportRequest, GPTTrainRequest
 
 app = typer.Typer(
     name="train",
@@ -46,57 +39,30 @@ GPT_RUN_OPTIONS = (
         "under FSDP)."
     },
 )
-def gpt(
-    *,
-    preset: Annotated[
-        str,
-        typer.Option(
-            "--preset",
-            "-p",
-            help=f"GPT preset: {', '.join(registry.gpt_names())}.",
-            autocompletion=completer(registry.gpt_names),
-        ),
-    ],
-    codes: Annotated[
-        Path, typer.Option("--codes", help="CODES_DIR written by `gigatok train extract-codes`.")
-    ],
-    output: RunDirOpt,
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="key=value settings, e.g. recipe.warmup=0 run.ema=true.")
-    ] = None,
-    config: ConfigFileOpt = None,
-    val_codes: Annotated[
-        Path | None, typer.Option("--val-codes", help="Held-out CODES_DIR for the validation loss.")
-    ] = None,
-    val_fraction: Annotated[
-        float | None,
-        typer.Option("--val-fraction", help="Hold out this fraction of --codes for the validation loss."),
-    ] = None,
-    resume: ResumeOpt = "auto",
-    overwrite: StartOverOpt = False,
-    run: dict[str, Any],
-    launch: LaunchOptions = SINGLE,
-) -> None:
+@request_options("GPTTrainRequest")
+def gpt(request: GPTTrainRequest, run: dict[str, Any], launch: LaunchOptions = SINGLE) -> None:
     """Train a class-conditional GPT on pre-extracted codes (the official recipe, docs/recipes.md#gpt)."""
     from gigatok_core.config import GPTTrainConfig
     from gigatok_core.train.gpt import prefetch_gpt_training, train_gpt
 
-    cfg = GPTTrainConfig.from_options(preset, config_file=config, overrides=overrides or [], **run)
+    cfg = GPTTrainConfig.from_options(
+        request.preset, config_file=request.config, overrides=request.overrides or [], **run
+    )
     run_training(
         cfg,
         launch,
         label="gpt",
-        what=preset,
-        output=output,
-        prefetch=lambda: prefetch_gpt_training(cfg, codes, val_codes=val_codes),
+        what=request.preset,
+        output=Path(request.output),
+        prefetch=lambda: prefetch_gpt_training(cfg, request.codes, val_codes=request.val_codes),
         train=lambda **show: train_gpt(
             cfg,
-            codes=codes,
-            output=output,
-            val_codes=val_codes,
-            val_fraction=val_fraction,
-            resume=resume,
-            overwrite=overwrite,
+            codes=request.codes,
+            output=request.output,
+            val_codes=request.val_codes,
+            val_fraction=request.val_fraction,
+            resume=request.resume,
+            overwrite=request.overwrite,
             **show,
         ),
     )
@@ -104,74 +70,23 @@ def gpt(
 
 @app.command("export")
 @handle_errors
-def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (or one of its checkpoint folders).")],
-    dest: Annotated[
-        Path | None,
-        typer.Argument(
-            help="The .safetensors file to write; with --format hub a folder (optional with --to-hub).",
-            show_default=False,
-        ),
-    ] = None,
-    *,
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="Weights group (default: ema when kept, else model).")
-    ] = None,
-    format_: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="safetensors: one self-describing file. hub: a Hugging Face model repository folder "
-            "(model.safetensors, config.json, README.md model card).",
-            autocompletion=completer("--format"),
-        ),
-    ] = "safetensors",
-    to_hub: Annotated[
-        str | None,
-        typer.Option(
-            "--to-hub",
-            help="Upload the hub folder to this Hugging Face repo (OWNER/REPO; created if missing). "
-            "Needs HF_TOKEN or `hf auth login`.",
-            show_default=False,
-        ),
-    ] = None,
-    private: Annotated[
-        bool, typer.Option("--private", help="With --to-hub: create the repo private.")
-    ] = False,
-    revision: Annotated[
-        str | None,
-        typer.Option(
-            "--revision",
-            help="With --to-hub: the branch to commit to (created from main).",
-            show_default=False,
-        ),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
-) -> None:
+@request_options("ExportRequest")
+def export(request: ExportRequest) -> None:
     """Write a run's inference weights alone, self-describing (config and pairing in the header);
     or as a Hugging Face model repository (--format hub), uploaded with --to-hub.
 
     Examples: gigatok train export runs/gpt mine.safetensors | gigatok train export runs/tok hub-folder --format hub |
     gigatok train export runs/tok --to-hub alice/my-tokenizer --private
     """
-    from gigatok_core.train.export import ExportResult, export_run
+    from gigatok_core.train.export import ExportResult, export
 
-    res = export_run(
-        run_dir,
-        dest,
-        format=format_,
-        to_hub=to_hub,
-        group=weights,
-        private=private,
-        revision=revision,
-        overwrite=overwrite,
-    )
+    res = export(request)
     if isinstance(res, ExportResult):
         text = f"wrote {res.path} ({res.group} weights of step {res.step}, {res.num_tensors} tensors)"
-    elif to_hub is not None:
+    elif request.to_hub is not None:
         text = (
-            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {to_hub}: {res.url}\n"
-            f"load them with hf://{to_hub}" + (f"@{revision}" if revision else "")
+            f"uploaded {res.kind} weights ({res.group}, step {res.step}) to {request.to_hub}: {res.url}\n"
+            f"load them with hf://{request.to_hub}" + (f"@{request.revision}" if request.revision else "")
         )
     else:
         text = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
@@ -19,16 +19,6 @@ from gigatok_cli.launch import maybe_launch
 from gigatok_cli.options import dataclass_options, option_group
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# The run-folder options of both training commands, declared once.
-RunDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, samples).")]
-ConfigFileOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML file applied over the preset.", show_default=False)
-]
-ResumeOpt = Annotated[str, typer.Option("--resume", help="auto (continue RUN_DIR) or never.")]
-StartOverOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Start over: remove the previous run's files in --output first.")
-]
 
 PANEL = "Run settings (run.KEY=VALUE overrides, applied last)"
 

@@ -412,8 +412,8 @@ def test_export_option_errors(tmp_path: Path, extra: list[str], message: str) ->
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dest": "out", "private": True}, "--private and --revision go with --to-hub"),
-        ({"dest": "out", "format": "zip"}, "--format zip: want safetensors or hub"),
+        ({"dest": "out", "private": True}, "private and revision go with to_hub"),
+        ({"dest": "out", "format": "zip"}, "format zip: want safetensors or hub"),
         ({"dest": "out.safetensors", "to_hub": "me/x"}, "names a file"),
         ({}, "name the file (or folder) to write"),
     ],
@@ -421,7 +421,8 @@ def test_export_option_errors(tmp_path: Path, extra: list[str], message: str) ->
 def test_export_run_checks_the_combination_before_any_work(
     tmp_path: Path, kwargs: dict[str, object], message: str
 ) -> None:
-    """The library's one export entry refuses what the command refuses (no run folder is read)."""
+    """The library's one export entry refuses what the command refuses (no run folder is read),
+    naming its settings as Python does (the command names its flags)."""
     from gigatok_core.train.export import export_run
 
     with pytest.raises(GigatokError, match=re.escape(message)):

@@ -626,18 +626,162 @@ class ExtractCodesRequest(Request):
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# gigatok train gpt / tokenizer / export
+# ---------------------------------------------------------------------------------------------
+TRAIN_HELP = {
+    "output": "Run folder (checkpoints, logs, samples).",
+    "config": "YAML file applied over the preset.",
+    "resume": "auto (continue RUN_DIR) or never.",
+    "overwrite": "Start over: remove the previous run's files in {output} first.",
+}
+RESUME_MODES = ("auto", "never")
+
+
+@dataclass(frozen=True)
+class GPTTrainRequest(Request):
+    """``gigatok train gpt``: a GPT preset's recipe (then ``config``, then ``overrides``) on the
+    pre-extracted ``codes``, into the run folder ``output``; the run settings given one by one
+    (``--max-steps`` ...) are :meth:`gigatok_core.config.GPTTrainConfig.from_options`'s."""
+
+    preset: str
+    codes: PathLike
+    output: PathLike
+    overrides: Sequence[str] | None = None
+    config: PathLike | None = None
+    val_codes: PathLike | None = None
+    val_fraction: float | None = None
+    resume: str = "auto"
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = {"overrides": "OVERRIDES"}
+    HELP: ClassVar[dict[str, str]] = {
+        **TRAIN_HELP,
+        "preset": "GPT preset, e.g. gpt-b or gpt-tiny.",
+        "codes": "CODES_DIR written by `gigatok train extract-codes`.",
+        "overrides": "key=value settings, e.g. recipe.warmup=0 run.ema=true.",
+        "val_codes": "Held-out CODES_DIR for the validation loss.",
+        "val_fraction": "Hold out this fraction of {codes} for the validation loss.",
+    }
+    AT_LEAST: ClassVar[dict[str, int]] = {}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_resume(self)
+
+
+@dataclass(frozen=True)
+class TokenizerTrainRequest(Request):
+    """``gigatok train tokenizer``: a tokenizer preset's recipe (then ``config``, then
+    ``overrides``) on the images under ``data``, into the run folder ``output``; ``init`` starts from
+    released weights, a weights file or a run folder; the frozen networks' weights are local files
+    or (None) the download cache's."""
+
+    preset: str
+    data: PathLike
+    output: PathLike
+    overrides: Sequence[str] | None = None
+    init: str | None = None
+    config: PathLike | None = None
+    teacher_weights: PathLike | None = None
+    dino_weights: PathLike | None = None
+    vgg_weights: PathLike | None = None
+    workers: int | None = None
+    resume: str = "auto"
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = {"overrides": "OVERRIDES"}
+    HELP: ClassVar[dict[str, str]] = {
+        **TRAIN_HELP,
+        "preset": "Tokenizer preset, e.g. s-s or tiny.",
+        "data": "An ImageFolder tree or a flat folder of images.",
+        "overrides": "key=value settings, e.g. recipe.disc_start=0 model.codebook_size=4096.",
+        "init": "Start from a preset's released weights, a weights file or a run folder.",
+    }
+    AT_LEAST: ClassVar[dict[str, int]] = {"workers": 0}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_resume(self)
+
+    @property
+    def frozen(self) -> dict[str, PathLike | None]:
+        """The frozen networks' local files by role (None: the download cache's)."""
+        return {"teacher": self.teacher_weights, "dino": self.dino_weights, "vgg": self.vgg_weights}
+
+
+def _check_resume(req: Any) -> None:
+    if req.resume not in RESUME_MODES:
+        raise req.error(f"{{resume}} must be auto or never, got {literal(repr(req.resume))}")
+
+
+EXPORT_FORMATS = ("safetensors", "hub")
+
+
+@dataclass(frozen=True)
+class ExportRequest(Request):
+    """``gigatok train export``: the inference weights of ``run_dir`` (``weights``: the group, default
+    EMA when kept) to ``dest`` as one self-describing .safetensors file, or (``format="hub"``) as a
+    Hugging Face model repository folder, or uploaded to the Hub repo ``to_hub`` (``dest`` optional
+    then: a copy of the folder). Every combination is checked here, before any work."""
+
+    run_dir: PathLike
+    dest: PathLike | None = None
+    weights: str | None = None
+    format: str = "safetensors"
+    to_hub: str | None = None
+    private: bool = False
+    revision: str | None = None
+    overwrite: bool = False
+
+    FLAGS: ClassVar[dict[str, str]] = {"run_dir": "RUN_DIR", "dest": "DEST"}
+    HELP: ClassVar[dict[str, str]] = {
+        "run_dir": "A run folder (or one of its checkpoint folders).",
+        "dest": "The .safetensors file to write; with {format} hub a folder (optional with {to_hub}).",
+        "weights": "Weights group (default: ema when kept, else model).",
+        "format": "safetensors: one self-describing file. hub: a Hugging Face model repository folder "
+        "(model.safetensors, config.json, README.md model card).",
+        "to_hub": "Upload the hub folder to this Hugging Face repo (OWNER/REPO; created if missing). "
+        "Needs HF_TOKEN or `hf auth login`.",
+        "private": "With {to_hub}: create the repo private.",
+        "revision": "With {to_hub}: the branch to commit to (created from main).",
+        "overwrite": "Replace an existing file.",
+    }
+    AT_LEAST: ClassVar[dict[str, int]] = {}
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise self.error(
+                f"{{format}} {literal(self.format)}: want safetensors or hub", hint="e.g. {format} hub"
+            )
+        if self.to_hub is None and (self.private or self.revision):
+            raise self.error("{private} and {revision} go with {to_hub}", hint="add {to_hub} OWNER/REPO")
+        if self.to_hub is not None and self.dest is not None and Path(self.dest).suffix == ".safetensors":
+            raise self.error(
+                f"{{to_hub}} uploads a repository folder; {literal(self.dest)} names a file",
+                hint="drop {dest} (a temporary folder is used), or name a folder to keep a copy",
+            )
+        if self.to_hub is None and self.dest is None:
+            raise self.error(
+                "name the file (or folder) to write", hint="gigatok train export RUN_DIR OUT.safetensors"
+            )
+
+
 __all__ = [
     "ADM_REFERENCE",
+    "EXPORT_FORMATS",
     "INCEPTION_WEIGHTS",
     "SETTING_HELP",
     "VGG_WEIGHTS",
     "AuxFile",
     "BuildRefRequest",
     "Device",
+    "ExportRequest",
     "ExtractCodesRequest",
     "FIDRequest",
     "Folder",
     "GFIDRequest",
+    "GPTTrainRequest",
     "GPTWeights",
     "LocalFile",
     "Need",
@@ -645,6 +789,7 @@ __all__ = [
     "ReconstructRequest",
     "Request",
     "SampleRequest",
+    "TokenizerTrainRequest",
     "TokenizerWeights",
     "ValLossRequest",
 ]

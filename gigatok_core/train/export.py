@@ -34,10 +34,10 @@ from typing import Any
 
 from gigatok_core.checkpoints.files import save_weights
 from gigatok_core.checkpoints.training import load_checkpoint
+from gigatok_core.config.requests import ExportRequest
 from gigatok_core.errors import GigatokError
 from gigatok_core.utils.fileio import write_text_atomic
 
-FORMATS = ("safetensors", "hub")
 PREFERRED = ("ema", "model")  # EMA weights when the run kept them (docs/recipes.md#gpt: EMA is optional)
 
 
@@ -105,25 +105,27 @@ def export_run(
     """Export ``run_dir``'s inference weights (``group``; default EMA when kept): to ``dest`` as one
     .safetensors file (``format="safetensors"``) or a repository folder (``format="hub"``), or
     uploaded to the Hub repo ``to_hub`` (``dest``, optional then, keeps a copy of the folder;
-    ``private`` and ``revision`` go with it). Every combination is checked before any work."""
-    if format not in FORMATS:
-        raise GigatokError(f"--format {format}: want safetensors or hub", hint="e.g. --format hub")
-    if to_hub is None and (private or revision):
-        raise GigatokError("--private and --revision go with --to-hub", hint="add --to-hub OWNER/REPO")
-    if to_hub is not None:
-        if dest is not None and Path(dest).suffix == ".safetensors":
-            raise GigatokError(
-                f"--to-hub uploads a repository folder; {dest} names a file",
-                hint="drop DEST (a temporary folder is used), or name a folder to keep a copy",
-            )
+    ``private`` and ``revision`` go with it). Every combination is checked before any work
+    (:class:`~gigatok_core.config.requests.ExportRequest`)."""
+    settings = {"format": format, "to_hub": to_hub, "private": private, "revision": revision}
+    return export(ExportRequest(run_dir, dest, weights=group, overwrite=overwrite, **settings))
+
+
+def export(request: ExportRequest) -> ExportResult | HubExport:
+    """Run an export request (``gigatok train export``; :func:`export_run` in keywords)."""
+    run_dir, dest, group, overwrite = request.run_dir, request.dest, request.weights, request.overwrite
+    if request.to_hub is not None:
         return push_run(
-            run_dir, to_hub, group=group, private=private, revision=revision, keep=dest, overwrite=overwrite
+            run_dir,
+            request.to_hub,
+            group=group,
+            private=request.private,
+            revision=request.revision,
+            keep=dest,
+            overwrite=overwrite,
         )
-    if dest is None:
-        raise GigatokError(
-            "name the file (or folder) to write", hint="gigatok train export RUN_DIR OUT.safetensors"
-        )
-    if format == "hub":
+    assert dest is not None  # ExportRequest
+    if request.format == "hub":
         return write_hub_folder(run_dir, dest, group=group, overwrite=overwrite)
     return export_weights(run_dir, dest, group=group, overwrite=overwrite)
 
