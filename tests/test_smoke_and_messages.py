@@ -117,7 +117,7 @@ def test_rates_plurals_and_worker_defaults(monkeypatch: pytest.MonkeyPatch) -> N
     import os
 
     from gigatok_cli._common import plural
-    from gigatok_cli.train_common import format_rate
+    from gigatok_cli.train import format_rate
     from gigatok_core.data.folder import default_workers
 
     assert format_rate(0.05, 0.4) == "0.05 step/s 0.4 samples/s"  # a slow CPU run: never "0 samples/s"
@@ -169,7 +169,7 @@ def test_warnings_show_as_warnings_and_brackets_as_written() -> None:
 
 
 def test_suggestions_and_checks_before_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gigatok_cli.train_common as train_cli
+    import gigatok_cli.train as train_cli
 
     res = runner.invoke(app, ["train", "tokenizer", "--preset", "TINY", "--data", ".", "--output", "x"])
     assert res.exit_code == 1 and "did you mean 'tiny'?" in res.output
