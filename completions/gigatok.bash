@@ -107,6 +107,8 @@ _gigatok() {
         "probe gpt|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "probe gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--gpt"|"probe gpt|-g") COMPREPLY=($(compgen -W "gpt-b gpt-l gpt-xl gpt-xxl gpt-3b gpt-tiny gpt-b@s-s gpt-b@s-b gpt-b@b-l gpt-b@b-l-dino gpt-b@xl-xxl gpt-xl@b-l gpt-xxl@b-l gpt-xxl@xl-xxl" -- "$cur")); return ;;
         "probe gpt|--gpt-checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--tokenizer"|"probe gpt|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
@@ -122,8 +124,6 @@ _gigatok() {
         "probe gpt|--cache-dir") COMPREPLY=(); return ;;
         "probe gpt|--workers") COMPREPLY=(); return ;;
         "probe gpt|--seed") COMPREPLY=(); return ;;
-        "probe gpt|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
-        "probe gpt|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe gpt|--nproc-per-node") COMPREPLY=(); return ;;
         "probe gpt|--nnodes") COMPREPLY=(); return ;;
         "probe gpt|--node-rank") COMPREPLY=(); return ;;
@@ -133,6 +133,8 @@ _gigatok() {
         "probe tokenizer|--train-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--val-split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--output") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "probe tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        "probe tokenizer|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--tokenizer"|"probe tokenizer|-t") COMPREPLY=($(compgen -W "s-s s-b b-l b-l-dino xl-xxl b-l-train-new s-s-2d s-b-2d b-l-2d tiny" -- "$cur")); return ;;
         "probe tokenizer|--checkpoint") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--max-epochs") COMPREPLY=(); return ;;
@@ -145,8 +147,6 @@ _gigatok() {
         "probe tokenizer|--cache-dir") COMPREPLY=(); return ;;
         "probe tokenizer|--workers") COMPREPLY=(); return ;;
         "probe tokenizer|--seed") COMPREPLY=(); return ;;
-        "probe tokenizer|--device") COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
-        "probe tokenizer|--config") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "probe tokenizer|--nproc-per-node") COMPREPLY=(); return ;;
         "probe tokenizer|--nnodes") COMPREPLY=(); return ;;
         "probe tokenizer|--node-rank") COMPREPLY=(); return ;;
@@ -289,8 +289,8 @@ _gigatok() {
         "eval rfid") COMPREPLY=($(compgen -W "--tokenizer -t --data --checkpoint --reference --save-samples --precision --no-lpips --lpips --vgg-weights --force --inception-weights --batch-size -b --device --no-precision-recall --precision-recall --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "eval val-loss") COMPREPLY=($(compgen -W "--data --gpt -g --tokenizer -t --gpt-checkpoint --tokenizer-checkpoint --precision --batch-size -b --class-subset --device --json --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "probe") COMPREPLY=($(compgen -W "gpt tokenizer --help -h" -- "$cur")) ;;
-        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size -b --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
-        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size -b --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --device --config --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "probe gpt") COMPREPLY=($(compgen -W "--train-split --val-split --output --device --config --overwrite --gpt -g --gpt-checkpoint --tokenizer -t --tokenizer-checkpoint --layer --max-epochs --warmup-epochs --subset --batch-size -b --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
+        "probe tokenizer") COMPREPLY=($(compgen -W "--train-split --val-split --output --device --config --overwrite --tokenizer -t --checkpoint --fix-dim --from-decoder --max-epochs --warmup-epochs --subset --batch-size -b --blr --precision --cache-features --cache-draws --cache-dir --no-augment --augment --workers --seed --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "reconstruct") COMPREPLY=($(compgen -W "--output -o --tokenizer -t --checkpoint --grid --save-codes --metrics --vgg-weights --device --precision --batch-size -b --strict --overwrite --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "sample") COMPREPLY=($(compgen -W "--classes -c --output -o --gpt -g --tokenizer -t --num-per-class -n --cfg-scale --cfg-schedule --cfg-start-ratio --cfg-end-ratio --cfg-interval --temperature --top-k --top-p --seed --rng --sampler --sjd-window --precision --batch-size -b --device --gpt-checkpoint --tokenizer-checkpoint --grid --save-codes --overwrite --compile --nproc-per-node --nnodes --node-rank --master-addr --master-port --rdzv-endpoint --help -h" -- "$cur")) ;;
         "train") COMPREPLY=($(compgen -W "export extract-codes gpt tokenizer --help -h" -- "$cur")) ;;

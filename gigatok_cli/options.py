@@ -268,10 +268,13 @@ def dataclass_options(
     return options
 
 
-def shared_option(name: str, kind: Any, default: Any = None, *, env: bool = True) -> Any:
+def shared_option(
+    name: str, kind: Any, default: Any = None, *, env: bool = True, help: str | None = None
+) -> Any:
     """The option of setting ``name`` of :data:`gigatok_core.config.requests.SETTING_HELP` (its meaning
-    in every command), of type ``kind``, for a command that builds its request itself."""
+    in every command; ``help`` where it means more here), of type ``kind``, for a command that
+    builds its request itself."""
     from gigatok_core.config.requests import SETTING_HELP
 
     flag = "--" + name.replace("_", "-")
-    return setting_option(name, flag, kind, default, SETTING_HELP[name], env=env)
+    return setting_option(name, flag, kind, default, help or SETTING_HELP[name], env=env)

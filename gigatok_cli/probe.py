@@ -11,18 +11,12 @@ from rich.table import Table
 
 from gigatok_cli._common import console, handle_errors, out
 from gigatok_cli.launch import SINGLE, LaunchOptions, launch_options
-from gigatok_cli.options import (
-    HUB_HELP,
-    completer,
-    dataclass_options,
-    hub_weights,
-    option_group,
-    shared_option,
-)
+from gigatok_cli.options import dataclass_options, option_group, shared_option
 from gigatok_cli.run import run_request
-from gigatok_core import registry
 from gigatok_core.config.probe import PROBE_HELP, ProbeConfig
 from gigatok_core.errors import GigatokError
+
+PAIRED = "Tokenizer preset; default: the one the GPT was trained with."
 
 app = typer.Typer(
     help="Linear probing (the official protocol, docs/recipes.md#linear-probing): a BatchNorm + linear head trained with LARS on "
@@ -31,22 +25,39 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 # ---------------------------------------------------------------------------------------------
-# Shared options
+# The options of both commands
 # ---------------------------------------------------------------------------------------------
-TrainOpt = Annotated[Path, typer.Option("--train-split", help="ImageFolder tree to train the head on.")]
-ValOpt = Annotated[Path, typer.Option("--val-split", help="ImageFolder tree with the same class folders.")]
-OutputOpt = Annotated[Path, typer.Option("--output", help="RUN_DIR: metrics, results, checkpoint, features.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of probe settings.")]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Restart a run folder holding another probe.")
-]
-OverridesArg = Annotated[
-    list[str] | None,
-    typer.Argument(
-        help="Probe settings as key=value (e.g. momentum=0.95 lr=0.2), applied last.", show_default=False
+def _opt(flag: str, kind: Any, text: str) -> Any:
+    return Annotated[kind, typer.Option(flag, help=text)]
+
+
+# ProbeRequest.build's arguments, as both commands take them
+_COMMON: dict[str, tuple[Any, Any]] = {
+    "train_split": (
+        _opt("--train-split", Path, "ImageFolder tree to train the head on."),
+        inspect.Parameter.empty,
     ),
-]
+    "val_split": (
+        _opt("--val-split", Path, "ImageFolder tree with the same class folders."),
+        inspect.Parameter.empty,
+    ),
+    "output": (
+        _opt("--output", Path, "RUN_DIR: metrics, results, checkpoint, features."),
+        inspect.Parameter.empty,
+    ),
+    "overrides": (
+        Annotated[
+            list[str] | None,
+            typer.Argument(help="Probe settings as key=value (e.g. momentum=0.95 lr=0.2), applied last."),
+        ],
+        None,
+    ),
+    "device": (shared_option("device", str), None),
+    "config_file": (_opt("--config", Path | None, "YAML file of probe settings."), None),
+    "overwrite": (_opt("--overwrite", bool, "Restart a run folder holding another probe."), False),
+}
 
 
 # The recipe options of both commands: ProbeConfig's fields with its defaults, except precision,
@@ -117,68 +128,32 @@ def _probe(request: Any, launch: LaunchOptions) -> None:
 @handle_errors
 @launch_options
 @option_group("recipe", _RECIPE)
+@option_group("common", _COMMON)
 def gpt(
-    train_split: TrainOpt,
-    val_split: ValOpt,
-    output: OutputOpt,
-    overrides: OverridesArg = None,
     *,
-    gpt: Annotated[
-        str | None,
-        typer.Option(
-            "--gpt",
-            "-g",
-            help=f"GPT preset ({', '.join(registry.gpt_names())}) or released pair "
-            f"({', '.join(registry.release_names())}); may be left out with a gigatok run's --gpt-checkpoint.",
-            autocompletion=completer("--gpt"),
-        ),
-    ] = None,
-    gpt_checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--gpt-checkpoint",
-            help="GPT weights file, or a `gigatok train gpt` RUN_DIR (latest checkpoint, EMA preferred)."
-            + HUB_HELP,
-            callback=hub_weights,
-        ),
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            "--tokenizer",
-            "-t",
-            help="Tokenizer preset; default: the one the GPT was trained with.",
-            autocompletion=completer("--tokenizer"),
-        ),
-    ] = None,
+    common: dict[str, Any],
+    gpt: shared_option(
+        "gpt",
+        str,
+        env=False,
+        help="GPT preset or released pair (GPT@tokenizer); may be "
+        "left out with a gigatok run's --gpt-checkpoint.",
+    ) = None,
+    gpt_checkpoint: shared_option("gpt_checkpoint", Path) = None,
+    tokenizer: shared_option("tokenizer", str, env=False, help=PAIRED) = None,
     tokenizer_checkpoint: shared_option("tokenizer_checkpoint", Path) = None,
-    layer: Annotated[
-        int | None, typer.Option("--layer", help="Feature block, 1-based (default n_layer // 2).")
-    ] = None,
+    layer: _opt("--layer", int | None, "Feature block, 1-based (default n_layer // 2).") = None,
     recipe: dict[str, Any],
-    device: shared_option("device", str) = None,
-    config_file: ConfigOpt = None,
-    overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
     from gigatok_core.probe import ProbeRequest
 
-    request = ProbeRequest.build(
-        "gpt",
-        train_split,
-        val_split,
-        output,
-        settings={**recipe, "layer": layer},
-        config_file=config_file,
-        overrides=overrides,
-        device=device,
-        gpt=gpt,
-        gpt_checkpoint=gpt_checkpoint,
-        tokenizer=tokenizer,
-        tokenizer_checkpoint=tokenizer_checkpoint,
-        overwrite=overwrite,
+    weights = {"gpt_checkpoint": gpt_checkpoint, "tokenizer_checkpoint": tokenizer_checkpoint}
+    settings = {**recipe, "layer": layer}
+    _probe(
+        ProbeRequest.build("gpt", settings=settings, gpt=gpt, tokenizer=tokenizer, **weights, **common),
+        launch,
     )
-    _probe(request, launch)
 
 
 @app.command(
@@ -188,27 +163,17 @@ def gpt(
 @handle_errors
 @launch_options
 @option_group("recipe", _RECIPE)
+@option_group("common", _COMMON)
 def tokenizer(
-    train_split: TrainOpt,
-    val_split: ValOpt,
-    output: OutputOpt,
-    overrides: OverridesArg = None,
     *,
+    common: dict[str, Any],
     tokenizer: shared_option("tokenizer", str, inspect.Parameter.empty),
     checkpoint: shared_option("checkpoint", Path) = None,
-    fix_dim: Annotated[
-        bool,
-        typer.Option(
-            "--fix-dim", help="Features after the encoder's conv_out (z channels), before quant_conv."
-        ),
-    ] = False,
-    from_decoder: Annotated[
-        bool, typer.Option("--from-decoder", help="Features of the ViT decoder (after its ln_post).")
-    ] = False,
+    fix_dim: _opt(
+        "--fix-dim", bool, "Features after the encoder's conv_out (z channels), before quant_conv."
+    ) = False,
+    from_decoder: _opt("--from-decoder", bool, "Features of the ViT decoder (after its ln_post).") = False,
     recipe: dict[str, Any],
-    device: shared_option("device", str) = None,
-    config_file: ConfigOpt = None,
-    overwrite: OverwriteOpt = False,
     launch: LaunchOptions = SINGLE,
 ) -> None:
     from gigatok_core.probe import ProbeRequest
@@ -217,18 +182,13 @@ def tokenizer(
         raise GigatokError(
             "--fix-dim and --from-decoder exclude each other", hint="pick one feature location"
         )
+    mode = "fix_dim" if fix_dim else "decoder" if from_decoder else "encoder"
     request = ProbeRequest.build(
         "tokenizer",
-        train_split,
-        val_split,
-        output,
         settings=recipe,
-        config_file=config_file,
-        overrides=overrides,
-        device=device,
         tokenizer=tokenizer,
         tokenizer_checkpoint=checkpoint,
-        mode="fix_dim" if fix_dim else "decoder" if from_decoder else "encoder",
-        overwrite=overwrite,
+        mode=mode,
+        **common,
     )
     _probe(request, launch)
