@@ -9,7 +9,7 @@ for completion, ``hf://`` references); :func:`option_group` puts such a group in
 signature. Value sets come from the library (:mod:`gigatok_core.choices`, :mod:`gigatok_core.registry`),
 never from lists written here; ``--help`` lists the registry names as DiT's
 ``choices=list(DiT_models)`` does, and :data:`CHOICES` feeds the static completion scripts
-(``gigatok_cli/completion.py``). Nothing here imports torch.
+(``completions/generate.py``). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def download_choices() -> list[str]:
     return registry.tokenizer_names() + registry.release_names() + registry.weights_names()
 
 
-# long option name -> its value set; completion.py and the autocompletion functions read this
+# long option name -> its value set; completions/generate.py and the autocompletion functions read this
 CHOICES: dict[str, Callable[[], list[str]]] = {
     "--tokenizer": registry.tokenizer_names,
     "--gpt": gpt_choices,

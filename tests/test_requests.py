@@ -160,6 +160,9 @@ def test_settings_and_request_round_trip() -> None:
     assert d["output"] == "out" and d["classes"] == [22, 388] and d["gpt"] == "gpt-tiny"
     assert SampleRequest(**d).to_dict() == d
     assert SampleRequest.flags()["num_per_class"] == "--num-per-class"
+    # a setting's meaning names other settings as Python does, or by the names given (the CLI's flags)
+    assert "needs rng per-sample" in SampleRequest.help()["sampler"]
+    assert "needs --rng per-sample" in SampleRequest.help(SampleRequest.flags())["sampler"]
     assert (
         RFIDRequest.flags()["with_precision_recall"] == "--precision-recall"
         and RFIDRequest.flags()["json_path"] == "--json"
@@ -189,6 +192,11 @@ def test_every_request_command_declares_only_settings_of_its_request() -> None:
 
                 params -= {f.name for f in dataclasses.fields(RunConfig)}
             assert params == fields, (name, params ^ fields)
+            cls = getattr(requests, request)
+            texts = cls.help(cls.flags())  # each option's help is the library's meaning of its setting
+            for p in cmd.params:
+                if p.name in fields:
+                    assert texts[p.name] and (p.help or "").startswith(texts[p.name]), (name, p.name)
             seen[name] = request
     assert seen == {
         "sample": "SampleRequest",
