@@ -154,7 +154,8 @@ class Request:
     #: the command line's name of each setting whose flag is not ``--`` + the name with dashes (an
     #: upper-case name is a positional argument)
     FLAGS: ClassVar[dict[str, str]] = {}
-    #: what this request's own settings mean (and shared ones that mean more here): see SETTING_HELP
+    #: what this request's own settings mean (and shared ones that mean more here; a subclass adds to
+    #: its base's): see SETTING_HELP
     HELP: ClassVar[dict[str, str]] = {}
     #: the smallest value of each count setting (``None`` is left to the library's default)
     AT_LEAST: ClassVar[dict[str, int]] = {"batch_size": 1}
@@ -173,7 +174,10 @@ class Request:
     def help(cls, names: dict[str, str] | None = None) -> dict[str, str]:
         """setting -> what it means (:data:`SETTING_HELP`, then ``HELP``), other settings called by
         ``names`` (default: their Python names; the CLI passes :meth:`flags`)."""
-        texts = {n: cls.HELP.get(n, SETTING_HELP.get(n, "")) for n in cls.flags()}
+        own = {
+            k: v for c in reversed(cls.__mro__) for k, v in vars(c).get("HELP", {}).items()
+        }  # a subclass's last
+        texts = {n: own.get(n, SETTING_HELP.get(n, "")) for n in cls.flags()}
         return {n: fill_settings(t, texts, names) for n, t in texts.items()}
 
     def error(self, template: str, hint: str | None = None) -> SettingError:
@@ -629,17 +633,30 @@ class ExtractCodesRequest(Request):
 # ---------------------------------------------------------------------------------------------
 # gigatok train gpt / tokenizer / export
 # ---------------------------------------------------------------------------------------------
-TRAIN_HELP = {
-    "output": "Run folder (checkpoints, logs, samples).",
-    "config": "YAML file applied over the preset.",
-    "resume": "auto (continue RUN_DIR) or never.",
-    "overwrite": "Start over: remove the previous run's files in {output} first.",
-}
 RESUME_MODES = ("auto", "never")
 
 
+class TrainRequest(Request):
+    """What the training requests share: the preset, the run folder ``output``, a YAML ``config``
+    and ``overrides`` over the preset's, ``resume`` and ``overwrite``."""
+
+    FLAGS: ClassVar[dict[str, str]] = {"overrides": "OVERRIDES"}
+    AT_LEAST: ClassVar[dict[str, int]] = {}
+    HELP: ClassVar[dict[str, str]] = {
+        "output": "Run folder (checkpoints, logs, samples).",
+        "config": "YAML file applied over the preset.",
+        "resume": "auto (continue RUN_DIR) or never.",
+        "overwrite": "Start over: remove the previous run's files in {output} first.",
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resume not in RESUME_MODES:  # type: ignore[attr-defined]
+            raise self.error(f"{{resume}} must be auto or never, got {literal(repr(self.resume))}")  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class GPTTrainRequest(Request):
+class GPTTrainRequest(TrainRequest):
     """``gigatok train gpt``: a GPT preset's recipe (then ``config``, then ``overrides``) on the
     pre-extracted ``codes``, into the run folder ``output``; the run settings given one by one
     (``--max-steps`` ...) are :meth:`gigatok_core.config.GPTTrainConfig.from_options`'s."""
@@ -654,24 +671,17 @@ class GPTTrainRequest(Request):
     resume: str = "auto"
     overwrite: bool = False
 
-    FLAGS: ClassVar[dict[str, str]] = {"overrides": "OVERRIDES"}
     HELP: ClassVar[dict[str, str]] = {
-        **TRAIN_HELP,
         "preset": "GPT preset, e.g. gpt-b or gpt-tiny.",
         "codes": "CODES_DIR written by `gigatok train extract-codes`.",
         "overrides": "key=value settings, e.g. recipe.warmup=0 run.ema=true.",
         "val_codes": "Held-out CODES_DIR for the validation loss.",
         "val_fraction": "Hold out this fraction of {codes} for the validation loss.",
     }
-    AT_LEAST: ClassVar[dict[str, int]] = {}
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_resume(self)
 
 
 @dataclass(frozen=True)
-class TokenizerTrainRequest(Request):
+class TokenizerTrainRequest(TrainRequest):
     """``gigatok train tokenizer``: a tokenizer preset's recipe (then ``config``, then
     ``overrides``) on the images under ``data``, into the run folder ``output``; ``init`` starts from
     released weights, a weights file or a run folder; the frozen networks' weights are local files
@@ -690,9 +700,7 @@ class TokenizerTrainRequest(Request):
     resume: str = "auto"
     overwrite: bool = False
 
-    FLAGS: ClassVar[dict[str, str]] = {"overrides": "OVERRIDES"}
     HELP: ClassVar[dict[str, str]] = {
-        **TRAIN_HELP,
         "preset": "Tokenizer preset, e.g. s-s or tiny.",
         "data": "An ImageFolder tree or a flat folder of images.",
         "overrides": "key=value settings, e.g. recipe.disc_start=0 model.codebook_size=4096.",
@@ -700,19 +708,10 @@ class TokenizerTrainRequest(Request):
     }
     AT_LEAST: ClassVar[dict[str, int]] = {"workers": 0}
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_resume(self)
-
     @property
     def frozen(self) -> dict[str, PathLike | None]:
         """The frozen networks' local files by role (None: the download cache's)."""
         return {"teacher": self.teacher_weights, "dino": self.dino_weights, "vgg": self.vgg_weights}
-
-
-def _check_resume(req: Any) -> None:
-    if req.resume not in RESUME_MODES:
-        raise req.error(f"{{resume}} must be auto or never, got {literal(repr(req.resume))}")
 
 
 EXPORT_FORMATS = ("safetensors", "hub")
@@ -791,5 +790,6 @@ __all__ = [
     "SampleRequest",
     "TokenizerTrainRequest",
     "TokenizerWeights",
+    "TrainRequest",
     "ValLossRequest",
 ]
