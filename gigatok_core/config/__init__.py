@@ -8,8 +8,9 @@ by :func:`build_config`: ``preset -> --config file.yaml -> key=value``, unknown 
 
 Modules: ``sizes`` (the size tables), ``model`` (architectures), ``recipe``, ``train`` (run + train
 configs), ``build`` (the merge), ``source`` (``from_checkpoint``), ``requests`` (one typed request
-per command that is not training: ``SampleRequest``, ``ReconstructRequest``, ``RFIDRequest`` ...,
-each checked once and listing the files its run reads), ``preset_files`` (reading
+per command: ``SampleRequest``, ``ReconstructRequest``, ``RFIDRequest`` ..., ``GPTTrainRequest``,
+``ExportRequest``, each checked once, saying what each of its settings means and listing the
+files its run reads), ``probe`` (the linear-probe recipe), ``preset_files`` (reading
 ``presets/*.yaml``).
 
 Layer: above ``checkpoints`` (``source`` reads a checkpoint's metadata), below
