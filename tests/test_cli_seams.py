@@ -3,7 +3,9 @@ progress protocol, one settings writer, release names for --gpt, checks before a
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -266,3 +268,38 @@ def test_option_group_puts_its_options_in_place_of_the_parameter() -> None:
 
     assert list(inspect.signature(cmd).parameters) == ["first", "a", "b", "last"]
     assert cmd(first=0, a=2, last=0) == (2, "x")  # an option left out takes the group's default
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    inputs: Sequence[str]
+    output: Path
+    count: int = 2
+    lpips: bool = True
+    grid: bool = False
+    device: str | None = None
+
+
+def test_a_dataclass_becomes_options_with_its_types_defaults_and_minimums() -> None:
+    """The fields of a library dataclass become the command's options (request commands, the
+    launcher, the run settings and the probe recipe are made this way)."""
+    from gigatok_cli.options import dataclass_options, option_group
+
+    texts = {f.name: f"the {f.name}" for f in dataclasses.fields(Settings)}
+    options = dataclass_options(Settings, texts, flags={"inputs": "INPUTS"}, at_least={"count": 1})
+    app = typer.Typer(add_completion=False)
+
+    @app.command()
+    @option_group("settings", options, build=lambda v: Settings(**v))
+    def cmd(*, settings: Settings) -> None:
+        typer.echo(repr(settings))
+
+    ok = CliRunner().invoke(app, ["a", "b", "--output", "o", "--no-lpips", "-o", "p", "--grid"])
+    assert ok.exit_code == 0, ok.output
+    assert "inputs=['a', 'b']" in ok.output and "output=PosixPath('p')" in ok.output  # -o: the CLI table
+    assert "count=2" in ok.output and "lpips=False" in ok.output and "grid=True" in ok.output
+    assert "device=None" in ok.output
+    low = CliRunner().invoke(app, ["a", "--output", "o", "--count", "0"])
+    assert low.exit_code == 2 and "--count" in low.output  # the minimum is checked at parse time
+    missing = CliRunner().invoke(app, ["a"])
+    assert missing.exit_code == 2 and "--output" in missing.output  # no default: required
