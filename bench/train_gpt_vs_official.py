@@ -44,7 +44,7 @@ from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when r
 def plain_levers() -> Iterator[None]:
     """gigatok's GPT with its CPU levers off: ``nn.Dropout`` (out of place), ``nn.Linear`` (BLAS
     ``mm``), RMSNorm as four element-wise operations, the q/k/v split and SwiGLU through autograd's
-    own graph, the head's logits then ``F.cross_entropy`` (the code before they came in)."""
+    own graph, the residual sums out of place, the head's logits then ``F.cross_entropy`` (the code before they came in)."""
     from torch import nn
 
     import gigatok_core.ar.gpt as gpt
@@ -65,10 +65,13 @@ def plain_levers() -> Iterator[None]:
     def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.silu(a) * b
 
-    names = ("linear_cross_entropy", "split_heads", "swiglu")
+    def residual_add(h: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return h + branch
+
+    names = ("linear_cross_entropy", "split_heads", "swiglu", "residual_add")
     saved = gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, [getattr(gpt, n) for n in names]
     gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward = rms_norm, dropout, nn.Linear.forward
-    for name, plain in zip(names, (cross_entropy, split_heads, swiglu), strict=True):
+    for name, plain in zip(names, (cross_entropy, split_heads, swiglu, residual_add), strict=True):
         setattr(gpt, name, plain)
     try:
         yield

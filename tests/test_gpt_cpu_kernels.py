@@ -17,6 +17,7 @@ from gigatok_core.ar.cpu_kernels import (
     Dropout,
     Linear,
     onednn_linear_available,
+    residual_add,
     rms_norm,
     split_heads,
     swiglu,
@@ -103,6 +104,7 @@ def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytes
     monkeypatch.setattr(kernels, "onednn_linear_available", lambda: False)
     monkeypatch.setattr(RMSNorm, "forward", rms_formula)
     monkeypatch.setattr(gpt, "swiglu", lambda a, b: F.silu(a) * b)
+    monkeypatch.setattr(gpt, "residual_add", lambda h, branch: h + branch)
     monkeypatch.setattr(
         gpt, "split_heads", lambda qkv, h: rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=h)
     )
@@ -246,3 +248,16 @@ def test_softmax_in_blocks_equals_softmax_and_logsumexp(monkeypatch: pytest.Monk
     probs, lse = loss_module._softmax_(logits.clone())
     torch.testing.assert_close(probs, torch.softmax(logits, dim=1), **TOL)
     torch.testing.assert_close(lse, torch.logsumexp(logits, dim=1), **TOL)
+
+
+def test_residual_add_writes_the_sum_over_the_branch() -> None:
+    g = torch.Generator().manual_seed(8)
+    h, x = (torch.randn(2, 3, 4, generator=g, requires_grad=True) for _ in range(2))
+    branch = x * 2.0  # a fresh block output
+    out = residual_add(h, branch)
+    assert out.data_ptr() == branch.data_ptr() and torch.equal(out, h + x * 2.0)
+    up = torch.randn(2, 3, 4, generator=g)
+    grad_h, grad_x = torch.autograd.grad(out, (h, x), up)
+    assert torch.equal(grad_h, up) and torch.equal(grad_x, up * 2.0)
+    with torch.no_grad():  # elsewhere the plain sum, a new tensor
+        assert residual_add(h, branch).data_ptr() != branch.data_ptr()

@@ -14,7 +14,9 @@ path does not apply, so checkpoints, FSDP/DDP wrapping, ``torch.compile`` and CU
   the CPU, with gradients enabled, outside autocast and ``torch.compile``.
 - :func:`rms_norm` is RMSNorm with a hand-derived backward (``F.rms_norm`` is a chain of element-wise
   operations on the CPU, forward and backward): the same formula, one new tensor each way.
-- :func:`swiglu` (``silu(a) * b``) forms the gradient of ``a`` in place going back.
+- :func:`swiglu` (``silu(a) * b``) keeps only its inputs for backward and forms the gradient of
+  ``a`` in place there.
+- :func:`residual_add` writes a block's residual sum over the branch's fresh output.
 - :func:`split_heads` splits the fused ``wqkv`` output into per-head q, k, v views whose gradients go
   back in one copy, straight into the (B, T, 3·C) layout (autograd's view backward stacks them and
   then copies the permuted stack a second time).
@@ -114,24 +116,33 @@ def split_heads(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
     return rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
 
 
+def residual_add(h: Tensor, branch: Tensor) -> Tensor:
+    """``h + branch`` for a residual stream ``h``; in float32 CPU training the sum is written over
+    ``branch`` (a block's fresh output that nothing else needs), saving one (rows, C) tensor."""
+    if _fast_training(branch) and branch.requires_grad and branch.shape == h.shape:
+        return branch.add_(h)  # the same sum: float addition is commutative
+    return h + branch
+
+
 class _SwiGLU(torch.autograd.Function):
-    """``silu(a) * b``; going back, the gradient of ``a`` is formed in place (two new tensors, not three)."""
+    """``silu(a) * b`` saving only ``a`` and ``b``: ``silu(a)`` is recomputed going back, and the
+    gradient of ``a`` is formed in place. Three new (rows, hidden) tensors in all where autograd's
+    graph makes five (``silu(a)`` is kept for backward there)."""
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        s = F.silu(a)
-        ctx.save_for_backward(a, b, s)
-        return s * b
+        ctx.save_for_backward(a, b)
+        return F.silu(a).mul_(b)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        a, b, s = ctx.saved_tensors
+        a, b = ctx.saved_tensors
         grad_a = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_b = F.silu(a).mul_(grad)
         if ctx.needs_input_grad[0]:
             grad_a = grad * b
             torch.ops.aten.silu_backward.grad_input(grad_a, a, grad_input=grad_a)  # times silu'(a)
-        if ctx.needs_input_grad[1]:
-            grad_b = grad * s
         return grad_a, grad_b
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gigatok_core.ar.cpu_kernels import Dropout, Linear, rms_norm, split_heads, swiglu
+from gigatok_core.ar.cpu_kernels import Dropout, Linear, residual_add, rms_norm, split_heads, swiglu
 from gigatok_core.ar.loss import linear_cross_entropy
 from gigatok_core.config import GPTConfig
 
@@ -188,8 +188,8 @@ class Block(nn.Module):
         start: int | Tensor = 0,
         length: int | None = None,
     ) -> Tensor:
-        h = h + self.attention(self.attention_norm(h), cache, start, length)
-        return h + self.feed_forward(self.ffn_norm(h))
+        h = residual_add(h, self.attention(self.attention_norm(h), cache, start, length))
+        return residual_add(h, self.feed_forward(self.ffn_norm(h)))
 
 
 class LabelEmbedding(nn.Module):
