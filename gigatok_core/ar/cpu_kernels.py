@@ -190,7 +190,9 @@ class _OneDNNLinear(torch.autograd.Function):
         g2 = grad.reshape(-1, weight.shape[0])  # (N, O)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = onednn_linear(g2, weight.t()).view(*ctx.lead, weight.shape[1])  # (N, O) @ (O, I)
+            grad_x = onednn_linear(g2, weight.t())  # (N, O) @ (O, I)
+            # Not a view: autograd can then add another branch's gradient into it in place.
+            grad_x = torch.ops.aten._unsafe_view(grad_x, (*ctx.lead, weight.shape[1]))
         if ctx.needs_input_grad[1]:
             grad_w = torch.mm(g2.t(), x2)  # (O, N) @ (N, I): BLAS reads the transpose in place
         return grad_x, grad_w
