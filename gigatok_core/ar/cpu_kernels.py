@@ -1,7 +1,11 @@
-"""CPU training kernels of the GPT: drop-in subclasses of ``nn.Dropout`` and ``nn.Linear``.
+"""CPU training kernels of the GPT: drop-in subclasses of ``nn.Dropout`` and ``nn.Linear``, and
+autograd Functions for the element-wise parts of a block.
 
-Both keep their parent's parameters and state-dict names and fall back to it wherever their fast
-path does not apply, so checkpoints, FSDP/DDP wrapping, ``torch.compile`` and CUDA are unchanged:
+The subclasses keep their parent's parameters and state-dict names and fall back to it wherever
+their fast path does not apply, so checkpoints, FSDP/DDP wrapping, ``torch.compile`` and CUDA are
+unchanged. The functions compute the same formulas as the plain operations while allocating fewer
+new tensors: the operating system maps and zeroes fresh memory on first touch, which costs about as
+much as the element-wise arithmetic itself (docs/benchmarks.md).
 
 - :class:`Dropout` draws its keep mask as ``uniform >= p`` with ``torch.rand`` (about half the time
   of the ``bernoulli_`` call ``F.dropout`` makes on the CPU): the same distribution and scaling,
@@ -61,8 +65,8 @@ class _RMSNorm(torch.autograd.Function):
 
     With ``r = rsqrt(mean(x**2) + eps)`` and ``t = grad * x``: ``grad_weight = t^T r`` (a sum over
     the rows) and ``grad_x = r * grad * weight - x * r**3 * (t @ weight) / C``. The row sums are
-    matrix-vector products, so each direction allocates one (rows, C) tensor, its result: fresh
-    memory costs a page fault per 4 KiB on first touch, about as much as the arithmetic here.
+    matrix-vector products, so each direction allocates one (rows, C) tensor, its result (fresh
+    memory, mapped and zeroed on first touch, costs about as much as the arithmetic here).
     """
 
     @staticmethod
