@@ -17,7 +17,7 @@ medians over all timed steps, so a machine shared with other work biases neither
 is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
 rest (schedule, logging reads, loop overhead). ``--plain`` adds a third side: gigatok with its CPU
 levers switched off (``nn.Dropout``'s mask, ``nn.Linear``'s BLAS products, the unfused RMSNorm
-formula, the plain head + ``F.cross_entropy``), to show what they buy; ``--profile N`` profiles one more step per side and
+formula, autograd's q/k/v split and SwiGLU, the plain head + ``F.cross_entropy``), to show what they buy; ``--profile N`` profiles one more step per side and
 prints the N costliest operators of each (self CPU time). ``--clock cpu`` times with the process's
 CPU time instead of the wall clock: on a machine shared with other work, at ``--threads 1``, it
 counts only this process's own work.
@@ -36,14 +36,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when run as a script
 
 
 @contextlib.contextmanager
 def plain_levers() -> Iterator[None]:
-    """gigatok's GPT with its CPU levers off: ``nn.Dropout``, ``nn.Linear`` (BLAS ``mm``), RMSNorm
-    as four element-wise operations, the head's logits then ``F.cross_entropy`` (the code before
-    they came in)."""
+    """gigatok's GPT with its CPU levers off: ``nn.Dropout`` (out of place), ``nn.Linear`` (BLAS
+    ``mm``), RMSNorm as four element-wise operations, the q/k/v split and SwiGLU through autograd's
+    own graph, the residual sums out of place, the head's logits then ``F.cross_entropy`` (the code before they came in)."""
     from torch import nn
 
     import gigatok_core.ar.gpt as gpt
@@ -55,13 +56,29 @@ def plain_levers() -> Iterator[None]:
     def cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(F.linear(h, weight), targets)
 
-    saved = gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, gpt.linear_cross_entropy
-    gpt.RMSNorm.forward, gpt.Dropout.forward = rms_norm, nn.Dropout.forward
-    gpt.Linear.forward, gpt.linear_cross_entropy = nn.Linear.forward, cross_entropy
+    def dropout(self: gpt.Dropout, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p, self.training)  # out of place, as nn.Dropout()
+
+    def split_heads(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+        return rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head)
+
+    def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.silu(a) * b
+
+    def residual_add(h: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return h + branch
+
+    names = ("linear_cross_entropy", "split_heads", "swiglu", "residual_add")
+    saved = gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, [getattr(gpt, n) for n in names]
+    gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward = rms_norm, dropout, nn.Linear.forward
+    for name, plain in zip(names, (cross_entropy, split_heads, swiglu, residual_add), strict=True):
+        setattr(gpt, name, plain)
     try:
         yield
     finally:
-        gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, gpt.linear_cross_entropy = saved
+        gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, functions = saved
+        for name, fn in zip(names, functions, strict=True):
+            setattr(gpt, name, fn)
 
 
 def gigatok_step(

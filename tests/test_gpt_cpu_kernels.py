@@ -6,11 +6,22 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 import gigatok_core.ar.cpu_kernels as kernels
+import gigatok_core.ar.gpt as gpt
+import gigatok_core.ar.loss as loss_module
 from gigatok_core.ar import build_gpt
-from gigatok_core.ar.cpu_kernels import Dropout, Linear, onednn_linear_available
+from gigatok_core.ar.cpu_kernels import (
+    Dropout,
+    Linear,
+    onednn_linear_available,
+    residual_add,
+    rms_norm,
+    split_heads,
+    swiglu,
+)
 from gigatok_core.ar.gpt import RMSNorm
 from gigatok_core.ar.load import seeded_random_weights
 from gigatok_core.ar.loss import linear_cross_entropy, token_loss
@@ -78,8 +89,9 @@ def _loss_and_grads(model: nn.Module, labels: torch.Tensor, codes: torch.Tensor)
 
 
 def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fused head + CE, oneDNN linears and the fused RMSNorm against logits -> ``F.cross_entropy``
-    with ``F.linear`` (the oneDNN path switched off) and the explicit RMSNorm formula."""
+    """The fused head + CE, oneDNN linears, RMSNorm, SwiGLU and q/k/v split kernels against logits ->
+    ``F.cross_entropy`` with ``F.linear`` (the oneDNN path switched off), the explicit RMSNorm
+    formula and autograd's own SwiGLU and head split."""
     model = _tiny_gpt()
     g = torch.Generator().manual_seed(2)
     codes, labels = torch.randint(0, 64, (3, 16), generator=g), torch.randint(0, 10, (3,), generator=g)
@@ -91,6 +103,11 @@ def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytes
 
     monkeypatch.setattr(kernels, "onednn_linear_available", lambda: False)
     monkeypatch.setattr(RMSNorm, "forward", rms_formula)
+    monkeypatch.setattr(gpt, "swiglu", lambda a, b: F.silu(a) * b)
+    monkeypatch.setattr(gpt, "residual_add", lambda h, branch: h + branch)
+    monkeypatch.setattr(
+        gpt, "split_heads", lambda qkv, h: rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=h)
+    )
     model.zero_grad(set_to_none=True)
     logits = model(labels, codes[:, :-1])  # (B, T, V): no targets, the plain head
     ref = F.cross_entropy(logits.flatten(0, 1), codes.flatten())
@@ -156,3 +173,91 @@ def test_rms_norm_equals_the_formula() -> None:
         xb.float() * torch.rsqrt(xb.float().pow(2).mean(-1, keepdim=True) + norm.eps)
     ).bfloat16() * norm.weight
     torch.testing.assert_close(norm(xb), ref_b)
+
+
+def test_rms_norm_kernel_gradients_equal_the_formula() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, 16, generator=g, requires_grad=True)
+    w = torch.empty(16).uniform_(0.5, 1.5, generator=g).requires_grad_()
+    up = torch.randn(3, 5, 16, generator=g)
+    out = rms_norm(x, w, 1e-5)
+    assert type(out.grad_fn).__name__ == "_RMSNormBackward"  # the kernel ran
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, (x, w), up), torch.autograd.grad(ref, (x, w), up), **TOL
+    )
+    (only_x,) = torch.autograd.grad(rms_norm(x, w.detach(), 1e-5), (x,), up)  # a frozen weight
+    (ref_x,) = torch.autograd.grad(
+        x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w.detach(), (x,), up
+    )
+    torch.testing.assert_close(only_x, ref_x, **TOL)
+    (only_w,) = torch.autograd.grad(rms_norm(x.detach(), w, 1e-5), (w,), up)  # a frozen input
+    torch.testing.assert_close(only_w, (up * ref.detach() / w.detach()).sum((0, 1)), **TOL)
+    with torch.no_grad():  # inference keeps F.rms_norm
+        torch.testing.assert_close(rms_norm(x, w, 1e-5), ref.detach(), **TOL)
+
+
+def test_swiglu_kernel_gradients_equal_silu_times_gate() -> None:
+    g = torch.Generator().manual_seed(5)
+    a, b = (torch.randn(4, 7, 12, generator=g, requires_grad=True) for _ in range(2))
+    up = torch.randn(4, 7, 12, generator=g)
+    out = swiglu(a, b)
+    assert type(out.grad_fn).__name__ == "_SwiGLUBackward"
+    ref = F.silu(a) * b
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, (a, b), up), torch.autograd.grad(ref, (a, b), up), **TOL
+    )
+    (only_b,) = torch.autograd.grad(swiglu(a.detach(), b), (b,), up)  # a frozen gate input
+    torch.testing.assert_close(only_b, F.silu(a.detach()) * up, **TOL)
+
+
+def test_split_heads_kernel_equals_the_rearrange_and_its_gradient() -> None:
+    g = torch.Generator().manual_seed(6)
+    qkv = torch.randn(2, 5, 3 * 4 * 3, generator=g, requires_grad=True)  # 4 heads of 3
+    weights = [torch.randn(2, 4, 5, 3, generator=g) for _ in range(3)]  # a distinct gradient per part
+    parts = split_heads(qkv, 4)
+    assert type(parts[0].grad_fn).__name__ == "_SplitHeadsBackward"
+    ref = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=4)
+    for part, r in zip(parts, ref, strict=True):
+        assert torch.equal(part, r)
+    (grad,) = torch.autograd.grad(sum((p * w).sum() for p, w in zip(parts, weights, strict=True)), qkv)
+    (ref_grad,) = torch.autograd.grad(sum((p * w).sum() for p, w in zip(ref, weights, strict=True)), qkv)
+    assert torch.equal(grad, ref_grad) and grad.is_contiguous()
+    (only_v,) = torch.autograd.grad(split_heads(qkv, 4)[2].sum(), qkv)  # unused q, k: zero gradient
+    assert torch.equal(only_v, torch.autograd.grad(ref[2].sum(), qkv)[0])
+
+
+def test_inplace_dropout_writes_over_its_input_with_the_same_mask() -> None:
+    x = torch.randn(50_000, requires_grad=True)
+    torch.manual_seed(0)
+    ref = Dropout(0.3).train()(x * 1.0)
+    torch.manual_seed(0)
+    inner = x * 1.0  # a non-leaf nothing else needs, as a projection's output
+    out = Dropout(0.3, inplace=True).train()(inner)
+    assert out.data_ptr() == inner.data_ptr()  # no new tensor
+    assert torch.equal(out, ref)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(ref.sum(), x)[0])
+
+
+def test_softmax_in_blocks_equals_softmax_and_logsumexp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loss_module, "SOFTMAX_BLOCK_ELEMENTS", 3 * 37)  # blocks of 3 rows, the last of 1
+    logits = torch.randn(13, 37, generator=torch.Generator().manual_seed(7)) * 10
+    probs, lse = loss_module._softmax_(logits.clone())
+    torch.testing.assert_close(probs, torch.softmax(logits, dim=1), **TOL)
+    torch.testing.assert_close(lse, torch.logsumexp(logits, dim=1), **TOL)
+
+
+def test_residual_add_writes_the_sum_over_the_branch() -> None:
+    g = torch.Generator().manual_seed(8)
+    h, x = (torch.randn(2, 3, 4, generator=g, requires_grad=True) for _ in range(2))
+    branch = x * 2.0  # a fresh block output
+    out = residual_add(h, branch)
+    assert out.data_ptr() == branch.data_ptr() and torch.equal(out, h + x * 2.0)
+    up = torch.randn(2, 3, 4, generator=g)
+    grad_h, grad_x = torch.autograd.grad(out, (h, x), up)
+    assert torch.equal(grad_h, up) and torch.equal(grad_x, up * 2.0)
+    with torch.no_grad():  # elsewhere the plain sum, a new tensor
+        assert residual_add(h, branch).data_ptr() != branch.data_ptr()

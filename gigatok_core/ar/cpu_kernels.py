@@ -1,23 +1,39 @@
-"""CPU training kernels of the GPT: drop-in subclasses of ``nn.Dropout`` and ``nn.Linear``.
+"""CPU training kernels of the GPT: drop-in subclasses of ``nn.Dropout`` and ``nn.Linear``, and
+autograd Functions for the element-wise parts of a block.
 
-Both keep their parent's parameters and state-dict names and fall back to it wherever their fast
-path does not apply, so checkpoints, FSDP/DDP wrapping, ``torch.compile`` and CUDA are unchanged:
+The subclasses keep their parent's parameters and state-dict names and fall back to it wherever
+their fast path does not apply, so checkpoints, FSDP/DDP wrapping, ``torch.compile`` and CUDA are
+unchanged. The functions compute the same formulas as the plain operations while allocating fewer
+new tensors: the operating system maps and zeroes fresh memory on first touch, which costs about as
+much as the element-wise arithmetic itself (docs/benchmarks.md).
 
 - :class:`Dropout` draws its keep mask as ``uniform >= p`` with ``torch.rand`` (about half the time
   of the ``bernoulli_`` call ``F.dropout`` makes on the CPU): the same distribution and scaling,
-  from the same generator.
+  from the same generator; with ``inplace=True`` it writes over its input there.
 - :class:`Linear` runs its output and input-gradient products through oneDNN
   (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor uses for CPU linears) instead of the
   BLAS ``mm`` behind ``F.linear``: the same float32 products, measured 5-15% faster at the GPT-B
   training shapes on an AVX-512 AMD EPYC (docs/benchmarks.md). The weight gradient stays on ``mm``
   (as fast there, and oneDNN would first copy the transposed gradient). It applies in float32 on
   the CPU, with gradients enabled, outside autocast and ``torch.compile``.
+- :func:`rms_norm` is RMSNorm with a hand-derived backward (``F.rms_norm`` is a chain of element-wise
+  operations on the CPU, forward and backward): the same formula, one new tensor each way.
+- :func:`swiglu` (``silu(a) * b``) keeps only its inputs for backward and forms the gradient of
+  ``a`` in place there.
+- :func:`residual_add` writes a block's residual sum over the branch's fresh output.
+- :func:`split_heads` splits the fused ``wqkv`` output into per-head q, k, v views whose gradients go
+  back in one copy, straight into the (B, T, 3·C) layout (autograd's view backward stacks them and
+  then copies the permuted stack a second time).
+
+The functions apply under the same conditions as :class:`Linear` and fall back to the plain
+operations elsewhere.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
@@ -33,19 +49,131 @@ def onednn_linear(x: Tensor, w: Tensor) -> Tensor:
     return _LINEAR(x, w, None, "none", [], "")
 
 
-class _CPUDropout(torch.autograd.Function):
-    """Inverted dropout with the keep mask drawn as ``uniform >= p`` (keep probability 1 - p)."""
+def _fast_training(x: Tensor) -> bool:
+    """Whether the float32 CPU training kernels apply to ``x``: gradients on, no autocast, no compile."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _RMSNorm(torch.autograd.Function):
+    """``x * rsqrt(mean(x**2) + eps) * weight`` over the last dimension, with a hand-derived backward.
+
+    With ``r = rsqrt(mean(x**2) + eps)`` and ``t = grad * x``: ``grad_weight = t^T r`` (a sum over
+    the rows) and ``grad_x = r * grad * weight - x * r**3 * (t @ weight) / C``. The row sums are
+    matrix-vector products, so each direction allocates one (rows, C) tensor, its result (fresh
+    memory, mapped and zeroed on first touch, costs about as much as the arithmetic here).
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, p: float) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        c = x.shape[-1]
+        r = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(c).add_(eps).rsqrt_()  # (..., 1)
+        ctx.save_for_backward(x, weight, r)
+        return (x * r).mul_(weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, weight, r = ctx.saved_tensors
+        c = x.shape[-1]
+        t = grad * x  # (..., C)
+        t2, r1 = t.view(-1, c), r.view(-1)  # (N, C), (N,)
+        grad_w = t2.t() @ r1 if ctx.needs_input_grad[1] else None  # (C,)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            coef = (t2 @ weight).view_as(r).mul_(r.pow(3)).div_(-c)  # (..., 1): -r**3 (grad*weight . x) / C
+            grad_x = torch.mul(grad, weight, out=t).mul_(r).addcmul_(x, coef)  # t's memory, reused
+        return grad_x, grad_w, None
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm of float32 ``x`` over its last dimension, scaled by ``weight`` (``F.rms_norm``'s result)."""
+    if _fast_training(x) and weight.dtype == torch.float32 and (x.requires_grad or weight.requires_grad):
+        return _RMSNorm.apply(x, weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+class _SplitHeads(torch.autograd.Function):
+    """(B, T, 3·H·D) -> q, k, v views (B, H, T, D); the gradients return in one stacking copy."""
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, c3 = qkv.shape
+        parts = qkv.view(b, t, 3, n_head, c3 // (3 * n_head)).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        return parts[0], parts[1], parts[2]
+
+    @staticmethod
+    def backward(ctx, gq: Tensor, gk: Tensor, gv: Tensor) -> tuple[Tensor, None]:
+        b, h, t, d = gq.shape  # an unused output's gradient comes as zeros (materialized)
+        stacked = torch.stack([g.transpose(1, 2) for g in (gq, gk, gv)], dim=2)  # (B, T, 3, H, D)
+        return stacked.view(b, t, 3 * h * d), None
+
+
+def split_heads(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v (B, H, T, D) from a fused projection (B, T, 3·H·D) whose rows are ordered q, k, v."""
+    if _fast_training(qkv) and qkv.requires_grad:
+        return _SplitHeads.apply(qkv, n_head)
+    return rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
+
+
+def residual_add(h: Tensor, branch: Tensor) -> Tensor:
+    """``h + branch`` for a residual stream ``h``; in float32 CPU training the sum is written over
+    ``branch`` (a block's fresh output that nothing else needs), saving one (rows, C) tensor."""
+    if _fast_training(branch) and branch.requires_grad and branch.shape == h.shape:
+        return branch.add_(h)  # the same sum: float addition is commutative
+    return h + branch
+
+
+class _SwiGLU(torch.autograd.Function):
+    """``silu(a) * b`` saving only ``a`` and ``b``: ``silu(a)`` is recomputed going back, and the
+    gradient of ``a`` is formed in place. Three new (rows, hidden) tensors in all where autograd's
+    graph makes five (``silu(a)`` is kept for backward there)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return F.silu(a).mul_(b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b = ctx.saved_tensors
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_b = F.silu(a).mul_(grad)
+        if ctx.needs_input_grad[0]:
+            grad_a = grad * b
+            torch.ops.aten.silu_backward.grad_input(grad_a, a, grad_input=grad_a)  # times silu'(a)
+        return grad_a, grad_b
+
+
+def swiglu(a: Tensor, b: Tensor) -> Tensor:
+    """``F.silu(a) * b``: the SwiGLU gate of two float32 projections."""
+    if _fast_training(a) and b.dtype == torch.float32 and (a.requires_grad or b.requires_grad):
+        return _SwiGLU.apply(a, b)
+    return F.silu(a) * b
+
+
+class _CPUDropout(torch.autograd.Function):
+    """Inverted dropout with the keep mask drawn as ``uniform >= p`` (keep probability 1 - p); with
+    ``inplace`` the input's memory takes the result."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
         noise = torch.rand_like(x).ge_(p).div_(1.0 - p)  # 0 or 1/(1-p), as nn.Dropout's mask
         ctx.save_for_backward(noise)
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.mul_(noise)
         return x * noise
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (noise,) = ctx.saved_tensors
-        return grad * noise, None
+        return grad * noise, None, None
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -56,7 +184,9 @@ class _OneDNNLinear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])  # (N, I)
         ctx.save_for_backward(x2, weight)
         ctx.lead = x.shape[:-1]
-        return onednn_linear(x2, weight).view(*x.shape[:-1], weight.shape[0])
+        out = onednn_linear(x2, weight)  # (N, O)
+        # Shaped without becoming a view (a Dropout(inplace=True) may write over it).
+        return torch.ops.aten._unsafe_view(out, (*x.shape[:-1], weight.shape[0]))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -64,14 +194,21 @@ class _OneDNNLinear(torch.autograd.Function):
         g2 = grad.reshape(-1, weight.shape[0])  # (N, O)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = onednn_linear(g2, weight.t()).view(*ctx.lead, weight.shape[1])  # (N, O) @ (O, I)
+            grad_x = onednn_linear(g2, weight.t())  # (N, O) @ (O, I)
+            # Not a view: autograd can then add another branch's gradient into it in place.
+            grad_x = torch.ops.aten._unsafe_view(grad_x, (*ctx.lead, weight.shape[1]))
         if ctx.needs_input_grad[1]:
             grad_w = torch.mm(g2.t(), x2)  # (O, N) @ (N, I): BLAS reads the transpose in place
         return grad_x, grad_w
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper mask draw in float32 CPU training (see the module docstring)."""
+    """``nn.Dropout`` with a cheaper mask draw in float32 CPU training (see the module docstring).
+
+    ``inplace=True`` writes the result over the input there (for inputs nothing else needs, such
+    as a projection's output): one (rows, C) tensor less per dropout. Elsewhere (CUDA, autocast,
+    ``torch.compile``, other dtypes) it is the plain out-of-place ``F.dropout`` either way.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         if (
@@ -81,8 +218,8 @@ class Dropout(nn.Dropout):
             and x.dtype == torch.float32
             and not torch.compiler.is_compiling()
         ):
-            return _CPUDropout.apply(x, self.p)
-        return super().forward(x)
+            return _CPUDropout.apply(x, self.p, self.inplace)
+        return F.dropout(x, self.p, self.training)
 
 
 class Linear(nn.Linear):

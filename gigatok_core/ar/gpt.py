@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gigatok_core.ar.cpu_kernels import Dropout, Linear
+from gigatok_core.ar.cpu_kernels import Dropout, Linear, residual_add, rms_norm, split_heads, swiglu
 from gigatok_core.ar.loss import linear_cross_entropy
 from gigatok_core.config import GPTConfig
 
@@ -37,7 +37,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused kernel, same formula
+            return rms_norm(x, self.weight, self.eps)  # the same formula in fewer passes (cpu_kernels.py)
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
@@ -79,7 +79,7 @@ class Attention(nn.Module):
         self.n_head = cfg.n_head
         self.wqkv = Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = Linear(cfg.dim, cfg.dim, bias=False)
-        self.resid_dropout = Dropout(cfg.resid_dropout_p)
+        self.resid_dropout = Dropout(cfg.resid_dropout_p, inplace=True)
 
     def forward(
         self,
@@ -92,7 +92,7 @@ class Attention(nn.Module):
         step, which then reads the first ``length`` cache slots (None: all); or (B, T) per-row
         positions (:meth:`GPT.forward_rows`, which reads the whole cache)."""
         t = x.shape[1]
-        q, k, v = rearrange(self.wqkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
+        q, k, v = split_heads(self.wqkv(x), self.n_head)  # (B, H, T, D) views
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
         elif isinstance(start, Tensor) and start.ndim == 2:
@@ -165,10 +165,10 @@ class FeedForward(nn.Module):
         self.w1 = Linear(cfg.dim, hidden, bias=False)
         self.w3 = Linear(cfg.dim, hidden, bias=False)
         self.w2 = Linear(hidden, cfg.dim, bias=False)
-        self.ffn_dropout = Dropout(cfg.ffn_dropout_p)
+        self.ffn_dropout = Dropout(cfg.ffn_dropout_p, inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        return self.ffn_dropout(self.w2(swiglu(self.w1(x), self.w3(x))))
 
 
 class Block(nn.Module):
@@ -188,8 +188,8 @@ class Block(nn.Module):
         start: int | Tensor = 0,
         length: int | None = None,
     ) -> Tensor:
-        h = h + self.attention(self.attention_norm(h), cache, start, length)
-        return h + self.feed_forward(self.ffn_norm(h))
+        h = residual_add(h, self.attention(self.attention_norm(h), cache, start, length))
+        return residual_add(h, self.feed_forward(self.ffn_norm(h)))
 
 
 class LabelEmbedding(nn.Module):
@@ -227,7 +227,7 @@ class GPT(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(cfg.block_size + 1, d) * d**-0.5)
         self.cls_embedding = LabelEmbedding(cfg.num_classes, d, cfg.class_dropout_prob)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, d)
-        self.tok_dropout = Dropout(cfg.token_dropout_p)
+        self.tok_dropout = Dropout(cfg.token_dropout_p, inplace=True)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(d, cfg.norm_eps)
         self.output = nn.Linear(d, cfg.vocab_size, bias=False)

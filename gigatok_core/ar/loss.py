@@ -26,12 +26,32 @@ from gigatok_core.ar.cpu_kernels import onednn_linear, onednn_linear_available
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk of tokens in linear_cross_entropy (64 MiB in float32)
 
 
+SOFTMAX_BLOCK_ELEMENTS = 1 << 20  # logits per block of rows in _softmax_ (4 MiB: the block stays in cache)
+
+
+def _softmax_(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax over the last dimension of ``logits`` (c, V) in place, and the log-sum-exp (c,).
+
+    A few rows at a time, so that the block's five passes (max, subtract, exp, sum, divide) run in
+    cache; ``torch.logsumexp`` followed by ``exp(logits - lse)`` would stream the whole chunk through
+    memory seven times and allocate a second chunk-sized tensor."""
+    rows = max(1, SOFTMAX_BLOCK_ELEMENTS // logits.shape[1])
+    lse = torch.empty(logits.shape[0], 1, dtype=logits.dtype, device=logits.device)
+    for start in range(0, logits.shape[0], rows):
+        block = logits[start : start + rows]
+        peak = block.amax(1, keepdim=True)  # (r, 1)
+        total = block.sub_(peak).exp_().sum(1, keepdim=True)  # (r, 1)
+        block.div_(total)
+        torch.add(total.log_(), peak, out=lse[start : start + rows])
+    return logits, lse.squeeze(1)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` (N, V) against ``targets`` (N,), chunk by chunk.
 
     The gradient of a mean cross-entropy with respect to the logits is ``(softmax - onehot) / N``,
-    known as soon as the logits are: each chunk's logits are turned into it in place and multiplied
-    straight into the gradients of ``h`` and ``weight``, so the forward pass does the head's three
+    known as soon as the logits are: each chunk's logits are turned into it in place (:func:`_softmax_`)
+    and multiplied straight into the gradients of ``h`` and ``weight``, so the forward pass does the head's three
     matrix products and one pass of ``exp``; backward only scales by the incoming gradient. Against
     ``F.cross_entropy(h @ weight.T, targets)`` this skips the log-softmax output, the NLL gradient's
     zero-filled (N, V) tensor and the log-softmax backward pass over it.
@@ -48,11 +68,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk):
             hc, tc = h[start : start + chunk], targets[start : start + chunk]  # (c, C), (c,)
             logits = onednn_linear(hc, weight) if onednn else hc @ weight.t()  # (c, V)
-            lse = torch.logsumexp(logits, dim=1)  # (c,)
-            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            picked = logits.gather(1, tc[:, None]).squeeze(1)  # (c,) the targets' logits
             if not (want_h or want_w):
+                total += (torch.logsumexp(logits, dim=1) - picked).sum()
                 continue
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            probs, lse = _softmax_(logits)
+            total += (lse - picked).sum()
             probs[torch.arange(tc.shape[0], device=tc.device), tc] -= 1.0  # d CE / d logits (times N)
             if want_h:
                 torch.mm(probs, weight, out=grad_h[start : start + chunk])
