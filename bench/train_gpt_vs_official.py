@@ -17,7 +17,7 @@ medians over all timed steps, so a machine shared with other work biases neither
 is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
 rest (schedule, logging reads, loop overhead). ``--plain`` adds a third side: gigatok with its CPU
 levers switched off (``nn.Dropout``'s mask, ``nn.Linear``'s BLAS products, the unfused RMSNorm
-formula, autograd's q/k/v split and SwiGLU, the plain head + ``F.cross_entropy``), to show what they buy; ``--profile N`` profiles one more step per side and
+formula, SDPA attention with autograd's q/k/v split, autograd's SwiGLU, the plain head + ``F.cross_entropy``), to show what they buy; ``--profile N`` profiles one more step per side and
 prints the N costliest operators of each (self CPU time). ``--clock cpu`` times with the process's
 CPU time instead of the wall clock: on a machine shared with other work, at ``--threads 1``, it
 counts only this process's own work.
@@ -43,7 +43,7 @@ from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when r
 @contextlib.contextmanager
 def plain_levers() -> Iterator[None]:
     """gigatok's GPT with its CPU levers off: ``nn.Dropout`` (out of place), ``nn.Linear`` (BLAS
-    ``mm``), RMSNorm as four element-wise operations, the q/k/v split and SwiGLU through autograd's
+    ``mm``), RMSNorm as four element-wise operations, SDPA attention on autograd's q/k/v split, SwiGLU through autograd's
     own graph, the residual sums out of place, the head's logits then ``F.cross_entropy`` (the code before they came in)."""
     from torch import nn
 
@@ -59,8 +59,10 @@ def plain_levers() -> Iterator[None]:
     def dropout(self: gpt.Dropout, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.p, self.training)  # out of place, as nn.Dropout()
 
-    def split_heads(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
-        return rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head)
+    def causal_attention(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return rearrange(out, "b h t d -> b t (h d)")
 
     def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.silu(a) * b
@@ -68,10 +70,10 @@ def plain_levers() -> Iterator[None]:
     def residual_add(h: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         return h + branch
 
-    names = ("linear_cross_entropy", "split_heads", "swiglu", "residual_add")
+    names = ("linear_cross_entropy", "causal_attention", "swiglu", "residual_add")
     saved = gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, [getattr(gpt, n) for n in names]
     gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward = rms_norm, dropout, nn.Linear.forward
-    for name, plain in zip(names, (cross_entropy, split_heads, swiglu, residual_add), strict=True):
+    for name, plain in zip(names, (cross_entropy, causal_attention, swiglu, residual_add), strict=True):
         setattr(gpt, name, plain)
     try:
         yield

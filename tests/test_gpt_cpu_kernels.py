@@ -1,5 +1,6 @@
 """The GPT's CPU training kernels: fused head + cross-entropy, oneDNN linears, the cheaper dropout mask,
-the fused RMSNorm. Each equals the plain computation (loss and gradients to float32 tolerance)."""
+the fused RMSNorm, the blocked causal attention. Each equals the plain computation (loss and
+gradients to float32 tolerance, or to float64 rounding where the kernel runs in float64)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from gigatok_core.ar import build_gpt
 from gigatok_core.ar.cpu_kernels import (
     Dropout,
     Linear,
+    causal_attention,
     onednn_linear_available,
     residual_add,
     rms_norm,
-    split_heads,
     swiglu,
 )
 from gigatok_core.ar.gpt import RMSNorm
@@ -89,9 +90,9 @@ def _loss_and_grads(model: nn.Module, labels: torch.Tensor, codes: torch.Tensor)
 
 
 def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fused head + CE, oneDNN linears, RMSNorm, SwiGLU and q/k/v split kernels against logits ->
+    """The fused head + CE, oneDNN linears, RMSNorm, SwiGLU and blocked attention kernels against logits ->
     ``F.cross_entropy`` with ``F.linear`` (the oneDNN path switched off), the explicit RMSNorm
-    formula and autograd's own SwiGLU and head split."""
+    formula and autograd's own SwiGLU, and SDPA attention on a head split."""
     model = _tiny_gpt()
     g = torch.Generator().manual_seed(2)
     codes, labels = torch.randint(0, 64, (3, 16), generator=g), torch.randint(0, 10, (3,), generator=g)
@@ -105,9 +106,7 @@ def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytes
     monkeypatch.setattr(RMSNorm, "forward", rms_formula)
     monkeypatch.setattr(gpt, "swiglu", lambda a, b: F.silu(a) * b)
     monkeypatch.setattr(gpt, "residual_add", lambda h, branch: h + branch)
-    monkeypatch.setattr(
-        gpt, "split_heads", lambda qkv, h: rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=h)
-    )
+    monkeypatch.setattr(gpt, "causal_attention", _sdpa_attention)
     model.zero_grad(set_to_none=True)
     logits = model(labels, codes[:, :-1])  # (B, T, V): no targets, the plain head
     ref = F.cross_entropy(logits.flatten(0, 1), codes.flatten())
@@ -213,20 +212,49 @@ def test_swiglu_kernel_gradients_equal_silu_times_gate() -> None:
     torch.testing.assert_close(only_b, F.silu(a.detach()) * up, **TOL)
 
 
-def test_split_heads_kernel_equals_the_rearrange_and_its_gradient() -> None:
-    g = torch.Generator().manual_seed(6)
-    qkv = torch.randn(2, 5, 3 * 4 * 3, generator=g, requires_grad=True)  # 4 heads of 3
-    weights = [torch.randn(2, 4, 5, 3, generator=g) for _ in range(3)]  # a distinct gradient per part
-    parts = split_heads(qkv, 4)
-    assert type(parts[0].grad_fn).__name__ == "_SplitHeadsBackward"
-    ref = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=4)
-    for part, r in zip(parts, ref, strict=True):
-        assert torch.equal(part, r)
-    (grad,) = torch.autograd.grad(sum((p * w).sum() for p, w in zip(parts, weights, strict=True)), qkv)
-    (ref_grad,) = torch.autograd.grad(sum((p * w).sum() for p, w in zip(ref, weights, strict=True)), qkv)
-    assert torch.equal(grad, ref_grad) and grad.is_contiguous()
-    (only_v,) = torch.autograd.grad(split_heads(qkv, 4)[2].sum(), qkv)  # unused q, k: zero gradient
-    assert torch.equal(only_v, torch.autograd.grad(ref[2].sum(), qkv)[0])
+def _sdpa_attention(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+    q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return rearrange(out, "b h t d -> b t (h d)")
+
+
+@pytest.mark.parametrize("t", [2, 3, 8, 17])
+def test_blocked_causal_attention_equals_sdpa_and_its_gradient(t: int) -> None:
+    """In float64 (the blocked kernel's arithmetic, run through ``_CausalAttention`` directly) the
+    output and the q/k/v gradient equal SDPA's to rounding, for even and odd lengths (the two
+    query blocks differ in size) and the shortest one."""
+    g = torch.Generator().manual_seed(t)
+    qkv = torch.randn(2, t, 3 * 4 * 5, generator=g, dtype=torch.float64, requires_grad=True)  # 4 heads of 5
+    up = torch.randn(2, t, 4 * 5, generator=g, dtype=torch.float64)
+    out = kernels._CausalAttention.apply(qkv, 4)
+    ref = _sdpa_attention(qkv, 4)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(out, qkv, up)
+    (ref_grad,) = torch.autograd.grad(ref, qkv, up)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+    assert grad.is_contiguous() and grad.shape == qkv.shape
+
+
+def test_causal_attention_runs_blocked_only_in_float32_cpu_training() -> None:
+    g = torch.Generator().manual_seed(7)
+    qkv = torch.randn(2, 9, 3 * 2 * 4, generator=g, requires_grad=True)
+    out = causal_attention(qkv, 2)
+    assert type(out.grad_fn).__name__ == "_CausalAttentionBackward"
+    ref = _sdpa_attention(qkv, 2)
+    torch.testing.assert_close(out, ref, **TOL)
+    up = torch.randn(out.shape, generator=g)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, qkv, up)[0], torch.autograd.grad(ref, qkv, up)[0], **TOL
+    )
+    with torch.no_grad():  # inference: SDPA
+        torch.testing.assert_close(causal_attention(qkv, 2), ref.detach(), **TOL)
+    assert type(causal_attention(qkv.detach().double().requires_grad_(), 2).grad_fn).__name__ != (
+        "_CausalAttentionBackward"
+    )
+    long = torch.randn(1, kernels.BLOCKED_ATTENTION_MAX_LEN + 1, 3 * 2 * 4, requires_grad=True)
+    assert type(causal_attention(long, 2).grad_fn).__name__ != "_CausalAttentionBackward"
+    one = torch.randn(2, 1, 3 * 2 * 4, requires_grad=True)  # one position: attends to itself
+    torch.testing.assert_close(causal_attention(one, 2), one[..., 2 * 2 * 4 :])
 
 
 def test_inplace_dropout_writes_over_its_input_with_the_same_mask() -> None:

@@ -21,9 +21,10 @@ much as the element-wise arithmetic itself (docs/benchmarks.md).
 - :func:`swiglu` (``silu(a) * b``) keeps only its inputs for backward and forms the gradient of
   ``a`` in place there.
 - :func:`residual_add` writes a block's residual sum over the branch's fresh output.
-- :func:`split_heads` splits the fused ``wqkv`` output into per-head q, k, v views whose gradients go
-  back in one copy, straight into the (B, T, 3·C) layout (autograd's view backward stacks them and
-  then copies the permuted stack a second time).
+- :func:`causal_attention` runs training's causal attention in two query blocks with batched
+  matrix products (:class:`_CausalAttention`): 3/4 of full attention's products, where the CPU
+  flash-attention kernel spends more than that going back (it recomputes the probabilities); the
+  q/k/v split and the gradient's return to the fused layout are part of it.
 
 The functions apply under the same conditions as :class:`Linear` and fall back to the plain
 operations elsewhere.
@@ -97,27 +98,84 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
-class _SplitHeads(torch.autograd.Function):
-    """(B, T, 3·H·D) -> q, k, v views (B, H, T, D); the gradients return in one stacking copy."""
+class _CausalAttention(torch.autograd.Function):
+    """Causal softmax attention of a fused q/k/v projection (B, T, 3·H·D) -> (B, T, H·D), computed
+    in two query blocks so that the upper-right quarter of the score matrix (keys after every query
+    of the first half) is never formed: 3/4 of the products of full attention.
+
+    With ``s = scale · q k^T`` masked above the diagonal and ``p = softmax(s)``: ``out = p v``;
+    going back ``dv = p^T dout``, ``dp = dout v^T``, ``ds = p * (dp - rowsum(dp * p))`` (the softmax
+    backward) and ``dq = scale · ds k``, ``dk = scale · ds^T q``. The probabilities ``p`` are kept
+    for backward (3/4 of B·H·T² floats; flash attention recomputes them instead). The products are
+    batched (B·H) ``bmm``/``baddbmm`` on contiguous q, k, v, with the scale folded into them; the
+    softmax and its backward run in place; the gradient goes straight into the (B, T, 3, H, D) layout.
+    """
 
     @staticmethod
-    def forward(ctx, qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx, qkv: Tensor, n_head: int) -> Tensor:
         b, t, c3 = qkv.shape
-        parts = qkv.view(b, t, 3, n_head, c3 // (3 * n_head)).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-        return parts[0], parts[1], parts[2]
+        d, m = c3 // (3 * n_head), t // 2  # head size; queries [0, m) form the first block
+        scale = d**-0.5
+        heads = qkv.view(b, t, 3, n_head, d).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D) views
+        q, k, v = (heads[i].reshape(b * n_head, t, d) for i in range(3))  # contiguous copies
+        zero = q.new_zeros(())
+        later = torch.ones(t - m, t - m, dtype=torch.bool, device=qkv.device).triu_(1)  # key after query
+        top = torch.baddbmm(zero, q[:, :m], k[:, :m].mT, beta=0, alpha=scale)  # (BH, m, m)
+        top.masked_fill_(later[:m, :m], float("-inf"))
+        bottom = torch.baddbmm(zero, q[:, m:], k.mT, beta=0, alpha=scale)  # (BH, T-m, T)
+        bottom[:, :, m:].masked_fill_(later, float("-inf"))
+        for s in (top, bottom):
+            torch.ops.aten._softmax.out(s, -1, False, out=s)  # row by row: safe in place
+        out = qkv.new_empty(b, t, n_head, d)
+        out[:, :m] = torch.bmm(top, v[:, :m]).view(b, n_head, m, d).transpose(1, 2)
+        out[:, m:] = torch.bmm(bottom, v).view(b, n_head, t - m, d).transpose(1, 2)
+        ctx.save_for_backward(q, k, v, top, bottom)
+        ctx.n_head = n_head
+        return out.view(b, t, n_head * d)
 
     @staticmethod
-    def backward(ctx, gq: Tensor, gk: Tensor, gv: Tensor) -> tuple[Tensor, None]:
-        b, h, t, d = gq.shape  # an unused output's gradient comes as zeros (materialized)
-        stacked = torch.stack([g.transpose(1, 2) for g in (gq, gk, gv)], dim=2)  # (B, T, 3, H, D)
-        return stacked.view(b, t, 3 * h * d), None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        q, k, v, top, bottom = ctx.saved_tensors
+        bh, t, d = q.shape
+        h, m, scale = ctx.n_head, top.shape[-1], d**-0.5
+        b = bh // h
+        go = grad.reshape(b, t, h, d).transpose(1, 2).reshape(bh, t, d)  # (BH, T, D) copy
+        gqkv = grad.new_empty(b, t, 3, h, d)
+
+        def put(part: int, rows: slice, x: Tensor) -> None:  # x (BH, rows, D) -> gqkv[:, rows, part]
+            gqkv[:, rows, part] = x.view(b, h, -1, d).transpose(1, 2)
+
+        first, second = slice(0, m), slice(m, t)
+        zero = q.new_zeros(())
+        gv = torch.bmm(bottom.mT, go[:, m:])  # (BH, T, D): the second block's queries reach every key
+        put(2, second, gv[:, m:])
+        put(2, first, torch.baddbmm(gv[:, :m], top.mT, go[:, :m]))
+        g_top, g_bottom = torch.bmm(go[:, :m], v[:, :m].mT), torch.bmm(go[:, m:], v.mT)  # d/dp
+        for g, p in ((g_top, top), (g_bottom, bottom)):
+            torch.ops.aten._softmax_backward_data.out(g, p, -1, torch.float32, grad_input=g)  # d/ds
+        put(0, first, torch.baddbmm(zero, g_top, k[:, :m], beta=0, alpha=scale))
+        put(0, second, torch.baddbmm(zero, g_bottom, k, beta=0, alpha=scale))
+        gk = torch.baddbmm(zero, g_bottom.mT, q[:, m:], beta=0, alpha=scale)  # (BH, T, D)
+        put(1, second, gk[:, m:])
+        put(1, first, torch.baddbmm(gk[:, :m], g_top.mT, q[:, :m], alpha=scale))
+        return gqkv.view(b, t, 3 * h * d), None
 
 
-def split_heads(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
-    """q, k, v (B, H, T, D) from a fused projection (B, T, 3·H·D) whose rows are ordered q, k, v."""
-    if _fast_training(qkv) and qkv.requires_grad:
-        return _SplitHeads.apply(qkv, n_head)
-    return rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
+#: The longest sequence :func:`causal_attention` runs blocked: its kept probabilities grow with T².
+BLOCKED_ATTENTION_MAX_LEN = 1024
+
+
+def causal_attention(qkv: Tensor, n_head: int) -> Tensor:
+    """Causal self-attention (B, T, H·D) of a fused projection (B, T, 3·H·D) whose rows are
+    ordered q, k, v: ``F.scaled_dot_product_attention(q, k, v, is_causal=True)`` with the heads
+    merged. In float32 CPU training (2 <= T <= ``BLOCKED_ATTENTION_MAX_LEN``) it runs blocked
+    (:class:`_CausalAttention`), elsewhere through SDPA."""
+    t = qkv.shape[1]
+    if _fast_training(qkv) and qkv.requires_grad and 2 <= t <= BLOCKED_ATTENTION_MAX_LEN:
+        return _CausalAttention.apply(qkv, n_head)
+    q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+    return rearrange(out, "b h t d -> b t (h d)")
 
 
 def residual_add(h: Tensor, branch: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gigatok_core.ar.cpu_kernels import Dropout, Linear, residual_add, rms_norm, split_heads, swiglu
+from gigatok_core.ar.cpu_kernels import Dropout, Linear, causal_attention, residual_add, rms_norm, swiglu
 from gigatok_core.ar.loss import linear_cross_entropy
 from gigatok_core.config import GPTConfig
 
@@ -92,10 +92,11 @@ class Attention(nn.Module):
         step, which then reads the first ``length`` cache slots (None: all); or (B, T) per-row
         positions (:meth:`GPT.forward_rows`, which reads the whole cache)."""
         t = x.shape[1]
-        q, k, v = split_heads(self.wqkv(x), self.n_head)  # (B, H, T, D) views
+        qkv = self.wqkv(x)  # (B, T, 3·H·D)
         if cache is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-        elif isinstance(start, Tensor) and start.ndim == 2:
+            return self.resid_dropout(self.wo(causal_attention(qkv, self.n_head)))
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.n_head).unbind(0)
+        if isinstance(start, Tensor) and start.ndim == 2:
             out = _rowwise_cached_attention(q, k, v, cache, start)
         elif isinstance(start, Tensor):
             out = _static_cached_attention(q, k, v, cache, start, length)
