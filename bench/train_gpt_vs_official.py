@@ -3,6 +3,7 @@
     python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok          # GPT-B, CPU, fp32, batch 4
     python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok --rounds 7 --steps 2
     python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok --threads 1 --clock cpu --plain --profile 12
+    python bench/train_gpt_vs_official.py --official-repo /path/to/GigaTok --threads 2 --rounds 6 --processes
 
 The official code is imported only from ``--official-repo`` (a checkout of
 https://github.com/SilentView/GigaTok; nothing of it is copied here). Both sides train GPT-B from
@@ -13,7 +14,11 @@ the rest; clipping 1.0; the loss read back with ``.item()`` every step as its lo
 gigatok runs :meth:`GPTTask.train_step` through its engine (clipping, AdamW, the WSD scheduler).
 
 Rounds interleave the sides (each takes each place in the order in turn), with the same torch threads; the figures are
-medians over all timed steps, so a machine shared with other work biases neither side. Each step
+medians over all timed steps, so a machine shared with other work biases neither side. In one
+process the sides share one heap, so how much fresh memory a side maps in a step depends on what
+the others freed; ``--processes`` runs each side in a fresh process per round instead (the warm-up
+step, then the timed ones).
+``--warmup`` sets the number of untimed steps. Each step
 is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
 rest (schedule, logging reads, loop overhead). ``--plain`` adds a third side: gigatok with its CPU
 levers switched off (``nn.Dropout``'s mask, ``nn.Linear``'s BLAS products, the unfused RMSNorm
@@ -27,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -178,11 +185,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per side and round")
+    ap.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps per side (per process with --processes)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="wall time, or this process's CPU time"
     )
     ap.add_argument("--plain", action="store_true", help="also time gigatok with its CPU levers off")
+    ap.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each side in a fresh process per round (after one warm-up step) instead of all in one",
+    )
+    ap.add_argument("--only", choices=("gigatok", "official", "plain"), help=argparse.SUPPRESS)
     ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print each side's N costliest operators"
     )
@@ -192,38 +208,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    gen = torch.Generator().manual_seed(args.seed)
-    codes = torch.randint(0, 16384, (args.batch_size, 256), generator=gen)
-    labels = torch.randint(0, 1000, (args.batch_size,), generator=gen)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    phases = Phases(device, clock)
-    torch.manual_seed(args.seed)
-    sides = {"gigatok": gigatok_step(args, codes, labels, phases)}
-    torch.manual_seed(args.seed)
-    sides["official"] = official_step(args, codes, labels, phases)
-    if args.plain:
-        torch.manual_seed(args.seed)
-        sides["plain"] = gigatok_step(args, codes, labels, phases, plain=True)
-    for fn in sides.values():  # warm-up: allocator, first-touch of the optimizer states
-        phases.start()
-        fn()
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
-    for r in range(args.rounds):
-        names = list(sides)
-        order = names[r % len(names) :] + names[: r % len(names)]  # each side takes each place in turn
-        for name in order:
-            for _ in range(args.steps):
-                phases.start()
-                t0 = clock()
-                sides[name]()
-                rows[name].append({"total": clock() - t0, **phases.totals})
+    names = ["gigatok", "official"] + (["plain"] if args.plain else [])
+    if args.only:
+        print(json.dumps(in_process(args, [args.only], clock)[args.only]))
+        return {}
+    rows = in_fresh_processes(args, names) if args.processes else in_process(args, names, clock)
     med = {
         n: {k: statistics.median(x.get(k, 0.0) for x in rs) for k in ("total", *PHASES)}
         for n, rs in rows.items()
     }
+    where = "one fresh process per side and round" if args.processes else "one process"
     print(
         f"GPT-B train step, {device}, fp32, batch {args.batch_size} x 256 tokens, {torch.get_num_threads()} threads, "
-        f"{args.rounds} interleaved rounds x {args.steps} steps (medians, {args.clock} clock)"
+        f"{args.rounds} interleaved rounds x {args.steps} steps, {where} (medians, {args.clock} clock)"
     )
     print(f"{'':9} {'step ms':>9} " + " ".join(f"{p:>16}" for p in PHASES))
     for name, m in med.items():
@@ -236,10 +234,80 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"gigatok with its CPU levers off vs official: {med['official']['total'] / med['plain']['total']:.3f}x"
         )
     if args.profile:
-        for name, fn in sides.items():
+        phases = Phases(device, clock)
+        for name, fn in build_sides(args, names, phases).items():
             print(f"\n{name}: the {args.profile} costliest operators of one step (self CPU time)")
             print(operator_table(fn, phases, args.profile))
     return {"median": med, "speedup": speedup}
+
+
+def build_sides(args: argparse.Namespace, names: list[str], phases: Phases) -> dict[str, Callable]:
+    """Each named side's step function, on the same random codes and labels, seeded alike."""
+    gen = torch.Generator().manual_seed(args.seed)
+    codes = torch.randint(0, 16384, (args.batch_size, 256), generator=gen)
+    labels = torch.randint(0, 1000, (args.batch_size,), generator=gen)
+    sides = {}
+    for name in names:
+        torch.manual_seed(args.seed)
+        if name == "official":
+            sides[name] = official_step(args, codes, labels, phases)
+        else:
+            sides[name] = gigatok_step(args, codes, labels, phases, plain=name == "plain")
+    return sides
+
+
+def in_process(args: argparse.Namespace, names: list[str], clock: Callable[[], float]) -> dict[str, list]:
+    """Every side in this process, rounds interleaved (each side takes each place in turn):
+    per side, one row of phase times per timed step."""
+    phases = Phases(torch.device(args.device), clock)
+    sides = build_sides(args, names, phases)
+    for fn in sides.values():  # warm-up: allocator, first-touch of the optimizer states
+        for _ in range(args.warmup):
+            phases.start()
+            fn()
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    rounds = 1 if args.only else args.rounds
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            for _ in range(args.steps):
+                phases.start()
+                t0 = clock()
+                sides[name]()
+                rows[name].append({"total": clock() - t0, **phases.totals})
+    return rows
+
+
+def in_fresh_processes(args: argparse.Namespace, names: list[str]) -> dict[str, list]:
+    """Each side in a fresh process per round (this script with ``--only``), the order rotating
+    by round: no side runs on a heap or page cache another side left behind."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    common = [
+        *("--official-repo", str(args.official_repo), "--batch-size", str(args.batch_size)),
+        *(
+            "--device",
+            args.device,
+            "--steps",
+            str(args.steps),
+            "--seed",
+            str(args.seed),
+            "--clock",
+            args.clock,
+        ),
+        *(("--threads", str(args.threads)) if args.threads else ()),
+    ]
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            done = subprocess.run(
+                [sys.executable, __file__, *common, "--only", name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"the {name} side failed:\n{done.stderr[-4000:]}")
+            rows[name].extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
 
 
 def operator_table(step: Callable, phases: Phases, rows: int) -> str:

@@ -155,7 +155,14 @@ def test_dropout_mask_is_bernoulli_and_scaled() -> None:
     (grad,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(grad, y.detach())  # the same mask and scale going back
     torch.manual_seed(0)
-    torch.testing.assert_close(drop(x), y)  # drawn from the global generator: a seed repeats it
+    torch.testing.assert_close(drop(x), y)  # seeded from the global generator: a seed repeats it
+    state = torch.get_rng_state()
+    again = drop(x)
+    assert not torch.equal(again, y)  # each draw moves torch's global generator on
+    torch.set_rng_state(state)  # a resumed run's restored state draws the same mask
+    torch.testing.assert_close(drop(x), again)
+    torch.manual_seed(1)
+    assert not torch.equal(drop(x), y)
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
 
