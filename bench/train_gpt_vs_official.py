@@ -71,7 +71,7 @@ def plain_levers() -> Iterator[None]:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return rearrange(out, "b h t d -> b t (h d)")
 
-    def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def swiglu(a: torch.Tensor, b: torch.Tensor, consume: bool = False) -> torch.Tensor:
         return F.silu(a) * b
 
     def residual_add(h: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ def test_gpt_training_loss_and_gradients_equal_the_plain_path(monkeypatch: pytes
 
     monkeypatch.setattr(kernels, "onednn_linear_available", lambda: False)
     monkeypatch.setattr(RMSNorm, "forward", rms_formula)
-    monkeypatch.setattr(gpt, "swiglu", lambda a, b: F.silu(a) * b)
+    monkeypatch.setattr(gpt, "swiglu", lambda a, b, consume=False: F.silu(a) * b)
     monkeypatch.setattr(gpt, "residual_add", lambda h, branch: h + branch)
     monkeypatch.setattr(gpt, "causal_attention", _sdpa_attention)
     model.zero_grad(set_to_none=True)
@@ -217,6 +217,37 @@ def test_swiglu_kernel_gradients_equal_silu_times_gate() -> None:
     )
     (only_b,) = torch.autograd.grad(swiglu(a.detach(), b), (b,), up)  # a frozen gate input
     torch.testing.assert_close(only_b, F.silu(a.detach()) * up, **TOL)
+
+
+def test_consuming_swiglu_writes_its_gradients_over_its_inputs() -> None:
+    """``consume=True`` (the FFN's fresh projections): the same gradients, in the inputs' memory;
+    a second backward through the graph fails loudly instead of reading overwritten tensors."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(4, 7, 12, generator=g, requires_grad=True)
+    up = torch.randn(4, 7, 12, generator=g)
+    a, b = x * 2.0, x - 1.0  # fresh tensors, as a projection's outputs
+    a_ptr, b_ptr = a.data_ptr(), b.data_ptr()
+    out = swiglu(a, b, consume=True)
+    ref = F.silu(x * 2.0) * (x - 1.0)
+    torch.testing.assert_close(out, ref, **TOL)
+    grads = {}
+    a.register_hook(lambda grad: grads.setdefault("a", grad))
+    b.register_hook(lambda grad: grads.setdefault("b", grad))
+    (gx,) = torch.autograd.grad(out, x, up, retain_graph=True)
+    torch.testing.assert_close(gx, torch.autograd.grad(ref, x, up)[0], **TOL)
+    assert grads["a"].data_ptr() == b_ptr and grads["b"].data_ptr() == a_ptr  # no new tensors
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out, x, up)
+
+
+def test_dropout_gradient_takes_the_mask_memory() -> None:
+    x = torch.randn(1000, requires_grad=True)
+    y = Dropout(0.5).train()(x)
+    torch.testing.assert_close(
+        torch.autograd.grad(y, x, torch.ones_like(y), retain_graph=True)[0], y.detach() / x.detach()
+    )
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(y, x, torch.ones_like(y))
 
 
 def _sdpa_attention(qkv: torch.Tensor, n_head: int) -> torch.Tensor:

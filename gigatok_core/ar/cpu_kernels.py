@@ -189,31 +189,42 @@ def residual_add(h: Tensor, branch: Tensor) -> Tensor:
 
 
 class _SwiGLU(torch.autograd.Function):
-    """``silu(a) * b`` saving only ``a`` and ``b``: ``silu(a)`` is recomputed going back, and the
-    gradient of ``a`` is formed in place. Three new (rows, hidden) tensors in all where autograd's
-    graph makes five (``silu(a)`` is kept for backward there)."""
+    """``silu(a) * b`` saving only ``a`` and ``b``: ``silu(a)`` is recomputed going back. With
+    ``consume`` (``a`` and ``b`` are projections' fresh outputs that nothing else reads) the two
+    gradients are written over ``a`` and ``b``, so backward makes no new tensor; otherwise three
+    new (rows, hidden) tensors in all, where autograd's graph makes five (``silu(a)`` is kept for
+    backward there). A second backward through the same graph then fails loudly (the saved
+    tensors changed), as it does for any in-place kernel."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+    def forward(ctx, a: Tensor, b: Tensor, consume: bool) -> Tensor:
         ctx.save_for_backward(a, b)
+        ctx.consume = consume
         return F.silu(a).mul_(b)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         a, b = ctx.saved_tensors
+        want_a, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        silu_backward = torch.ops.aten.silu_backward.grad_input  # (grad, x) -> grad * silu'(x)
+        if ctx.consume and want_a and want_b:
+            grad_a = silu_backward(b.mul_(grad), a, grad_input=b)  # b's memory: grad * b * silu'(a)
+            return grad_a, F.silu(a, inplace=True).mul_(grad), None  # a's memory: grad * silu(a)
         grad_a = grad_b = None
-        if ctx.needs_input_grad[1]:
+        if want_b:
             grad_b = F.silu(a).mul_(grad)
-        if ctx.needs_input_grad[0]:
+        if want_a:
             grad_a = grad * b
-            torch.ops.aten.silu_backward.grad_input(grad_a, a, grad_input=grad_a)  # times silu'(a)
-        return grad_a, grad_b
+            silu_backward(grad_a, a, grad_input=grad_a)  # times silu'(a)
+        return grad_a, grad_b, None
 
 
-def swiglu(a: Tensor, b: Tensor) -> Tensor:
-    """``F.silu(a) * b``: the SwiGLU gate of two float32 projections."""
+def swiglu(a: Tensor, b: Tensor, *, consume: bool = False) -> Tensor:
+    """``F.silu(a) * b``: the SwiGLU gate of two float32 projections. ``consume=True`` says that
+    nothing else reads ``a`` or ``b``: in float32 CPU training backward then writes the gradients
+    over them (see :class:`_SwiGLU`)."""
     if _fast_training(a) and b.dtype == torch.float32 and (a.requires_grad or b.requires_grad):
-        return _SwiGLU.apply(a, b)
+        return _SwiGLU.apply(a, b, consume)
     return F.silu(a) * b
 
 
@@ -247,8 +258,8 @@ class _CPUDropout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (noise,) = ctx.saved_tensors
-        return grad * noise, None, None
+        (noise,) = ctx.saved_tensors  # the mask dies with this step: its memory takes the gradient
+        return noise.mul_(grad), None, None
 
 
 class _OneDNNLinear(torch.autograd.Function):

@@ -169,7 +169,7 @@ class FeedForward(nn.Module):
         self.ffn_dropout = Dropout(cfg.ffn_dropout_p, inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.ffn_dropout(self.w2(swiglu(self.w1(x), self.w3(x))))
+        return self.ffn_dropout(self.w2(swiglu(self.w1(x), self.w3(x), consume=True)))  # fresh projections
 
 
 class Block(nn.Module):
