@@ -19,8 +19,9 @@ much as the element-wise arithmetic itself (docs/benchmarks.md).
   the CPU, with gradients enabled, outside autocast and ``torch.compile``.
 - :func:`rms_norm` is RMSNorm with a hand-derived backward (``F.rms_norm`` is a chain of element-wise
   operations on the CPU, forward and backward): the same formula, one new tensor each way.
-- :func:`swiglu` (``silu(a) * b``) keeps only its inputs for backward and forms the gradient of
-  ``a`` in place there.
+- :func:`swiglu` (``silu(a) * b``) keeps only its inputs for backward; given inputs nothing else
+  reads (``consume=True``, the FFN's projections) it writes its gradients over them. Dropout's
+  gradient is written over its mask.
 - :func:`residual_add` writes a block's residual sum over the branch's fresh output.
 - :func:`causal_attention` runs training's causal attention in two query blocks with batched
   matrix products (:class:`_CausalAttention`): 3/4 of full attention's products, where the CPU
