@@ -16,9 +16,8 @@ gigatok runs :meth:`GPTTask.train_step` through its engine (clipping, AdamW, the
 Rounds interleave the sides (each takes each place in the order in turn), with the same torch threads; the figures are
 medians over all timed steps, so a machine shared with other work biases neither side. In one
 process the sides share one heap, so how much fresh memory a side maps in a step depends on what
-the others freed; ``--processes`` runs each side in a fresh process per round instead (the warm-up
-step, then the timed ones).
-``--warmup`` sets the number of untimed steps. Each step
+the others freed; ``--processes`` runs each side in a fresh process per round instead. Each side
+first takes ``--warmup`` untimed steps (in each of its processes with ``--processes``). Each step
 is split into forward (model and loss), backward, optimizer (clipping, AdamW step, zeroing) and the
 rest (schedule, logging reads, loop overhead). ``--plain`` adds a third side: gigatok with its CPU
 levers switched off (``nn.Dropout``'s mask, ``nn.Linear``'s BLAS products, the unfused RMSNorm
@@ -43,7 +42,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from train_gpt import PHASES, Phases, instrument  # bench/ is on the path when run as a script
 
 
@@ -55,6 +53,7 @@ def plain_levers() -> Iterator[None]:
     from torch import nn
 
     import gigatok_core.ar.gpt as gpt
+    from gigatok_core.ar.cpu_kernels import sdpa_causal_attention
 
     def rms_norm(self: gpt.RMSNorm, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
@@ -66,11 +65,6 @@ def plain_levers() -> Iterator[None]:
     def dropout(self: gpt.Dropout, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.p, self.training)  # out of place, as nn.Dropout()
 
-    def causal_attention(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
-        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return rearrange(out, "b h t d -> b t (h d)")
-
     def swiglu(a: torch.Tensor, b: torch.Tensor, consume: bool = False) -> torch.Tensor:
         return F.silu(a) * b
 
@@ -80,7 +74,8 @@ def plain_levers() -> Iterator[None]:
     names = ("linear_cross_entropy", "causal_attention", "swiglu", "residual_add")
     saved = gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward, [getattr(gpt, n) for n in names]
     gpt.RMSNorm.forward, gpt.Dropout.forward, gpt.Linear.forward = rms_norm, dropout, nn.Linear.forward
-    for name, plain in zip(names, (cross_entropy, causal_attention, swiglu, residual_add), strict=True):
+    plains = (cross_entropy, sdpa_causal_attention, swiglu, residual_add)
+    for name, plain in zip(names, plains, strict=True):
         setattr(gpt, name, plain)
     try:
         yield
@@ -196,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--processes",
         action="store_true",
-        help="run each side in a fresh process per round (after one warm-up step) instead of all in one",
+        help="run each side in a fresh process per round (after its --warmup steps) instead of all in one",
     )
     ap.add_argument("--only", choices=("gigatok", "official", "plain"), help=argparse.SUPPRESS)
     ap.add_argument(

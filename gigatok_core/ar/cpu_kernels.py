@@ -176,8 +176,13 @@ def causal_attention(qkv: Tensor, n_head: int) -> Tensor:
     t = qkv.shape[1]
     if _fast_training(qkv) and qkv.requires_grad and 2 <= t <= BLOCKED_ATTENTION_MAX_LEN:
         return _CausalAttention.apply(qkv, n_head)
+    return sdpa_causal_attention(qkv, n_head)
+
+
+def sdpa_causal_attention(qkv: Tensor, n_head: int) -> Tensor:
+    """:func:`causal_attention` through ``F.scaled_dot_product_attention`` on every device."""
     q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=n_head).unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=qkv.shape[1] > 1)
     return rearrange(out, "b h t d -> b t (h d)")
 
 
